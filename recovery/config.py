@@ -1,0 +1,181 @@
+"""Settings from the environment and business rules from TOML.
+
+Everything has a default that runs on one machine with nothing set. Production mode
+(RECOVERY_ENV=production) refuses to start on the defaults that are unsafe there.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEV_SECRET_KEY = "dev-insecure-secret-key"
+DEV_WEBHOOK_SECRET = "whsec_dev_local"
+DEFAULT_RULES_PATH = Path(__file__).with_name("rules.default.toml")
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or invalid; the message says which and how to fix it."""
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    instance_path: Path = Path("instance")
+    database_url: str = ""
+    stripe_api_key: str = ""
+    stripe_webhook_secrets: tuple[str, ...] = (DEV_WEBHOOK_SECRET,)
+    stripe_api_base: str | None = None
+    api_keys: tuple[str, ...] = ()
+    secret_key: str = DEV_SECRET_KEY
+    public_url: str = "http://127.0.0.1:5000"
+    rules_path: Path | None = None
+    # Stripe events are a few KiB; an invoice with hundreds of lines stays well under this.
+    webhook_max_bytes: int = 1024 * 1024
+    # Process an event in the request that stored it (after the commit). Off = worker only.
+    process_inline: bool = True
+    worker_tick_seconds: float = 1.0
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, instance_path: Path | None = None
+    ) -> Settings:
+        env = os.environ if environ is None else environ
+        instance = Path(env.get("RECOVERY_INSTANCE_PATH") or instance_path or "instance").resolve()
+        database_url = env.get("RECOVERY_DATABASE_URL") or f"sqlite:///{instance / 'recovery.db'}"
+        rules = env.get("RECOVERY_RULES")
+        try:
+            max_bytes = int(env.get("RECOVERY_WEBHOOK_MAX_BYTES", 1024 * 1024))
+            tick = float(env.get("RECOVERY_WORKER_TICK_SECONDS", 1.0))
+        except ValueError as exc:
+            raise ConfigError(f"invalid number in the environment: {exc}") from exc
+        return cls(
+            env=env.get("RECOVERY_ENV", "development"),
+            instance_path=instance,
+            database_url=database_url,
+            stripe_api_key=env.get("STRIPE_API_KEY", ""),
+            stripe_webhook_secrets=_split(env.get("STRIPE_WEBHOOK_SECRETS"))
+            or (() if env.get("RECOVERY_ENV") == "production" else (DEV_WEBHOOK_SECRET,)),
+            stripe_api_base=env.get("STRIPE_API_BASE") or None,
+            api_keys=_split(env.get("RECOVERY_API_KEYS")),
+            secret_key=env.get("RECOVERY_SECRET_KEY") or DEV_SECRET_KEY,
+            public_url=(env.get("RECOVERY_PUBLIC_URL") or "http://127.0.0.1:5000").rstrip("/"),
+            rules_path=Path(rules) if rules else None,
+            webhook_max_bytes=max_bytes,
+            process_inline=env.get("RECOVERY_PROCESS_INLINE", "1") not in ("0", "false", "no"),
+            worker_tick_seconds=tick,
+            log_level=env.get("RECOVERY_LOG_LEVEL", "INFO"),
+        )
+
+    def production_problems(self) -> list[str]:
+        """What makes these settings unsafe for production, one actionable line each."""
+        problems = []
+        if self.secret_key == DEV_SECRET_KEY or len(self.secret_key) < 32:
+            problems.append(
+                "RECOVERY_SECRET_KEY is not set (or shorter than 32 characters): set it to a long "
+                'random value, e.g. python -c "import secrets; print(secrets.token_hex(32))"'
+            )
+        if not self.stripe_webhook_secrets or DEV_WEBHOOK_SECRET in self.stripe_webhook_secrets:
+            problems.append(
+                "STRIPE_WEBHOOK_SECRETS is not set: copy the endpoint's signing secret (whsec_...) "
+                "from the Stripe Dashboard; separate several with commas while rotating"
+            )
+        if not self.stripe_api_key:
+            problems.append("STRIPE_API_KEY is not set: use a restricted or secret key (sk_/rk_)")
+        if not self.public_url.startswith("https://"):
+            problems.append(
+                "RECOVERY_PUBLIC_URL must be the https:// address customers reach this service at"
+            )
+        return problems
+
+    def check(self) -> None:
+        if self.is_production:
+            problems = self.production_problems()
+            if problems:
+                raise ConfigError(
+                    "refusing to start in production with unsafe settings:\n  - "
+                    + "\n  - ".join(problems)
+                )
+
+
+# ---- business rules ----------------------------------------------------------------------------
+
+
+class RulesError(ConfigError):
+    """The rules file is invalid; the message names the key."""
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any], path: str = "") -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        where = f"{path}.{key}" if path else key
+        if key not in base:
+            raise RulesError(f"unknown key in rules file: {where}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise RulesError(f"{where} must be a table")
+            merged[key] = _merge(base[key], value, where)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_rules_data(path: Path | None) -> dict[str, Any]:
+    """The default rules, with the business's file (if any) laid over them key by key."""
+    with DEFAULT_RULES_PATH.open("rb") as fh:
+        data = tomllib.load(fh)
+    if path is None:
+        return data
+    try:
+        with path.open("rb") as fh:
+            override = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise RulesError(f"RECOVERY_RULES points at {path}, which does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"{path} is not valid TOML: {exc}") from exc
+    return _merge(data, override)
+
+
+@dataclass(frozen=True)
+class BusinessRules:
+    name: str
+    sender_name: str
+    sender_email: str
+    reply_to: str
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> BusinessRules:
+        values = {}
+        for key in ("name", "sender_name", "sender_email", "reply_to"):
+            value = data.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise RulesError(f"business.{key} must be a non-empty string")
+            values[key] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Rules:
+    business: BusinessRules
+    data: Mapping[str, Any]
+
+    @classmethod
+    def load(cls, path: Path | None) -> Rules:
+        data = load_rules_data(path)
+        return cls(business=BusinessRules.from_mapping(data["business"]), data=data)

@@ -1,0 +1,492 @@
+"""Stripe objects of any API version -> the plain states we mirror. Pure: dicts in, dataclasses out.
+
+Two shapes reach us: the pinned current version (2025-03-31 "basil" and later: the invoice names
+its subscription under `parent.subscription_details`, periods live on subscription items, charges
+and PaymentIntents no longer name their invoice) and older ones (localstripe speaks 2017-08-15:
+`invoice.subscription`, `invoice.charge`, top-level `current_period_end`, `plan` instead of
+`price`). Every reader below accepts both, and an id where an expanded object could be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Obj = Mapping[str, Any]
+
+
+class MappingError(ValueError):
+    """The payload is not a Stripe object of the expected kind."""
+
+
+def ref(value: Any) -> str | None:
+    """An id, whether Stripe sent the id or the expanded object."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        inner = value.get("id")
+        return inner if isinstance(inner, str) and inner else None
+    return None
+
+
+def _obj(value: Any) -> Obj:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _str(value: Any, limit: int = 255) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    return str(value)[:limit]
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _bool(value: Any) -> bool:
+    return value is True
+
+
+def _require_id(obj: Obj, kind: str) -> str:
+    oid = obj.get("id")
+    if not isinstance(oid, str) or not oid:
+        raise MappingError(f"{kind} object has no id")
+    return oid
+
+
+_BRANDS = {
+    "american express": "amex",
+    "amex": "amex",
+    "mastercard": "mastercard",
+    "diners club": "diners",
+    "diners": "diners",
+    "discover": "discover",
+    "jcb": "jcb",
+    "unionpay": "unionpay",
+    "visa": "visa",
+    "cartes_bancaires": "cartes_bancaires",
+    "eftpos_au": "eftpos_au",
+    "interac": "interac",
+}
+
+
+def normalize_brand(value: Any) -> str | None:
+    """Legacy Card objects say "Visa", "MasterCard", "American Express"; PaymentMethods say
+    "visa", "mastercard", "amex". One vocabulary, the PaymentMethod one."""
+    text = _str(value)
+    if text is None:
+        return None
+    lowered = text.strip().lower()
+    return _BRANDS.get(lowered, lowered.replace(" ", "_"))
+
+
+# ---- states -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerState:
+    id: str
+    email: str | None
+    name: str | None
+    phone: str | None
+    preferred_locales: tuple[str, ...]
+    address_country: str | None
+    default_payment_method_id: str | None
+    default_source_id: str | None
+    metadata: Mapping[str, str]
+    deleted: bool
+    created: int | None
+
+
+@dataclass(frozen=True)
+class CardState:
+    id: str
+    customer_id: str | None
+    type: str
+    brand: str | None
+    last4: str | None
+    exp_month: int | None
+    exp_year: int | None
+    funding: str | None
+    fingerprint: str | None
+    country: str | None
+    wallet: str | None
+    created: int | None
+
+
+@dataclass(frozen=True)
+class ItemState:
+    id: str
+    price_id: str | None
+    product_id: str | None
+    unit_amount: int | None
+    quantity: int
+    currency: str | None
+    interval: str | None
+    interval_count: int
+    current_period_start: int | None
+    current_period_end: int | None
+
+
+@dataclass(frozen=True)
+class SubscriptionState:
+    id: str
+    customer_id: str | None
+    status: str
+    collection_method: str | None
+    currency: str | None
+    default_payment_method_id: str | None
+    default_source_id: str | None
+    cancel_at_period_end: bool
+    cancel_at: int | None
+    canceled_at: int | None
+    ended_at: int | None
+    cancellation_reason: str | None
+    cancellation_feedback: str | None
+    pause_behavior: str | None
+    pause_resumes_at: int | None
+    current_period_start: int | None
+    current_period_end: int | None
+    trial_end: int | None
+    latest_invoice_id: str | None
+    metadata: Mapping[str, str]
+    created: int | None
+    items: tuple[ItemState, ...]
+
+
+@dataclass(frozen=True)
+class InvoiceState:
+    id: str
+    customer_id: str | None
+    subscription_id: str | None
+    status: str | None
+    currency: str
+    amount_due: int
+    amount_paid: int
+    amount_remaining: int
+    attempt_count: int
+    attempted: bool
+    next_payment_attempt: int | None
+    hosted_invoice_url: str | None
+    billing_reason: str | None
+    collection_method: str | None
+    auto_advance: bool | None
+    paid_at: int | None
+    period_end: int | None
+    created: int | None
+    payment_intent_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AttemptState:
+    """One payment attempt. Built from a charge or from a PaymentIntent's last error: both
+    describe the same immutable attempt, so the mirror merges them field by field."""
+
+    id: str
+    payment_intent_id: str | None
+    invoice_id: str | None
+    customer_id: str | None
+    payment_method_id: str | None
+    status: str
+    amount: int
+    currency: str | None
+    failure_code: str | None
+    failure_message: str | None
+    decline_code: str | None
+    outcome_type: str | None
+    outcome_reason: str | None
+    network_status: str | None
+    advice_code: str | None
+    network_advice_code: str | None
+    network_decline_code: str | None
+    card_brand: str | None
+    card_last4: str | None
+    card_funding: str | None
+    card_fingerprint: str | None
+    created: int | None
+    card: CardState | None = field(default=None, compare=False)
+
+
+# ---- readers ------------------------------------------------------------------------------------
+
+
+def _metadata(value: Any) -> Mapping[str, str]:
+    return {str(k): str(v) for k, v in _obj(value).items() if v is not None}
+
+
+def customer_state(obj: Obj, *, deleted: bool = False) -> CustomerState:
+    cid = _require_id(obj, "customer")
+    locales = obj.get("preferred_locales") or []
+    country = _str(_obj(obj.get("address")).get("country"), 2)
+    return CustomerState(
+        id=cid,
+        email=_str(obj.get("email"), 320),
+        name=_str(obj.get("name")),
+        phone=_str(obj.get("phone"), 40),
+        preferred_locales=tuple(str(x)[:20] for x in locales if isinstance(x, str))
+        if isinstance(locales, list)
+        else (),
+        address_country=country.upper() if country else None,
+        default_payment_method_id=ref(
+            _obj(obj.get("invoice_settings")).get("default_payment_method")
+        ),
+        default_source_id=ref(obj.get("default_source")),
+        metadata=_metadata(obj.get("metadata")),
+        deleted=deleted or _bool(obj.get("deleted")),
+        created=_int(obj.get("created")),
+    )
+
+
+def card_state(obj: Obj) -> CardState:
+    """A PaymentMethod (object=payment_method) or a legacy Card/source (object=card)."""
+    pid = _require_id(obj, "payment method")
+    if obj.get("object") == "card":  # legacy Card: the fields sit at the top level
+        card: Obj = obj
+        kind = "card"
+    else:
+        card = _obj(obj.get("card"))
+        kind = _str(obj.get("type"), 40) or "card"
+    country = _str(card.get("country"), 2)
+    return CardState(
+        id=pid,
+        customer_id=ref(obj.get("customer")),
+        type=kind,
+        brand=normalize_brand(card.get("brand")),
+        last4=_str(card.get("last4"), 4),
+        exp_month=_int(card.get("exp_month")),
+        exp_year=_int(card.get("exp_year")),
+        funding=_str(card.get("funding"), 20),
+        fingerprint=_str(card.get("fingerprint"), 64),
+        country=country.upper() if country else None,
+        wallet=_str(_obj(card.get("wallet")).get("type"), 40),
+        created=_int(obj.get("created")),
+    )
+
+
+def _item_state(obj: Obj) -> ItemState | None:
+    iid = ref(obj)
+    if iid is None:
+        return None
+    price = _obj(obj.get("price")) or _obj(obj.get("plan"))
+    recurring = _obj(price.get("recurring"))
+    # Prices keep the amount in unit_amount and the cadence in `recurring`; legacy plans keep
+    # them at the top level as `amount`, `interval`, `interval_count`.
+    amount = _int(price.get("unit_amount"))
+    if amount is None:
+        amount = _int(price.get("amount"))
+    interval = _str(recurring.get("interval") or price.get("interval"), 10)
+    count = _int(recurring.get("interval_count") or price.get("interval_count")) or 1
+    quantity = _int(obj.get("quantity"))
+    currency = _str(price.get("currency"), 3)
+    return ItemState(
+        id=iid,
+        price_id=ref(price),
+        product_id=ref(price.get("product")),
+        unit_amount=amount,
+        quantity=1 if quantity is None else quantity,
+        currency=currency.lower() if currency else None,
+        interval=interval,
+        interval_count=count,
+        current_period_start=_int(obj.get("current_period_start")),
+        current_period_end=_int(obj.get("current_period_end")),
+    )
+
+
+def subscription_state(obj: Obj) -> SubscriptionState:
+    sid = _require_id(obj, "subscription")
+    raw_items = _obj(obj.get("items")).get("data") or []
+    items = tuple(
+        item
+        for item in (_item_state(_obj(x)) for x in raw_items if isinstance(x, Mapping))
+        if item is not None
+    )
+    # Since 2025-03-31 the period lives on each item; before, on the subscription.
+    period_end = _int(obj.get("current_period_end"))
+    period_start = _int(obj.get("current_period_start"))
+    item_ends = [i.current_period_end for i in items if i.current_period_end is not None]
+    item_starts = [i.current_period_start for i in items if i.current_period_start is not None]
+    if period_end is None and item_ends:
+        period_end = min(item_ends)
+    if period_start is None and item_starts:
+        period_start = min(item_starts)
+    pause = _obj(obj.get("pause_collection"))
+    details = _obj(obj.get("cancellation_details"))
+    status = _str(obj.get("status"), 30)
+    if status is None:
+        raise MappingError("subscription object has no status")
+    currency = _str(obj.get("currency"), 3)
+    return SubscriptionState(
+        id=sid,
+        customer_id=ref(obj.get("customer")),
+        status=status,
+        collection_method=_str(obj.get("collection_method"), 30),
+        currency=currency.lower() if currency else None,
+        default_payment_method_id=ref(obj.get("default_payment_method")),
+        default_source_id=ref(obj.get("default_source")),
+        cancel_at_period_end=_bool(obj.get("cancel_at_period_end")),
+        cancel_at=_int(obj.get("cancel_at")),
+        canceled_at=_int(obj.get("canceled_at")),
+        ended_at=_int(obj.get("ended_at")),
+        cancellation_reason=_str(details.get("reason"), 40),
+        cancellation_feedback=_str(details.get("feedback"), 40),
+        pause_behavior=_str(pause.get("behavior"), 30),
+        pause_resumes_at=_int(pause.get("resumes_at")),
+        current_period_start=period_start,
+        current_period_end=period_end,
+        trial_end=_int(obj.get("trial_end")),
+        latest_invoice_id=ref(obj.get("latest_invoice")),
+        metadata=_metadata(obj.get("metadata")),
+        created=_int(obj.get("created")),
+        items=items,
+    )
+
+
+def invoice_subscription_id(obj: Obj) -> str | None:
+    parent = _obj(obj.get("parent"))
+    new = ref(_obj(parent.get("subscription_details")).get("subscription"))
+    return new or ref(obj.get("subscription"))
+
+
+def invoice_state(obj: Obj) -> InvoiceState:
+    iid = _require_id(obj, "invoice")
+    currency = _str(obj.get("currency"), 3)
+    if currency is None:
+        raise MappingError("invoice object has no currency")
+    intents: list[str] = []
+    old_intent = ref(obj.get("payment_intent"))
+    if old_intent:
+        intents.append(old_intent)
+    for payment in _obj(obj.get("payments")).get("data") or []:
+        pi = ref(_obj(_obj(payment).get("payment")).get("payment_intent"))
+        if pi and pi not in intents:
+            intents.append(pi)
+    transitions = _obj(obj.get("status_transitions"))
+    auto_advance = obj.get("auto_advance")
+    amount_due = _int(obj.get("amount_due")) or 0
+    amount_paid = _int(obj.get("amount_paid")) or 0
+    remaining = _int(obj.get("amount_remaining"))
+    return InvoiceState(
+        id=iid,
+        customer_id=ref(obj.get("customer")),
+        subscription_id=invoice_subscription_id(obj),
+        status=_str(obj.get("status"), 20),
+        currency=currency.lower(),
+        amount_due=amount_due,
+        amount_paid=amount_paid,
+        amount_remaining=max(amount_due - amount_paid, 0) if remaining is None else remaining,
+        attempt_count=_int(obj.get("attempt_count")) or 0,
+        attempted=_bool(obj.get("attempted")),
+        next_payment_attempt=_int(obj.get("next_payment_attempt")),
+        hosted_invoice_url=_str(obj.get("hosted_invoice_url"), 2000),
+        billing_reason=_str(obj.get("billing_reason"), 40),
+        collection_method=_str(obj.get("collection_method"), 30),
+        auto_advance=auto_advance if isinstance(auto_advance, bool) else None,
+        paid_at=_int(transitions.get("paid_at")),
+        period_end=_int(obj.get("period_end")),
+        created=_int(obj.get("created")),
+        payment_intent_ids=tuple(intents),
+    )
+
+
+def _charge_card(charge: Obj) -> Obj:
+    card = _obj(_obj(charge.get("payment_method_details")).get("card"))
+    if card:
+        return card
+    source = _obj(charge.get("source"))  # old API: the card source sits on the charge
+    return source if source.get("object") == "card" else {}
+
+
+def attempt_from_charge(obj: Obj, *, invoice_id: str | None = None) -> AttemptState:
+    cid = _require_id(obj, "charge")
+    outcome = _obj(obj.get("outcome"))
+    card = _charge_card(obj)
+    status = _str(obj.get("status"), 20) or "pending"
+    outcome_type = _str(outcome.get("type"), 40)
+    reason = _str(outcome.get("reason"), 60)
+    currency = _str(obj.get("currency"), 3)
+    return AttemptState(
+        id=cid,
+        payment_intent_id=ref(obj.get("payment_intent")),
+        invoice_id=ref(obj.get("invoice")) or invoice_id,
+        customer_id=ref(obj.get("customer")),
+        payment_method_id=ref(obj.get("payment_method")) or ref(obj.get("source")),
+        status=status,
+        amount=_int(obj.get("amount")) or 0,
+        currency=currency.lower() if currency else None,
+        failure_code=_str(obj.get("failure_code"), 60),
+        failure_message=_str(obj.get("failure_message"), 1000),
+        # A charge has no decline_code field; for an issuer decline outcome.reason carries it.
+        decline_code=reason if outcome_type == "issuer_declined" else None,
+        outcome_type=outcome_type,
+        outcome_reason=reason,
+        network_status=_str(outcome.get("network_status"), 40),
+        advice_code=_str(outcome.get("advice_code"), 40),
+        network_advice_code=_str(outcome.get("network_advice_code"), 10),
+        network_decline_code=_str(outcome.get("network_decline_code"), 10),
+        card_brand=normalize_brand(card.get("brand")),
+        card_last4=_str(card.get("last4"), 4),
+        card_funding=_str(card.get("funding"), 20),
+        card_fingerprint=_str(card.get("fingerprint"), 64),
+        created=_int(obj.get("created")),
+    )
+
+
+def attempt_from_payment_intent(obj: Obj) -> AttemptState | None:
+    """The attempt a PaymentIntent event reports, or None when it reports none."""
+    pid = _require_id(obj, "payment intent")
+    error = _obj(obj.get("last_payment_error"))
+    status = _str(obj.get("status"), 30)
+    old_charges = [c for c in _obj(obj.get("charges")).get("data") or [] if isinstance(c, Mapping)]
+    latest = obj.get("latest_charge")
+    if isinstance(latest, Mapping) and latest.get("id"):
+        return attempt_from_charge(latest, invoice_id=ref(obj.get("invoice")))
+    charge_id = ref(error.get("charge")) or ref(latest)
+    if charge_id is None and old_charges:
+        return attempt_from_charge(old_charges[-1], invoice_id=ref(obj.get("invoice")))
+    if status == "succeeded":
+        outcome = "succeeded"
+    elif error:
+        outcome = "failed"
+    else:
+        return None  # created / processing / requires_action with no attempt to report
+    pm = _obj(error.get("payment_method")) or _obj(obj.get("payment_method"))
+    card = _obj(pm.get("card"))
+    currency = _str(obj.get("currency"), 3)
+    return AttemptState(
+        id=charge_id or pid,
+        payment_intent_id=pid,
+        invoice_id=ref(obj.get("invoice")),
+        customer_id=ref(obj.get("customer")),
+        payment_method_id=ref(pm) or ref(obj.get("payment_method")),
+        status=outcome,
+        amount=_int(obj.get("amount")) or 0,
+        currency=currency.lower() if currency else None,
+        failure_code=_str(error.get("code"), 60),
+        failure_message=_str(error.get("message"), 1000),
+        decline_code=_str(error.get("decline_code"), 60),
+        outcome_type=None,
+        outcome_reason=None,
+        network_status=None,
+        advice_code=_str(error.get("advice_code"), 40),
+        network_advice_code=_str(error.get("network_advice_code"), 10),
+        network_decline_code=_str(error.get("network_decline_code"), 10),
+        card_brand=normalize_brand(card.get("brand")),
+        card_last4=_str(card.get("last4"), 4),
+        card_funding=_str(card.get("funding"), 20),
+        card_fingerprint=_str(card.get("fingerprint"), 64),
+        created=_int(obj.get("created")),
+        card=card_state(pm) if pm.get("id") and card else None,
+    )

@@ -1,0 +1,29 @@
+"""SQLAlchemy models. Importing this package registers every table on `Base.metadata`."""
+
+from recovery.models.inbox import EventStatus, StripeEvent
+from recovery.models.mirror import (
+    Customer,
+    Invoice,
+    InvoicePayment,
+    PaymentAttempt,
+    PaymentMethod,
+    Subscription,
+    SubscriptionItem,
+)
+from recovery.models.work import ActionStatus, DueAction, JobRun, WorkerHeartbeat
+
+__all__ = [
+    "ActionStatus",
+    "Customer",
+    "DueAction",
+    "EventStatus",
+    "Invoice",
+    "InvoicePayment",
+    "JobRun",
+    "PaymentAttempt",
+    "PaymentMethod",
+    "StripeEvent",
+    "Subscription",
+    "SubscriptionItem",
+    "WorkerHeartbeat",
+]
