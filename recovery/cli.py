@@ -99,6 +99,18 @@ def serve(rt: Runtime, host: str, port: int, *, with_worker: bool) -> None:
             worker_instance.stop()
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--customers", default=40, show_default=True, help="How many to seed (0: none).")
+@click.option("--exit-after-seed", is_flag=True, help="Stop once seeded (smoke tests).")
+def demo(host: str, port: int, customers: int, exit_after_seed: bool) -> None:
+    """Everything on this machine: a local Stripe stand-in, seeded data, web + worker."""
+    from recovery.devtools.demo import run_demo
+
+    run_demo(host, port, customers, exit_after_seed)
+
+
 # ---- events ------------------------------------------------------------------------------------
 
 

@@ -111,10 +111,8 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
 
 @pytest.fixture
 def fake_gateway() -> Any:
-    try:
-        from recovery.adapters.stripe_fake import FakeStripeGateway
-    except ImportError:  # TEMPORARY while the gateway is written
-        return object()
+    from recovery.adapters.stripe_fake import FakeStripeGateway
+
     return FakeStripeGateway()
 
 

@@ -1,0 +1,519 @@
+"""When to charge a failed invoice again - or why not to.
+
+Pure: every input arrives as an argument, ``now`` included, and the same inputs always give the
+same decision. Facts behind the defaults are in /work/shared/DOMAIN.md (sections 2-5).
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from itertools import takewhile
+from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from recovery.domain.declines import (
+    Classification,
+    Decline,
+    DeclineCategory,
+    classify,
+    is_insufficient_funds,
+    normalize_brand,
+)
+
+__all__ = [
+    "Attempt",
+    "CardInfo",
+    "NetworkCaps",
+    "RetryContext",
+    "RetryDecision",
+    "RetryRules",
+    "RulesError",
+    "decide_next_retry",
+]
+
+RetryOwner = Literal["recovery", "stripe"]
+EndOfDunning = Literal["cancel_subscription", "mark_uncollectible", "leave_past_due"]
+Funding = Literal["credit", "debit", "prepaid", "unknown"]
+
+# Visa and Mastercard both count reattempts over a rolling 30 days (DOMAIN.md §4).
+CAP_PERIOD = timedelta(days=30)
+WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_DAY_ABBR = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTH_ABBR = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class RulesError(ValueError):
+    """A ``[retry]`` setting is unknown or has the wrong type or value; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkCaps:
+    """Most attempts on one card in any 30 days, ours and Stripe's together."""
+
+    visa: int = 20  # 15 reattempts per 30 days, 20 from 25 May 2025 (Cielo, TabaPay)
+    mastercard: int = 35  # TPE: fee above 35 declines per card, merchant, amount, 30 days
+    default: int = 15  # other networks publish nothing we found: Visa's older, stricter limit
+
+    def for_brand(self, brand: str | None) -> int:
+        name = normalize_brand(brand)
+        if name == "visa":
+            return self.visa
+        if name == "mastercard":
+            return self.mastercard
+        return self.default
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRules:
+    """The ``[retry]`` section of the rules file; each default is explained there."""
+
+    window_days: int = 28  # Churn Buster's default campaign; 42% of recoveries come after day 14
+    max_attempts: int = 8  # per card, first charge included: Stripe's "at most 8"
+    network_caps: NetworkCaps = NetworkCaps()
+    soft_first_retry_hours: int = 22  # about a day, a little earlier in the day each time
+    min_gap_hours: int = 20  # never two charges on one invoice closer than this
+    payday_targeting: bool = True  # for insufficient_funds only
+    payday_days_of_month: tuple[int, ...] = (1, 15)
+    payday_last_business_day: bool = True
+    payday_weekdays: tuple[str, ...] = ("friday",)
+    local_hour_start: int = 8  # customer-local morning window for payday tries: [start, end)
+    local_hour_end: int = 10
+    retry_owner: RetryOwner = "recovery"
+    end_of_dunning: EndOfDunning = "cancel_subscription"  # Stripe's default end state
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.window_days <= 60, "window_days", "1..60 (Stripe and Recurly stop by 60)")
+        _check(1 <= self.max_attempts <= 20, "max_attempts", "1..20 (Recurly's hard stop)")
+        for brand in ("visa", "mastercard", "default"):
+            cap = getattr(self.network_caps, brand)
+            _check(cap >= 1, f"network_caps.{brand}", "at least 1")
+        _check(1 <= self.soft_first_retry_hours <= 24 * 14, "soft_first_retry_hours", "1..336")
+        _check(
+            1 <= self.min_gap_hours <= self.soft_first_retry_hours,
+            "min_gap_hours",
+            "1..soft_first_retry_hours",
+        )
+        days = self.payday_days_of_month
+        _check(all(1 <= d <= 31 for d in days), "payday_days_of_month", "days 1..31")
+        names = self.payday_weekdays
+        _check(all(n in WEEKDAY_NAMES for n in names), "payday_weekdays", "English day names")
+        _check(0 <= self.local_hour_start <= 23, "local_hour_start", "0..23")
+        _check(
+            self.local_hour_start < self.local_hour_end <= 24,
+            "local_hour_end",
+            "after local_hour_start and at most 24",
+        )
+        _check(self.retry_owner in get_args(RetryOwner), "retry_owner", "recovery or stripe")
+        _check(
+            self.end_of_dunning in get_args(EndOfDunning),
+            "end_of_dunning",
+            " or ".join(get_args(EndOfDunning)),
+        )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> RetryRules:
+        """Rules from a parsed ``[retry]`` table; a missing key keeps its default."""
+        if not isinstance(data, Mapping):
+            raise RulesError("retry: expected a table")
+        parsers = _parsers()
+        kwargs = {}
+        for key, value in data.items():
+            if key not in parsers:
+                raise RulesError(f"retry.{key}: unknown key (known: {', '.join(parsers)})")
+            kwargs[key] = parsers[key](f"retry.{key}", value)
+        return cls(**kwargs)
+
+
+def _check(ok: bool, key: str, expected: str) -> None:
+    if not ok:
+        raise RulesError(f"retry.{key}: expected {expected}")
+
+
+def _parse_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RulesError(f"{key}: expected an integer, got {value!r}")
+    return value
+
+
+def _parse_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise RulesError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _parse_str(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise RulesError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _parse_list(item: Callable[[str, Any], Any]) -> Callable[[str, Any], tuple[Any, ...]]:
+    def parse(key: str, value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list | tuple):
+            raise RulesError(f"{key}: expected a list, got {value!r}")
+        return tuple(item(f"{key}[{i}]", v) for i, v in enumerate(value))
+
+    return parse
+
+
+def _parse_caps(key: str, value: Any) -> NetworkCaps:
+    if not isinstance(value, Mapping):
+        raise RulesError(f"{key}: expected a table, got {value!r}")
+    known = [f.name for f in fields(NetworkCaps)]
+    for name in value:
+        if name not in known:
+            raise RulesError(f"{key}.{name}: unknown key (known: {', '.join(known)})")
+    return NetworkCaps(**{name: _parse_int(f"{key}.{name}", v) for name, v in value.items()})
+
+
+def _parsers() -> dict[str, Callable[[str, Any], Any]]:
+    by_type: dict[str, Callable[[str, Any], Any]] = {
+        "int": _parse_int,
+        "bool": _parse_bool,
+        "NetworkCaps": _parse_caps,
+        "tuple[int, ...]": _parse_list(_parse_int),
+        "tuple[str, ...]": _parse_list(_parse_str),
+        "RetryOwner": _parse_str,
+        "EndOfDunning": _parse_str,
+    }
+    return {f.name: by_type[str(f.type)] for f in fields(RetryRules)}
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One charge of the invoice (ours or Stripe's), or of the same card on another invoice."""
+
+    at: datetime
+    card_fingerprint: str | None
+    card_brand: str | None
+    decline: Decline | None
+    succeeded: bool
+    by: Literal["recovery", "stripe"]
+    # False for the same card's attempts on other invoices: they count only toward network caps.
+    on_this_invoice: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CardInfo:
+    brand: str | None
+    funding: Funding
+    fingerprint: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryContext:
+    case_opened_at: datetime
+    attempts: Sequence[Attempt]
+    card: CardInfo | None
+    card_changed_since_last_failure: bool
+    customer_timezone: str  # IANA; an unknown name falls back to UTC
+    amount: int  # minor units; not used by today's rules (Mastercard's cap is per amount)
+    currency: str
+    past_success_days: Sequence[int] = ()  # day of month of the customer's own past payments
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    """``at`` is when to charge next; None means no charge is scheduled.
+
+    ``stop``: no more charges of the current card (never-retry, budget spent, no payday or no
+    room left in the window), or none at all (paid, window over).
+    ``wait_for_new_card``: a different card would be charged at once; ask the customer for one.
+    ``stop`` without ``wait_for_new_card`` means dunning is over: the invoice is paid or the window
+    has ended (then apply ``RetryRules.end_of_dunning``). ``at`` None with neither flag: the
+    customer must act (3DS, a call to their bank), or Stripe owns the retries.
+    """
+
+    at: datetime | None
+    stop: bool
+    wait_for_new_card: bool
+    reason: str
+
+
+def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> RetryDecision:
+    """The next charge of the invoice in ``ctx``, never before ``now`` nor after the window."""
+    _require_aware(now, "now")
+    _require_aware(ctx.case_opened_at, "case_opened_at")
+    zone, zone_name = _zone(ctx.customer_timezone)
+    window_end = ctx.case_opened_at + timedelta(days=rules.window_days)
+    # Ties on time get a full tie-break: the decision never depends on the attempts' order.
+    ordered = sorted(ctx.attempts, key=lambda a: a.at)
+    if len({a.at for a in ordered}) < len(ordered):
+        ordered.sort(key=_order)
+    invoice = [a for a in ordered if a.on_this_invoice]
+
+    if any(a.succeeded for a in invoice):
+        return RetryDecision(None, True, False, "the invoice is paid")
+    if now >= window_end:
+        ended = _fmt(window_end, zone, zone_name)
+        return RetryDecision(
+            None,
+            True,
+            False,
+            f"the {rules.window_days}-day retry window ended {ended}: {rules.end_of_dunning}",
+        )
+    if rules.retry_owner == "stripe":
+        return RetryDecision(None, False, False, "Stripe runs the retries (retry_owner = stripe)")
+    card = ctx.card
+    if card is None:
+        return RetryDecision(None, False, True, "no card on file: waiting for the customer")
+
+    last = invoice[-1] if invoice else None
+    verdict = _classify(last) if last else classify(Decline())
+    changed = ctx.card_changed_since_last_failure
+    # Network rules follow the card number: a changed card with the same fingerprint (say, the
+    # card updater's new expiry date) is still the same card to Visa and Mastercard.
+    same_number = not changed or (
+        card.fingerprint is not None
+        and last is not None
+        and last.card_fingerprint == card.fingerprint
+    )
+
+    def on_card(a: Attempt) -> bool:
+        if card.fingerprint is not None:
+            return a.card_fingerprint == card.fingerprint
+        return same_number  # unknown fingerprint: count everything unless the card changed
+
+    history = [(a, _classify(a)) for a in ordered if not a.succeeded and on_card(a)]
+    stopped_by = next((v for _, v in reversed(history) if v.stop_card), None)
+    if stopped_by is None and same_number and verdict.stop_card:
+        stopped_by = verdict
+    if stopped_by is not None:
+        note = " (the new payment method is the same card number)" if changed else ""
+        return RetryDecision(
+            None,
+            True,
+            True,
+            f"{stopped_by.reason}: never charged again on this card{note};"
+            " a different card will be tried at once",
+        )
+    if not changed and verdict.category is DeclineCategory.NEEDS_NEW_CARD:
+        return RetryDecision(None, False, True, f"{verdict.reason}: waiting for a new card")
+    if not changed and verdict.category is DeclineCategory.NEEDS_CUSTOMER:
+        return RetryDecision(None, False, False, f"{verdict.reason}: waiting for the customer")
+    if not changed and verdict.category is DeclineCategory.NEVER_RETRY:  # not card-specific
+        return RetryDecision(None, True, True, f"{verdict.reason}: not retried")
+
+    used = sum(1 for a in invoice if on_card(a))
+    if used >= rules.max_attempts:
+        return RetryDecision(
+            None,
+            True,
+            True,
+            f"all {rules.max_attempts} attempts on this card are used;"
+            " a different card will be tried at once",
+        )
+
+    funds = last is not None and is_insufficient_funds(_with_brand(last))
+    floor, notes = now, []
+    # Never sooner than the network asked (Mastercard 24-30) on this card number.
+    if same_number:
+        for attempt, seen in history:
+            if seen.not_before is not None and attempt.at + seen.not_before > floor:
+                floor = attempt.at + seen.not_before
+                notes = [f"not before {_fmt(floor, zone, zone_name)} ({seen.reason})"]
+
+    def schedule(earliest: datetime) -> tuple[datetime | None, str, str]:
+        if changed:
+            return earliest, "the card changed", "trying the new card at once"
+        if funds and rules.payday_targeting:
+            return _after_funds(ctx, rules, last, earliest, window_end, zone)
+        return _spread(rules, verdict.reason, last, earliest, window_end, ctx.case_opened_at, used)
+
+    at, what, detail = schedule(floor)
+    if at is not None:
+        cap = rules.network_caps.for_brand(card.brand)
+        held = _cap_release([a.at for a in ordered if on_card(a)], at, cap)
+        if held > at:
+            at, what, detail = schedule(held)
+            brand = normalize_brand(card.brand) or "this"
+            notes.append(f"held by the {brand} cap of {cap} attempts on a card in 30 days")
+    if at is None or at >= window_end:
+        ended = _fmt(window_end, zone, zone_name)
+        if at is None:
+            reason = f"{what}: {detail} before the window ends {ended}"
+        else:
+            reason = f"{what}: no attempt fits before the window ends {ended}"
+        # Stopped on this card only: a new card before the window ends is still charged.
+        notes.append("a different card will be tried at once")
+        return RetryDecision(None, True, True, "; ".join([reason, *notes]))
+    reason = f"{what}: next try {_fmt(at, zone, zone_name)} - {detail}"
+    return RetryDecision(at, False, False, "; ".join([reason, *notes]))
+
+
+def _require_aware(value: datetime, name: str) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+
+
+def _zone(name: str) -> tuple[ZoneInfo, str]:
+    try:
+        return ZoneInfo(name), name
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC"), "UTC"
+
+
+def _fmt(at: datetime, zone: ZoneInfo, zone_name: str) -> str:
+    local = at.astimezone(zone)
+    day, month = _DAY_ABBR[local.weekday()], _MONTH_ABBR[local.month - 1]
+    return f"{day} {local.day} {month} {local:%H:%M} {zone_name}"
+
+
+def _with_brand(attempt: Attempt) -> Decline:
+    decline = attempt.decline or Decline()
+    if decline.card_brand is None and attempt.card_brand is not None:
+        return replace(decline, card_brand=attempt.card_brand)
+    return decline
+
+
+# classify() is pure and Decline is frozen: caching only saves time (a worker asks repeatedly).
+_classify_decline = lru_cache(maxsize=4096)(classify)
+
+
+def _classify(attempt: Attempt) -> Classification:
+    return _classify_decline(_with_brand(attempt))
+
+
+def _order(a: Attempt) -> tuple[datetime, bool, bool, str, str, str]:
+    decline = a.decline or Decline()
+    codes = "|".join(
+        str(v)
+        for v in (
+            decline.decline_code,
+            decline.network_advice_code,
+            decline.network_decline_code,
+            decline.advice_code,
+            decline.failure_code,
+            decline.outcome_type,
+            decline.outcome_reason,
+            decline.card_brand,
+        )
+    )
+    return (a.at, a.on_this_invoice, a.succeeded, a.card_fingerprint or "", a.by, codes)
+
+
+def _spread(
+    rules: RetryRules,
+    what: str,
+    last: Attempt | None,
+    earliest: datetime,
+    window_end: datetime,
+    opened: datetime,
+    used: int,
+) -> tuple[datetime, str, str]:
+    """About a day after the first failure, then the rest of the budget spread evenly."""
+    since = last.at if last else opened
+    if used <= 1:
+        gap = timedelta(hours=rules.soft_first_retry_hours)
+        detail = f"attempt {used + 1} of {rules.max_attempts}, about a day after the failure"
+    else:
+        left = rules.max_attempts - used
+        # One gap more than attempts left, so the last try lands well before the window ends.
+        gap = max((window_end - since) / (left + 1), timedelta(hours=rules.min_gap_hours))
+        detail = (
+            f"attempt {used + 1} of {rules.max_attempts},"
+            f" spread over the {rules.window_days}-day window"
+        )
+    return max(since + gap, earliest), what, detail
+
+
+def _after_funds(
+    ctx: RetryContext,
+    rules: RetryRules,
+    last: Attempt | None,
+    earliest: datetime,
+    window_end: datetime,
+    zone: ZoneInfo,
+) -> tuple[datetime | None, str, str]:
+    """The next likely payday morning, the customer's own past payment days first."""
+    since = last.at if last else ctx.case_opened_at
+    start = max(earliest, since + timedelta(hours=rules.min_gap_hours))
+    own = frozenset(d for d in ctx.past_success_days if 1 <= d <= 31)
+    slots = _payday_slots(start, window_end, zone, rules, own)
+    first = next(slots, None)
+    if own and first is not None and _OWN_DAY not in first[1]:
+        horizon = first[0] + OWN_DAY_PREFERENCE
+        near = takewhile(lambda s: s[0] <= horizon, slots)
+        first = next((s for s in near if _OWN_DAY in s[1]), first)
+    funding = ctx.card.funding if ctx.card and ctx.card.funding != "unknown" else None
+    what = f"insufficient_funds on a {funding} card" if funding else "insufficient_funds"
+    if first is None:
+        # Between paydays the money is not coming back; another try would only add a decline.
+        return None, what, "no likely payday left"
+    at, labels = first
+    return at, what, f"payday ({', '.join(labels)})"
+
+
+_OWN_DAY = "their usual payment day"
+# The customer's own payment day beats a common payday up to one weekly pay cycle earlier; a
+# common payday further ahead of it is tried first (the own day still comes after, if missed).
+# Judgement, checked in bench/recovery_sim.py: waiting weeks for a noisy own day cost recoveries.
+OWN_DAY_PREFERENCE = timedelta(days=7)
+
+
+def _payday_slots(
+    start: datetime, end: datetime, zone: ZoneInfo, rules: RetryRules, own: frozenset[int]
+) -> Iterator[tuple[datetime, list[str]]]:
+    """Morning-window openings (UTC) on likely paydays from ``start`` until ``end``."""
+    weekdays = frozenset(WEEKDAY_NAMES.index(n) for n in rules.payday_weekdays)
+    day = start.astimezone(zone).date()
+    last_day = end.astimezone(zone).date()
+    while day <= last_day:
+        labels = _payday_labels(day, rules, own, weekdays)
+        if labels:
+            opens = _wall(day, rules.local_hour_start, zone)
+            closes = _wall(day, rules.local_hour_end, zone)
+            at = max(start, opens)
+            if at < closes and at < end:
+                yield at, labels
+        day += timedelta(days=1)
+
+
+def _wall(day: date, hour: int, zone: ZoneInfo) -> datetime:
+    naive = datetime(day.year, day.month, day.day) + timedelta(hours=hour)
+    return naive.replace(tzinfo=zone).astimezone(UTC)
+
+
+def _payday_labels(
+    day: date, rules: RetryRules, own: frozenset[int], weekdays: frozenset[int]
+) -> list[str]:
+    month_end = day.day == _month_days(day.year, day.month)
+    labels = []
+    # A 31st in a 30-day month is paid on the 30th.
+    if day.day in own or (month_end and max(own, default=0) > day.day):
+        labels.append(_OWN_DAY)
+    paid = rules.payday_days_of_month
+    if day.day in paid or (month_end and max(paid, default=0) > day.day):
+        labels.append(f"day {day.day} of the month")
+    if rules.payday_last_business_day and day == _last_business_day(day.year, day.month):
+        labels.append("last business day")
+    if day.weekday() in weekdays:
+        labels.append(WEEKDAY_NAMES[day.weekday()].capitalize())
+    return labels
+
+
+@lru_cache(maxsize=256)
+def _month_days(year: int, month: int) -> int:
+    return calendar.monthrange(year, month)[1]
+
+
+@lru_cache(maxsize=256)
+def _last_business_day(year: int, month: int) -> date:
+    # Weekends only: public holidays differ by country and are not modelled.
+    last = date(year, month, _month_days(year, month))
+    while last.weekday() >= 5:
+        last -= timedelta(days=1)
+    return last
+
+
+def _cap_release(times: Sequence[datetime], at: datetime, cap: int) -> datetime:
+    """Earliest moment >= ``at`` when one more attempt keeps any 30 days at ``cap`` or fewer."""
+    recent = [t for t in times if at - CAP_PERIOD < t <= at]
+    excess = len(recent) - (cap - 1)
+    if excess <= 0:
+        return at
+    return recent[excess - 1] + CAP_PERIOD

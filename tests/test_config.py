@@ -1,0 +1,108 @@
+"""Settings work with nothing set; production refuses unsafe defaults and says what is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from recovery import create_app
+from recovery.cli import main
+from recovery.config import ConfigError, Rules, RulesError, Settings
+from recovery.migrate import upgrade
+
+
+def test_nothing_set_gives_a_working_sqlite_setup(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, instance_path=tmp_path)
+    assert settings.database_url == f"sqlite:///{tmp_path / 'recovery.db'}"
+    assert settings.env == "development"
+    settings.check()  # no complaint outside production
+    upgrade(settings.database_url)
+    health = create_app(settings).test_client().get("/healthz")
+    assert health.json["database"] == "ok"
+    assert health.json["worker"]["ok"] is False  # no worker has started yet
+
+
+def test_environment_is_read(tmp_path: Path) -> None:
+    env = {
+        "RECOVERY_DATABASE_URL": "postgresql+psycopg://u@db/recovery",
+        "STRIPE_API_KEY": "sk_test_123",
+        "STRIPE_WEBHOOK_SECRETS": "whsec_new, whsec_old",
+        "STRIPE_API_BASE": "http://127.0.0.1:8420",
+        "RECOVERY_API_KEYS": "k1,k2",
+        "RECOVERY_PUBLIC_URL": "https://billing.example.com/",
+    }
+    s = Settings.from_env(env, instance_path=tmp_path)
+    assert s.stripe_webhook_secrets == ("whsec_new", "whsec_old")
+    assert s.api_keys == ("k1", "k2")
+    assert s.public_url == "https://billing.example.com"
+    assert s.stripe_api_base == "http://127.0.0.1:8420"
+
+
+def test_production_refuses_unsafe_defaults_naming_each(tmp_path: Path) -> None:
+    s = Settings.from_env({"RECOVERY_ENV": "production"}, instance_path=tmp_path)
+    with pytest.raises(ConfigError) as info:
+        s.check()
+    message = str(info.value)
+    for name in (
+        "RECOVERY_SECRET_KEY",
+        "STRIPE_WEBHOOK_SECRETS",
+        "STRIPE_API_KEY",
+        "RECOVERY_PUBLIC_URL",
+    ):
+        assert name in message
+
+
+def test_production_starts_when_configured(tmp_path: Path) -> None:
+    env = {
+        "RECOVERY_ENV": "production",
+        "RECOVERY_SECRET_KEY": "s" * 64,
+        "STRIPE_WEBHOOK_SECRETS": "whsec_live",
+        "STRIPE_API_KEY": "sk_live_x",
+        "RECOVERY_PUBLIC_URL": "https://billing.example.com",
+    }
+    Settings.from_env(env, instance_path=tmp_path).check()
+
+
+def test_cli_reports_the_refusal_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECOVERY_ENV", "production")
+    monkeypatch.setenv("RECOVERY_INSTANCE_PATH", str(tmp_path))
+    for name in ("RECOVERY_SECRET_KEY", "STRIPE_WEBHOOK_SECRETS", "STRIPE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(main, ["events", "list"])
+    assert result.exit_code == 1
+    assert "refusing to start in production" in result.output
+    assert "STRIPE_WEBHOOK_SECRETS is not set" in result.output
+
+
+def test_rules_file_overrides_defaults_key_by_key(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text('[business]\nname = "Globex"\n')
+    rules = Rules.load(path)
+    assert rules.business.name == "Globex"
+    assert rules.business.sender_email == "billing@acme.example"  # default kept
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[business]\nnmae = "typo"\n', "unknown key in rules file: business.nmae"),
+        ('[business]\nname = ""\n', "business.name must be a non-empty string"),
+        ("[business\n", "not valid TOML"),
+        ("business = 3\n", "business must be a table"),
+    ],
+)
+def test_bad_rules_files_fail_with_the_key_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(text)
+    with pytest.raises(RulesError) as info:
+        Rules.load(path)
+    assert message in str(info.value)
+
+
+def test_missing_rules_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(RulesError, match="does not exist"):
+        Rules.load(tmp_path / "nope.toml")
