@@ -39,7 +39,9 @@ def create_app(
     app.extensions["recovery"] = runtime
     logging.basicConfig(level=settings.log_level)
 
-    from recovery.web import api, errors, health, webhooks
+    from recovery.web import api, api_cases, errors, health, webhooks
+
+    del api_cases  # imported for the routes it adds to the API blueprint
 
     errors.init_app(app)
     app.register_blueprint(webhooks.bp)

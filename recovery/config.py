@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recovery.domain.retry_policy import RetryRules
+
 DEV_SECRET_KEY = "dev-insecure-secret-key"
 DEV_WEBHOOK_SECRET = "whsec_dev_local"
 DEFAULT_RULES_PATH = Path(__file__).with_name("rules.default.toml")
@@ -173,9 +175,14 @@ class BusinessRules:
 @dataclass(frozen=True)
 class Rules:
     business: BusinessRules
+    retry: RetryRules
     data: Mapping[str, Any]
 
     @classmethod
     def load(cls, path: Path | None) -> Rules:
         data = load_rules_data(path)
-        return cls(business=BusinessRules.from_mapping(data["business"]), data=data)
+        try:
+            retry = RetryRules.from_mapping(data.get("retry", {}))
+        except ValueError as exc:
+            raise RulesError(str(exc)) from exc
+        return cls(business=BusinessRules.from_mapping(data["business"]), retry=retry, data=data)

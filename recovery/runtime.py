@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from recovery.adapters.clock import Clock, SystemClock
 from recovery.config import Rules, Settings
 from recovery.db import Database
+from recovery.features import register_all
 from recovery.services.due_actions import ActionContext
 from recovery.services.processing import ProcessingContext
 
@@ -43,6 +44,7 @@ class Runtime:
         cls, settings: Settings, *, clock: Clock | None = None, gateway: Any = None
     ) -> Runtime:
         settings.check()
+        register_all()
         rules = Rules.load(settings.rules_path)
         db = Database(settings.database_url)
         return cls(

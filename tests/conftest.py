@@ -110,10 +110,10 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
 
 
 @pytest.fixture
-def fake_gateway() -> Any:
+def fake_gateway(clock: FrozenClock) -> Any:
     from recovery.adapters.stripe_fake import FakeStripeGateway
 
-    return FakeStripeGateway()
+    return FakeStripeGateway(clock=clock)
 
 
 @pytest.fixture

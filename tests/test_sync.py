@@ -17,6 +17,7 @@ import recovery.models  # noqa: F401 - registers every table
 from recovery.adapters.clock import FrozenClock
 from recovery.adapters.stripe_fake import FakeStripeGateway
 from recovery.adapters.stripe_gateway import RateLimited, Unavailable
+from recovery.config import Rules
 from recovery.db import Base, Database
 from recovery.models import (
     Customer,
@@ -241,8 +242,12 @@ def test_an_older_event_processed_after_the_sync_does_not_overwrite_synced_state
     open_invoice = next(i for i in fake.store["invoice"].values() if i["status"] == "open")
     cus = fake.retrieve_customer(open_invoice["customer"])
 
+    rules = Rules.load(None)
+
     def ctx(session: Any) -> ProcessingContext:
-        return ProcessingContext(session=session, clock=clock)
+        return ProcessingContext(
+            session=session, clock=clock, services={"rules": rules, "gateway": fake}
+        )
 
     # The events the sync stored (an hour old) and a late webhook from before the sync.
     clock.advance(timedelta(minutes=10))

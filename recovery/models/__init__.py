@@ -1,5 +1,6 @@
 """SQLAlchemy models. Importing this package registers every table on `Base.metadata`."""
 
+from recovery.models.cases import CaseEvent, RecoveryCase
 from recovery.models.inbox import EventStatus, StripeEvent
 from recovery.models.mirror import (
     Customer,
@@ -14,6 +15,7 @@ from recovery.models.work import ActionStatus, DueAction, JobRun, WorkerHeartbea
 
 __all__ = [
     "ActionStatus",
+    "CaseEvent",
     "Customer",
     "DueAction",
     "EventStatus",
@@ -22,6 +24,7 @@ __all__ = [
     "JobRun",
     "PaymentAttempt",
     "PaymentMethod",
+    "RecoveryCase",
     "StripeEvent",
     "Subscription",
     "SubscriptionItem",

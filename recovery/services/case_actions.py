@@ -1,0 +1,244 @@
+"""The due actions of a recovery case: our retry, turning off Stripe's own attempts, the end of
+the retry window, and the end-of-dunning step. Each runs in the worker, with an idempotency
+key on every Stripe call, so a crash between Stripe's answer and our commit replays safely.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from recovery.adapters.stripe_gateway import (
+    AuthenticationRequired,
+    CardDeclined,
+    InvalidRequest,
+    NotFound,
+)
+from recovery.config import Rules
+from recovery.domain import stripe_objects as so
+from recovery.domain.cases import TERMINAL, CaseStatus, CloseReason, RecoveredVia
+from recovery.models import RecoveryCase
+from recovery.services import cases, mirror
+from recovery.services.due_actions import ActionContext, Claimed, register_action
+
+log = logging.getLogger(__name__)
+
+
+def _case(ctx: ActionContext, action: Claimed) -> RecoveryCase | None:
+    return ctx.session.get(RecoveryCase, int(action.payload["case_id"]), with_for_update=True)
+
+
+def _rules(ctx: ActionContext) -> Rules:
+    rules: Rules = ctx.services["rules"]
+    return rules
+
+
+def _now_ts(ctx: ActionContext) -> int:
+    return int(ctx.clock.now().timestamp())
+
+
+def _refresh_invoice(ctx: ActionContext, case: RecoveryCase) -> dict[str, Any]:
+    """Re-read the invoice from Stripe and mirror it: never act on a stale view."""
+    invoice: dict[str, Any] = ctx.services["gateway"].retrieve_invoice(case.invoice_id)
+    mirror.apply_invoice(ctx.session, so.invoice_state(invoice), _now_ts(ctx))
+    return invoice
+
+
+def _settled(ctx: ActionContext, case: RecoveryCase, invoice: dict[str, Any]) -> bool:
+    """Close the case if the invoice no longer needs us. True when it was settled."""
+    now = ctx.clock.now()
+    status = invoice.get("status")
+    if status == "paid":
+        cases.mark_recovered(
+            ctx.session,
+            case,
+            RecoveredVia.HOSTED_INVOICE_PAGE,
+            int(invoice.get("amount_paid") or case.amount_due),
+            now,
+        )
+        return True
+    if status in ("void", "uncollectible"):
+        reason = CloseReason.VOIDED if status == "void" else CloseReason.UNCOLLECTIBLE
+        cases.mark_closed(ctx.session, case, reason, now)
+        return True
+    if int(invoice.get("amount_remaining") or 0) == 0:
+        cases.mark_closed(ctx.session, case, CloseReason.NOTHING_DUE, now)
+        return True
+    return False
+
+
+def run_retry(ctx: ActionContext, action: Claimed) -> None:
+    case = _case(ctx, action)
+    attempt = int(action.payload["attempt"])
+    if case is None or case.status in TERMINAL or case.dunning_paused:
+        return
+    if case.our_attempts >= attempt:
+        return  # this attempt was made and recorded already
+    now = ctx.clock.now()
+    rules = _rules(ctx)
+    try:
+        invoice = _refresh_invoice(ctx, case)
+    except NotFound:
+        cases.mark_closed(ctx.session, case, CloseReason.DELETED, now)
+        return
+    if _settled(ctx, case, invoice):
+        return
+    if rules.retry.retry_owner == "stripe":
+        return
+    next_attempt = so.invoice_state(invoice).next_payment_attempt
+    if invoice.get("auto_advance") and next_attempt and next_attempt <= _now_ts(ctx) + 3600:
+        cases.record(
+            ctx.session,
+            case,
+            now,
+            "retry_skipped",
+            "Stripe will attempt this invoice within the hour; not charging twice",
+            dedupe_key=f"case:{case.id}:attempt:{attempt}:skipped",
+        )
+        return
+    gateway = ctx.services["gateway"]
+    key = f"case:{case.id}:attempt:{attempt}"
+    try:
+        paid = gateway.pay_invoice(case.invoice_id, idempotency_key=key)
+    except AuthenticationRequired as exc:
+        case.our_attempts = attempt
+        _record_attempt(ctx, case, attempt, exc)
+        cases.await_authentication(
+            ctx.session, case, exc.hosted_invoice_url or invoice.get("hosted_invoice_url"), now
+        )
+        return
+    except CardDeclined as exc:
+        case.our_attempts = attempt
+        _record_attempt(ctx, case, attempt, exc)
+        cases.reevaluate(ctx.session, case, rules, now, f"our attempt {attempt} declined")
+        return
+    except InvalidRequest as exc:
+        # e.g. the invoice is no longer payable: learn its state and let the policy decide
+        cases.record(
+            ctx.session,
+            case,
+            now,
+            "retry_refused",
+            f"Stripe refused: {exc.message}",
+            dedupe_key=f"case:{case.id}:attempt:{attempt}:refused",
+        )
+        _settled(ctx, case, _refresh_invoice(ctx, case))
+        return
+    case.our_attempts = attempt
+    mirror.apply_invoice(ctx.session, so.invoice_state(paid), _now_ts(ctx))
+    cases.record(
+        ctx.session,
+        case,
+        now,
+        "our_attempt",
+        f"our retry {attempt} succeeded",
+        {"attempt": attempt, "succeeded": True},
+        f"{key}:result",
+    )
+    if paid.get("status") == "paid":
+        cases.mark_recovered(
+            ctx.session,
+            case,
+            RecoveredVia.OUR_RETRY,
+            int(paid.get("amount_paid") or case.amount_due),
+            now,
+            override=True,
+        )
+
+
+def _record_attempt(
+    ctx: ActionContext, case: RecoveryCase, attempt: int, exc: CardDeclined | AuthenticationRequired
+) -> None:
+    """Keep the decline details now: the webhooks with them may arrive later, or never."""
+    attempt_id = exc.charge_id or f"{exc.payment_intent_id or case.invoice_id}:{attempt}"
+    state = so.AttemptState(
+        id=attempt_id,
+        payment_intent_id=exc.payment_intent_id,
+        invoice_id=case.invoice_id,
+        customer_id=case.customer_id,
+        payment_method_id=exc.payment_method_id,
+        status="failed",
+        amount=case.amount_due,
+        currency=case.currency,
+        failure_code=exc.code,
+        failure_message=exc.message[:1000] if exc.message else None,
+        decline_code=exc.decline_code,
+        outcome_type=None,
+        outcome_reason=None,
+        network_status=None,
+        advice_code=exc.advice_code,
+        network_advice_code=exc.network_advice_code,
+        network_decline_code=exc.network_decline_code,
+        card_brand=so.normalize_brand(exc.card_brand),
+        card_last4=None,
+        card_funding=None,
+        card_fingerprint=None,
+        created=_now_ts(ctx),
+    )
+    mirror.apply_attempt(ctx.session, state, _now_ts(ctx))
+    summary = f"our retry {attempt} declined: {exc.decline_code or exc.code or 'declined'}"
+    cases.record(
+        ctx.session,
+        case,
+        ctx.clock.now(),
+        "our_attempt",
+        summary,
+        {
+            "attempt": attempt,
+            "attempt_id": attempt_id,
+            "succeeded": False,
+            "decline_code": exc.decline_code,
+            "failure_code": exc.code,
+            "network_advice_code": exc.network_advice_code,
+        },
+        f"case:{case.id}:attempt:{attempt}:result",
+    )
+
+
+def run_auto_advance_off(ctx: ActionContext, action: Claimed) -> None:
+    case = _case(ctx, action)
+    if case is None or case.status in TERMINAL:
+        return
+    ctx.services["gateway"].update_invoice(
+        case.invoice_id, auto_advance=False, idempotency_key=f"case:{case.id}:auto_advance_off"
+    )
+    cases.record(
+        ctx.session,
+        case,
+        ctx.clock.now(),
+        "auto_advance_off",
+        "Stripe's own retries are off for this invoice: recovery owns collection",
+        dedupe_key=f"case:{case.id}:auto_advance_off",
+    )
+
+
+def run_window_end(ctx: ActionContext, action: Claimed) -> None:
+    case = _case(ctx, action)
+    if case is None or case.status in TERMINAL:
+        return
+    cases.reevaluate(ctx.session, case, _rules(ctx), ctx.clock.now(), "the retry window ended")
+
+
+def run_end_of_dunning(ctx: ActionContext, action: Claimed) -> None:
+    case = _case(ctx, action)
+    if case is None or case.status != CaseStatus.LOST:
+        return  # recovered meanwhile: nothing to end
+    gateway = ctx.services["gateway"]
+    what = action.payload.get("apply")
+    key = f"case:{case.id}:end_of_dunning"
+    if what == "cancel_subscription" and case.subscription_id:
+        gateway.cancel_subscription(case.subscription_id, at_period_end=False, idempotency_key=key)
+        summary = "subscription cancelled after failed payments"
+    elif what == "mark_uncollectible":
+        gateway.mark_uncollectible(case.invoice_id, idempotency_key=key)
+        summary = "invoice marked uncollectible"
+    else:
+        return
+    cases.record(ctx.session, case, ctx.clock.now(), "end_of_dunning", summary, dedupe_key=key)
+
+
+def register() -> None:
+    register_action(cases.RETRY_KIND, run_retry)
+    register_action(cases.AUTO_ADVANCE_KIND, run_auto_advance_off)
+    register_action(cases.WINDOW_END_KIND, run_window_end)
+    register_action(cases.END_OF_DUNNING_KIND, run_end_of_dunning)
