@@ -5,7 +5,8 @@ from __future__ import annotations
 
 def register_all() -> None:
     """Idempotent: safe to call from every Runtime.build."""
-    from recovery.services import case_actions, case_reactions
+    from recovery.services import case_actions, case_reactions, refetch
 
+    refetch.register()
     case_reactions.register()
     case_actions.register()

@@ -11,6 +11,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from recovery import create_app
 from recovery.adapters.clock import SystemClock
 from recovery.models import Customer, Invoice, StripeEvent, Subscription
 from recovery.runtime import Runtime
+from recovery.worker import Worker
 from tests.conftest import make_settings
 from tests.support.localstripe_server import (
     DEFAULT_SECRET_KEY,
@@ -70,7 +73,8 @@ class ServedApp:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self.changed.wait(remaining)  # woken by each webhook the app answers
+                # woken by each webhook the app answers; the worker's steps make none
+                self.changed.wait(min(remaining, 0.25))
         return True
 
     def stop(self) -> None:
@@ -88,8 +92,10 @@ def served(database_url: str, tmp_path: Path, localstripe: LocalStripe) -> Itera
         stripe_api_base=localstripe.base_url,
     )
     # Real time: localstripe signs with the wall clock, and the 300 s tolerance applies.
-    runtime = Runtime.build(settings, clock=SystemClock())
+    runtime = Runtime.build(replace(settings, worker_tick_seconds=0.2), clock=SystemClock())
     served = ServedApp(runtime)
+    worker = Worker(runtime)  # as in production: a worker beside the web process
+    worker.start(blocking=False)
     register_webhook(
         localstripe.base_url,
         f"{served.url}/webhooks/stripe",
@@ -97,6 +103,7 @@ def served(database_url: str, tmp_path: Path, localstripe: LocalStripe) -> Itera
         webhook_id=f"e2e-{uuid.uuid4().hex[:8]}",
     )
     yield served
+    worker.stop()
     served.stop()
     runtime.db.dispose()
 
@@ -170,3 +177,102 @@ def test_failed_renewal_reaches_the_mirror(localstripe: LocalStripe, served: Ser
         assert failed.status == "processed" and failed.api_version == "2017-08-15"
         cus = s.get(Customer, customer.id)
         assert cus is not None and cus.email == "ada@example.com"
+
+
+def test_failed_renewal_is_recovered_by_our_retry_after_a_card_switch(
+    localstripe: LocalStripe, served: ServedApp
+) -> None:
+    """failure -> case -> retry scheduled -> default card switched -> retry at once succeeds
+    -> case recovered, nothing left scheduled. All through localstripe's real webhooks."""
+    from sqlalchemy import select
+
+    from recovery.models import ActionStatus, DueAction, RecoveryCase
+
+    client = stripe.StripeClient(
+        DEFAULT_SECRET_KEY, base_addresses={"api": localstripe.base_url}, max_network_retries=0
+    )
+    product = client.v1.products.create({"name": "Pro"})
+    plan = client.v1.plans.create(
+        {"product": product.id, "amount": 4900, "currency": "usd", "interval": "month"}
+    )
+    customer = client.v1.customers.create({"email": "grace@example.com"})
+    good = client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+    client.v1.customers.update(
+        customer.id, {"invoice_settings": {"default_payment_method": good.id}}
+    )
+    subscription = client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"plan": plan.id}]}
+    )
+    bad = client.v1.payment_methods.create(
+        {
+            "type": "card",
+            "card": {
+                "number": CARD_3DS_THEN_DECLINE,
+                "exp_month": 12,
+                "exp_year": 2034,
+                "cvc": "123",
+            },
+        }
+    )
+    client.v1.payment_methods.attach(bad.id, {"customer": customer.id})
+    client.v1.customers.update(
+        customer.id, {"invoice_settings": {"default_payment_method": bad.id}}
+    )
+    invoice = client.v1.invoices.pay(
+        client.v1.invoices.create({"customer": customer.id, "subscription": subscription.id}).id
+    )
+    intent = client.v1.payment_intents.retrieve(invoice.to_dict()["payment_intent"])
+    authenticate_payment_intent(localstripe.base_url, intent.id, intent.client_secret or "")
+
+    rt = served.runtime
+
+    def retry_planned_later() -> bool:
+        # localstripe's webhooks arrive out of order: until the customer.updated that made the
+        # bad card the default is in, the case may briefly think the card already changed.
+        with rt.db.transaction() as s:
+            case = s.scalars(
+                select(RecoveryCase).where(RecoveryCase.invoice_id == invoice.id)
+            ).one_or_none()
+            return (
+                case is not None
+                and case.status == "retrying"
+                and case.next_retry_at is not None
+                and case.next_retry_at > rt.clock.now() + timedelta(hours=1)
+            )
+
+    assert served.wait_until(retry_planned_later), localstripe.log()[-3000:]
+
+    # The customer puts a good card back as the default: localstripe sends customer.updated.
+    client.v1.customers.update(
+        customer.id, {"invoice_settings": {"default_payment_method": good.id}}
+    )
+
+    def retry_due_now() -> bool:
+        with rt.db.transaction() as s:
+            case = s.scalars(
+                select(RecoveryCase).where(RecoveryCase.invoice_id == invoice.id)
+            ).one()
+            return case.next_retry_at is not None and case.next_retry_at <= rt.clock.now()
+
+    def recovered() -> bool:
+        with rt.db.transaction() as s:
+            case = s.scalars(
+                select(RecoveryCase).where(RecoveryCase.invoice_id == invoice.id)
+            ).one()
+            return case.status == "recovered"
+
+    assert served.wait_until(recovered), localstripe.log()[-3000:]
+    with rt.db.transaction() as s:
+        case = s.scalars(select(RecoveryCase).where(RecoveryCase.invoice_id == invoice.id)).one()
+        assert (case.status, case.recovered_via, case.amount_recovered) == (
+            "recovered",
+            "our_retry",
+            4900,
+        )
+        left = s.scalars(
+            select(DueAction).where(
+                DueAction.subject == f"case:{case.id}", DueAction.status == ActionStatus.PENDING
+            )
+        ).all()
+        assert left == []
+    assert client.v1.invoices.retrieve(invoice.id).status == "paid"

@@ -238,3 +238,30 @@ def test_deleted_customer_and_detached_card(runtime: Runtime) -> None:
         assert pm is not None and pm.customer_id is None
         customer = s.get(Customer, "cus_D")
         assert customer is not None and customer.deleted is True
+
+
+def test_same_second_conflict_is_settled_by_asking_stripe(
+    runtime: Runtime, fake_gateway: Any
+) -> None:
+    from recovery.models import DueAction
+    from recovery.worker import Worker
+
+    cus = fake_gateway.add_customer(email="truth@example.com")
+    first = sp.customer(cus["id"], email="first@example.com")
+    second = sp.customer(cus["id"], email="second@example.com")
+    deliver(
+        runtime,
+        sp.event("customer.updated", first, T0),
+        sp.event("customer.updated", second, T0),  # same second, another state
+    )
+    with runtime.db.transaction() as s:
+        [action] = s.scalars(select(DueAction).where(DueAction.kind == "stripe.refetch")).all()
+        assert action.payload == {"object": "customer", "id": cus["id"]}
+    Worker(runtime).run_until_idle()
+    with runtime.db.transaction() as s:
+        row = s.get(Customer, cus["id"])
+        assert row is not None and row.email == "truth@example.com"
+    # an older event cannot undo what Stripe said
+    deliver(runtime, sp.event("customer.updated", first, T0 + 1))
+    with runtime.db.transaction() as s:
+        assert s.get(Customer, cus["id"]).email == "truth@example.com"  # type: ignore[union-attr]

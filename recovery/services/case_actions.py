@@ -47,21 +47,21 @@ def _refresh_invoice(ctx: ActionContext, case: RecoveryCase) -> dict[str, Any]:
 def _settled(ctx: ActionContext, case: RecoveryCase, invoice: dict[str, Any]) -> bool:
     """Close the case if the invoice no longer needs us. True when it was settled."""
     now = ctx.clock.now()
-    status = invoice.get("status")
-    if status == "paid":
+    state = so.invoice_state(invoice)  # reads every API version's shape
+    if state.status == "paid":
         cases.mark_recovered(
             ctx.session,
             case,
             RecoveredVia.HOSTED_INVOICE_PAGE,
-            int(invoice.get("amount_paid") or case.amount_due),
+            state.amount_paid or case.amount_due,
             now,
         )
         return True
-    if status in ("void", "uncollectible"):
-        reason = CloseReason.VOIDED if status == "void" else CloseReason.UNCOLLECTIBLE
+    if state.status in ("void", "uncollectible"):
+        reason = CloseReason.VOIDED if state.status == "void" else CloseReason.UNCOLLECTIBLE
         cases.mark_closed(ctx.session, case, reason, now)
         return True
-    if int(invoice.get("amount_remaining") or 0) == 0:
+    if state.amount_remaining == 0:
         cases.mark_closed(ctx.session, case, CloseReason.NOTHING_DUE, now)
         return True
     return False
@@ -125,7 +125,7 @@ def run_retry(ctx: ActionContext, action: Claimed) -> None:
         _settled(ctx, case, _refresh_invoice(ctx, case))
         return
     case.our_attempts = attempt
-    mirror.apply_invoice(ctx.session, so.invoice_state(paid), _now_ts(ctx))
+    mirror.apply_invoice(ctx.session, so.invoice_state(paid), _now_ts(ctx))  # before webhooks
     cases.record(
         ctx.session,
         case,

@@ -201,5 +201,9 @@ def register() -> None:
         "customer.updated",
         "customer.subscription.updated",
         "setup_intent.succeeded",
+        "recovery.refetched.customer",
+        "recovery.refetched.payment_method",
+        "recovery.refetched.subscription",
     ):
         register_reaction(kind, on_card_change)
+    register_reaction("recovery.refetched.invoice", on_invoice_updated)

@@ -74,6 +74,37 @@ def _locked_version(session: Session, model: Any, oid: str) -> Version:
     return Version(row[0], row[1])
 
 
+REFETCH_KIND = "stripe.refetch"
+_REFETCHABLE = {
+    Customer: "customer",
+    PaymentMethod: "payment_method",
+    Subscription: "subscription",
+    Invoice: "invoice",
+}
+
+
+def _refetch_later(session: Session, model: Any, oid: str, ts: int) -> None:
+    """Two different states stamped with the same second: the tie-break picks one, but only
+    Stripe knows which is current. Ask it (a due action re-reads the object and applies it
+    stamped with the fetch time, which outranks both)."""
+    from recovery.services import due_actions  # late: due_actions does not need the mirror
+
+    kind = _REFETCHABLE.get(model)
+    if kind is None:
+        return
+    when = utcnow_from(ts)
+    assert when is not None
+    due_actions.schedule(
+        session,
+        kind=REFETCH_KIND,
+        subject=f"{kind}:{oid}",
+        dedupe_key=f"refetch:{kind}:{oid}:{ts}",
+        due_at=when,
+        now=when,
+        payload={"object": kind, "id": oid},
+    )
+
+
 def _upsert_versioned(
     session: Session, model: Any, oid: str, values: dict[str, Any], version: Version
 ) -> bool:
@@ -81,7 +112,10 @@ def _upsert_versioned(
     values = {**values, "version_ts": version.ts, "version_tiebreak": version.tiebreak}
     if _insert(session, model, {"id": oid, **values}):
         return True
-    if version <= _locked_version(session, model, oid):
+    stored = _locked_version(session, model, oid)
+    if stored.ts == version.ts and stored.tiebreak != version.tiebreak:
+        _refetch_later(session, model, oid, version.ts)
+    if version <= stored:
         return False
     session.execute(update(model).where(model.id == oid).values(**values))
     return True
