@@ -15,6 +15,13 @@ from recovery.runtime import Runtime
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
+def quiet_noisy_loggers() -> None:
+    """The Twilio SDK logs request URLs (with recipients' phone numbers) at INFO; urllib3 the
+    same at DEBUG. PII stays out of our logs."""
+    for name in ("twilio.http_client", "urllib3.connectionpool"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -38,13 +45,38 @@ def create_app(
         app.config.update(config)
     app.extensions["recovery"] = runtime
     logging.basicConfig(level=settings.log_level)
+    quiet_noisy_loggers()
 
-    from recovery.web import api, api_cases, errors, health, webhooks
+    from recovery import i18n
+    from recovery.web import (
+        api,
+        api_cases,
+        cancel_api,
+        cancel_flow,
+        card_update,
+        errors,
+        health,
+        twilio_webhooks,
+        webhooks,
+    )
 
     del api_cases  # imported for the routes it adds to the API blueprint
 
     errors.init_app(app)
+    i18n.init_app(app)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(twilio_webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    cancel_flow.init_app(app)  # checks the cancel-flow rules and settings at start-up
+    app.register_blueprint(cancel_flow.bp)
+    app.register_blueprint(cancel_api.bp)
+    card_update.init_app(app)  # /update/<token>, with its rate limits
     return app
+
+
+# The cancel flow's due-action handlers. At import, not in create_app: a worker process
+# (`recovery worker`) never creates the app but must run these actions.
+from recovery.services import cancel_actions as _cancel_actions  # noqa: E402
+
+_cancel_actions.register()

@@ -26,6 +26,9 @@ def _runtime() -> Runtime:
 def main() -> None:
     """recovery: win back failed payments and cancellations for Stripe billing."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from recovery import quiet_noisy_loggers
+
+    quiet_noisy_loggers()
 
 
 # ---- database --------------------------------------------------------------------------------

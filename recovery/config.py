@@ -49,6 +49,14 @@ class Settings:
     worker_tick_seconds: float = 1.0
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
+    # Reminders. Unset: messages stay in the local outbox (the table) and the log.
+    smtp_url: str = ""  # smtp://user:pass@host:port?tls=starttls|implicit
+    mail_from: str = ""  # overrides [business] sender_email
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_messaging_service_sid: str = ""
+    twilio_from_number: str = ""
+    twilio_api_base: str = ""  # a local stand-in instead of https://api.twilio.com
 
     @property
     def is_production(self) -> bool:
@@ -83,6 +91,13 @@ class Settings:
             process_inline=env.get("RECOVERY_PROCESS_INLINE", "1") not in ("0", "false", "no"),
             worker_tick_seconds=tick,
             log_level=env.get("RECOVERY_LOG_LEVEL", "INFO"),
+            smtp_url=env.get("RECOVERY_SMTP_URL", ""),
+            mail_from=env.get("RECOVERY_MAIL_FROM", ""),
+            twilio_account_sid=env.get("TWILIO_ACCOUNT_SID", ""),
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN", ""),
+            twilio_messaging_service_sid=env.get("TWILIO_MESSAGING_SERVICE_SID", ""),
+            twilio_from_number=env.get("TWILIO_FROM_NUMBER", ""),
+            twilio_api_base=env.get("TWILIO_API_BASE", ""),
         )
 
     def production_problems(self) -> list[str]:
@@ -149,8 +164,8 @@ def load_rules_data(path: Path | None) -> dict[str, Any]:
             override = tomllib.load(fh)
     except FileNotFoundError as exc:
         raise RulesError(f"RECOVERY_RULES points at {path}, which does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"{path} is not valid TOML: {exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RulesError(f"{path} is not valid TOML (UTF-8): {exc}") from exc
     return _merge(data, override)
 
 

@@ -17,7 +17,7 @@ import recovery.models  # noqa: F401 - registers every table
 from recovery.adapters.clock import FrozenClock
 from recovery.adapters.stripe_fake import FakeStripeGateway
 from recovery.adapters.stripe_gateway import RateLimited, Unavailable
-from recovery.config import Rules
+from recovery.config import Rules, Settings
 from recovery.db import Base, Database
 from recovery.models import (
     Customer,
@@ -246,7 +246,9 @@ def test_an_older_event_processed_after_the_sync_does_not_overwrite_synced_state
 
     def ctx(session: Any) -> ProcessingContext:
         return ProcessingContext(
-            session=session, clock=clock, services={"rules": rules, "gateway": fake}
+            session=session,
+            clock=clock,
+            services={"rules": rules, "gateway": fake, "settings": Settings(database_url=db.url)},
         )
 
     # The events the sync stored (an hour old) and a late webhook from before the sync.

@@ -32,7 +32,8 @@ def parse_header(header: str) -> tuple[int, list[str]]:
         if not sep:
             continue
         if key == "t":
-            if not value.isdigit() or len(value) > 12:
+            # isascii: str.isdigit() also accepts digits like "²" that int() refuses
+            if not (value.isascii() and value.isdigit()) or len(value) > 12:
                 raise SignatureError("Stripe-Signature header has an invalid timestamp")
             timestamp = int(value)
         elif key == "v1":

@@ -36,6 +36,31 @@ def _obj(value: Any) -> Obj:
     return value if isinstance(value, Mapping) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    """A list field (`items.data`, `payments.data`, ...), or nothing if it is not a list."""
+    return value if isinstance(value, list) else []
+
+
+# The mirror keeps amounts, counts and timestamps in 32-bit integer columns (PostgreSQL
+# INTEGER): Stripe's largest charge (99,999,999 in minor units) fits, and so do timestamps until
+# 2038-01-19. A value outside is refused here, cleanly, rather than by the database.
+MAX_INT32 = 2**31 - 1
+
+
+def _bounded(value: Any, what: str) -> int | None:
+    number = _int(value)
+    if number is not None and not -MAX_INT32 <= number <= MAX_INT32:
+        raise MappingError(f"{what} out of range: {number}")
+    return number
+
+
+def _time(value: Any) -> int | None:
+    ts = _bounded(value, "timestamp")
+    if ts is not None and ts < 0:
+        raise MappingError(f"timestamp out of range: {ts}")
+    return ts
+
+
 def _str(value: Any, limit: int = 255) -> str | None:
     if value is None or value == "":
         return None
@@ -246,7 +271,7 @@ def customer_state(obj: Obj, *, deleted: bool = False) -> CustomerState:
         default_source_id=ref(obj.get("default_source")),
         metadata=_metadata(obj.get("metadata")),
         deleted=deleted or _bool(obj.get("deleted")),
-        created=_int(obj.get("created")),
+        created=_time(obj.get("created")),
     )
 
 
@@ -266,13 +291,13 @@ def card_state(obj: Obj) -> CardState:
         type=kind,
         brand=normalize_brand(card.get("brand")),
         last4=_str(card.get("last4"), 4),
-        exp_month=_int(card.get("exp_month")),
-        exp_year=_int(card.get("exp_year")),
+        exp_month=_bounded(card.get("exp_month"), "exp_month"),
+        exp_year=_bounded(card.get("exp_year"), "exp_year"),
         funding=_str(card.get("funding"), 20),
         fingerprint=_str(card.get("fingerprint"), 64),
         country=country.upper() if country else None,
         wallet=_str(_obj(card.get("wallet")).get("type"), 40),
-        created=_int(obj.get("created")),
+        created=_time(obj.get("created")),
     )
 
 
@@ -284,12 +309,15 @@ def _item_state(obj: Obj) -> ItemState | None:
     recurring = _obj(price.get("recurring"))
     # Prices keep the amount in unit_amount and the cadence in `recurring`; legacy plans keep
     # them at the top level as `amount`, `interval`, `interval_count`.
-    amount = _int(price.get("unit_amount"))
+    amount = _bounded(price.get("unit_amount"), "unit_amount")
     if amount is None:
-        amount = _int(price.get("amount"))
+        amount = _bounded(price.get("amount"), "amount")
     interval = _str(recurring.get("interval") or price.get("interval"), 10)
-    count = _int(recurring.get("interval_count") or price.get("interval_count")) or 1
-    quantity = _int(obj.get("quantity"))
+    count = (
+        _bounded(recurring.get("interval_count") or price.get("interval_count"), "interval_count")
+        or 1
+    )
+    quantity = _bounded(obj.get("quantity"), "quantity")
     currency = _str(price.get("currency"), 3)
     return ItemState(
         id=iid,
@@ -300,22 +328,22 @@ def _item_state(obj: Obj) -> ItemState | None:
         currency=currency.lower() if currency else None,
         interval=interval,
         interval_count=count,
-        current_period_start=_int(obj.get("current_period_start")),
-        current_period_end=_int(obj.get("current_period_end")),
+        current_period_start=_time(obj.get("current_period_start")),
+        current_period_end=_time(obj.get("current_period_end")),
     )
 
 
 def subscription_state(obj: Obj) -> SubscriptionState:
     sid = _require_id(obj, "subscription")
-    raw_items = _obj(obj.get("items")).get("data") or []
+    raw_items = _list(_obj(obj.get("items")).get("data"))
     items = tuple(
         item
         for item in (_item_state(_obj(x)) for x in raw_items if isinstance(x, Mapping))
         if item is not None
     )
     # Since 2025-03-31 the period lives on each item; before, on the subscription.
-    period_end = _int(obj.get("current_period_end"))
-    period_start = _int(obj.get("current_period_start"))
+    period_end = _time(obj.get("current_period_end"))
+    period_start = _time(obj.get("current_period_start"))
     item_ends = [i.current_period_end for i in items if i.current_period_end is not None]
     item_starts = [i.current_period_start for i in items if i.current_period_start is not None]
     if period_end is None and item_ends:
@@ -337,19 +365,19 @@ def subscription_state(obj: Obj) -> SubscriptionState:
         default_payment_method_id=ref(obj.get("default_payment_method")),
         default_source_id=ref(obj.get("default_source")),
         cancel_at_period_end=_bool(obj.get("cancel_at_period_end")),
-        cancel_at=_int(obj.get("cancel_at")),
-        canceled_at=_int(obj.get("canceled_at")),
-        ended_at=_int(obj.get("ended_at")),
+        cancel_at=_time(obj.get("cancel_at")),
+        canceled_at=_time(obj.get("canceled_at")),
+        ended_at=_time(obj.get("ended_at")),
         cancellation_reason=_str(details.get("reason"), 40),
         cancellation_feedback=_str(details.get("feedback"), 40),
         pause_behavior=_str(pause.get("behavior"), 30),
-        pause_resumes_at=_int(pause.get("resumes_at")),
+        pause_resumes_at=_time(pause.get("resumes_at")),
         current_period_start=period_start,
         current_period_end=period_end,
-        trial_end=_int(obj.get("trial_end")),
+        trial_end=_time(obj.get("trial_end")),
         latest_invoice_id=ref(obj.get("latest_invoice")),
         metadata=_metadata(obj.get("metadata")),
-        created=_int(obj.get("created")),
+        created=_time(obj.get("created")),
         items=items,
     )
 
@@ -369,15 +397,15 @@ def invoice_state(obj: Obj) -> InvoiceState:
     old_intent = ref(obj.get("payment_intent"))
     if old_intent:
         intents.append(old_intent)
-    for payment in _obj(obj.get("payments")).get("data") or []:
+    for payment in _list(_obj(obj.get("payments")).get("data")):
         pi = ref(_obj(_obj(payment).get("payment")).get("payment_intent"))
         if pi and pi not in intents:
             intents.append(pi)
     transitions = _obj(obj.get("status_transitions"))
     auto_advance = obj.get("auto_advance")
-    amount_due = _int(obj.get("amount_due")) or 0
-    amount_paid = _int(obj.get("amount_paid")) or 0
-    remaining = _int(obj.get("amount_remaining"))
+    amount_due = _bounded(obj.get("amount_due"), "amount_due") or 0
+    amount_paid = _bounded(obj.get("amount_paid"), "amount_paid") or 0
+    remaining = _bounded(obj.get("amount_remaining"), "amount_remaining")
     return InvoiceState(
         id=iid,
         customer_id=ref(obj.get("customer")),
@@ -387,16 +415,16 @@ def invoice_state(obj: Obj) -> InvoiceState:
         amount_due=amount_due,
         amount_paid=amount_paid,
         amount_remaining=max(amount_due - amount_paid, 0) if remaining is None else remaining,
-        attempt_count=_int(obj.get("attempt_count")) or 0,
+        attempt_count=_bounded(obj.get("attempt_count"), "attempt_count") or 0,
         attempted=_bool(obj.get("attempted")),
-        next_payment_attempt=_int(obj.get("next_payment_attempt")),
+        next_payment_attempt=_time(obj.get("next_payment_attempt")),
         hosted_invoice_url=_str(obj.get("hosted_invoice_url"), 2000),
         billing_reason=_str(obj.get("billing_reason"), 40),
         collection_method=_str(obj.get("collection_method"), 30),
         auto_advance=auto_advance if isinstance(auto_advance, bool) else None,
-        paid_at=_int(transitions.get("paid_at")),
-        period_end=_int(obj.get("period_end")),
-        created=_int(obj.get("created")),
+        paid_at=_time(transitions.get("paid_at")),
+        period_end=_time(obj.get("period_end")),
+        created=_time(obj.get("created")),
         payment_intent_ids=tuple(intents),
     )
 
@@ -424,7 +452,7 @@ def attempt_from_charge(obj: Obj, *, invoice_id: str | None = None) -> AttemptSt
         customer_id=ref(obj.get("customer")),
         payment_method_id=ref(obj.get("payment_method")) or ref(obj.get("source")),
         status=status,
-        amount=_int(obj.get("amount")) or 0,
+        amount=_bounded(obj.get("amount"), "amount") or 0,
         currency=currency.lower() if currency else None,
         failure_code=_str(obj.get("failure_code"), 60),
         failure_message=_str(obj.get("failure_message"), 1000),
@@ -440,7 +468,7 @@ def attempt_from_charge(obj: Obj, *, invoice_id: str | None = None) -> AttemptSt
         card_last4=_str(card.get("last4"), 4),
         card_funding=_str(card.get("funding"), 20),
         card_fingerprint=_str(card.get("fingerprint"), 64),
-        created=_int(obj.get("created")),
+        created=_time(obj.get("created")),
     )
 
 
@@ -449,7 +477,7 @@ def attempt_from_payment_intent(obj: Obj) -> AttemptState | None:
     pid = _require_id(obj, "payment intent")
     error = _obj(obj.get("last_payment_error"))
     status = _str(obj.get("status"), 30)
-    old_charges = [c for c in _obj(obj.get("charges")).get("data") or [] if isinstance(c, Mapping)]
+    old_charges = [c for c in _list(_obj(obj.get("charges")).get("data")) if isinstance(c, Mapping)]
     latest = obj.get("latest_charge")
     if isinstance(latest, Mapping) and latest.get("id"):
         return attempt_from_charge(latest, invoice_id=ref(obj.get("invoice")))
@@ -472,7 +500,7 @@ def attempt_from_payment_intent(obj: Obj) -> AttemptState | None:
         customer_id=ref(obj.get("customer")),
         payment_method_id=ref(pm) or ref(obj.get("payment_method")),
         status=outcome,
-        amount=_int(obj.get("amount")) or 0,
+        amount=_bounded(obj.get("amount"), "amount") or 0,
         currency=currency.lower() if currency else None,
         failure_code=_str(error.get("code"), 60),
         failure_message=_str(error.get("message"), 1000),
@@ -487,6 +515,6 @@ def attempt_from_payment_intent(obj: Obj) -> AttemptState | None:
         card_last4=_str(card.get("last4"), 4),
         card_funding=_str(card.get("funding"), 20),
         card_fingerprint=_str(card.get("fingerprint"), 64),
-        created=_int(obj.get("created")),
+        created=_time(obj.get("created")),
         card=card_state(pm) if pm.get("id") and card else None,
     )

@@ -16,7 +16,7 @@ from recovery.config import Rules
 from recovery.domain import stripe_objects as so
 from recovery.domain.cases import ACTIVE, CaseStatus, CloseReason, attribute_recovery
 from recovery.models import Invoice, InvoicePayment, PaymentAttempt, RecoveryCase
-from recovery.services import cases, due_actions
+from recovery.services import cases, due_actions, outbox
 from recovery.services.processing import ProcessingContext, register_reaction
 
 Obj = Mapping[str, Any]
@@ -149,6 +149,7 @@ def on_subscription_deleted(ctx: ProcessingContext, event: Obj, obj: Obj) -> Non
             case.status = CaseStatus.LOST
             case.closed_at = now
             due_actions.cancel_pending(ctx.session, cases.subject(case.id), now)
+            outbox.cancel(ctx.session, cases.subject(case.id), now)
             cases.record(
                 ctx.session,
                 case,

@@ -43,7 +43,7 @@ from recovery.models import (
     RecoveryCase,
     Subscription,
 )
-from recovery.services import due_actions
+from recovery.services import due_actions, outbox
 
 RETRY_KIND = "case.retry"
 AUTO_ADVANCE_KIND = "case.auto_advance_off"
@@ -400,6 +400,7 @@ def reevaluate(
     if step.end_dunning:
         case.closed_at = now
         due_actions.cancel_pending(session, subject(case.id), now)
+        outbox.cancel(session, subject(case.id), now)
         record(
             session,
             case,
@@ -460,6 +461,7 @@ def mark_recovered(
     case.next_retry_at = None
     case.next_step_reason = None
     cancelled = due_actions.cancel_pending(session, subject(case.id), now)
+    outbox.cancel(session, subject(case.id), now)
     session.execute(
         update(DueAction)
         .where(DueAction.subject == f"case-end:{case.id}", DueAction.status == ActionStatus.PENDING)
@@ -487,6 +489,7 @@ def mark_closed(session: Session, case: RecoveryCase, reason: CloseReason, now: 
     case.closed_at = now
     case.next_retry_at = None
     due_actions.cancel_pending(session, subject(case.id), now)
+    outbox.cancel(session, subject(case.id), now)
     record(
         session, case, now, "closed", f"closed: {reason.value}", dedupe_key=f"case:{case.id}:closed"
     )

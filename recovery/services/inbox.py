@@ -58,7 +58,7 @@ def parse_event(body: bytes) -> tuple[ParsedEvent, dict[str, Any]]:
         raise InvalidEvent("event has no valid id")
     if not isinstance(evt_type, str) or not evt_type or len(evt_type) > 100:
         raise InvalidEvent("event has no valid type")
-    if not isinstance(created, int) or isinstance(created, bool) or created < 0:
+    if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created < 2**31:
         raise InvalidEvent("event has no valid created timestamp")
     obj = data.get("data", {}).get("object") if isinstance(data.get("data"), dict) else None
     if not isinstance(obj, dict):

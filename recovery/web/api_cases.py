@@ -16,7 +16,7 @@ from recovery.models import (
     Invoice,
     RecoveryCase,
 )
-from recovery.services import cases
+from recovery.services import cases, outbox
 from recovery.web import runtime
 from recovery.web.api import _int_arg, _iso, bp, with_json
 from recovery.web.errors import ApiError
@@ -92,6 +92,11 @@ def list_cases() -> dict[str, Any]:
         return {"data": [case_summary(c) for c in rows[:limit]], "has_more": len(rows) > limit}
 
 
+def _messages(session: Any, case: RecoveryCase) -> list[dict[str, Any]]:
+    """The case's emails and texts: pending, sent, failed (with the reason) or cancelled."""
+    return outbox.messages_about(session, cases.subject(case.id))
+
+
 @bp.get("/cases/<int:case_id>")
 @with_json
 def get_case(case_id: int) -> dict[str, Any]:
@@ -139,6 +144,7 @@ def get_case(case_id: int) -> dict[str, Any]:
                 }
                 for a in attempts
             ],
+            "messages": _messages(session, case),
             "scheduled": [
                 {
                     "kind": a.kind,

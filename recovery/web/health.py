@@ -9,6 +9,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from recovery.models import WorkerHeartbeat
+from recovery.services.outbox import delivery_status
 from recovery.web import runtime
 
 bp = Blueprint("health", __name__)
@@ -35,5 +36,6 @@ def healthz() -> tuple[Response, int]:
             "last_heartbeat_age_seconds": None if age is None else round(age, 1),
             "ok": worker_ok,
         },
+        "messages": delivery_status(rt.settings),
     }
     return jsonify(body), 200 if worker_ok else 503

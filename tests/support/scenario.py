@@ -98,11 +98,12 @@ class Story:
                 )
             )
 
-    def next_due(self) -> datetime | None:
+    def next_due(self, kind_prefix: str = "") -> datetime | None:
         with self.rt.db.transaction() as s:
             return s.scalar(
                 select(DueAction.due_at)
                 .where(DueAction.status == ActionStatus.PENDING)
+                .where(DueAction.kind.startswith(kind_prefix))
                 .order_by(DueAction.due_at)
                 .limit(1)
             )
@@ -113,8 +114,12 @@ class Story:
         self.deliver()
         return ran
 
-    def advance_to_next_due(self, limit: timedelta = timedelta(days=60)) -> bool:
-        due = self.next_due()
+    def advance_to_next_due(
+        self, limit: timedelta = timedelta(days=60), kind_prefix: str = ""
+    ) -> bool:
+        """Move the clock to the next due action (of a kind, e.g. "case." to step from one
+        case action to the next), running everything that comes due on the way."""
+        due = self.next_due(kind_prefix)
         if due is None or due > self.clock.now() + limit:
             return False
         if due > self.clock.now():

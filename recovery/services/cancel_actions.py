@@ -1,0 +1,201 @@
+"""The cancel flow's due actions, run by the worker with retries and backoff:
+
+- `cancel_flow.apply`: a decision Stripe could not take at the time (same idempotency key).
+- `cancel_flow.expire`: an undecided session becomes `abandoned` when its link expires.
+- `cancel_flow.webhook`: the signed outcome notification to the business, if configured.
+- `email.cancel_confirmation`, `email.pause_ending`: the subscriber's messages, rendered in the
+  language of the pages they saw. Sending email belongs to the reminders feature (SMTP, quiet
+  hours, consent); until it lands these handlers only write the rendered plain-text message to
+  the `recovery.outbox` log - deliberately minimal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import urllib.error
+import urllib.request
+from typing import Any
+
+from sqlalchemy import select
+
+from recovery.adapters.stripe_gateway import AccessDenied, GatewayError
+from recovery.config import Rules
+from recovery.domain.offer_terms import OfferTerms
+from recovery.domain.offers import OfferKind
+from recovery.i18n import DEFAULT_LOCALE, Message, negotiate, render_message
+from recovery.models import CancelSession, Customer
+from recovery.models.cancel_flow import Outcome, StripeStatus
+from recovery.runtime import Runtime
+from recovery.services import cancel_decisions as decisions
+from recovery.services.cancel_flow import EXPIRE_ACTION, flow_env, flow_rules
+from recovery.services.cancel_records import session_json
+from recovery.services.due_actions import ActionContext, Claimed, register_action
+
+log = logging.getLogger(__name__)
+outbox = logging.getLogger("recovery.outbox")
+
+WEBHOOK_TIMEOUT_SECONDS = 10
+SIGNATURE_HEADER = "Recovery-Signature"
+
+
+def _runtime(ctx: ActionContext) -> Runtime:
+    rt: Runtime = ctx.services["runtime"]
+    return rt
+
+
+def _locked(ctx: ActionContext, action: Claimed) -> CancelSession | None:
+    return ctx.session.scalar(
+        select(CancelSession)
+        .where(CancelSession.id == str(action.payload["session_id"]))
+        .with_for_update()
+    )
+
+
+# ---- apply later --------------------------------------------------------------------------------
+
+
+def run_apply(ctx: ActionContext, action: Claimed) -> None:
+    row = _locked(ctx, action)
+    if row is None or row.stripe_status != StripeStatus.PENDING:
+        return  # applied inline meanwhile, or nothing to apply
+    if row.outcome != Outcome.CANCELLED and row.outcome not in decisions.SAVED:
+        return
+    rt = _runtime(ctx)
+    rules = flow_rules(rt)
+    reason = rules.reason(row.reason)
+    try:
+        result = decisions.apply_in_stripe(rt.gateway, row, reason.feedback if reason else None)
+    except GatewayError as exc:
+        if exc.transient or isinstance(exc, AccessDenied):
+            raise  # the worker retries with backoff, with the same idempotency key
+        row.stripe_status = StripeStatus.FAILED
+        row.stripe_error = f"{exc.__class__.__name__}: {exc.message}"[:2000]
+        log.error("cancel session %s: Stripe refused %s for good: %s", row.id, row.outcome, exc)
+        return
+    days = rules.offers.get(OfferKind.PAUSE).reminder_days_before
+    decisions.record_applied(ctx.session, row, result, ctx.clock.now(), days)
+
+
+# ---- expiry -------------------------------------------------------------------------------------
+
+
+def run_expire(ctx: ActionContext, action: Claimed) -> None:
+    row = _locked(ctx, action)
+    now = ctx.clock.now()
+    if row is None or row.outcome is not None or row.expires_at > now:
+        return
+    row.outcome = Outcome.ABANDONED
+    row.decided_at = now
+    rt = _runtime(ctx)
+    decisions.notify_business(rt, ctx.session, row, now)
+
+
+# ---- the business webhook -----------------------------------------------------------------------
+
+
+def sign_webhook(secret: str, timestamp: int, body: bytes) -> str:
+    """`t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`, the scheme Stripe uses."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def run_webhook(ctx: ActionContext, action: Claimed) -> None:
+    rt = _runtime(ctx)
+    env = flow_env(rt.settings)
+    if not env.webhook_url:
+        return  # switched off since it was scheduled
+    row = ctx.session.get(CancelSession, str(action.payload["session_id"]))
+    if row is None:
+        return
+    now = ctx.clock.now()
+    outcome = str(action.payload.get("outcome") or row.outcome)
+    event = {
+        "id": f"{row.id}:{outcome}",
+        "type": f"cancel_session.{outcome}",
+        "created": int(now.timestamp()),
+        "data": session_json(row, now),
+    }
+    body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+    request = urllib.request.Request(
+        env.webhook_url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "recovery-cancel-flow/1",
+            SIGNATURE_HEADER: sign_webhook(env.webhook_secret, int(now.timestamp()), body),
+        },
+    )
+    try:  # the URL's scheme is http(s), checked by flow_env
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # nosec B310
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConnectionError(f"webhook to the business failed: {exc}") from exc
+    if not 200 <= status < 300:
+        raise ConnectionError(f"webhook to the business answered {status}")
+
+
+# ---- messages to the subscriber -----------------------------------------------------------------
+
+
+def _message_context(
+    ctx: ActionContext, row: CancelSession
+) -> tuple[str, str | None, dict[str, Any]]:
+    rules: Rules = ctx.services["rules"]
+    customer = ctx.session.get(Customer, row.customer_id)
+    preferred = list(customer.preferred_locales or []) if customer else []
+    locale = negotiate([row.display_locale, row.locale, *preferred]) or DEFAULT_LOCALE
+    context = {
+        "business": rules.business.name,
+        "sender": rules.business.sender_name,
+        "name": (customer.name if customer else None) or "",
+        "session": row,
+        "terms": OfferTerms.from_json(row.offer_terms) if row.offer_terms else None,
+    }
+    return locale, (customer.email if customer else None), context
+
+
+def _masked(address: str) -> str:
+    """ada@example.com -> a***@example.com: logs carry no contact details."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def _send(row: CancelSession, to: str | None, message: Message, kind: str) -> None:
+    if not to:
+        log.warning("cancel session %s: no email address for %s", row.id, kind)
+        return
+    outbox.info("%s to=%s subject=%s\n%s", kind, _masked(to), message.subject, message.body)
+
+
+def run_cancel_confirmation(ctx: ActionContext, action: Claimed) -> None:
+    row = ctx.session.get(CancelSession, str(action.payload["session_id"]))
+    if row is None or row.outcome != Outcome.CANCELLED:
+        return
+    locale, to, context = _message_context(ctx, row)
+    message = render_message("cancel_flow/email/cancel_confirmation.txt", locale, **context)
+    _send(row, to, message, decisions.EMAIL_CANCELLED)
+
+
+def run_pause_ending(ctx: ActionContext, action: Claimed) -> None:
+    row = ctx.session.get(CancelSession, str(action.payload["session_id"]))
+    if row is None or row.outcome != Outcome.SAVED_BY_PAUSE or row.ends_at is None:
+        return  # cancelled since: billing will not resume, so no reminder
+    locale, to, context = _message_context(ctx, row)
+    message = render_message("cancel_flow/email/pause_ending.txt", locale, **context)
+    _send(row, to, message, decisions.EMAIL_PAUSE_ENDING)
+
+
+def register() -> None:
+    """Idempotent. Runs at import of the `recovery` package, so web and worker processes alike
+    have the handlers."""
+    register_action(decisions.APPLY_ACTION, run_apply)
+    register_action(EXPIRE_ACTION, run_expire)
+    register_action(decisions.WEBHOOK_ACTION, run_webhook)
+    register_action(decisions.EMAIL_CANCELLED, run_cancel_confirmation)
+    register_action(decisions.EMAIL_PAUSE_ENDING, run_pause_ending)

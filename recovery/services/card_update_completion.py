@@ -1,0 +1,285 @@
+"""Putting a card saved through a card-update link to work: make it the default on the customer
+and the subscription, then pay the open invoice at once.
+
+Two paths reach this, and both run the same code with the same idempotency keys, so a card is
+charged at most once however they interleave:
+
+- the customer lands on `/update/<token>/done` (the web view verifies the Checkout Session with
+  the Stripe API - never the redirect - and calls `put_card_to_work`, then `record_outcome`);
+- the customer closed the tab: `checkout.session.completed` / `setup_intent.succeeded` schedule
+  the due action `card_update.complete` (the webhook transaction stays database-only) and the
+  worker does the same.
+
+Whichever comes second finds the SetupIntent already recorded on the link and does nothing.
+Stripe's order for which card pays: the subscription's default wins over the customer's
+(https://docs.stripe.com/payments/checkout/subscriptions/update-payment-details), so both are
+set; then `Invoice.pay` rather than waiting for the next retry (DOMAIN.md section 2).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from recovery.adapters.stripe_gateway import (
+    AuthenticationRequired,
+    CardDeclined,
+    InvalidRequest,
+)
+from recovery.domain import stripe_objects as so
+from recovery.domain.cases import TERMINAL, CaseStatus, RecoveredVia
+from recovery.models import CardUpdateLink, RecoveryCase
+from recovery.services import cases, due_actions, mirror
+from recovery.services.due_actions import ActionContext, Claimed, PermanentError
+from recovery.services.processing import ProcessingContext, register_reaction
+
+log = logging.getLogger(__name__)
+
+ACTION_KIND = "card_update.complete"
+METADATA_LINK = "card_update_link"  # on the Checkout Session and its SetupIntent
+
+
+class Outcome:
+    PAID = "paid"
+    DECLINED = "declined"
+    AUTHENTICATION_REQUIRED = "authentication_required"
+    NOTHING_DUE = "nothing_due"  # the case closed meanwhile: the card is saved, nothing charged
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the Stripe calls need, read in a transaction before making them."""
+
+    link_id: int
+    case_id: int
+    customer_id: str
+    subscription_id: str | None
+    invoice_id: str
+    case_active: bool
+
+    @classmethod
+    def of(cls, link: CardUpdateLink, case: RecoveryCase) -> Target:
+        return cls(
+            link_id=link.id,
+            case_id=case.id,
+            customer_id=link.customer_id,
+            subscription_id=case.subscription_id,
+            invoice_id=case.invoice_id,
+            case_active=CaseStatus(case.status) not in TERMINAL,
+        )
+
+
+@dataclass(frozen=True)
+class SavedCard:
+    """A card the customer saved in Checkout, as the Stripe API (not the redirect) reports it."""
+
+    setup_intent_id: str
+    payment_method_id: str
+    payment_method: Mapping[str, Any] | None  # expanded, when Stripe gave it
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: str
+    card: SavedCard
+    invoice: Mapping[str, Any] | None = None
+    hosted_invoice_url: str | None = None
+    decline_code: str | None = None
+
+
+def saved_card(intent: Mapping[str, Any], link_id: int, customer_id: str) -> SavedCard | None:
+    """The card of a SetupIntent, if it succeeded, belongs to this customer and was started
+    from this link. Anything else is not ours to act on."""
+    metadata = intent.get("metadata") or {}
+    pm = intent.get("payment_method")
+    pm_id = so.ref(pm)
+    if (
+        intent.get("object") != "setup_intent"
+        or intent.get("status") != "succeeded"
+        or so.ref(intent.get("customer")) != customer_id
+        or str(metadata.get(METADATA_LINK)) != str(link_id)
+        or not pm_id
+    ):
+        return None
+    return SavedCard(str(intent["id"]), pm_id, pm if isinstance(pm, Mapping) else None)
+
+
+def card_from_checkout(
+    checkout: Mapping[str, Any], link_id: int, customer_id: str
+) -> SavedCard | None:
+    """The card of a completed setup-mode Checkout Session (setup_intent expanded)."""
+    metadata = checkout.get("metadata") or {}
+    intent = checkout.get("setup_intent")
+    if (
+        checkout.get("mode") != "setup"
+        or checkout.get("status") != "complete"
+        or so.ref(checkout.get("customer")) != customer_id
+        or str(metadata.get(METADATA_LINK)) != str(link_id)
+        or not isinstance(intent, Mapping)
+    ):
+        return None
+    return saved_card(intent, link_id, customer_id)
+
+
+def pay_key(case_id: int, setup_intent_id: str) -> str:
+    return f"case:{case_id}:card_update:{setup_intent_id}"
+
+
+def put_card_to_work(gateway: Any, target: Target, card: SavedCard) -> Result:
+    """Stripe calls only: the new card becomes the default, then the open invoice is paid.
+    Transient Stripe errors propagate (the caller retries with the same keys)."""
+    key = pay_key(target.case_id, card.setup_intent_id)
+    gateway.update_customer_default_payment_method(
+        target.customer_id, card.payment_method_id, idempotency_key=f"{key}:customer_default"
+    )
+    if target.subscription_id:
+        gateway.set_subscription_default_payment_method(
+            target.subscription_id,
+            card.payment_method_id,
+            idempotency_key=f"{key}:subscription_default",
+        )
+    if not target.case_active:
+        return Result(Outcome.NOTHING_DUE, card)
+    try:
+        paid = gateway.pay_invoice(
+            target.invoice_id, idempotency_key=key, payment_method=card.payment_method_id
+        )
+    except AuthenticationRequired as exc:
+        return Result(
+            Outcome.AUTHENTICATION_REQUIRED, card, hosted_invoice_url=exc.hosted_invoice_url
+        )
+    except CardDeclined as exc:
+        return Result(Outcome.DECLINED, card, decline_code=exc.decline_code or exc.code)
+    except InvalidRequest as exc:
+        # Paid or voided meanwhile (Stripe refuses to pay it): learn its state.
+        invoice = gateway.retrieve_invoice(target.invoice_id)
+        log.info("card update: invoice not payable (%s): %s", invoice.get("status"), exc.message)
+        outcome = Outcome.PAID if invoice.get("status") == "paid" else Outcome.NOTHING_DUE
+        return Result(outcome, card, invoice=invoice)
+    if paid.get("status") == "paid":
+        return Result(Outcome.PAID, card, invoice=paid)
+    return Result(Outcome.DECLINED, card, invoice=paid)
+
+
+def already_done(link: CardUpdateLink, setup_intent_id: str) -> bool:
+    return link.last_setup_intent_id == setup_intent_id and link.last_outcome is not None
+
+
+def record_outcome(
+    session: Session, link: CardUpdateLink, case: RecoveryCase, result: Result, now: datetime
+) -> None:
+    """Database only, in the caller's transaction; a second call for the same card is a no-op."""
+    card = result.card
+    if already_done(link, card.setup_intent_id):
+        return
+    ts = int(now.timestamp())
+    if card.payment_method is not None:
+        mirror.apply_card(session, so.card_state(card.payment_method), ts)
+    if result.invoice is not None:
+        mirror.apply_invoice(session, so.invoice_state(result.invoice), ts)
+    key = pay_key(case.id, card.setup_intent_id)
+    brand = last4 = None
+    if card.payment_method is not None:
+        details = card.payment_method.get("card") or {}
+        brand, last4 = details.get("brand"), details.get("last4")
+    cases.record(
+        session,
+        case,
+        now,
+        "card_updated",
+        "the customer saved a new card through the card-update link",
+        {
+            "link_id": link.id,
+            "setup_intent": card.setup_intent_id,
+            "payment_method": card.payment_method_id,
+            "brand": brand,
+            "last4": last4,
+            "outcome": result.outcome,
+        },
+        f"{key}:card",
+    )
+    link.completed_at = link.completed_at or now
+    link.last_setup_intent_id = card.setup_intent_id
+    link.last_outcome = result.outcome
+    if result.outcome == Outcome.PAID:
+        amount = int((result.invoice or {}).get("amount_paid") or case.amount_due)
+        cases.mark_recovered(
+            session, case, RecoveredVia.CARD_UPDATE_LINK, amount, now, override=True
+        )
+    elif result.outcome == Outcome.DECLINED:
+        link.checkout_round += 1  # "try another card" needs a new Checkout Session
+        cases.record(
+            session,
+            case,
+            now,
+            "card_update_declined",
+            f"the new card was declined: {result.decline_code or 'declined'}",
+            {"link_id": link.id, "decline_code": result.decline_code},
+            f"{key}:declined",
+        )
+    elif result.outcome == Outcome.AUTHENTICATION_REQUIRED:
+        cases.await_authentication(session, case, result.hosted_invoice_url, now)
+
+
+# ---- the tab-closed path: webhooks -> due action -> worker ---------------------------------------
+
+
+def _schedule(ctx: ProcessingContext, link_ref: Any, setup_intent_id: str | None) -> None:
+    if not setup_intent_id or not str(link_ref or "").isdigit():
+        return
+    link = ctx.session.get(CardUpdateLink, int(link_ref))
+    if link is None:
+        return
+    now = ctx.clock.now()
+    due_actions.schedule(
+        ctx.session,
+        kind=ACTION_KIND,
+        # Not the case's subject: closing the case must not cancel saving the customer's card.
+        subject=f"card-update:{link.id}",
+        dedupe_key=f"card_update:{link.id}:{setup_intent_id}:complete",
+        due_at=now,
+        now=now,
+        payload={"link_id": link.id, "setup_intent_id": setup_intent_id},
+    )
+
+
+def on_checkout_completed(
+    ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str, Any]
+) -> None:
+    if obj.get("mode") == "setup":
+        _schedule(
+            ctx, (obj.get("metadata") or {}).get(METADATA_LINK), so.ref(obj.get("setup_intent"))
+        )
+
+
+def on_setup_intent_succeeded(
+    ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str, Any]
+) -> None:
+    _schedule(ctx, (obj.get("metadata") or {}).get(METADATA_LINK), so.ref(obj.get("id")))
+
+
+def run_complete(ctx: ActionContext, action: Claimed) -> None:
+    link = ctx.session.get(CardUpdateLink, int(action.payload["link_id"]), with_for_update=True)
+    seti = str(action.payload["setup_intent_id"])
+    if link is None or already_done(link, seti):
+        return
+    case = ctx.session.get(RecoveryCase, link.case_id, with_for_update=True)
+    if case is None:
+        return
+    gateway = ctx.services["gateway"]
+    card = saved_card(gateway.retrieve_setup_intent(seti), link.id, link.customer_id)
+    if card is None:
+        raise PermanentError(f"SetupIntent {seti} is not a succeeded card of link {link.id}")
+    result = put_card_to_work(gateway, Target.of(link, case), card)
+    record_outcome(ctx.session, link, case, result, ctx.clock.now())
+
+
+def register() -> None:
+    register_reaction("checkout.session.completed", on_checkout_completed)
+    register_reaction("setup_intent.succeeded", on_setup_intent_succeeded)
+    due_actions.register_action(ACTION_KIND, run_complete)

@@ -1,0 +1,93 @@
+"""Twilio's callbacks: delivery status (POST /webhooks/twilio/status) and inbound texts
+(POST /webhooks/twilio/inbound: STOP / START / HELP).
+
+Both check X-Twilio-Signature with the SDK's RequestValidator over the URL Twilio called,
+rebuilt from RECOVERY_PUBLIC_URL (behind a proxy request.url is not what Twilio signed).
+Twilio itself answers STOP/START/HELP on long codes and Messaging Services; we mirror the
+opt-out so we never even try (DOMAIN.md §6: "mirror opt-outs in your own database").
+"""
+
+from __future__ import annotations
+
+import logging
+from xml.sax.saxutils import escape
+
+from flask import Blueprint, Response, request
+from sqlalchemy import select
+from twilio.request_validator import RequestValidator
+
+from recovery.domain import sms as sms_rules
+from recovery.models import MessageStatus, OutboxMessage
+from recovery.services import outbox
+from recovery.web import runtime
+from recovery.web.errors import error_response
+
+log = logging.getLogger(__name__)
+bp = Blueprint("twilio_webhooks", __name__, url_prefix="/webhooks/twilio")
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+# Twilio's error codes for undeliverable-for-good recipients in a status callback.
+FAILED_FOR_GOOD = {"30003", "30005", "30006", "21610", "21614"}
+
+
+def _verified() -> bool:
+    settings = runtime().settings
+    if not settings.twilio_auth_token:
+        return False
+    url = settings.public_url + request.full_path.rstrip("?")
+    params = request.form.to_dict(flat=True)
+    signature = request.headers.get("X-Twilio-Signature", "")
+    return bool(RequestValidator(settings.twilio_auth_token).validate(url, params, signature))
+
+
+def _twiml(message: str | None = None) -> Response:
+    body = EMPTY_TWIML
+    if message:
+        body = EMPTY_TWIML.replace("<Response>", f"<Response><Message>{escape(message)}</Message>")
+    return Response(body, status=200, mimetype="application/xml")
+
+
+@bp.post("/inbound")
+def inbound() -> Response | tuple[Response, int]:
+    if not _verified():
+        return error_response(403, "invalid_signature", "X-Twilio-Signature does not match")
+    phone = sms_rules.e164(request.form.get("From"))
+    word = sms_rules.keyword(request.form.get("Body", ""))
+    rt = runtime()
+    if phone is None or word is None:
+        return _twiml()
+    now = rt.clock.now()
+    with rt.db.transaction() as session:
+        if word == "stop":
+            outbox.set_opt_out(session, phone, True, "inbound_stop", now)
+        elif word == "start":
+            outbox.set_opt_out(session, phone, False, "inbound_start", now)
+    log.info("inbound %s from %s", word.upper(), sms_rules.mask_phone(phone))
+    if word == "help":
+        business = rt.rules.business
+        return _twiml(
+            f"{business.name}: billing reminders. Reply STOP to opt out. {business.reply_to}"
+        )
+    return _twiml()  # Twilio sends its own STOP/START confirmation
+
+
+@bp.post("/status")
+def status() -> Response | tuple[Response, int]:
+    if not _verified():
+        return error_response(403, "invalid_signature", "X-Twilio-Signature does not match")
+    sid = request.form.get("MessageSid", "")
+    state = request.form.get("MessageStatus", "")
+    code = request.form.get("ErrorCode", "")
+    rt = runtime()
+    now = rt.clock.now()
+    with rt.db.transaction() as session:
+        row = session.scalar(
+            select(OutboxMessage).where(OutboxMessage.provider_id == sid).with_for_update()
+        )
+        if row is not None and state in ("failed", "undelivered"):
+            row.status = MessageStatus.FAILED
+            row.last_error = f"Twilio {state}" + (f" (error {code})" if code else "")
+            row.finished_at = now
+            if code == "21610":
+                outbox.set_opt_out(session, row.recipient, True, "twilio_21610", now)
+    return Response("", status=204)

@@ -1,0 +1,1 @@
+"""Drills: load, outage, fuzzing and security checks run on every CI submission."""

@@ -1,0 +1,181 @@
+"""Email end to end over a real SMTP server (aiosmtpd on loopback): headers, plain text only,
+the link; header injection; a hard bounce; and a worker killed between SMTP and our commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recovery import i18n
+from recovery.adapters.clock import FrozenClock
+from recovery.adapters.email import SmtpMailer, address, build, parse_smtp_url
+from recovery.domain.reminders import TEMPLATES
+from recovery.runtime import Runtime
+from recovery.services import reminders
+from tests.conftest import API_KEY, START
+from tests.support.messaging import build_runtime, messages
+from tests.support.scenario import Story
+from tests.support.smtp_sink import SmtpSink, smtp_sink
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with smtp_sink() as s:
+        yield s
+
+
+@pytest.fixture
+def mail_runtime(
+    database_url: str, tmp_path: Path, clock: FrozenClock, fake_gateway: Any, sink: SmtpSink
+) -> Iterator[Runtime]:
+    rt = build_runtime(database_url, tmp_path, clock, fake_gateway, smtp_url=sink.url)
+    yield rt
+    rt.db.dispose()
+
+
+@pytest.fixture
+def story(mail_runtime: Runtime, fake_gateway: Any, clock: FrozenClock) -> Story:
+    return Story(mail_runtime, fake_gateway, clock)
+
+
+def _failed_case(story: Story) -> int:
+    b = story.customer()
+    story.deliver()
+    story.stripe_charges(b.invoice, decline_code="generic_decline")
+    return story.case(b.invoice).id
+
+
+def test_reminder_arrives_as_plain_text_from_a_named_person(story: Story, sink: SmtpSink) -> None:
+    case_id = _failed_case(story)
+    story.worker.run_until_idle()
+    [mail] = sink.messages
+    assert mail["From"].addresses[0].display_name == "Dana at Acme"
+    assert mail["From"].addresses[0].addr_spec == "billing@acme.example"
+    assert str(mail["Reply-To"]) == "Dana at Acme <billing@acme.example>"
+    assert mail["To"].addresses[0].addr_spec == "kim@example.com"
+    assert mail["Message-ID"].startswith("<") and mail["Message-ID"].endswith("@acme.example>")
+    assert not mail.is_multipart() and mail.get_content_type() == "text/plain"
+    body = mail.get_content()
+    assert "Hi Kim," in body and "$20.00" in body and "Visa card ending in 4242" in body
+    assert "http://recovery.test/update/" in body
+    assert "<html" not in body.lower()
+    [row] = [m for m in messages(story.rt, case_id=case_id) if m.status == "sent"]
+    assert row.provider_id == mail["Message-ID"]
+
+
+def test_cr_lf_in_names_cannot_add_headers() -> None:
+    evil = "Dana\r\nBcc: everyone@evil.example"
+    msg = build(
+        sender=address(evil, "billing@acme.example"),
+        reply_to=address(evil, "billing@acme.example"),
+        to=address("Kim\nCc: x@evil.example", "kim@example.com"),
+        subject="Hello\r\nBcc: more@evil.example",
+        body="text",
+        dedupe_key="k",
+        date=START,
+    )
+    wire = msg.as_string()
+    header_names = [line.split(":", 1)[0] for line in wire.split("\n\n", 1)[0].splitlines()]
+    assert "Bcc" not in header_names and "Cc" not in header_names and "X-Evil" not in header_names
+    assert msg["Bcc"] is None and msg["Cc"] is None
+    assert msg["From"].addresses[0].display_name == "Dana Bcc: everyone@evil.example"
+    # An address (not a name) with a line break is refused outright.
+    with pytest.raises(ValueError):
+        address("Dana", "billing@acme.example\r\nX-Evil: 1")
+
+
+def test_a_hard_bounce_fails_the_message_visibly(
+    story: Story, sink: SmtpSink, mail_runtime: Runtime
+) -> None:
+    from recovery import create_app
+
+    case_id = _failed_case(story)
+    sink.reject_with("550 5.1.1 no such user")
+    story.worker.run_until_idle()
+    row = next(m for m in messages(story.rt, case_id=case_id) if m.step == "soft.0")
+    assert row.status == "failed" and "550" in (row.last_error or "")
+    client = create_app(runtime=mail_runtime).test_client()
+    body = client.get(
+        f"/api/v1/cases/{case_id}", headers={"Authorization": f"Bearer {API_KEY}"}
+    ).get_json()
+    assert body["messages"][0]["status"] == "failed"
+    assert "550" in body["messages"][0]["last_error"]
+
+
+def test_a_temporary_failure_is_retried_with_backoff(story: Story, sink: SmtpSink) -> None:
+    case_id = _failed_case(story)
+    sink.reject_with("451 4.3.0 try again later")
+    story.worker.run_until_idle()
+    row = next(m for m in messages(story.rt, case_id=case_id) if m.step == "soft.0")
+    assert row.status == "pending" and sink.messages == []
+    story.clock.advance(timedelta(minutes=3))
+    story.worker.run_until_idle()
+    row = next(m for m in messages(story.rt, case_id=case_id) if m.step == "soft.0")
+    assert row.status == "sent" and len(sink.messages) == 1
+
+
+class WorkerKilled(BaseException):
+    """The process dies: nothing after this line runs, nothing uncommitted survives."""
+
+
+class DiesAfterSending:
+    def __init__(self, inner: SmtpMailer) -> None:
+        self.inner, self.died = inner, False
+
+    def send(self, message: EmailMessage) -> str:
+        result = self.inner.send(message)
+        if not self.died:
+            self.died = True
+            raise WorkerKilled
+        return result
+
+
+def test_worker_killed_after_smtp_resends_with_the_same_message_id(
+    story: Story, sink: SmtpSink
+) -> None:
+    case_id = _failed_case(story)
+    story.rt.extras["mailer"] = DiesAfterSending(SmtpMailer(parse_smtp_url(sink.url)))
+    with pytest.raises(WorkerKilled):
+        story.worker.run_until_idle()
+    row = next(m for m in messages(story.rt, case_id=case_id) if m.step == "soft.0")
+    assert row.status == "pending" and len(sink.messages) == 1  # delivered, not recorded
+    story.clock.advance(timedelta(minutes=6))  # the dead worker's lease expires
+    story.worker.run_until_idle()
+    row = next(m for m in messages(story.rt, case_id=case_id) if m.step == "soft.0")
+    assert row.status == "sent" and row.attempts == 2
+    # At least once, never silently lost; the copy carries the same Message-ID.
+    assert len(sink.messages) == 2
+    assert sink.messages[0]["Message-ID"] == sink.messages[1]["Message-ID"] == row.provider_id
+
+
+def _context(locale: str) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    return {
+        "business": "Acme",
+        "sender": "Dana",
+        "product": "Acme Pro",
+        "name": "Kim",
+        "amount": i18n.format_money(2000, "eur", locale),
+        "card": "Visa card ending in 4242",
+        "link": "https://recovery.example/update/abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+        "deadline": i18n.format_day(datetime(2026, 11, 30, tzinfo=UTC), locale),
+    }
+
+
+@pytest.mark.parametrize("locale", i18n.SUPPORTED_LOCALES)
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_every_template_renders_in_every_locale(template: str, locale: str) -> None:
+    rendered = reminders.render_email(template, locale, _context(locale))
+    assert rendered.subject and "\n" not in rendered.subject
+    assert "Acme" in rendered.body
+    text = reminders.render_sms(template, locale, _context(locale), max_segments=2)
+    assert text is not None and "recovery.example/update/" in text
+    for name in ("", "x"):  # and without a name or card
+        ctx = {**_context(locale), "name": name, "card": name}
+        reminders.render_email(template, locale, ctx)
