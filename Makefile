@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv system-deps test lint run clean
+.PHONY: venv system-deps test chaos lint run clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ system-deps:
 
 test: system-deps venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The 2,000-customer chaos replay on SQLite and PostgreSQL (tens of minutes); figures go to
+# artifacts/chaos_replay_<engine>.txt.
+chaos: system-deps venv
+	$(BIN)/python -m pytest -m chaos_full -s tests/test_chaos_replay.py
 
 lint: venv
 	$(BIN)/ruff check .

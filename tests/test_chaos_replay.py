@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,9 +36,8 @@ BIG_CUSTOMERS = 2_000
 BIG_SEED = 20_261_102
 DUPLICATE_RATIO = 0.35
 # The full run replays ~90,000 events twice per engine; at today's processing speed (~140
-# events/s on SQLite, slower on PostgreSQL, see the report) that is tens of minutes per engine,
-# so outside CI it runs only when asked for.
-FULL_RUN = bool(os.environ.get("CI") or os.environ.get("RECOVERY_CHAOS_FULL"))
+# events/s on SQLite under load, slower on PostgreSQL) that is tens of minutes per engine - too
+# long for every CI run until event processing gets faster (issue 7), so it is its own target.
 
 
 @functools.cache
@@ -145,9 +143,8 @@ def _figures(
     return "\n".join(lines)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(45 * 60)  # per engine; well above the ~10 min it takes alone
-@pytest.mark.skipif(not FULL_RUN, reason="long: set RECOVERY_CHAOS_FULL=1 (CI always runs it)")
+@pytest.mark.chaos_full  # deselected by default: `make chaos` runs it (see README)
+@pytest.mark.timeout(90 * 60)
 def test_two_thousand_customers_shuffled_and_duplicated_end_in_the_in_order_mirror(
     runtime: Runtime,
 ) -> None:
