@@ -54,6 +54,7 @@ def create_app(
         cancel_api,
         cancel_flow,
         card_update,
+        dashboard,
         errors,
         health,
         twilio_webhooks,
@@ -72,6 +73,7 @@ def create_app(
     app.register_blueprint(cancel_flow.bp)
     app.register_blueprint(cancel_api.bp)
     card_update.init_app(app)  # /update/<token>, with its rate limits
+    dashboard.init_app(app)  # /login, /dashboard...; after card_update, whose limiter it shares
     return app
 
 

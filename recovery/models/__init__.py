@@ -1,5 +1,6 @@
 """SQLAlchemy models. Importing this package registers every table on `Base.metadata`."""
 
+from recovery.models import dashboard_indexes  # noqa: F401 - attaches the list indexes
 from recovery.models.cancel_flow import CancelSession, OfferAcceptance
 from recovery.models.card_update_links import CardUpdateLink
 from recovery.models.cases import CaseEvent, RecoveryCase
@@ -14,10 +15,12 @@ from recovery.models.mirror import (
     SubscriptionItem,
 )
 from recovery.models.outbox import MessageStatus, OutboxMessage, SmsOptOut
+from recovery.models.users import AuditEntry, User
 from recovery.models.work import ActionStatus, DueAction, JobRun, WorkerHeartbeat
 
 __all__ = [
     "ActionStatus",
+    "AuditEntry",
     "CancelSession",
     "CardUpdateLink",
     "CaseEvent",
@@ -37,5 +40,6 @@ __all__ = [
     "StripeEvent",
     "Subscription",
     "SubscriptionItem",
+    "User",
     "WorkerHeartbeat",
 ]

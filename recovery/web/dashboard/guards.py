@@ -1,0 +1,82 @@
+"""Request guards for every dashboard page: CSRF on POST, security headers, HTML errors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Response, render_template, request
+from flask_wtf.csrf import generate_csrf, validate_csrf
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException
+from wtforms.validators import ValidationError
+
+from recovery.web.dashboard import bp
+from recovery.web.dashboard.auth import current_user
+
+log = logging.getLogger(__name__)
+
+MESSAGES = {
+    400: "The form had expired or was incomplete. Go back, reload the page and try again.",
+    403: "Your account may look at this but not change it. Ask an admin.",
+    404: "There is nothing here.",
+    405: "That address does not take this kind of request.",
+    429: "Too many attempts. Wait a minute and try again.",
+    503: "The database is unavailable right now. Try again shortly.",
+}
+
+
+class CsrfFailed(Exception):
+    pass
+
+
+@bp.before_request
+def check_csrf() -> None:
+    # Before any view: a POST without a valid token changes nothing, whoever sends it.
+    if request.method == "POST":
+        try:
+            validate_csrf(request.form.get("csrf_token"))
+        except ValidationError as exc:
+            raise CsrfFailed(str(exc)) from exc
+
+
+@bp.context_processor
+def template_helpers() -> dict[str, Any]:
+    return {"csrf_token": generate_csrf, "user": current_user()}
+
+
+@bp.after_request
+def security_headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "script-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    )
+    response.headers["Referrer-Policy"] = "same-origin"
+    # Customer data: never kept by a shared cache or the browser's back-forward cache.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
+def error_page(status: int, message: str | None = None) -> Response:
+    html = render_template(
+        "dashboard/error.html", status=status, message=message or MESSAGES.get(status, "Error.")
+    )
+    return Response(html, status=status, mimetype="text/html")
+
+
+@bp.errorhandler(CsrfFailed)
+def csrf_failed(exc: CsrfFailed) -> Response:
+    return error_page(400)
+
+
+@bp.errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> Response:
+    return error_page(exc.code or 400)
+
+
+@bp.errorhandler(DBAPIError)
+def database_down(exc: DBAPIError) -> Response:
+    log.error("dashboard: database unavailable: %s", exc.__class__.__name__)
+    return error_page(503)
