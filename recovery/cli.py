@@ -179,5 +179,9 @@ def sync(no_progress: bool) -> None:
     click.echo(str(report))
 
 
+from recovery.cli_users import users as _users  # noqa: E402 - its commands use _runtime above
+
+main.add_command(_users)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
