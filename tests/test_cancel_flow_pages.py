@@ -3,7 +3,6 @@ changes through the gateway fake, idempotency, and the worker's part (apply late
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,7 @@ from recovery.models import OfferAcceptance
 from recovery.services import cancel_decisions as decisions
 from recovery.worker import Worker
 from tests.conftest import START
-from tests.support.cancel_flow import Flow, due, make_flow, session_row
+from tests.support.cancel_flow import Flow, emails, make_flow, session_row
 
 
 @pytest.fixture
@@ -33,9 +32,7 @@ def ts(when: datetime) -> int:
     return int(when.timestamp())
 
 
-def test_saved_by_pause_then_reminded_before_billing_resumes(
-    flow: Flow, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_saved_by_pause_then_reminded_before_billing_resumes(flow: Flow) -> None:
     page, started = flow.start()
     assert page.get().status_code == 200
     assert page.post("", {"reason": "temporary"}).status_code == 303
@@ -60,15 +57,17 @@ def test_saved_by_pause_then_reminded_before_billing_resumes(
     page.get("/done")
     assert "Your subscription is paused" in page.text()
     assert "outcome=saved_by_pause" in page.text()
-    (reminder,) = due(flow, decisions.EMAIL_PAUSE_ENDING)
-    assert reminder.due_at == resumes - timedelta(days=3)
+    (reminder,) = emails(flow)
+    assert (reminder.template, reminder.recipient) == ("pause_ending", "ada@example.com")
+    assert reminder.send_after == resumes - timedelta(days=3)
+    assert "Your pause ends on January 2, 2027" in reminder.body
     worker = Worker(flow.runtime)
+    flow.clock.set(resumes - timedelta(days=3, seconds=1))
+    worker.run_until_idle()
+    assert emails(flow)[0].status == "pending"  # not before its day
     flow.clock.set(resumes - timedelta(days=3))
-    with caplog.at_level(logging.INFO, logger="recovery.outbox"):
-        worker.run_until_idle()
-    (sent,) = [r for r in caplog.records if r.name == "recovery.outbox"]
-    assert "to=a***@example.com" in sent.getMessage()
-    assert "Your pause ends on January 2, 2027" in sent.getMessage()
+    worker.run_until_idle()
+    assert emails(flow)[0].status == "sent"
 
 
 def test_saved_by_downgrade(flow: Flow) -> None:
@@ -134,7 +133,7 @@ def test_saved_by_discount(flow: Flow) -> None:
     assert (row.outcome, row.mrr_after) == ("saved_by_discount", 1500)
 
 
-def test_cancel_straight_from_the_first_page(flow: Flow, caplog: pytest.LogCaptureFixture) -> None:
+def test_cancel_straight_from_the_first_page(flow: Flow) -> None:
     page, started = flow.start()
     page.get()
     answer = {"reason": "too_expensive", "text": "Found it cheaper"}
@@ -158,10 +157,11 @@ def test_cancel_straight_from_the_first_page(flow: Flow, caplog: pytest.LogCaptu
     page.get("/done")
     assert "You can keep using your subscription until November 22, 2026" in page.text()
     assert "https://shop.example/account?tab=billing&amp;outcome=cancelled" in page.text()
-    with caplog.at_level(logging.INFO, logger="recovery.outbox"):
-        Worker(flow.runtime).run_until_idle()
-    (sent,) = [r for r in caplog.records if r.name == "recovery.outbox"]
-    assert "subject=Your Acme subscription is cancelled" in sent.getMessage()
+    Worker(flow.runtime).run_until_idle()
+    (sent,) = emails(flow)
+    assert (sent.template, sent.status) == ("cancel_confirmation", "sent")
+    assert sent.subject == "Your Acme subscription is cancelled"
+    assert "You can keep using your subscription until November 22, 2026" in sent.body
 
 
 def test_cancel_after_declining_the_offer(flow: Flow) -> None:
@@ -250,9 +250,7 @@ def test_keep_my_subscription_goes_back_unchanged(flow: Flow) -> None:
     assert session_row(flow, started["id"]).outcome == "abandoned"
 
 
-def test_stripe_unreachable_the_cancellation_is_kept_and_applied_later(
-    flow: Flow, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_stripe_unreachable_the_cancellation_is_kept_and_applied_later(flow: Flow) -> None:
     flow.gateway.outage(3, "server_error", methods={"cancel_subscription"})
     page, started = flow.start()
     page.get()
@@ -264,9 +262,8 @@ def test_stripe_unreachable_the_cancellation_is_kept_and_applied_later(
     row = session_row(flow, started["id"])
     assert (row.outcome, row.stripe_status) == ("cancelled", "pending")
     worker = Worker(flow.runtime)
-    with caplog.at_level(logging.INFO, logger="recovery.outbox"):
-        worker.run_until_idle()  # the confirmation goes out at once, Stripe or not
-    assert any("cancel_confirmation" in r.getMessage() for r in caplog.records)
+    worker.run_until_idle()  # the confirmation goes out at once, Stripe or not
+    assert [(m.template, m.status) for m in emails(flow)] == [("cancel_confirmation", "sent")]
     for _ in range(4):  # backoff: 2 min grace, then 1, 2, 4 min ...
         flow.clock.advance(timedelta(minutes=10))
         worker.run_until_idle()
@@ -294,9 +291,7 @@ def test_an_offer_stripe_refuses_changes_nothing_and_cancelling_still_works(flow
     assert session_row(flow, started["id"]).outcome == "cancelled"
 
 
-def test_a_saved_subscriber_can_still_cancel_and_gets_no_pause_reminder(
-    flow: Flow, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_saved_subscriber_can_still_cancel_and_gets_no_pause_reminder(flow: Flow) -> None:
     page, started = flow.start()
     page.get()
     page.post("", {"reason": "temporary"})
@@ -307,10 +302,12 @@ def test_a_saved_subscriber_can_still_cancel_and_gets_no_pause_reminder(
     page.post("/cancel")
     assert session_row(flow, started["id"]).outcome == "cancelled"
     flow.clock.advance(timedelta(days=40))
-    with caplog.at_level(logging.INFO, logger="recovery.outbox"):
-        Worker(flow.runtime).run_until_idle()
-    messages = [r.getMessage() for r in caplog.records if r.name == "recovery.outbox"]
-    assert len(messages) == 1 and "cancel_confirmation" in messages[0]
+    Worker(flow.runtime).run_until_idle()
+    statuses = {m.template: (m.status, m.last_error) for m in emails(flow)}
+    assert statuses == {
+        "cancel_confirmation": ("sent", None),
+        "pause_ending": ("cancelled", "the subscriber chose cancelled since"),
+    }
 
 
 def test_a_subscription_already_cancelled_elsewhere(flow: Flow) -> None:

@@ -3,10 +3,9 @@
 - `cancel_flow.apply`: a decision Stripe could not take at the time (same idempotency key).
 - `cancel_flow.expire`: an undecided session becomes `abandoned` when its link expires.
 - `cancel_flow.webhook`: the signed outcome notification to the business, if configured.
-- `email.cancel_confirmation`, `email.pause_ending`: the subscriber's messages, rendered in the
-  language of the pages they saw. Sending email belongs to the reminders feature (SMTP, quiet
-  hours, consent); until it lands these handlers only write the rendered plain-text message to
-  the `recovery.outbox` log - deliberately minimal.
+- `email.cancel_confirmation`, `email.pause_ending`: kept only for due actions scheduled by
+  earlier versions, which sent these emails from here. They now write the message to the outbox
+  (services/cancel_messages.py), where decisions write it themselves.
 """
 
 from __future__ import annotations
@@ -17,25 +16,22 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from typing import Any
 
 from sqlalchemy import select
 
 from recovery.adapters.stripe_gateway import AccessDenied, GatewayError
 from recovery.config import Rules
-from recovery.domain.offer_terms import OfferTerms
 from recovery.domain.offers import OfferKind
-from recovery.i18n import DEFAULT_LOCALE, Message, negotiate, render_message
-from recovery.models import CancelSession, Customer
+from recovery.models import CancelSession
 from recovery.models.cancel_flow import Outcome, StripeStatus
 from recovery.runtime import Runtime
 from recovery.services import cancel_decisions as decisions
+from recovery.services import cancel_messages
 from recovery.services.cancel_flow import EXPIRE_ACTION, flow_env, flow_rules
 from recovery.services.cancel_records import session_json
 from recovery.services.due_actions import ActionContext, Claimed, register_action
 
 log = logging.getLogger(__name__)
-outbox = logging.getLogger("recovery.outbox")
 
 WEBHOOK_TIMEOUT_SECONDS = 10
 SIGNATURE_HEADER = "Recovery-Signature"
@@ -76,7 +72,7 @@ def run_apply(ctx: ActionContext, action: Claimed) -> None:
         log.error("cancel session %s: Stripe refused %s for good: %s", row.id, row.outcome, exc)
         return
     days = rules.offers.get(OfferKind.PAUSE).reminder_days_before
-    decisions.record_applied(ctx.session, row, result, ctx.clock.now(), days)
+    decisions.record_applied(ctx.session, row, result, ctx.clock.now(), days, ctx.services["rules"])
 
 
 # ---- expiry -------------------------------------------------------------------------------------
@@ -140,55 +136,21 @@ def run_webhook(ctx: ActionContext, action: Claimed) -> None:
         raise ConnectionError(f"webhook to the business answered {status}")
 
 
-# ---- messages to the subscriber -----------------------------------------------------------------
-
-
-def _message_context(
-    ctx: ActionContext, row: CancelSession
-) -> tuple[str, str | None, dict[str, Any]]:
-    rules: Rules = ctx.services["rules"]
-    customer = ctx.session.get(Customer, row.customer_id)
-    preferred = list(customer.preferred_locales or []) if customer else []
-    locale = negotiate([row.display_locale, row.locale, *preferred]) or DEFAULT_LOCALE
-    context = {
-        "business": rules.business.name,
-        "sender": rules.business.sender_name,
-        "name": (customer.name if customer else None) or "",
-        "session": row,
-        "terms": OfferTerms.from_json(row.offer_terms) if row.offer_terms else None,
-    }
-    return locale, (customer.email if customer else None), context
-
-
-def _masked(address: str) -> str:
-    """ada@example.com -> a***@example.com: logs carry no contact details."""
-    local, _, domain = address.partition("@")
-    return f"{local[:1]}***@{domain}" if domain else "***"
-
-
-def _send(row: CancelSession, to: str | None, message: Message, kind: str) -> None:
-    if not to:
-        log.warning("cancel session %s: no email address for %s", row.id, kind)
-        return
-    outbox.info("%s to=%s subject=%s\n%s", kind, _masked(to), message.subject, message.body)
+# ---- messages to the subscriber (due actions of earlier versions) -----------------------------
 
 
 def run_cancel_confirmation(ctx: ActionContext, action: Claimed) -> None:
     row = ctx.session.get(CancelSession, str(action.payload["session_id"]))
-    if row is None or row.outcome != Outcome.CANCELLED:
-        return
-    locale, to, context = _message_context(ctx, row)
-    message = render_message("cancel_flow/email/cancel_confirmation.txt", locale, **context)
-    _send(row, to, message, decisions.EMAIL_CANCELLED)
+    if row is not None:
+        rules: Rules = ctx.services["rules"]
+        cancel_messages.confirm_cancellation(ctx.session, row, rules, ctx.clock.now())
 
 
 def run_pause_ending(ctx: ActionContext, action: Claimed) -> None:
     row = ctx.session.get(CancelSession, str(action.payload["session_id"]))
-    if row is None or row.outcome != Outcome.SAVED_BY_PAUSE or row.ends_at is None:
-        return  # cancelled since: billing will not resume, so no reminder
-    locale, to, context = _message_context(ctx, row)
-    message = render_message("cancel_flow/email/pause_ending.txt", locale, **context)
-    _send(row, to, message, decisions.EMAIL_PAUSE_ENDING)
+    if row is not None:
+        now = ctx.clock.now()
+        cancel_messages.remind_pause_ending(ctx.session, row, ctx.services["rules"], now, now)
 
 
 def register() -> None:
@@ -199,3 +161,4 @@ def register() -> None:
     register_action(decisions.WEBHOOK_ACTION, run_webhook)
     register_action(decisions.EMAIL_CANCELLED, run_cancel_confirmation)
     register_action(decisions.EMAIL_PAUSE_ENDING, run_pause_ending)
+    cancel_messages.register()

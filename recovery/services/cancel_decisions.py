@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recovery.adapters.stripe_gateway import AccessDenied, GatewayError, StripeGateway
+from recovery.config import Rules
 from recovery.db import utcnow_from
 from recovery.domain import stripe_objects as so
 from recovery.domain.offer_terms import OfferTerms, offer_ends_at, pause_until
@@ -29,7 +30,7 @@ from recovery.domain.offers import OfferKind, eligibility
 from recovery.models import CancelSession, OfferAcceptance, Subscription
 from recovery.models.cancel_flow import Outcome, StripeStatus
 from recovery.runtime import Runtime
-from recovery.services import due_actions, mirror
+from recovery.services import cancel_messages, due_actions, mirror
 from recovery.services.cancel_flow import (
     BadInput,
     FlowError,
@@ -120,7 +121,12 @@ def apply_in_stripe(gateway: StripeGateway, row: CancelSession, feedback: str | 
 
 
 def record_applied(
-    session: Session, row: CancelSession, result: Any, now: datetime, reminder_days: int
+    session: Session,
+    row: CancelSession,
+    result: Any,
+    now: datetime,
+    reminder_days: int,
+    rules: Rules,
 ) -> None:
     """Stripe made the change: mirror its answer, mark the decision applied, plan what follows."""
     if isinstance(result, dict) and result.get("object") == "subscription":
@@ -136,14 +142,8 @@ def record_applied(
         acceptance.applied_at = acceptance.applied_at or now
     if row.outcome == Outcome.SAVED_BY_PAUSE and row.ends_at is not None:
         # The reminder goes out a few days before billing resumes (never in the past).
-        due_actions.schedule(
-            session,
-            kind=EMAIL_PAUSE_ENDING,
-            subject=_subject(row),
-            dedupe_key=f"{EMAIL_PAUSE_ENDING}:{row.id}",
-            due_at=max(row.ends_at - timedelta(days=reminder_days), now),
-            now=now,
-            payload={"session_id": row.id},
+        cancel_messages.remind_pause_ending(
+            session, row, rules, now, row.ends_at - timedelta(days=reminder_days)
         )
 
 
@@ -175,7 +175,7 @@ def _attempt(rt: Runtime, session: Session, row: CancelSession, now: datetime) -
             log.error("cancel session %s: Stripe refused %s: %s", row.id, row.outcome, exc)
         return
     reminder_days = rules.offers.get(OfferKind.PAUSE).reminder_days_before
-    record_applied(session, row, result, now, reminder_days)
+    record_applied(session, row, result, now, reminder_days, rt.rules)
 
 
 def notify_business(rt: Runtime, session: Session, row: CancelSession, now: datetime) -> None:
@@ -230,20 +230,13 @@ def cancel(
         period_end = sub.current_period_end if sub is not None else None
         row.ends_at = period_end if rules.cancel_at_period_end and period_end else now
         row.stripe_status = StripeStatus.PENDING
-        # The confirmation is owed the moment we accept the request, Stripe or not.
-        due_actions.schedule(
-            session,
-            kind=EMAIL_CANCELLED,
-            subject=_subject(row),
-            dedupe_key=f"{EMAIL_CANCELLED}:{row.id}",
-            due_at=now,
-            now=now,
-            payload={"session_id": row.id},
-        )
         notify_business(rt, session, row, now)
         # A save decided earlier but not applied yet must not land after the cancellation.
         due_actions.cancel_pending(session, _subject(row), now, kinds=(APPLY_ACTION,))
         _attempt(rt, session, row, now)
+        # The confirmation is owed the moment we accept the request, Stripe or not: it is
+        # written in this transaction (after the attempt, which may settle the end date).
+        cancel_messages.confirm_cancellation(session, row, rt.rules, now)
         return Decided(row.id, row.outcome, token)
 
 

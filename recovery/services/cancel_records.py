@@ -6,9 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import object_session
 
 from recovery.models import CancelSession
 from recovery.models.cancel_flow import Outcome
+from recovery.services import cancel_messages, outbox
 
 SAVED_OUTCOMES = frozenset(o.value for o in Outcome if o.value.startswith("saved_by_"))
 
@@ -43,6 +45,13 @@ def revenue(row: CancelSession, outcome: str | None) -> dict[str, Any]:
     }
 
 
+def _messages(row: CancelSession) -> list[dict[str, Any]]:
+    """The session's emails (confirmation, pause reminder) and how their delivery went, read
+    through the session the row was loaded in."""
+    session = object_session(row)
+    return [] if session is None else outbox.messages_about(session, cancel_messages.about(row))
+
+
 def session_json(row: CancelSession, now: datetime) -> dict[str, Any]:
     outcome = effective_outcome(row, now)
     return {
@@ -73,6 +82,7 @@ def session_json(row: CancelSession, now: datetime) -> dict[str, Any]:
         "ends_at": _iso(row.ends_at),
         "stripe": {"status": row.stripe_status, "error": row.stripe_error},
         "monthly_revenue": revenue(row, outcome),
+        "messages": _messages(row),
     }
 
 

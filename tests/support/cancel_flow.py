@@ -207,3 +207,20 @@ def due(flow: Flow, kind: str | None = None) -> list[Any]:
         if kind:
             query = query.where(DueAction.kind == kind)
         return list(s.scalars(query).all())
+
+
+def emails(flow: Flow, template: str | None = None) -> list[Any]:
+    """The cancel flow's messages in the outbox, oldest first."""
+    from sqlalchemy import select
+
+    from recovery.models import OutboxMessage
+
+    with flow.runtime.db.transaction() as s:
+        query = (
+            select(OutboxMessage)
+            .where(OutboxMessage.about.like("cancel_session:%"))
+            .order_by(OutboxMessage.send_after, OutboxMessage.id)
+        )
+        if template:
+            query = query.where(OutboxMessage.template == template)
+        return list(s.scalars(query).all())
