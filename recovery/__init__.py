@@ -51,6 +51,7 @@ def create_app(
     from recovery.web import (
         api,
         api_cases,
+        api_metrics,
         cancel_api,
         cancel_flow,
         card_update,
@@ -61,7 +62,7 @@ def create_app(
         webhooks,
     )
 
-    del api_cases  # imported for the routes it adds to the API blueprint
+    del api_cases, api_metrics  # imported for the routes they add to the API blueprint
 
     errors.init_app(app)
     i18n.init_app(app)
