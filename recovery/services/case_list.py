@@ -1,0 +1,282 @@
+"""The dashboard's case list: filters, keyset paging and the CSV export's row source.
+
+Pages are cut by keyset on (opened_at, id), newest first: a page deep in 200k cases costs the
+same as the first (no OFFSET), and a case opened while someone pages never shifts the rows.
+Each page is one query (cases joined to the mirrored customer), whatever its length.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy.orm import Session
+
+from recovery.db import Database
+from recovery.domain.cases import CaseStatus
+from recovery.domain.declines import DeclineCategory
+from recovery.i18n import major_units
+from recovery.models import Customer, RecoveryCase
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+EXPORT_BATCH = 500
+STATUSES = tuple(s.value for s in CaseStatus)
+CATEGORIES = tuple(c.value for c in DeclineCategory)
+MAX_AGE_DAYS = 3650
+
+
+CaseSelect = Select[RecoveryCase, str | None, str | None]
+
+
+class BadFilter(ValueError):
+    """A filter value that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class CaseFilters:
+    status: str | None = None
+    category: str | None = None
+    currency: str | None = None
+    opened_within_days: int | None = None
+    older_than_days: int | None = None
+    amount_min: int | None = None  # minor units
+    amount_max: int | None = None
+    search: str | None = None
+
+    def query_args(self) -> dict[str, str]:
+        """The filters as the list page's query string (for paging and export links)."""
+        out: dict[str, str] = {}
+        for key, value in (
+            ("status", self.status),
+            ("category", self.category),
+            ("currency", self.currency),
+            ("within", self.opened_within_days),
+            ("older", self.older_than_days),
+            ("q", self.search),
+        ):
+            if value is not None:
+                out[key] = str(value)
+        exp_currency = self.currency or "usd"
+        if self.amount_min is not None:
+            out["min"] = str(major_units(self.amount_min, exp_currency))
+        if self.amount_max is not None:
+            out["max"] = str(major_units(self.amount_max, exp_currency))
+        return out
+
+
+def _int(args: Mapping[str, str], key: str, label: str) -> int | None:
+    raw = (args.get(key) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 5 or int(raw) > MAX_AGE_DAYS:
+        raise BadFilter(f"{label} must be a whole number of days from 0 to {MAX_AGE_DAYS}.")
+    return int(raw)
+
+
+def _amount(args: Mapping[str, str], key: str, label: str, currency: str) -> int | None:
+    raw = (args.get(key) or "").strip().replace(",", "")
+    if not raw:
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise BadFilter(f"{label} must be an amount such as 49.90.") from None
+    if not value.is_finite() or value < 0 or value > Decimal("100000000"):
+        raise BadFilter(f"{label} must be an amount from 0 to 100,000,000.")
+    # Amounts are typed in major units of the chosen currency (2 decimals when none is chosen).
+    exponent = -major_units(1, currency).as_tuple().exponent  # type: ignore[operator]
+    return int((value.scaleb(exponent)).to_integral_value())
+
+
+def parse_filters(args: Mapping[str, str]) -> CaseFilters:
+    status = (args.get("status") or "").strip() or None
+    if status is not None and status not in STATUSES:
+        raise BadFilter("Unknown status.")
+    category = (args.get("category") or "").strip() or None
+    if category is not None and category not in CATEGORIES:
+        raise BadFilter("Unknown decline category.")
+    currency = (args.get("currency") or "").strip().lower() or None
+    if currency is not None and (len(currency) != 3 or not currency.isalpha()):
+        raise BadFilter("A currency is three letters, such as EUR.")
+    search = (args.get("q") or "").strip() or None
+    if search is not None and len(search) > 200:
+        raise BadFilter("The search is too long.")
+    filters = CaseFilters(
+        status=status,
+        category=category,
+        currency=currency,
+        opened_within_days=_int(args, "within", "Opened within"),
+        older_than_days=_int(args, "older", "Older than"),
+        search=search,
+    )
+    amount_min = _amount(args, "min", "Minimum amount", currency or "usd")
+    amount_max = _amount(args, "max", "Maximum amount", currency or "usd")
+    return replace(filters, amount_min=amount_min, amount_max=amount_max)
+
+
+def encode_cursor(opened_at: datetime, case_id: int) -> str:
+    raw = f"{int(opened_at.timestamp() * 1_000_000)}:{case_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None) -> tuple[datetime, int] | None:
+    if not value:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        micros, case_id = raw.split(":")
+        at = datetime.fromtimestamp(int(micros) / 1_000_000, UTC)
+        return at, int(case_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
+        raise BadFilter("That page link is not valid; start from the first page.") from None
+
+
+def _customer_match(search: str) -> Any:
+    """Case rows whose customer is `search`: a Stripe customer id, an email, or a name prefix."""
+    term = search.lower()
+    if term.startswith("cus_"):
+        return RecoveryCase.customer_id == search
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if "@" in term:
+        matching = select(Customer.id).where(func.lower(Customer.email) == term)
+    else:
+        matching = select(Customer.id).where(
+            func.lower(Customer.name).like(f"{escaped}%", escape="\\")
+        )
+    return RecoveryCase.customer_id.in_(matching.scalar_subquery())
+
+
+def _where(stmt: CaseSelect, filters: CaseFilters, now: datetime) -> CaseSelect:
+    if filters.status:
+        stmt = stmt.where(RecoveryCase.status == filters.status)
+    if filters.category:
+        stmt = stmt.where(RecoveryCase.decline_category == filters.category)
+    if filters.currency:
+        stmt = stmt.where(RecoveryCase.currency == filters.currency)
+    if filters.opened_within_days is not None:
+        stmt = stmt.where(
+            RecoveryCase.opened_at >= now - timedelta(days=filters.opened_within_days)
+        )
+    if filters.older_than_days is not None:
+        stmt = stmt.where(RecoveryCase.opened_at < now - timedelta(days=filters.older_than_days))
+    if filters.amount_min is not None:
+        stmt = stmt.where(RecoveryCase.amount_due >= filters.amount_min)
+    if filters.amount_max is not None:
+        stmt = stmt.where(RecoveryCase.amount_due <= filters.amount_max)
+    if filters.search:
+        stmt = stmt.where(_customer_match(filters.search))
+    return stmt
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    id: int
+    invoice_id: str
+    customer_id: str | None
+    customer_email: str | None
+    customer_name: str | None
+    status: str
+    awaiting: str | None
+    decline_category: str | None
+    decline_code: str | None
+    card_brand: str | None
+    currency: str
+    amount_due: int
+    amount_recovered: int
+    recovered_via: str | None
+    opened_at: datetime
+    closed_at: datetime | None
+    next_retry_at: datetime | None
+    next_step: str | None
+    dunning_paused: bool
+
+    @property
+    def masked_email(self) -> str:
+        return mask_email(self.customer_email)
+
+
+def mask_email(email: str | None) -> str:
+    """`j***@example.com`: enough to recognise a customer, not to copy an address list."""
+    if not email or "@" not in email:
+        return ""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def _select() -> CaseSelect:
+    return select(RecoveryCase, Customer.email, Customer.name).outerjoin(
+        Customer, Customer.id == RecoveryCase.customer_id
+    )
+
+
+def _row(case: RecoveryCase, email: str | None, name: str | None) -> CaseRow:
+    return CaseRow(
+        id=case.id,
+        invoice_id=case.invoice_id,
+        customer_id=case.customer_id,
+        customer_email=email,
+        customer_name=name,
+        status=case.status,
+        awaiting=case.awaiting,
+        decline_category=case.decline_category,
+        decline_code=case.decline_code,
+        card_brand=case.card_brand,
+        currency=case.currency,
+        amount_due=case.amount_due,
+        amount_recovered=case.amount_recovered,
+        recovered_via=case.recovered_via,
+        opened_at=case.opened_at,
+        closed_at=case.closed_at,
+        next_retry_at=case.next_retry_at,
+        next_step=case.next_step_reason,
+        dunning_paused=case.dunning_paused,
+    )
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[CaseRow]
+    next_cursor: str | None
+
+
+def list_cases(
+    session: Session,
+    filters: CaseFilters,
+    now: datetime,
+    *,
+    after: tuple[datetime, int] | None = None,
+    limit: int = PAGE_SIZE,
+) -> Page:
+    """One page of cases, newest first, starting after the keyset `after`."""
+    limit = max(1, min(limit, MAX_PAGE_SIZE))
+    stmt = _where(_select(), filters, now)
+    if after is not None:
+        at, case_id = after
+        # A row-value comparison: PostgreSQL and SQLite both turn it into one index range.
+        stmt = stmt.where(tuple_(RecoveryCase.opened_at, RecoveryCase.id) < tuple_(at, case_id))
+    stmt = stmt.order_by(RecoveryCase.opened_at.desc(), RecoveryCase.id.desc()).limit(limit + 1)
+    found = [_row(c, e, n) for c, e, n in session.execute(stmt).all()]
+    more = len(found) > limit
+    rows = found[:limit]
+    cursor = encode_cursor(rows[-1].opened_at, rows[-1].id) if more and rows else None
+    return Page(rows=rows, next_cursor=cursor)
+
+
+def iter_cases(db: Database, filters: CaseFilters, now: datetime) -> Iterator[CaseRow]:
+    """Every matching case, in batches of EXPORT_BATCH, each read in its own short
+    transaction: an export of 200k rows never holds one long read open or all rows in memory."""
+    after: tuple[datetime, int] | None = None
+    while True:
+        with db.transaction() as session:
+            page = list_cases(session, filters, now, after=after, limit=EXPORT_BATCH)
+        yield from page.rows
+        if page.next_cursor is None or not page.rows:
+            return
+        after = (page.rows[-1].opened_at, page.rows[-1].id)
