@@ -1,13 +1,47 @@
-"""/dashboard/cancel-sessions: the cancel-flow sessions, filtered and paged."""
+"""/dashboard/cancel-sessions (and its CSV): the cancel-flow sessions, filtered and paged."""
 
 from __future__ import annotations
 
-from flask import render_template
+from flask import Response, render_template, request
 
+from recovery.services import cancel_session_list as listing
+from recovery.services.cancel_flow import flow_rules
+from recovery.services.case_list import BadFilter
+from recovery.web import runtime
 from recovery.web.dashboard import bp, login_required
+from recovery.web.dashboard.csv_export import csv_response, session_csv
+from recovery.web.dashboard.guards import error_page
 
 
 @bp.get("/dashboard/cancel-sessions")
 @login_required
-def cancel_sessions() -> str:
-    return render_template("dashboard/overview.html")
+def cancel_sessions() -> Response | str:
+    rt = runtime()
+    try:
+        filters = listing.parse_filters(request.args)
+        after = listing.decode_cursor(request.args.get("after"))
+    except BadFilter as exc:
+        return error_page(400, str(exc))
+    with rt.db.transaction() as db:
+        page = listing.list_sessions(db, filters, after=after)
+    return render_template(
+        "dashboard/cancel_sessions.html",
+        page=page,
+        filters=filters,
+        args=filters.query_args(),
+        first_page=after is None,
+        outcomes=listing.OUTCOMES,
+        reasons=[r.id for r in flow_rules(rt).reasons],
+    )
+
+
+@bp.get("/dashboard/cancel-sessions.csv")
+@login_required
+def cancel_sessions_csv() -> Response:
+    rt = runtime()
+    try:
+        filters = listing.parse_filters(request.args)
+    except BadFilter as exc:
+        return error_page(400, str(exc))
+    rows = listing.iter_sessions(rt.db, filters)
+    return csv_response(session_csv(rows), f"cancel-sessions-{rt.clock.now():%Y%m%d-%H%M}.csv")

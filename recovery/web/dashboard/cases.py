@@ -1,19 +1,140 @@
-"""/dashboard/cases: the case list, a case's page and its admin actions."""
+"""/dashboard/cases: the case list (and its CSV), a case's page and its admin actions.
+
+Views parse, call a service, render. Actions are POSTs (CSRF-checked before any view runs),
+for admins only, and answer with a redirect back to the case page and a one-line notice.
+"""
 
 from __future__ import annotations
 
-from flask import render_template
+from flask import Response, abort, flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
+from recovery.services import case_admin, case_list, case_timeline
+from recovery.web import runtime
 from recovery.web.dashboard import bp, login_required
+from recovery.web.dashboard.auth import admin_required, current_user
+from recovery.web.dashboard.csv_export import case_csv, csv_response
+from recovery.web.dashboard.forms import CLOSE_REASONS, ActionForm, CloseForm
+from recovery.web.dashboard.guards import error_page
+
+
+def _filters() -> case_list.CaseFilters:
+    return case_list.parse_filters(request.args)
 
 
 @bp.get("/dashboard/cases")
 @login_required
-def cases() -> str:
-    return render_template("dashboard/overview.html")
+def cases() -> Response | str:
+    rt = runtime()
+    try:
+        filters = _filters()
+        after = case_list.decode_cursor(request.args.get("after"))
+    except case_list.BadFilter as exc:
+        return error_page(400, str(exc))
+    with rt.db.transaction() as db:
+        page = case_list.list_cases(db, filters, rt.clock.now(), after=after)
+    return render_template(
+        "dashboard/cases.html",
+        page=page,
+        filters=filters,
+        args=filters.query_args(),
+        first_page=after is None,
+        statuses=case_list.STATUSES,
+        categories=case_list.CATEGORIES,
+    )
+
+
+@bp.get("/dashboard/cases.csv")
+@login_required
+def cases_csv() -> Response:
+    rt = runtime()
+    try:
+        filters = _filters()
+    except case_list.BadFilter as exc:
+        return error_page(400, str(exc))
+    now = rt.clock.now()
+    rows = case_list.iter_cases(rt.db, filters, now)
+    return csv_response(case_csv(rows), f"cases-{now:%Y%m%d-%H%M}.csv")
 
 
 @bp.get("/dashboard/cases/<int:case_id>")
 @login_required
 def case_page(case_id: int) -> str:
-    return render_template("dashboard/overview.html")
+    rt = runtime()
+    with rt.db.transaction() as db:
+        story = case_timeline.story(db, case_id)
+        if story is None:
+            abort(404)
+        html = render_template(
+            "dashboard/case.html",
+            story=story,
+            case=story.case,
+            action_form=ActionForm(),
+            close_form=CloseForm(),
+            close_reasons=CLOSE_REASONS,
+            can_act=bool((user := current_user()) and user.is_admin),
+        )
+    return html
+
+
+def _actor() -> case_admin.Actor:
+    user = current_user()
+    assert user is not None  # admin_required ran first
+    return case_admin.Actor(user_id=user.id, email=user.email)
+
+
+def _done(case_id: int, outcome: case_admin.Outcome) -> BaseResponse:
+    flash(outcome.message, "ok" if outcome.done else "bad")
+    return redirect(url_for("dashboard.case_page", case_id=case_id))
+
+
+@bp.post("/dashboard/cases/<int:case_id>/retry")
+@admin_required
+def retry_now(case_id: int) -> BaseResponse:
+    rt = runtime()
+    with rt.db.transaction() as db:
+        outcome = case_admin.retry_now(db, case_id, rt.rules, _actor(), rt.clock.now())
+    return _done(case_id, outcome)
+
+
+@bp.post("/dashboard/cases/<int:case_id>/pause")
+@admin_required
+def pause(case_id: int) -> BaseResponse:
+    rt = runtime()
+    with rt.db.transaction() as db:
+        outcome = case_admin.pause(db, case_id, _actor(), rt.clock.now())
+    return _done(case_id, outcome)
+
+
+@bp.post("/dashboard/cases/<int:case_id>/resume")
+@admin_required
+def resume(case_id: int) -> BaseResponse:
+    rt = runtime()
+    with rt.db.transaction() as db:
+        outcome = case_admin.resume(db, case_id, rt.rules, rt.settings, _actor(), rt.clock.now())
+    return _done(case_id, outcome)
+
+
+@bp.post("/dashboard/cases/<int:case_id>/close")
+@admin_required
+def close(case_id: int) -> BaseResponse:
+    form = CloseForm()
+    if not form.validate():
+        return error_page(400, "Choose a reason for closing the case.")
+    rt = runtime()
+    with rt.db.transaction() as db:
+        outcome = case_admin.close(
+            db, case_id, form.reason.data or "", form.note.data or "", _actor(), rt.clock.now()
+        )
+    return _done(case_id, outcome)
+
+
+@bp.post("/dashboard/cases/<int:case_id>/resend-link")
+@admin_required
+def resend_link(case_id: int) -> BaseResponse:
+    rt = runtime()
+    with rt.db.transaction() as db:
+        outcome = case_admin.resend_link(
+            db, case_id, rt.rules, rt.settings, _actor(), rt.clock.now()
+        )
+    return _done(case_id, outcome)

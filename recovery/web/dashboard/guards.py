@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Response, render_template, request
@@ -11,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 from wtforms.validators import ValidationError
 
+from recovery.i18n import major_units
 from recovery.web.dashboard import bp
 from recovery.web.dashboard.auth import current_user
 
@@ -40,9 +42,21 @@ def check_csrf() -> None:
             raise CsrfFailed(str(exc)) from exc
 
 
+def money(amount: int | None, currency: str) -> str:
+    if amount is None:
+        return ""
+    return f"{major_units(amount, currency):,} {currency.upper()}"
+
+
+def when(at: datetime | None, with_time: bool = True) -> str:
+    if at is None:
+        return ""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M" if with_time else "%Y-%m-%d")
+
+
 @bp.context_processor
 def template_helpers() -> dict[str, Any]:
-    return {"csrf_token": generate_csrf, "user": current_user()}
+    return {"csrf_token": generate_csrf, "user": current_user(), "money": money, "when": when}
 
 
 @bp.after_request
