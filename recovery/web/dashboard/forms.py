@@ -26,7 +26,9 @@ class ActionForm(FlaskForm):  # type: ignore[misc]  # flask_wtf ships no types
 
 
 class CloseForm(FlaskForm):  # type: ignore[misc]  # flask_wtf ships no types
-    reason = SelectField("Reason", choices=CLOSE_REASONS, validators=[DataRequired()])
+    reason = SelectField(
+        "Reason", choices=[value for value, _ in CLOSE_REASONS], validators=[DataRequired()]
+    )
     note = StringField("Note", validators=[Length(max=500)])
 
 
