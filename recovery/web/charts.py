@@ -1,0 +1,201 @@
+"""The dashboard's charts: server-side SVG from pygal, inlined in the page.
+
+pygal writes an inline `<script>` with its tooltip config and comments naming its website; both
+are removed, so the page carries no script and names no outside address (the dashboard works
+with JavaScript off and loads nothing from a CDN). Values are printed on the bars instead of in
+tooltips, and every chart sits next to a table with the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import pygal
+from babel.numbers import format_currency, format_decimal
+from markupsafe import Markup
+from pygal.style import Style
+
+from recovery.i18n import major_units
+
+LOCALE = "en"
+FAILED, RECOVERED, NEUTRAL = "#b3261e", "#137333", "#0b57d0"
+
+_SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+
+
+def _style(*colors: str) -> Any:
+    return Style(
+        background="#ffffff",
+        plot_background="#ffffff",
+        foreground="#374151",
+        foreground_strong="#1c1c1c",
+        foreground_subtle="#d6d9de",
+        colors=colors or (NEUTRAL,),
+        font_family='system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans",sans-serif',
+        label_font_size=12,
+        major_label_font_size=12,
+        value_font_size=11,
+        legend_font_size=12,
+        title_font_size=14,
+        tooltip_font_size=12,
+    )
+
+
+def _config(**options: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "js": [],  # no pygal.js from its CDN
+        "disable_xml_declaration": True,  # inline in HTML
+        "width": 720,
+        "height": 320,
+        "legend_at_bottom": True,
+        "legend_at_bottom_columns": 2,
+        "legend_box_size": 12,
+        "print_values": True,
+        "print_zeroes": False,
+        "truncate_label": -1,
+        "truncate_legend": -1,
+        "margin": 8,
+        "margin_right": 28,  # room for the last value label
+        "show_y_guides": True,
+        "show_x_guides": False,
+    }
+    base.update(options)
+    return base
+
+
+def _inline(chart: Any, label: str) -> Markup:
+    """The chart as an `<svg>` element for the page: no script, no comments, an accessible
+    name (the figures are in the table next to it)."""
+    svg = str(chart.render(is_unicode=True))
+    svg = _SCRIPT.sub("", svg)
+    svg = _COMMENT.sub("", svg)
+    safe_label = Markup.escape(label)
+    svg = svg.replace("<svg ", f'<svg role="img" aria-label="{safe_label}" ', 1)
+    return Markup(svg)  # pygal escapes the labels and values it writes
+
+
+def money_formatter(currency: str) -> Callable[[Any], str]:
+    def fmt(value: Any) -> str:
+        if value is None:
+            return ""
+        return format_currency(Decimal(str(value)), currency.upper(), locale=LOCALE)
+
+    return fmt
+
+
+def count_formatter(value: Any) -> str:
+    return "" if value is None else format_decimal(value, locale=LOCALE)
+
+
+def _major(amount: int, currency: str) -> float | None:
+    # None draws no bar and prints no "$0.00" over the axis.
+    return float(major_units(amount, currency)) if amount else None
+
+
+# A few value guides, or a narrow chart's labels overlap.
+FEW_VALUE_LABELS = {"y_labels_major_count": 5, "show_minor_y_labels": False}
+
+
+def nice_ticks(top: float, most: int = 4) -> list[float]:
+    """Round guide values from 0 past `top`: steps of 1, 2 or 5 times a power of ten."""
+    if top <= 0:
+        return [0.0, 1.0]
+    raw = top / most
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    count = math.ceil(top / step)
+    return [round(i * step, 10) for i in range(count + 1)]
+
+
+def _top_down(rows: Sequence[Any]) -> list[Any]:
+    # pygal draws a horizontal chart's first label at the bottom; the tables read top-down.
+    return list(reversed(rows))
+
+
+def weekly_trend(
+    weeks: Sequence[tuple[str, int, int]], currency: str, label: str = "Failed and recovered"
+) -> Markup:
+    """(week label, failed amount, recovered amount) per week, amounts in minor units."""
+    fmt = money_formatter(currency)
+    chart = pygal.Bar(
+        **_config(
+            style=_style(FAILED, RECOVERED),
+            value_formatter=fmt,
+            print_values=len(weeks) <= 8,
+            x_label_rotation=-45 if len(weeks) > 8 else 0,
+            show_minor_x_labels=len(weeks) <= 16,
+            x_labels_major_every=max(1, len(weeks) // 8),
+            height=360,
+            margin_bottom=16,
+            **FEW_VALUE_LABELS,
+        )
+    )
+    chart.x_labels = [w[0] for w in weeks]
+    chart.add("Failed", [_major(w[1], currency) for w in weeks])
+    chart.add("Recovered", [_major(w[2], currency) for w in weeks])
+    return _inline(chart, f"{label} per week")
+
+
+def horizontal_amounts(
+    rows: Sequence[tuple[str, int]], currency: str, series: str, label: str, color: str = NEUTRAL
+) -> Markup:
+    """One horizontal bar per (label, amount in minor units)."""
+    chart = pygal.HorizontalBar(
+        **_config(
+            style=_style(color),
+            value_formatter=money_formatter(currency),
+            show_legend=False,
+            width=480,
+            height=max(140, 36 * len(rows) + 50),
+            y_labels=nice_ticks(max((_major(r[1], currency) or 0 for r in rows), default=0)),
+        )
+    )
+    rows = _top_down(rows)
+    chart.x_labels = [r[0] for r in rows]
+    chart.add(series, [_major(r[1], currency) for r in rows])
+    return _inline(chart, label)
+
+
+def failed_vs_recovered(rows: Sequence[tuple[str, int, int]], currency: str, label: str) -> Markup:
+    """(label, failed amount, recovered amount) per group, as side-by-side bars."""
+    chart = pygal.HorizontalBar(
+        **_config(
+            style=_style(FAILED, RECOVERED),
+            value_formatter=money_formatter(currency),
+            width=480,
+            height=max(160, 48 * len(rows) + 80),
+            y_labels=nice_ticks(
+                max((_major(max(r[1], r[2]), currency) or 0 for r in rows), default=0)
+            ),
+        )
+    )
+    rows = _top_down(rows)
+    chart.x_labels = [r[0] for r in rows]
+    chart.add("Failed", [_major(r[1], currency) for r in rows])
+    chart.add("Recovered", [_major(r[2], currency) for r in rows])
+    return _inline(chart, label)
+
+
+def horizontal_counts(rows: Sequence[tuple[str, int]], series: str, label: str) -> Markup:
+    top = max((r[1] for r in rows), default=0)
+    step = max(1, -(-top // 5))  # at most about five whole-number guides
+    chart = pygal.HorizontalBar(
+        **_config(
+            style=_style(NEUTRAL),
+            value_formatter=count_formatter,
+            show_legend=False,
+            width=480,
+            height=max(140, 36 * len(rows) + 50),
+            range=(0, max(top, 1)),
+            y_labels=list(range(0, top + step, step)),
+        )
+    )
+    rows = _top_down(rows)
+    chart.x_labels = [r[0] for r in rows]
+    chart.add(series, [r[1] or None for r in rows])
+    return _inline(chart, label)

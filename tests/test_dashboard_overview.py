@@ -1,0 +1,157 @@
+"""The Overview page: a signed-in user sees the period's numbers, tables and inline SVG charts
+that load nothing from elsewhere; a visitor who is not signed in is sent to the sign-in page."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from recovery.models.users import User
+from recovery.runtime import Runtime
+from recovery.services import accounts
+from tests.conftest import START
+from tests.support.browser import Served, chromium, shot
+from tests.support.metrics_data import seed_all
+
+OCTOBER = "/dashboard?period=custom&from=2026-10-01&to=2026-10-31&currency=usd"
+
+
+@pytest.fixture
+def seeded(runtime: Runtime) -> Runtime:
+    with runtime.db.transaction() as session:
+        seed_all(session)
+    return runtime
+
+
+def sign_in_as(rt: Runtime, client: Any, role: str = "viewer") -> None:
+    """The session cookie auth.login_required expects: user id, session version, last seen."""
+    with rt.db.transaction() as session:
+        user = User(
+            email=f"{role}@example.com",
+            role=role,
+            password_hash="not-used-here",
+            created_at=START,
+        )
+        session.add(user)
+        session.flush()
+        uid, version = user.id, user.session_version
+    with client.session_transaction() as cookie:
+        cookie["uid"] = uid
+        cookie["sv"] = version
+        cookie["seen"] = int(START.timestamp())
+
+
+def metric(html: str, name: str) -> str:
+    found = re.search(rf'data-metric="{name}">(.*?)</', html, re.S)
+    assert found, name
+    return " ".join(found.group(1).split())
+
+
+def test_signed_out_visitor_is_sent_to_sign_in(seeded: Runtime, client: Any) -> None:
+    response = client.get(OCTOBER)
+    assert response.status_code == 302
+    assert "/login" in response.headers["Location"]
+
+
+def test_overview_shows_the_periods_numbers(seeded: Runtime, client: Any) -> None:
+    sign_in_as(seeded, client)
+    response = client.get(OCTOBER)
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    # the figures of tests/test_metrics.py, formatted for people
+    assert metric(html, "failed-amount") == "$169.00"
+    assert metric(html, "failed-count") == "9 invoices"
+    assert metric(html, "recovered-amount") == "$84.00"
+    assert metric(html, "recovered-share") == "49.7 %"
+    assert metric(html, "in-progress-amount") == "$37.00"
+    assert metric(html, "lost-amount") == "$48.00"
+    assert metric(html, "recovered-mrr") == "$73.33"
+    assert metric(html, "median-days") == "2.0 days"
+    assert metric(html, "expiring-30") == "1"
+    assert metric(html, "expiring-60") == "2"
+    assert metric(html, "replaced-in-time") == "2 of 4"
+    assert metric(html, "save-rate") == "40.0 %"
+    assert metric(html, "revenue-saved") == "$44.00"
+    assert "Still thinking" in html and "Card-update link" in html
+    assert "Too expensive" in html  # a reason's label, not its id
+
+
+def test_charts_are_inline_svg_with_nothing_from_elsewhere(seeded: Runtime, client: Any) -> None:
+    sign_in_as(seeded, client)
+    html = client.get(OCTOBER).get_data(as_text=True)
+    assert html.count("<svg ") == 4  # weekly trend, triggers, categories, cancel reasons
+    assert 'aria-label="Failed and recovered per week"' in html
+    assert "<script" not in html
+    # every src/href stays on this site
+    for url in re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', html, re.I):
+        assert not re.match(r"(?i)(https?:)?//", url), url
+    assert "url(http" not in html and "@import" not in html
+
+
+def test_presets_and_currency_picker(seeded: Runtime, client: Any) -> None:
+    sign_in_as(seeded, client)
+    # today is 2026-11-02: the last 7 days (Oct 27 - Nov 2) hold c8, c12 and c11
+    html = client.get("/dashboard?period=7").get_data(as_text=True)
+    assert metric(html, "failed-count") == "3 invoices"
+    assert metric(html, "failed-amount") == "$77.00"  # 800 + 900 + 6000 cents
+    assert 'value="7" selected' in html
+    html = client.get("/dashboard?period=90&currency=jpy").get_data(as_text=True)
+    assert metric(html, "failed-amount") == "¥5,000"  # zero-decimal: 5000 yen, not 50
+    assert '<option value="jpy" selected>' in html
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("period=custom&from=2026-10-31&to=2026-10-01", "from must be on or before to"),
+        ("period=custom&from=someday&to=2026-10-01", "From must be a date"),
+        ("period=365", "choose a period"),
+        ("currency=dollars", "three-letter"),
+        ("period=custom&from=2020-01-01&to=2026-10-01", "at most 3 years"),
+    ],
+)
+def test_bad_choices_get_400_with_the_reason(
+    seeded: Runtime, client: Any, query: str, message: str
+) -> None:
+    sign_in_as(seeded, client)
+    response = client.get(f"/dashboard?{query}")
+    assert response.status_code == 400
+    html = response.get_data(as_text=True)
+    assert message in html
+    assert 'name="period"' in html  # the form is there to fix it
+
+
+def test_page_in_chromium(seeded: Runtime, app: Any) -> None:
+    """A person's view: sign in, read the overview with its charts; nothing is fetched from
+    anywhere but this site, and a screenshot is kept for people to look at."""
+    password = "metrics page test passphrase 7"
+    with seeded.db.transaction() as session:
+        accounts.create_user(
+            session, email="ana@example.com", role="viewer", password=password, now=START
+        )
+    served = Served()
+    served.serve(app)
+    try:
+        with chromium() as browser:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+            elsewhere: list[str] = []
+            page.on(
+                "request",
+                lambda r: None if r.url.startswith(served.url) else elsewhere.append(r.url),
+            )
+            page.goto(served.url + OCTOBER)
+            page.fill("#email", "ana@example.com")
+            page.fill("#password", password)
+            page.click("button[type=submit]")
+            page.wait_for_selector("[data-metric=failed-amount]")
+            assert page.inner_text("[data-metric=failed-amount]") == "$169.00"
+            assert page.locator("main svg").count() == 4
+            box = page.locator("main svg").first.bounding_box()
+            assert box is not None and box["width"] > 300 and box["height"] > 100
+            path = shot(page, "overview", folder="dashboard")
+            assert path.stat().st_size > 10_000
+            assert elsewhere == []
+    finally:
+        served.stop()
