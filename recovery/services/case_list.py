@@ -12,16 +12,16 @@ import binascii
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Select, case, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from recovery.db import Database
 from recovery.domain.cases import CaseStatus
 from recovery.domain.declines import DeclineCategory
-from recovery.i18n import major_units
+from recovery.i18n import THREE_DECIMAL, ZERO_DECIMAL
 from recovery.models import Customer, RecoveryCase
 
 PAGE_SIZE = 50
@@ -46,8 +46,9 @@ class CaseFilters:
     currency: str | None = None
     opened_within_days: int | None = None
     older_than_days: int | None = None
-    amount_min: int | None = None  # minor units
-    amount_max: int | None = None
+    # Major units in each case's own currency: "from 20" is 20.00 EUR and 20 JPY alike.
+    amount_min: Decimal | None = None
+    amount_max: Decimal | None = None
     search: str | None = None
 
     def query_args(self) -> dict[str, str]:
@@ -60,14 +61,11 @@ class CaseFilters:
             ("within", self.opened_within_days),
             ("older", self.older_than_days),
             ("q", self.search),
+            ("min", self.amount_min),
+            ("max", self.amount_max),
         ):
             if value is not None:
                 out[key] = str(value)
-        exp_currency = self.currency or "usd"
-        if self.amount_min is not None:
-            out["min"] = str(major_units(self.amount_min, exp_currency))
-        if self.amount_max is not None:
-            out["max"] = str(major_units(self.amount_max, exp_currency))
         return out
 
 
@@ -80,7 +78,7 @@ def _int(args: Mapping[str, str], key: str, label: str) -> int | None:
     return int(raw)
 
 
-def _amount(args: Mapping[str, str], key: str, label: str, currency: str) -> int | None:
+def _amount(args: Mapping[str, str], key: str, label: str) -> Decimal | None:
     raw = (args.get(key) or "").strip().replace(",", "")
     if not raw:
         return None
@@ -90,9 +88,7 @@ def _amount(args: Mapping[str, str], key: str, label: str, currency: str) -> int
         raise BadFilter(f"{label} must be an amount such as 49.90.") from None
     if not value.is_finite() or value < 0 or value > Decimal("100000000"):
         raise BadFilter(f"{label} must be an amount from 0 to 100,000,000.")
-    # Amounts are typed in major units of the chosen currency (2 decimals when none is chosen).
-    exponent = -major_units(1, currency).as_tuple().exponent  # type: ignore[operator]
-    return int((value.scaleb(exponent)).to_integral_value())
+    return value
 
 
 def parse_filters(args: Mapping[str, str]) -> CaseFilters:
@@ -116,9 +112,11 @@ def parse_filters(args: Mapping[str, str]) -> CaseFilters:
         older_than_days=_int(args, "older", "Older than"),
         search=search,
     )
-    amount_min = _amount(args, "min", "Minimum amount", currency or "usd")
-    amount_max = _amount(args, "max", "Maximum amount", currency or "usd")
-    return replace(filters, amount_min=amount_min, amount_max=amount_max)
+    return replace(
+        filters,
+        amount_min=_amount(args, "min", "Minimum amount"),
+        amount_max=_amount(args, "max", "Maximum amount"),
+    )
 
 
 def encode_cursor(opened_at: datetime, case_id: int) -> str:
@@ -153,6 +151,19 @@ def _customer_match(search: str) -> Any:
     return RecoveryCase.customer_id.in_(matching.scalar_subquery())
 
 
+def _in_minor_units(value: Decimal, rounding: str) -> Any:
+    """`value` major units as each row's minor units (0, 2 or 3 decimals by its currency)."""
+
+    def scaled(exponent: int) -> int:
+        return int(value.scaleb(exponent).to_integral_value(rounding=rounding))
+
+    return case(
+        (RecoveryCase.currency.in_(sorted(ZERO_DECIMAL)), scaled(0)),
+        (RecoveryCase.currency.in_(sorted(THREE_DECIMAL)), scaled(3)),
+        else_=scaled(2),
+    )
+
+
 def _where(stmt: CaseSelect, filters: CaseFilters, now: datetime) -> CaseSelect:
     if filters.status:
         stmt = stmt.where(RecoveryCase.status == filters.status)
@@ -167,9 +178,13 @@ def _where(stmt: CaseSelect, filters: CaseFilters, now: datetime) -> CaseSelect:
     if filters.older_than_days is not None:
         stmt = stmt.where(RecoveryCase.opened_at < now - timedelta(days=filters.older_than_days))
     if filters.amount_min is not None:
-        stmt = stmt.where(RecoveryCase.amount_due >= filters.amount_min)
+        stmt = stmt.where(
+            RecoveryCase.amount_due >= _in_minor_units(filters.amount_min, ROUND_CEILING)
+        )
     if filters.amount_max is not None:
-        stmt = stmt.where(RecoveryCase.amount_due <= filters.amount_max)
+        stmt = stmt.where(
+            RecoveryCase.amount_due <= _in_minor_units(filters.amount_max, ROUND_FLOOR)
+        )
     if filters.search:
         stmt = stmt.where(_customer_match(filters.search))
     return stmt
