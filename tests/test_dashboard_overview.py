@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from recovery.models.users import User
 from recovery.runtime import Runtime
 from recovery.services import accounts
 from tests.conftest import START
 from tests.support.browser import Served, chromium, shot
+from tests.support.dashboard import VIEWER, add_user, login
 from tests.support.metrics_data import seed_all
 
 OCTOBER = "/dashboard?period=custom&from=2026-10-01&to=2026-10-31&currency=usd"
@@ -25,22 +25,10 @@ def seeded(runtime: Runtime) -> Runtime:
     return runtime
 
 
-def sign_in_as(rt: Runtime, client: Any, role: str = "viewer") -> None:
-    """The session cookie auth.login_required expects: user id, session version, last seen."""
-    with rt.db.transaction() as session:
-        user = User(
-            email=f"{role}@example.com",
-            role=role,
-            password_hash="not-used-here",
-            created_at=START,
-        )
-        session.add(user)
-        session.flush()
-        uid, version = user.id, user.session_version
-    with client.session_transaction() as cookie:
-        cookie["uid"] = uid
-        cookie["sv"] = version
-        cookie["seen"] = int(START.timestamp())
+def sign_in_as(rt: Runtime, client: Any) -> None:
+    """Through the real sign-in form, as a viewer (the overview is for every role)."""
+    add_user(rt, VIEWER, "viewer")
+    assert login(client, VIEWER).status_code == 302
 
 
 def metric(html: str, name: str) -> str:
