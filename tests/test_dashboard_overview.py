@@ -12,8 +12,8 @@ from recovery.runtime import Runtime
 from recovery.services import accounts
 from tests.conftest import START
 from tests.support.browser import Served, chromium, shot
-from tests.support.dashboard import VIEWER, add_user, login
-from tests.support.metrics_data import seed_all
+from tests.support.dashboard import VIEWER, add_user, count_queries, login
+from tests.support.metrics_data import add_case, at, seed_all
 
 OCTOBER = "/dashboard?period=custom&from=2026-10-01&to=2026-10-31&currency=usd"
 
@@ -143,3 +143,27 @@ def test_page_in_chromium(seeded: Runtime, app: Any) -> None:
             assert elsewhere == []
     finally:
         served.stop()
+
+
+def test_page_query_count_does_not_grow_with_the_cases(seeded: Runtime, client: Any) -> None:
+    sign_in_as(seeded, client)
+    with count_queries(seeded) as few:
+        assert client.get(OCTOBER).status_code == 200
+    with seeded.db.transaction() as session:
+        for i in range(120):
+            add_case(
+                session,
+                f"more{i}",
+                status=("recovered", "lost")[i % 2],
+                recovered_via="hosted_invoice_page" if i % 2 == 0 else None,
+                amount_due=500,
+                amount_recovered=500 if i % 2 == 0 else 0,
+                opened_at=at(10, 1 + i % 30, 6),
+                closed_at=at(10, 1 + i % 30, 18),
+                card_brand=("visa", "jcb", "unionpay")[i % 3],
+                subscription_id=f"sub_more{i}",
+            )
+    with count_queries(seeded) as many:
+        html = client.get(OCTOBER).get_data(as_text=True)
+    assert metric(html, "failed-count") == "129 invoices"
+    assert len(many) == len(few)
