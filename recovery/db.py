@@ -6,6 +6,7 @@ once at the end or rolls back on error - helpers flush, they never commit.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, CursorResult, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import (
+    JSON,
+    CursorResult,
+    DateTime,
+    Engine,
+    MetaData,
+    bindparam,
+    create_engine,
+    event,
+    inspect,
+    update,
+)
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -116,6 +128,34 @@ def utcnow_from(ts: int | float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
+@functools.cache
+def _column_keys(model: Any) -> dict[str, str]:
+    """Attribute name -> column name (`metadata_` is stored as `metadata`)."""
+    return {prop.key: prop.columns[0].key for prop in inspect(model).column_attrs}
+
+
+def _as_columns(model: Any, values: dict[str, Any]) -> dict[str, Any]:
+    keys = _column_keys(model)
+    return {keys[name]: value for name, value in values.items()}
+
+
+@functools.cache
+def _insert_or_ignore_statement(dialect: str, model: Any, conflict: tuple[str, ...]) -> Any:
+    # Built once per table: the values go in as execute() parameters, so SQLAlchemy compiles
+    # the statement once and reuses it (values baked into the statement cost a fresh cache key
+    # over every value on every call - most of the time of a webhook, measured).
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert_fn: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = model.__table__
+    pk = next(iter(table.primary_key.columns))
+    return (
+        insert_fn(table)
+        .on_conflict_do_nothing(index_elements=list(conflict) or None)
+        .returning(pk)
+    )
+
+
 def insert_or_ignore(
     session: Session,
     model: Any,
@@ -126,18 +166,21 @@ def insert_or_ignore(
 
     Uses RETURNING rather than the row count: psycopg reports -1 for a conflicting insert.
     """
-    from sqlalchemy.dialects import postgresql, sqlite
-
     dialect = session.get_bind().dialect.name
-    insert_fn: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    pk = next(iter(model.__table__.primary_key.columns))
-    stmt = (
-        insert_fn(model)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=conflict_columns)
-        .returning(pk)
-    )
-    return session.execute(stmt).first() is not None
+    stmt = _insert_or_ignore_statement(dialect, model, tuple(conflict_columns or ()))
+    return session.execute(stmt, _as_columns(model, values)).first() is not None
+
+
+@functools.cache
+def _update_by_key_statement(model: Any) -> Any:
+    table = model.__table__
+    (pk,) = table.primary_key.columns
+    return update(table).where(pk == bindparam("_key"))
+
+
+def update_by_key(session: Session, model: Any, key: Any, values: dict[str, Any]) -> None:
+    """UPDATE one row by primary key, from a prebuilt statement (see above for why)."""
+    session.execute(_update_by_key_statement(model), {**_as_columns(model, values), "_key": key})
 
 
 def execute_count(session: Session, statement: Any) -> int:

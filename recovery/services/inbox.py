@@ -1,8 +1,11 @@
 """Store received Stripe events (insert-or-ignore on the event id) and process them.
 
-Storing and processing are separate transactions: the webhook answers 2xx once the raw event is
-committed, so a crash or a bug in processing never loses an event - it stays `pending` and the
-worker re-drives it with backoff until it succeeds or is parked as `failed`.
+A new event is stored and applied in one transaction, the processing inside a SAVEPOINT: if
+processing raises, only the savepoint is rolled back and the event is committed `pending` with
+its error, and the worker re-drives it with backoff until it succeeds or is parked as `failed`.
+The webhook answers 2xx only after that commit, so a crash before it loses nothing either:
+nothing was acknowledged, and Stripe delivers again. One commit per event instead of two (store,
+then process) roughly halves the cost of a webhook.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import Clock
-from recovery.db import Database, insert_or_ignore
+from recovery.db import Database, insert_or_ignore, update_by_key
 from recovery.models import EventStatus, StripeEvent
 from recovery.services.processing import ProcessingContext, process_payload
 
@@ -187,16 +191,56 @@ def reset_for_replay(
         return ids
 
 
+def receive_event(
+    db: Database,
+    event: ParsedEvent,
+    data: dict[str, Any],
+    body: bytes,
+    ctx_factory: Any,
+    clock: Clock,
+    *,
+    process: bool = True,
+) -> str:
+    """Store one verified event and (when `process`) apply it. Returns "duplicate" for an event
+    already stored, else its status once committed: processed, or pending (left to the worker).
+    """
+    now = clock.now()
+    error: Exception | None = None
+    with db.transaction() as session:
+        if not store_event(session, event, body, now):
+            return "duplicate"
+        if not process:
+            return EventStatus.PENDING
+        try:
+            with session.begin_nested():
+                process_payload(ctx_factory(session), data)
+        except (OperationalError, InterfaceError, PendingRollbackError):
+            raise  # the database went away: nothing can be stored, so nothing is acknowledged
+        except Exception as exc:  # a processing bug or bad data: keep the event, retry later
+            error = exc
+        values: dict[str, Any] = {"attempts": 1}
+        if error is None:
+            values.update(status=EventStatus.PROCESSED, processed_at=clock.now())
+        else:
+            values.update(
+                last_error=f"{error.__class__.__name__}: {error}"[:2000],
+                next_attempt_at=now + backoff(1),
+            )
+        update_by_key(session, StripeEvent, event.id, values)
+    if error is not None:
+        log.warning("processing event %s failed: %s", event.id, error.__class__.__name__)
+        return EventStatus.PENDING
+    return EventStatus.PROCESSED
+
+
 def receive_events(
     db: Database, bodies: Iterable[bytes], ctx_factory: Any, clock: Clock
 ) -> list[bool]:
-    """Store then process each body, as the webhook endpoint does (without the signature)."""
+    """Store then process each body, as the webhook endpoint does (without the signature).
+    Returns, per body, whether it was new."""
     results = []
     for body in bodies:
-        event, _ = parse_event(body)
-        with db.transaction() as session:
-            new = store_event(session, event, body, clock.now())
-        if new:
-            process_stored_event(db, event.id, ctx_factory, clock)
-        results.append(new)
+        event, data = parse_event(body)
+        status = receive_event(db, event, data, body, ctx_factory, clock)
+        results.append(status != "duplicate")
     return results

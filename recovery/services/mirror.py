@@ -13,10 +13,10 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from recovery.db import insert_or_ignore, utcnow_from
+from recovery.db import insert_or_ignore, update_by_key, utcnow_from
 from recovery.domain.stripe_objects import (
     AttemptState,
     CardState,
@@ -117,7 +117,7 @@ def _upsert_versioned(
         _refetch_later(session, model, oid, version.ts)
     if version <= stored:
         return False
-    session.execute(update(model).where(model.id == oid).values(**values))
+    update_by_key(session, model, oid, values)
     return True
 
 
@@ -289,4 +289,4 @@ def apply_attempt(session: Session, state: AttemptState, ts: int) -> None:
     if _ATTEMPT_STATUS_RANK.get(state.status, 0) > _ATTEMPT_STATUS_RANK.get(row.status, 0):
         merged["status"] = state.status
     merged["version_ts"] = max(row.version_ts, ts)
-    session.execute(update(PaymentAttempt).where(PaymentAttempt.id == state.id).values(**merged))
+    update_by_key(session, PaymentAttempt, state.id, merged)

@@ -1,8 +1,8 @@
 """POST /webhooks/stripe: verify, store, acknowledge - then process.
 
 Order matters: nothing is written before the signature and the JSON check pass, and 2xx is sent
-only after the raw event is committed. Processing runs after that commit; if it fails the event
-stays pending and the worker re-drives it.
+only after the raw event is committed. Processing runs in that transaction, in a savepoint (see
+services/inbox.py); if it fails the event is committed pending and the worker re-drives it.
 """
 
 from __future__ import annotations
@@ -35,16 +35,19 @@ def stripe_webhook() -> tuple[Response, int]:
     except SignatureError as exc:
         return error_response(400, "invalid_signature", str(exc))
     try:
-        event, _ = inbox.parse_event(body)
+        event, data = inbox.parse_event(body)
     except ValueError as exc:
         return error_response(400, "invalid_event", str(exc))
 
-    with rt.db.transaction() as session:
-        new = inbox.store_event(session, event, body, now)
-    if not new:
+    status = inbox.receive_event(
+        rt.db,
+        event,
+        data,
+        body,
+        rt.processing_context,
+        rt.clock,
+        process=rt.settings.process_inline,
+    )
+    if status == "duplicate":
         return jsonify(received=True, duplicate=True), 200
-
-    status = "pending"
-    if rt.settings.process_inline:
-        status = inbox.process_stored_event(rt.db, event.id, rt.processing_context, rt.clock)
     return jsonify(received=True, duplicate=False, status=status), 200
