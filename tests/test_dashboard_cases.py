@@ -157,7 +157,7 @@ def test_case_csv_honours_filters_and_guards_formulas(runtime: Runtime, signed_i
     assert bad["next_step"] == "'+SUM(A1:A9)"
     assert bad["decline_code"] == "'-1"
     jpy = signed_in.get("/dashboard/cases.csv?currency=jpy").get_data(as_text=True)
-    assert list(csv.DictReader(io.StringIO(jpy)))[0]["amount_due"] == "3000"
+    assert next(iter(csv.DictReader(io.StringIO(jpy))))["amount_due"] == "3000"
 
 
 def test_cancel_sessions_filters_paging_and_csv(runtime: Runtime, signed_in: Any) -> None:
