@@ -58,7 +58,7 @@ def test_overview_shows_the_periods_numbers(seeded: Runtime, client: Any) -> Non
     assert metric(html, "recovered-mrr") == "$73.33"
     assert metric(html, "median-days") == "2.0 days"
     assert metric(html, "expiring-30") == "1"
-    assert metric(html, "expiring-60") == "2"
+    assert metric(html, "expiring-60") == "3"
     assert metric(html, "replaced-in-time") == "2 of 4"
     assert metric(html, "save-rate") == "40.0 %"
     assert metric(html, "revenue-saved") == "$44.00"

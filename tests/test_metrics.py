@@ -109,14 +109,15 @@ def test_every_number_equals_the_hand_computation(seeded: Runtime) -> None:
 
     # Now 2026-11-02. Live USD subscriptions not cancelling: sub_1/sub_8 (pm_a, 11/2026, works
     # until Dec 1: within 30 days), sub_2 (customer default pm_b, 12/2026: within 60),
-    # sub_3 (pm_c 1/2027: later), sub_6 (pm_f 10/2026: already expired), sub_9 (2029).
+    # sub_10 (pm_i, 12/2026: within 60; USD only by its item), sub_3 (pm_c 1/2027: later),
+    # sub_6 (pm_f 10/2026: already expired), sub_9 (2029).
     # sub_4 cancels at period end, sub_5 is cancelled, sub_7 is EUR.
     # Notices sent in October (USD): sub_3:pm_old3 (two messages, one pair), sub_2:pm_old2,
     # sub_6:pm_f, sub_9:pm_h -> 4 pairs. Replaced in time: sub_3 (pm_c added Oct 20, before
     # pm_old3 stopped on Nov 1) and sub_9 (pm_h's expiry moved to 2029 by the network).
     # Not: sub_2 (pm_b added Nov 1 12:00, after pm_old2 stopped) and sub_6 (same card).
     assert o.expiring_cards == ExpiringCards(
-        within_30_days=1, within_60_days=2, notified=4, replaced_in_time=2
+        within_30_days=1, within_60_days=3, notified=4, replaced_in_time=2
     )
 
     # Cancel sessions created in October, USD: s1..s7 (s8 in September, s9 EUR).

@@ -555,6 +555,17 @@ def _default_card_id() -> ColumnElement[Any]:
     )
 
 
+def _subscription_currency() -> ColumnElement[Any]:
+    # Some Stripe shapes (old API versions, localstripe) leave the subscription's currency out;
+    # its items' then, else usd - as the expiry tracker prices the renewal.
+    item_currency = (
+        select(func.min(SubscriptionItem.currency))
+        .where(SubscriptionItem.subscription_id == Subscription.id)
+        .scalar_subquery()
+    )
+    return func.coalesce(Subscription.currency, item_currency, literal(DEFAULT_CURRENCY))
+
+
 def _expiring_cards(
     session: Session, currency: str, period_from: datetime, period_to: datetime, now: datetime
 ) -> ExpiringCards:
@@ -567,7 +578,7 @@ def _expiring_cards(
     live = and_(
         Subscription.status.in_(expiry.LIVE),
         Subscription.cancel_at_period_end == false(),
-        Subscription.currency == currency,
+        _subscription_currency() == currency,
     )
     within = session.execute(
         select(
@@ -618,7 +629,7 @@ def _expiring_cards(
         .outerjoin(Customer, Customer.id == Subscription.customer_id)
         .outerjoin(old, old.id == func.substr(notices.c.about, func.length(prefix) + 1))
         .outerjoin(new, new.id == _default_card_id())
-        .where(Subscription.currency == currency)
+        .where(_subscription_currency() == currency)
     ).all()
     replaced = sum(_replaced_in_time(*r) for r in rows)
     return ExpiringCards(int(within[0]), int(within[1]), len(rows), replaced)

@@ -165,7 +165,7 @@ def seed_cases(session: Session) -> None:
 
 
 def seed_mirror(session: Session) -> None:
-    customers = ["cus_1", "cus_2", "cus_3", "cus_4", "cus_5", "cus_6", "cus_7", "cus_9"]
+    customers = ["cus_1", "cus_2", "cus_3", "cus_4", "cus_5", "cus_6", "cus_7", "cus_9", "cus_10"]
     session.add_all(Customer(id=c) for c in customers)
     cards = [
         # id, customer, exp month, exp year, created
@@ -179,6 +179,7 @@ def seed_mirror(session: Session) -> None:
         ("pm_f", "cus_6", 10, 2026, at(1, 1)),
         ("pm_g", "cus_7", 11, 2026, at(1, 1)),
         ("pm_h", "cus_9", 10, 2029, at(1, 1)),
+        ("pm_i", "cus_10", 12, 2026, at(1, 1)),
     ]
     session.add_all(
         PaymentMethod(id=i, customer_id=c, exp_month=m, exp_year=y, created=ts(when), brand="visa")
@@ -199,6 +200,7 @@ def seed_mirror(session: Session) -> None:
         ("sub_7", "cus_7", "active", "pm_g", False, "eur"),
         ("sub_8", "cus_1", "active", "pm_a", False, "usd"),
         ("sub_9", "cus_9", "active", "pm_h", False, "usd"),
+        ("sub_10", "cus_10", "active", "pm_i", False, None),  # currency only on its item
     ]
     session.add_all(
         Subscription(
@@ -219,6 +221,7 @@ def seed_mirror(session: Session) -> None:
             item("sub_3", 500, "week", quantity=2),
             item("sub_4", 3000, "month", count=3),
             item("sub_9", 99999, "month"),  # only c9's, outside the period
+            item("sub_10", 800, "month"),
         ]
     )
     # Expiring-card notices.
