@@ -1,17 +1,26 @@
-"""The expiry tracker: a daily scan plans the expiring-card sequence; a new card cancels it."""
+"""The expiry tracker: a daily scan plans the expiring-card sequence; a new card cancels it; each
+notice carries a login-free link that changes the card (SQLite and PostgreSQL, aiosmtpd)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from recovery import create_app
 from recovery.adapters.clock import FrozenClock
+from recovery.models import CardUpdateLink
 from recovery.runtime import Runtime
+from recovery.services import card_update_links as links
 from recovery.services import expiry
-from tests.support.messaging import messages
+from tests.support.card_update import csrf_from
+from tests.support.messaging import build_runtime, messages
 from tests.support.scenario import Story
+from tests.support.smtp_sink import SmtpSink, smtp_sink
 
 
 @pytest.fixture
@@ -66,3 +75,91 @@ def test_a_new_card_cancels_the_pending_notices(story: Story) -> None:
     story.deliver()
     statuses = [m.status for m in messages(story.rt, about=f"expiry:{sub}:{pm}")]
     assert statuses == ["sent", "cancelled"]
+
+
+# ---- end to end: the notice's link changes the card, and the rest of the notices stop ----------
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with smtp_sink() as s:
+        yield s
+
+
+@pytest.fixture
+def mail_story(
+    database_url: str, tmp_path: Path, clock: FrozenClock, fake_gateway: Any, sink: SmtpSink
+) -> Iterator[Story]:
+    rt = build_runtime(database_url, tmp_path, clock, fake_gateway, smtp_url=sink.url)
+    yield Story(rt, fake_gateway, clock)
+    rt.db.dispose()
+
+
+def test_the_notice_link_changes_the_card_and_stops_the_later_notices(
+    mail_story: Story, sink: SmtpSink
+) -> None:
+    story = mail_story
+    cus, pm, sub = _subscriber_with_expiring_card(story)
+    story.worker.run_daily_jobs()
+    # The stored notices hold a placeholder, never a usable token.
+    for row in messages(story.rt, about=f"expiry:{sub}:{pm}"):
+        assert "/update/{card-update-token}" in row.body
+    story.worker.run_until_idle()
+    [mail] = sink.messages
+    assert mail["Subject"] == "Your card for Acme expires soon"
+    body = mail.get_content()
+    assert "Visa card ending in 1111" in body and "$15.00" in body
+    token = body.split("http://recovery.test/update/", 1)[1].split()[0]
+    with story.rt.db.transaction() as s:
+        link = s.scalars(
+            select(CardUpdateLink).where(CardUpdateLink.token_hash == links.token_hash(token))
+        ).one()
+        assert (link.case_id, link.subscription_id, link.customer_id) == (None, sub, cus)
+        assert link.expires_at - link.created_at == timedelta(days=30)
+    client = create_app(runtime=story.rt).test_client()
+    page = client.get(f"/update/{token}")
+    assert page.status_code == 200
+    assert "Your card expires soon" in page.text and "Visa ending in 1111" in page.text
+    assert "$15.00" in page.text and "kim@example.com" not in page.text
+    posted = client.post(f"/update/{token}", data={"csrf_token": csrf_from(page.text)})
+    assert posted.status_code == 303
+    checkout = posted.headers["Location"].rsplit("/", 1)[1]
+    story.fake.complete_checkout_session(checkout, brand="mastercard", last4="4444")
+    done = client.get(f"/update/{token}/done?session_id={checkout}")
+    assert done.status_code == 200 and "Your card was saved" in done.text
+    # The new card is the default on the customer and the subscription; nothing was charged.
+    new_pm = story.fake.store["subscription"][sub]["default_payment_method"]
+    assert new_pm != pm
+    assert story.fake.store["customer"][cus]["invoice_settings"]["default_payment_method"] == new_pm
+    assert [r for r in story.fake.requests if r.method == "pay_invoice"] == []
+    assert [m.status for m in messages(story.rt, about=f"expiry:{sub}:{pm}")] == [
+        "sent",
+        "cancelled",
+    ]
+    story.deliver()  # Stripe's own events for the change arrive: nothing more happens
+    story.clock.advance(timedelta(days=30))
+    story.worker.run_until_idle()
+    story.worker.run_daily_jobs()
+    story.worker.run_until_idle()
+    assert len(sink.messages) == 1
+
+
+def test_a_notice_link_stops_working_when_the_subscription_ends(story: Story, client: Any) -> None:
+    cus, _pm, sub = _subscriber_with_expiring_card(story)
+    with story.rt.db.transaction() as s:
+        url = links.link_for_message(
+            s,
+            message_key="test:expiry",
+            customer_id=cus,
+            subscription_id=sub,
+            now=story.clock.now(),
+            settings=story.rt.settings,
+            rules=story.rt.rules,
+        )
+    token = url.rsplit("/", 1)[1]
+    assert client.get(f"/update/{token}").status_code == 200
+    ended = {**story.fake.retrieve_subscription(sub), "status": "canceled"}
+    story.clock.advance(timedelta(seconds=1))
+    story.fake.add_event("customer.subscription.deleted", ended)
+    story.deliver()
+    assert client.get(f"/update/{token}").status_code == 410

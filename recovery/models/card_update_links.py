@@ -11,10 +11,13 @@ from recovery.db import Base
 
 
 class CardUpdateLink(Base):
-    """A link `/update/<token>` bound to one customer and one recovery case.
+    """A link `/update/<token>` bound to one customer and either one recovery case (money is
+    owed) or one subscription whose card expires before its renewal (no case).
 
-    Only the SHA-256 of the token is stored: a database leak does not hand out working links,
-    and a link can never be shown again (each message gets a fresh one).
+    Only the SHA-256 of the token is stored: a database leak does not hand out working links.
+    A link carried by an outbox message has a token derived from the secret key and the
+    message's dedupe key (`message_key`), so the sender can put it into the message at send
+    time - and again, identically, on a retry - without the token ever being stored.
     """
 
     __tablename__ = "card_update_links"
@@ -22,9 +25,11 @@ class CardUpdateLink(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     customer_id: Mapped[str] = mapped_column(String(255), index=True)
-    case_id: Mapped[int] = mapped_column(
+    case_id: Mapped[int | None] = mapped_column(
         ForeignKey("recovery_cases.id", ondelete="CASCADE"), index=True
     )
+    subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    message_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]

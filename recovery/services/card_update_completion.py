@@ -11,6 +11,8 @@ charged at most once however they interleave:
   worker does the same.
 
 Whichever comes second finds the SetupIntent already recorded on the link and does nothing.
+A link of an expiring-card notice has no case and nothing to pay: the card becomes the default
+and the subscription's remaining expiry notices are cancelled.
 Stripe's order for which card pays: the subscription's default wins over the customer's
 (https://docs.stripe.com/payments/checkout/subscriptions/update-payment-details), so both are
 set; then `Invoice.pay` rather than waiting for the next retry (DOMAIN.md section 2).
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recovery.adapters.stripe_gateway import (
@@ -33,8 +36,8 @@ from recovery.adapters.stripe_gateway import (
 )
 from recovery.domain import stripe_objects as so
 from recovery.domain.cases import TERMINAL, CaseStatus, RecoveredVia
-from recovery.models import CardUpdateLink, RecoveryCase
-from recovery.services import cases, due_actions, mirror
+from recovery.models import CardUpdateLink, MessageStatus, OutboxMessage, RecoveryCase
+from recovery.services import cases, due_actions, mirror, outbox
 from recovery.services.due_actions import ActionContext, Claimed, PermanentError
 from recovery.services.processing import ProcessingContext, register_reaction
 
@@ -56,14 +59,16 @@ class Target:
     """What the Stripe calls need, read in a transaction before making them."""
 
     link_id: int
-    case_id: int
+    case_id: int | None  # None: an expiring-card link, nothing to pay
     customer_id: str
     subscription_id: str | None
-    invoice_id: str
+    invoice_id: str | None
     case_active: bool
 
     @classmethod
-    def of(cls, link: CardUpdateLink, case: RecoveryCase) -> Target:
+    def of(cls, link: CardUpdateLink, case: RecoveryCase | None) -> Target:
+        if case is None:
+            return cls(link.id, None, link.customer_id, link.subscription_id, None, False)
         return cls(
             link_id=link.id,
             case_id=case.id,
@@ -72,6 +77,11 @@ class Target:
             invoice_id=case.invoice_id,
             case_active=CaseStatus(case.status) not in TERMINAL,
         )
+
+    def key(self, setup_intent_id: str) -> str:
+        if self.case_id is None:
+            return f"card_update_link:{self.link_id}:{setup_intent_id}"
+        return pay_key(self.case_id, setup_intent_id)
 
 
 @dataclass(frozen=True)
@@ -133,7 +143,7 @@ def pay_key(case_id: int, setup_intent_id: str) -> str:
 def put_card_to_work(gateway: Any, target: Target, card: SavedCard) -> Result:
     """Stripe calls only: the new card becomes the default, then the open invoice is paid.
     Transient Stripe errors propagate (the caller retries with the same keys)."""
-    key = pay_key(target.case_id, card.setup_intent_id)
+    key = target.key(card.setup_intent_id)
     gateway.update_customer_default_payment_method(
         target.customer_id, card.payment_method_id, idempotency_key=f"{key}:customer_default"
     )
@@ -143,7 +153,7 @@ def put_card_to_work(gateway: Any, target: Target, card: SavedCard) -> Result:
             card.payment_method_id,
             idempotency_key=f"{key}:subscription_default",
         )
-    if not target.case_active:
+    if not target.case_active or target.invoice_id is None:
         return Result(Outcome.NOTHING_DUE, card)
     try:
         paid = gateway.pay_invoice(
@@ -170,8 +180,24 @@ def already_done(link: CardUpdateLink, setup_intent_id: str) -> bool:
     return link.last_setup_intent_id == setup_intent_id and link.last_outcome is not None
 
 
+def cancel_expiry_notices(session: Session, subscription_id: str, now: datetime) -> int:
+    """The card was changed through the link: no more "your card expires" for this
+    subscription (whichever card they were about)."""
+    abouts = session.scalars(
+        select(OutboxMessage.about)
+        .where(OutboxMessage.about.like(f"expiry:{subscription_id}:%"))
+        .where(OutboxMessage.status == MessageStatus.PENDING)
+        .distinct()
+    ).all()
+    return sum(outbox.cancel(session, about, now) for about in abouts)
+
+
 def record_outcome(
-    session: Session, link: CardUpdateLink, case: RecoveryCase, result: Result, now: datetime
+    session: Session,
+    link: CardUpdateLink,
+    case: RecoveryCase | None,
+    result: Result,
+    now: datetime,
 ) -> None:
     """Database only, in the caller's transaction; a second call for the same card is a no-op."""
     card = result.card
@@ -180,6 +206,13 @@ def record_outcome(
     ts = int(now.timestamp())
     if card.payment_method is not None:
         mirror.apply_card(session, so.card_state(card.payment_method), ts)
+    if case is None:  # an expiring-card link: the card is the default now, nothing to pay
+        link.completed_at = link.completed_at or now
+        link.last_setup_intent_id = card.setup_intent_id
+        link.last_outcome = result.outcome
+        if link.subscription_id:
+            cancel_expiry_notices(session, link.subscription_id, now)
+        return
     if result.invoice is not None:
         mirror.apply_invoice(session, so.invoice_state(result.invoice), ts)
     key = pay_key(case.id, card.setup_intent_id)
@@ -268,9 +301,11 @@ def run_complete(ctx: ActionContext, action: Claimed) -> None:
     seti = str(action.payload["setup_intent_id"])
     if link is None or already_done(link, seti):
         return
-    case = ctx.session.get(RecoveryCase, link.case_id, with_for_update=True)
-    if case is None:
-        return
+    case = None
+    if link.case_id is not None:
+        case = ctx.session.get(RecoveryCase, link.case_id, with_for_update=True)
+        if case is None:
+            return
     gateway = ctx.services["gateway"]
     card = saved_card(gateway.retrieve_setup_intent(seti), link.id, link.customer_id)
     if card is None:

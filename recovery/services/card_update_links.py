@@ -1,17 +1,28 @@
 """Login-free card-update links: issue, resolve, revoke, and what the page shows.
 
-A link is `{RECOVERY_PUBLIC_URL}/update/<token>` with a random token of 256 bits
-(`secrets.token_urlsafe(32)`), bound to one customer and one recovery case. Only the token's
-SHA-256 is stored, so a link cannot be shown twice: every call of `link_for_case` issues a fresh
-one. Older links stay valid until they expire - a customer often clicks the first email, not
-the latest - and all of a case's links stop working the moment nothing is owed any more (the
-case is terminal), or when `revoke_for_case` is called.
+A link is `{RECOVERY_PUBLIC_URL}/update/<token>` with a token of 256 bits, bound to one customer
+and either one recovery case (money is owed) or one subscription whose card expires before the
+next renewal (no case, nothing owed yet). Only the token's SHA-256 is stored.
+
+Two ways to issue one:
+- `link_for_case`: a random token (`secrets.token_urlsafe(32)`), shown once, never again.
+- `link_for_message`: the link an outbox message carries. Its token is HMAC-SHA256(secret key,
+  message dedupe key): the stored message body holds a placeholder instead of the token, and the
+  sender puts the token in right before handing the message over (`fill`) - the same token on
+  every retry, so Twilio's "was this exact text sent already?" check still works - while neither
+  the link table nor the outbox ever holds a usable token.
+Older links stay valid until they expire - a customer often clicks the first email, not the
+latest - and all of a case's links stop working the moment nothing is owed any more (the case is
+terminal), or when `revoke_for_case` is called; a subscription's links stop when the
+subscription is no longer live.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -35,7 +46,12 @@ from recovery.models import (
 )
 from recovery.services import cases
 
+log = logging.getLogger(__name__)
+
 DEFAULT_LINK_DAYS = 30
+# Stands for the token in a stored message body; `fill` replaces it when the message is sent.
+PLACEHOLDER = "{card-update-token}"
+LIVE_SUBSCRIPTION = ("active", "trialing", "past_due")
 # token_urlsafe(32): 32 random bytes, 43 URL-safe characters. Anything else is not ours.
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -95,6 +111,76 @@ def link_for_case(
     return f"{settings.public_url.rstrip('/')}/update/{token}"
 
 
+def message_token(secret_key: str, message_key: str) -> str:
+    """The token of the link carried by the message with this dedupe key: 43 URL-safe
+    characters, like `token_urlsafe(32)`, unguessable without the secret key."""
+    mac = hmac.new(secret_key.encode(), f"card-update-link:{message_key}".encode(), "sha256")
+    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
+
+
+def url_for(settings: Settings, token: str) -> str:
+    return f"{settings.public_url.rstrip('/')}/update/{token}"
+
+
+def link_for_message(
+    session: Session,
+    *,
+    message_key: str,
+    customer_id: str,
+    now: datetime,
+    settings: Settings,
+    rules: Rules,
+    case_id: int | None = None,
+    subscription_id: str | None = None,
+) -> str:
+    """The link for the outbox message with this dedupe key (one per message; issuing it again
+    returns the same link). Returns the URL with the real token - to render and measure the
+    message - which the caller swaps for the placeholder (`stored_form`) before storing it."""
+    if (case_id is None) == (subscription_id is None):
+        raise ValueError("a card-update link is bound to a case or to a subscription")
+    token = message_token(settings.secret_key, message_key)
+    existing = session.scalar(
+        select(CardUpdateLink).where(CardUpdateLink.message_key == message_key)
+    )
+    if existing is None:
+        session.add(
+            CardUpdateLink(
+                token_hash=token_hash(token),
+                customer_id=customer_id,
+                case_id=case_id,
+                subscription_id=subscription_id,
+                message_key=message_key,
+                created_at=now,
+                expires_at=now + timedelta(days=link_days(rules)),
+            )
+        )
+        session.flush()
+    return url_for(settings, token)
+
+
+def stored_form(text: str, url: str) -> str:
+    """The text as it may be stored: the link's token replaced by the placeholder."""
+    token = url.rsplit("/", 1)[-1]
+    return text.replace(url, url[: -len(token)] + PLACEHOLDER) if token else text
+
+
+def fill(session: Session, text: str, message_key: str, settings: Settings) -> str:
+    """Put the message's token back into a stored text, right before sending. If the secret key
+    was rotated since the link was issued, the link takes the new token: it has not been handed
+    out yet, and the old one cannot be derived any more."""
+    if PLACEHOLDER not in text:
+        return text
+    token = message_token(settings.secret_key, message_key)
+    link = session.scalar(
+        select(CardUpdateLink).where(CardUpdateLink.message_key == message_key).with_for_update()
+    )
+    if link is not None and link.token_hash != token_hash(token):
+        log.warning("card-update link %s: secret key changed since it was issued", link.id)
+        link.token_hash = token_hash(token)
+        session.flush()
+    return text.replace(PLACEHOLDER, token)
+
+
 def revoke_for_case(session: Session, case_id: int, now: datetime) -> int:
     """Stop every live link of a case now. Returns how many were revoked."""
     return execute_count(
@@ -137,6 +223,14 @@ def resolve(
         return Refusal.REVOKED
     if link.expires_at <= now:
         return Refusal.EXPIRED
+    if link.case_id is None:
+        # An expiring-card link: good while the subscription lives (it may also be past due).
+        sub = session.get(Subscription, link.subscription_id) if link.subscription_id else None
+        if sub is None:
+            return Refusal.UNKNOWN
+        if not returning and sub.status not in LIVE_SUBSCRIPTION:
+            return Refusal.NOTHING_OWED
+        return link
     case = session.get(RecoveryCase, link.case_id)
     if case is None:
         return Refusal.UNKNOWN
@@ -150,7 +244,7 @@ def record_open(session: Session, link: CardUpdateLink, now: datetime) -> None:
     link.opened_count += 1
     link.first_opened_at = link.first_opened_at or now
     link.last_opened_at = now
-    case = session.get(RecoveryCase, link.case_id)
+    case = session.get(RecoveryCase, link.case_id) if link.case_id is not None else None
     if case is not None:
         cases.record(
             session,
@@ -168,13 +262,16 @@ def record_open(session: Session, link: CardUpdateLink, now: datetime) -> None:
 
 @dataclass(frozen=True)
 class Summary:
-    """Everything the page may show: no email, no name, no address, never a full card number."""
+    """Everything the page may show: no email, no name, no address, never a full card number.
+
+    `expiring`: nothing is owed; `amount` is the next payment, due `since` (the renewal)."""
 
     amount: int
     currency: str
     since: datetime
     card_brand: str | None
     card_last4: str | None
+    expiring: bool = False
 
 
 BRANDS = {
@@ -218,7 +315,45 @@ def _failing_card(session: Session, case: RecoveryCase) -> tuple[str | None, str
     return case.card_brand, None
 
 
+def default_card(session: Session, sub: Subscription) -> PaymentMethod | None:
+    """The card Stripe charges for the subscription's renewals, in Stripe's order."""
+    customer = session.get(Customer, sub.customer_id) if sub.customer_id else None
+    for pm_id in (
+        sub.default_payment_method_id,
+        sub.default_source_id,
+        customer.default_payment_method_id if customer else None,
+        customer.default_source_id if customer else None,
+    ):
+        if pm_id:
+            return session.get(PaymentMethod, pm_id)
+    return None
+
+
+def next_payment(sub: Subscription) -> tuple[int, str]:
+    """The renewal's amount (minor units) and currency, from the subscription's items."""
+    amount = sum((item.unit_amount or 0) * item.quantity for item in sub.items)
+    currency = sub.currency or next((i.currency for i in sub.items if i.currency), None) or "usd"
+    return amount, currency
+
+
+def _expiring_summary(session: Session, link: CardUpdateLink) -> Summary:
+    sub = session.get(Subscription, link.subscription_id) if link.subscription_id else None
+    assert sub is not None
+    amount, currency = next_payment(sub)
+    pm = default_card(session, sub)
+    return Summary(
+        amount=amount,
+        currency=currency,
+        since=sub.current_period_end or link.created_at,
+        card_brand=brand_name(pm.brand if pm else None),
+        card_last4=pm.last4 if pm else None,
+        expiring=True,
+    )
+
+
 def summary(session: Session, link: CardUpdateLink) -> Summary:
+    if link.case_id is None:
+        return _expiring_summary(session, link)
     case = session.get(RecoveryCase, link.case_id)
     assert case is not None
     invoice = session.get(Invoice, case.invoice_id)

@@ -3,7 +3,12 @@ the next renewal, running the `expiring` reminder sequence; cancelled once the c
 
 Messages are about `expiry:<subscription id>:<card id>`: a new default card (or the card
 updater's new expiry date) makes every pending one stale. A reaction on card events cancels
-them at once, and the sender re-checks right before sending.
+them at once, the card-update page cancels them when the customer saves a card through it, and
+the sender re-checks right before sending.
+
+Each notice carries its own login-free card-update link, bound to the customer and the
+subscription (there is no case: nothing is owed yet); its token is derived from the message's
+dedupe key and put in by the sender, so it is never stored (services/card_update_links.py).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from recovery.domain import reminders as planner
 from recovery.domain import sms as sms_rules
 from recovery.domain import stripe_objects as so
 from recovery.models import Customer, MessageStatus, OutboxMessage, PaymentMethod, Subscription
-from recovery.services import outbox, reminders
+from recovery.services import card_update_links, outbox, reminders
+from recovery.services.card_update_links import default_card, next_payment
 from recovery.services.processing import ProcessingContext, register_reaction
 
 JOB_NAME = "expiry_scan"
@@ -34,19 +40,6 @@ def card_expires_at(pm: PaymentMethod) -> datetime | None:
         return None
     year, month = (pm.exp_year + 1, 1) if pm.exp_month == 12 else (pm.exp_year, pm.exp_month + 1)
     return datetime(year, month, 1, tzinfo=UTC)
-
-
-def default_card(session: Session, sub: Subscription) -> PaymentMethod | None:
-    customer = session.get(Customer, sub.customer_id) if sub.customer_id else None
-    for pm_id in (
-        sub.default_payment_method_id,
-        sub.default_source_id,
-        customer.default_payment_method_id if customer else None,
-        customer.default_source_id if customer else None,
-    ):
-        if pm_id:
-            return session.get(PaymentMethod, pm_id)
-    return None
 
 
 def expiring_card(session: Session, sub: Subscription) -> PaymentMethod | None:
@@ -64,12 +57,6 @@ def about(sub_id: str, pm_id: str) -> str:
     return f"expiry:{sub_id}:{pm_id}"
 
 
-def _next_amount(sub: Subscription) -> tuple[int, str]:
-    amount = sum((item.unit_amount or 0) * item.quantity for item in sub.items)
-    currency = sub.currency or next((i.currency for i in sub.items if i.currency), None) or "usd"
-    return amount, currency
-
-
 def plan_subscription(
     session: Session, sub: Subscription, rules: Rules, settings: Settings, now: datetime
 ) -> int:
@@ -79,17 +66,7 @@ def plan_subscription(
         return 0
     customer = session.get(Customer, sub.customer_id) if sub.customer_id else None
     zone, locale = reminders.zone_of(customer), reminders.locale_of(customer)
-    amount, currency = _next_amount(sub)
-    context = reminders.message_context(
-        rules=rules,
-        customer=customer,
-        locale=locale,
-        amount=amount,
-        currency=currency,
-        card=pm,
-        link=reminders.fallback_link(settings),
-        deadline=sub.current_period_end,
-    )
+    amount, currency = next_payment(sub)
     renewal = sub.current_period_end.date().isoformat()
     written = 0
     for step in planner.plan(
@@ -110,8 +87,31 @@ def plan_subscription(
                 if phone and consent and not outbox.is_opted_out(session, phone):
                     recipient = phone
                 at = sms_rules.next_allowed(at, zone, config.sms)
-        if not recipient:
+        key = f"{about(sub.id, pm.id)}:{renewal}:{step.index}"
+        if not recipient or session.scalar(
+            select(OutboxMessage.id).where(OutboxMessage.dedupe_key == key)
+        ):
             continue
+        assert sub.customer_id is not None  # a customer with an address was found
+        link = card_update_links.link_for_message(
+            session,
+            message_key=key,
+            customer_id=sub.customer_id,
+            subscription_id=sub.id,
+            now=now,
+            settings=settings,
+            rules=rules,
+        )
+        context = reminders.message_context(
+            rules=rules,
+            customer=customer,
+            locale=locale,
+            amount=amount,
+            currency=currency,
+            card=pm,
+            link=link,
+            deadline=sub.current_period_end,
+        )
         subject, body = "", ""
         if step.channel == "email":
             rendered = reminders.render_email(step.template, locale, context)
@@ -131,10 +131,10 @@ def plan_subscription(
             step=f"expiring.{step.index}",
             locale=locale,
             recipient=recipient,
-            subject=subject,
-            body=body,
+            subject=card_update_links.stored_form(subject, link),
+            body=card_update_links.stored_form(body, link),
             send_after=at,
-            dedupe_key=f"{about(sub.id, pm.id)}:{renewal}:{step.index}",
+            dedupe_key=key,
             now=now,
             cap_zone=zone,
             send_hour=config.send_hour,

@@ -262,6 +262,14 @@ def _sms_blocked(ctx: ActionContext, row: OutboxMessage, customer: Customer | No
     return None
 
 
+def _filled(ctx: ActionContext, row: OutboxMessage, text: str) -> str:
+    """The text with its card-update link's token put back (it is never stored)."""
+    # Imported here: card_update_links imports cases, which imports this module.
+    from recovery.services import card_update_links
+
+    return card_update_links.fill(ctx.session, text, row.dedupe_key, ctx.services["settings"])
+
+
 def _send_email(ctx: ActionContext, row: OutboxMessage, provider: Mailer) -> str:
     rules: Rules = ctx.services["rules"]
     settings: Settings = ctx.services["settings"]
@@ -273,8 +281,8 @@ def _send_email(ctx: ActionContext, row: OutboxMessage, provider: Mailer) -> str
         sender=sender,
         reply_to=address(f"{business.sender_name} at {business.name}", business.reply_to),
         to=address("", row.recipient),
-        subject=row.subject,
-        body=row.body,
+        subject=_filled(ctx, row, row.subject),
+        body=_filled(ctx, row, row.body),
         dedupe_key=row.dedupe_key,
         date=ctx.clock.now(),
     )
@@ -282,14 +290,15 @@ def _send_email(ctx: ActionContext, row: OutboxMessage, provider: Mailer) -> str
 
 
 def _send_sms(ctx: ActionContext, row: OutboxMessage, provider: SmsSender, action: Claimed) -> str:
+    body = _filled(ctx, row, row.body)  # the same text on every attempt: the token is derived
     if action.attempts > 1 or row.attempts > 0:
         # An earlier attempt may have reached Twilio before its worker died: ask first.
         since = row.created_at if row.sent_at is None else row.sent_at
-        found = provider.find_sent(row.recipient, row.body, since)
+        found = provider.find_sent(row.recipient, body, since)
         if found is not None:
             log.info("message %s was accepted by Twilio before a crash: %s", row.id, found)
             return found
-    return provider.send(row.recipient, row.body)
+    return provider.send(row.recipient, body)
 
 
 def run_send(ctx: ActionContext, action: Claimed) -> None:

@@ -30,7 +30,7 @@ from recovery.models import (
     RecoveryCase,
     Subscription,
 )
-from recovery.services import cases, outbox
+from recovery.services import card_update_links, cases, outbox
 from recovery.services.processing import ProcessingContext, register_reaction
 
 log = logging.getLogger(__name__)
@@ -41,22 +41,32 @@ RECENT = timedelta(days=7)  # confirmations only for cases closed this recently
 # ---- what a message says --------------------------------------------------------------------
 
 
-def fallback_link(settings: Settings) -> str:
-    return f"{settings.public_url}/update/pending"
+# Templates that carry a card-update link (SMS texts always do; they follow these steps).
+LINKED = frozenset(
+    {"soft_decline", "card_replace", "authentication_needed", "card_expiring", "final_notice"}
+)
 
 
 def card_update_link(
-    session: Session, case: RecoveryCase, rules: Rules, settings: Settings, now: datetime
+    session: Session,
+    case: RecoveryCase,
+    rules: Rules,
+    settings: Settings,
+    now: datetime,
+    message_key: str,
 ) -> str:
-    """A fresh card-update link for the case's customer (one per planning run, shared by its
-    messages), made by the card-update page's module."""
-    try:
-        from recovery.services import card_update_links
-    except ImportError:  # not landed yet
-        return fallback_link(settings)
-    if case.customer_id is None:
-        return fallback_link(settings)
-    return card_update_links.link_for_case(session, case, now, settings=settings, rules=rules)
+    """The card-update link of the message with this dedupe key (its token is derived from the
+    key; the stored body keeps a placeholder, see card_update_links)."""
+    assert case.customer_id is not None
+    return card_update_links.link_for_message(
+        session,
+        message_key=message_key,
+        customer_id=case.customer_id,
+        case_id=case.id,
+        now=now,
+        settings=settings,
+        rules=rules,
+    )
 
 
 def locale_of(customer: Customer | None) -> str:
@@ -155,15 +165,19 @@ def _write(
     at: datetime,
     dedupe_key: str,
     capped: bool,
-    link: str,
 ) -> OutboxMessage | None:
     customer = session.get(Customer, case.customer_id) if case.customer_id else None
     recipient = _recipient(session, customer, channel, rules)
-    if recipient is None:
+    if recipient is None or session.scalar(
+        select(OutboxMessage.id).where(OutboxMessage.dedupe_key == dedupe_key)
+    ):
         return None
     locale = locale_of(customer)
+    link, ours = "", False
     if template == "authentication_needed" and case.hosted_invoice_url:
         link = case.hosted_invoice_url  # the bank's check happens on Stripe's invoice page
+    elif template in LINKED or channel == "sms":
+        link, ours = card_update_link(session, case, rules, settings, now, dedupe_key), True
     context = message_context(
         rules=rules,
         customer=customer,
@@ -186,6 +200,9 @@ def _write(
             )
             return None
         body = text
+    if ours:  # the token never rests in the outbox: the sender puts it back in
+        subject = card_update_links.stored_form(subject, link)
+        body = card_update_links.stored_form(body, link)
     zone = zone_of(customer)
     # A thank-you or "it ended" note goes out after the case closed: it must not sit under the
     # case's subject, whose pending work is cancelled the moment the case closes.
@@ -251,7 +268,6 @@ def plan_case(
         zone=zone_of(customer),
         send_hour=config.send_hour,
     )
-    link = card_update_link(session, case, rules, settings, now) if steps else ""
     for planned in steps:
         at = planned.at
         if planned.channel == "sms":
@@ -268,7 +284,6 @@ def plan_case(
             at=at,
             dedupe_key=f"case:{case.id}:reminder:{run}:{wanted}:{planned.index}",
             capped=True,
-            link=link,
         )
 
 
@@ -297,11 +312,6 @@ def close_case(
         select(OutboxMessage.id).where(OutboxMessage.dedupe_key == f"case:{case.id}:{template}")
     ):
         return
-    link = (
-        card_update_link(session, case, rules, settings, now)
-        if template == "subscription_ended"
-        else ""
-    )
     _write(
         session,
         case,
@@ -314,7 +324,6 @@ def close_case(
         at=now,
         dedupe_key=f"case:{case.id}:{template}",
         capped=False,
-        link=link or fallback_link(settings),
     )
 
 

@@ -23,7 +23,7 @@ from wtforms.validators import ValidationError
 
 from recovery import i18n
 from recovery.adapters.stripe_gateway import GatewayError, NotFound
-from recovery.models import CardUpdateLink, RecoveryCase
+from recovery.models import CardUpdateLink, Customer, RecoveryCase
 from recovery.runtime import Runtime
 from recovery.services import card_update_completion as completion
 from recovery.services import card_update_links as links
@@ -61,6 +61,14 @@ def _notice(kind: str, status: int) -> Response:
     return _page("notice.html", status, kind=kind)
 
 
+def _speak(session: Any, link: CardUpdateLink) -> None:
+    """The customer's language (Stripe `preferred_locales`, as their emails), else the
+    browser's, else English. Pages refused before a link is known follow the browser."""
+    customer = session.get(Customer, link.customer_id)
+    preferred = list(customer.preferred_locales or []) if customer else []
+    i18n.use_locale(i18n.negotiate([*preferred, *i18n.accepted_languages()]) or i18n.DEFAULT_LOCALE)
+
+
 def _link_key() -> str:
     token = (request.view_args or {}).get("token", "")
     return links.token_hash(str(token))
@@ -76,6 +84,7 @@ def show(token: str) -> Response:
         link = links.resolve(session, token, rt.clock.now())
         if isinstance(link, links.Refusal):
             raise Refused(link.value, link.status)
+        _speak(session, link)
         links.record_open(session, link, rt.clock.now())
         summary = links.summary(session, link)
     return _page("update.html", summary=summary, token=token)
@@ -88,13 +97,12 @@ def start_checkout(token: str) -> Any:
         link = links.resolve(session, token, rt.clock.now())
         if isinstance(link, links.Refusal):
             raise Refused(link.value, link.status)
-        case = session.get(RecoveryCase, link.case_id)
-        assert case is not None
+        case = session.get(RecoveryCase, link.case_id) if link.case_id is not None else None
         link_id, customer_id, round_ = link.id, link.customer_id, link.checkout_round
         metadata = {
             completion.METADATA_LINK: str(link.id),
-            "recovery_case": str(case.id),
-            "subscription_id": case.subscription_id or "",
+            "recovery_case": str(case.id) if case else "",
+            "subscription_id": (case.subscription_id if case else link.subscription_id) or "",
         }
     base = f"{rt.settings.public_url.rstrip('/')}/update/{token}"
     # The same attempt (a double click, a retry after a timeout) replays the same session;
@@ -133,6 +141,7 @@ def done(token: str) -> Response:
         if isinstance(link, links.Refusal):
             raise Refused(link.value, link.status)
         link_id, customer_id = link.id, link.customer_id
+        _speak(session, link)
     try:
         checkout = rt.gateway.retrieve_checkout_session(session_id)
     except NotFound as exc:
@@ -142,16 +151,18 @@ def done(token: str) -> Response:
         return _back_to_the_page(token)  # not finished, or not this link's session
     with rt.db.transaction() as session:
         row = session.get(CardUpdateLink, link_id)
-        case = session.get(RecoveryCase, row.case_id) if row else None
-        assert row is not None and case is not None
+        assert row is not None
+        case = session.get(RecoveryCase, row.case_id) if row.case_id is not None else None
         if completion.already_done(row, card.setup_intent_id):
             return _outcome(token, session, row)  # a refresh: nothing is charged again
         target = completion.Target.of(row, case)
     result = completion.put_card_to_work(rt.gateway, target, card)
     with rt.db.transaction() as session:
         row = session.get(CardUpdateLink, link_id, with_for_update=True)
-        case = session.get(RecoveryCase, target.case_id, with_for_update=True)
-        assert row is not None and case is not None
+        assert row is not None
+        case = None
+        if target.case_id is not None:
+            case = session.get(RecoveryCase, target.case_id, with_for_update=True)
         completion.record_outcome(session, row, case, result, rt.clock.now())
         return _outcome(token, session, row)
 
@@ -167,12 +178,13 @@ def _back_to_the_page(token: str) -> Response:
         link = links.resolve(session, token, rt.clock.now())
         if isinstance(link, links.Refusal):
             raise Refused(link.value, link.status)
+        _speak(session, link)
         summary = links.summary(session, link)
     return _page("update.html", summary=summary, token=token, unfinished=True)
 
 
 def _outcome(token: str, session: Any, link: CardUpdateLink) -> Response:
-    case = session.get(RecoveryCase, link.case_id)
+    case = session.get(RecoveryCase, link.case_id) if link.case_id is not None else None
     summary = links.summary(session, link)
     return _page(
         "done.html",
@@ -185,13 +197,6 @@ def _outcome(token: str, session: Any, link: CardUpdateLink) -> Response:
 
 
 # ---- guards, headers, errors --------------------------------------------------------------------
-
-
-@bp.before_request
-def speak_english() -> None:
-    # The page's text is English until its messages join the translated catalogs; amounts and
-    # dates are formatted to match it rather than to the browser's language.
-    i18n.use_locale(i18n.DEFAULT_LOCALE)
 
 
 @bp.before_request
