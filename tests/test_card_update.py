@@ -280,3 +280,44 @@ def test_an_expired_checkout_session_is_replaced(
     second = _start_checkout(client, linked.token)
     assert second != first
     assert fake_gateway.store["checkout.session"][second]["status"] == "open"
+
+
+@pytest.mark.parametrize("locale", ["en", "es", "de", "fr", "pt_BR", "hi", "th", "ru"])
+def test_every_page_in_every_locale_is_fully_translated(
+    app: Any, fake_gateway: Any, linked: Linked, locale: str
+) -> None:
+    from recovery import i18n
+
+    client = app.test_client()
+    headers = {"Accept-Language": locale.replace("_", "-")}
+    lang = f'<html lang="{i18n.html_lang(locale)}"'
+    page = client.get(f"/update/{linked.token}", headers=headers)
+    assert page.status_code == 200 and lang in page.text
+    assert ("Amount due" in page.text) is (locale == "en")
+    posted = client.post(
+        f"/update/{linked.token}", data={"csrf_token": csrf_from(page.text)}, headers=headers
+    )
+    cs = posted.headers["Location"].rsplit("/", 1)[1]
+    fake_gateway.complete_checkout_session(cs, declines_with="insufficient_funds")
+    declined = client.get(f"/update/{linked.token}/done?session_id={cs}", headers=headers)
+    assert declined.status_code == 200 and lang in declined.text
+    assert ("Try another card" in declined.text) is (locale == "en")
+    for url, status in (("/update/" + "x" * 43, 404), (f"/update/{linked.token}/nope", 404)):
+        notice = client.get(url, headers=headers)
+        assert notice.status_code == status and lang in notice.text
+    assert i18n.missing(app) == set()
+
+
+def test_the_page_speaks_the_customers_stripe_language(
+    app: Any, runtime: Runtime, linked: Linked
+) -> None:
+    from recovery.models import Customer
+
+    with runtime.db.transaction() as s:
+        customer = s.get(Customer, linked.billing.customer)
+        assert customer is not None
+        customer.preferred_locales = ["de-DE"]
+    page = app.test_client().get(f"/update/{linked.token}", headers={"Accept-Language": "fr"})
+    assert '<html lang="de"' in page.text
+    assert "Offener Betrag" in page.text and "20,00\xa0$" in page.text
+    assert "Visa mit der Endung 4242" in page.text

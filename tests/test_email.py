@@ -18,7 +18,7 @@ from recovery.domain.reminders import TEMPLATES
 from recovery.runtime import Runtime
 from recovery.services import reminders
 from tests.conftest import API_KEY, START
-from tests.support.messaging import build_runtime, messages
+from tests.support.messaging import build_runtime, messages, with_locales
 from tests.support.scenario import Story
 from tests.support.smtp_sink import SmtpSink, smtp_sink
 
@@ -156,13 +156,16 @@ def test_worker_killed_after_smtp_resends_with_the_same_message_id(
 def _context(locale: str) -> dict[str, Any]:
     from datetime import UTC, datetime
 
+    from recovery.models import PaymentMethod
+
+    card = PaymentMethod(id="pm_1", brand="visa", last4="4242")
     return {
         "business": "Acme",
         "sender": "Dana",
         "product": "Acme Pro",
         "name": "Kim",
-        "amount": i18n.format_money(2000, "eur", locale),
-        "card": "Visa card ending in 4242",
+        "amount": i18n.format_money(1200, "eur", locale),
+        "card": reminders.card_label(card, locale),
         "link": "https://recovery.example/update/abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
         "deadline": i18n.format_day(datetime(2026, 11, 30, tzinfo=UTC), locale),
     }
@@ -171,11 +174,73 @@ def _context(locale: str) -> dict[str, Any]:
 @pytest.mark.parametrize("locale", i18n.SUPPORTED_LOCALES)
 @pytest.mark.parametrize("template", sorted(TEMPLATES))
 def test_every_template_renders_in_every_locale(template: str, locale: str) -> None:
+    """StrictUndefined: no missing variable; the recorder: no untranslated message; and a
+    translation that is not an English copy."""
+    i18n.MISSING.seen.clear()
     rendered = reminders.render_email(template, locale, _context(locale))
     assert rendered.subject and "\n" not in rendered.subject
-    assert "Acme" in rendered.body
+    assert "Acme" in rendered.body and "Kim" in rendered.body
     text = reminders.render_sms(template, locale, _context(locale), max_segments=2)
-    assert text is not None and "recovery.example/update/" in text
+    assert text is not None and "recovery.example/update/" in text and "STOP" in text
     for name in ("", "x"):  # and without a name or card
         ctx = {**_context(locale), "name": name, "card": name}
         reminders.render_email(template, locale, ctx)
+        reminders.render_sms(template, locale, ctx, max_segments=2)
+    assert i18n.MISSING.seen == set()
+    if locale != "en":
+        english = reminders.render_email(template, "en", _context("en"))
+        assert rendered.subject != english.subject
+        link = _context(locale)["link"]
+        body_lines = set(rendered.body.splitlines()) - {"", "Dana, Acme", link}
+        assert not body_lines & set(english.body.splitlines()), "an English line is left"
+
+
+@pytest.mark.parametrize(
+    ("locale", "amount", "day", "card"),
+    [
+        ("de", "12,00\xa0€", "30. November 2026", "Visa-Karte mit der Endung 4242"),
+        ("fr", "12,00\xa0€", "30 novembre 2026", "carte Visa se terminant par 4242"),
+        ("es", "12,00\xa0€", "30 de noviembre de 2026", "tarjeta Visa terminada en 4242"),
+        ("pt_BR", "€\xa012,00", "30 de novembro de 2026", "cartão Visa com final 4242"),
+        ("ru", "12,00\xa0€", "30 ноября 2026\u202fг.", "карта Visa с последними цифрами 4242"),
+        ("en", "€12.00", "November 30, 2026", "Visa card ending in 4242"),
+    ],
+)
+def test_money_dates_and_cards_are_written_the_local_way(
+    locale: str, amount: str, day: str, card: str
+) -> None:
+    rendered = reminders.render_email("card_replace", locale, _context(locale))
+    assert amount in rendered.body and day in rendered.body and card in rendered.body
+
+
+def test_email_goes_out_in_the_customers_language(story: Story, sink: SmtpSink) -> None:
+    b = story.customer(country="DE", amount=1200)
+    with_locales(story, b, ["de-DE"])
+    story.deliver()
+    story.stripe_charges(b.invoice, decline_code="generic_decline")
+    story.worker.run_until_idle()
+    [mail] = sink.messages
+    assert mail["Subject"] == "Ihre Zahlung für Acme ist nicht durchgegangen"
+    body = mail.get_content()
+    assert "Hallo Kim," in body and "12,00\xa0$" in body
+    assert "Visa-Karte mit der Endung 4242" in body
+
+
+def test_the_stored_message_never_holds_the_links_token(
+    story: Story, sink: SmtpSink, mail_runtime: Runtime
+) -> None:
+    from recovery import create_app
+
+    case_id = _failed_case(story)
+    [stored] = [m for m in messages(story.rt, case_id=case_id) if m.step == "soft.0"]
+    assert "http://recovery.test/update/{card-update-token}" in stored.body
+    story.worker.run_until_idle()
+    [mail] = sink.messages
+    token = mail.get_content().split("http://recovery.test/update/", 1)[1].split()[0]
+    assert len(token) == 43
+    for row in messages(story.rt):
+        assert token not in row.body and token not in row.subject
+    # The link in the email opens the card-update page.
+    client = create_app(runtime=mail_runtime).test_client()
+    page = client.get(f"/update/{token}")
+    assert page.status_code == 200 and "Visa ending in 4242" in page.text

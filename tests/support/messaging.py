@@ -67,3 +67,11 @@ def messages(rt: Runtime, **where: Any) -> list[OutboxMessage]:
         query = query.where(getattr(OutboxMessage, name) == value)
     with rt.db.transaction() as s:
         return list(s.scalars(query))
+
+
+def with_locales(story: Story, billing: Billing, locales: list[str]) -> None:
+    """Set the customer's Stripe preferred_locales, as customer.updated would."""
+    story.clock.advance(timedelta(seconds=1))
+    cus = story.fake.retrieve_customer(billing.customer)
+    story.fake.put({**cus, "preferred_locales": locales})
+    story.fake.add_event("customer.updated", story.fake.retrieve_customer(billing.customer))
