@@ -68,6 +68,35 @@ def test_reminder_arrives_as_plain_text_from_a_named_person(story: Story, sink: 
     assert row.provider_id == mail["Message-ID"]
 
 
+@pytest.mark.parametrize(
+    ("url", "host", "port", "tls", "user"),
+    [
+        (
+            "smtp://u%40x:p%3Aw@mail.example:587?tls=starttls",
+            "mail.example",
+            587,
+            "starttls",
+            "u@x",
+        ),
+        ("smtps://mail.example", "mail.example", 465, "implicit", None),
+        ("smtp://mail.example:465", "mail.example", 465, "implicit", None),
+        ("smtp://mail.example", "mail.example", 587, "starttls", None),
+        ("smtp://127.0.0.1:2525?tls=none", "127.0.0.1", 2525, "none", None),
+    ],
+)
+def test_smtp_url_asks_for_starttls_or_implicit_tls(
+    url: str, host: str, port: int, tls: str, user: str | None
+) -> None:
+    config = parse_smtp_url(url)
+    assert (config.host, config.port, config.tls, config.username) == (host, port, tls, user)
+
+
+@pytest.mark.parametrize("url", ["http://mail.example", "smtp://", "smtp://h?tls=maybe"])
+def test_a_bad_smtp_url_is_refused_with_a_hint(url: str) -> None:
+    with pytest.raises(ValueError, match="RECOVERY_SMTP_URL"):
+        parse_smtp_url(url)
+
+
 def test_cr_lf_in_names_cannot_add_headers() -> None:
     evil = "Dana\r\nBcc: everyone@evil.example"
     msg = build(

@@ -77,6 +77,21 @@ def test_a_new_card_cancels_the_pending_notices(story: Story) -> None:
     assert statuses == ["sent", "cancelled"]
 
 
+def test_the_card_updater_renewing_the_card_cancels_the_pending_notices(story: Story) -> None:
+    _, pm, sub = _subscriber_with_expiring_card(story)
+    story.worker.run_daily_jobs()
+    story.worker.run_until_idle()
+    story.clock.advance(timedelta(days=2))
+    # The network's card updater gave the same card a new expiry date.
+    renewed = story.fake.retrieve_payment_method(pm)
+    renewed = {**renewed, "card": {**renewed["card"], "exp_year": 2030}}
+    story.fake.put(renewed)
+    story.fake.add_event("payment_method.automatically_updated", renewed)
+    story.deliver()
+    statuses = [m.status for m in messages(story.rt, about=f"expiry:{sub}:{pm}")]
+    assert statuses == ["sent", "cancelled"]
+
+
 # ---- end to end: the notice's link changes the card, and the rest of the notices stop ----------
 
 

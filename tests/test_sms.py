@@ -128,6 +128,19 @@ def test_day_3_text_goes_out_with_link_and_opt_out_words(story: Story, twilio: T
     assert twilio.requests[-1]["auth"] == f"{TWILIO_SID}:{TWILIO_TOKEN}"
     row = _sms_row(story, case_id)
     assert row.status == "sent" and row.provider_id == twilio.messages[0]["sid"]
+    # The text's link opens the card-update page; the stored text never held its token.
+    token = sent["Body"].split("http://recovery.test/update/", 1)[1].split()[0]
+    assert token not in row.body and "{card-update-token}" in row.body
+    page = create_app(runtime=story.rt).test_client().get(f"/update/{token}")
+    assert page.status_code == 200
+
+
+def test_a_from_number_instead_of_a_messaging_service(twilio: TwilioFake) -> None:
+    sender = TwilioSms(TWILIO_SID, TWILIO_TOKEN, from_number="+15005550006", api_base=twilio.url)
+    sid = sender.send(PHONE, "Acme: hello")
+    [sent] = twilio.sent
+    assert (sent["To"], sent["From"], sent["Body"]) == (PHONE, "+15005550006", "Acme: hello")
+    assert "MessagingServiceSid" not in sent and sid == twilio.messages[0]["sid"]
 
 
 def test_no_text_without_consent(story: Story, twilio: TwilioFake) -> None:
