@@ -11,7 +11,7 @@ import pytest
 from recovery.runtime import Runtime
 from recovery.services import accounts
 from tests.conftest import START
-from tests.support.browser import Served, chromium, shot
+from tests.support.browser import PHONE, Served, chromium, shot
 from tests.support.dashboard import VIEWER, add_user, count_queries, login
 from tests.support.metrics_data import add_case, at, seed_all
 
@@ -140,6 +140,11 @@ def test_page_in_chromium(seeded: Runtime, app: Any) -> None:
             assert box is not None and box["width"] > 300 and box["height"] > 100
             path = shot(page, "overview", folder="dashboard")
             assert path.stat().st_size > 10_000
+            page.set_viewport_size(PHONE)
+            page.reload()
+            wide = page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
+            assert not wide, "the page scrolls sideways on a phone"
+            shot(page, "overview-phone", folder="dashboard")
             assert elsewhere == []
     finally:
         served.stop()
