@@ -172,3 +172,13 @@ def test_page_query_count_does_not_grow_with_the_cases(seeded: Runtime, client: 
         html = client.get(OCTOBER).get_data(as_text=True)
     assert metric(html, "failed-count") == "129 invoices"
     assert len(many) == len(few)
+
+
+def test_a_fresh_install_shows_an_empty_overview(runtime: Runtime, client: Any) -> None:
+    sign_in_as(runtime, client)
+    response = client.get("/dashboard")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert metric(html, "failed-count") == "0 invoices"
+    assert metric(html, "recovered-share") == "–"
+    assert "No cancel-flow sessions in this period." in html
