@@ -10,6 +10,7 @@ import pytest
 
 from recovery.runtime import Runtime
 from recovery.services import accounts
+from recovery.web import charts
 from tests.conftest import START
 from tests.support.browser import PHONE, Served, chromium, shot
 from tests.support.dashboard import VIEWER, add_user, count_queries, login
@@ -182,3 +183,10 @@ def test_a_fresh_install_shows_an_empty_overview(runtime: Runtime, client: Any) 
     assert metric(html, "failed-count") == "0 invoices"
     assert metric(html, "recovered-share") == "–"
     assert "No cancel-flow sessions in this period." in html
+
+
+def test_chart_labels_are_escaped() -> None:
+    # Reason labels come from the business's rules file; the SVG is inlined unescaped.
+    svg = str(charts.horizontal_counts([('<img src=x onerror="alert(1)">', 2)], "n", 'a "b"'))
+    assert "<img" not in svg and "&lt;img" in svg
+    assert 'aria-label="a &#34;b&#34;"' in svg
