@@ -66,6 +66,9 @@ class Base(DeclarativeBase):
     }
 
 
+READ_ONLY_OPTION = "recovery_read_only"
+
+
 def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -81,8 +84,11 @@ def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def on_begin(conn: Any) -> None:
         # BEGIN IMMEDIATE takes the write lock up front: a deferred transaction that reads and
-        # then writes can fail with "database is locked" instead of waiting its turn.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # then writes can fail with "database is locked" instead of waiting its turn. Read-only
+        # units of work (Database.reading) begin deferred: under WAL they hold no lock, so a
+        # long dashboard query never stalls webhooks and the worker.
+        read_only = conn.get_execution_options().get(READ_ONLY_OPTION)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -105,6 +111,9 @@ class Database:
         if self.dialect == "sqlite":
             _sqlite_pragmas(self.engine)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessionmaker = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
+        )
 
     @property
     def is_postgres(self) -> bool:
@@ -116,6 +125,19 @@ class Database:
         try:
             with session.begin():
                 yield session
+        finally:
+            session.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A unit of work that only reads (dashboard pages, the API's GETs). Writing in it is a
+        bug: on SQLite it would have to upgrade a deferred transaction's lock mid-way."""
+        session = self.read_sessionmaker()
+        try:
+            with session.begin():
+                yield session
+                if session.new or session.dirty or session.deleted:
+                    raise RuntimeError("a read-only unit of work changed objects")
         finally:
             session.close()
 

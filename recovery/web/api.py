@@ -86,7 +86,7 @@ def list_events() -> dict[str, Any]:
     limit = _int_arg("limit", 100, 1, 500)
     after = request.args.get("starting_after")
     rt = runtime()
-    with rt.db.transaction() as session:
+    with rt.db.reading() as session:
         query = select(StripeEvent).order_by(StripeEvent.received_at.desc(), StripeEvent.id.desc())
         if status:
             query = query.where(StripeEvent.status == status)
@@ -124,7 +124,7 @@ def _card_json(pm: PaymentMethod) -> dict[str, Any]:
 @with_json
 def get_customer(customer_id: str) -> dict[str, Any]:
     rt = runtime()
-    with rt.db.transaction() as session:
+    with rt.db.reading() as session:
         customer = session.get(Customer, customer_id)
         if customer is None:
             raise ApiError(404, "not_found", f"no customer {customer_id} in the mirror")

@@ -77,7 +77,7 @@ def list_cases() -> dict[str, Any]:
         query = query.where(RecoveryCase.opened_at >= since)
     if customer := request.args.get("customer"):
         query = query.where(RecoveryCase.customer_id == customer)
-    with runtime().db.transaction() as session:
+    with runtime().db.reading() as session:
         if before:
             anchor = session.get(RecoveryCase, int(before)) if before.isdigit() else None
             if anchor is None:
@@ -100,7 +100,7 @@ def _messages(session: Any, case: RecoveryCase) -> list[dict[str, Any]]:
 @bp.get("/cases/<int:case_id>")
 @with_json
 def get_case(case_id: int) -> dict[str, Any]:
-    with runtime().db.transaction() as session:
+    with runtime().db.reading() as session:
         case = session.get(RecoveryCase, case_id)
         if case is None:
             raise ApiError(404, "not_found", f"no case {case_id}")

@@ -49,6 +49,6 @@ def get_metrics() -> dict[str, Any]:
         currency = metrics.check_currency(raw_currency) if raw_currency is not None else None
     except metrics.BadPeriod as exc:
         raise ApiError(400, "invalid_parameter", str(exc)) from exc
-    with rt.db.transaction() as session:
+    with rt.db.reading() as session:
         currency = currency or metrics.default_currency(session)
         return metrics.compute_overview(session, start, end, currency, now).as_json()

@@ -155,7 +155,7 @@ def overview() -> tuple[str, int]:
         start, end = metrics.period_of(choice.day_from, choice.day_to)
     except (BadChoice, metrics.BadPeriod) as exc:
         error = str(exc)
-    with rt.db.transaction() as session:
+    with rt.db.reading() as session:
         in_use = metrics.currencies_in_use(session)
         if error is not None:
             fallback = today - timedelta(days=DEFAULT_PRESET - 1)
