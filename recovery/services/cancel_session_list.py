@@ -155,7 +155,7 @@ def iter_sessions(db: Database, filters: SessionFilters) -> Iterator[SessionRow]
     """Every matching session in batches, each read in its own short transaction."""
     after: tuple[datetime, str] | None = None
     while True:
-        with db.transaction() as session:
+        with db.reading() as session:
             page = list_sessions(session, filters, after=after, limit=EXPORT_BATCH)
         yield from page.rows
         if page.next_cursor is None or not page.rows:

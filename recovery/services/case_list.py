@@ -297,7 +297,7 @@ def iter_cases(db: Database, filters: CaseFilters, now: datetime) -> Iterator[Ca
     transaction: an export of 200k rows never holds one long read open or all rows in memory."""
     after: tuple[datetime, int] | None = None
     while True:
-        with db.transaction() as session:
+        with db.reading() as session:
             page = list_cases(session, filters, now, after=after, limit=EXPORT_BATCH)
         yield from page.rows
         if page.next_cursor is None or not page.rows:

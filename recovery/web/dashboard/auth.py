@@ -70,7 +70,7 @@ def _load() -> CurrentUser | None:
     if now.timestamp() - seen > IDLE_TIMEOUT.total_seconds():
         session.clear()
         return None
-    with runtime().db.transaction() as db:
+    with runtime().db.reading() as db:
         user = db.get(User, uid)
         if user is None or user.disabled or user.session_version != version:
             found = None

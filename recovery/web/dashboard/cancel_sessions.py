@@ -22,7 +22,7 @@ def cancel_sessions() -> Response | str:
         after = listing.decode_cursor(request.args.get("after"))
     except BadFilter as exc:
         return error_page(400, str(exc))
-    with rt.db.transaction() as db:
+    with rt.db.reading() as db:
         page = listing.list_sessions(db, filters, after=after)
     return render_template(
         "dashboard/cancel_sessions.html",

@@ -31,7 +31,7 @@ def cases() -> Response | str:
         after = case_list.decode_cursor(request.args.get("after"))
     except case_list.BadFilter as exc:
         return error_page(400, str(exc))
-    with rt.db.transaction() as db:
+    with rt.db.reading() as db:
         page = case_list.list_cases(db, filters, rt.clock.now(), after=after)
     return render_template(
         "dashboard/cases.html",
@@ -61,7 +61,7 @@ def cases_csv() -> Response:
 @login_required
 def case_page(case_id: int) -> str:
     rt = runtime()
-    with rt.db.transaction() as db:
+    with rt.db.reading() as db:
         story = case_timeline.story(db, case_id)
         if story is None:
             abort(404)
