@@ -131,6 +131,13 @@ def test_the_notice_link_changes_the_card_and_stops_the_later_notices(
         ).one()
         assert (link.case_id, link.subscription_id, link.customer_id) == (None, sub, cus)
         assert link.expires_at - link.created_at == timedelta(days=30)
+    # The last notice, due weeks later, carries a link good for 30 days from its sending.
+    last = messages(story.rt, about=f"expiry:{sub}:{pm}")[-1]
+    with story.rt.db.transaction() as s:
+        later = s.scalars(
+            select(CardUpdateLink).where(CardUpdateLink.message_key == last.dedupe_key)
+        ).one()
+        assert later.expires_at == last.send_after + timedelta(days=30)
     client = create_app(runtime=story.rt).test_client()
     page = client.get(f"/update/{token}")
     assert page.status_code == 200

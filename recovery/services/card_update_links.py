@@ -132,10 +132,13 @@ def link_for_message(
     rules: Rules,
     case_id: int | None = None,
     subscription_id: str | None = None,
+    sent_at: datetime | None = None,
 ) -> str:
     """The link for the outbox message with this dedupe key (one per message; issuing it again
     returns the same link). Returns the URL with the real token - to render and measure the
-    message - which the caller swaps for the placeholder (`stored_form`) before storing it."""
+    message - which the caller swaps for the placeholder (`stored_form`) before storing it.
+    Its lifetime counts from when the message is due to go out (`sent_at`), not from planning:
+    a notice planned weeks ahead still carries a link good for the full `link_days`."""
     if (case_id is None) == (subscription_id is None):
         raise ValueError("a card-update link is bound to a case or to a subscription")
     token = message_token(settings.secret_key, message_key)
@@ -151,7 +154,7 @@ def link_for_message(
                 subscription_id=subscription_id,
                 message_key=message_key,
                 created_at=now,
-                expires_at=now + timedelta(days=link_days(rules)),
+                expires_at=max(now, sent_at or now) + timedelta(days=link_days(rules)),
             )
         )
         session.flush()

@@ -101,6 +101,7 @@ def plan_subscription(
             now=now,
             settings=settings,
             rules=rules,
+            sent_at=at,
         )
         context = reminders.message_context(
             rules=rules,

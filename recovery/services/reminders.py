@@ -54,6 +54,7 @@ def card_update_link(
     settings: Settings,
     now: datetime,
     message_key: str,
+    sent_at: datetime | None = None,
 ) -> str:
     """The card-update link of the message with this dedupe key (its token is derived from the
     key; the stored body keeps a placeholder, see card_update_links)."""
@@ -66,6 +67,7 @@ def card_update_link(
         now=now,
         settings=settings,
         rules=rules,
+        sent_at=sent_at,
     )
 
 
@@ -177,7 +179,7 @@ def _write(
     if template == "authentication_needed" and case.hosted_invoice_url:
         link = case.hosted_invoice_url  # the bank's check happens on Stripe's invoice page
     elif template in LINKED or channel == "sms":
-        link, ours = card_update_link(session, case, rules, settings, now, dedupe_key), True
+        link, ours = card_update_link(session, case, rules, settings, now, dedupe_key, at), True
     context = message_context(
         rules=rules,
         customer=customer,
