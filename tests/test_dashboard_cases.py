@@ -106,6 +106,13 @@ def test_bad_filters_are_a_400_not_a_500(signed_in: Any, query: str) -> None:
     assert "text/html" in response.content_type
 
 
+def test_unknown_or_huge_case_ids_are_404(signed_in: Any) -> None:
+    for path in ("/dashboard/cases/12345", "/dashboard/cases/99999999999999999999"):
+        response = signed_in.get(path)
+        assert response.status_code == 404
+        assert "text/html" in response.content_type
+
+
 def test_keyset_paging_walks_every_case_once(runtime: Runtime, signed_in: Any) -> None:
     with runtime.db.transaction() as db:
         made = [

@@ -6,7 +6,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response, render_template, request
+from flask import Response, abort, render_template, request
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
@@ -30,6 +30,15 @@ MESSAGES = {
 
 class CsrfFailed(Exception):
     pass
+
+
+MAX_ID = 2**31 - 1  # the ids' column type: a larger number is no case, not a database error
+
+
+@bp.url_value_preprocessor
+def bounded_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    if values and isinstance(values.get("case_id"), int) and values["case_id"] > MAX_ID:
+        abort(404)
 
 
 @bp.before_request
