@@ -161,7 +161,15 @@ def attempts_for(session: Session, case: RecoveryCase, invoice: Invoice) -> list
     linked_intents = select(InvoicePayment.payment_intent_id).where(
         InvoicePayment.invoice_id == invoice.id
     )
-    others = select(InvoicePayment.payment_intent_id).where(InvoicePayment.invoice_id != invoice.id)
+    # Correlated, so it probes the payment_intent_id index once per candidate row; a plain
+    # NOT IN (all other invoices' payments) read the whole table on every failure - quadratic
+    # over a mirror's life.
+    paid_elsewhere = (
+        select(InvoicePayment.id)
+        .where(InvoicePayment.payment_intent_id == PaymentAttempt.payment_intent_id)
+        .where(InvoicePayment.invoice_id != invoice.id)
+        .exists()
+    )
     unlinked_same_amount = and_(
         PaymentAttempt.invoice_id.is_(None),
         PaymentAttempt.customer_id == case.customer_id,
@@ -170,7 +178,7 @@ def attempts_for(session: Session, case: RecoveryCase, invoice: Invoice) -> list
         PaymentAttempt.created >= (invoice.created or 0),
         or_(
             PaymentAttempt.payment_intent_id.is_(None),
-            PaymentAttempt.payment_intent_id.not_in(others),
+            ~paid_elsewhere,
         ),
     )
     return list(
