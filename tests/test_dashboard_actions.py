@@ -15,6 +15,7 @@ from recovery.models import ActionStatus, Customer, DueAction, OutboxMessage, Re
 from recovery.models.users import AuditEntry
 from recovery.runtime import Runtime
 from recovery.services import cases as case_service
+from recovery.services import reminders
 from tests.conftest import START
 from tests.support.dashboard import (
     ADMIN,
@@ -137,6 +138,44 @@ def test_pause_and_resume_are_audited(runtime: Runtime, admin: Any) -> None:
     post(admin, case_id, "resume")
     assert [a for a, _, _ in audit(runtime)] == ["pause", "resume"]
     assert any(a.status == ActionStatus.PENDING for a in retries(runtime, case_id))
+
+
+def pending_messages(runtime: Runtime, case_id: int) -> list[OutboxMessage]:
+    with runtime.db.transaction() as db:
+        return list(
+            db.scalars(
+                select(OutboxMessage).where(
+                    OutboxMessage.case_id == case_id, OutboxMessage.status == "pending"
+                )
+            )
+        )
+
+
+def test_a_paused_case_gets_no_reminders_until_resumed(runtime: Runtime, admin: Any) -> None:
+    """Stripe keeps sending events about a paused case's invoice; none may re-plan reminders."""
+    case_id = failed_case(runtime, "do_not_honor")
+
+    def webhook_touches_the_case(awaiting: str | None = None) -> None:
+        """What reminders.on_event does for each event; `awaiting` as a new failure sets it."""
+        with runtime.db.transaction() as db:
+            case = db.get(RecoveryCase, case_id)
+            assert case is not None
+            case.awaiting = awaiting or case.awaiting
+            reminders.sync_case(db, case, runtime.rules, runtime.settings, runtime.clock.now())
+
+    webhook_touches_the_case()
+    planned = pending_messages(runtime, case_id)
+    assert planned
+    post(admin, case_id, "pause")
+    assert pending_messages(runtime, case_id) == []
+    webhook_touches_the_case(awaiting="authentication")  # a sequence the case did not have
+    assert pending_messages(runtime, case_id) == []
+    with runtime.db.transaction() as db:
+        message = db.get(OutboxMessage, planned[0].id)
+        assert message is not None
+        assert reminders.still_wanted(db, message) == "dunning is paused"
+    post(admin, case_id, "resume")
+    assert pending_messages(runtime, case_id)
 
 
 def test_close_is_audited_and_stops_everything(runtime: Runtime, admin: Any) -> None:

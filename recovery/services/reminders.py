@@ -245,8 +245,8 @@ def plan_case(
 ) -> None:
     """Make the case's planned reminders match what it needs now."""
     config = outbox.reminder_rules(rules)
-    if not config.enabled or case.status not in ACTIVE:
-        return
+    if not config.enabled or case.status not in ACTIVE or case.dunning_paused:
+        return  # a paused case is re-planned when it is resumed (case_admin.resume)
     wanted = planner.sequence_for(case.awaiting, case.decline_category)
     current, count = _current_sequence(session, case)
     if current == wanted:
@@ -376,6 +376,8 @@ def still_wanted(session: Session, message: OutboxMessage) -> str | None:
         return "the case no longer exists"
     if case.status in TERMINAL:
         return f"the case is {case.status}"
+    if case.dunning_paused:
+        return "dunning is paused"
     return None
 
 
