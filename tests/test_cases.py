@@ -103,6 +103,35 @@ def test_declined_retry_records_details_and_schedules_the_next(story: Story) -> 
         assert ours[0].data["network_advice_code"] == "24"
 
 
+def test_a_retry_skipped_for_stripes_own_attempt_comes_back_after_it_fails(
+    story: Story,
+) -> None:
+    """Our retry stands aside when Stripe is about to charge; if Stripe's charge fails, our
+    attempt must be planned again - not lost because its key was used by the skip."""
+    b = story.customer()
+    story.deliver()
+    story.stripe_charges(b.invoice, decline_code="do_not_honor")
+    story.run_due()  # turns off Stripe's automatic collection
+    case = story.case(b.invoice)
+    [retry] = [a for a in story.pending(case.id) if a.kind == "case.retry"]
+    # Someone turned Stripe's retries back on: it will charge 30 minutes after ours is due.
+    invoice = story.fake.store["invoice"][b.invoice]
+    invoice["auto_advance"] = True
+    invoice["next_payment_attempt"] = int(retry.due_at.timestamp()) + 1800
+    assert story.advance_to_next_due(kind_prefix="case.retry")
+    assert pay_requests(story, b.invoice) == [pay_requests(story, b.invoice)[0]]  # none by us
+    assert story.case(b.invoice).our_attempts == 0
+    story.clock.advance(timedelta(minutes=30))
+    assert story.stripe_charges(b.invoice, decline_code="do_not_honor") == "declined"
+    case = story.case(b.invoice)
+    [again] = [a for a in story.pending(case.id) if a.kind == "case.retry"]
+    assert again.dedupe_key == f"case:{case.id}:attempt:1" and again.payload["revival"] == 1
+    invoice["auto_advance"], invoice["next_payment_attempt"] = False, None
+    assert story.advance_to_next_due(kind_prefix="case.retry")
+    assert pay_requests(story, b.invoice)[-1] == f"case:{case.id}:attempt:1:r1"
+    assert story.case(b.invoice).our_attempts == 1
+
+
 def test_expired_card_waits_for_a_new_card_then_retries_at_once(story: Story) -> None:
     b = story.customer()
     story.deliver()

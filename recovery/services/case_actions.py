@@ -85,6 +85,7 @@ def run_retry(ctx: ActionContext, action: Claimed) -> None:
         return
     if rules.retry.retry_owner == "stripe":
         return
+    key = cases.stripe_key(action.dedupe_key, action.payload)
     next_attempt = so.invoice_state(invoice).next_payment_attempt
     if invoice.get("auto_advance") and next_attempt and next_attempt <= _now_ts(ctx) + 3600:
         cases.record(
@@ -93,11 +94,10 @@ def run_retry(ctx: ActionContext, action: Claimed) -> None:
             now,
             "retry_skipped",
             "Stripe will attempt this invoice within the hour; not charging twice",
-            dedupe_key=f"case:{case.id}:attempt:{attempt}:skipped",
+            dedupe_key=f"{key}:skipped",
         )
         return
     gateway = ctx.services["gateway"]
-    key = f"case:{case.id}:attempt:{attempt}"
     try:
         paid = gateway.pay_invoice(case.invoice_id, idempotency_key=key)
     except AuthenticationRequired as exc:
@@ -120,7 +120,7 @@ def run_retry(ctx: ActionContext, action: Claimed) -> None:
             now,
             "retry_refused",
             f"Stripe refused: {exc.message}",
-            dedupe_key=f"case:{case.id}:attempt:{attempt}:refused",
+            dedupe_key=f"{key}:refused",
         )
         _settled(ctx, case, _refresh_invoice(ctx, case))
         return

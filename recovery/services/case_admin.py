@@ -72,48 +72,6 @@ def _fmt(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _retry_key(case: RecoveryCase) -> str:
-    # The scheduled retries' own key (services/cases.py): one charge per attempt number.
-    return f"case:{case.id}:attempt:{case.our_attempts + 1}"
-
-
-def _plan_retry(
-    session: Session, case: RecoveryCase, due_at: datetime, now: datetime, reason: str
-) -> None:
-    """Make the case's next retry due at `due_at`: the pending one moves, a cancelled one (the
-    key is per attempt, so a pause leaves it cancelled) comes back, and no other stays."""
-    key = _retry_key(case)
-    for other in session.scalars(
-        select(DueAction).where(
-            DueAction.subject == cases.subject(case.id),
-            DueAction.kind == cases.RETRY_KIND,
-            DueAction.status == ActionStatus.PENDING,
-            DueAction.dedupe_key != key,
-        )
-    ):
-        other.status = ActionStatus.CANCELLED
-        other.finished_at = now
-    existing = session.scalars(select(DueAction).where(DueAction.dedupe_key == key)).one_or_none()
-    if existing is None:
-        due_actions.schedule(
-            session,
-            kind=cases.RETRY_KIND,
-            subject=cases.subject(case.id),
-            dedupe_key=key,
-            due_at=due_at,
-            now=now,
-            payload={"case_id": case.id, "attempt": case.our_attempts + 1, "reason": reason},
-        )
-        return
-    if existing.status in (ActionStatus.PENDING, ActionStatus.CANCELLED, ActionStatus.FAILED):
-        existing.status = ActionStatus.PENDING
-        existing.due_at = due_at
-        existing.finished_at = None
-        existing.attempts = 0
-        existing.last_error = None
-        existing.payload = {**existing.payload, "reason": reason}
-
-
 # ---- retry now ------------------------------------------------------------------------------
 
 
@@ -160,7 +118,7 @@ def retry_now(session: Session, case_id: int, rules: Rules, actor: Actor, now: d
     if refusal:
         return Outcome(False, refusal)
     attempt = case.our_attempts + 1
-    key = _retry_key(case)
+    key = cases.retry_key(case)
     existing = session.scalars(select(DueAction).where(DueAction.dedupe_key == key)).one_or_none()
     if existing is not None and (
         existing.status in (ActionStatus.RUNNING, ActionStatus.DONE)
@@ -168,7 +126,7 @@ def retry_now(session: Session, case_id: int, rules: Rules, actor: Actor, now: d
     ):
         return Outcome(False, f"Retry {attempt} is already queued, running or made.")
     reason = f"retry now, asked by {actor.email}"
-    _plan_retry(session, case, now, now, reason)
+    cases.plan_retry(session, case, now, now, reason)
     case.status = CaseStatus.RETRYING
     case.awaiting = None
     case.next_retry_at = now
@@ -210,10 +168,8 @@ def resume(
     _audit(session, actor, case, "resume", now)
     if case.status in machine.TERMINAL:
         return Outcome(True, "Dunning is resumed (the case is already over).")
-    decision = cases.reevaluate(session, case, rules, now, f"dunning resumed by {actor.email}")
-    if decision is not None and decision.at is not None:
-        # reevaluate schedules by the attempt's key, which the pause left cancelled
-        _plan_retry(session, case, decision.at, now, decision.reason)
+    # reevaluate plans the next attempt, reviving the retry the pause cancelled
+    cases.reevaluate(session, case, rules, now, f"dunning resumed by {actor.email}")
     # The reminders were cancelled at the pause: a marker makes the planner start the sequence
     # afresh from today instead of seeing it as already planned.
     cases.record(

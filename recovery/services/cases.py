@@ -331,28 +331,68 @@ def _pending_retries(session: Session, case: RecoveryCase) -> Sequence[DueAction
     ).all()
 
 
-def _schedule_retry(
-    session: Session, case: RecoveryCase, decision: RetryDecision, now: datetime
+def retry_key(case: RecoveryCase) -> str:
+    """The next retry's due-action key: one per attempt number, so one charge per attempt."""
+    return f"case:{case.id}:attempt:{case.our_attempts + 1}"
+
+
+def stripe_key(action_key: str, payload: Mapping[str, Any]) -> str:
+    """The idempotency key of the charge a retry action makes. A revived attempt (see
+    plan_retry) gets a fresh one: Stripe replays the stored answer to a reused key for 24 h."""
+    revival = int(payload.get("revival") or 0)
+    return f"{action_key}:r{revival}" if revival else action_key
+
+
+def plan_retry(
+    session: Session, case: RecoveryCase, due_at: datetime, now: datetime, reason: str
 ) -> None:
-    assert decision.at is not None
+    """Make the case's next attempt due at `due_at`: a pending one moves, any other pending
+    retry is cancelled. An action for this attempt that ended without charging (cancelled by a
+    pause, skipped because Stripe was about to charge, refused) comes back: attempt n is not
+    made until our_attempts says so, and its key must not stop it for good."""
     attempt = case.our_attempts + 1
-    key = f"case:{case.id}:attempt:{attempt}"
+    key = retry_key(case)
     for action in _pending_retries(session, case):
         if action.dedupe_key != key:
             action.status = ActionStatus.CANCELLED
             action.finished_at = now
-        elif action.due_at != decision.at:
-            action.due_at = decision.at  # the policy learnt more (a late decline detail)
-            action.payload = {**action.payload, "reason": decision.reason}
-    due_actions.schedule(
+    payload = {"case_id": case.id, "attempt": attempt, "reason": reason}
+    if due_actions.schedule(
         session,
         kind=RETRY_KIND,
         subject=subject(case.id),
         dedupe_key=key,
-        due_at=decision.at,
+        due_at=due_at,
         now=now,
-        payload={"case_id": case.id, "attempt": attempt, "reason": decision.reason},
-    )
+        payload=payload,
+    ):
+        return
+    existing = session.scalars(
+        select(DueAction).where(DueAction.dedupe_key == key).with_for_update()
+    ).one()
+    if existing.status == ActionStatus.RUNNING:
+        return  # its worker decides; the next decision follows from what it finds
+    if existing.status == ActionStatus.PENDING:
+        if existing.due_at != due_at:  # the policy learnt more (a late decline detail)
+            existing.due_at = due_at
+            existing.payload = {**existing.payload, "reason": reason}
+        return
+    revival = int(existing.payload.get("revival") or 0) + 1
+    existing.status = ActionStatus.PENDING
+    existing.due_at = due_at
+    existing.finished_at = None
+    existing.attempts = 0
+    existing.last_error = None
+    existing.lease_owner = None
+    existing.lease_expires_at = None
+    existing.payload = {**payload, "revival": revival}
+
+
+def _schedule_retry(
+    session: Session, case: RecoveryCase, decision: RetryDecision, now: datetime
+) -> None:
+    assert decision.at is not None
+    plan_retry(session, case, decision.at, now, decision.reason)
 
 
 def reevaluate(
