@@ -33,8 +33,8 @@ system-deps:
 test: system-deps venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The 2,000-customer chaos replay on SQLite and PostgreSQL (tens of minutes); figures go to
-# artifacts/chaos_replay_<engine>.txt.
+# Just the 2,000-customer chaos replay on SQLite and PostgreSQL (`make test` runs it too);
+# figures go to artifacts/chaos_replay_<engine>.txt.
 chaos: system-deps venv
 	$(BIN)/python -m pytest -m chaos_full -s tests/test_chaos_replay.py
 
