@@ -56,6 +56,7 @@ def create_app(
         cancel_flow,
         card_update,
         dashboard,
+        demo,
         errors,
         health,
         twilio_webhooks,
@@ -75,6 +76,7 @@ def create_app(
     app.register_blueprint(cancel_api.bp)
     card_update.init_app(app)  # /update/<token>, with its rate limits
     dashboard.init_app(app)  # /login, /dashboard...; after card_update, whose limiter it shares
+    demo.init_app(app)  # /demo/... only with RECOVERY_DEMO=1 (`recovery demo`); never in production
     return app
 
 

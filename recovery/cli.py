@@ -105,13 +105,23 @@ def serve(rt: Runtime, host: str, port: int, *, with_worker: bool) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--customers", default=40, show_default=True, help="How many to seed (0: none).")
+@click.option("--customers", default=300, show_default=True, help="How many to seed.")
 @click.option("--exit-after-seed", is_flag=True, help="Stop once seeded (smoke tests).")
-def demo(host: str, port: int, customers: int, exit_after_seed: bool) -> None:
-    """Everything on this machine: a local Stripe stand-in, seeded data, web + worker."""
+@click.option(
+    "--stripe",
+    type=click.Choice(["fake", "localstripe"]),
+    default="fake",
+    show_default=True,
+    help="Stripe stand-in: the in-repo fake (Checkout, pauses, coupons) or localstripe.",
+)
+@click.option("--seed", default=7, show_default=True, help="Random seed of the history.")
+def demo(
+    host: str, port: int, customers: int, exit_after_seed: bool, stripe: str, seed: int
+) -> None:
+    """Everything on this machine: a local Stripe stand-in, months of history, web + worker."""
     from recovery.devtools.demo import run_demo
 
-    run_demo(host, port, customers, exit_after_seed)
+    run_demo(host, port, customers, exit_after_seed, stripe, seed)
 
 
 # ---- events ------------------------------------------------------------------------------------

@@ -1,180 +1,212 @@
-"""`recovery demo`: the whole service on one machine with a local Stripe stand-in and data.
+"""`recovery demo` (the README's first command): the whole service on one machine, with months of
+history to look at. Nothing leaves the machine.
 
-Starts localstripe on loopback, points the service at it, registers the webhook endpoint with a
-local signing secret, seeds customers and subscriptions (some of whose renewals fail, the way
-Stripe fails them), and runs web + worker until Ctrl-C. Nothing leaves the machine.
+1. A fresh database (instance/demo.db), migrated; the demo's business rules (its prices and
+   coupon for the cancel flow's offers).
+2. The history: `recovery.devtools.history` plays about six months of a few hundred customers'
+   billing through the real service, on a frozen clock, against the in-repo Stripe fake.
+3. A demo admin account (demo@example.com) for the dashboard.
+4. Live: web + worker on the real clock (as `recovery run`), the fake's new events delivered to
+   the service's own `POST /webhooks/stripe` over loopback, signed; the demo-only pages
+   (RECOVERY_DEMO=1: /demo/outbox, the stand-in Checkout and hosted invoice page) switched on.
+
+`--stripe localstripe` runs the older demo against localstripe instead
+(recovery/devtools/demo_localstripe.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
-import signal
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-import stripe
+from sqlalchemy import func, select
 
-from recovery.config import Settings
-from recovery.devtools.localstripe import (
-    DEFAULT_SECRET_KEY,
-    LocalStripe,
-    authenticate_payment_intent,
-    register_webhook,
-    start_localstripe,
-)
+from recovery.adapters.clock import FrozenClock, SystemClock
+from recovery.config import ConfigError, Settings
+from recovery.devtools import population
+from recovery.devtools.demo_gateway import DemoStripeGateway, WebhookPump
+from recovery.devtools.demo_localstripe import DEMO_API_KEY, DEMO_WEBHOOK_SECRET
+from recovery.devtools.history import History, HistoryReport
 from recovery.migrate import upgrade
+from recovery.models import Customer, RecoveryCase, Subscription
 from recovery.runtime import Runtime
+from recovery.services import accounts
+from recovery.web.demo import DEMO_ENV
 
 log = logging.getLogger(__name__)
 
-DEMO_API_KEY = "demo-api-key"
-DEMO_WEBHOOK_SECRET = "whsec_demo_local"
-CARD_3DS_THEN_DECLINE = "4000008260003178"  # localstripe: authenticates, then declines
-FIRST_NAMES = ["Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Radia"]
-LAST_NAMES = ["Lovelace", "Hopper", "Turing", "Torvalds", "Hamilton", "Thompson", "Liskov"]
+DEMO_EMAIL = "demo@example.com"
+# Printed in the banner and the README: the demo listens on loopback only.
+DEMO_PASSWORD = "open-the-dashboard"
 
 
-@dataclass(frozen=True)
-class SeedReport:
-    customers: int
-    subscriptions: int
-    failed_renewals: int
-
-    def __str__(self) -> str:
-        return (
-            f"{self.customers} customers, {self.subscriptions} subscriptions, "
-            f"{self.failed_renewals} failed renewals"
-        )
-
-
-def seed(client: stripe.StripeClient, base_url: str, n_customers: int, seed: int = 7) -> SeedReport:
-    """Customers on monthly and annual plans; every fourth renewal fails like a real decline."""
-    rng = random.Random(seed)
-    product = client.v1.products.create({"name": "Acme Pro"})
-    plans = [
-        client.v1.plans.create(
-            {"product": product.id, "amount": amount, "currency": "usd", "interval": interval}
-        )
-        for amount, interval in ((1900, "month"), (4900, "month"), (19000, "year"))
-    ]
-    failed = 0
-    for i in range(n_customers):
-        name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
-        customer = client.v1.customers.create(
-            {"email": f"{name.lower().replace(' ', '.')}.{i}@example.com", "name": name}
-        )
-        good = client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
-        client.v1.customers.update(
-            customer.id, {"invoice_settings": {"default_payment_method": good.id}}
-        )
-        subscription = client.v1.subscriptions.create(
-            {"customer": customer.id, "items": [{"plan": rng.choice(plans).id}]}
-        )
-        if i % 4 != 3:
-            continue
-        bad = client.v1.payment_methods.create(
-            {
-                "type": "card",
-                "card": {
-                    "number": CARD_3DS_THEN_DECLINE,
-                    "exp_month": 12,
-                    "exp_year": 2034,
-                    "cvc": "123",
-                },
-            }
-        )
-        client.v1.payment_methods.attach(bad.id, {"customer": customer.id})
-        client.v1.customers.update(
-            customer.id, {"invoice_settings": {"default_payment_method": bad.id}}
-        )
-        invoice = client.v1.invoices.pay(
-            client.v1.invoices.create({"customer": customer.id, "subscription": subscription.id}).id
-        )
-        intent = client.v1.payment_intents.retrieve(invoice.to_dict()["payment_intent"])
-        authenticate_payment_intent(base_url, intent.id, intent.client_secret or "")
-        failed += 1
-    return SeedReport(n_customers, n_customers, failed)
-
-
-def run_demo(host: str, port: int, customers: int, exit_after_seed: bool) -> None:
-    instance = Path(os.environ.get("RECOVERY_INSTANCE_PATH") or "instance").resolve()
-    os.environ.setdefault("RECOVERY_DATABASE_URL", f"sqlite:///{instance / 'demo.db'}")
-    stripe_server: LocalStripe = start_localstripe()
+@contextmanager
+def _quiet(level: int = logging.WARNING) -> Iterator[None]:
+    """Hundreds of "kept in the outbox" lines would bury the banner while the history runs."""
+    root = logging.getLogger("recovery")
+    before = root.level
+    root.setLevel(level)
     try:
-        os.environ.update(
-            STRIPE_API_KEY=DEFAULT_SECRET_KEY,
-            STRIPE_API_BASE=stripe_server.base_url,
-            STRIPE_WEBHOOK_SECRETS=DEMO_WEBHOOK_SECRET,
-            RECOVERY_API_KEYS=os.environ.get("RECOVERY_API_KEYS") or DEMO_API_KEY,
-            RECOVERY_PUBLIC_URL=f"http://{host}:{port}",
-        )
-        settings = Settings.from_env()
-        upgrade(settings.database_url)
-        runtime = Runtime.build(settings)
-
-        from recovery.cli import serve
-
-        register_webhook(
-            stripe_server.base_url, f"http://{host}:{port}/webhooks/stripe", DEMO_WEBHOOK_SECRET
-        )
-        click.echo(f"local Stripe stand-in (localstripe) on {stripe_server.base_url}")
-        if customers:
-            client = stripe.StripeClient(
-                DEFAULT_SECRET_KEY,
-                base_addresses={"api": stripe_server.base_url},
-                max_network_retries=0,
-            )
-            # Seed while the server runs, so the webhooks it triggers are received.
-            import threading
-
-            def do_seed() -> None:
-                report = seed(client, stripe_server.base_url, customers)
-                click.echo(f"seeded {report}")
-                click.echo(banner(host, port))
-                if exit_after_seed:
-                    wait_for_quiet_inbox(runtime)
-                    os.kill(os.getpid(), signal.SIGTERM)
-
-            threading.Timer(0.5, do_seed).start()
-        else:
-            click.echo(banner(host, port))
-        serve(runtime, host, port, with_worker=True)
+        yield
     finally:
-        stripe_server.stop()
+        root.setLevel(before)
 
 
-def wait_for_quiet_inbox(runtime: Runtime, quiet_seconds: float = 3, limit: float = 60) -> int:
-    """Wait until localstripe's webhooks (sent about a second late) stop arriving."""
-    from sqlalchemy import func, select
-
-    from recovery.models import StripeEvent
-
-    last, last_change, started = -1, time.monotonic(), time.monotonic()
-    while time.monotonic() - started < limit:
-        with runtime.db.transaction() as session:
-            count = int(session.scalar(select(func.count()).select_from(StripeEvent)) or 0)
-        if count != last:
-            last, last_change = count, time.monotonic()
-        elif time.monotonic() - last_change >= quiet_seconds:
-            break
-        time.sleep(0.2)
-    return last
+def _fresh_sqlite(instance: Path) -> str:
+    """The demo's own database file, recreated on every run: the fake Stripe lives in memory,
+    so a database from an earlier run would describe objects that no longer exist."""
+    path = instance / "demo.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return f"sqlite:///{path}"
 
 
-def banner(host: str, port: int) -> str:
-    base = f"http://{host}:{port}"
+def _check_empty(runtime: Runtime) -> None:
+    with runtime.db.transaction() as session:
+        if session.scalar(select(func.count()).select_from(Customer)):
+            raise click.ClickException(
+                "RECOVERY_DATABASE_URL points at a database with customers in it; the demo "
+                "needs an empty one (or unset it to use instance/demo.db)"
+            )
+
+
+def prepare_environment(host: str, port: int) -> Settings:
+    instance = Path(os.environ.get("RECOVERY_INSTANCE_PATH") or "instance").resolve()
+    instance.mkdir(parents=True, exist_ok=True)
+    rules = instance / "demo-rules.toml"
+    rules.write_text(population.RULES_TOML, encoding="utf-8")
+    if not os.environ.get("RECOVERY_DATABASE_URL"):
+        os.environ["RECOVERY_DATABASE_URL"] = _fresh_sqlite(instance)
+    os.environ.pop("STRIPE_API_KEY", None)  # the fake, never a real account
+    os.environ.update(
+        RECOVERY_INSTANCE_PATH=str(instance),
+        RECOVERY_RULES=str(rules),
+        STRIPE_WEBHOOK_SECRETS=DEMO_WEBHOOK_SECRET,
+        RECOVERY_API_KEYS=os.environ.get("RECOVERY_API_KEYS") or DEMO_API_KEY,
+        RECOVERY_PUBLIC_URL=f"http://{host}:{port}",
+        **{DEMO_ENV: "1"},
+    )
+    settings = Settings.from_env()
+    if settings.is_production:
+        raise click.ClickException("the demo does not run with RECOVERY_ENV=production")
+    return settings
+
+
+def seed_history(
+    settings: Settings, gateway: DemoStripeGateway, clock: FrozenClock, customers: int, seed: int
+) -> HistoryReport:
+    runtime = Runtime.build(settings, clock=clock, gateway=gateway)
+    try:
+        _check_empty(runtime)
+        with _quiet():
+            history = History(
+                runtime, gateway, clock, customers=customers, seed=seed, end=clock.now()
+            )
+            return history.run()
+    finally:
+        runtime.db.dispose()
+
+
+def create_demo_user(runtime: Runtime) -> None:
+    with runtime.db.transaction() as session:
+        accounts.create_user(
+            session,
+            email=DEMO_EMAIL,
+            role="admin",
+            password=DEMO_PASSWORD,
+            now=runtime.clock.now(),
+        )
+
+
+def cancel_flow_subscription(runtime: Runtime) -> str | None:
+    """An active subscription without a case, to walk the cancel flow with."""
+    with runtime.db.transaction() as session:
+        in_case = select(RecoveryCase.subscription_id).where(
+            RecoveryCase.subscription_id.is_not(None)
+        )
+        return session.scalar(
+            select(Subscription.id)
+            .where(Subscription.status == "active")
+            .where(Subscription.cancel_at_period_end.is_(False))
+            .where(Subscription.pause_behavior.is_(None))
+            .where(Subscription.id.not_in(in_case))
+            .order_by(Subscription.id)
+            .limit(1)
+        )
+
+
+def banner(base: str, subscription_id: str | None, seconds: float) -> str:
+    cancel = f"{base}/demo/cancel/{subscription_id}" if subscription_id else "(none)"
     return "\n".join(
         [
             "",
-            f"  recovery is running at {base}",
-            f"  health:     {base}/healthz",
-            f"  a customer: curl -H 'Authorization: Bearer {DEMO_API_KEY}' "
-            f"{base}/api/v1/events?status=processed",
-            "  stop with Ctrl-C",
+            f"  recovery demo is running at {base}  (up in {seconds:.0f} s)",
+            f"  dashboard:    {base}/dashboard",
+            f"  sign in:      {DEMO_EMAIL} / {DEMO_PASSWORD}",
+            f"  outbox:       {base}/demo/outbox   (every email and SMS, with working links)",
+            f"  cancel flow:  {cancel}",
+            f"  API:          curl -H 'Authorization: Bearer {DEMO_API_KEY}' "
+            f"{base}/api/v1/cases?status=open",
+            "  stop with Ctrl-C (the next run starts a new history)",
             "",
         ]
     )
+
+
+def run_fake_demo(
+    host: str, port: int, customers: int, exit_after_seed: bool, seed: int = 7
+) -> None:
+    started = time.monotonic()
+    settings = prepare_environment(host, port)
+    try:
+        upgrade(settings.database_url)
+    except Exception as exc:
+        raise click.ClickException(f"could not migrate {settings.database_url}: {exc}") from exc
+    clock = FrozenClock(datetime.now(UTC))
+    gateway = DemoStripeGateway(clock=clock, pages_url=settings.public_url)
+    click.echo(f"playing {customers} customers' last six months through the service...")
+    report = seed_history(settings, gateway, clock, customers, seed)
+    click.echo(f"history: {report.summary()}")
+    if exit_after_seed:
+        return
+
+    gateway.clock = SystemClock()  # from now on, Stripe and the service live in real time
+    try:
+        runtime = Runtime.build(settings, gateway=gateway)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    create_demo_user(runtime)
+    pump = WebhookPump(
+        gateway,
+        f"{settings.public_url}/webhooks/stripe",
+        DEMO_WEBHOOK_SECRET,
+        start_at=len(gateway.events),
+    )
+    pump.start()
+    from recovery.cli import serve
+
+    # The worker ticks every second; its scheduler's INFO lines would bury the banner.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    subscription = cancel_flow_subscription(runtime)
+    click.echo(banner(settings.public_url, subscription, time.monotonic() - started))
+    try:
+        serve(runtime, host, port, with_worker=True)
+    finally:
+        pump.stop()
+
+
+def run_demo(
+    host: str, port: int, customers: int, exit_after_seed: bool, stripe: str = "fake", seed: int = 7
+) -> None:
+    if stripe == "localstripe":
+        from recovery.devtools.demo_localstripe import run_localstripe_demo
+
+        run_localstripe_demo(host, port, customers, exit_after_seed)
+    else:
+        run_fake_demo(host, port, customers, exit_after_seed, seed)

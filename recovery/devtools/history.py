@@ -53,6 +53,15 @@ DAILY_JOBS_HOUR = 6  # UTC
 # and 182 of them would double the seeding time.
 DAILY_JOBS_EVERY = 14
 FINAL_WINDOW = 60 * DAY  # every renewal's period event from here on reaches the service
+# Renewals failing in the last days are left to their reminders (the customer has not acted
+# yet), and these declines are added among them, so a few cases are open at the end.
+OPEN_AT_END_DAYS = 10
+OPEN_AT_END = (
+    "generic_decline",
+    "expired_card",
+    "insufficient_funds",
+    "authentication_required",
+)
 EXISTING_SHARE = 0.75  # customers who were subscribers before the history starts
 CANCEL_FLOW_PER_DAY = 0.0013  # about 4% of active subscribers open the cancel flow a month
 
@@ -189,6 +198,10 @@ class History:
         self._delivered = 0
         self._app: Flask | None = None
         self.bad_cards: dict[str, Decline] = {}  # cards that decline until healed
+        self.open_at_end = [
+            next(d for d in DECLINES if d.name == name)
+            for name in OPEN_AT_END * max(1, customers // 100)
+        ]
         self.quiet: set[str] = set()  # routine renewals' invoices and events (see `deliver`)
 
     # ---- plumbing ----------------------------------------------------------------------------
@@ -452,6 +465,9 @@ class History:
             decline = self.bad_cards[card["id"]]  # still bad: paid elsewhere, not replaced
         elif self.rng.random() < s.risk:
             decline = self.rng.choices(DECLINES, weights=[d.weight for d in DECLINES])[0]
+        elif self.open_at_end and self.now > self.end.timestamp() - OPEN_AT_END_DAYS * DAY:
+            # A few customers who have not acted yet: open cases with reminders still to come.
+            decline = self.open_at_end.pop()
         if decline is not None and card is not None:
             self.program_decline(invoice_id, card, decline)
         try:
@@ -464,6 +480,8 @@ class History:
         self.report.failed_renewals += 1
         self.report.declines[decline.name] = self.report.declines.get(decline.name, 0) + 1
         outcome = self.rng.choices(OUTCOMES, weights=decline.outcomes)[0]
+        if self.now > self.end.timestamp() - OPEN_AT_END_DAYS * DAY:
+            outcome = "none"  # whatever they will do, they have not done it yet
         self.report.outcomes[outcome] = self.report.outcomes.get(outcome, 0) + 1
         if outcome == "heal":
             low, high = decline.heal_days
