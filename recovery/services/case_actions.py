@@ -11,6 +11,7 @@ from typing import Any
 from recovery.adapters.stripe_gateway import (
     AuthenticationRequired,
     CardDeclined,
+    GatewayError,
     InvalidRequest,
     NotFound,
 )
@@ -70,6 +71,14 @@ def _settled(ctx: ActionContext, case: RecoveryCase, invoice: dict[str, Any]) ->
 def run_retry(ctx: ActionContext, action: Claimed) -> None:
     case = _case(ctx, action)
     attempt = int(action.payload["attempt"])
+    key = cases.stripe_key(action.dedupe_key, action.payload)
+    if (
+        case is not None
+        and case.status == CaseStatus.RECOVERED
+        and case.our_attempts < attempt
+        and _was_ours(ctx, case, action, attempt, key)
+    ):
+        return  # the webhook of our own payment closed the case before this re-run
     if case is None or case.status in TERMINAL or case.dunning_paused:
         return
     if case.our_attempts >= attempt:
@@ -81,11 +90,13 @@ def run_retry(ctx: ActionContext, action: Claimed) -> None:
     except NotFound:
         cases.mark_closed(ctx.session, case, CloseReason.DELETED, now)
         return
+    gateway = ctx.services["gateway"]
+    if so.invoice_state(invoice).status == "paid" and _was_ours(ctx, case, action, attempt, key):
+        return
     if _settled(ctx, case, invoice):
         return
     if rules.retry.retry_owner == "stripe":
         return
-    key = cases.stripe_key(action.dedupe_key, action.payload)
     next_attempt = so.invoice_state(invoice).next_payment_attempt
     if invoice.get("auto_advance") and next_attempt and next_attempt <= _now_ts(ctx) + 3600:
         cases.record(
@@ -97,7 +108,6 @@ def run_retry(ctx: ActionContext, action: Claimed) -> None:
             dedupe_key=f"{key}:skipped",
         )
         return
-    gateway = ctx.services["gateway"]
     try:
         paid = gateway.pay_invoice(case.invoice_id, idempotency_key=key)
     except AuthenticationRequired as exc:
@@ -124,6 +134,32 @@ def run_retry(ctx: ActionContext, action: Claimed) -> None:
         )
         _settled(ctx, case, _refresh_invoice(ctx, case))
         return
+    _succeeded(ctx, case, attempt, key, paid)
+
+
+def _was_ours(
+    ctx: ActionContext, case: RecoveryCase, action: Claimed, attempt: int, key: str
+) -> bool:
+    """The invoice is paid and this action ran before: an earlier run may have made the payment
+    and died before its commit. Stripe answers a reused idempotency key with the first result,
+    so ask it rather than credit our payment to someone else; True when it was ours (recorded).
+    https://docs.stripe.com/api/idempotent_requests"""
+    if action.attempts < 2:
+        return False
+    try:
+        replayed = ctx.services["gateway"].pay_invoice(case.invoice_id, idempotency_key=key)
+    except GatewayError:
+        return False  # not our payment
+    if replayed.get("status") != "paid":
+        return False
+    _succeeded(ctx, case, attempt, key, replayed)
+    return True
+
+
+def _succeeded(
+    ctx: ActionContext, case: RecoveryCase, attempt: int, key: str, paid: dict[str, Any]
+) -> None:
+    now = ctx.clock.now()
     case.our_attempts = attempt
     mirror.apply_invoice(ctx.session, so.invoice_state(paid), _now_ts(ctx))  # before webhooks
     cases.record(
