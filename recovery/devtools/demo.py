@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -141,6 +144,19 @@ def cancel_flow_subscription(runtime: Runtime) -> str | None:
         )
 
 
+def _wait_until_up(url: str, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answered
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
 def banner(base: str, subscription_id: str | None, seconds: float) -> str:
     cancel = f"{base}/demo/cancel/{subscription_id}" if subscription_id else "(none)"
     return "\n".join(
@@ -194,7 +210,12 @@ def run_fake_demo(
     # The worker ticks every second; its scheduler's INFO lines would bury the banner.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     subscription = cancel_flow_subscription(runtime)
-    click.echo(banner(settings.public_url, subscription, time.monotonic() - started))
+
+    def announce() -> None:  # once the server answers, not before: the banner is a promise
+        if _wait_until_up(f"{settings.public_url}/healthz"):
+            click.echo(banner(settings.public_url, subscription, time.monotonic() - started))
+
+    threading.Thread(target=announce, name="demo-banner", daemon=True).start()
     try:
         serve(runtime, host, port, with_worker=True)
     finally:
