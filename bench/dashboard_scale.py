@@ -398,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--category", default="soft")
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE every page")
     parser.add_argument("--keep", action="store_true", help="leave PostgreSQL running")
+    parser.add_argument(
+        "--reuse", metavar="URL", help="time a database a --keep run filled (migrated first)"
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args(argv)
 
@@ -415,30 +418,35 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     machine = machine_description()
     work = Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
-    server = start_postgres(work / "pg", "bench")
+    server = None if args.reuse else start_postgres(work / "pg", "bench")
+    url = args.reuse or (server.url if server else "")
     results: dict[str, Any] = {}
     try:
-        upgrade(server.url)
-        print(
-            f"== filling: {args.invoices} invoices, {args.cases} cases, {args.sessions} cancel "
-            f"sessions ({time.strftime('%H:%M:%S')})",
-            flush=True,
-        )
-        filled = fill(server.url, args.invoices, args.cases, args.sessions)
-        results["fill"] = filled
-        print(f"  rows: {json.dumps(filled['rows'])}", flush=True)
-        print(f"  seconds: {json.dumps(filled['seconds'])}", flush=True)
+        upgrade(url)
+        if server is not None:
+            print(
+                f"== filling: {args.invoices} invoices, {args.cases} cases, {args.sessions} "
+                f"cancel sessions ({time.strftime('%H:%M:%S')})",
+                flush=True,
+            )
+            filled = fill(url, args.invoices, args.cases, args.sessions)
+            results["fill"] = filled
+            print(f"  rows: {json.dumps(filled['rows'])}", flush=True)
+            print(f"  seconds: {json.dumps(filled['seconds'])}", flush=True)
+        else:
+            print(f"== reusing {url} as filled by an earlier --keep run", flush=True)
 
         clock = FrozenClock(NOW)
         settings = Settings(
-            database_url=server.url,
+            database_url=url,
             api_keys=(API_KEY,),
             instance_path=work / "instance",
             log_level="WARNING",
         )
         rt = Runtime.build(settings, clock=clock, gateway=FakeStripeGateway(clock=clock))
         app = create_app(runtime=rt)
-        add_user(rt, ADMIN, "admin")
+        if server is not None:  # a reused database has its admin already
+            add_user(rt, ADMIN, "admin")
         client = app.test_client()
         assert login(client, ADMIN).status_code == 302, "sign-in failed"
         log = StatementLog(rt.db.engine)
@@ -490,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
                     print("      " + plan.replace("\n", "\n      "))
         results["timings"] = timings
         rt.db.dispose()
-        pg = postgres_version(server.bin_dir)
+        pg = postgres_version(server.bin_dir if server else None)
         with rt.db.engine.connect() as conn:
             indexes = [
                 r[0]
@@ -503,12 +511,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             ]
     finally:
-        if args.keep:
+        if server is not None and args.keep:
             print(
                 f"\nPostgreSQL left running: {server.url} (stop: python -m "
                 f"tests.support.postgres stop {server.data_dir})"
             )
-        else:
+        elif server is not None:
             server.stop()
 
     print("\n== how these figures were made")

@@ -58,6 +58,9 @@ class PaymentMethod(Versioned, Base):
     wallet: Mapped[str | None] = mapped_column(String(40))
     created: Mapped[int | None]
 
+    # The overview's expiring cards: a (year, month) range scan (migration 0008).
+    __table_args__ = (Index("ix_payment_methods_expiry", "exp_year", "exp_month"),)
+
 
 class Subscription(Versioned, Base):
     __tablename__ = "subscriptions"

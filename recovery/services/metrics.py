@@ -78,7 +78,9 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    or_,
     select,
+    tuple_,
 )
 from sqlalchemy.orm import Session, aliased
 
@@ -545,6 +547,10 @@ def _month_index(when: datetime) -> int:
     return when.year * 12 + when.month - 1
 
 
+def _year_month(index: int) -> tuple[Any, Any]:
+    return literal(index // 12), literal(index % 12 + 1)
+
+
 def _default_card_id() -> ColumnElement[Any]:
     # The same order as services/expiry.default_card: what Stripe charges at renewal.
     return func.coalesce(
@@ -555,15 +561,28 @@ def _default_card_id() -> ColumnElement[Any]:
     )
 
 
-def _subscription_currency() -> ColumnElement[Any]:
-    # Some Stripe shapes (old API versions, localstripe) leave the subscription's currency out;
-    # its items' then, else usd - as the expiry tracker prices the renewal.
+def _in_currency(currency: str) -> ColumnElement[bool]:
+    """The subscription is priced in `currency`.
+
+    Some Stripe shapes (old API versions, localstripe) leave the subscription's currency out;
+    its items' then, else usd - as the expiry tracker prices the renewal. Written as
+    `currency = x OR (currency IS NULL AND ...)` rather than `coalesce(...) = x`: PostgreSQL
+    estimates the plain comparison from its statistics, while a coalesce over a subquery got a
+    fixed 0.5 % guess, so the planner joined the live subscriptions to the expiring cards by a
+    nested loop - 2 s at 250k subscriptions (bench/dashboard_scale.py).
+    """
     item_currency = (
         select(func.min(SubscriptionItem.currency))
         .where(SubscriptionItem.subscription_id == Subscription.id)
         .scalar_subquery()
     )
-    return func.coalesce(Subscription.currency, item_currency, literal(DEFAULT_CURRENCY))
+    return or_(
+        Subscription.currency == currency,
+        and_(
+            Subscription.currency.is_(None),
+            func.coalesce(item_currency, literal(DEFAULT_CURRENCY)) == currency,
+        ),
+    )
 
 
 def _expiring_cards(
@@ -578,17 +597,27 @@ def _expiring_cards(
     live = and_(
         Subscription.status.in_(expiry.LIVE),
         Subscription.cancel_at_period_end == false(),
-        _subscription_currency() == currency,
+        _in_currency(currency),
     )
+    # Months as (year, month) pairs, so ix_payment_methods_expiry finds the cards in range.
+    expiring = and_(
+        tuple_(PaymentMethod.exp_year, PaymentMethod.exp_month) >= tuple_(*_year_month(low)),
+        tuple_(PaymentMethod.exp_year, PaymentMethod.exp_month) <= tuple_(*_year_month(high60)),
+    )
+    # A default card is attached to its subscription's customer (Stripe refuses any other), so
+    # the join starts from the few cards that expire soon and finds their customers'
+    # subscriptions by index, instead of working out every live subscription's default card:
+    # 1 s -> a few ms at 250k subscriptions (bench/dashboard_scale.py).
     within = session.execute(
         select(
             func.count(distinct(case((month <= high30, PaymentMethod.id)))),
             func.count(distinct(PaymentMethod.id)),
         )
-        .select_from(Subscription)
+        .select_from(PaymentMethod)
+        .join(Subscription, Subscription.customer_id == PaymentMethod.customer_id)
         .outerjoin(Customer, Customer.id == Subscription.customer_id)
-        .join(PaymentMethod, PaymentMethod.id == _default_card_id())
-        .where(live, month >= low, month <= high60)
+        .where(PaymentMethod.id == _default_card_id())
+        .where(live, expiring)
     ).one()
 
     notices = (
@@ -629,7 +658,7 @@ def _expiring_cards(
         .outerjoin(Customer, Customer.id == Subscription.customer_id)
         .outerjoin(old, old.id == func.substr(notices.c.about, func.length(prefix) + 1))
         .outerjoin(new, new.id == _default_card_id())
-        .where(_subscription_currency() == currency)
+        .where(_in_currency(currency))
     ).all()
     replaced = sum(_replaced_in_time(*r) for r in rows)
     return ExpiringCards(int(within[0]), int(within[1]), len(rows), replaced)
