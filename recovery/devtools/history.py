@@ -189,6 +189,7 @@ class History:
         self.rng = random.Random(seed)
         self.n_customers = customers
         self.end = (end or datetime.now(UTC)).replace(microsecond=0)
+        self.days = days
         self.start = self.end - timedelta(days=days)
         self.worker = Worker(runtime, worker_id="demo-history")
         self.report = HistoryReport()
@@ -277,7 +278,7 @@ class History:
         # business does on its first start (README: `recovery sync`).
         sync_from_stripe(self.rt.db, self.fake, self.clock, progress=False, requests_per_second=1e9)
         for number in range(existing, self.n_customers):
-            ts = self.start.timestamp() + self.rng.uniform(1, HISTORY_DAYS - 3) * DAY
+            ts = self.start.timestamp() + self.rng.uniform(1, self.days - 3) * DAY
             self.at(ts, functools.partial(self.sign_up, number, existing=False))
         end = int(self.end.timestamp())
         next_daily = int(self.start.replace(hour=DAILY_JOBS_HOUR, minute=0, second=0).timestamp())
