@@ -7,19 +7,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from recovery.domain.stripe_objects import MAX_TIMESTAMP
 from recovery.models import (
     Customer,
     Invoice,
     InvoicePayment,
     PaymentAttempt,
     PaymentMethod,
+    RecoveryCase,
+    StripeEvent,
     Subscription,
 )
 from recovery.runtime import Runtime
 from recovery.services.inbox import receive_events
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, WEBHOOK_SECRET
 from tests.support import stripe_payloads as sp
 
 T0 = 1_763_000_000
@@ -265,3 +268,44 @@ def test_same_second_conflict_is_settled_by_asking_stripe(
     deliver(runtime, sp.event("customer.updated", first, T0 + 1))
     with runtime.db.transaction() as s:
         assert s.get(Customer, cus["id"]).email == "truth@example.com"  # type: ignore[union-attr]
+
+
+def test_large_amounts_and_far_timestamps_are_stored_exactly(runtime: Runtime) -> None:
+    """A VND invoice passes 2**31 minor units at about USD 85,000; a subscription may end
+    after 2038. Both must be stored as they are, on both engines."""
+    big = 5_000_000_000  # VND is zero-decimal: 5 billion dong
+    after_2038 = 2_300_000_000  # 2042-11-18
+    sub = sp.subscription("sub_big", "cus_big", period_start=T0, period_end=T0 + 2_592_000)
+    sub["cancel_at"] = after_2038
+    inv = sp.invoice("in_big", "cus_big", "sub_big", amount_due=big, currency="vnd")
+    deliver(
+        runtime,
+        sp.event("customer.subscription.created", sub, after_2038 - 10),
+        sp.event("invoice.payment_failed", inv, after_2038),
+    )
+    with runtime.db.transaction() as s:
+        invoice = s.get(Invoice, "in_big")
+        subscription = s.get(Subscription, "sub_big")
+        assert invoice is not None and subscription is not None
+        assert (invoice.amount_due, invoice.version_ts) == (big, after_2038)
+        assert subscription.cancel_at == datetime.fromtimestamp(after_2038, UTC)
+        assert s.scalar(select(func.max(StripeEvent.created))) == after_2038
+        case = s.scalars(select(RecoveryCase).where(RecoveryCase.invoice_id == "in_big")).one()
+        assert (case.amount_due, case.currency) == (big, "vnd")
+
+
+def test_a_timestamp_past_what_a_date_can_hold_is_refused_and_nothing_written(
+    runtime: Runtime, client: Any
+) -> None:
+    body = sp.body_of(sp.event("customer.created", sp.customer("cus_far"), MAX_TIMESTAMP + 1))
+    now = int(runtime.clock.now().timestamp())
+    header = sp.signature_header(body, WEBHOOK_SECRET, now)
+    response = client.post(
+        "/webhooks/stripe",
+        data=body,
+        headers={"Content-Type": "application/json", "Stripe-Signature": header},
+    )
+    assert response.status_code == 400
+    assert "created" in response.json["error"]["message"]
+    with runtime.db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(StripeEvent)) == 0

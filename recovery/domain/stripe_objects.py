@@ -41,21 +41,28 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-# The mirror keeps amounts, counts and timestamps in 32-bit integer columns (PostgreSQL
-# INTEGER): Stripe's largest charge (99,999,999 in minor units) fits, and so do timestamps until
-# 2038-01-19. A value outside is refused here, cleanly, rather than by the database.
+# The mirror keeps amounts and timestamps in 64-bit columns (an invoice in a zero-decimal
+# currency such as VND passes 2**31 minor units at about USD 85,000; a subscription may end after
+# 2038) and small counts (months, quantities, attempts) in 32-bit ones. A value outside is
+# refused here, cleanly, rather than by the database.
 MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime can hold
 
 
-def _bounded(value: Any, what: str) -> int | None:
+def _bounded(value: Any, what: str, limit: int = MAX_INT32) -> int | None:
     number = _int(value)
-    if number is not None and not -MAX_INT32 <= number <= MAX_INT32:
+    if number is not None and not -limit <= number <= limit:
         raise MappingError(f"{what} out of range: {number}")
     return number
 
 
+def _amount(value: Any, what: str) -> int | None:
+    return _bounded(value, what, MAX_INT64)
+
+
 def _time(value: Any) -> int | None:
-    ts = _bounded(value, "timestamp")
+    ts = _bounded(value, "timestamp", MAX_TIMESTAMP)
     if ts is not None and ts < 0:
         raise MappingError(f"timestamp out of range: {ts}")
     return ts
@@ -309,9 +316,9 @@ def _item_state(obj: Obj) -> ItemState | None:
     recurring = _obj(price.get("recurring"))
     # Prices keep the amount in unit_amount and the cadence in `recurring`; legacy plans keep
     # them at the top level as `amount`, `interval`, `interval_count`.
-    amount = _bounded(price.get("unit_amount"), "unit_amount")
+    amount = _amount(price.get("unit_amount"), "unit_amount")
     if amount is None:
-        amount = _bounded(price.get("amount"), "amount")
+        amount = _amount(price.get("amount"), "amount")
     interval = _str(recurring.get("interval") or price.get("interval"), 10)
     count = (
         _bounded(recurring.get("interval_count") or price.get("interval_count"), "interval_count")
@@ -403,9 +410,9 @@ def invoice_state(obj: Obj) -> InvoiceState:
             intents.append(pi)
     transitions = _obj(obj.get("status_transitions"))
     auto_advance = obj.get("auto_advance")
-    amount_due = _bounded(obj.get("amount_due"), "amount_due") or 0
-    amount_paid = _bounded(obj.get("amount_paid"), "amount_paid") or 0
-    remaining = _bounded(obj.get("amount_remaining"), "amount_remaining")
+    amount_due = _amount(obj.get("amount_due"), "amount_due") or 0
+    amount_paid = _amount(obj.get("amount_paid"), "amount_paid") or 0
+    remaining = _amount(obj.get("amount_remaining"), "amount_remaining")
     return InvoiceState(
         id=iid,
         customer_id=ref(obj.get("customer")),
@@ -452,7 +459,7 @@ def attempt_from_charge(obj: Obj, *, invoice_id: str | None = None) -> AttemptSt
         customer_id=ref(obj.get("customer")),
         payment_method_id=ref(obj.get("payment_method")) or ref(obj.get("source")),
         status=status,
-        amount=_bounded(obj.get("amount"), "amount") or 0,
+        amount=_amount(obj.get("amount"), "amount") or 0,
         currency=currency.lower() if currency else None,
         failure_code=_str(obj.get("failure_code"), 60),
         failure_message=_str(obj.get("failure_message"), 1000),
@@ -500,7 +507,7 @@ def attempt_from_payment_intent(obj: Obj) -> AttemptState | None:
         customer_id=ref(obj.get("customer")),
         payment_method_id=ref(pm) or ref(obj.get("payment_method")),
         status=outcome,
-        amount=_bounded(obj.get("amount"), "amount") or 0,
+        amount=_amount(obj.get("amount"), "amount") or 0,
         currency=currency.lower() if currency else None,
         failure_code=_str(error.get("code"), 60),
         failure_message=_str(error.get("message"), 1000),

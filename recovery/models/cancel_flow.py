@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Index, String, Text
+from sqlalchemy import BigInteger, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from recovery.db import Base
@@ -63,8 +63,8 @@ class CancelSession(Base):
     ends_at: Mapped[datetime | None]  # cancellation: access ends; pause: billing resumes
     # monthly revenue, minor units
     currency: Mapped[str] = mapped_column(String(3))
-    mrr_before: Mapped[int]
-    mrr_after: Mapped[int | None]
+    mrr_before: Mapped[int] = mapped_column(BigInteger)
+    mrr_after: Mapped[int | None] = mapped_column(BigInteger)
     stripe_status: Mapped[str] = mapped_column(String(20), default=StripeStatus.NONE)
     stripe_error: Mapped[str | None] = mapped_column(Text)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from recovery.db import Base
@@ -24,8 +24,8 @@ class RecoveryCase(Base):
     decline_code: Mapped[str | None] = mapped_column(String(60))
     card_brand: Mapped[str | None] = mapped_column(String(40))
     currency: Mapped[str] = mapped_column(String(3))
-    amount_due: Mapped[int]
-    amount_recovered: Mapped[int] = mapped_column(default=0)
+    amount_due: Mapped[int] = mapped_column(BigInteger)
+    amount_recovered: Mapped[int] = mapped_column(BigInteger, default=0)
     recovered_via: Mapped[str | None] = mapped_column(String(30))
     close_reason: Mapped[str | None] = mapped_column(String(40))
     opened_at: Mapped[datetime]

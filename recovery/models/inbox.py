@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Index, String, Text
+from sqlalchemy import BigInteger, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from recovery.db import Base
@@ -23,7 +23,8 @@ class StripeEvent(Base):
     id: Mapped[str] = mapped_column(String(255), primary_key=True)  # evt_...
     type: Mapped[str] = mapped_column(String(100))
     api_version: Mapped[str | None] = mapped_column(String(40))
-    created: Mapped[int]  # Stripe's unix timestamp: orders state changes of one object
+    # Stripe's unix timestamp: orders state changes of one object
+    created: Mapped[int] = mapped_column(BigInteger)
     livemode: Mapped[bool] = mapped_column(default=False)
     object_id: Mapped[str | None] = mapped_column(String(255), index=True)
     payload: Mapped[str] = mapped_column(Text)  # the raw JSON body, byte for byte as signed

@@ -11,14 +11,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from recovery.db import Base
 
 
 class Versioned:
-    version_ts: Mapped[int] = mapped_column(default=0)
+    version_ts: Mapped[int] = mapped_column(BigInteger, default=0)
     version_tiebreak: Mapped[str] = mapped_column(String(80), default="")
 
 
@@ -35,7 +35,7 @@ class Customer(Versioned, Base):
     default_source_id: Mapped[str | None] = mapped_column(String(255))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     deleted: Mapped[bool] = mapped_column(default=False)
-    created: Mapped[int | None]
+    created: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_customers_email", "email"),)
 
@@ -56,7 +56,7 @@ class PaymentMethod(Versioned, Base):
     fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
     country: Mapped[str | None] = mapped_column(String(2))
     wallet: Mapped[str | None] = mapped_column(String(40))
-    created: Mapped[int | None]
+    created: Mapped[int | None] = mapped_column(BigInteger)
 
     # The overview's expiring cards: a (year, month) range scan (migration 0008).
     __table_args__ = (Index("ix_payment_methods_expiry", "exp_year", "exp_month"),)
@@ -85,7 +85,7 @@ class Subscription(Versioned, Base):
     trial_end: Mapped[datetime | None]
     latest_invoice_id: Mapped[str | None] = mapped_column(String(255))
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
-    created: Mapped[int | None]
+    created: Mapped[int | None] = mapped_column(BigInteger)
 
     items: Mapped[list[SubscriptionItem]] = relationship(
         back_populates="subscription",
@@ -108,7 +108,7 @@ class SubscriptionItem(Base):
     )
     price_id: Mapped[str | None] = mapped_column(String(255))  # price_... or a legacy plan id
     product_id: Mapped[str | None] = mapped_column(String(255))
-    unit_amount: Mapped[int | None]
+    unit_amount: Mapped[int | None] = mapped_column(BigInteger)
     quantity: Mapped[int] = mapped_column(default=1)
     currency: Mapped[str | None] = mapped_column(String(3))
     interval: Mapped[str | None] = mapped_column(String(10))
@@ -127,9 +127,9 @@ class Invoice(Versioned, Base):
     subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
     status: Mapped[str | None] = mapped_column(String(20))
     currency: Mapped[str] = mapped_column(String(3))
-    amount_due: Mapped[int] = mapped_column(default=0)
-    amount_paid: Mapped[int] = mapped_column(default=0)
-    amount_remaining: Mapped[int] = mapped_column(default=0)
+    amount_due: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_paid: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_remaining: Mapped[int] = mapped_column(BigInteger, default=0)
     attempt_count: Mapped[int] = mapped_column(default=0)
     attempted: Mapped[bool] = mapped_column(default=False)
     next_payment_attempt: Mapped[datetime | None]
@@ -139,7 +139,7 @@ class Invoice(Versioned, Base):
     auto_advance: Mapped[bool | None]
     paid_at: Mapped[datetime | None]
     period_end: Mapped[datetime | None]
-    created: Mapped[int | None]
+    created: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_invoices_status", "status"),)
 
@@ -173,7 +173,7 @@ class PaymentAttempt(Versioned, Base):
     customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
     payment_method_id: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(20))  # succeeded | failed | pending
-    amount: Mapped[int] = mapped_column(default=0)
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)
     currency: Mapped[str | None] = mapped_column(String(3))
     failure_code: Mapped[str | None] = mapped_column(String(60))
     failure_message: Mapped[str | None] = mapped_column(Text)
@@ -188,4 +188,4 @@ class PaymentAttempt(Versioned, Base):
     card_last4: Mapped[str | None] = mapped_column(String(4))
     card_funding: Mapped[str | None] = mapped_column(String(20))
     card_fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
-    created: Mapped[int | None]
+    created: Mapped[int | None] = mapped_column(BigInteger)

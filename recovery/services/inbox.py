@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import Clock
 from recovery.db import Database, insert_or_ignore, update_by_key
+from recovery.domain.stripe_objects import MAX_TIMESTAMP
 from recovery.models import EventStatus, StripeEvent
 from recovery.services.processing import ProcessingContext, process_payload
 
@@ -62,7 +63,9 @@ def parse_event(body: bytes) -> tuple[ParsedEvent, dict[str, Any]]:
         raise InvalidEvent("event has no valid id")
     if not isinstance(evt_type, str) or not evt_type or len(evt_type) > 100:
         raise InvalidEvent("event has no valid type")
-    if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created < 2**31:
+    if not isinstance(created, int) or isinstance(created, bool):
+        raise InvalidEvent("event has no valid created timestamp")
+    if not 0 <= created <= MAX_TIMESTAMP:
         raise InvalidEvent("event has no valid created timestamp")
     obj = data.get("data", {}).get("object") if isinstance(data.get("data"), dict) else None
     if not isinstance(obj, dict):
