@@ -180,6 +180,7 @@ def run_fake_demo(
 ) -> None:
     started = time.monotonic()
     settings = prepare_environment(host, port)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a fresh database: every migration
     try:
         upgrade(settings.database_url)
     except Exception as exc:
