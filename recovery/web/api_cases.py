@@ -21,6 +21,8 @@ from recovery.web import runtime
 from recovery.web.api import _int_arg, _iso, bp, with_json
 from recovery.web.errors import ApiError
 
+MAX_ID = 2**31 - 1  # the ids' column type (as in dashboard/guards.py)
+
 
 def case_summary(case: RecoveryCase) -> dict[str, Any]:
     return {
@@ -100,6 +102,8 @@ def _messages(session: Any, case: RecoveryCase) -> list[dict[str, Any]]:
 @bp.get("/cases/<int:case_id>")
 @with_json
 def get_case(case_id: int) -> dict[str, Any]:
+    if case_id > MAX_ID:  # beyond the id column's range: no such case, not a database error
+        raise ApiError(404, "not_found", f"no case {case_id}")
     with runtime().db.reading() as session:
         case = session.get(RecoveryCase, case_id)
         if case is None:

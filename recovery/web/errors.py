@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
-from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError, PendingRollbackError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,13 @@ def init_app(app: Flask) -> None:
         status = exc.code or 500
         code = (exc.name or "error").lower().replace(" ", "_")
         return error_response(status, code, exc.description or exc.name)
+
+    @app.errorhandler(DataError)
+    def bad_value(exc: DataError) -> tuple[Response, int]:
+        # The database cannot hold a value we were sent (PostgreSQL: NUL in text, an integer out
+        # of range): the caller's mistake, and no retry can fix it - never "database down".
+        log.info("value refused by the database: %s", exc.__class__.__name__)
+        return error_response(400, "invalid_parameter", "a parameter has a value not allowed")
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(DBAPIError)
