@@ -59,6 +59,7 @@ def create_app(
         demo,
         errors,
         health,
+        openapi,
         twilio_webhooks,
         webhooks,
     )
@@ -74,6 +75,7 @@ def create_app(
     cancel_flow.init_app(app)  # checks the cancel-flow rules and settings at start-up
     app.register_blueprint(cancel_flow.bp)
     app.register_blueprint(cancel_api.bp)
+    app.register_blueprint(openapi.bp)  # GET /api/v1/openapi.json
     card_update.init_app(app)  # /update/<token>, with its rate limits
     dashboard.init_app(app)  # /login, /dashboard...; after card_update, whose limiter it shares
     demo.init_app(app)  # /demo/... only with RECOVERY_DEMO=1 (`recovery demo`); never in production

@@ -1,0 +1,346 @@
+"""GET /api/v1/openapi.json: an OpenAPI 3.1 description of the JSON API, written by hand.
+
+Public (no API key), like the API's documentation would be: it names routes and shapes, never
+data. Kept next to the routes it describes; tests/drills/test_openapi.py checks that every
+/api/v1 route is in it and runs schemathesis against the app with it (no 500, conforming
+answers), so a route or field added without describing it fails CI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from recovery.domain.cases import CaseStatus
+from recovery.models import EventStatus
+from recovery.services.cancel_records import OUTCOME_FILTERS
+
+bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
+
+JSON = "application/json"
+STR = {"type": "string"}
+INT = {"type": "integer"}
+BOOL = {"type": "boolean"}
+TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _opt(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` or null."""
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {**schema, "type": [kind, "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _obj(required: dict[str, Any], extra: bool = True) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": list(required),
+        "properties": required,
+        "additionalProperties": extra,
+    }
+
+
+def _page(item: str) -> dict[str, Any]:
+    return _obj({"data": {"type": "array", "items": {"$ref": item}}, "has_more": BOOL})
+
+
+def _ok(schema: dict[str, Any], description: str, status: str = "200") -> dict[str, Any]:
+    return {status: {"description": description, "content": {JSON: {"schema": schema}}}}
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    texts = {
+        "400": "invalid parameter",
+        "401": "missing or unknown API key",
+        "404": "no such object",
+        "409": "conflicts with the object's state",
+        "503": "the database is unavailable; retry",
+    }
+    err = {"$ref": "#/components/responses/Error"}
+    return {s: {**err, "description": texts.get(s, "error")} for s in ("401", *statuses, "503")}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size (100)")
+
+CASE = _obj(
+    {
+        "id": INT,
+        "status": {"enum": [s.value for s in CaseStatus]},
+        "awaiting": _opt(STR),
+        "invoice": STR,
+        "customer": _opt(STR),
+        "subscription": _opt(STR),
+        "currency": STR,
+        "amount_due": INT,
+        "amount_recovered": _opt(INT),
+        "recovered_via": _opt(STR),
+        "close_reason": _opt(STR),
+        "decline": {"type": "object"},
+        "opened_at": TIME,
+        "closed_at": TIME,
+        "our_attempts": INT,
+        "next_step": _obj({"at": TIME, "reason": _opt(STR)}),
+    }
+)
+CASE_DETAIL = {
+    "allOf": [
+        {"$ref": "#/components/schemas/Case"},
+        _obj(
+            {
+                "hosted_invoice_url": _opt(STR),
+                "invoice_status": _opt(STR),
+                "timeline": {"type": "array", "items": {"type": "object"}},
+                "attempts": {"type": "array", "items": {"type": "object"}},
+                "messages": {"type": "array", "items": {"type": "object"}},
+                "scheduled": {"type": "array", "items": {"type": "object"}},
+            }
+        ),
+    ]
+}
+EVENT = _obj(
+    {
+        "id": STR,
+        "type": STR,
+        "created": INT,
+        "object_id": _opt(STR),
+        "status": {"enum": [s.value for s in EventStatus]},
+        "attempts": INT,
+        "received_at": TIME,
+        "processed_at": TIME,
+        "next_attempt_at": TIME,
+        "last_error": _opt(STR),
+    }
+)
+CUSTOMER = _obj(
+    {
+        "id": STR,
+        "email": _opt(STR),
+        "name": _opt(STR),
+        "phone": _opt(STR),
+        "preferred_locales": _opt({"type": "array", "items": STR}),
+        "address_country": _opt(STR),
+        "deleted": BOOL,
+        "default_payment_method": _opt(STR),
+        "cards": {"type": "array", "items": {"type": "object"}},
+        "subscriptions": {"type": "array", "items": {"type": "object"}},
+        "invoices": {"type": "array", "items": {"type": "object"}},
+        "payment_attempts": {"type": "array", "items": {"type": "object"}},
+    }
+)
+CANCEL_SESSION = _obj(
+    {
+        "id": STR,
+        "customer": STR,
+        "subscription": STR,
+        "source": STR,
+        "variant": _opt(STR),
+        "locale": _opt(STR),
+        "display_locale": _opt(STR),
+        "metadata": {"type": "object", "additionalProperties": STR},
+        "created_at": TIME,
+        "expires_at": TIME,
+        "steps": {"type": "object"},
+        "reason": _opt(STR),
+        "reason_text": _opt(STR),
+        "offer_shown": _opt({"type": "object"}),
+        "outcome": _opt(STR),
+        "cancel_at_period_end": _opt(BOOL),
+        "ends_at": TIME,
+        "stripe": {"type": "object"},
+        "monthly_revenue": {},
+        "messages": {"type": "array", "items": {"type": "object"}},
+    }
+)
+NEW_CANCEL_SESSION = {
+    "type": "object",
+    "required": ["customer", "subscription", "return_url"],
+    "additionalProperties": False,
+    "properties": {
+        "customer": {"type": "string", "pattern": "^cus_[A-Za-z0-9_]{1,250}$"},
+        "subscription": {"type": "string", "pattern": "^sub_[A-Za-z0-9_]{1,250}$"},
+        "return_url": {"type": "string", "format": "uri"},
+        "locale": {"type": "string", "examples": ["de", "pt-BR"]},
+        "metadata": {"type": "object", "maxProperties": 20, "additionalProperties": STR},
+    },
+}
+METRICS = {"type": "object", "description": "the dashboard overview's numbers for the period"}
+ERROR = _obj({"error": _obj({"code": STR, "message": STR}, extra=False)}, extra=False)
+
+
+def document() -> dict[str, Any]:
+    since = _query("since", STR, "ISO 8601 time with a zone (cancel sessions: or unix seconds)")
+    after = _query("starting_after", STR, "the last id of the previous page")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "recovery JSON API",
+            "version": "1",
+            "description": "Failed-payment recovery and cancel flow. Amounts in minor units.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": _ok({"type": "object"}, "the OpenAPI description"),
+                }
+            },
+            "/api/v1/events": {
+                "get": {
+                    "summary": "Received Stripe events, newest first",
+                    "parameters": [
+                        _query("status", {"enum": [s.value for s in EventStatus]}, "filter"),
+                        LIMIT,
+                        after,
+                    ],
+                    "responses": {
+                        **_ok(_page("#/components/schemas/Event"), "a page of events"),
+                        **_errors("400"),
+                    },
+                }
+            },
+            "/api/v1/customers/{customer_id}": {
+                "get": {
+                    "summary": "A customer as mirrored from Stripe: cards, subscriptions, ...",
+                    "parameters": [
+                        {"name": "customer_id", "in": "path", "required": True, "schema": STR}
+                    ],
+                    "responses": {
+                        **_ok({"$ref": "#/components/schemas/Customer"}, "the customer"),
+                        **_errors("404"),
+                    },
+                }
+            },
+            "/api/v1/cases": {
+                "get": {
+                    "summary": "Recovery cases, newest first",
+                    "parameters": [
+                        _query("status", {"enum": [s.value for s in CaseStatus]}, "filter"),
+                        since,
+                        _query("customer", STR, "a Stripe customer id"),
+                        LIMIT,
+                        after,
+                    ],
+                    "responses": {
+                        **_ok(_page("#/components/schemas/Case"), "a page of cases"),
+                        **_errors("400"),
+                    },
+                }
+            },
+            "/api/v1/cases/{case_id}": {
+                "get": {
+                    "summary": "One case with its timeline, attempts, messages and plan",
+                    "parameters": [
+                        {
+                            "name": "case_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 0},
+                        }
+                    ],
+                    "responses": {
+                        **_ok({"$ref": "#/components/schemas/CaseDetail"}, "the case"),
+                        **_errors("404"),
+                    },
+                }
+            },
+            "/api/v1/cancel-sessions": {
+                "post": {
+                    "summary": "Start a hosted cancel flow; redirect the subscriber to `url`",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            JSON: {"schema": {"$ref": "#/components/schemas/NewCancelSession"}}
+                        },
+                    },
+                    "responses": {
+                        **_ok(
+                            _obj({"id": STR, "url": STR, "expires_at": TIME}),
+                            "the session",
+                            "201",
+                        ),
+                        **_errors("400", "404", "409"),
+                    },
+                },
+                "get": {
+                    "summary": "Cancel sessions, newest first",
+                    "parameters": [
+                        since,
+                        _query("outcome", {"enum": sorted(OUTCOME_FILTERS)}, "filter"),
+                        LIMIT,
+                        after,
+                    ],
+                    "responses": {
+                        **_ok(_page("#/components/schemas/CancelSession"), "a page"),
+                        **_errors("400"),
+                    },
+                },
+            },
+            "/api/v1/cancel-sessions/{session_id}": {
+                "get": {
+                    "summary": "One cancel session",
+                    "parameters": [
+                        {"name": "session_id", "in": "path", "required": True, "schema": STR}
+                    ],
+                    "responses": {
+                        **_ok({"$ref": "#/components/schemas/CancelSession"}, "the session"),
+                        **_errors("404"),
+                    },
+                }
+            },
+            "/api/v1/metrics": {
+                "get": {
+                    "summary": "The overview's numbers for calendar days (UTC) in one currency",
+                    "parameters": [
+                        _query("from", {"type": "string", "format": "date"}, "first day"),
+                        _query("to", {"type": "string", "format": "date"}, "last day (today)"),
+                        _query("currency", STR, "ISO 4217, lower case (the most used one)"),
+                    ],
+                    "responses": {**_ok(METRICS, "the numbers"), **_errors("400")},
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an API key from RECOVERY_API_KEYS",
+                }
+            },
+            "responses": {
+                "Error": {
+                    "description": "an error",
+                    "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+                }
+            },
+            "schemas": {
+                "Case": CASE,
+                "CaseDetail": CASE_DETAIL,
+                "Event": EVENT,
+                "Customer": CUSTOMER,
+                "CancelSession": CANCEL_SESSION,
+                "NewCancelSession": NEW_CANCEL_SESSION,
+                "Error": ERROR,
+            },
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    return jsonify(document())
