@@ -24,7 +24,7 @@ Email over SMTP is at-least-once by design (recovery/services/outbox.py): a kill
 server's 250 and before our commit re-sends the message with the same Message-ID, so a
 receiver can drop the copy. The drill counts such copies and holds them to the SMTP kills.
 
-Sizes: RECOVERY_DRILL_CUSTOMERS (default 40) and RECOVERY_DRILL_KILLS (default 10) in CI;
+Sizes: RECOVERY_DRILL_CUSTOMERS (default 24) and RECOVERY_DRILL_KILLS (default 8) in CI;
 the issue's size is RECOVERY_DRILL_CUSTOMERS=1000 RECOVERY_DRILL_KILLS=50. Figures go to
 artifacts/crash_drill_<engine>.txt.
 """
@@ -68,8 +68,8 @@ from tests.support.messaging import build_runtime
 from tests.support.scenario import Story
 
 ROOT = Path(__file__).resolve().parents[2]
-N_CUSTOMERS = int(os.environ.get("RECOVERY_DRILL_CUSTOMERS", "40"))
-N_KILLS = int(os.environ.get("RECOVERY_DRILL_KILLS", "10"))
+N_CUSTOMERS = int(os.environ.get("RECOVERY_DRILL_CUSTOMERS", "24"))
+N_KILLS = int(os.environ.get("RECOVERY_DRILL_KILLS", "8"))
 SEED = 20_261_102
 # Where a kill lands, when the step offers it (the statement kind always does).
 KILL_WEIGHTS = {"statement": 0.45, "stripe": 0.3, "smtp": 0.15, "twilio": 0.1}

@@ -121,7 +121,8 @@ class GatewayServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+            protocol_version = "HTTP/1.1"  # keep-alive: one connection per worker process
+            disable_nagle_algorithm = True  # headers and body go out at once: no 40 ms stalls
 
             def log_message(self, *args: Any) -> None:
                 pass
