@@ -152,7 +152,7 @@ def _run_month(seeded: Seeded, name: str, plan: dict[int, tuple[str, int]] | Non
     with (
         GatewayServer(fake, killer) as stripe,
         killing_smtp_sink(killer) as sink,
-        killing_twilio_fake(killer) as twilio,
+        killing_twilio_fake(killer, clock) as twilio,
     ):
         config = WorkerConfig(url, str(seeded.tmp), stripe.url, sink.url, twilio.url, seeded.now)
         proc = WorkerProcess(config, killer)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from recovery.adapters import stripe_gateway
+from recovery.adapters.clock import Clock
 from recovery.adapters.stripe_fake import FakeStripeGateway
 from tests.support import twilio_fake as tf
 from tests.support.smtp_sink import SmtpSink
@@ -209,14 +211,17 @@ def killing_smtp_sink(killer: Killer) -> Iterator[KillingSmtpSink]:
 
 
 @contextlib.contextmanager
-def killing_twilio_fake(killer: Killer) -> Iterator[tf.TwilioFake]:
-    """The Twilio fake; a created message counts as an effect before the answer is written."""
+def killing_twilio_fake(killer: Killer, clock: Clock) -> Iterator[tf.TwilioFake]:
+    """The Twilio fake; a created message counts as an effect before the answer is written.
+    Messages are dated by the simulated clock, as Twilio dates them by the real one: the
+    worker's "did Twilio already take this text?" look-up compares those dates."""
     fake = tf.TwilioFake()
     base = tf._handler(fake)
 
     class Handler(base):  # type: ignore[valid-type,misc]
         def _reply(self, status: int, body: dict[str, Any]) -> None:
             if status == 201:
+                body["date_created"] = format_datetime(clock.now())  # the stored message too
                 killer.effect("twilio")
             with contextlib.suppress(OSError):
                 super()._reply(status, body)
