@@ -192,6 +192,29 @@ def test_authentication_required_waits_for_the_customer_with_the_hosted_link(
     assert [a for a in story.pending(case.id) if a.kind == "case.retry"] == []
 
 
+def test_a_retry_that_needs_3d_secure_is_not_charged_again_without_the_customer(
+    story: Story,
+) -> None:
+    """Charging off-session again only asks for 3D Secure again: after our retry needed it,
+    weeks of Stripe's events and daily jobs must not plan another charge on that card."""
+    b = story.customer()
+    story.deliver()
+    story.stripe_charges(b.invoice, decline_code="generic_decline")
+    story.run_due()
+    story.fake.require_authentication(b.invoice, times=30)
+    assert story.advance_to_next_due(kind_prefix="case.retry")
+    for _ in range(20):  # reminders, daily jobs, whatever else comes due in the weeks after
+        if not story.advance_to_next_due(limit=timedelta(days=10)):
+            break
+    case = story.case(b.invoice)
+    assert case.our_attempts == 1
+    assert (case.status, case.awaiting) in {
+        ("awaiting_customer", "authentication"),
+        ("lost", None),
+    }
+    assert len(pay_requests(story, b.invoice)) == 2  # Stripe's renewal charge and our one retry
+
+
 def test_customer_paying_on_the_hosted_page_closes_the_case_at_once(story: Story) -> None:
     b = story.customer()
     story.deliver()

@@ -183,6 +183,9 @@ _STRIPE_NEW_CARD = {
 }
 _STRIPE_CUSTOMER = {
     "authentication_required": "the bank requires the customer to authenticate (3D Secure)",
+    # What Stripe answers an off-session /pay whose PaymentIntent needs 3D Secure: charging
+    # again without the customer only asks again.
+    "invoice_payment_intent_requires_action": "the bank asks the customer to confirm (3D Secure)",
     "call_issuer": "the customer must call their bank",
     "transaction_not_allowed": "the bank does not allow this payment; the customer must call it",
     "not_permitted": "the payment is not permitted; the customer must call their bank",

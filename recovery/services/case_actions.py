@@ -18,7 +18,7 @@ from recovery.adapters.stripe_gateway import (
 from recovery.config import Rules
 from recovery.domain import stripe_objects as so
 from recovery.domain.cases import TERMINAL, CaseStatus, CloseReason, RecoveredVia
-from recovery.models import RecoveryCase
+from recovery.models import PaymentMethod, RecoveryCase
 from recovery.services import cases, mirror
 from recovery.services.due_actions import ActionContext, Claimed, register_action
 
@@ -187,6 +187,11 @@ def _record_attempt(
 ) -> None:
     """Keep the decline details now: the webhooks with them may arrive later, or never."""
     attempt_id = exc.charge_id or f"{exc.payment_intent_id or case.invoice_id}:{attempt}"
+    # The card as we know it: without its fingerprint the policy could not count this attempt
+    # against the card's limit (an intent that needs 3D Secure has no charge to tell it later).
+    card = ctx.session.get(PaymentMethod, exc.payment_method_id) if exc.payment_method_id else None
+    if card is None:
+        card = cases.current_card(ctx.session, case)
     state = so.AttemptState(
         id=attempt_id,
         payment_intent_id=exc.payment_intent_id,
@@ -205,10 +210,10 @@ def _record_attempt(
         advice_code=exc.advice_code,
         network_advice_code=exc.network_advice_code,
         network_decline_code=exc.network_decline_code,
-        card_brand=so.normalize_brand(exc.card_brand),
-        card_last4=None,
-        card_funding=None,
-        card_fingerprint=None,
+        card_brand=so.normalize_brand(exc.card_brand or (card.brand if card else None)),
+        card_last4=card.last4 if card else None,
+        card_funding=card.funding if card else None,
+        card_fingerprint=card.fingerprint if card else None,
         created=_now_ts(ctx),
     )
     mirror.apply_attempt(ctx.session, state, _now_ts(ctx))

@@ -226,7 +226,7 @@ def _to_attempt(row: PaymentAttempt, ours: set[str], on_invoice: bool) -> Attemp
     )
 
 
-def _current_card(session: Session, case: RecoveryCase) -> PaymentMethod | None:
+def current_card(session: Session, case: RecoveryCase) -> PaymentMethod | None:
     """The card Stripe will charge: the subscription's default, else the customer's."""
     sub = session.get(Subscription, case.subscription_id) if case.subscription_id else None
     customer = session.get(Customer, case.customer_id) if case.customer_id else None
@@ -258,7 +258,7 @@ def retry_context(
     ours = _our_charge_ids(session, case)
     failed = sorted((r for r in rows if r.status == "failed"), key=lambda r: r.created or 0)
     last_failed = failed[-1] if failed else None
-    pm = _current_card(session, case)
+    pm = current_card(session, case)
     card = None
     if pm is not None:
         card = CardInfo(brand=pm.brand, funding=_funding(pm.funding), fingerprint=pm.fingerprint)

@@ -186,7 +186,7 @@ def _write(
         locale=locale,
         amount=case.amount_due,
         currency=case.currency,
-        card=cases._current_card(session, case),
+        card=cases.current_card(session, case),
         link=link,
         deadline=_deadline(case, rules),
     )

@@ -51,6 +51,7 @@ PROPERTY = settings(max_examples=300, derandomize=True, deadline=None)
         ("invalid_expiry_year", NEW_CARD, False),
         ("incorrect_zip", NEW_CARD, False),
         ("authentication_required", CUSTOMER, False),
+        ("invoice_payment_intent_requires_action", CUSTOMER, False),
         ("call_issuer", CUSTOMER, False),
         ("transaction_not_allowed", CUSTOMER, False),
         ("not_permitted", CUSTOMER, False),
