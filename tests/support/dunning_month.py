@@ -87,10 +87,9 @@ def seed_population(story: Story, n: int, seed: int) -> list[str]:
             story.fake.require_authentication(billing.invoice)
         else:
             story.fake.fail_next_payment(billing.invoice, fate.decline_code)
-        # Our retries decline, never ask for 3-D Secure again: a case that keeps meeting
-        # requires_action is retried off-session every day past the attempt cap (reported
-        # with the drill), which no honest comparison can hold still.
-        if fate.declined_retries:
+        if fate.declined_retries and fate.decline_code == "authentication_required":
+            story.fake.require_authentication(billing.invoice, times=fate.declined_retries)
+        elif fate.declined_retries:
             story.fake.fail_next_payment(
                 billing.invoice, "insufficient_funds", times=fate.declined_retries
             )
@@ -149,9 +148,11 @@ def _aware(at: datetime) -> datetime:
 
 
 # Timeline entries that log how a result was reached rather than what happened: a webhook that
-# beats the worker's commit (as after a kill) re-evaluates once more, or corrects a guessed
-# attribution. The case's state, attempts and messages are compared in full.
-BOOKKEEPING = ("decision", "attribution")
+# beats the worker's commit (as after a kill) re-evaluates once more, corrects a guessed
+# attribution, or puts the case into "awaiting authentication" first (so the worker's re-run
+# finds it there and logs nothing new). The case's state (awaiting included), attempts and
+# messages are compared in full.
+BOOKKEEPING = ("decision", "attribution", "awaiting_customer")
 
 
 def case_outcomes(rt: Runtime) -> dict[str, tuple[Any, ...]]:
@@ -175,6 +176,7 @@ def case_outcomes(rt: Runtime) -> dict[str, tuple[Any, ...]]:
         return {
             c.invoice_id: (
                 str(c.status),
+                str(c.awaiting),
                 str(c.close_reason),
                 str(c.recovered_via),
                 c.amount_recovered,
