@@ -156,16 +156,17 @@ def _run_month(seeded: Seeded, name: str, plan: dict[int, tuple[str, int]] | Non
     ):
         config = WorkerConfig(url, str(seeded.tmp), stripe.url, sink.url, twilio.url, seeded.now)
         proc = WorkerProcess(config, killer)
-        armed: tuple[str, int] | None = None
+        # Kills waiting for their moment, in order: one that did not come up in its step (the
+        # run differs from the reference after a kill) lands in the next, ahead of later ones.
+        queue: collections.deque[tuple[str, int]] = collections.deque()
 
         def step(now: datetime) -> None:
-            nonlocal armed
             index = len(run.steps)
             if plan is not None and index in plan:
-                armed = plan[index]
+                queue.append(plan[index])
             kill_at = 0
-            if armed is not None:
-                kind, at = armed
+            if queue:
+                kind, at = queue[0]
                 if kind == "statement":
                     kill_at = at
                 else:
@@ -173,9 +174,11 @@ def _run_month(seeded: Seeded, name: str, plan: dict[int, tuple[str, int]] | Non
             before = len(killer.kills)
             result = proc.step(now, kill_at)
             if len(killer.kills) > before:
-                armed, killer.kind = None, None
-            elif armed is not None:  # it did not come up in this step: the next chance
-                armed = (armed[0], 1 if armed[0] != "statement" else rng.randint(1, 30))
+                queue.popleft()
+                killer.kind = None
+            elif queue:  # it did not come up in this step: at a statement of the next one
+                queue[0] = ("statement", rng.randint(1, 30))
+                killer.kind = None
             statements, ran = 0, 0
             if result is not None:
                 ran, statements = result
