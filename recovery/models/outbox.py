@@ -25,7 +25,7 @@ class OutboxMessage(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     # What the message is about: `case:<id>` for a recovery case, `expiry:<sub>:<card>` for an
     # expiring-card notice. case_id is set for case messages.
-    about: Mapped[str] = mapped_column(String(255), index=True)
+    about: Mapped[str] = mapped_column(String(255))
     case_id: Mapped[int | None] = mapped_column(index=True)
     customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
     channel: Mapped[str] = mapped_column(String(10))  # email | sms
@@ -51,6 +51,8 @@ class OutboxMessage(Base):
     __table_args__ = (
         UniqueConstraint("customer_id", "cap_day", name="uq_outbox_messages_customer_day"),
         Index("ix_outbox_messages_status_send_after", "status", "send_after"),
+        # See DueAction's subject index: a subject's pending messages, found without a scan.
+        Index("ix_outbox_messages_about_status", "about", "status"),
     )
 
 

@@ -42,7 +42,9 @@ class DueAction(Base):
         # The claim query: pending rows by due time, and running rows by lease expiry.
         Index("ix_due_actions_claim", "status", "due_at"),
         Index("ix_due_actions_lease", "status", "lease_expires_at"),
-        Index("ix_due_actions_subject", "subject"),
+        # Subject and status together: "this case's pending actions" is asked on every event,
+        # and SQLite (no statistics) otherwise walks every pending action by the status index.
+        Index("ix_due_actions_subject_status", "subject", "status"),
     )
 
 
