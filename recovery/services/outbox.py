@@ -16,7 +16,8 @@ Delivery guarantee, when a worker dies after the provider accepted a message but
   Twilio creates the message resource before it answers the POST, so a message it accepted is
   always found; one it never received is not, and is sent.
 Permanent failures (hard bounce, invalid number, opted out) mark the message failed at once;
-transient ones are retried with the due actions' backoff, then failed after MAX_ATTEMPTS.
+transient ones are retried with the due actions' backoff (1 min doubling to 6 h), then failed
+after MAX_ATTEMPTS - about two days, so an SMTP or Twilio outage of a day loses nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from recovery.services.due_actions import ActionContext, Claimed
 log = logging.getLogger(__name__)
 
 SEND_KIND = "outbox.send"
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 16  # 1+2+...+256 min, then 6 h apart: the 16th try ~50 h after the first
 LOCAL_PROVIDER = "local-outbox"
 CONFIRMATION = "confirmation"  # the step of messages that go out whatever the case's state
 
