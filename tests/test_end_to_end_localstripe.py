@@ -29,12 +29,10 @@ from tests.conftest import make_settings
 from tests.support.localstripe_server import (
     DEFAULT_SECRET_KEY,
     LocalStripe,
-    authenticate_payment_intent,
+    fail_renewal,
     register_webhook,
     start_localstripe,
 )
-
-CARD_3DS_THEN_DECLINE = "4000008260003178"
 
 
 @pytest.fixture(scope="module")
@@ -124,29 +122,8 @@ def test_failed_renewal_reaches_the_mirror(localstripe: LocalStripe, served: Ser
     subscription = client.v1.subscriptions.create(
         {"customer": customer.id, "items": [{"plan": plan.id}]}
     )
-    bad = client.v1.payment_methods.create(
-        {
-            "type": "card",
-            "card": {
-                "number": CARD_3DS_THEN_DECLINE,
-                "exp_month": 12,
-                "exp_year": 2034,
-                "cvc": "123",
-            },
-        }
-    )
-    client.v1.payment_methods.attach(bad.id, {"customer": customer.id})
-    client.v1.customers.update(
-        customer.id, {"invoice_settings": {"default_payment_method": bad.id}}
-    )
-    invoice = client.v1.invoices.pay(
-        client.v1.invoices.create({"customer": customer.id, "subscription": subscription.id}).id
-    )
-    intent = client.v1.payment_intents.retrieve(invoice.to_dict()["payment_intent"])
-    assert (
-        authenticate_payment_intent(localstripe.base_url, intent.id, intent.client_secret or "")
-        == 402
-    )
+    invoice, status = fail_renewal(client, localstripe.base_url, customer.id, subscription.id)
+    assert status == 402
 
     rt = served.runtime
 
@@ -203,26 +180,7 @@ def test_failed_renewal_is_recovered_by_our_retry_after_a_card_switch(
     subscription = client.v1.subscriptions.create(
         {"customer": customer.id, "items": [{"plan": plan.id}]}
     )
-    bad = client.v1.payment_methods.create(
-        {
-            "type": "card",
-            "card": {
-                "number": CARD_3DS_THEN_DECLINE,
-                "exp_month": 12,
-                "exp_year": 2034,
-                "cvc": "123",
-            },
-        }
-    )
-    client.v1.payment_methods.attach(bad.id, {"customer": customer.id})
-    client.v1.customers.update(
-        customer.id, {"invoice_settings": {"default_payment_method": bad.id}}
-    )
-    invoice = client.v1.invoices.pay(
-        client.v1.invoices.create({"customer": customer.id, "subscription": subscription.id}).id
-    )
-    intent = client.v1.payment_intents.retrieve(invoice.to_dict()["payment_intent"])
-    authenticate_payment_intent(localstripe.base_url, intent.id, intent.client_secret or "")
+    invoice, _ = fail_renewal(client, localstripe.base_url, customer.id, subscription.id)
 
     rt = served.runtime
 

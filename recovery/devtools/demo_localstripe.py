@@ -25,7 +25,7 @@ from recovery.config import Settings
 from recovery.devtools.localstripe import (
     DEFAULT_SECRET_KEY,
     LocalStripe,
-    authenticate_payment_intent,
+    fail_renewal,
     register_webhook,
     start_localstripe,
 )
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 DEMO_API_KEY = "demo-api-key"
 DEMO_WEBHOOK_SECRET = "whsec_demo_local"
-CARD_3DS_THEN_DECLINE = "4000008260003178"  # localstripe: authenticates, then declines
 FIRST_NAMES = ["Ada", "Grace", "Alan", "Linus", "Margaret", "Ken", "Barbara", "Dennis", "Radia"]
 LAST_NAMES = ["Lovelace", "Hopper", "Turing", "Torvalds", "Hamilton", "Thompson", "Liskov"]
 
@@ -79,26 +78,7 @@ def seed(client: stripe.StripeClient, base_url: str, n_customers: int, seed: int
         )
         if i % 4 != 3:
             continue
-        bad = client.v1.payment_methods.create(
-            {
-                "type": "card",
-                "card": {
-                    "number": CARD_3DS_THEN_DECLINE,
-                    "exp_month": 12,
-                    "exp_year": 2034,
-                    "cvc": "123",
-                },
-            }
-        )
-        client.v1.payment_methods.attach(bad.id, {"customer": customer.id})
-        client.v1.customers.update(
-            customer.id, {"invoice_settings": {"default_payment_method": bad.id}}
-        )
-        invoice = client.v1.invoices.pay(
-            client.v1.invoices.create({"customer": customer.id, "subscription": subscription.id}).id
-        )
-        intent = client.v1.payment_intents.retrieve(invoice.to_dict()["payment_intent"])
-        authenticate_payment_intent(base_url, intent.id, intent.client_secret or "")
+        fail_renewal(client, base_url, customer.id, subscription.id)
         failed += 1
     return SeedReport(n_customers, n_customers, failed)
 

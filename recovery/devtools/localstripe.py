@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import stripe
+
 DEFAULT_SECRET_KEY = "sk_test_recovery"
 PUBLISHABLE_KEY = "pk_test_recovery"  # `_authenticate` and friends accept a `pk_` key in the form
 
@@ -211,6 +213,38 @@ def authenticate_payment_intent(
         error.read()
         return int(error.code)
     return 200
+
+
+CARD_3DS_THEN_DECLINE = "4000008260003178"  # localstripe: authenticates, then declines
+
+
+def fail_renewal(
+    client: stripe.StripeClient, base_url: str, customer_id: str, subscription_id: str
+) -> tuple[stripe.Invoice, int]:
+    """The failed-renewal recipe (TESTING.md): the customer's default card becomes one that
+    authenticates and is then declined, and a renewal invoice is paid with it. Returns the
+    invoice and the status of the 3-D Secure step (402: declined, as Stripe's webhooks say)."""
+    bad = client.v1.payment_methods.create(
+        {
+            "type": "card",
+            "card": {
+                "number": CARD_3DS_THEN_DECLINE,
+                "exp_month": 12,
+                "exp_year": 2034,
+                "cvc": "123",
+            },
+        }
+    )
+    client.v1.payment_methods.attach(bad.id, {"customer": customer_id})
+    client.v1.customers.update(
+        customer_id, {"invoice_settings": {"default_payment_method": bad.id}}
+    )
+    invoice = client.v1.invoices.pay(
+        client.v1.invoices.create({"customer": customer_id, "subscription": subscription_id}).id
+    )
+    intent = client.v1.payment_intents.retrieve(invoice.to_dict()["payment_intent"])
+    status = authenticate_payment_intent(base_url, intent.id, intent.client_secret or "")
+    return invoice, status
 
 
 def wipe(base_url: str) -> None:
