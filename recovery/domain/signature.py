@@ -69,7 +69,11 @@ def verify(
         expected = sign(body, secret, timestamp)
         # compare against every v1 without stopping early, so timing reveals nothing
         for candidate in signatures:
-            matched |= hmac.compare_digest(expected, candidate)
+            # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, i.e.
+            # a 500, for a forged header), and a hex digest never matches one anyway.
+            matched |= hmac.compare_digest(
+                expected.encode(), candidate.encode("utf-8", "surrogatepass")
+            )
     if not matched:
         raise SignatureError("no v1 signature matches the body for any configured secret")
     if tolerance > 0 and timestamp < now - tolerance:

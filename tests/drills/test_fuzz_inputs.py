@@ -316,6 +316,7 @@ headers = st.one_of(
 @example(body=b"{}", header="t=\u00b2,v1=00", secrets=["whsec_x"], now=1e9)  # Latin-1 digit
 @example(body=b"{}", header="t=1" + "0" * 5000, secrets=["whsec_x"], now=1e9)
 @example(body=b"{}", header="t=,v1=", secrets=[""], now=1e9)
+@example(body=b"{}", header="t=1000000000,v1=\u00e9", secrets=["whsec_x"], now=1e9)  # non-ASCII
 def test_verify_raises_only_signature_error(
     body: bytes, header: str | None, secrets: list[str], now: float
 ) -> None:
