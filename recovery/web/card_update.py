@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
@@ -43,6 +44,16 @@ class Refused(Exception):
     def __init__(self, kind: str, status: int) -> None:
         super().__init__(kind)
         self.kind, self.status = kind, status
+
+
+def _open_link(
+    session: Any, token: str, now: datetime, *, returning: bool = False
+) -> CardUpdateLink:
+    """The link behind `token`, or the friendly refusal page (404/410) raised."""
+    link = links.resolve(session, token, now, returning=returning)
+    if isinstance(link, links.Refusal):
+        raise Refused(link.value, link.status)
+    return link
 
 
 def runtime() -> Runtime:
@@ -81,9 +92,7 @@ def _link_key() -> str:
 def show(token: str) -> Response:
     rt = runtime()
     with rt.db.transaction() as session:
-        link = links.resolve(session, token, rt.clock.now())
-        if isinstance(link, links.Refusal):
-            raise Refused(link.value, link.status)
+        link = _open_link(session, token, rt.clock.now())
         _speak(session, link)
         links.record_open(session, link, rt.clock.now())
         summary = links.summary(session, link)
@@ -94,9 +103,7 @@ def show(token: str) -> Response:
 def start_checkout(token: str) -> Any:
     rt = runtime()
     with rt.db.transaction() as session:
-        link = links.resolve(session, token, rt.clock.now())
-        if isinstance(link, links.Refusal):
-            raise Refused(link.value, link.status)
+        link = _open_link(session, token, rt.clock.now())
         case = session.get(RecoveryCase, link.case_id) if link.case_id is not None else None
         link_id, customer_id, round_ = link.id, link.customer_id, link.checkout_round
         metadata = {
@@ -137,9 +144,7 @@ def done(token: str) -> Response:
     if not session_id.startswith("cs_") or len(session_id) > 255:
         raise Refused("unknown", 404)
     with rt.db.transaction() as session:
-        link = links.resolve(session, token, rt.clock.now(), returning=True)
-        if isinstance(link, links.Refusal):
-            raise Refused(link.value, link.status)
+        link = _open_link(session, token, rt.clock.now(), returning=True)
         link_id, customer_id = link.id, link.customer_id
         _speak(session, link)
     try:
@@ -175,9 +180,7 @@ def anything_else(anything: str) -> Response:
 def _back_to_the_page(token: str) -> Response:
     rt = runtime()
     with rt.db.transaction() as session:
-        link = links.resolve(session, token, rt.clock.now())
-        if isinstance(link, links.Refusal):
-            raise Refused(link.value, link.status)
+        link = _open_link(session, token, rt.clock.now())
         _speak(session, link)
         summary = links.summary(session, link)
     return _page("update.html", summary=summary, token=token, unfinished=True)
