@@ -368,7 +368,7 @@ def deep_cursor(
     engine: Engine, status: str, category: str, page: int, size: int
 ) -> tuple[Any, int]:
     """The keyset cursor that opens page `page` (or the last full page) of the filtered list."""
-    from recovery.services import case_list
+    from recovery.services.reporting import case_list
 
     with engine.connect() as conn:
         total = conn.execute(
@@ -405,13 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from bench.stack import machine_description, package_versions, postgres_version
-    from recovery import create_app
     from recovery.adapters.clock import FrozenClock
     from recovery.adapters.stripe_fake import FakeStripeGateway
+    from recovery.app import create_app
     from recovery.config import Settings
     from recovery.migrate import upgrade
-    from recovery.runtime import Runtime
-    from recovery.services import case_list
+    from recovery.services.registry import build_runtime
+    from recovery.services.reporting import case_list
     from tests.support.dashboard import ADMIN, add_user, login
     from tests.support.postgres import start_postgres
 
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             instance_path=work / "instance",
             log_level="WARNING",
         )
-        rt = Runtime.build(settings, clock=clock, gateway=FakeStripeGateway(clock=clock))
+        rt = build_runtime(settings, clock=clock, gateway=FakeStripeGateway(clock=clock))
         app = create_app(runtime=rt)
         if server is not None:  # a reused database has its admin already
             add_user(rt, ADMIN, "admin")

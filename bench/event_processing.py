@@ -35,8 +35,8 @@ from recovery.adapters.clock import FrozenClock  # noqa: E402
 from recovery.adapters.stripe_fake import FakeStripeGateway  # noqa: E402
 from recovery.db import Base  # noqa: E402
 from recovery.migrate import upgrade  # noqa: E402
-from recovery.runtime import Runtime  # noqa: E402
-from recovery.services import inbox  # noqa: E402
+from recovery.services.events import inbox  # noqa: E402
+from recovery.services.registry import build_runtime  # noqa: E402
 from tests.conftest import START, make_settings  # noqa: E402
 from tests.support import stripe_payloads as sp  # noqa: E402
 from tests.support.lifecycle import deliveries, generate_lifecycle  # noqa: E402
@@ -58,7 +58,7 @@ def _run(url: str, tmp: Path, bodies: Sequence[bytes], process: bool) -> tuple[f
     """(wall s, CPU s, SQL statements) for one replay into an emptied database."""
     _empty(url)
     clock = FrozenClock(START)
-    rt = Runtime.build(make_settings(url, tmp), clock=clock, gateway=FakeStripeGateway(clock=clock))
+    rt = build_runtime(make_settings(url, tmp), clock=clock, gateway=FakeStripeGateway(clock=clock))
     statements = [0]
 
     @event.listens_for(rt.db.engine, "before_cursor_execute")

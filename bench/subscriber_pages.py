@@ -144,12 +144,12 @@ def prepare(env: dict[str, str], n: int) -> tuple[list[str], list[str]]:
     from recovery.adapters.stripe_fake import FakeStripeGateway
     from recovery.config import Settings
     from recovery.models import Customer, Invoice, PaymentMethod, RecoveryCase
-    from recovery.runtime import Runtime
-    from recovery.services.cancel_flow import StartRequest, session_url, start_session
-    from recovery.services.card_update_links import link_for_case
+    from recovery.services.cancel.flow import StartRequest, session_url, start_session
+    from recovery.services.card_update.links import link_for_case
+    from recovery.services.registry import build_runtime
 
     gateway = FakeStripeGateway()
-    rt = Runtime.build(Settings.from_env(env), gateway=gateway)
+    rt = build_runtime(Settings.from_env(env), gateway=gateway)
     now = rt.clock.now()
     ts = int(now.timestamp())
     updates, cancels = [], []

@@ -6,15 +6,15 @@ open cases in the database.
                                                 [--memory-cases 1000 100000] [--memory-actions 1000]
 
 What runs is the real code: `due_actions.claim` (FOR UPDATE SKIP LOCKED) and
-`due_actions.run_claimed` with the handlers `recovery.features.register_all` wires:
-- `case.retry` (recovery/services/case_actions.py): re-read the invoice from Stripe, mirror it,
+`due_actions.run_claimed` with the handlers of `recovery.services.registry`:
+- `case.retry` (recovery/services/cases/actions.py): re-read the invoice from Stripe, mirror it,
   `Invoice.pay` with the idempotency key `case:<id>:attempt:1`, then on success close the case
   as recovered (cancelling what is pending for it), on a decline record the attempt and ask the
   retry policy for the next retry (scheduled days ahead, so not run here). Stripe is the in-repo
   FakeStripeGateway; 60 % of the charges decline (insufficient_funds), 40 % succeed.
-- `outbox.send` (recovery/services/outbox.py): a reminder email of another open case, rendered
-  and handed over SMTP to a local aiosmtpd sink in its own process (a new SMTP connection per
-  message, as SmtpMailer does).
+- `outbox.send` (recovery/services/messaging/outbox.py): a reminder email of another open case,
+  rendered and handed over SMTP to a local aiosmtpd sink in its own process (a new SMTP
+  connection per message, as SmtpMailer does).
 
 The database is filled with plain INSERT ... SELECT generate_series (customers, cards, open
 invoices with one failed charge each, open cases, outbox rows, due actions, all due now), and
@@ -56,8 +56,8 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from recovery.adapters.stripe.protocol import StripeDict  # noqa: E402
 from recovery.adapters.stripe_fake import FakeStripeGateway  # noqa: E402
-from recovery.adapters.stripe_gateway import StripeDict  # noqa: E402
 from recovery.db import Base  # noqa: E402
 
 DECLINE_SHARE = 0.6  # of our retries; the rest succeed (recovered)
@@ -143,14 +143,13 @@ class BenchGateway(FakeStripeGateway):
 def worker_main(args: argparse.Namespace) -> int:
     from recovery.adapters.clock import SystemClock
     from recovery.config import Settings
-    from recovery.runtime import Runtime
-    from recovery.services import due_actions
+    from recovery.services.registry import build_runtime
+    from recovery.services.work import due_actions
 
     gateway = BenchGateway(Path(args.keylog))
     settings = Settings(database_url=args.url, smtp_url=args.smtp_url)
-    runtime = Runtime.build(settings, clock=SystemClock(), gateway=gateway)
+    runtime = build_runtime(settings, clock=SystemClock(), gateway=gateway)
     db, clock = runtime.db, runtime.clock
-    services = runtime.services
     rss_ready = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kinds: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
@@ -165,7 +164,7 @@ def worker_main(args: argparse.Namespace) -> int:
         if not first:
             first = time.time()
         for action in batch:
-            outcomes[due_actions.run_claimed(db, action, args.worker_id, clock, services)] += 1
+            outcomes[due_actions.run_claimed(runtime, action, args.worker_id)] += 1
             kinds[action.kind] += 1
         last = time.time()
     gateway.close()

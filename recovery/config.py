@@ -1,4 +1,4 @@
-"""Settings from the environment and business rules from TOML.
+"""Settings from the environment (the business rules from TOML are `recovery.rules`).
 
 Everything has a default that runs on one machine with nothing set. Production mode
 (RECOVERY_ENV=production) refuses to start on the defaults that are unsafe there.
@@ -7,17 +7,12 @@ Everything has a default that runs on one machine with nothing set. Production m
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from recovery.domain.retry_policy import RetryRules
 
 DEV_SECRET_KEY = "dev-insecure-secret-key"
 DEV_WEBHOOK_SECRET = "whsec_dev_local"
-DEFAULT_RULES_PATH = Path(__file__).with_name("rules.default.toml")
 
 
 class ConfigError(RuntimeError):
@@ -129,75 +124,3 @@ class Settings:
                     "refusing to start in production with unsafe settings:\n  - "
                     + "\n  - ".join(problems)
                 )
-
-
-# ---- business rules ----------------------------------------------------------------------------
-
-
-class RulesError(ConfigError):
-    """The rules file is invalid; the message names the key."""
-
-
-def _merge(base: dict[str, Any], override: Mapping[str, Any], path: str = "") -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        where = f"{path}.{key}" if path else key
-        if key not in base:
-            raise RulesError(f"unknown key in rules file: {where}")
-        if isinstance(base[key], dict):
-            if not isinstance(value, Mapping):
-                raise RulesError(f"{where} must be a table")
-            merged[key] = _merge(base[key], value, where)
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_rules_data(path: Path | None) -> dict[str, Any]:
-    """The default rules, with the business's file (if any) laid over them key by key."""
-    with DEFAULT_RULES_PATH.open("rb") as fh:
-        data = tomllib.load(fh)
-    if path is None:
-        return data
-    try:
-        with path.open("rb") as fh:
-            override = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise RulesError(f"RECOVERY_RULES points at {path}, which does not exist") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RulesError(f"{path} is not valid TOML (UTF-8): {exc}") from exc
-    return _merge(data, override)
-
-
-@dataclass(frozen=True)
-class BusinessRules:
-    name: str
-    sender_name: str
-    sender_email: str
-    reply_to: str
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> BusinessRules:
-        values = {}
-        for key in ("name", "sender_name", "sender_email", "reply_to"):
-            value = data.get(key)
-            if not isinstance(value, str) or not value.strip():
-                raise RulesError(f"business.{key} must be a non-empty string")
-            values[key] = value
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class Rules:
-    business: BusinessRules
-    retry: RetryRules
-    data: Mapping[str, Any]
-
-    @classmethod
-    def load(cls, path: Path | None) -> Rules:
-        data = load_rules_data(path)
-        try:
-            retry = RetryRules.from_mapping(data.get("retry", {}))
-        except ValueError as exc:
-            raise RulesError(str(exc)) from exc
-        return cls(business=BusinessRules.from_mapping(data["business"]), retry=retry, data=data)

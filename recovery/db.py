@@ -172,9 +172,7 @@ def _insert_or_ignore_statement(dialect: str, model: Any, conflict: tuple[str, .
     table = model.__table__
     pk = next(iter(table.primary_key.columns))
     return (
-        insert_fn(table)
-        .on_conflict_do_nothing(index_elements=list(conflict) or None)
-        .returning(pk)
+        insert_fn(table).on_conflict_do_nothing(index_elements=list(conflict) or None).returning(pk)
     )
 
 

@@ -1,5 +1,6 @@
 """Languages for everything a subscriber reads: web pages (Flask-Babel) and messages rendered
-outside a request, e.g. by the worker (`render_message`).
+outside a request, e.g. by the worker (`render_message`). The web pages' side (Flask-Babel, the
+request's locale) is `recovery.web.i18n`.
 
 One set of gettext catalogs serves both: `recovery/translations/<locale>/LC_MESSAGES/messages.po`
 (extracted with `recovery/translations/babel.cfg`). The `.po` files are the source; the `.mo`
@@ -28,11 +29,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import flask_babel
 import jinja2
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
@@ -40,7 +40,6 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_percent
 from babel.support import Translations
-from flask import Flask, g, has_request_context, request
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +134,7 @@ class MissingTranslations:
 MISSING = MissingTranslations()
 
 
-class _Recorder(gettext.NullTranslations):
+class Recorder(gettext.NullTranslations):
     """The last fallback of a catalog: records the miss and answers in English."""
 
     def __init__(self, locale: str, missing: MissingTranslations) -> None:
@@ -156,7 +155,7 @@ def translations(locale: str) -> Translations:
     """The catalog for a shipped locale, read from `catalog_dir()`, with a recording fallback."""
     loaded = Translations.load(str(catalog_dir()), [locale], DOMAIN)
     result = loaded if isinstance(loaded, Translations) else Translations()
-    result.add_fallback(_Recorder(locale, MISSING))
+    result.add_fallback(Recorder(locale, MISSING))
     return result
 
 
@@ -216,7 +215,7 @@ def format_share(percent: float, locale: str) -> str:
     return format_percent(Decimal(str(percent)) / 100, locale=locale)
 
 
-def _filters(locale_of: Callable[[], str]) -> dict[str, Callable[..., str]]:
+def filters(locale_of: Callable[[], str]) -> dict[str, Callable[..., str]]:
     return {
         "money": lambda amount, currency: format_money(int(amount), str(currency), locale_of()),
         "day": lambda when: format_day(when, locale_of()),
@@ -245,7 +244,7 @@ def text_environment(locale: str) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
-    env.filters.update(_filters(lambda: locale))
+    env.filters.update(filters(lambda: locale))
     env.globals["locale"] = locale
     return env
 
@@ -259,74 +258,3 @@ def render_message(template: str, locale: str, **context: Any) -> Message:
     if not head.startswith("Subject: "):
         raise ValueError(f"{template} must start with a 'Subject: ' line and a blank line")
     return Message(subject=head.removeprefix("Subject: ").strip(), body=body.strip() + "\n")
-
-
-# ---- Flask --------------------------------------------------------------------------------------
-
-
-class _CheckedDomain(flask_babel.Domain):  # type: ignore[misc]
-    """Flask-Babel's domain with the recording fallback added to each catalog it loads."""
-
-    def __init__(self, missing: MissingTranslations) -> None:
-        super().__init__(domain=DOMAIN)
-        self.missing = missing
-
-    def get_translations(self) -> Any:
-        locale = str(flask_babel.get_locale() or DEFAULT_LOCALE)
-        fresh = (locale, DOMAIN) not in self.cache
-        result = super().get_translations()
-        if fresh and isinstance(result, Translations):
-            result.add_fallback(_Recorder(locale, self.missing))
-        return result
-
-
-class _Babel(flask_babel.Babel):  # type: ignore[misc]
-    def __init__(self, missing: MissingTranslations) -> None:
-        super().__init__()
-        self.missing = missing
-
-    @cached_property
-    def domain_instance(self) -> _CheckedDomain:
-        return _CheckedDomain(self.missing)
-
-
-@dataclass
-class I18nState:
-    missing: MissingTranslations = field(default_factory=MissingTranslations)
-
-
-def _select_locale() -> str:
-    explicit = g.get("recovery_locale")
-    if explicit:
-        return str(explicit)
-    accepted = [tag for tag, _q in request.accept_languages] if has_request_context() else []
-    return negotiate(accepted) or DEFAULT_LOCALE
-
-
-def current_locale() -> str:
-    return str(flask_babel.get_locale() or DEFAULT_LOCALE)
-
-
-def use_locale(locale: str) -> None:
-    """Speak `locale` for the rest of this request (a shipped locale, see `negotiate`)."""
-    g.recovery_locale = locale
-    flask_babel.refresh()
-
-
-def accepted_languages() -> list[str]:
-    return [tag for tag, _q in request.accept_languages] if has_request_context() else []
-
-
-def init_app(app: Flask) -> None:
-    app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(catalog_dir())
-    app.config["BABEL_DEFAULT_LOCALE"] = DEFAULT_LOCALE
-    state = I18nState()
-    app.extensions["recovery_i18n"] = state
-    _Babel(state.missing).init_app(app, locale_selector=_select_locale)
-    app.jinja_env.filters.update(_filters(current_locale))
-    app.jinja_env.globals["html_lang"] = lambda: html_lang(current_locale())
-
-
-def missing(app: Flask) -> set[tuple[str, str]]:
-    state: I18nState = app.extensions["recovery_i18n"]
-    return set(state.missing.seen)

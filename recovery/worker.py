@@ -21,22 +21,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from sqlalchemy import select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from recovery.models import JobRun, WorkerHeartbeat
-from recovery.runtime import Runtime
-from recovery.services import due_actions, inbox
+from recovery.runtime import DailyJob, Runtime
+from recovery.services.events import inbox
+from recovery.services.work import due_actions
 
 log = logging.getLogger(__name__)
 
-DailyJob = Callable[[Runtime, Session], None]
-# Filled by features: name -> job(runtime, session). Run once per UTC day, cluster-wide.
-DAILY_JOBS: dict[str, DailyJob] = {}
 _SQLITE_SINGLETON = threading.Lock()
-
-
-def register_daily_job(name: str, job: DailyJob) -> None:
-    DAILY_JOBS[name] = job
 
 
 class Worker:
@@ -62,7 +55,7 @@ class Worker:
         db, clock = self.runtime.db, self.runtime.clock
         batch = due_actions.claim(db, self.worker_id, clock.now(), self.batch_size, self.lease)
         for action in batch:
-            due_actions.run_claimed(db, action, self.worker_id, clock, self.runtime.services)
+            due_actions.run_claimed(self.runtime, action, self.worker_id)
         return len(batch)
 
     def redrive_events(self) -> int:
@@ -94,7 +87,8 @@ class Worker:
     def run_daily_jobs(self) -> list[str]:
         """Run each daily job unless some worker already ran it today. Returns those run here."""
         period = self.runtime.clock.now().date().isoformat()
-        return [name for name, job in DAILY_JOBS.items() if self.run_singleton(name, period, job)]
+        jobs = self.runtime.handlers.daily_jobs.items()
+        return [name for name, job in jobs if self.run_singleton(name, period, job)]
 
     def run_singleton(self, name: str, period: str, job: DailyJob) -> bool:
         db = self.runtime.db

@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from recovery import create_app
 from recovery.adapters.clock import FrozenClock
+from recovery.app import create_app
 from recovery.config import Settings
 from recovery.db import Base
 from recovery.migrate import upgrade
 from recovery.runtime import Runtime
+from recovery.services.registry import build_runtime
 
 IN_CI = bool(os.environ.get("CI"))
 WEBHOOK_SECRET = "whsec_test_secret"
@@ -120,7 +121,7 @@ def fake_gateway(clock: FrozenClock) -> Any:
 def runtime(
     database_url: str, tmp_path: Path, clock: FrozenClock, fake_gateway: Any
 ) -> Iterator[Runtime]:
-    rt = Runtime.build(make_settings(database_url, tmp_path), clock=clock, gateway=fake_gateway)
+    rt = build_runtime(make_settings(database_url, tmp_path), clock=clock, gateway=fake_gateway)
     yield rt
     rt.db.dispose()
 

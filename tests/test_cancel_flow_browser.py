@@ -17,6 +17,7 @@ import pytest
 from recovery import i18n
 from recovery.adapters.clock import FrozenClock
 from recovery.models import OfferAcceptance
+from recovery.web import i18n as web_i18n
 from tests.conftest import API_KEY, START
 from tests.support.browser import PHONE, Served, chromium, contrast, shot
 from tests.support.cancel_flow import Flow, make_flow, session_row
@@ -256,4 +257,4 @@ def test_every_page_in_every_locale_renders_fully_translated(
             shot(tab, f"{locale}-{name}", folder="cancel_flow/locales")
     finally:
         context.close()
-    assert i18n.missing(site.flow.app) == set()
+    assert web_i18n.missing(site.flow.app) == set()

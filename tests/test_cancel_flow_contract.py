@@ -22,7 +22,7 @@ from recovery.domain.offers import (
     SubscriptionFacts,
 )
 from recovery.models import CancelSession
-from recovery.services.cancel_decisions import SAVED_BY, apply_in_stripe, idempotency_key
+from recovery.services.cancel.decisions import SAVED_BY, apply_in_stripe, idempotency_key
 from tests.test_stripe_gateway import (
     ENDPOINTS,
     ScriptedStripe,

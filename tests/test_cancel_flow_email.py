@@ -30,7 +30,7 @@ def _flow(
     database_url: str, tmp_path: Path, clock: FrozenClock, gateway: Any, sink: SmtpSink, **kw: Any
 ) -> Flow:
     made = make_flow(database_url, tmp_path, clock, gateway, **kw)
-    made.runtime.extras["mailer"] = SmtpMailer(parse_smtp_url(sink.url))
+    made.runtime.mailer = SmtpMailer(parse_smtp_url(sink.url))
     return made
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from recovery.adapters.clock import FrozenClock
 from recovery.models import OfferAcceptance
-from recovery.services import cancel_decisions as decisions
+from recovery.services.cancel import decisions
 from recovery.worker import Worker
 from tests.conftest import START
 from tests.support.cancel_flow import Flow, emails, make_flow, session_row

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from recovery.domain.cases import CaseStatus, RecoveredVia
 from recovery.models import CardUpdateLink, CaseEvent, RecoveryCase
 from recovery.runtime import Runtime
-from recovery.services import card_update_links as links
+from recovery.services.card_update import links
+from recovery.web import i18n as web_i18n
 from tests.support.card_update import (
     Linked,
     csrf_from,
@@ -305,7 +306,7 @@ def test_every_page_in_every_locale_is_fully_translated(
     for url, status in (("/update/" + "x" * 43, 404), (f"/update/{linked.token}/nope", 404)):
         notice = client.get(url, headers=headers)
         assert notice.status_code == status and lang in notice.text
-    assert i18n.missing(app) == set()
+    assert web_i18n.missing(app) == set()
 
 
 def test_the_page_speaks_the_customers_stripe_language(

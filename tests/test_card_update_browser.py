@@ -18,10 +18,11 @@ import pytest
 from flask import redirect
 from werkzeug.serving import make_server
 
-from recovery import create_app
+from recovery.app import create_app
 from recovery.domain.cases import CaseStatus, RecoveredVia
 from recovery.models import RecoveryCase
 from recovery.runtime import Runtime
+from recovery.services.registry import build_runtime
 from tests.conftest import make_settings, skip_or_fail
 from tests.support.card_update import Linked, failed_renewal_with_link, pay_requests, row_counts
 from tests.support.scenario import Story
@@ -48,7 +49,7 @@ class Served:
             port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         settings = make_settings(sqlite_url, tmp_path, public_url=self.url)
-        self.rt = Runtime.build(settings, clock=clock, gateway=fake)
+        self.rt = build_runtime(settings, clock=clock, gateway=fake)
         self.fake = fake
         self.next_card: dict[str, Any] = {}
         app = create_app(runtime=self.rt)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from recovery.adapters.clock import FrozenClock
 from recovery.adapters.stripe_fake import FakeStripeGateway
 from recovery.domain.cases import TERMINAL
-from recovery.runtime import Runtime
+from recovery.services.registry import build_runtime
 from tests.conftest import START, make_settings
 from tests.support.scenario import Story
 
@@ -63,7 +63,7 @@ def test_cases_keep_their_promises(
     shutil.copy(template, folder / "db.sqlite")
     clock = FrozenClock(START)
     fake = FakeStripeGateway(clock=clock)
-    rt = Runtime.build(
+    rt = build_runtime(
         make_settings(f"sqlite:///{folder / 'db.sqlite'}", folder), clock=clock, gateway=fake
     )
     try:

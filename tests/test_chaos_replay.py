@@ -23,10 +23,9 @@ from sqlalchemy import select, text
 
 from recovery.db import Base
 from recovery.models import DueAction, EventStatus, StripeEvent
-from recovery.runtime import Runtime
-from recovery.services import mirror, refetch
-from recovery.services.due_actions import ActionContext, Claimed
-from recovery.services.inbox import receive_events
+from recovery.runtime import Claimed, Runtime
+from recovery.services.events import mirror, refetch
+from recovery.services.events.inbox import receive_events
 from tests.support import stripe_payloads as sp
 from tests.support.lifecycle import deliveries, generate_lifecycle
 from tests.support.mirror_snapshot import MIRROR_TABLES, Snapshot, columns, diff, snapshot
@@ -224,7 +223,7 @@ def _run_refetches(runtime: Runtime, finals: Sequence[bytes]) -> int:
         ]
     for action in claimed:
         with runtime.db.transaction() as session:
-            ctx = ActionContext(session, runtime.clock, runtime.services)
+            ctx = runtime.action_context(session)
             refetch.run_refetch(ctx, action)
     return len(claimed)
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from recovery import create_app
+from recovery.app import create_app
 from recovery.cli import main
-from recovery.config import ConfigError, Rules, RulesError, Settings
+from recovery.config import ConfigError, Settings
 from recovery.migrate import upgrade
+from recovery.rules import Rules, RulesError
 
 
 def test_nothing_set_gives_a_working_sqlite_setup(tmp_path: Path) -> None:

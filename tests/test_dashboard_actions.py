@@ -14,8 +14,9 @@ from recovery.adapters.clock import FrozenClock
 from recovery.models import ActionStatus, Customer, DueAction, OutboxMessage, RecoveryCase
 from recovery.models.users import AuditEntry
 from recovery.runtime import Runtime
-from recovery.services import cases as case_service
-from recovery.services import reminders
+from recovery.services.cases import log as case_log
+from recovery.services.cases import scheduling as case_scheduling
+from recovery.services.messaging import reminders
 from tests.conftest import START
 from tests.support.dashboard import (
     ADMIN,
@@ -55,8 +56,8 @@ def retries(runtime: Runtime, case_id: int) -> list[DueAction]:
         return list(
             db.scalars(
                 select(DueAction).where(
-                    DueAction.subject == case_service.subject(case_id),
-                    DueAction.kind == case_service.RETRY_KIND,
+                    DueAction.subject == case_log.subject(case_id),
+                    DueAction.kind == case_log.RETRY_KIND,
                 )
             )
         )
@@ -87,7 +88,7 @@ def test_retry_now_moves_a_planned_retry_forward(runtime: Runtime, admin: Any) -
     with runtime.db.transaction() as db:
         case = db.get(RecoveryCase, case_id)
         assert case is not None
-        case_service.reevaluate(db, case, runtime.rules, START, "test")
+        case_scheduling.reevaluate(db, case, runtime.rules, START, "test")
         for action in db.scalars(select(DueAction)):
             action.due_at = START + timedelta(days=2)  # planned for later
     planned = retries(runtime, case_id)
@@ -126,7 +127,7 @@ def test_pause_and_resume_are_audited(runtime: Runtime, admin: Any) -> None:
     with runtime.db.transaction() as db:
         case = db.get(RecoveryCase, case_id)
         assert case is not None
-        case_service.reevaluate(db, case, runtime.rules, START, "test")
+        case_scheduling.reevaluate(db, case, runtime.rules, START, "test")
     post(admin, case_id, "pause")
     post(admin, case_id, "pause")  # already paused: no second entry
     with runtime.db.transaction() as db:
@@ -183,7 +184,7 @@ def test_close_is_audited_and_stops_everything(runtime: Runtime, admin: Any) -> 
     with runtime.db.transaction() as db:
         case = db.get(RecoveryCase, case_id)
         assert case is not None
-        case_service.reevaluate(db, case, runtime.rules, START, "test")
+        case_scheduling.reevaluate(db, case, runtime.rules, START, "test")
     assert post(admin, case_id, "close", reason="bogus").status_code == 400
     response = post(admin, case_id, "close", reason="written_off", note="agreed with finance")
     assert response.status_code == 302

@@ -158,7 +158,7 @@ def test_a_form_without_csrf_token_is_refused_and_writes_nothing(
 
 
 def test_disabled_account_and_new_password_end_sessions(runtime: Runtime, client: Any) -> None:
-    from recovery.services import accounts
+    from recovery.services.accounts import users as accounts
 
     add_user(runtime, ADMIN, "admin")
     login(client, ADMIN)
@@ -175,7 +175,7 @@ def test_disabled_account_and_new_password_end_sessions(runtime: Runtime, client
 def test_users_command(runtime: Runtime, monkeypatch: Any) -> None:
     from recovery import cli
 
-    monkeypatch.setattr(cli, "_runtime", lambda: runtime)
+    monkeypatch.setattr("recovery.cli.common.runtime_from_env", lambda: runtime)
     runner = CliRunner()
     weak = runner.invoke(
         cli.main, ["users", "create", "--email", ADMIN, "--role", "admin", "--password-stdin"],

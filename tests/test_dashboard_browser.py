@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from recovery import create_app
 from recovery.adapters.clock import FrozenClock
+from recovery.app import create_app
 from recovery.runtime import Runtime
-from recovery.services import cases as case_service
+from recovery.services.cases import log as case_log
+from recovery.services.registry import build_runtime
 from tests.conftest import START, make_settings
 from tests.support.browser import Served, chromium, shot
 from tests.support.dashboard import (
@@ -39,7 +40,7 @@ def site(
 ) -> Iterator[tuple[str, Runtime]]:
     served = Served()
     settings = make_settings(sqlite_url, tmp_path, public_url=served.url)
-    rt = Runtime.build(settings, clock=clock, gateway=fake_gateway)
+    rt = build_runtime(settings, clock=clock, gateway=fake_gateway)
     app = create_app(runtime=rt)
     served.serve(app)
     yield served.url, rt
@@ -84,10 +85,10 @@ def seed(rt: Runtime) -> int:
         add_failed_invoice(
             db, target, failed_at=START - timedelta(days=2), decline_code="do_not_honor"
         )
-        case_service.record(
+        case_log.record(
             db, target, START - timedelta(days=2), "opened", "opened: invoice payment failed"
         )
-        case_service.record(
+        case_log.record(
             db, target, START - timedelta(days=2), "decision", "next try tomorrow, 10:00"
         )
         return target.id

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from recovery.runtime import Runtime
-from recovery.services import accounts
+from recovery.services.accounts import users as accounts
 from recovery.web import charts
 from tests.conftest import START
 from tests.support.browser import PHONE, Served, chromium, shot

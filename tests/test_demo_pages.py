@@ -12,16 +12,18 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from recovery import create_app
 from recovery.adapters.clock import FrozenClock
 from recovery.adapters.stripe_fake import FakeStripeGateway
+from recovery.app import create_app
 from recovery.config import ConfigError
 from recovery.devtools import population
 from recovery.devtools.history import History
 from recovery.models import CancelSession, OutboxMessage, RecoveryCase, StripeEvent
 from recovery.runtime import Runtime
-from recovery.services import card_update_links, outbox
-from recovery.services.sync import sync_from_stripe
+from recovery.services.card_update import links as card_update_links
+from recovery.services.events.sync import sync_from_stripe
+from recovery.services.messaging import outbox
+from recovery.services.registry import build_runtime
 from tests.conftest import START, make_settings
 from tests.support.dashboard import csrf_from
 
@@ -34,7 +36,7 @@ def _runtime(
     rules = tmp_path / "demo-rules.toml"
     rules.write_text(population.RULES_TOML, encoding="utf-8")
     settings = make_settings(database_url, tmp_path, rules_path=rules, **extra)
-    return Runtime.build(settings, clock=clock, gateway=fake)
+    return build_runtime(settings, clock=clock, gateway=fake)
 
 
 @pytest.fixture
@@ -70,13 +72,13 @@ def test_production_refuses_demo_mode(
         "public_url": "https://billing.example.com",
         "extra": DEMO,
     }
-    rt = Runtime.build(
+    rt = build_runtime(
         make_settings(sqlite_url, tmp_path, **production), clock=clock, gateway=fake_gateway
     )
     with pytest.raises(ConfigError, match="RECOVERY_DEMO"):
         create_app(runtime=rt)
     del production["extra"]  # the same settings without it start
-    rt = Runtime.build(
+    rt = build_runtime(
         make_settings(sqlite_url, tmp_path, **production), clock=clock, gateway=fake_gateway
     )
     assert create_app(runtime=rt).test_client().get("/demo/outbox").status_code == 404

@@ -9,9 +9,9 @@ from sqlalchemy import select, text
 
 from recovery.adapters.clock import FrozenClock
 from recovery.models import ActionStatus, DueAction, JobRun
-from recovery.runtime import Runtime
-from recovery.services import due_actions
-from recovery.services.due_actions import ActionContext, Claimed, PermanentError
+from recovery.runtime import ActionContext, Claimed, Runtime
+from recovery.services.work import due_actions
+from recovery.services.work.due_actions import PermanentError
 from recovery.worker import Worker
 
 KIND = "test.record"
@@ -39,7 +39,7 @@ def test_same_dedupe_key_schedules_once(runtime: Runtime) -> None:
 
 def test_due_action_runs_once_at_its_time(runtime: Runtime, clock: FrozenClock) -> None:
     ran: list[str] = []
-    due_actions.register_action(KIND, lambda ctx, a: ran.append(a.dedupe_key))
+    runtime.handlers = runtime.handlers.with_action(KIND, lambda ctx, a: ran.append(a.dedupe_key))
     schedule(runtime, "k1", due_in=timedelta(hours=2))
     worker = Worker(runtime)
     assert worker.run_until_idle() == 0  # not due yet
@@ -54,7 +54,7 @@ def test_failures_back_off_then_park_with_the_error(runtime: Runtime, clock: Fro
     def boom(ctx: ActionContext, action: Claimed) -> None:
         raise ConnectionError("smtp down")
 
-    due_actions.register_action(KIND, boom)
+    runtime.handlers = runtime.handlers.with_action(KIND, boom)
     schedule(runtime, "k2", max_attempts=3)
     worker = Worker(runtime)
     delays = []
@@ -75,7 +75,7 @@ def test_permanent_error_fails_at_once(runtime: Runtime) -> None:
     def invalid(ctx: ActionContext, action: Claimed) -> None:
         raise PermanentError("21211: invalid phone number")
 
-    due_actions.register_action(KIND, invalid)
+    runtime.handlers = runtime.handlers.with_action(KIND, invalid)
     schedule(runtime, "k3")
     Worker(runtime).run_until_idle()
     row = status_of(runtime, "k3")
@@ -94,7 +94,7 @@ def test_crashed_worker_lease_expires_and_its_late_commit_is_refused(
             {"p": '{"written_by": "handler"}', "i": action.id},
         )
 
-    due_actions.register_action(KIND, record)
+    runtime.handlers = runtime.handlers.with_action(KIND, record)
     schedule(runtime, "k4")
     lease = timedelta(minutes=5)
     crashed = due_actions.claim(runtime.db, "worker-a", clock.now(), lease=lease)
@@ -104,9 +104,9 @@ def test_crashed_worker_lease_expires_and_its_late_commit_is_refused(
     clock.advance(lease + timedelta(seconds=1))
     taken = due_actions.claim(runtime.db, "worker-b", clock.now(), lease=lease)
     assert [a.attempts for a in taken] == [2]
-    assert due_actions.run_claimed(runtime.db, taken[0], "worker-b", clock) == "done"
+    assert due_actions.run_claimed(runtime, taken[0], "worker-b") == "done"
     # ... and a zombie worker-a finishing late commits nothing.
-    assert due_actions.run_claimed(runtime.db, crashed[0], "worker-a", clock) == "lease_lost"
+    assert due_actions.run_claimed(runtime, crashed[0], "worker-a") == "lease_lost"
     row = status_of(runtime, "k4")
     assert (row.status, row.lease_owner) == (ActionStatus.DONE, "worker-b")
     assert len(writes) == 2  # the handler ran twice, but only worker-b's writes committed
@@ -114,7 +114,7 @@ def test_crashed_worker_lease_expires_and_its_late_commit_is_refused(
 
 def test_cancel_pending_stops_actions_for_a_subject(runtime: Runtime) -> None:
     ran: list[str] = []
-    due_actions.register_action(KIND, lambda ctx, a: ran.append(a.dedupe_key))
+    runtime.handlers = runtime.handlers.with_action(KIND, lambda ctx, a: ran.append(a.dedupe_key))
     schedule(runtime, "k5", due_in=timedelta(days=1))
     with runtime.db.transaction() as s:
         assert due_actions.cancel_pending(s, "case:1", runtime.clock.now()) == 1
@@ -125,22 +125,19 @@ def test_cancel_pending_stops_actions_for_a_subject(runtime: Runtime) -> None:
 
 
 def test_daily_job_runs_once_per_day_across_workers(runtime: Runtime, clock: FrozenClock) -> None:
-    from recovery import worker as worker_module
-
     calls: list[str] = []
-    worker_module.register_daily_job("test_scan", lambda rt, s: calls.append("scan"))
-    try:
-        a, b = Worker(runtime, worker_id="a"), Worker(runtime, worker_id="b")
-        assert "test_scan" in a.run_daily_jobs()
-        assert "test_scan" not in b.run_daily_jobs()
-        clock.advance(timedelta(days=1))
-        assert "test_scan" in b.run_daily_jobs()
-        assert calls == ["scan", "scan"]
-        with runtime.db.transaction() as s:
-            owners = s.scalars(select(JobRun.owner).where(JobRun.job == "test_scan")).all()
-            assert sorted(owners) == ["a", "b"]
-    finally:
-        worker_module.DAILY_JOBS.pop("test_scan", None)
+    runtime.handlers = runtime.handlers.with_daily_job(
+        "test_scan", lambda rt, s: calls.append("scan")
+    )
+    a, b = Worker(runtime, worker_id="a"), Worker(runtime, worker_id="b")
+    assert "test_scan" in a.run_daily_jobs()
+    assert "test_scan" not in b.run_daily_jobs()
+    clock.advance(timedelta(days=1))
+    assert "test_scan" in b.run_daily_jobs()
+    assert calls == ["scan", "scan"]
+    with runtime.db.transaction() as s:
+        owners = s.scalars(select(JobRun.owner).where(JobRun.job == "test_scan")).all()
+        assert sorted(owners) == ["a", "b"]
 
 
 def test_heartbeat_feeds_healthz(client: Any, runtime: Runtime, clock: FrozenClock) -> None:

@@ -16,9 +16,9 @@ from recovery.adapters.clock import FrozenClock
 from recovery.adapters.email import SmtpMailer, address, build, parse_smtp_url
 from recovery.domain.reminders import TEMPLATES
 from recovery.runtime import Runtime
-from recovery.services import reminders
+from recovery.services.messaging import reminders
 from tests.conftest import API_KEY, START
-from tests.support.messaging import build_runtime, messages, with_locales
+from tests.support.messaging import messages, messaging_runtime, with_locales
 from tests.support.scenario import Story
 from tests.support.smtp_sink import SmtpSink, smtp_sink
 
@@ -33,7 +33,7 @@ def sink() -> Iterator[SmtpSink]:
 def mail_runtime(
     database_url: str, tmp_path: Path, clock: FrozenClock, fake_gateway: Any, sink: SmtpSink
 ) -> Iterator[Runtime]:
-    rt = build_runtime(database_url, tmp_path, clock, fake_gateway, smtp_url=sink.url)
+    rt = messaging_runtime(database_url, tmp_path, clock, fake_gateway, smtp_url=sink.url)
     yield rt
     rt.db.dispose()
 
@@ -121,7 +121,7 @@ def test_cr_lf_in_names_cannot_add_headers() -> None:
 def test_a_hard_bounce_fails_the_message_visibly(
     story: Story, sink: SmtpSink, mail_runtime: Runtime
 ) -> None:
-    from recovery import create_app
+    from recovery.app import create_app
 
     case_id = _failed_case(story)
     sink.reject_with("550 5.1.1 no such user")
@@ -168,7 +168,7 @@ def test_worker_killed_after_smtp_resends_with_the_same_message_id(
     story: Story, sink: SmtpSink
 ) -> None:
     case_id = _failed_case(story)
-    story.rt.extras["mailer"] = DiesAfterSending(SmtpMailer(parse_smtp_url(sink.url)))
+    story.rt.mailer = DiesAfterSending(SmtpMailer(parse_smtp_url(sink.url)))
     with pytest.raises(WorkerKilled):
         story.worker.run_until_idle()
     row = next(m for m in messages(story.rt, case_id=case_id) if m.step == "soft.0")
@@ -258,7 +258,7 @@ def test_email_goes_out_in_the_customers_language(story: Story, sink: SmtpSink) 
 def test_the_stored_message_never_holds_the_links_token(
     story: Story, sink: SmtpSink, mail_runtime: Runtime
 ) -> None:
-    from recovery import create_app
+    from recovery.app import create_app
 
     case_id = _failed_case(story)
     [stored] = [m for m in messages(story.rt, case_id=case_id) if m.step == "soft.0"]

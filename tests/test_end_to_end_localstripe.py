@@ -20,10 +20,11 @@ import pytest
 import stripe
 from werkzeug.serving import make_server
 
-from recovery import create_app
 from recovery.adapters.clock import SystemClock
+from recovery.app import create_app
 from recovery.models import Customer, Invoice, StripeEvent, Subscription
 from recovery.runtime import Runtime
+from recovery.services.registry import build_runtime
 from recovery.worker import Worker
 from tests.conftest import make_settings
 from tests.support.localstripe_server import (
@@ -90,7 +91,7 @@ def served(database_url: str, tmp_path: Path, localstripe: LocalStripe) -> Itera
         stripe_api_base=localstripe.base_url,
     )
     # Real time: localstripe signs with the wall clock, and the 300 s tolerance applies.
-    runtime = Runtime.build(replace(settings, worker_tick_seconds=0.2), clock=SystemClock())
+    runtime = build_runtime(replace(settings, worker_tick_seconds=0.2), clock=SystemClock())
     served = ServedApp(runtime)
     worker = Worker(runtime)  # as in production: a worker beside the web process
     worker.start(blocking=False)

@@ -13,13 +13,13 @@ from recovery.adapters.clock import FrozenClock
 from recovery.cli import main
 from recovery.models import EventStatus, Invoice, StripeEvent
 from recovery.runtime import Runtime
-from recovery.services import inbox, processing
+from recovery.services.events import inbox
 from recovery.worker import Worker
 from tests.support import stripe_payloads as sp
 
 
 @pytest.fixture
-def flaky_invoice_reaction() -> Iterator[dict[str, int]]:
+def flaky_invoice_reaction(runtime: Runtime) -> Iterator[dict[str, int]]:
     """A reaction that fails until told to heal - a bug fixed by a deploy, an outage ended."""
     state = {"failures_left": 10_000, "calls": 0}
 
@@ -29,9 +29,8 @@ def flaky_invoice_reaction() -> Iterator[dict[str, int]]:
             state["failures_left"] -= 1
             raise RuntimeError("downstream unavailable")
 
-    processing.register_reaction("invoice.payment_failed", reaction)
+    runtime.handlers = runtime.handlers.with_reaction("invoice.payment_failed", reaction)
     yield state
-    processing.REACTIONS["invoice.payment_failed"].remove(reaction)
 
 
 def store_failed_invoice_event(rt: Runtime) -> str:
@@ -78,7 +77,7 @@ def test_replay_failed_from_the_command_line(
     event_id = store_failed_invoice_event(runtime)
     with runtime.db.transaction() as s:
         s.get(StripeEvent, event_id).status = EventStatus.FAILED  # type: ignore[union-attr]
-    monkeypatch.setattr("recovery.cli._runtime", lambda: runtime)
+    monkeypatch.setattr("recovery.cli.common.runtime_from_env", lambda: runtime)
     runner = CliRunner()
     listed = runner.invoke(main, ["events", "list", "--status", "failed"])
     assert event_id in listed.output and "1 failed event(s)" in listed.output

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from recovery import create_app
 from recovery.adapters.clock import FrozenClock
+from recovery.app import create_app
 from recovery.models import CardUpdateLink
 from recovery.runtime import Runtime
-from recovery.services import card_update_links as links
-from recovery.services import expiry
+from recovery.services.card_update import links
+from recovery.services.messaging import expiry
 from tests.support.card_update import csrf_from
-from tests.support.messaging import build_runtime, messages
+from tests.support.messaging import messages, messaging_runtime
 from tests.support.scenario import Story
 from tests.support.smtp_sink import SmtpSink, smtp_sink
 
@@ -105,7 +105,7 @@ def sink() -> Iterator[SmtpSink]:
 def mail_story(
     database_url: str, tmp_path: Path, clock: FrozenClock, fake_gateway: Any, sink: SmtpSink
 ) -> Iterator[Story]:
-    rt = build_runtime(database_url, tmp_path, clock, fake_gateway, smtp_url=sink.url)
+    rt = messaging_runtime(database_url, tmp_path, clock, fake_gateway, smtp_url=sink.url)
     yield Story(rt, fake_gateway, clock)
     rt.db.dispose()
 

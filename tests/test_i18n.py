@@ -17,6 +17,7 @@ from babel.messages.pofile import read_po
 
 from recovery import i18n
 from recovery.adapters.clock import FrozenClock
+from recovery.web import i18n as web_i18n
 from recovery.worker import Worker
 from tests.support.cancel_flow import Flow, emails, make_flow
 from tests.support.cancel_pages import expired_path, prepare_pages
@@ -166,7 +167,7 @@ def test_every_page_and_message_in_every_locale_is_fully_translated(
     sent = {(m.template, m.locale, m.status) for m in emails(flow)}
     assert ("pause_ending", locale, "sent") in sent
     assert ("cancel_confirmation", locale, "sent") in sent
-    assert i18n.missing(flow.app) == set()
+    assert web_i18n.missing(flow.app) == set()
     assert i18n.MISSING.seen == set()
 
 
@@ -182,7 +183,7 @@ def test_a_missing_translation_is_caught_not_silently_english(flow: Flow) -> Non
     with flow.app.test_request_context("/", headers={"Accept-Language": "de"}):
         assert flask_babel.gettext("Continue") == "Weiter"
         assert flask_babel.gettext("Not in any catalog") == "Not in any catalog"
-    assert ("de", "Not in any catalog") in i18n.missing(flow.app)
+    assert ("de", "Not in any catalog") in web_i18n.missing(flow.app)
     i18n.MISSING.seen.clear()
     rendered = i18n.text_environment("th").from_string('{{ _("Also not there") }}').render()
     assert rendered == "Also not there" and ("th", "Also not there") in i18n.MISSING.seen

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import event
 
 from recovery.runtime import Runtime
-from recovery.services import metrics
-from recovery.services.metrics import (
+from recovery.services.reporting import metrics
+from recovery.services.reporting.metrics import (
     Answer,
     Breakdown,
     CancelFlowStats,

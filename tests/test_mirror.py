@@ -21,7 +21,7 @@ from recovery.models import (
     Subscription,
 )
 from recovery.runtime import Runtime
-from recovery.services.inbox import receive_events
+from recovery.services.events.inbox import receive_events
 from tests.conftest import API_KEY, WEBHOOK_SECRET
 from tests.support import stripe_payloads as sp
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from recovery.adapters.clock import FrozenClock
-from recovery.config import Rules
 from recovery.domain.reminders import ReminderRules, ReminderStep, plan, sequence_for
 from recovery.models import ActionStatus, DueAction
+from recovery.rules import Rules
 from recovery.runtime import Runtime
 from tests.support.messaging import messages, with_phone
 from tests.support.scenario import Story

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from twilio.request_validator import RequestValidator
 
-from recovery import create_app
 from recovery.adapters.clock import FrozenClock
 from recovery.adapters.sms import TwilioSms
+from recovery.app import create_app
 from recovery.domain import sms
 from recovery.models import SmsOptOut
 from recovery.runtime import Runtime
@@ -22,8 +22,8 @@ from tests.support.messaging import (
     MESSAGING_SERVICE,
     TWILIO_SID,
     TWILIO_TOKEN,
-    build_runtime,
     messages,
+    messaging_runtime,
     with_phone,
 )
 from tests.support.scenario import Story
@@ -87,7 +87,7 @@ def twilio() -> Iterator[TwilioFake]:
 def sms_runtime(
     database_url: str, tmp_path: Path, clock: FrozenClock, fake_gateway: Any, twilio: TwilioFake
 ) -> Iterator[Runtime]:
-    rt = build_runtime(database_url, tmp_path, clock, fake_gateway, twilio_url=twilio.url)
+    rt = messaging_runtime(database_url, tmp_path, clock, fake_gateway, twilio_url=twilio.url)
     yield rt
     rt.db.dispose()
 
@@ -279,7 +279,7 @@ def test_worker_killed_after_twilio_accepted_never_texts_twice(
     story: Story, twilio: TwilioFake
 ) -> None:
     case_id = _case_with_sms(story)
-    story.rt.extras["sms"] = DiesAfterSending(
+    story.rt.sms = DiesAfterSending(
         TwilioSms(
             TWILIO_SID, TWILIO_TOKEN, messaging_service_sid=MESSAGING_SERVICE, api_base=twilio.url
         )

@@ -8,18 +8,18 @@ from typing import Any
 
 import pytest
 
-from recovery.adapters.stripe_fake import FakeRequest, FakeStripeGateway
-from recovery.adapters.stripe_gateway import (
+from recovery.adapters.stripe.errors import (
     AuthenticationRequired,
     CardDeclined,
     IdempotencyConflict,
     InvalidRequest,
     NotFound,
     RateLimited,
-    StripeGateway,
-    StripeSdkGateway,
     Unavailable,
 )
+from recovery.adapters.stripe.protocol import StripeGateway
+from recovery.adapters.stripe.sdk import StripeSdkGateway
+from recovery.adapters.stripe_fake import FakeRequest, FakeStripeGateway
 from recovery.domain import stripe_objects as so
 from tests.support import stripe_payloads as sp
 

@@ -24,9 +24,7 @@ import stripe.params as sdk_params
 import stripe.params.checkout as sdk_checkout_params
 from stripe._request_options import RequestOptions
 
-from recovery.adapters.stripe_gateway import (
-    DEFAULT_TIMEOUT,
-    PINNED_API_VERSION,
+from recovery.adapters.stripe.errors import (
     AccessDenied,
     AuthenticationRequired,
     CardDeclined,
@@ -34,11 +32,11 @@ from recovery.adapters.stripe_gateway import (
     InvalidRequest,
     NotFound,
     RateLimited,
-    StripeGateway,
-    StripeSdkGateway,
     Unavailable,
-    translate_error,
 )
+from recovery.adapters.stripe.protocol import PINNED_API_VERSION, StripeGateway
+from recovery.adapters.stripe.retries import translate_error
+from recovery.adapters.stripe.sdk import DEFAULT_TIMEOUT, StripeSdkGateway
 from recovery.domain import stripe_objects as so
 from tests.support import stripe_payloads as sp
 from tests.support.localstripe_server import DEFAULT_SECRET_KEY, LocalStripe, start_localstripe

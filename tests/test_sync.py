@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 
 import recovery.models  # noqa: F401 - registers every table
 from recovery.adapters.clock import FrozenClock
+from recovery.adapters.stripe.errors import RateLimited, Unavailable
 from recovery.adapters.stripe_fake import FakeStripeGateway
-from recovery.adapters.stripe_gateway import RateLimited, Unavailable
-from recovery.config import Rules, Settings
+from recovery.config import Settings
 from recovery.db import Base, Database
 from recovery.models import (
     Customer,
@@ -27,9 +27,11 @@ from recovery.models import (
     StripeEvent,
     Subscription,
 )
-from recovery.services.inbox import process_stored_event, receive_events
-from recovery.services.processing import ProcessingContext
-from recovery.services.sync import MAX_RATE_LIMIT_WAITS, SyncReport, sync_from_stripe
+from recovery.rules import Rules
+from recovery.runtime import ProcessingContext, Runtime
+from recovery.services.events.inbox import process_stored_event, receive_events
+from recovery.services.events.sync import MAX_RATE_LIMIT_WAITS, SyncReport, sync_from_stripe
+from recovery.services.registry import HANDLERS
 from tests.support import stripe_payloads as sp
 
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -244,12 +246,17 @@ def test_an_older_event_processed_after_the_sync_does_not_overwrite_synced_state
 
     rules = Rules.load(None)
 
+    rt = Runtime(
+        settings=Settings(database_url=db.url),
+        rules=rules,
+        db=db,
+        gateway=fake,
+        handlers=HANDLERS,
+        clock=clock,
+    )
+
     def ctx(session: Any) -> ProcessingContext:
-        return ProcessingContext(
-            session=session,
-            clock=clock,
-            services={"rules": rules, "gateway": fake, "settings": Settings(database_url=db.url)},
-        )
+        return rt.processing_context(session)
 
     # The events the sync stored (an hour old) and a late webhook from before the sync.
     clock.advance(timedelta(minutes=10))

@@ -23,11 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
 from recovery.adapters.clock import Clock, FrozenClock
-from recovery.adapters.stripe_gateway import (
-    PAGE_SIZE,
-    PAUSE_BEHAVIORS,
-    PINNED_API_VERSION,
-    PRORATION_BEHAVIORS,
+from recovery.adapters.stripe.errors import (
     AuthenticationRequired,
     CardDeclined,
     GatewayError,
@@ -36,12 +32,16 @@ from recovery.adapters.stripe_gateway import (
     NotFound,
     PaymentFailed,
     RateLimited,
-    StripeDict,
     Unavailable,
+)
+from recovery.adapters.stripe.params import (
+    PAUSE_BEHAVIORS,
+    PRORATION_BEHAVIORS,
     cancellation_details,
     check_choice,
     check_subscription_params,
 )
+from recovery.adapters.stripe.protocol import PAGE_SIZE, PINNED_API_VERSION, StripeDict
 
 DAY = 86400
 T = TypeVar("T")

@@ -39,7 +39,8 @@ from recovery.devtools.history import History, HistoryReport
 from recovery.migrate import upgrade
 from recovery.models import Customer, RecoveryCase, Subscription
 from recovery.runtime import Runtime
-from recovery.services import accounts
+from recovery.services.accounts import users as accounts
+from recovery.services.registry import build_runtime
 from recovery.web.demo import DEMO_ENV
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def prepare_environment(host: str, port: int) -> Settings:
 def seed_history(
     settings: Settings, gateway: DemoStripeGateway, clock: FrozenClock, customers: int, seed: int
 ) -> HistoryReport:
-    runtime = Runtime.build(settings, clock=clock, gateway=gateway)
+    runtime = build_runtime(settings, clock=clock, gateway=gateway)
     try:
         _check_empty(runtime)
         with _quiet():
@@ -195,7 +196,7 @@ def run_fake_demo(
 
     gateway.clock = SystemClock()  # from now on, Stripe and the service live in real time
     try:
-        runtime = Runtime.build(settings, gateway=gateway)
+        runtime = build_runtime(settings, gateway=gateway)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     create_demo_user(runtime)
@@ -206,7 +207,7 @@ def run_fake_demo(
         start_at=len(gateway.events),
     )
     pump.start()
-    from recovery.cli import serve
+    from recovery.server import serve
 
     # The worker ticks every second; its scheduler's INFO lines would bury the banner.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)

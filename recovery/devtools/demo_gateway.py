@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from recovery.adapters.clock import Clock
+from recovery.adapters.stripe.protocol import StripeDict
 from recovery.adapters.stripe_fake import FakeStripeGateway
-from recovery.adapters.stripe_gateway import StripeDict
 from recovery.domain.signature import sign
 
 log = logging.getLogger(__name__)

@@ -31,6 +31,7 @@ from recovery.devtools.localstripe import (
 )
 from recovery.migrate import upgrade
 from recovery.runtime import Runtime
+from recovery.services.registry import build_runtime
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,9 @@ def run_localstripe_demo(host: str, port: int, customers: int, exit_after_seed: 
         )
         settings = Settings.from_env()
         upgrade(settings.database_url)
-        runtime = Runtime.build(settings)
+        runtime = build_runtime(settings)
 
-        from recovery.cli import serve
+        from recovery.server import serve
 
         register_webhook(
             stripe_server.base_url, f"http://{host}:{port}/webhooks/stripe", DEMO_WEBHOOK_SECRET

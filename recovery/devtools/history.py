@@ -31,15 +31,15 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from recovery.adapters.clock import FrozenClock
+from recovery.adapters.stripe.errors import AuthenticationRequired, CardDeclined
 from recovery.adapters.stripe_fake import FakeStripeGateway
-from recovery.adapters.stripe_gateway import AuthenticationRequired, CardDeclined
 from recovery.devtools import history_actions as act
 from recovery.devtools import population as pop
 from recovery.domain.cases import TERMINAL, CaseStatus
 from recovery.models import ActionStatus, DueAction, RecoveryCase
 from recovery.runtime import Runtime
-from recovery.services.inbox import receive_events
-from recovery.services.sync import sync_from_stripe
+from recovery.services.events.inbox import receive_events
+from recovery.services.events.sync import sync_from_stripe
 from recovery.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -261,7 +261,7 @@ class History:
 
     def client(self) -> Any:
         if self._app is None:
-            from recovery import create_app
+            from recovery.app import create_app
 
             # The pages' rate limits are per address, and every simulated customer comes
             # from this one process.

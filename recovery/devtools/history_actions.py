@@ -18,13 +18,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from recovery import i18n
-from recovery.adapters.stripe_gateway import AuthenticationRequired, CardDeclined, InvalidRequest
+from recovery.adapters.stripe.errors import AuthenticationRequired, CardDeclined, InvalidRequest
 from recovery.devtools.population import CardSpec
 from recovery.domain.offer_terms import OfferTerms
 from recovery.models import MessageStatus, OutboxMessage
 from recovery.runtime import Runtime
-from recovery.services import cancel_decisions, cancel_flow
-from recovery.services.card_update_links import PLACEHOLDER, message_token
+from recovery.services.cancel import decisions as cancel_decisions
+from recovery.services.cancel import flow as cancel_flow
+from recovery.services.card_update.links import PLACEHOLDER, message_token
 
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 RETURN_URL = "https://acme.example/account"

@@ -1,6 +1,6 @@
 """The cancel flow's business rules (`[cancel_flow]` and `[offers.*]` in the rules TOML). Pure.
 
-The shared loader (`recovery.config.load_rules_data`) lays a business's file over the defaults
+The shared loader (`recovery.rules.load_rules_data`) lays a business's file over the defaults
 key by key and rejects unknown keys in tables; lists (reasons, variants, price maps) are replaced
 whole, so their items are checked here, each error naming the key.
 """

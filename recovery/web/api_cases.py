@@ -16,7 +16,9 @@ from recovery.models import (
     Invoice,
     RecoveryCase,
 )
-from recovery.services import cases, outbox
+from recovery.services.cases import evidence as case_evidence
+from recovery.services.cases import log as case_log
+from recovery.services.messaging import outbox
 from recovery.web import runtime
 from recovery.web.api import _int_arg, _iso, bp, with_json
 from recovery.web.errors import ApiError
@@ -96,7 +98,7 @@ def list_cases() -> dict[str, Any]:
 
 def _messages(session: Any, case: RecoveryCase) -> list[dict[str, Any]]:
     """The case's emails and texts: pending, sent, failed (with the reason) or cancelled."""
-    return outbox.messages_about(session, cases.subject(case.id))
+    return outbox.messages_about(session, case_log.subject(case.id))
 
 
 @bp.get("/cases/<int:case_id>")
@@ -115,7 +117,7 @@ def get_case(case_id: int) -> dict[str, Any]:
         ).all()
         invoice = session.get(Invoice, case.invoice_id)
         attempts = sorted(
-            cases.attempts_for(session, case, invoice) if invoice else [],
+            case_evidence.attempts_for(session, case, invoice) if invoice else [],
             key=lambda a: (a.created or 0, a.id),
         )
         scheduled = session.scalars(

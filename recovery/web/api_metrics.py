@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import request
 
-from recovery.services import metrics
+from recovery.services.reporting import metrics
 from recovery.web import runtime
 from recovery.web.api import bp, with_json
 from recovery.web.errors import ApiError

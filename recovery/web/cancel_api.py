@@ -15,14 +15,14 @@ from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import and_, or_
 
 from recovery.models import CancelSession
-from recovery.services.cancel_flow import (
+from recovery.services.cancel.flow import (
     MAX_METADATA_KEYS,
     FlowError,
     StartRequest,
     session_url,
     start_session,
 )
-from recovery.services.cancel_records import OUTCOME_FILTERS, list_query, session_json
+from recovery.services.cancel.records import OUTCOME_FILTERS, list_query, session_json
 from recovery.web import runtime
 from recovery.web.api import require_api_key, with_json
 from recovery.web.errors import ApiError

@@ -25,8 +25,8 @@ from recovery import i18n
 from recovery.domain.cancel_links import LinkError, verify_link
 from recovery.domain.offer_terms import OfferTerms, pause_until
 from recovery.domain.offers import OfferKind
-from recovery.services import cancel_decisions as decisions
-from recovery.services.cancel_flow import (
+from recovery.services.cancel import decisions
+from recovery.services.cancel.flow import (
     BadInput,
     FlowError,
     Opened,
@@ -35,11 +35,11 @@ from recovery.services.cancel_flow import (
     StartRequest,
     StripeUnavailable,
     flow_env,
-    flow_rules,
     open_session,
     start_session,
     submit_survey,
 )
+from recovery.web import i18n as web_i18n
 from recovery.web import runtime
 
 log = logging.getLogger(__name__)
@@ -94,10 +94,10 @@ def _speak(opened: Opened | None) -> str:
         candidates = [opened.row.locale, *opened.preferred_locales]
     locale = (
         i18n.negotiate(candidates)
-        or i18n.negotiate(i18n.accepted_languages())
+        or i18n.negotiate(web_i18n.accepted_languages())
         or i18n.DEFAULT_LOCALE
     )
-    i18n.use_locale(locale)
+    web_i18n.use_locale(locale)
     return locale
 
 
@@ -109,10 +109,10 @@ def _open(token: str) -> tuple[Opened, str]:
 
 def _page(opened: Opened, **values: Any) -> Page:
     rt = runtime()
-    rules = flow_rules(rt)
+    rules = rt.rules.cancel_flow
     row, facts = opened.row, opened.facts
     token = str(request.view_args["token"]) if request.view_args else ""
-    locale = i18n.current_locale()
+    locale = web_i18n.current_locale()
     page = Page(
         token=token,
         urls={
@@ -205,7 +205,7 @@ def start_link() -> Any:
     secret = flow_env(rt.settings).link_secret
     if not secret:
         raise SessionInvalid("signed links are not enabled (RECOVERY_CANCEL_LINK_SECRET)")
-    rules = flow_rules(rt)
+    rules = rt.rules.cancel_flow
     try:
         link = verify_link(
             secret,
@@ -370,5 +370,5 @@ def unexpected(exc: Exception) -> Response:
 def init_app(app: Any) -> None:
     """Check the cancel flow's rules and settings at start-up: a typo fails here, naming the key."""
     rt = app.extensions["recovery"]
-    flow_rules(rt)
+    rt.rules.cancel_flow  # noqa: B018 - parsing it is the check
     flow_env(rt.settings)

@@ -23,11 +23,11 @@ from werkzeug.exceptions import HTTPException
 from wtforms.validators import ValidationError
 
 from recovery import i18n
-from recovery.adapters.stripe_gateway import GatewayError, NotFound
+from recovery.adapters.stripe.errors import GatewayError, NotFound
 from recovery.models import CardUpdateLink, Customer, RecoveryCase
 from recovery.runtime import Runtime
-from recovery.services import card_update_completion as completion
-from recovery.services import card_update_links as links
+from recovery.services.card_update import completion, links
+from recovery.web import i18n as web_i18n
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,9 @@ def _speak(session: Any, link: CardUpdateLink) -> None:
     browser's, else English. Pages refused before a link is known follow the browser."""
     customer = session.get(Customer, link.customer_id)
     preferred = list(customer.preferred_locales or []) if customer else []
-    i18n.use_locale(i18n.negotiate([*preferred, *i18n.accepted_languages()]) or i18n.DEFAULT_LOCALE)
+    web_i18n.use_locale(
+        i18n.negotiate([*preferred, *web_i18n.accepted_languages()]) or i18n.DEFAULT_LOCALE
+    )
 
 
 def _link_key() -> str:

@@ -22,10 +22,11 @@ from markupsafe import Markup, escape
 from sqlalchemy import select
 from wtforms.validators import ValidationError
 
-from recovery.adapters.stripe_gateway import GatewayError
+from recovery.adapters.stripe.errors import GatewayError
 from recovery.config import ConfigError, Settings
 from recovery.models import OutboxMessage, Subscription
-from recovery.services import cancel_flow, card_update_links
+from recovery.services.cancel import flow as cancel_flow
+from recovery.services.card_update import links as card_update_links
 from recovery.web import runtime
 
 DEMO_ENV = "RECOVERY_DEMO"

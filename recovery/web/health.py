@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from recovery.models import WorkerHeartbeat
-from recovery.services.outbox import delivery_status
+from recovery.services.messaging.outbox import delivery_status
 from recovery.web import runtime
 
 bp = Blueprint("health", __name__)

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, jsonify
 
 from recovery.domain.cases import CaseStatus
 from recovery.models import EventStatus
-from recovery.services.cancel_records import OUTCOME_FILTERS
+from recovery.services.cancel.records import OUTCOME_FILTERS
 
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
 

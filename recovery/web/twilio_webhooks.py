@@ -18,7 +18,7 @@ from twilio.request_validator import RequestValidator
 
 from recovery.domain import sms as sms_rules
 from recovery.models import MessageStatus, OutboxMessage
-from recovery.services import outbox
+from recovery.services.messaging import outbox
 from recovery.web import runtime
 from recovery.web.errors import error_response
 

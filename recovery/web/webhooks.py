@@ -12,7 +12,7 @@ import logging
 from flask import Blueprint, Response, jsonify, request
 
 from recovery.domain.signature import SignatureError, verify
-from recovery.services import inbox
+from recovery.services.events import inbox
 from recovery.web import runtime
 from recovery.web.errors import error_response
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from recovery.config import Rules, RulesError, load_rules_data
 from recovery.domain.cancel_links import LinkError, sign_link, verify_link
 from recovery.domain.cancel_rules import CancelRulesError, parse_cancel_flow_rules
 from recovery.domain.offers import OfferKind
+from recovery.rules import Rules, RulesError, load_rules_data
 
 DEFAULTS = load_rules_data(None)
 

@@ -32,11 +32,12 @@ import pytest
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from recovery import create_app
 from recovery.adapters.stripe_fake import FakeStripeGateway
+from recovery.app import create_app
 from recovery.migrate import upgrade
 from recovery.models import StripeEvent
 from recovery.runtime import Runtime
+from recovery.services.registry import build_runtime
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from tests.support import stripe_payloads as sp
 from tests.support.postgres import (
@@ -214,7 +215,7 @@ def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresS
 @pytest.fixture
 def served_app(own_postgres: PostgresServer, tmp_path: Path) -> Iterator[tuple[str, Runtime]]:
     upgrade(own_postgres.url)
-    runtime = Runtime.build(make_settings(own_postgres.url, tmp_path), gateway=FakeStripeGateway())
+    runtime = build_runtime(make_settings(own_postgres.url, tmp_path), gateway=FakeStripeGateway())
     app = create_app(runtime=runtime)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

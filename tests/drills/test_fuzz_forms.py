@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from recovery import create_app
 from recovery.adapters.clock import FrozenClock
 from recovery.adapters.stripe_fake import FakeStripeGateway
+from recovery.app import create_app
 from recovery.db import Base
 from recovery.runtime import Runtime
 from tests.support.cancel_flow import Flow, FlowClient, make_flow, seed

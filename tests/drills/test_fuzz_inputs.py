@@ -28,16 +28,19 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from recovery import create_app
 from recovery.adapters.clock import FrozenClock
-from recovery.config import ConfigError, Rules, RulesError
+from recovery.app import create_app
+from recovery.config import ConfigError
 from recovery.db import Base
 from recovery.domain import stripe_objects as so
 from recovery.domain.signature import SignatureError, sign, verify
 from recovery.domain.stripe_objects import MAX_TIMESTAMP
 from recovery.models import EventStatus, StripeEvent
+from recovery.rules import Rules, RulesError
 from recovery.runtime import Runtime
-from recovery.services import inbox, processing
+from recovery.services.events import dispatch as processing
+from recovery.services.events import inbox
+from recovery.services.registry import HANDLERS, build_runtime
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from tests.support import stripe_payloads as sp
 
@@ -282,10 +285,7 @@ def base_for(event_type: str) -> list[str]:
 
 
 def handled_types() -> list[str]:
-    from recovery.features import register_all
-
-    register_all()  # the reactions other features add run on these types too
-    return sorted(set(processing.MIRROR_HANDLERS) | set(processing.REACTIONS))
+    return sorted(HANDLERS.on_event)
 
 
 # ---- signature ------------------------------------------------------------------------------
@@ -503,7 +503,7 @@ def test_processing_survives_one_wrong_value_on_any_field(
     On PostgreSQL only: its column types are the stricter ones (SQLite stores any int64), and
     the random-event drill below covers both engines.
     """
-    rt = Runtime.build(make_settings(postgres_url, tmp_path), clock=clock, gateway=fake_gateway)
+    rt = build_runtime(make_settings(postgres_url, tmp_path), clock=clock, gateway=fake_gateway)
     handled = set(handled_types())
     failures = []
     for event_type in SWEEP_TYPES:
@@ -667,6 +667,7 @@ def small_limit_client(runtime: Runtime, tmp_path: Path) -> Any:
         db=runtime.db,
         clock=runtime.clock,
         gateway=runtime.gateway,
+        handlers=runtime.handlers,
     )
     app = create_app(runtime=rt)
     app.config["TESTING"] = True

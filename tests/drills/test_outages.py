@@ -28,9 +28,9 @@ from recovery.adapters.clock import FrozenClock
 from recovery.adapters.stripe_fake import FakeStripeGateway
 from recovery.models import ActionStatus, DueAction, MessageStatus, OutboxMessage
 from recovery.runtime import Runtime
-from recovery.services import cases
-from recovery.services.outbox import SEND_KIND
-from tests.support.messaging import build_runtime, with_phone
+from recovery.services.cases import log as case_log
+from recovery.services.messaging.outbox import SEND_KIND
+from tests.support.messaging import messaging_runtime, with_phone
 from tests.support.scenario import Billing, Story
 from tests.support.smtp_sink import SmtpSink, _free_port
 from tests.support.twilio_fake import TwilioFake, twilio_fake
@@ -125,7 +125,7 @@ def test_smtp_down_for_an_hour_every_email_goes_out_once_afterwards(
     sink: tuple[SmtpSink, list[Controller]],
 ) -> None:
     box, controllers = sink
-    rt = build_runtime(database_url, tmp_path, clock, fake_gateway, smtp_url=box.url)
+    rt = messaging_runtime(database_url, tmp_path, clock, fake_gateway, smtp_url=box.url)
     story = Story(rt, fake_gateway, clock)
     controllers[0].stop()  # the mail server goes away before the morning's reminders
     down_at = clock.now()
@@ -178,7 +178,7 @@ def _twilio_outage(
     fake_gateway: FakeStripeGateway,
     twilio: TwilioFake,
 ) -> None:
-    rt = build_runtime(database_url, tmp_path, clock, fake_gateway, twilio_url=twilio.url)
+    rt = messaging_runtime(database_url, tmp_path, clock, fake_gateway, twilio_url=twilio.url)
     story = Story(rt, fake_gateway, clock)
     billings = _customers(story, N_CUSTOMERS)
     for i, billing in enumerate(billings):
@@ -215,20 +215,20 @@ def test_stripe_429_and_500_bursts_each_retry_charges_once_afterwards(
     fake_gateway: FakeStripeGateway,
     kind: str,
 ) -> None:
-    rt = build_runtime(database_url, tmp_path, clock, fake_gateway)
+    rt = messaging_runtime(database_url, tmp_path, clock, fake_gateway)
     story = Story(rt, fake_gateway, clock)
     billings = _customers(story, N_CUSTOMERS)
     for billing in billings:
         story.stripe_charges(billing.invoice, decline_code="generic_decline")
-    attempts = Attempts(rt, (cases.RETRY_KIND,))
-    first_retry = story.next_due(cases.RETRY_KIND)
+    attempts = Attempts(rt, (case_log.RETRY_KIND,))
+    first_retry = story.next_due(case_log.RETRY_KIND)
     assert first_retry is not None
     _walk(story, attempts, first_retry - timedelta(seconds=1), "outbox.")
     burst = N_CUSTOMERS * 4  # four failed calls per retry, across all of them
     # On the charge itself: refused before it is made (a 500 after the charge is the crash
     # drill's business - the same key replays the first answer).
     fake_gateway.outage(burst, kind, methods={"pay_invoice"})
-    _walk(story, attempts, first_retry + timedelta(hours=6), cases.RETRY_KIND)
+    _walk(story, attempts, first_retry + timedelta(hours=6), case_log.RETRY_KIND)
 
     for billing in billings:
         case = story.case(billing.invoice)

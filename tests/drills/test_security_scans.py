@@ -31,10 +31,10 @@ import pytest
 from flask import Flask, jsonify, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from recovery import create_app
 from recovery.adapters.clock import FrozenClock
 from recovery.adapters.stripe_fake import FakeStripeGateway
-from recovery.runtime import Runtime
+from recovery.app import create_app
+from recovery.services.registry import build_runtime
 from tests.conftest import API_KEY, WEBHOOK_SECRET, make_settings
 from tests.support import stripe_payloads as sp
 from tests.support.postgres import in_ci
@@ -221,7 +221,7 @@ def test_logs_hold_no_secrets_card_numbers_or_contact_details(
         secret_key=SECRET_KEY,
         twilio_auth_token=TWILIO_TOKEN,
     )
-    rt = Runtime.build(settings, clock=clock, gateway=fake)
+    rt = build_runtime(settings, clock=clock, gateway=fake)
     app = create_app(runtime=rt)
     app.config["TESTING"] = True
     client = app.test_client()
@@ -278,7 +278,7 @@ def test_logs_hold_no_secrets_card_numbers_or_contact_details(
     from tests.support.scenario import Story
 
     story = Story(rt, fake, clock)
-    rt.extras["mailer"] = mailer = _RecordingMailer()
+    rt.mailer = mailer = _RecordingMailer()
     b = story.customer()
     story.deliver()
     story.stripe_charges(b.invoice, decline_code="generic_decline")
@@ -304,7 +304,7 @@ def test_logs_hold_no_secrets_card_numbers_or_contact_details(
     down_settings = make_settings(
         "postgresql+psycopg://recovery:db-pass-Hn3Jk8Lm@127.0.0.1:9/recovery", tmp_path
     )
-    down = create_app(runtime=Runtime.build(down_settings, clock=clock, gateway=fake))
+    down = create_app(runtime=build_runtime(down_settings, clock=clock, gateway=fake))
     down.config["TESTING"] = True
     now = int(clock.now().timestamp())  # the story moved the clock on
     assert _signed_post(down.test_client(), deliveries[1], now) == 503

@@ -54,7 +54,9 @@ from recovery.adapters.stripe_fake import FakeStripeGateway
 from recovery.migrate import upgrade
 from recovery.models import MessageStatus, OutboxMessage
 from recovery.runtime import Runtime
-from recovery.services import cases, due_actions
+from recovery.services.cases import log as case_log
+from recovery.services.cases import scheduling as case_scheduling
+from recovery.services.work import due_actions
 from tests.conftest import START
 from tests.support import dunning_month as dm
 from tests.support.crash_worker import (
@@ -65,7 +67,7 @@ from tests.support.crash_worker import (
     killing_smtp_sink,
     killing_twilio_fake,
 )
-from tests.support.messaging import build_runtime
+from tests.support.messaging import messaging_runtime
 from tests.support.scenario import Story
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +116,7 @@ def seeded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Seeded]:
             return seed.set(database=name).render_as_string(hide_password=False)
 
     clock = FrozenClock(START)
-    rt = build_runtime(seed_url, tmp_path, clock, None)
+    rt = messaging_runtime(seed_url, tmp_path, clock, None)
     story = dm.new_story(rt, clock, START)
     dm.seed_population(story, N_CUSTOMERS, SEED)
     rt.db.dispose()
@@ -144,7 +146,7 @@ def _run_month(seeded: Seeded, name: str, plan: dict[int, tuple[str, int]] | Non
     clock = FrozenClock(seeded.now)
     fake = copy.deepcopy(seeded.fake, {id(seeded.fake.clock): clock})
     fake.clock = clock
-    rt = build_runtime(url, seeded.tmp, clock, fake)
+    rt = messaging_runtime(url, seeded.tmp, clock, fake)
     story = Story(rt, fake, clock)
     story._delivered = len(fake.events)  # the seed's events were delivered when seeding
     run = Run(rt, story)
@@ -327,13 +329,14 @@ def test_a_retry_rerun_after_a_crash_claims_the_payment_it_made(
     billing = story.customer()
     story.stripe_charges(billing.invoice, decline_code="insufficient_funds")
     case = story.case(billing.invoice)
-    retry = next(a for a in story.pending(case.id) if a.kind == cases.RETRY_KIND)
+    retry = next(a for a in story.pending(case.id) if a.kind == case_log.RETRY_KIND)
     clock.set(retry.due_at)
     claimed = due_actions.claim(runtime.db, "doomed", clock.now(), 50, timedelta(seconds=1))
     action = next(a for a in claimed if a.id == retry.id)
     # What the dead worker got done: Stripe charged the card under the retry's key.
     fake_gateway.pay_invoice(
-        billing.invoice, idempotency_key=cases.stripe_key(action.dedupe_key, action.payload)
+        billing.invoice,
+        idempotency_key=case_scheduling.stripe_key(action.dedupe_key, action.payload),
     )
     if webhook_first:
         story.deliver()  # invoice.paid reaches us before the re-run

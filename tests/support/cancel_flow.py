@@ -170,8 +170,8 @@ def make_flow(
     public_url: str = "http://recovery.test",
     **seed_args: Any,
 ) -> Flow:
-    from recovery import create_app
-    from recovery.runtime import Runtime
+    from recovery.app import create_app
+    from recovery.services.registry import build_runtime
     from tests.conftest import make_settings
 
     seeded = seed(gateway, **seed_args)
@@ -182,7 +182,7 @@ def make_flow(
         public_url=public_url,
         extra={"RECOVERY_CANCEL_LINK_SECRET": LINK_SECRET, **(env or {})},
     )
-    runtime = Runtime.build(settings, clock=clock, gateway=gateway)
+    runtime = build_runtime(settings, clock=clock, gateway=gateway)
     app = create_app(runtime=runtime)
     app.config["TESTING"] = True
     return Flow(runtime, app, gateway, clock, seeded)

@@ -8,8 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 from recovery.models import OfferAcceptance
-from recovery.services import cancel_decisions as decisions
-from recovery.services.cancel_flow import StartRequest, session_url, start_session, submit_survey
+from recovery.services.cancel import decisions
+from recovery.services.cancel.flow import StartRequest, session_url, start_session, submit_survey
 from tests.conftest import START
 from tests.support.cancel_flow import Flow, seed
 
@@ -99,7 +99,7 @@ def prepare_pages(flow: Flow, locale: str) -> list[Prepared]:
 
 def _refresh(flow: Flow, subscription_id: str) -> None:
     from recovery.domain import stripe_objects as so
-    from recovery.services import mirror
+    from recovery.services.events import mirror
 
     obj = flow.gateway.retrieve_subscription(subscription_id)
     with flow.runtime.db.transaction() as s:

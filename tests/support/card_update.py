@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from recovery.models import CardUpdateLink, CaseEvent, DueAction, RecoveryCase
 from recovery.runtime import Runtime
-from recovery.services.card_update_links import link_for_case
+from recovery.services.card_update.links import link_for_case
 from tests.support.scenario import Billing, Story
 
 

@@ -35,13 +35,19 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from recovery.adapters import stripe_gateway
 from recovery.adapters.clock import Clock
+from recovery.adapters.stripe import errors as stripe_errors
 from recovery.adapters.stripe_fake import FakeStripeGateway
 from tests.support import twilio_fake as tf
 from tests.support.smtp_sink import SmtpSink
 
-PRELOAD = ["recovery.runtime", "recovery.worker", "recovery.features", "twilio.rest", "psycopg"]
+PRELOAD = [
+    "recovery.runtime",
+    "recovery.worker",
+    "recovery.services.registry",
+    "twilio.rest",
+    "psycopg",
+]
 LEASE = timedelta(seconds=1)  # simulated time stands still while a step runs; see the drill
 
 
@@ -78,13 +84,13 @@ class Killer:
 # ---- Stripe over loopback ---------------------------------------------------------------------
 
 
-def _error_json(exc: stripe_gateway.GatewayError) -> dict[str, Any]:
+def _error_json(exc: stripe_errors.GatewayError) -> dict[str, Any]:
     return {"type": type(exc).__name__, "args": list(exc.args), "attrs": dict(vars(exc))}
 
 
-def _error_from(data: dict[str, Any]) -> stripe_gateway.GatewayError:
-    cls = getattr(stripe_gateway, data["type"])
-    exc: stripe_gateway.GatewayError = cls.__new__(cls)
+def _error_from(data: dict[str, Any]) -> stripe_errors.GatewayError:
+    cls = getattr(stripe_errors, data["type"])
+    exc: stripe_errors.GatewayError = cls.__new__(cls)
     exc.args = tuple(data["args"])
     vars(exc).update(data["attrs"])
     return exc
@@ -109,7 +115,7 @@ class GatewayServer:
         with self._lock:
             try:
                 result = getattr(self.fake, method)(*args, **kwargs)
-            except stripe_gateway.GatewayError as exc:
+            except stripe_errors.GatewayError as exc:
                 outcome: tuple[int, Any] = (200, {"error": _error_json(exc)})
             else:
                 if isinstance(result, Iterator):
@@ -258,10 +264,10 @@ def worker_main(conn: Connection, config: WorkerConfig, worker_id: str) -> None:
     from recovery.adapters.clock import FrozenClock
     from recovery.runtime import Runtime
     from recovery.worker import Worker
-    from tests.support.messaging import build_runtime
+    from tests.support.messaging import messaging_runtime
 
     clock = FrozenClock(config.start)
-    rt: Runtime = build_runtime(
+    rt: Runtime = messaging_runtime(
         config.database_url,
         Path(config.instance_path),
         clock,

@@ -14,7 +14,7 @@ from sqlalchemy import event
 
 from recovery.models import CancelSession, Customer, Invoice, PaymentAttempt, RecoveryCase
 from recovery.runtime import Runtime
-from recovery.services import accounts
+from recovery.services.accounts import users as accounts
 
 PASSWORD = "correct horse battery staple"
 ADMIN = "admin@example.com"

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from recovery.adapters.clock import FrozenClock
 from recovery.models import OutboxMessage
 from recovery.runtime import Runtime
+from recovery.services.registry import build_runtime
 from tests.conftest import make_settings
 from tests.support.scenario import Billing, Story
 
@@ -20,7 +21,7 @@ TWILIO_TOKEN = "twilio-test-token"
 MESSAGING_SERVICE = "MG" + "1" * 32
 
 
-def build_runtime(
+def messaging_runtime(
     database_url: str,
     tmp_path: Path,
     clock: FrozenClock,
@@ -38,7 +39,7 @@ def build_runtime(
             twilio_api_base=twilio_url,
         )
     settings = make_settings(database_url, tmp_path, **overrides)
-    return Runtime.build(settings, clock=clock, gateway=gateway)
+    return build_runtime(settings, clock=clock, gateway=gateway)
 
 
 def with_phone(

@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import select
 
 from recovery.adapters.clock import FrozenClock
+from recovery.adapters.stripe.errors import AuthenticationRequired, CardDeclined
 from recovery.adapters.stripe_fake import FakeStripeGateway
-from recovery.adapters.stripe_gateway import AuthenticationRequired, CardDeclined
 from recovery.models import ActionStatus, DueAction, RecoveryCase
 from recovery.runtime import Runtime
-from recovery.services.inbox import receive_events
+from recovery.services.events.inbox import receive_events
 from recovery.worker import Worker
 
 

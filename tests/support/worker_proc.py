@@ -15,10 +15,13 @@ from datetime import timedelta
 from sqlalchemy import func, select, text
 
 from recovery.adapters.clock import SystemClock
+from recovery.adapters.stripe_fake import FakeStripeGateway
+from recovery.config import Settings
 from recovery.db import Database
 from recovery.models import ActionStatus, DueAction
-from recovery.services import due_actions
-from recovery.services.due_actions import ActionContext, Claimed
+from recovery.rules import Rules
+from recovery.runtime import ActionContext, Claimed, Handlers, Runtime
+from recovery.services.work import due_actions
 
 KIND = "drill.record"
 
@@ -26,21 +29,27 @@ KIND = "drill.record"
 def record(ctx: ActionContext, action: Claimed) -> None:
     ctx.session.execute(
         text("INSERT INTO drill_runs (action_id, worker) VALUES (:a, :w)"),
-        {"a": action.id, "w": ctx.services["worker_id"]},
+        {"a": action.id, "w": ctx.worker_id},
     )
 
 
 def main(url: str, worker_id: str, lease_seconds: float, batch: int) -> None:
     db = Database(url, pool_size=2)
     clock = SystemClock()
-    handlers = {KIND: record}
-    services = {"worker_id": worker_id}
+    runtime = Runtime(
+        settings=Settings(database_url=url),
+        rules=Rules.load(None),
+        db=db,
+        gateway=FakeStripeGateway(),
+        handlers=Handlers(actions={KIND: record}),
+        clock=clock,
+    )
     lease = timedelta(seconds=lease_seconds)
     while True:
         claimed = due_actions.claim(db, worker_id, clock.now(), batch, lease)
         print(f"claimed {len(claimed)}", flush=True)
         for action in claimed:
-            due_actions.run_claimed(db, action, worker_id, clock, services, handlers)
+            due_actions.run_claimed(runtime, action, worker_id)
         if claimed:
             continue
         with db.transaction() as session:

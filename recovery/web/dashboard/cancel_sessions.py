@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from flask import Response, render_template, request
 
-from recovery.services import cancel_session_list as listing
-from recovery.services.cancel_flow import flow_rules
-from recovery.services.case_list import BadFilter
+from recovery.services.reporting import cancel_sessions as listing
+from recovery.services.reporting.case_list import BadFilter
 from recovery.web import runtime
 from recovery.web.dashboard import bp, login_required
 from recovery.web.dashboard.csv_export import csv_response, session_csv
@@ -31,7 +30,7 @@ def cancel_sessions() -> Response | str:
         args=filters.query_args(),
         first_page=after is None,
         outcomes=listing.OUTCOMES,
-        reasons=[r.id for r in flow_rules(rt).reasons],
+        reasons=[r.id for r in rt.rules.cancel_flow.reasons],
     )
 
 

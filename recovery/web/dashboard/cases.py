@@ -9,7 +9,9 @@ from __future__ import annotations
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from recovery.services import case_admin, case_list, case_timeline
+from recovery.services.cases import admin as case_admin
+from recovery.services.cases import timeline as case_timeline
+from recovery.services.reporting import case_list
 from recovery.web import runtime
 from recovery.web.dashboard import bp, login_required
 from recovery.web.dashboard.auth import admin_required, current_user

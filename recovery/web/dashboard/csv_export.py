@@ -16,8 +16,8 @@ from typing import Any
 from flask import Response, stream_with_context
 
 from recovery.i18n import major_units
-from recovery.services.cancel_session_list import SessionRow
-from recovery.services.case_list import CaseRow
+from recovery.services.reporting.cancel_sessions import SessionRow
+from recovery.services.reporting.case_list import CaseRow
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

@@ -9,7 +9,7 @@ from flask import current_app, redirect, render_template, request, url_for
 from limits import RateLimitItem, parse
 from werkzeug.wrappers import Response
 
-from recovery.services import accounts
+from recovery.services.accounts import users as accounts
 from recovery.web import runtime
 from recovery.web.dashboard import bp
 from recovery.web.dashboard.auth import current_user, safe_next, sign_in, sign_out

@@ -14,11 +14,10 @@ from typing import Any
 from flask import render_template, request
 from markupsafe import Markup
 
-from recovery.config import RulesError
 from recovery.i18n import format_money
-from recovery.services import metrics
-from recovery.services.cancel_flow import flow_rules
-from recovery.services.metrics import Overview
+from recovery.rules import RulesError
+from recovery.services.reporting import metrics
+from recovery.services.reporting.metrics import Overview
 from recovery.web import charts, runtime
 from recovery.web.dashboard import bp, login_required
 
@@ -103,7 +102,7 @@ def reason_label(key: str) -> str:
     if key == "none":
         return "No reason given"
     try:
-        reason = flow_rules(runtime()).reason(key)
+        reason = runtime().rules.cancel_flow.reason(key)
     except RulesError:
         reason = None
     custom = reason.custom_label(LOCALE) if reason is not None else None

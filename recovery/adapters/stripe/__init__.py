@@ -1,0 +1,1 @@
+"""Stripe: the gateway contract, its errors, and the SDK adapter."""

@@ -1,0 +1,84 @@
+"""The application factory: `create_app()` builds the Flask app from the runtime.
+
+Blueprints, one per audience: Stripe's webhooks and Twilio's callbacks, the JSON API for the
+business's systems, the subscriber pages (card update, cancel flow), the billing team's
+dashboard, health, and the demo's pages (only with RECOVERY_DEMO=1, never in production).
+What happens when an event arrives is listed in `recovery.services.registry`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from recovery.config import Settings
+from recovery.logs import quiet_noisy_loggers
+from recovery.runtime import Runtime
+from recovery.services.registry import build_runtime
+from recovery.web import (  # noqa: F401 - routes on the API blueprint
+    api,
+    api_cases,
+    api_metrics,
+    cancel_api,
+    cancel_flow,
+    card_update,
+    dashboard,
+    demo,
+    errors,
+    health,
+    i18n,
+    openapi,
+    twilio_webhooks,
+    webhooks,
+)
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> Flask:
+    """The application factory. With no arguments, settings come from the environment."""
+    if runtime is None:
+        runtime = build_runtime(settings or Settings.from_env())
+    settings = runtime.settings
+    app = Flask(__name__, template_folder=str(TEMPLATES), instance_path=str(settings.instance_path))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.webhook_max_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
+        JSON_SORT_KEYS=False,
+    )
+    if config:
+        app.config.update(config)
+    app.extensions["recovery"] = runtime
+    logging.basicConfig(level=settings.log_level)
+    quiet_noisy_loggers()
+
+    errors.init_app(app)
+    i18n.init_app(app)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(twilio_webhooks.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    cancel_flow.init_app(app)  # checks the cancel-flow rules and settings at start-up
+    app.register_blueprint(cancel_flow.bp)
+    app.register_blueprint(cancel_api.bp)
+    app.register_blueprint(openapi.bp)  # GET /api/v1/openapi.json
+    card_update.init_app(app)  # /update/<token>, with its rate limits
+    # Stripe's, Twilio's and the load balancer's calls are not rate limited: each stays out of
+    # the limiter's per-request bookkeeping (about 0.4 ms a webhook).
+    for machine_facing in (webhooks.bp, twilio_webhooks.bp, health.bp):
+        app.extensions["card_update_limiter"].exempt(machine_facing)
+    dashboard.init_app(app)  # /login, /dashboard...; after card_update, whose limiter it shares
+    demo.init_app(app)  # /demo/... only with RECOVERY_DEMO=1 (`recovery demo`); never in production
+    return app

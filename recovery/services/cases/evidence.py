@@ -1,0 +1,197 @@
+"""What the retry policy needs to know about a case: its attempts (Stripe's and ours, on this
+invoice and on the same card elsewhere), the card Stripe will charge, the customer's zone and
+usual payment days."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from recovery.db import utcnow_from
+from recovery.domain.declines import Decline
+from recovery.domain.retry_policy import (
+    Attempt,
+    CardInfo,
+    Funding,
+    RetryContext,
+)
+from recovery.domain.timezones import customer_timezone
+from recovery.models import (
+    CaseEvent,
+    Customer,
+    Invoice,
+    InvoicePayment,
+    PaymentAttempt,
+    PaymentMethod,
+    RecoveryCase,
+    Subscription,
+)
+
+CAP_PERIOD = timedelta(days=30)
+
+
+def attempts_for(session: Session, case: RecoveryCase, invoice: Invoice) -> list[PaymentAttempt]:
+    """Attempts on this invoice. Since API 2025-03-31 a charge no longer names its invoice:
+    besides explicit links, a failed charge of the same customer for the same amount since
+    the invoice was created is taken to be this invoice's."""
+    linked_intents = select(InvoicePayment.payment_intent_id).where(
+        InvoicePayment.invoice_id == invoice.id
+    )
+    # Correlated, so it probes the payment_intent_id index once per candidate row; a plain
+    # NOT IN (all other invoices' payments) read the whole table on every failure - quadratic
+    # over a mirror's life.
+    paid_elsewhere = (
+        select(InvoicePayment.id)
+        .where(InvoicePayment.payment_intent_id == PaymentAttempt.payment_intent_id)
+        .where(InvoicePayment.invoice_id != invoice.id)
+        .exists()
+    )
+    unlinked_same_amount = and_(
+        PaymentAttempt.invoice_id.is_(None),
+        PaymentAttempt.customer_id == case.customer_id,
+        PaymentAttempt.amount == invoice.amount_due,
+        PaymentAttempt.currency == invoice.currency,
+        PaymentAttempt.created >= (invoice.created or 0),
+        or_(
+            PaymentAttempt.payment_intent_id.is_(None),
+            ~paid_elsewhere,
+        ),
+    )
+    return list(
+        session.scalars(
+            select(PaymentAttempt).where(
+                or_(
+                    PaymentAttempt.invoice_id == invoice.id,
+                    PaymentAttempt.payment_intent_id.in_(linked_intents),
+                    unlinked_same_amount,
+                )
+            )
+        )
+    )
+
+
+def decline_of(row: PaymentAttempt) -> Decline:
+    return Decline(
+        failure_code=row.failure_code,
+        decline_code=row.decline_code,
+        advice_code=row.advice_code,
+        network_advice_code=row.network_advice_code,
+        network_decline_code=row.network_decline_code,
+        card_brand=row.card_brand,
+        outcome_type=row.outcome_type,
+        outcome_reason=row.outcome_reason,
+    )
+
+
+def _our_charge_ids(session: Session, case: RecoveryCase) -> set[str]:
+    rows = session.scalars(
+        select(CaseEvent.data).where(CaseEvent.case_id == case.id, CaseEvent.kind == "our_attempt")
+    )
+    return {str(d.get("attempt_id")) for d in rows if d.get("attempt_id")}
+
+
+def _to_attempt(row: PaymentAttempt, ours: set[str], on_invoice: bool) -> Attempt:
+    return Attempt(
+        at=utcnow_from(row.created or row.version_ts) or datetime.min,
+        card_fingerprint=row.card_fingerprint,
+        card_brand=row.card_brand,
+        decline=None if row.status == "succeeded" else decline_of(row),
+        succeeded=row.status == "succeeded",
+        by="recovery" if row.id in ours else "stripe",
+        on_this_invoice=on_invoice,
+    )
+
+
+def current_card(session: Session, case: RecoveryCase) -> PaymentMethod | None:
+    """The card Stripe will charge: the subscription's default, else the customer's."""
+    sub = session.get(Subscription, case.subscription_id) if case.subscription_id else None
+    customer = session.get(Customer, case.customer_id) if case.customer_id else None
+    for pm_id in (
+        sub.default_payment_method_id if sub else None,
+        sub.default_source_id if sub else None,
+        customer.default_payment_method_id if customer else None,
+        customer.default_source_id if customer else None,
+    ):
+        if pm_id:
+            pm = session.get(PaymentMethod, pm_id)
+            if pm is not None:
+                return pm
+            return PaymentMethod(id=pm_id)  # known by id only: a card nonetheless
+    return None
+
+
+_FUNDING: dict[str | None, Funding] = {"credit": "credit", "debit": "debit", "prepaid": "prepaid"}
+
+
+def _funding(value: str | None) -> Funding:
+    return _FUNDING.get(value, "unknown")
+
+
+def retry_context(
+    session: Session, case: RecoveryCase, invoice: Invoice, now: datetime
+) -> tuple[RetryContext, list[PaymentAttempt]]:
+    rows = attempts_for(session, case, invoice)
+    ours = _our_charge_ids(session, case)
+    failed = sorted((r for r in rows if r.status == "failed"), key=lambda r: r.created or 0)
+    last_failed = failed[-1] if failed else None
+    pm = current_card(session, case)
+    card = None
+    if pm is not None:
+        card = CardInfo(brand=pm.brand, funding=_funding(pm.funding), fingerprint=pm.fingerprint)
+    elif last_failed is not None:
+        card = CardInfo(
+            brand=last_failed.card_brand,
+            funding=_funding(last_failed.card_funding),
+            fingerprint=last_failed.card_fingerprint,
+        )
+    changed = False
+    if pm is not None and last_failed is not None:
+        changed = (
+            (last_failed.payment_method_id is not None and pm.id != last_failed.payment_method_id)
+            # the card updater or the customer changed this card after it failed
+            or (pm.version_ts or 0) > (last_failed.created or 0)
+        )
+    fingerprints = {r.card_fingerprint for r in rows if r.card_fingerprint}
+    if pm is not None and pm.fingerprint:
+        fingerprints.add(pm.fingerprint)
+    row_ids = {r.id for r in rows}
+    since = int((now - CAP_PERIOD).timestamp())
+    same_card_elsewhere = (
+        session.scalars(
+            select(PaymentAttempt).where(
+                PaymentAttempt.card_fingerprint.in_(fingerprints),
+                PaymentAttempt.created >= since,
+            )
+        ).all()
+        if fingerprints
+        else []
+    )
+    customer = session.get(Customer, case.customer_id) if case.customer_id else None
+    zone = customer_timezone(
+        customer.address_country if customer else None,
+        customer.preferred_locales if customer else (),
+    )
+    successes = session.scalars(
+        select(PaymentAttempt.created)
+        .where(PaymentAttempt.customer_id == case.customer_id, PaymentAttempt.status == "succeeded")
+        .order_by(PaymentAttempt.created.desc())
+        .limit(24)
+    ).all()
+    tz = ZoneInfo(zone)
+    attempts = [_to_attempt(r, ours, True) for r in rows] + [
+        _to_attempt(r, ours, False) for r in same_card_elsewhere if r.id not in row_ids
+    ]
+    ctx = RetryContext(
+        case_opened_at=case.opened_at,
+        attempts=attempts,
+        card=card,
+        card_changed_since_last_failure=changed,
+        customer_timezone=zone,
+        amount=invoice.amount_remaining,
+        currency=invoice.currency,
+        past_success_days=[datetime.fromtimestamp(ts, tz).day for ts in successes if ts],
+    )
+    return ctx, failed

@@ -1,0 +1,99 @@
+"""Opening recovery cases: one per failed subscription invoice worth recovering."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from recovery.db import insert_or_ignore
+from recovery.domain import cases as machine
+from recovery.domain.cases import CaseStatus
+from recovery.models import (
+    Invoice,
+    RecoveryCase,
+)
+from recovery.rules import Rules
+from recovery.services.cases.log import AUTO_ADVANCE_KIND, WINDOW_END_KIND, record, subject
+from recovery.services.work import due_actions
+
+
+def lock_for_invoice(session: Session, invoice_id: str) -> RecoveryCase | None:
+    return session.scalars(
+        select(RecoveryCase).where(RecoveryCase.invoice_id == invoice_id).with_for_update()
+    ).one_or_none()
+
+
+def is_recoverable(invoice: Invoice) -> bool:
+    """A subscription invoice Stripe collects automatically, open, with money still owed."""
+    return (
+        invoice.subscription_id is not None
+        and invoice.collection_method in (None, "charge_automatically")
+        and invoice.status == "open"
+        and invoice.amount_remaining > 0
+    )
+
+
+def open_case(
+    session: Session, invoice: Invoice, rules: Rules, now: datetime
+) -> RecoveryCase | None:
+    """The case for this invoice, opened now if it has none and is worth recovering."""
+    existing = lock_for_invoice(session, invoice.id)
+    if existing is not None or not is_recoverable(invoice):
+        return existing
+    values = {
+        "invoice_id": invoice.id,
+        "customer_id": invoice.customer_id,
+        "subscription_id": invoice.subscription_id,
+        "status": CaseStatus.OPEN,
+        "currency": invoice.currency,
+        "amount_due": invoice.amount_remaining,
+        "opened_at": now,
+        "hosted_invoice_url": invoice.hosted_invoice_url,
+    }
+    insert_or_ignore(session, RecoveryCase, values, ["invoice_id"])
+    case = lock_for_invoice(session, invoice.id)
+    assert case is not None
+    amount = f"{invoice.amount_remaining / 100:.2f} {invoice.currency.upper()}"
+    if record(
+        session,
+        case,
+        now,
+        "opened",
+        f"payment of {amount} failed",
+        {"invoice": invoice.id},
+        f"case:{case.id}:opened",
+    ):
+        window_end = now + timedelta(days=rules.retry.window_days)
+        due_actions.schedule(
+            session,
+            kind=WINDOW_END_KIND,
+            subject=subject(case.id),
+            dedupe_key=f"case:{case.id}:window_end",
+            due_at=window_end,
+            now=now,
+            payload={"case_id": case.id},
+        )
+        if rules.retry.retry_owner == "recovery":
+            # Stripe must stop its own attempts on this invoice, or the two collide.
+            due_actions.schedule(
+                session,
+                kind=AUTO_ADVANCE_KIND,
+                subject=subject(case.id),
+                dedupe_key=f"case:{case.id}:auto_advance_off",
+                due_at=now,
+                now=now,
+                payload={"case_id": case.id},
+            )
+    return case
+
+
+def active_cases_of_customer(session: Session, customer_id: str) -> Sequence[RecoveryCase]:
+    return session.scalars(
+        select(RecoveryCase)
+        .where(RecoveryCase.customer_id == customer_id)
+        .where(RecoveryCase.status.in_([s.value for s in machine.ACTIVE]))
+        .with_for_update()
+    ).all()

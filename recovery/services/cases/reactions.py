@@ -1,0 +1,184 @@
+"""How Stripe events move recovery cases: registered as reactions, run after the mirror.
+
+Failure signals open or re-steer a case; money closes it as recovered; a voided invoice or a
+subscription the business cancelled closes it; a new or updated card re-steers every active
+case of the customer (a needs-a-new-card case is retried at once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+
+from recovery.domain import stripe_objects as so
+from recovery.domain.cases import ACTIVE, CaseStatus, CloseReason, attribute_recovery
+from recovery.models import Invoice, InvoicePayment, PaymentAttempt, RecoveryCase
+from recovery.rules import Rules
+from recovery.runtime import ProcessingContext
+from recovery.services.cases import log as case_log
+from recovery.services.cases import opening as case_opening
+from recovery.services.cases import scheduling as case_scheduling
+from recovery.services.cases import state as case_state
+from recovery.services.messaging import outbox
+from recovery.services.work import due_actions
+
+Obj = Mapping[str, Any]
+
+
+def _rules(ctx: ProcessingContext) -> Rules:
+    rules: Rules = ctx.runtime.rules
+    return rules
+
+
+def _invoice_of_payment(ctx: ProcessingContext, obj: Obj) -> str | None:
+    """The invoice a charge or PaymentIntent event is about, when we can tell."""
+    invoice_id = so.ref(obj.get("invoice"))
+    if invoice_id:
+        return invoice_id
+    intent = (
+        obj.get("id")
+        if obj.get("object") == "payment_intent"
+        else so.ref(obj.get("payment_intent"))
+    )
+    if intent:
+        linked = ctx.session.scalar(
+            select(InvoicePayment.invoice_id).where(InvoicePayment.payment_intent_id == intent)
+        )
+        if linked:
+            return str(linked)
+        row = ctx.session.scalar(
+            select(PaymentAttempt.invoice_id).where(
+                PaymentAttempt.payment_intent_id == intent, PaymentAttempt.invoice_id.is_not(None)
+            )
+        )
+        return str(row) if row else None
+    return None
+
+
+def _steer(ctx: ProcessingContext, invoice_id: str, cause: str, *, may_open: bool) -> None:
+    invoice = ctx.session.get(Invoice, invoice_id)
+    if invoice is None:
+        return  # the invoice event that opens the case is on its way
+    now = ctx.clock.now()
+    case = (
+        case_opening.open_case(ctx.session, invoice, _rules(ctx), now)
+        if may_open
+        else case_opening.lock_for_invoice(ctx.session, invoice_id)
+    )
+    if case is None:
+        return
+    if invoice.status == "paid":
+        _recovered(ctx, case, invoice, {})
+    elif invoice.status in ("void", "uncollectible", "deleted") or (
+        invoice.status == "open" and invoice.amount_remaining == 0
+    ):
+        reasons = {"void": CloseReason.VOIDED, "deleted": CloseReason.DELETED}
+        reason = reasons.get(invoice.status or "", CloseReason.UNCOLLECTIBLE)
+        if invoice.status == "uncollectible" and case.status == CaseStatus.LOST:
+            return  # our own end of dunning wrote it off
+        case_state.mark_closed(ctx.session, case, reason, now)
+    else:
+        case_scheduling.reevaluate(ctx.session, case, _rules(ctx), now, cause)
+
+
+def on_invoice_failure(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
+    if obj.get("id"):
+        _steer(ctx, str(obj["id"]), event["type"], may_open=True)
+
+
+def on_invoice_action_required(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
+    on_invoice_failure(ctx, event, obj)
+    case = case_opening.lock_for_invoice(ctx.session, str(obj.get("id")))
+    if case is not None and case.status in ACTIVE:
+        case_state.await_authentication(
+            ctx.session, case, so.invoice_state(obj).hosted_invoice_url, ctx.clock.now()
+        )
+
+
+def on_payment_failure(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
+    invoice_id = _invoice_of_payment(ctx, obj)
+    if invoice_id:
+        _steer(ctx, invoice_id, event["type"], may_open=True)
+        return
+    # No link to an invoice (current API versions): re-steer the customer's active cases,
+    # whose attempt queries match the charge by customer and amount.
+    customer_id = so.ref(obj.get("customer"))
+    if customer_id:
+        for case in case_opening.active_cases_of_customer(ctx.session, customer_id):
+            case_scheduling.reevaluate(
+                ctx.session, case, _rules(ctx), ctx.clock.now(), event["type"]
+            )
+
+
+def _recovered(ctx: ProcessingContext, case: RecoveryCase, invoice: Invoice, obj: Obj) -> None:
+    via = attribute_recovery(
+        paid_at=ctx.clock.now(),
+        paid_out_of_band=obj.get("paid_out_of_band") is True,
+        retry_owner=_rules(ctx).retry.retry_owner,
+        stripe_next_attempt=case.stripe_next_attempt_at,
+    )
+    amount = invoice.amount_paid or case.amount_due
+    case_state.mark_recovered(ctx.session, case, via, amount, ctx.clock.now())
+
+
+def on_invoice_paid(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
+    invoice_id = obj.get("id")
+    if not invoice_id:
+        return
+    case = case_opening.lock_for_invoice(ctx.session, str(invoice_id))
+    invoice = ctx.session.get(Invoice, str(invoice_id))
+    if case is None or invoice is None:
+        return
+    if invoice.status == "paid":  # the mirror holds the newest state, whatever the order
+        _recovered(ctx, case, invoice, obj)
+
+
+def on_invoice_updated(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
+    """invoice.updated fires on every change: only steer cases that already exist."""
+    if obj.get("id"):
+        _steer(ctx, str(obj["id"]), event["type"], may_open=False)
+
+
+def on_subscription_deleted(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
+    sub_id = obj.get("id")
+    details = obj.get("cancellation_details") or {}
+    now = ctx.clock.now()
+    for case in ctx.session.scalars(
+        select(RecoveryCase)
+        .where(RecoveryCase.subscription_id == sub_id)
+        .where(RecoveryCase.status.in_([s.value for s in ACTIVE]))
+        .with_for_update()
+    ):
+        if isinstance(details, Mapping) and details.get("reason") == "payment_failed":
+            # Stripe's own dunning ran out and cancelled it: lost, not closed.
+            case.status = CaseStatus.LOST
+            case.closed_at = now
+            due_actions.cancel_pending(ctx.session, case_log.subject(case.id), now)
+            outbox.cancel(ctx.session, case_log.subject(case.id), now)
+            case_log.record(
+                ctx.session,
+                case,
+                now,
+                "lost",
+                "Stripe cancelled the subscription after failed payments",
+                dedupe_key=f"case:{case.id}:lost",
+            )
+        else:
+            case_state.mark_closed(ctx.session, case, CloseReason.SUBSCRIPTION_CANCELLED, now)
+
+
+def on_card_change(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
+    """A card was attached, updated by the card updater, or made the default."""
+    if obj.get("object") == "customer":
+        customer_id = obj.get("id")
+    elif obj.get("object") == "setup_intent":
+        customer_id = so.ref(obj.get("customer"))
+    else:
+        customer_id = so.ref(obj.get("customer"))
+    if not customer_id:
+        return
+    now = ctx.clock.now()
+    for case in case_opening.active_cases_of_customer(ctx.session, str(customer_id)):
+        case_scheduling.reevaluate(ctx.session, case, _rules(ctx), now, event["type"])

@@ -1,0 +1,180 @@
+"""Steering an active case: ask the retry policy what comes next and make it so (a retry due
+at the chosen time, or the end of dunning)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from recovery.domain import cases as machine
+from recovery.domain.cases import CaseStatus
+from recovery.domain.declines import classify
+from recovery.domain.retry_policy import (
+    RetryDecision,
+    decide_next_retry,
+)
+from recovery.models import (
+    ActionStatus,
+    DueAction,
+    Invoice,
+    RecoveryCase,
+)
+from recovery.rules import Rules
+from recovery.services.cases.evidence import decline_of, retry_context
+from recovery.services.cases.log import END_OF_DUNNING_KIND, RETRY_KIND, record, subject
+from recovery.services.messaging import outbox
+from recovery.services.work import due_actions
+
+
+def _pending_retries(session: Session, case: RecoveryCase) -> Sequence[DueAction]:
+    return session.scalars(
+        select(DueAction).where(
+            DueAction.subject == subject(case.id),
+            DueAction.kind == RETRY_KIND,
+            DueAction.status == ActionStatus.PENDING,
+        )
+    ).all()
+
+
+def retry_key(case: RecoveryCase) -> str:
+    """The next retry's due-action key: one per attempt number, so one charge per attempt."""
+    return f"case:{case.id}:attempt:{case.our_attempts + 1}"
+
+
+def stripe_key(action_key: str, payload: Mapping[str, Any]) -> str:
+    """The idempotency key of the charge a retry action makes. A revived attempt (see
+    plan_retry) gets a fresh one: Stripe replays the stored answer to a reused key for 24 h."""
+    revival = int(payload.get("revival") or 0)
+    return f"{action_key}:r{revival}" if revival else action_key
+
+
+def plan_retry(
+    session: Session, case: RecoveryCase, due_at: datetime, now: datetime, reason: str
+) -> None:
+    """Make the case's next attempt due at `due_at`: a pending one moves, any other pending
+    retry is cancelled. An action for this attempt that ended without charging (cancelled by a
+    pause, skipped because Stripe was about to charge, refused) comes back: attempt n is not
+    made until our_attempts says so, and its key must not stop it for good."""
+    attempt = case.our_attempts + 1
+    key = retry_key(case)
+    for action in _pending_retries(session, case):
+        if action.dedupe_key != key:
+            action.status = ActionStatus.CANCELLED
+            action.finished_at = now
+    payload = {"case_id": case.id, "attempt": attempt, "reason": reason}
+    if due_actions.schedule(
+        session,
+        kind=RETRY_KIND,
+        subject=subject(case.id),
+        dedupe_key=key,
+        due_at=due_at,
+        now=now,
+        payload=payload,
+    ):
+        return
+    existing = session.scalars(
+        select(DueAction).where(DueAction.dedupe_key == key).with_for_update()
+    ).one()
+    if existing.status == ActionStatus.RUNNING:
+        return  # its worker decides; the next decision follows from what it finds
+    if existing.status == ActionStatus.PENDING:
+        if existing.due_at != due_at:  # the policy learnt more (a late decline detail)
+            existing.due_at = due_at
+            existing.payload = {**existing.payload, "reason": reason}
+        return
+    revival = int(existing.payload.get("revival") or 0) + 1
+    existing.status = ActionStatus.PENDING
+    existing.due_at = due_at
+    existing.finished_at = None
+    existing.attempts = 0
+    existing.last_error = None
+    existing.lease_owner = None
+    existing.lease_expires_at = None
+    existing.payload = {**payload, "revival": revival}
+
+
+def _schedule_retry(
+    session: Session, case: RecoveryCase, decision: RetryDecision, now: datetime
+) -> None:
+    assert decision.at is not None
+    plan_retry(session, case, decision.at, now, decision.reason)
+
+
+def reevaluate(
+    session: Session, case: RecoveryCase, rules: Rules, now: datetime, cause: str
+) -> RetryDecision | None:
+    """Ask the retry policy what comes next for an active case, and make it so."""
+    if case.status in machine.TERMINAL or case.dunning_paused:
+        return None
+    invoice = session.get(Invoice, case.invoice_id)
+    if invoice is None:
+        return None
+    ctx, failed = retry_context(session, case, invoice, now)
+    decision = decide_next_retry(ctx, rules.retry, now)
+    if failed:
+        last = failed[-1]
+        verdict = classify(decline_of(last))
+        case.decline_category = verdict.category.value
+        case.decline_code = last.decline_code or last.failure_code
+        case.card_brand = last.card_brand or case.card_brand
+    case.stripe_next_attempt_at = invoice.next_payment_attempt or case.stripe_next_attempt_at
+    step = machine.after_decision(CaseStatus(case.status), decision)
+    if (
+        case.status == CaseStatus.AWAITING_CUSTOMER
+        and case.awaiting == "authentication"
+        and (decision.at is None and not decision.stop)
+    ):
+        step = machine.Step(
+            CaseStatus.AWAITING_CUSTOMER, machine.AwaitingReason.AUTHENTICATION, False
+        )
+    case.status = step.status
+    case.awaiting = step.awaiting.value if step.awaiting else None
+    case.next_retry_at = decision.at
+    case.next_step_reason = decision.reason
+    if decision.at is not None:
+        _schedule_retry(session, case, decision, now)
+    else:
+        due_actions.cancel_pending(session, subject(case.id), now, (RETRY_KIND,))
+    digest = hashlib.sha256(decision.reason.encode()).hexdigest()[:12]
+    record(
+        session,
+        case,
+        now,
+        "decision",
+        decision.reason,
+        {
+            "cause": cause,
+            "next_retry_at": decision.at.isoformat() if decision.at else None,
+            "stop": decision.stop,
+            "wait_for_new_card": decision.wait_for_new_card,
+        },
+        f"case:{case.id}:decision:{case.our_attempts}:{len(failed)}:{digest}",
+    )
+    if step.end_dunning:
+        case.closed_at = now
+        due_actions.cancel_pending(session, subject(case.id), now)
+        outbox.cancel(session, subject(case.id), now)
+        record(
+            session,
+            case,
+            now,
+            "lost",
+            f"dunning ended: {rules.retry.end_of_dunning}",
+            dedupe_key=f"case:{case.id}:lost",
+        )
+        if rules.retry.end_of_dunning != "leave_past_due":
+            due_actions.schedule(
+                session,
+                kind=END_OF_DUNNING_KIND,
+                subject=f"case-end:{case.id}",
+                dedupe_key=f"case:{case.id}:end_of_dunning",
+                due_at=now,
+                now=now,
+                payload={"case_id": case.id, "apply": rules.retry.end_of_dunning},
+            )
+    return decision

@@ -1,0 +1,292 @@
+"""Apply mirrored states to the database, newest state wins, in any arrival order.
+
+Each write is one insert-or-ignore; when the row exists it is locked (`FOR UPDATE` on
+PostgreSQL; SQLite has a single writer) and replaced only if the incoming version is newer.
+Concurrent processors of two events about one object therefore serialize on the row, and the
+older one can never commit last and win.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from recovery.db import insert_or_ignore, update_by_key, utcnow_from
+from recovery.domain.stripe_objects import (
+    AttemptState,
+    CardState,
+    CustomerState,
+    InvoiceState,
+    SubscriptionState,
+)
+from recovery.models import (
+    Customer,
+    Invoice,
+    InvoicePayment,
+    PaymentAttempt,
+    PaymentMethod,
+    Subscription,
+    SubscriptionItem,
+)
+
+# Within one second Stripe can emit several events for one invoice; when their states differ,
+# the one further along its life wins (a paid invoice is never reopened).
+_INVOICE_STATUS_RANK = {
+    "draft": 0,
+    "open": 1,
+    "uncollectible": 2,
+    "void": 3,
+    "paid": 3,
+    "deleted": 4,
+}
+_ATTEMPT_STATUS_RANK = {"pending": 0, "failed": 1, "succeeded": 2}
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    ts: int  # Stripe's event `created`, or the fetch time for state read from the API
+    tiebreak: str  # deterministic order for two different states stamped with the same second
+
+
+def _digest(state: Any) -> str:
+    canonical = json.dumps(asdict(state), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def version_of(ts: int, state: Any, rank: int = 0) -> Version:
+    return Version(ts, f"{rank:04d}:{_digest(state)}")
+
+
+def _insert(session: Session, model: type[Any], values: dict[str, Any]) -> bool:
+    """Insert unless the primary key exists. True when this call inserted the row."""
+    return insert_or_ignore(session, model, values)
+
+
+def _locked_version(session: Session, model: Any, oid: str) -> Version:
+    row = session.execute(
+        select(model.version_ts, model.version_tiebreak).where(model.id == oid).with_for_update()
+    ).one()
+    return Version(row[0], row[1])
+
+
+REFETCH_KIND = "stripe.refetch"
+_REFETCHABLE = {
+    Customer: "customer",
+    PaymentMethod: "payment_method",
+    Subscription: "subscription",
+    Invoice: "invoice",
+}
+
+
+def _refetch_later(session: Session, model: Any, oid: str, ts: int) -> None:
+    """Two different states stamped with the same second: the tie-break picks one, but only
+    Stripe knows which is current. Ask it (a due action re-reads the object and applies it
+    stamped with the fetch time, which outranks both)."""
+    from recovery.services.work import due_actions
+
+    kind = _REFETCHABLE.get(model)
+    if kind is None:
+        return
+    when = utcnow_from(ts)
+    assert when is not None
+    due_actions.schedule(
+        session,
+        kind=REFETCH_KIND,
+        subject=f"{kind}:{oid}",
+        dedupe_key=f"refetch:{kind}:{oid}:{ts}",
+        due_at=when,
+        now=when,
+        payload={"object": kind, "id": oid},
+    )
+
+
+def _upsert_versioned(
+    session: Session, model: Any, oid: str, values: dict[str, Any], version: Version
+) -> bool:
+    """Write `values` if `version` is newer than what the row holds. True when written."""
+    values = {**values, "version_ts": version.ts, "version_tiebreak": version.tiebreak}
+    if _insert(session, model, {"id": oid, **values}):
+        return True
+    stored = _locked_version(session, model, oid)
+    if stored.ts == version.ts and stored.tiebreak != version.tiebreak:
+        _refetch_later(session, model, oid, version.ts)
+    if version <= stored:
+        return False
+    update_by_key(session, model, oid, values)
+    return True
+
+
+def apply_customer(session: Session, state: CustomerState, ts: int) -> bool:
+    values = {
+        "email": state.email,
+        "name": state.name,
+        "phone": state.phone,
+        "preferred_locales": list(state.preferred_locales),
+        "address_country": state.address_country,
+        "default_payment_method_id": state.default_payment_method_id,
+        "default_source_id": state.default_source_id,
+        "metadata_": dict(state.metadata),
+        "deleted": state.deleted,
+        "created": state.created,
+    }
+    # A deletion is final: rank it above every live state stamped with the same second.
+    return _upsert_versioned(
+        session, Customer, state.id, values, version_of(ts, state, 1 if state.deleted else 0)
+    )
+
+
+def apply_card(session: Session, state: CardState, ts: int) -> bool:
+    values = {
+        "customer_id": state.customer_id,
+        "type": state.type,
+        "brand": state.brand,
+        "last4": state.last4,
+        "exp_month": state.exp_month,
+        "exp_year": state.exp_year,
+        "funding": state.funding,
+        "fingerprint": state.fingerprint,
+        "country": state.country,
+        "wallet": state.wallet,
+        "created": state.created,
+    }
+    return _upsert_versioned(session, PaymentMethod, state.id, values, version_of(ts, state))
+
+
+def apply_subscription(session: Session, state: SubscriptionState, ts: int) -> bool:
+    values = {
+        "customer_id": state.customer_id,
+        "status": state.status,
+        "collection_method": state.collection_method,
+        "currency": state.currency,
+        "default_payment_method_id": state.default_payment_method_id,
+        "default_source_id": state.default_source_id,
+        "cancel_at_period_end": state.cancel_at_period_end,
+        "cancel_at": utcnow_from(state.cancel_at),
+        "canceled_at": utcnow_from(state.canceled_at),
+        "ended_at": utcnow_from(state.ended_at),
+        "cancellation_reason": state.cancellation_reason,
+        "cancellation_feedback": state.cancellation_feedback,
+        "pause_behavior": state.pause_behavior,
+        "pause_resumes_at": utcnow_from(state.pause_resumes_at),
+        "current_period_start": utcnow_from(state.current_period_start),
+        "current_period_end": utcnow_from(state.current_period_end),
+        "trial_end": utcnow_from(state.trial_end),
+        "latest_invoice_id": state.latest_invoice_id,
+        "metadata_": dict(state.metadata),
+        "created": state.created,
+    }
+    rank = 1 if state.status == "canceled" else 0  # cancelled is terminal
+    if not _upsert_versioned(session, Subscription, state.id, values, version_of(ts, state, rank)):
+        return False
+    session.execute(delete(SubscriptionItem).where(SubscriptionItem.subscription_id == state.id))
+    if state.items:
+        session.execute(
+            insert(SubscriptionItem),
+            [
+                {
+                    "id": item.id,
+                    "subscription_id": state.id,
+                    "price_id": item.price_id,
+                    "product_id": item.product_id,
+                    "unit_amount": item.unit_amount,
+                    "quantity": item.quantity,
+                    "currency": item.currency,
+                    "interval": item.interval,
+                    "interval_count": item.interval_count,
+                    "current_period_start": utcnow_from(item.current_period_start),
+                    "current_period_end": utcnow_from(item.current_period_end),
+                }
+                for item in state.items
+            ],
+        )
+    return True
+
+
+def link_invoice_payment(session: Session, invoice_id: str, payment_intent_id: str) -> None:
+    values = {"invoice_id": invoice_id, "payment_intent_id": payment_intent_id}
+    insert_or_ignore(session, InvoicePayment, values, ["invoice_id", "payment_intent_id"])
+
+
+def apply_invoice(session: Session, state: InvoiceState, ts: int) -> bool:
+    for intent in state.payment_intent_ids:
+        link_invoice_payment(session, state.id, intent)
+    values = {
+        "customer_id": state.customer_id,
+        "subscription_id": state.subscription_id,
+        "status": state.status,
+        "currency": state.currency,
+        "amount_due": state.amount_due,
+        "amount_paid": state.amount_paid,
+        "amount_remaining": state.amount_remaining,
+        "attempt_count": state.attempt_count,
+        "attempted": state.attempted,
+        "next_payment_attempt": utcnow_from(state.next_payment_attempt),
+        "hosted_invoice_url": state.hosted_invoice_url,
+        "billing_reason": state.billing_reason,
+        "collection_method": state.collection_method,
+        "auto_advance": state.auto_advance,
+        "paid_at": utcnow_from(state.paid_at),
+        "period_end": utcnow_from(state.period_end),
+        "created": state.created,
+    }
+    rank = _INVOICE_STATUS_RANK.get(state.status or "", 0) * 1000 + min(state.attempt_count, 999)
+    return _upsert_versioned(session, Invoice, state.id, values, version_of(ts, state, rank))
+
+
+_ATTEMPT_FIELDS = (
+    "payment_intent_id",
+    "invoice_id",
+    "customer_id",
+    "payment_method_id",
+    "amount",
+    "currency",
+    "failure_code",
+    "failure_message",
+    "decline_code",
+    "outcome_type",
+    "outcome_reason",
+    "network_status",
+    "advice_code",
+    "network_advice_code",
+    "network_decline_code",
+    "card_brand",
+    "card_last4",
+    "card_funding",
+    "card_fingerprint",
+    "created",
+)
+
+
+def _merge_field(old: Any, new: Any) -> Any:
+    # A charge and its PaymentIntent's error describe one immutable attempt, each with a subset
+    # of the fields: union them. Should two sources ever disagree, the larger value wins so the
+    # result does not depend on arrival order.
+    if old is None or old == 0:
+        return new if new is not None else old
+    if new is None or new == 0 or new == old:
+        return old
+    return max(old, new, key=str)
+
+
+def apply_attempt(session: Session, state: AttemptState, ts: int) -> None:
+    if state.card is not None:
+        apply_card(session, state.card, ts)
+    if state.invoice_id and state.payment_intent_id:
+        link_invoice_payment(session, state.invoice_id, state.payment_intent_id)
+    new_values = {name: getattr(state, name) for name in _ATTEMPT_FIELDS}
+    values = {**new_values, "status": state.status, "version_ts": ts, "version_tiebreak": ""}
+    if _insert(session, PaymentAttempt, {"id": state.id, **values}):
+        return
+    row = session.execute(
+        select(PaymentAttempt).where(PaymentAttempt.id == state.id).with_for_update()
+    ).scalar_one()
+    merged = {name: _merge_field(getattr(row, name), new_values[name]) for name in _ATTEMPT_FIELDS}
+    if _ATTEMPT_STATUS_RANK.get(state.status, 0) > _ATTEMPT_STATUS_RANK.get(row.status, 0):
+        merged["status"] = state.status
+    merged["version_ts"] = max(row.version_ts, ts)
+    update_by_key(session, PaymentAttempt, state.id, merged)

@@ -1,0 +1,345 @@
+"""The outbox: messages written in the decision's transaction, sent by the worker after commit.
+
+Each message is a row (`outbox_messages`) plus a due action (`outbox.send`, subject = what the
+message is about, e.g. `case:<id>`), both written in the transaction that decided to send it;
+so a message exists exactly when its decision committed, and cancelling a case's pending
+actions cancels its messages' sends in the same transaction.
+
+Delivery guarantee, when a worker dies after the provider accepted a message but before our
+"sent" commit (the due action's lease expires and another worker runs it again):
+- email: at least once. The re-send carries the same Message-ID (derived from the dedupe key),
+  so mail clients and receiving systems can drop the copy. SMTP has no way to ask "did you
+  already take this one?", and losing a reminder is worse than a rare duplicate with one id.
+- SMS: effectively once. Twilio has no idempotency key, and a duplicate text costs the customer
+  money and patience, so before any second attempt we list what Twilio sent to that number
+  since the first attempt and, if our exact body is there, record that sid instead of sending.
+  Twilio creates the message resource before it answers the POST, so a message it accepted is
+  always found; one it never received is not, and is sent.
+Permanent failures (hard bounce, invalid number, opted out) mark the message failed at once;
+transient ones are retried with the due actions' backoff (1 min doubling to 6 h), then failed
+after MAX_ATTEMPTS - about two days, so an SMTP or Twilio outage of a day loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from recovery.adapters.email import Mailer, SendError, address, build
+from recovery.adapters.sms import OPTED_OUT, SmsSender
+from recovery.config import Settings
+from recovery.db import insert_or_ignore
+from recovery.domain import sms as sms_rules
+from recovery.domain.reminders import local_day, next_day_at
+from recovery.domain.timezones import customer_timezone
+from recovery.models import ActionStatus, Customer, DueAction, MessageStatus, OutboxMessage
+from recovery.models.outbox import SmsOptOut
+from recovery.rules import Rules
+from recovery.runtime import ActionContext, Claimed
+from recovery.services.card_update import links as card_update_links
+from recovery.services.work import due_actions
+
+log = logging.getLogger(__name__)
+
+SEND_KIND = "outbox.send"
+MAX_ATTEMPTS = 16  # 1+2+...+256 min, then 6 h apart: the 16th try ~50 h after the first
+LOCAL_PROVIDER = "local-outbox"
+CONFIRMATION = "confirmation"  # the step of messages that go out whatever the case's state
+
+# ---- writing ------------------------------------------------------------------------------
+
+
+def enqueue(
+    session: Session,
+    *,
+    about: str,
+    case_id: int | None,
+    customer_id: str | None,
+    channel: str,
+    template: str,
+    step: str,
+    locale: str,
+    recipient: str,
+    subject: str,
+    body: str,
+    send_after: datetime,
+    dedupe_key: str,
+    now: datetime,
+    cap_zone: str | None = None,
+    send_hour: int = 10,
+) -> OutboxMessage | None:
+    """Write a message and its send action, once per dedupe key. With `cap_zone` it is a
+    reminder: it takes the customer's local day, moving to the next free one (the unique
+    (customer, day) constraint makes this safe against concurrent planners). Returns the row,
+    or None when the key was used already."""
+    existing = session.scalar(select(OutboxMessage).where(OutboxMessage.dedupe_key == dedupe_key))
+    if existing is not None:
+        return None
+    at = send_after
+    for _ in range(60):
+        values: dict[str, Any] = {
+            "about": about,
+            "case_id": case_id,
+            "customer_id": customer_id,
+            "channel": channel,
+            "template": template,
+            "step": step,
+            "locale": locale,
+            "recipient": recipient,
+            "subject": subject,
+            "body": body,
+            "send_after": at,
+            "cap_day": local_day(at, cap_zone) if cap_zone and customer_id else None,
+            "dedupe_key": dedupe_key,
+            "status": MessageStatus.PENDING,
+            "attempts": 0,
+            "created_at": now,
+        }
+        if insert_or_ignore(session, OutboxMessage, values):
+            break
+        if cap_zone is None:
+            return None
+        at = next_day_at(at, cap_zone, send_hour)  # that day is taken: the next one
+    else:
+        return None
+    row = session.scalars(select(OutboxMessage).where(OutboxMessage.dedupe_key == dedupe_key)).one()
+    due_actions.schedule(
+        session,
+        kind=SEND_KIND,
+        subject=about,
+        dedupe_key=f"outbox:{dedupe_key}",
+        due_at=row.send_after,
+        now=now,
+        payload={"message_id": row.id},
+        max_attempts=MAX_ATTEMPTS,
+    )
+    return row
+
+
+def _finish(row: OutboxMessage, status: MessageStatus, now: datetime, error: str | None) -> None:
+    row.status = status
+    row.finished_at = now
+    row.cap_day = None  # frees the customer's day for another reminder
+    if error is not None:
+        row.last_error = error[:2000]
+
+
+def cancel(session: Session, about: str, now: datetime, *, keep_confirmations: bool = True) -> int:
+    """Cancel every pending message about `about` (and its send action). Returns how many."""
+    query = select(OutboxMessage).where(
+        OutboxMessage.about == about, OutboxMessage.status == MessageStatus.PENDING
+    )
+    if keep_confirmations:
+        query = query.where(OutboxMessage.step != CONFIRMATION)
+    rows = session.scalars(query.with_for_update()).all()
+    for row in rows:
+        _finish(row, MessageStatus.CANCELLED, now, None)
+        session.execute(
+            update(DueAction)
+            .where(DueAction.dedupe_key == f"outbox:{row.dedupe_key}")
+            .where(DueAction.status == ActionStatus.PENDING)
+            .values(status=ActionStatus.CANCELLED, finished_at=now)
+        )
+    return len(rows)
+
+
+def set_opt_out(session: Session, phone: str, opted_out: bool, via: str, now: datetime) -> None:
+    row = session.get(SmsOptOut, phone, with_for_update=True)
+    if row is None:
+        session.add(SmsOptOut(phone=phone, opted_out=opted_out, via=via, changed_at=now))
+    else:
+        row.opted_out, row.via, row.changed_at = opted_out, via, now
+    session.flush()
+
+
+def is_opted_out(session: Session, phone: str) -> bool:
+    row = session.get(SmsOptOut, phone)
+    return row is not None and row.opted_out
+
+
+def has_sms_consent(customer: Customer | None, key: str) -> bool:
+    """The rules name the customer metadata key recording consent; any of these values (or a
+    date, the day it was given) counts. Anything else, or nothing, does not."""
+    if customer is None:
+        return False
+    value = str((customer.metadata_ or {}).get(key, "")).strip().lower()
+    return value in ("true", "yes", "1", "y") or (len(value) >= 8 and value[:4].isdigit())
+
+
+# ---- providers ------------------------------------------------------------------------------
+
+
+def delivery_status(settings: Settings) -> dict[str, str]:
+    """What /healthz and the API say about where messages go."""
+    email = "smtp" if settings.smtp_url else "local outbox only (RECOVERY_SMTP_URL not set)"
+    twilio = settings.twilio_account_sid and settings.twilio_auth_token
+    sms = "twilio" if twilio else "local outbox only (TWILIO_ACCOUNT_SID/AUTH_TOKEN not set)"
+    return {"email": email, "sms": sms}
+
+
+def _masked(row: OutboxMessage) -> str:
+    if row.channel == "sms":
+        return sms_rules.mask_phone(row.recipient)
+    return sms_rules.mask_email(row.recipient)
+
+
+# ---- sending (the worker) -------------------------------------------------------------------
+
+
+def _defer(ctx: ActionContext, row: OutboxMessage, at: datetime, why: str) -> None:
+    """Send later, by a fresh action (this one completes): quiet hours, mostly."""
+    row.send_after = at
+    due_actions.schedule(
+        ctx.session,
+        kind=SEND_KIND,
+        subject=row.about,
+        dedupe_key=f"outbox:{row.dedupe_key}:at:{at.isoformat()}",
+        due_at=at,
+        now=ctx.clock.now(),
+        payload={"message_id": row.id},
+        max_attempts=MAX_ATTEMPTS,
+    )
+    log.info("message %s deferred to %s: %s", row.id, at.isoformat(), why)
+
+
+def _sms_blocked(ctx: ActionContext, row: OutboxMessage, customer: Customer | None) -> str | None:
+    rules = ctx.runtime.rules.reminders
+    if is_opted_out(ctx.session, row.recipient):
+        return "the number opted out of texts (STOP)"
+    if not has_sms_consent(customer, rules.sms_consent_metadata_key):
+        return "no SMS consent recorded for the customer"
+    if sms_rules.e164(row.recipient) != row.recipient:
+        return "not a valid E.164 number"
+    return None
+
+
+def _filled(ctx: ActionContext, row: OutboxMessage, text: str) -> str:
+    """The text with its card-update link's token put back (it is never stored)."""
+    return card_update_links.fill(ctx.session, text, row.dedupe_key, ctx.runtime.settings)
+
+
+def _send_email(ctx: ActionContext, row: OutboxMessage, provider: Mailer) -> str:
+    rules: Rules = ctx.runtime.rules
+    settings: Settings = ctx.runtime.settings
+    business = rules.business
+    sender = address(
+        f"{business.sender_name} at {business.name}", settings.mail_from or business.sender_email
+    )
+    msg = build(
+        sender=sender,
+        reply_to=address(f"{business.sender_name} at {business.name}", business.reply_to),
+        to=address("", row.recipient),
+        subject=_filled(ctx, row, row.subject),
+        body=_filled(ctx, row, row.body),
+        dedupe_key=row.dedupe_key,
+        date=ctx.clock.now(),
+    )
+    return provider.send(msg)
+
+
+def _send_sms(ctx: ActionContext, row: OutboxMessage, provider: SmsSender, action: Claimed) -> str:
+    body = _filled(ctx, row, row.body)  # the same text on every attempt: the token is derived
+    if action.attempts > 1 or row.attempts > 0:
+        # An earlier attempt may have reached Twilio before its worker died: ask first.
+        since = row.created_at if row.sent_at is None else row.sent_at
+        found = provider.find_sent(row.recipient, body, since)
+        if found is not None:
+            log.info("message %s was accepted by Twilio before a crash: %s", row.id, found)
+            return found
+    return provider.send(row.recipient, body)
+
+
+def run_send(ctx: ActionContext, action: Claimed) -> None:
+    now = ctx.clock.now()
+    row = ctx.session.get(OutboxMessage, int(action.payload["message_id"]), with_for_update=True)
+    if row is None or row.status != MessageStatus.PENDING:
+        return
+    check = ctx.runtime.handlers.still_wanted.get(row.about.partition(":")[0])
+    reason = check(ctx.session, row) if check is not None else None
+    if reason is not None:
+        _finish(row, MessageStatus.CANCELLED, now, reason)
+        return
+    customer = ctx.session.get(Customer, row.customer_id) if row.customer_id else None
+    if row.channel == "sms":
+        blocked = _sms_blocked(ctx, row, customer)
+        if blocked is not None:
+            _finish(row, MessageStatus.CANCELLED, now, blocked)
+            return
+        zone = customer_timezone(
+            customer.address_country if customer else None,
+            customer.preferred_locales if customer else (),
+        )
+        hours = ctx.runtime.rules.reminders.sms
+        allowed = sms_rules.next_allowed(now, zone, hours)
+        if allowed > now:
+            _defer(ctx, row, allowed, "outside the recipient's sending hours")
+            return
+    row.attempts = max(row.attempts, action.attempts)
+    mailer, texter = ctx.runtime.mailer, ctx.runtime.sms
+    if (mailer if row.channel == "email" else texter) is None:
+        log.info(
+            "%s to %s (%s, no provider configured; kept in the outbox): %s",
+            row.channel,
+            _masked(row),
+            row.template,
+            row.subject or row.body[:60],
+        )
+        row.provider_id = LOCAL_PROVIDER
+    else:
+        try:
+            if row.channel == "email" and mailer is not None:
+                row.provider_id = _send_email(ctx, row, mailer)
+            elif texter is not None:
+                row.provider_id = _send_sms(ctx, row, texter, action)
+        except SendError as exc:
+            if exc.permanent or action.attempts >= MAX_ATTEMPTS:
+                _finish(row, MessageStatus.FAILED, now, str(exc))
+                if row.channel == "sms" and exc.code == OPTED_OUT:
+                    set_opt_out(ctx.session, row.recipient, True, "twilio_21610", now)
+                log.warning("message %s to %s failed: %s", row.id, _masked(row), exc)
+                return
+            raise  # transient: the due action retries with backoff
+    row.status = MessageStatus.SENT
+    row.sent_at = now
+    row.finished_at = now
+    row.last_error = None
+
+
+# ---- reading --------------------------------------------------------------------------------
+
+
+def messages_about(session: Session, about: str) -> list[dict[str, Any]]:
+    """The messages about a case (or notice), for the API: status, errors, where to."""
+    rows = session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.about == about)
+        .order_by(OutboxMessage.send_after, OutboxMessage.id)
+    ).all()
+    errors = {
+        a.dedupe_key: a.last_error
+        for a in session.scalars(
+            select(DueAction).where(DueAction.subject == about, DueAction.kind == SEND_KIND)
+        )
+    }
+    return [
+        {
+            "id": r.id,
+            "channel": r.channel,
+            "template": r.template,
+            "step": r.step,
+            "locale": r.locale,
+            "to": _masked(r),
+            "subject": r.subject or None,
+            "send_after": r.send_after.isoformat(),
+            "status": r.status,
+            "provider": r.provider_id,
+            "attempts": r.attempts,
+            "last_error": r.last_error or errors.get(f"outbox:{r.dedupe_key}"),
+            "sent_at": r.sent_at.isoformat() if r.sent_at else None,
+        }
+        for r in rows
+    ]

@@ -1,0 +1,385 @@
+"""Reminders for recovery cases: planned when a case opens or changes sequence, cancelled the
+moment it closes, a thank-you when money arrives and a notice when the subscription ends.
+
+Runs as an event reaction registered after the case reactions, in the same transaction: what
+the case just became decides what is written to the outbox (services/outbox.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from recovery import i18n
+from recovery.config import Settings
+from recovery.domain import reminders as planner
+from recovery.domain import sms as sms_rules
+from recovery.domain import stripe_objects as so
+from recovery.domain.cases import ACTIVE, TERMINAL, CaseStatus
+from recovery.domain.timezones import customer_timezone
+from recovery.models import (
+    CaseEvent,
+    Customer,
+    OutboxMessage,
+    PaymentMethod,
+    RecoveryCase,
+    Subscription,
+)
+from recovery.rules import Rules
+from recovery.runtime import ProcessingContext
+from recovery.services.card_update import links as card_update_links
+from recovery.services.cases import evidence as case_evidence
+from recovery.services.cases import log as case_log
+from recovery.services.messaging import outbox
+
+log = logging.getLogger(__name__)
+Obj = Mapping[str, Any]
+RECENT = timedelta(days=7)  # confirmations only for cases closed this recently
+
+
+# ---- what a message says --------------------------------------------------------------------
+
+
+# Templates that carry a card-update link (SMS texts always do; they follow these steps).
+LINKED = frozenset(
+    {"soft_decline", "card_replace", "authentication_needed", "card_expiring", "final_notice"}
+)
+
+
+def card_update_link(
+    session: Session,
+    case: RecoveryCase,
+    rules: Rules,
+    settings: Settings,
+    now: datetime,
+    message_key: str,
+    sent_at: datetime | None = None,
+) -> str:
+    """The card-update link of the message with this dedupe key (its token is derived from the
+    key; the stored body keeps a placeholder, see card_update_links)."""
+    assert case.customer_id is not None
+    return card_update_links.link_for_message(
+        session,
+        message_key=message_key,
+        customer_id=case.customer_id,
+        case_id=case.id,
+        now=now,
+        settings=settings,
+        rules=rules,
+        sent_at=sent_at,
+    )
+
+
+def locale_of(customer: Customer | None) -> str:
+    return i18n.negotiate(customer.preferred_locales if customer else []) or i18n.DEFAULT_LOCALE
+
+
+def zone_of(customer: Customer | None) -> str:
+    return customer_timezone(
+        customer.address_country if customer else None,
+        customer.preferred_locales if customer else (),
+    )
+
+
+def card_label(pm: PaymentMethod | None, locale: str) -> str:
+    if pm is None or not pm.last4:
+        return ""
+    brand = {"amex": "American Express", "mastercard": "Mastercard", "visa": "Visa"}.get(
+        (pm.brand or "").lower(), (pm.brand or "card").title()
+    )
+    text: str = i18n.translations(locale).gettext("%(brand)s card ending in %(last4)s")
+    return text % {"brand": brand, "last4": pm.last4}
+
+
+def message_context(
+    *,
+    rules: Rules,
+    customer: Customer | None,
+    locale: str,
+    amount: int,
+    currency: str,
+    card: PaymentMethod | None,
+    link: str,
+    deadline: datetime,
+) -> dict[str, Any]:
+    """Everything every template may use; StrictUndefined catches anything else."""
+    business = rules.business
+    return {
+        "business": business.name,
+        "sender": business.sender_name,
+        "product": business.name,
+        "name": ((customer.name or "").split() or [""])[0] if customer else "",
+        "amount": i18n.format_money(amount, currency, locale),
+        "card": card_label(card, locale),
+        "link": link,
+        "deadline": i18n.format_day(deadline, locale),
+    }
+
+
+def render_email(template: str, locale: str, context: Mapping[str, Any]) -> i18n.Message:
+    return i18n.render_message(f"emails/{template}.txt", locale, **context)
+
+
+def render_sms(
+    template: str, locale: str, context: Mapping[str, Any], max_segments: int
+) -> str | None:
+    """The text, or its short form when too long; None when even that exceeds the limit."""
+    env = i18n.text_environment(i18n.negotiate([locale]) or i18n.DEFAULT_LOCALE)
+    for name in ("emails/sms.txt", "emails/sms_short.txt"):
+        body = " ".join(env.get_template(name).render(template=template, **context).split())
+        if sms_rules.segments(body).count <= max_segments:
+            return body
+    return None
+
+
+# ---- planning -------------------------------------------------------------------------------
+
+
+def _deadline(case: RecoveryCase, rules: Rules) -> datetime:
+    return case.opened_at + timedelta(days=rules.retry.window_days)
+
+
+def _recipient(
+    session: Session, customer: Customer | None, channel: str, rules: Rules
+) -> str | None:
+    if customer is None or customer.deleted:
+        return None
+    if channel == "email":
+        return customer.email or None
+    phone = sms_rules.e164(customer.phone)
+    key = rules.reminders.sms_consent_metadata_key
+    if phone is None or not outbox.has_sms_consent(customer, key):
+        return None
+    return None if outbox.is_opted_out(session, phone) else phone
+
+
+def _write(
+    session: Session,
+    case: RecoveryCase,
+    rules: Rules,
+    settings: Settings,
+    now: datetime,
+    *,
+    channel: str,
+    template: str,
+    step: str,
+    at: datetime,
+    dedupe_key: str,
+    capped: bool,
+) -> OutboxMessage | None:
+    customer = session.get(Customer, case.customer_id) if case.customer_id else None
+    recipient = _recipient(session, customer, channel, rules)
+    if recipient is None or session.scalar(
+        select(OutboxMessage.id).where(OutboxMessage.dedupe_key == dedupe_key)
+    ):
+        return None
+    locale = locale_of(customer)
+    link, ours = "", False
+    if template == "authentication_needed" and case.hosted_invoice_url:
+        link = case.hosted_invoice_url  # the bank's check happens on Stripe's invoice page
+    elif template in LINKED or channel == "sms":
+        link, ours = card_update_link(session, case, rules, settings, now, dedupe_key, at), True
+    context = message_context(
+        rules=rules,
+        customer=customer,
+        locale=locale,
+        amount=case.amount_due,
+        currency=case.currency,
+        card=case_evidence.current_card(session, case),
+        link=link,
+        deadline=_deadline(case, rules),
+    )
+    subject = ""
+    if channel == "email":
+        rendered = render_email(template, locale, context)
+        subject, body = rendered.subject, rendered.body
+    else:
+        text = render_sms(template, locale, context, rules.reminders.max_sms_segments)
+        if text is None:
+            log.warning(
+                "case %s: %s text too long for SMS in %s; skipped", case.id, template, locale
+            )
+            return None
+        body = text
+    if ours:  # the token never rests in the outbox: the sender puts it back in
+        subject = card_update_links.stored_form(subject, link)
+        body = card_update_links.stored_form(body, link)
+    zone = zone_of(customer)
+    # A thank-you or "it ended" note goes out after the case closed: it must not sit under the
+    # case's subject, whose pending work is cancelled the moment the case closes.
+    about = case_log.subject(case.id)
+    if step == outbox.CONFIRMATION:
+        about = f"notice:{about}"
+    return outbox.enqueue(
+        session,
+        about=about,
+        case_id=case.id,
+        customer_id=case.customer_id,
+        channel=channel,
+        template=template,
+        step=step,
+        locale=locale,
+        recipient=recipient,
+        subject=subject,
+        body=body,
+        send_after=at,
+        dedupe_key=dedupe_key,
+        now=now,
+        cap_zone=zone if capped else None,
+        send_hour=rules.reminders.send_hour,
+    )
+
+
+def _current_sequence(session: Session, case: RecoveryCase) -> tuple[str | None, int]:
+    rows = session.scalars(
+        select(CaseEvent)
+        .where(CaseEvent.case_id == case.id, CaseEvent.kind == "reminders")
+        .order_by(CaseEvent.id)
+    ).all()
+    return (str(rows[-1].data.get("sequence")) if rows else None), len(rows)
+
+
+def plan_case(
+    session: Session, case: RecoveryCase, rules: Rules, settings: Settings, now: datetime
+) -> None:
+    """Make the case's planned reminders match what it needs now."""
+    config = rules.reminders
+    if not config.enabled or case.status not in ACTIVE or case.dunning_paused:
+        return  # a paused case is re-planned when it is resumed (case_admin.resume)
+    wanted = planner.sequence_for(case.awaiting, case.decline_category)
+    current, count = _current_sequence(session, case)
+    if current == wanted:
+        return
+    outbox.cancel(session, case_log.subject(case.id), now)
+    run = count + 1
+    case_log.record(
+        session,
+        case,
+        now,
+        "reminders",
+        f"reminders: the {wanted.replace('_', ' ')} sequence",
+        {"sequence": wanted, "replaces": current},
+        f"case:{case.id}:reminders:{run}",
+    )
+    customer = session.get(Customer, case.customer_id) if case.customer_id else None
+    steps = planner.plan(
+        config.sequences[wanted],
+        started_at=now,
+        deadline=_deadline(case, rules),
+        zone=zone_of(customer),
+        send_hour=config.send_hour,
+    )
+    for planned in steps:
+        at = planned.at
+        if planned.channel == "sms":
+            at = sms_rules.next_allowed(at, zone_of(customer), config.sms)
+        _write(
+            session,
+            case,
+            rules,
+            settings,
+            now,
+            channel=planned.channel,
+            template=planned.template,
+            step=f"{wanted}.{planned.index}",
+            at=at,
+            dedupe_key=f"case:{case.id}:reminder:{run}:{wanted}:{planned.index}",
+            capped=True,
+        )
+
+
+def _ended(session: Session, case: RecoveryCase) -> bool:
+    if case.status != CaseStatus.LOST or not case.subscription_id:
+        return False
+    sub = session.get(Subscription, case.subscription_id)
+    return sub is not None and sub.status in ("canceled", "incomplete_expired", "unpaid")
+
+
+def close_case(
+    session: Session, case: RecoveryCase, rules: Rules, settings: Settings, now: datetime
+) -> None:
+    """The case is over: nothing pending goes out; say thank you, or that it ended."""
+    outbox.cancel(session, case_log.subject(case.id), now)
+    if not rules.reminders.confirmations:
+        return
+    if case.closed_at is not None and now - case.closed_at > RECENT:
+        return
+    template = None
+    if case.status == CaseStatus.RECOVERED:
+        template = "recovered"
+    elif _ended(session, case):
+        template = "subscription_ended"
+    if template is None or session.scalar(
+        select(OutboxMessage.id).where(OutboxMessage.dedupe_key == f"case:{case.id}:{template}")
+    ):
+        return
+    _write(
+        session,
+        case,
+        rules,
+        settings,
+        now,
+        channel="email",
+        template=template,
+        step=outbox.CONFIRMATION,
+        at=now,
+        dedupe_key=f"case:{case.id}:{template}",
+        capped=False,
+    )
+
+
+def sync_case(
+    session: Session, case: RecoveryCase, rules: Rules, settings: Settings, now: datetime
+) -> None:
+    if case.status in TERMINAL:
+        close_case(session, case, rules, settings, now)
+    else:
+        plan_case(session, case, rules, settings, now)
+
+
+# ---- wiring ---------------------------------------------------------------------------------
+
+
+def _cases_touched(session: Session, obj: Obj) -> list[RecoveryCase]:
+    kind = obj.get("object")
+    oid = obj.get("id")
+    customer = oid if kind == "customer" else so.ref(obj.get("customer"))
+    conditions = []
+    if kind == "invoice" and oid:
+        conditions.append(RecoveryCase.invoice_id == oid)
+    if kind == "subscription" and oid:
+        conditions.append(RecoveryCase.subscription_id == oid)
+    if customer:
+        conditions.append(RecoveryCase.customer_id == customer)
+    if not conditions:
+        return []
+    return list(
+        session.scalars(select(RecoveryCase).where(or_(*conditions)).order_by(RecoveryCase.id))
+    )
+
+
+def on_event(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
+    rules: Rules = ctx.runtime.rules
+    settings: Settings = ctx.runtime.settings
+    now = ctx.clock.now()
+    for case in _cases_touched(ctx.session, obj):
+        sync_case(ctx.session, case, rules, settings, now)
+
+
+def still_wanted(session: Session, message: OutboxMessage) -> str | None:
+    """Checked right before sending: reminders of a closed case never go out."""
+    if message.case_id is None or message.step == outbox.CONFIRMATION:
+        return None
+    case = session.get(RecoveryCase, message.case_id)
+    if case is None:
+        return "the case no longer exists"
+    if case.status in TERMINAL:
+        return f"the case is {case.status}"
+    if case.dunning_paused:
+        return "dunning is paused"
+    return None

@@ -1,0 +1,166 @@
+"""Everything the service does, in one place: for each Stripe event type the handlers that run,
+in order; the handler of each due-action kind; the daily jobs; and which check decides, right
+before sending, whether a message is still wanted.
+
+For an event, the mirror update comes first, then the recovery case's reaction, then the
+reminders planner (which reacts to what the case just became), then the expiry tracker and the
+card-update completion. `recovery.services.events.dispatch` runs them; `build_runtime` puts this
+table into the runtime that the web app, the worker and the CLI share.
+"""
+
+from __future__ import annotations
+
+from recovery.adapters.clock import Clock
+from recovery.adapters.stripe.protocol import StripeGateway
+from recovery.config import Settings
+from recovery.runtime import ActionHandler, DailyJob, Handlers, Reaction, Runtime, StillWanted
+from recovery.services.cancel import actions as cancel_actions
+from recovery.services.cancel import decisions as cancel_decisions
+from recovery.services.cancel import messages as cancel_messages
+from recovery.services.cancel.flow import EXPIRE_ACTION
+from recovery.services.card_update import completion as card_update
+from recovery.services.cases import actions as case_actions
+from recovery.services.cases import log as case_log
+from recovery.services.cases import reactions as case
+from recovery.services.events import mirror, refetch
+from recovery.services.events import mirror_handlers as into_mirror
+from recovery.services.messaging import expiry, outbox, reminders
+
+# ---- Stripe events ------------------------------------------------------------------------------
+
+ON_EVENT: dict[str, tuple[Reaction, ...]] = {
+    # customers and their cards
+    "customer.created": (into_mirror.customer,),
+    "customer.updated": (
+        into_mirror.customer,
+        case.on_card_change,
+        reminders.on_event,
+        expiry.on_card_change,
+    ),
+    "customer.deleted": (into_mirror.customer,),
+    "customer.source.expiring": (into_mirror.card,),
+    "payment_method.attached": (
+        into_mirror.card,
+        case.on_card_change,
+        reminders.on_event,
+        expiry.on_card_change,
+    ),
+    "payment_method.updated": (
+        into_mirror.card,
+        case.on_card_change,
+        reminders.on_event,
+        expiry.on_card_change,
+    ),
+    "payment_method.automatically_updated": (
+        into_mirror.card,
+        case.on_card_change,
+        reminders.on_event,
+        expiry.on_card_change,
+    ),
+    "payment_method.detached": (into_mirror.card, expiry.on_card_change),
+    "setup_intent.succeeded": (
+        into_mirror.setup_intent,
+        case.on_card_change,
+        reminders.on_event,
+        expiry.on_card_change,
+        card_update.on_setup_intent_succeeded,
+    ),
+    "checkout.session.completed": (card_update.on_checkout_completed,),
+    # subscriptions
+    "customer.subscription.created": (into_mirror.subscription,),
+    "customer.subscription.updated": (
+        into_mirror.subscription,
+        case.on_card_change,
+        reminders.on_event,
+        expiry.on_card_change,
+    ),
+    "customer.subscription.deleted": (
+        into_mirror.subscription,
+        case.on_subscription_deleted,
+        reminders.on_event,
+        expiry.on_card_change,
+    ),
+    "customer.subscription.paused": (into_mirror.subscription,),
+    "customer.subscription.resumed": (into_mirror.subscription,),
+    "customer.subscription.trial_will_end": (into_mirror.subscription,),
+    "customer.subscription.pending_update_applied": (into_mirror.subscription,),
+    # invoices: a failure opens or steers a case, a payment closes it
+    "invoice.created": (into_mirror.invoice,),
+    "invoice.finalized": (into_mirror.invoice, case.on_invoice_updated, reminders.on_event),
+    "invoice.updated": (into_mirror.invoice, case.on_invoice_updated, reminders.on_event),
+    "invoice.payment_failed": (into_mirror.invoice, case.on_invoice_failure, reminders.on_event),
+    "invoice.payment_action_required": (
+        into_mirror.invoice,
+        case.on_invoice_action_required,
+        reminders.on_event,
+    ),
+    "invoice.paid": (into_mirror.invoice, case.on_invoice_paid, reminders.on_event),
+    "invoice.payment_succeeded": (into_mirror.invoice, case.on_invoice_paid, reminders.on_event),
+    "invoice.marked_uncollectible": (
+        into_mirror.invoice,
+        case.on_invoice_updated,
+        reminders.on_event,
+    ),
+    "invoice.voided": (into_mirror.invoice, case.on_invoice_updated, reminders.on_event),
+    "invoice.deleted": (into_mirror.invoice, case.on_invoice_updated, reminders.on_event),
+    "invoice.upcoming": (into_mirror.upcoming,),
+    "invoice_payment.paid": (into_mirror.invoice_payment,),
+    # payment attempts: a failed one carries the decline details the retry policy reads
+    "charge.failed": (into_mirror.charge, case.on_payment_failure, reminders.on_event),
+    "charge.succeeded": (into_mirror.charge,),
+    "charge.pending": (into_mirror.charge,),
+    "payment_intent.payment_failed": (
+        into_mirror.payment_intent,
+        case.on_payment_failure,
+        reminders.on_event,
+    ),
+    "payment_intent.succeeded": (into_mirror.payment_intent,),
+    "payment_intent.requires_action": (into_mirror.payment_intent,),
+    # our own events: an object re-read from Stripe (`events.refetch`) after a doubtful update
+    "recovery.refetched.customer": (case.on_card_change, reminders.on_event),
+    "recovery.refetched.payment_method": (case.on_card_change, reminders.on_event),
+    "recovery.refetched.subscription": (case.on_card_change, reminders.on_event),
+    "recovery.refetched.invoice": (case.on_invoice_updated, reminders.on_event),
+}
+
+# ---- due actions, by kind -----------------------------------------------------------------------
+
+ACTIONS: dict[str, ActionHandler] = {
+    mirror.REFETCH_KIND: refetch.run_refetch,
+    case_log.RETRY_KIND: case_actions.run_retry,
+    case_log.AUTO_ADVANCE_KIND: case_actions.run_auto_advance_off,
+    case_log.WINDOW_END_KIND: case_actions.run_window_end,
+    case_log.END_OF_DUNNING_KIND: case_actions.run_end_of_dunning,
+    outbox.SEND_KIND: outbox.run_send,
+    card_update.ACTION_KIND: card_update.run_complete,
+    cancel_decisions.APPLY_ACTION: cancel_actions.run_apply,
+    EXPIRE_ACTION: cancel_actions.run_expire,
+    cancel_decisions.WEBHOOK_ACTION: cancel_actions.run_webhook,
+    cancel_decisions.EMAIL_CANCELLED: cancel_actions.run_cancel_confirmation,
+    cancel_decisions.EMAIL_PAUSE_ENDING: cancel_actions.run_pause_ending,
+}
+
+# ---- once a day, cluster-wide -------------------------------------------------------------------
+
+DAILY_JOBS: dict[str, DailyJob] = {
+    expiry.JOB_NAME: expiry.daily_job,
+}
+
+# ---- is this message still wanted? (by the first part of its subject) ---------------------------
+
+STILL_WANTED: dict[str, StillWanted] = {
+    "case": reminders.still_wanted,
+    "expiry": expiry.still_wanted,
+    cancel_messages.ABOUT_PREFIX: cancel_messages.still_wanted,
+}
+
+HANDLERS = Handlers(
+    on_event=ON_EVENT, actions=ACTIONS, daily_jobs=DAILY_JOBS, still_wanted=STILL_WANTED
+)
+
+
+def build_runtime(
+    settings: Settings, *, clock: Clock | None = None, gateway: StripeGateway | None = None
+) -> Runtime:
+    """The runtime with every handler above: what the web app, the worker and the CLI run on."""
+    return Runtime.build(settings, HANDLERS, clock=clock, gateway=gateway)

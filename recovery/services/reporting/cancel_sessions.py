@@ -1,0 +1,163 @@
+"""The dashboard's cancel-session list: filters, keyset paging on (created_at, id), CSV rows."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy.orm import Session
+
+from recovery.db import Database
+from recovery.models import CancelSession, Customer
+from recovery.models.cancel_flow import Outcome
+from recovery.services.reporting.case_list import BadFilter, mask_email
+
+PAGE_SIZE = 50
+EXPORT_BATCH = 500
+UNDECIDED = "undecided"  # no outcome yet: the subscriber is still in the flow
+OUTCOMES = (*(o.value for o in Outcome), UNDECIDED)
+REASON_SHAPE = re.compile(r"^[a-z0-9_]{1,40}$")
+
+SessionSelect = Select[CancelSession, str | None]
+
+
+@dataclass(frozen=True)
+class SessionFilters:
+    outcome: str | None = None
+    reason: str | None = None
+    since: date | None = None
+
+    def query_args(self) -> dict[str, str]:
+        out = {"outcome": self.outcome, "reason": self.reason}
+        args = {k: v for k, v in out.items() if v}
+        if self.since:
+            args["since"] = self.since.isoformat()
+        return args
+
+
+def parse_filters(args: Mapping[str, str]) -> SessionFilters:
+    outcome = (args.get("outcome") or "").strip() or None
+    if outcome is not None and outcome not in OUTCOMES:
+        raise BadFilter("Unknown outcome.")
+    reason = (args.get("reason") or "").strip() or None
+    if reason is not None and not REASON_SHAPE.match(reason):
+        raise BadFilter("Unknown reason.")
+    raw_since = (args.get("since") or "").strip()
+    since = None
+    if raw_since:
+        try:
+            since = date.fromisoformat(raw_since)
+        except ValueError:
+            raise BadFilter("The date must look like 2026-11-02.") from None
+    return SessionFilters(outcome=outcome, reason=reason, since=since)
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: str
+    created_at: datetime
+    customer_id: str
+    customer_email: str
+    subscription_id: str
+    source: str
+    reason: str | None
+    reason_text: str | None
+    offer_shown: str | None
+    outcome: str | None
+    decided_at: datetime | None
+    currency: str
+    mrr_before: int
+    mrr_after: int | None
+    stripe_status: str
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[SessionRow]
+    next_cursor: str | None
+
+
+def _cursor(row: SessionRow) -> str:
+    raw = f"{int(row.created_at.timestamp() * 1_000_000)}:{row.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None) -> tuple[datetime, str] | None:
+    if not value:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        micros, session_id = raw.split(":", 1)
+        return datetime.fromtimestamp(int(micros) / 1_000_000, UTC), session_id
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
+        raise BadFilter("That page link is not valid; start from the first page.") from None
+
+
+def _where(stmt: SessionSelect, filters: SessionFilters) -> SessionSelect:
+    if filters.outcome == UNDECIDED:
+        stmt = stmt.where(CancelSession.outcome.is_(None))
+    elif filters.outcome:
+        stmt = stmt.where(CancelSession.outcome == filters.outcome)
+    if filters.reason:
+        stmt = stmt.where(CancelSession.reason == filters.reason)
+    if filters.since:
+        stmt = stmt.where(CancelSession.created_at >= datetime.combine(filters.since, time(), UTC))
+    return stmt
+
+
+def _row(s: CancelSession, email: str | None) -> SessionRow:
+    return SessionRow(
+        id=s.id,
+        created_at=s.created_at,
+        customer_id=s.customer_id,
+        customer_email=mask_email(email),
+        subscription_id=s.subscription_id,
+        source=s.source,
+        reason=s.reason,
+        reason_text=s.reason_text,
+        offer_shown=s.offer_shown,
+        outcome=s.outcome,
+        decided_at=s.decided_at,
+        currency=s.currency,
+        mrr_before=s.mrr_before,
+        mrr_after=s.mrr_after,
+        stripe_status=s.stripe_status,
+    )
+
+
+def list_sessions(
+    session: Session,
+    filters: SessionFilters,
+    *,
+    after: tuple[datetime, str] | None = None,
+    limit: int = PAGE_SIZE,
+) -> Page:
+    stmt: Any = select(CancelSession, Customer.email).outerjoin(
+        Customer, Customer.id == CancelSession.customer_id
+    )
+    stmt = _where(stmt, filters)
+    if after is not None:
+        stmt = stmt.where(tuple_(CancelSession.created_at, CancelSession.id) < tuple_(*after))
+    stmt = stmt.order_by(CancelSession.created_at.desc(), CancelSession.id.desc()).limit(limit + 1)
+    found = [_row(s, e) for s, e in session.execute(stmt).all()]
+    rows = found[:limit]
+    more = len(found) > limit
+    return Page(rows=rows, next_cursor=_cursor(rows[-1]) if more and rows else None)
+
+
+def iter_sessions(db: Database, filters: SessionFilters) -> Iterator[SessionRow]:
+    """Every matching session in batches, each read in its own short transaction."""
+    after: tuple[datetime, str] | None = None
+    while True:
+        with db.reading() as session:
+            page = list_sessions(session, filters, after=after, limit=EXPORT_BATCH)
+        yield from page.rows
+        if page.next_cursor is None or not page.rows:
+            return
+        after = (page.rows[-1].created_at, page.rows[-1].id)
