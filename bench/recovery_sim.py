@@ -8,7 +8,7 @@ customer brings a new card or calls their bank. Whether a charge succeeds is a f
 hidden state and the charge's time only, so every policy faces the same customers and no policy
 can make a charge succeed by being the one that decided it (the success model never looks at the
 policy). Every assumption is a named constant below with its source, or marked ASSUMPTION.
-Sources: /work/shared/DOMAIN.md (sections 2-5).
+Sources: docs/stripe.md, docs/card-networks.md and docs/retry-evidence.md.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ FIRST_FAILURE_FROM = datetime(2025, 6, 2, tzinfo=UTC)  # failures spread over on
 FAILURE_SPREAD_DAYS = 365  # so weekdays, month ends and DST changes all occur
 
 # Share of failed payments by what went wrong. ASSUMPTION: vendor reports name insufficient funds
-# the largest single reason; DOMAIN.md gives no mix.
+# the largest single reason; docs/retry-evidence.md gives no mix.
 GROUP_MIX = {
     "insufficient_funds": 0.45,
     "soft": 0.25,
@@ -58,7 +58,7 @@ BRAND_MIX = {"visa": 0.55, "mastercard": 0.35, "amex": 0.07, "discover": 0.03}  
 FUNDING_MIX = {"debit": 0.45, "credit": 0.50, "prepaid": 0.05}  # ASSUMPTION
 
 # Where customers live: (weight, country, [(zone, weight)], pay-cycle mix). ASSUMPTION, except
-# the US pay-cycle shares, which roughly follow the BLS pay-period survey (not in DOMAIN.md).
+# the US pay-cycle shares, which roughly follow the BLS pay-period survey (not in docs/).
 REGIONS = [
     (
         0.55,
@@ -108,11 +108,11 @@ LOCALE_KNOWN = 0.10  # only preferred_locales known; the rest know neither -> UT
 COVER_CHANCE = {"debit": 0.80, "credit": 0.65, "prepaid": 0.35}
 BROKE_SHARE = 0.25  # no payday in the window covers the invoice at all. ASSUMPTION
 FUNDS_LAST_DAYS = (1.0, 6.0)  # uniform. ASSUMPTION
-POST_HOURS = (0, 7)  # uniform, local. Stripe: some debit cards do better at 12:01 AM (DOMAIN §5)
+POST_HOURS = (0, 7)  # uniform, local. Debit cards may do better at 12:01 AM: docs/retry-evidence.md
 SUCCESS_FUNDED = 0.95  # issuer approves when the money is there. ASSUMPTION
 SUCCESS_UNFUNDED = 0.03  # other inflows, overdraft. ASSUMPTION
 # Mastercard's Authorization Optimizer adds MAC 24-30 to recurring insufficient-funds declines
-# (DOMAIN.md §4, US from Oct 2023); the issuer picks the wait from when it expects money.
+# (docs/card-networks.md, US from Oct 2023); the issuer picks the wait from when it expects money.
 MASTERCARD_WAIT_ADVICE_SHARE = 0.30  # ASSUMPTION
 # Soft declines: a transient issuer problem clears after an exponential time; some never clear
 # (a "do_not_honor" that hides a closed account). ASSUMPTION
@@ -129,7 +129,7 @@ SOFT_CODES = {
 }
 # Cards needing replacement: a new card arrives (customer, or Stripe's card updater keeping the
 # card number for expired cards). Churn Buster: the card updater fixes most expiring cards
-# (DOMAIN.md §5); the numbers are ASSUMPTION.
+# (docs/retry-evidence.md#expiring-cards); the numbers are ASSUMPTION.
 NEW_CARD_CODES = {
     "expired_card": 0.60,
     "incorrect_cvc": 0.15,
@@ -157,8 +157,8 @@ CUSTOMER_CODES = {
 BANK_FIX_CHANCE = 0.30  # customer calls the bank and the same card works again. ASSUMPTION
 BANK_FIX_MEAN_DAYS = 3.0
 SUCCESS_BANK_FIXED = 0.90
-# Never-retry declines: the network says stop while Stripe's code is often generic (DOMAIN.md §4:
-# no Stripe field exposes the Visa category). The mixes are ASSUMPTION.
+# Never-retry declines: the network says stop while Stripe's code is often generic (no Stripe
+# field exposes the Visa category, docs/card-networks.md). The mixes are ASSUMPTION.
 VISA_STOP_DECLINES = [  # (Visa category 1 response code, Stripe decline_code)
     ("46", "do_not_honor"),
     ("04", "pickup_card"),
@@ -170,7 +170,7 @@ VISA_STOP_DECLINES = [  # (Visa category 1 response code, Stripe decline_code)
 MASTERCARD_STOP_DECLINES = [("03", "do_not_honor"), ("21", "generic_decline")]  # (MAC, code)
 STRIPE_ADVICE_ON_MASTERCARD_STOP = 0.50  # share also carrying do_not_try_again. ASSUMPTION
 OTHER_BRAND_STOP_CODES = ["fraudulent", "lost_card", "stolen_card"]
-# Visa response codes sent with Stripe's soft codes (categories 4 and 2, DOMAIN.md §4).
+# Visa response codes sent with Stripe's soft codes (categories 4 and 2, docs/card-networks.md).
 VISA_SOFT_RESPONSES = {"do_not_honor": "05", "issuer_not_available": "91", "processing_error": "96"}
 # What the app sees of the customer's history: the renewal day was paid before, and this share
 # once paid a late invoice just after a real payday (0-1 day later). ASSUMPTION
@@ -180,7 +180,7 @@ OTHER_INVOICES_SHARE = 0.08
 OTHER_INVOICE_ATTEMPTS = (8, 24)  # uniform count
 
 # ================================ network rules (for counting violations) ======================
-# Restated from DOMAIN.md §4 rather than imported, so the policy is not graded by its own code.
+# Restated from docs/card-networks.md, not imported, so the policy is not graded by its own code.
 VISA_CATEGORY_1 = {"04", "07", "12", "15", "41", "43", "46", "57", "R0", "R1", "R3"}
 MASTERCARD_STOP_ADVICE = {"03", "21"}
 VISA_STOP_ADVICE = {"02", "03", "21"}
@@ -193,18 +193,18 @@ MASTERCARD_WAIT = {
     "29": timedelta(days=8),
     "30": timedelta(days=10),
 }
-# Attempts on one card in any 30 days, this one included (Visa 20, Mastercard 35; DOMAIN.md §4).
+# Attempts on one card in 30 days, this one too (Visa 20, Mastercard 35; docs/card-networks.md).
 NETWORK_CAP = {"visa": 20, "mastercard": 35}
 CAP_PERIOD = timedelta(days=30)
 
 # ================================ knobs: baselines =============================================
-# Stripe's custom schedule allows at most 3 retries (DOMAIN.md §2): days 3, 5, 7 at the time of
+# Stripe's custom schedule allows at most 3 retries (docs/stripe.md): days 3, 5, 7 at the time of
 # day of the first charge. Smart Retries' recommended "8 tries in 2 weeks", here evenly spaced.
 BASELINES = {
     "stripe custom: day 3, 5, 7": [timedelta(days=d) for d in (3, 5, 7)],
     "8 retries evenly in 14 days": [timedelta(days=14 * k / 8) for k in range(1, 9)],
 }
-# Stripe skips retries for these until a new payment method appears (DOMAIN.md §2-3).
+# Stripe won't retry these until a new payment method appears (docs/stripe.md#retries-by-stripe).
 STRIPE_NO_AUTO_RETRY = {
     "incorrect_number",
     "lost_card",

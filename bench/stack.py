@@ -334,7 +334,7 @@ def _frame_name(frame: str) -> str:
     if not match:
         return frame.strip()
     file = match["file"]
-    for marker in ("site-packages/", "/work/main/", "python3.11/"):
+    for marker in ("site-packages/", f"{ROOT}/", "python3.11/"):
         if marker in file:
             file = file.split(marker, 1)[1]
             break

@@ -2,7 +2,7 @@
 mirror of in-order delivery, every row of every table, on SQLite and on PostgreSQL.
 
 Stripe promises neither order nor single delivery, and sometimes tells one change with two Event
-objects (DOMAIN.md section 1). The mirror keeps the newest state by the event's `created` with a
+objects (docs/stripe.md). The mirror keeps the newest state by the event's `created` with a
 deterministic tie-break, so the arrival order must not matter. Each test replays the true order
 into a fresh database, snapshots the mirror, empties the database, replays the chaotic order
 and compares the two snapshots row by row. Figures of the big run go to

@@ -1,7 +1,7 @@
 """The real-parts harness works: PostgreSQL via psycopg 3, localstripe via the official SDK.
 
 The localstripe tests double as the reference recipe for end-to-end tests (see
-``../shared/TESTING.md``): how to make a renewal fail with ``invoice.payment_failed`` and how the
+``docs/testing-parts.md``): how to make a renewal fail with ``invoice.payment_failed`` and how the
 customer then recovers.
 """
 

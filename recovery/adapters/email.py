@@ -2,7 +2,7 @@
 
 Messages are built with `email.message.EmailMessage` and `email.headerregistry.Address`, never
 by pasting strings into headers: CR/LF in a display name cannot add a header (bpo-39073,
-DOMAIN.md §6), and we strip them before CPython has to refuse them. The Message-ID is derived
+docs/messaging.md), and we strip them before CPython has to refuse them. The Message-ID is derived
 from the outbox dedupe key, so a message re-sent after a crash carries the same id and
 receivers (and our own tests) can tell it is the same message.
 """
@@ -102,7 +102,7 @@ def build(
     msg["Date"] = format_datetime(date)
     msg["Message-ID"] = message_id(dedupe_key, sender.addr_spec)
     # Transactional mail about the customer's own account: no List-Unsubscribe (CAN-SPAM's
-    # transactional category, DOMAIN.md §6); automated, so auto-responders stay quiet.
+    # transactional category, docs/messaging.md); automated, so auto-responders stay quiet.
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(body, subtype="plain", charset="utf-8")
     return msg

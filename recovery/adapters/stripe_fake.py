@@ -1,6 +1,6 @@
 """An in-memory `StripeGateway` for tests and the demo: Stripe's behaviour where we depend on it.
 
-What it models: objects shaped like the pinned API version's (`../shared/stripe/fixtures3.json`:
+What it models: objects shaped like the pinned API version's (`tests/fixtures/stripe/`:
 the invoice names its subscription under `parent.subscription_details`, periods sit on
 subscription items, `discounts` instead of `coupon`); idempotent replay (same key and parameters
 -> the first result again, no second effect; same key, other parameters -> `IdempotencyConflict`;

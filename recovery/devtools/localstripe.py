@@ -3,7 +3,7 @@
 Run it as ``python -m recovery.devtools.localstripe --port P`` or start it from code with
 :func:`start_localstripe`. Never use localstripe's stock command: it listens on every interface
 (``::``) and pickles its whole store to ``/tmp/localstripe.pickle`` on every write, so concurrent
-runs would share and clobber one file (see ``../shared/TESTING.md``).
+runs would share and clobber one file (see ``docs/testing-parts.md#localstripe``).
 """
 
 from __future__ import annotations
@@ -221,9 +221,9 @@ CARD_3DS_THEN_DECLINE = "4000008260003178"  # localstripe: authenticates, then d
 def fail_renewal(
     client: stripe.StripeClient, base_url: str, customer_id: str, subscription_id: str
 ) -> tuple[stripe.Invoice, int]:
-    """The failed-renewal recipe (TESTING.md): the customer's default card becomes one that
-    authenticates and is then declined, and a renewal invoice is paid with it. Returns the
-    invoice and the status of the 3-D Secure step (402: declined, as Stripe's webhooks say)."""
+    """The failed-renewal recipe (docs/testing-parts.md): the customer's default card becomes
+    one that authenticates and is then declined, and a renewal invoice is paid with it. Returns
+    the invoice and the status of the 3-D Secure step (402: declined, as Stripe's webhooks say)."""
     bad = client.v1.payment_methods.create(
         {
             "type": "card",

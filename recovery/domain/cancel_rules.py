@@ -15,7 +15,7 @@ from typing import Any
 
 from recovery.domain.offers import CADENCES, OfferKind, OfferRule, OfferRules, PriceSwitch
 
-# Stripe's `cancellation_details[feedback]` values (DOMAIN.md §2).
+# Stripe's `cancellation_details[feedback]` values (docs/stripe.md#cancelling-a-subscription).
 FEEDBACK = frozenset(
     {
         "customer_service",

@@ -4,7 +4,7 @@ A Stripe decline carries up to five independent signals: Stripe's ``decline_code
 ``failure_code``), Stripe's own ``outcome.advice_code``, Radar's ``outcome.type``, and the card
 network's raw ``network_advice_code`` / ``network_decline_code``. Each is read on its own and the
 most restrictive reading wins, so a generic ``do_not_honor`` never hides a Mastercard "do not try
-again". Sources are in /work/shared/DOMAIN.md sections 3 and 4.
+again". Sources: docs/card-networks.md and docs/stripe.md#decline-fields.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ _CUSTOMER = DeclineCategory.NEEDS_CUSTOMER
 _NEVER = DeclineCategory.NEVER_RETRY
 
 # ---- Mastercard Merchant Advice Codes --------------------------------------------------------
-# Meanings: Braintree's MAC reference and PayPal's PaymentAdviceCode table (DOMAIN.md §4).
-# Fees: every retry on the same card within 30 days of MAC 03 or 21 (TabaPay, DOMAIN.md §4).
+# Meanings: Braintree's MAC reference and PayPal's PaymentAdviceCode table (docs/card-networks.md).
+# Fees: any retry on the same card within 30 days of MAC 03 or 21 (TabaPay, docs/card-networks.md).
 _MASTERCARD_ADVICE: dict[str, Classification] = {
     "01": _c(_NEW_CARD, "Mastercard advice 01: new account information is available"),
     # PayPal's table adds "retry 72 hours later" to 02; the conservative reading costs little.
@@ -112,9 +112,9 @@ _MASTERCARD_ADVICE.update(
 # 40/41/43 (prepaid / virtual card) are informational and deliberately absent.
 
 # ---- Visa advice codes: the same digits, other meanings --------------------------------------
-# 02/03/21: PayPal's PaymentAdviceCode table (DOMAIN.md §4), all cardholder stop instructions;
+# 02/03/21: PayPal's PaymentAdviceCode table (docs/card-networks.md), all cardholder stops;
 # Visa's Stop Payment Service charges for the 4th and later retries after a stop (Checkout.com).
-# 01: Peach Payments' MAC table lists "new account information" for Visa too (not in DOMAIN.md).
+# 01: Peach Payments' MAC table lists "new account information" for Visa too (not in docs/).
 _VISA_ADVICE: dict[str, Classification] = {
     "01": _c(_NEW_CARD, "Visa advice 01: new account information is available"),
     "02": _c(_NEVER, "Visa advice 02: cardholder stopped this payment", stop_card=True),
@@ -127,8 +127,8 @@ _VISA_ADVICE: dict[str, Classification] = {
 }
 
 # ---- Visa response-code categories (network_decline_code) ------------------------------------
-# Category 1, "issuer will never approve": Evolve's list as in DOMAIN.md §4, plus 03, 62, 78, 93,
-# which Forte's copy of Visa's table also puts in category 1 - the stricter union costs nothing.
+# Category 1, "issuer will never approve": Evolve's list (docs/card-networks.md), plus 03, 62, 78,
+# 93, which Forte's copy of Visa's table also puts in category 1 - the stricter union costs nothing.
 _VISA_CATEGORY_1 = frozenset(
     {"03", "04", "07", "12", "15", "41", "43", "46", "57", "62", "78", "93", "R0", "R1", "R3"}
 )
@@ -143,7 +143,7 @@ _VISA_AUTHENTICATION = "1A"
 _VISA_NO_SUCH_NUMBER = "14"
 
 # ---- Mastercard response codes (network_decline_code) -----------------------------------------
-# Only the unambiguous "the card is gone" codes. Not from DOMAIN.md: Peach Payments' scheme table
+# Only the unambiguous "the card is gone" codes. Not from docs/: Peach Payments' scheme table
 # puts them in the never-reattempt category for both networks; Stripe usually also reports them
 # as pickup_card, lost_card, stolen_card or incorrect_number, so this is belt and braces.
 _MASTERCARD_RESPONSE: dict[str, Classification] = {
@@ -153,7 +153,7 @@ _MASTERCARD_RESPONSE: dict[str, Classification] = {
     "43": _c(_NEVER, "Mastercard response 43: stolen card", stop_card=True),
 }
 
-# ---- Stripe decline codes (https://docs.stripe.com/declines/codes, DOMAIN.md §3) -------------
+# ---- Stripe decline codes (https://docs.stripe.com/declines/codes, docs/card-networks.md) ----
 _STRIPE_NEVER = {
     # Fraud: Stripe says show the customer generic_decline. Lost/stolen cards never come back.
     "fraudulent": "the issuer suspects fraud",

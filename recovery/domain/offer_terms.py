@@ -1,6 +1,6 @@
 """The exact terms of an offer: what the subscriber is shown and what is applied in Stripe. Pure.
 
-Stripe facts relied on (DOMAIN.md §2): a price change with the same interval keeps the billing
+Stripe facts relied on (docs/stripe.md): a price change with the same interval keeps the billing
 date and, with `create_prorations`, credits the unused time at the old price; a change of
 interval (monthly -> yearly) moves the billing date to the switch and charges at once, less the
 unused part of the current period when prorating.

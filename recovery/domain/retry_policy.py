@@ -1,7 +1,7 @@
 """When to charge a failed invoice again - or why not to.
 
 Pure: every input arrives as an argument, ``now`` included, and the same inputs always give the
-same decision. Facts behind the defaults are in /work/shared/DOMAIN.md (sections 2-5).
+same decision. Facts behind the defaults: docs/stripe.md, card-networks.md, retry-evidence.md.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ RetryOwner = Literal["recovery", "stripe"]
 EndOfDunning = Literal["cancel_subscription", "mark_uncollectible", "leave_past_due"]
 Funding = Literal["credit", "debit", "prepaid", "unknown"]
 
-# Visa and Mastercard both count reattempts over a rolling 30 days (DOMAIN.md §4).
+# Visa and Mastercard both count reattempts over a rolling 30 days (docs/card-networks.md).
 CAP_PERIOD = timedelta(days=30)
 WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DAY_ABBR = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

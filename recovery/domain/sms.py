@@ -26,7 +26,7 @@ GSM7_SINGLE, GSM7_MULTI = 160, 153
 UCS2_SINGLE, UCS2_MULTI = 70, 67
 
 # Words that revoke consent (Twilio's default opt-out keywords plus FCC 24-18's list,
-# DOMAIN.md §6) and that restore it.
+# docs/messaging.md#sms-opt-out) and that restore it.
 OPT_OUT_WORDS = frozenset(
     {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT", "OPT OUT"}
 )
@@ -73,7 +73,7 @@ def e164(raw: str | None) -> str | None:
 class QuietHours:
     """Texts go out only in [start, end) recipient-local time. The default 09:00-20:00 sits
     inside every window we know of: 08:00-21:00 federally in the US, 08:00-20:00 in Florida
-    (47 CFR 64.1200(c)(1), Fla. Stat. 501.059; DOMAIN.md §6)."""
+    (47 CFR 64.1200(c)(1), Fla. Stat. 501.059; docs/messaging.md#quiet-hours)."""
 
     start: time = time(9, 0)
     end: time = time(20, 0)

@@ -4,7 +4,7 @@
 Both check X-Twilio-Signature with the SDK's RequestValidator over the URL Twilio called,
 rebuilt from RECOVERY_PUBLIC_URL (behind a proxy request.url is not what Twilio signed).
 Twilio itself answers STOP/START/HELP on long codes and Messaging Services; we mirror the
-opt-out so we never even try (DOMAIN.md §6: "mirror opt-outs in your own database").
+opt-out so we never even try (docs/messaging.md#sms-opt-out: keep our own record of opt-outs).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ NEVER = DeclineCategory.NEVER_RETRY
 PROPERTY = settings(max_examples=300, derandomize=True, deadline=None)
 
 
-# Stripe decline codes, grouped as in DOMAIN.md §3.
+# Stripe decline codes, grouped as in docs/card-networks.md#stripe-decline-codes.
 @pytest.mark.parametrize(
     ("code", "category", "stop_card"),
     [
@@ -76,7 +76,7 @@ def test_stripe_decline_codes(code: str, category: DeclineCategory, stop_card: b
     assert code in result.reason
 
 
-# Mastercard Merchant Advice Codes (DOMAIN.md §4), under a decline code that alone says "retry".
+# Mastercard advice codes (docs/card-networks.md), under a decline code that alone says "retry".
 @pytest.mark.parametrize(
     ("mac", "category", "stop_card", "not_before"),
     [

@@ -15,7 +15,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from tests.conftest import skip_or_fail
 
 CHROMIUM = Path("/usr/bin/chromium")
-# TESTING.md: without the background-networking flags Chromium keeps trying the closed network.
+# docs/testing-parts.md: without the last three flags Chromium keeps trying the closed network.
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",

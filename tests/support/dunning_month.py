@@ -26,7 +26,7 @@ MONTH = timedelta(days=31)
 COUNTRIES = ["DE", "US", "FR", "GB", "NL", "US", "DE", "ES"]
 PHONES = {"DE": "+49151", "US": "+1415555", "FR": "+33612", "GB": "+447700", "NL": "+31612"}
 PHONES |= {"ES": "+34612"}
-# What went wrong on Stripe's own renewal charge (decline codes from fixtures3.json / DOMAIN.md).
+# What failed on Stripe's own renewal charge (decline codes: fixtures3.json, docs/card-networks.md).
 FIRST_DECLINES = [
     "insufficient_funds",
     "insufficient_funds",

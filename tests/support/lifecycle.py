@@ -8,7 +8,7 @@ pauses, card changes and deleted customers. A few customers live on an endpoint 
 (tests/support/stripe_payloads.py over fixtures3.json).
 
 `deliveries()` then turns the true order into what an endpoint sees: shuffled, redelivered, and
-with the odd second Event object Stripe creates for one change (DOMAIN.md section 1).
+with the odd second Event object Stripe creates for one change (docs/stripe.md#webhook-delivery).
 
 Timestamps follow Stripe: per object each event is later than the one before, except the bursts
 Stripe really sends within one second for one invoice (finalized and charged, paid and

@@ -1,4 +1,4 @@
-"""Stripe-shaped payloads built from Stripe's own example objects (shared/stripe/fixtures3.json).
+"""Stripe-shaped payloads built from Stripe's own example objects (tests/fixtures/stripe/).
 
 Tests never hand-write a Stripe object from scratch: they start from the fixture of the current
 API version and change the fields the scenario is about. `legacy_*` builders give the
@@ -17,10 +17,10 @@ from typing import Any
 
 from recovery.domain.signature import sign
 
-# shared/ sits beside the repository (here and in CI); RECOVERY_STRIPE_FIXTURES overrides.
+# The copy in the repository (origin and licence beside it); RECOVERY_STRIPE_FIXTURES overrides.
 FIXTURES = Path(
     os.environ.get("RECOVERY_STRIPE_FIXTURES")
-    or Path(__file__).resolve().parents[3] / "shared" / "stripe" / "fixtures3.json"
+    or Path(__file__).resolve().parents[1] / "fixtures" / "stripe" / "fixtures3.json"
 )
 CURRENT_API_VERSION = "2026-10-28.endive"
 

@@ -2,7 +2,7 @@
 
 - the cancellation confirmation: written in the decision's transaction, so a cancellation we
   accepted is always confirmed in writing (Germany's §312k BGB and the EU's Art. 11a CRD want an
-  immediate acknowledgment on a durable medium, DOMAIN.md section 7) - whether Stripe took the
+  immediate acknowledgment on a durable medium, docs/cancellation.md) - whether Stripe took the
   change at once or the worker applies it later;
 - the pause reminder: written when Stripe applied the pause, to go out a few days before
   billing resumes; dropped by the sender if the subscriber cancelled meanwhile.

@@ -15,7 +15,7 @@ A link of an expiring-card notice has no case and nothing to pay: the card becom
 and the subscription's remaining expiry notices are cancelled.
 Stripe's order for which card pays: the subscription's default wins over the customer's
 (https://docs.stripe.com/payments/checkout/subscriptions/update-payment-details), so both are
-set; then `Invoice.pay` rather than waiting for the next retry (DOMAIN.md section 2).
+set; then `Invoice.pay` rather than waiting for the next retry (docs/stripe.md#paying-an-invoice).
 """
 
 from __future__ import annotations
