@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
 from recovery.config import Settings
 from recovery.logs import quiet_noisy_loggers
+from recovery.resources import TEMPLATES
 from recovery.runtime import Runtime
 from recovery.services.registry import build_runtime
 from recovery.web import (  # noqa: F401 - routes on the API blueprint
@@ -35,8 +35,6 @@ from recovery.web import (  # noqa: F401 - routes on the API blueprint
     twilio_webhooks,
     webhooks,
 )
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 def create_app(

@@ -41,10 +41,12 @@ from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_percent
 from babel.support import Translations
 
+from recovery.resources import TEMPLATES
+
 log = logging.getLogger(__name__)
 
 TRANSLATIONS_DIR = Path(__file__).resolve().with_name("translations")
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = TEMPLATES
 DOMAIN = "messages"
 DEFAULT_LOCALE = "en"
 SUPPORTED_LOCALES = ("en", "es", "de", "fr", "pt_BR", "hi", "th", "ru")

@@ -8,12 +8,15 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parent.parent
+from recovery.resources import MIGRATIONS
 
 
 def alembic_config(database_url: str) -> Config:
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    """The same configuration as alembic.ini (which stays in the repository for the `alembic`
+    command), built in code so an installed package needs no ini file."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("path_separator", "os")
     cfg.attributes["database_url"] = database_url
     return cfg
 

@@ -31,6 +31,16 @@ API_KEY = "test-api-key"
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
+DRILLS = Path(__file__).resolve().parent / "drills"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/drills is a drill: `make check` leaves drills out."""
+    for item in items:
+        if DRILLS in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.drill)
+
+
 def skip_or_fail(reason: str) -> None:
     """Locally a missing binary skips with a reason; in CI it is a failure."""
     if IN_CI:
