@@ -19,11 +19,8 @@ from recovery.logs import quiet_noisy_loggers
 from recovery.resources import TEMPLATES
 from recovery.runtime import Runtime
 from recovery.services.registry import build_runtime
-from recovery.web import (  # noqa: F401 - routes on the API blueprint
+from recovery.web import (
     api,
-    api_cases,
-    api_metrics,
-    cancel_api,
     cancel_flow,
     card_update,
     dashboard,
@@ -31,7 +28,6 @@ from recovery.web import (  # noqa: F401 - routes on the API blueprint
     errors,
     health,
     i18n,
-    openapi,
     twilio_webhooks,
     webhooks,
 )
@@ -67,11 +63,9 @@ def create_app(
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(twilio_webhooks.bp)
     app.register_blueprint(health.bp)
-    app.register_blueprint(api.bp)
+    app.register_blueprint(api.bp)  # /api/v1: every resource, and GET /api/v1/openapi.json
     cancel_flow.init_app(app)  # checks the cancel-flow rules and settings at start-up
     app.register_blueprint(cancel_flow.bp)
-    app.register_blueprint(cancel_api.bp)
-    app.register_blueprint(openapi.bp)  # GET /api/v1/openapi.json
     card_update.init_app(app)  # /update/<token>, with its rate limits
     # Stripe's, Twilio's and the load balancer's calls are not rate limited: each stays out of
     # the limiter's per-request bookkeeping (about 0.4 ms a webhook).

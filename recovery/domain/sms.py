@@ -1,10 +1,12 @@
-"""Pure SMS rules: E.164 numbers, the recipient's quiet hours, segment counting, keywords.
+"""Pure SMS rules: E.164 numbers, recorded consent, the recipient's quiet hours, segment
+counting, keywords.
 
 No I/O: the sender (services/outbox.py) asks these before every text.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -32,6 +34,8 @@ OPT_OUT_WORDS = frozenset(
 )
 OPT_IN_WORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
+# Customer metadata values that record SMS consent (or a date: the day it was given).
+CONSENT_WORDS = frozenset({"true", "yes", "1", "y"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,14 @@ def e164(raw: str | None) -> str | None:
     if not phonenumbers.is_valid_number(parsed):
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def consent_recorded(metadata: Mapping[str, object] | None, key: str) -> bool:
+    """The customer's metadata records SMS consent under `key` (the rules name it): one of
+    CONSENT_WORDS, any case, or a date such as 2026-03-01. Anything else, or nothing, does
+    not (docs/messaging.md#sms-consent: texts need the recipient's prior consent)."""
+    value = str((metadata or {}).get(key, "")).strip().lower()
+    return value in CONSENT_WORDS or (len(value) >= 8 and value[:4].isdigit())
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 Views parse, call a service, render; the rules live in `recovery.domain` and the services.
 Every page that can still change something carries "Cancel my subscription", which finishes the
-cancellation in one POST. Forms carry a CSRF token (Flask-WTF's csrf module, checked here only,
-so the JSON API and the webhooks are untouched).
+cancellation in one POST. Forms carry a CSRF token, and every answer the same security headers
+(`recovery.web.security`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
-from flask_wtf.csrf import generate_csrf, validate_csrf
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
-from wtforms.validators import ValidationError
 
 from recovery import i18n
 from recovery.domain.cancel_links import LinkError, verify_link
@@ -40,7 +38,7 @@ from recovery.services.cancel.flow import (
     submit_survey,
 )
 from recovery.web import i18n as web_i18n
-from recovery.web import runtime
+from recovery.web import runtime, security
 
 log = logging.getLogger(__name__)
 bp = Blueprint("cancel_flow", __name__, url_prefix="/cancel")
@@ -48,8 +46,19 @@ TOKEN = re.compile(r"^[A-Za-z0-9_-]{32,100}$")
 DECIDED = frozenset({"cancelled", *decisions.SAVED})
 
 
-class CsrfFailed(Exception):
-    pass
+def _policy() -> str:
+    # Forms may only post here; "keep my subscription" then redirects to the business's site,
+    # which Chromium checks against form-action too.
+    targets = ["'self'"]
+    back = g.get("cancel_return_url")
+    if back:
+        parts = urlsplit(back)
+        targets.append(f"{parts.scheme}://{parts.netloc}")
+    return security.subscriber_csp(targets)
+
+
+# The URL is the subscriber's key: never sent to another site.
+security.protect(bp, csp=_policy, headers=security.SUBSCRIBER_HEADERS)
 
 
 @dataclass
@@ -157,43 +166,6 @@ def _render(template: str, page: Page | None, status: int = 200, **extra: Any) -
     business = runtime().rules.business.name
     html = render_template(f"cancel_flow/{template}", page=page, business=business, **extra)
     return Response(html, status=status, mimetype="text/html")
-
-
-# ---- request guards -----------------------------------------------------------------------------
-
-
-@bp.before_request
-def check_csrf() -> None:
-    if request.method == "POST":
-        try:
-            validate_csrf(request.form.get("csrf_token"))
-        except ValidationError as exc:
-            raise CsrfFailed(str(exc)) from exc
-
-
-@bp.context_processor
-def csrf_helper() -> dict[str, Any]:
-    return {"csrf_token": generate_csrf}
-
-
-@bp.after_request
-def security_headers(response: Response) -> Response:
-    # Forms may only post here; "keep my subscription" then redirects to the business's site,
-    # which Chromium checks against form-action too.
-    targets = ["'self'"]
-    back = g.get("cancel_return_url")
-    if back:
-        parts = urlsplit(back)
-        targets.append(f"{parts.scheme}://{parts.netloc}")
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
-        f"frame-ancestors 'none'; form-action {' '.join(targets)}"
-    )
-    # The URL is the subscriber's key: never send it to another site.
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 # ---- starting from a signed link ----------------------------------------------------------------
@@ -334,8 +306,8 @@ def expired(exc: SessionExpired) -> Response:
     return _notice("expired", 410)
 
 
-@bp.errorhandler(CsrfFailed)
-def csrf_failed(exc: CsrfFailed) -> Response:
+@bp.errorhandler(security.CsrfFailed)
+def csrf_failed(exc: security.CsrfFailed) -> Response:
     return _notice("retry", 400)
 
 

@@ -17,20 +17,17 @@ import re
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, redirect, render_template, request, url_for
-from flask_wtf.csrf import generate_csrf, validate_csrf
 from markupsafe import Markup, escape
-from sqlalchemy import select
-from wtforms.validators import ValidationError
 
 from recovery.adapters.stripe.errors import GatewayError
 from recovery.config import ConfigError, Settings
-from recovery.models import OutboxMessage, Subscription
 from recovery.services.cancel import flow as cancel_flow
-from recovery.services.card_update import links as card_update_links
-from recovery.web import runtime
+from recovery.services.events import mirror_reads
+from recovery.services.messaging import outbox_log
+from recovery.web import runtime, security
+from recovery.web.errors import error_response
 
 DEMO_ENV = "RECOVERY_DEMO"
-PAGE_SIZE = 100
 URL = re.compile(r"https?://[^\s<>\"']+")
 # The stand-in Checkout's test cards: number shown, last four, what charging it does.
 TEST_CARDS = {
@@ -39,6 +36,15 @@ TEST_CARDS = {
 }
 
 bp = Blueprint("demo", __name__, url_prefix="/demo")
+# Never kept, indexed or referred on: the pages show every message in full.
+security.protect(
+    bp,
+    headers={
+        "Cache-Control": "no-store",
+        "X-Robots-Tag": "noindex, nofollow",
+        "Referrer-Policy": "no-referrer",
+    },
+)
 
 
 def demo_enabled(settings: Settings) -> bool:
@@ -53,11 +59,9 @@ def _gateway() -> Any:
     return gateway
 
 
-def _check_csrf() -> None:
-    try:
-        validate_csrf(request.form.get("csrf_token"))
-    except ValidationError:
-        abort(400, "the form expired; go back and try again")
+@bp.errorhandler(security.CsrfFailed)
+def csrf_failed(exc: security.CsrfFailed) -> tuple[Response, int]:
+    return error_response(400, "bad_request", "the form expired; go back and try again")
 
 
 @bp.app_template_filter("demo_links")
@@ -69,13 +73,7 @@ def demo_links(text: str) -> Markup:
 
 @bp.context_processor
 def helpers() -> dict[str, Any]:
-    return {"csrf_token": generate_csrf, "business": runtime().rules.business.name}
-
-
-def _filled(text: str, row: OutboxMessage) -> str:
-    """The text with its card-update token, derived as the sender derives it (never stored)."""
-    token = card_update_links.message_token(runtime().settings.secret_key, row.dedupe_key)
-    return text.replace(card_update_links.PLACEHOLDER, token)
+    return {"business": runtime().rules.business.name}
 
 
 @bp.get("/")
@@ -85,22 +83,12 @@ def index() -> Any:
 
 @bp.get("/outbox")
 def outbox() -> str:
-    rt = runtime()
-    before = request.args.get("before", type=int)
     channel = request.args.get("channel")
-    with rt.db.transaction() as session:
-        query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(PAGE_SIZE + 1)
-        if before:
-            query = query.where(OutboxMessage.id < before)
-        if channel in ("email", "sms"):
-            query = query.where(OutboxMessage.channel == channel)
-        rows = list(session.scalars(query))
-        messages = [
-            {"row": row, "subject": _filled(row.subject, row), "body": _filled(row.body, row)}
-            for row in rows[:PAGE_SIZE]
-        ]
-    older = rows[PAGE_SIZE - 1].id if len(rows) > PAGE_SIZE else None
-    return render_template("demo/outbox.html", messages=messages, older=older, channel=channel)
+    page = outbox_log.messages(
+        runtime(), before=request.args.get("before", type=int) or None, channel=channel
+    )
+    older = page.rows[-1].id if page.has_more else None
+    return render_template("demo/outbox.html", messages=page.rows, older=older, channel=channel)
 
 
 @bp.route("/checkout/<session_id>", methods=["GET", "POST"])
@@ -114,7 +102,6 @@ def checkout(session_id: str) -> Any:
         abort(404)
     if request.method == "GET" or session.get("status") != "open":
         return render_template("demo/checkout.html", session=session, cards=TEST_CARDS)
-    _check_csrf()
     if request.form.get("action") == "cancel":
         return redirect(str(session["cancel_url"]), code=303)
     card = request.form.get("card", "")
@@ -136,7 +123,6 @@ def invoice(invoice_id: str) -> Any:
         abort(404)
     error = None
     if request.method == "POST" and found.get("status") == "open":
-        _check_csrf()
         card = request.form.get("card", "")
         if card not in TEST_CARDS:
             abort(400, "choose one of the test cards")
@@ -162,9 +148,7 @@ def start_cancel_flow(subscription_id: str) -> Any:
     """What a business's "cancel subscription" button does: create a session server to server
     (POST /api/v1/cancel-sessions) and redirect the subscriber to it."""
     rt = runtime()
-    with rt.db.transaction() as session:
-        sub = session.get(Subscription, subscription_id)
-        customer_id = sub.customer_id if sub else None
+    customer_id = mirror_reads.subscription_customer(rt, subscription_id)
     if not customer_id:
         abort(404)
     request_ = cancel_flow.StartRequest(
@@ -178,14 +162,6 @@ def start_cancel_flow(subscription_id: str) -> Any:
     except cancel_flow.FlowError as exc:
         abort(409, str(exc))
     return redirect(cancel_flow.session_url(rt.settings, token), code=303)
-
-
-@bp.after_request
-def headers(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Robots-Tag"] = "noindex, nofollow"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    return response
 
 
 def init_app(app: Flask) -> None:

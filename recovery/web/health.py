@@ -5,37 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
-from sqlalchemy import func, select, text
-from sqlalchemy.exc import SQLAlchemyError
 
-from recovery.models import WorkerHeartbeat
 from recovery.services.messaging.outbox import delivery_status
+from recovery.services.work import health
 from recovery.web import runtime
 
 bp = Blueprint("health", __name__)
-
-WORKER_STALE_AFTER_SECONDS = 120
 
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     rt = runtime()
-    try:
-        with rt.db.transaction() as session:
-            session.execute(text("SELECT 1"))
-            last_beat = session.scalar(select(func.max(WorkerHeartbeat.beat_at)))
-    except SQLAlchemyError as exc:
-        down = {"status": "down", "database": f"unreachable ({exc.__class__.__name__})"}
+    found = health.check(rt)
+    if found.database_error is not None:
+        down = {"status": "down", "database": f"unreachable ({found.database_error})"}
         return jsonify(down), 503
-    age = None if last_beat is None else (rt.clock.now() - last_beat).total_seconds()
-    worker_ok = age is not None and age <= WORKER_STALE_AFTER_SECONDS
+    age = found.heartbeat_age_seconds
     body: dict[str, Any] = {
-        "status": "ok" if worker_ok else "degraded",
+        "status": "ok" if found.worker_ok else "degraded",
         "database": "ok",
         "worker": {
             "last_heartbeat_age_seconds": None if age is None else round(age, 1),
-            "ok": worker_ok,
+            "ok": found.worker_ok,
         },
         "messages": delivery_status(rt.settings),
     }
-    return jsonify(body), 200 if worker_ok else 503
+    return jsonify(body), 200 if found.worker_ok else 503

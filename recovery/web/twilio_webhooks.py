@@ -13,12 +13,10 @@ import logging
 from xml.sax.saxutils import escape
 
 from flask import Blueprint, Response, request
-from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from recovery.domain import sms as sms_rules
-from recovery.models import MessageStatus, OutboxMessage
-from recovery.services.messaging import outbox
+from recovery.services.messaging import sms_replies
 from recovery.web import runtime
 from recovery.web.errors import error_response
 
@@ -26,8 +24,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("twilio_webhooks", __name__, url_prefix="/webhooks/twilio")
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-# Twilio's error codes for undeliverable-for-good recipients in a status callback.
-FAILED_FOR_GOOD = {"30003", "30005", "30006", "21610", "21614"}
 
 
 def _verified() -> bool:
@@ -56,12 +52,7 @@ def inbound() -> Response | tuple[Response, int]:
     rt = runtime()
     if phone is None or word is None:
         return _twiml()
-    now = rt.clock.now()
-    with rt.db.transaction() as session:
-        if word == "stop":
-            outbox.set_opt_out(session, phone, True, "inbound_stop", now)
-        elif word == "start":
-            outbox.set_opt_out(session, phone, False, "inbound_start", now)
+    sms_replies.record_keyword(rt, phone, word)
     log.info("inbound %s from %s", word.upper(), sms_rules.mask_phone(phone))
     if word == "help":
         business = rt.rules.business
@@ -75,19 +66,10 @@ def inbound() -> Response | tuple[Response, int]:
 def status() -> Response | tuple[Response, int]:
     if not _verified():
         return error_response(403, "invalid_signature", "X-Twilio-Signature does not match")
-    sid = request.form.get("MessageSid", "")
-    state = request.form.get("MessageStatus", "")
-    code = request.form.get("ErrorCode", "")
-    rt = runtime()
-    now = rt.clock.now()
-    with rt.db.transaction() as session:
-        row = session.scalar(
-            select(OutboxMessage).where(OutboxMessage.provider_id == sid).with_for_update()
-        )
-        if row is not None and state in ("failed", "undelivered"):
-            row.status = MessageStatus.FAILED
-            row.last_error = f"Twilio {state}" + (f" (error {code})" if code else "")
-            row.finished_at = now
-            if code == "21610":
-                outbox.set_opt_out(session, row.recipient, True, "twilio_21610", now)
+    sms_replies.record_delivery(
+        runtime(),
+        sid=request.form.get("MessageSid", ""),
+        state=request.form.get("MessageStatus", ""),
+        code=request.form.get("ErrorCode", ""),
+    )
     return Response("", status=204)

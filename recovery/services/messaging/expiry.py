@@ -30,6 +30,7 @@ from recovery.runtime import ProcessingContext, Runtime
 from recovery.services.card_update import links as card_update_links
 from recovery.services.card_update.links import default_card, next_payment
 from recovery.services.messaging import outbox, reminders
+from recovery.services.messaging.consent import may_text
 
 JOB_NAME = "expiry_scan"
 HORIZON = timedelta(days=45)  # renewals further out are looked at on a later day
@@ -85,8 +86,7 @@ def plan_subscription(
                 recipient = customer.email
             else:
                 phone = sms_rules.e164(customer.phone)
-                consent = outbox.has_sms_consent(customer, config.sms_consent_metadata_key)
-                if phone and consent and not outbox.is_opted_out(session, phone):
+                if may_text(session, customer, phone, config) is None:
                     recipient = phone
                 at = sms_rules.next_allowed(at, zone, config.sms)
         key = f"{about(sub.id, pm.id)}:{renewal}:{step.index}"

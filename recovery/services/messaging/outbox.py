@@ -37,10 +37,10 @@ from recovery.domain import sms as sms_rules
 from recovery.domain.reminders import local_day, next_day_at
 from recovery.domain.timezones import customer_timezone
 from recovery.models import ActionStatus, Customer, DueAction, MessageStatus, OutboxMessage
-from recovery.models.outbox import SmsOptOut
 from recovery.rules import Rules
 from recovery.runtime import ActionContext, Claimed
 from recovery.services.card_update import links as card_update_links
+from recovery.services.messaging.consent import may_text, set_opt_out
 from recovery.services.work import due_actions
 
 log = logging.getLogger(__name__)
@@ -147,29 +147,6 @@ def cancel(session: Session, about: str, now: datetime, *, keep_confirmations: b
     return len(rows)
 
 
-def set_opt_out(session: Session, phone: str, opted_out: bool, via: str, now: datetime) -> None:
-    row = session.get(SmsOptOut, phone, with_for_update=True)
-    if row is None:
-        session.add(SmsOptOut(phone=phone, opted_out=opted_out, via=via, changed_at=now))
-    else:
-        row.opted_out, row.via, row.changed_at = opted_out, via, now
-    session.flush()
-
-
-def is_opted_out(session: Session, phone: str) -> bool:
-    row = session.get(SmsOptOut, phone)
-    return row is not None and row.opted_out
-
-
-def has_sms_consent(customer: Customer | None, key: str) -> bool:
-    """The rules name the customer metadata key recording consent; any of these values (or a
-    date, the day it was given) counts. Anything else, or nothing, does not."""
-    if customer is None:
-        return False
-    value = str((customer.metadata_ or {}).get(key, "")).strip().lower()
-    return value in ("true", "yes", "1", "y") or (len(value) >= 8 and value[:4].isdigit())
-
-
 # ---- providers ------------------------------------------------------------------------------
 
 
@@ -207,14 +184,7 @@ def _defer(ctx: ActionContext, row: OutboxMessage, at: datetime, why: str) -> No
 
 
 def _sms_blocked(ctx: ActionContext, row: OutboxMessage, customer: Customer | None) -> str | None:
-    rules = ctx.runtime.rules.reminders
-    if is_opted_out(ctx.session, row.recipient):
-        return "the number opted out of texts (STOP)"
-    if not has_sms_consent(customer, rules.sms_consent_metadata_key):
-        return "no SMS consent recorded for the customer"
-    if sms_rules.e164(row.recipient) != row.recipient:
-        return "not a valid E.164 number"
-    return None
+    return may_text(ctx.session, customer, row.recipient, ctx.runtime.rules.reminders)
 
 
 def _filled(ctx: ActionContext, row: OutboxMessage, text: str) -> str:

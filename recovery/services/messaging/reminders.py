@@ -36,6 +36,7 @@ from recovery.services.card_update import links as card_update_links
 from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
 from recovery.services.messaging import outbox
+from recovery.services.messaging.consent import may_text
 
 log = logging.getLogger(__name__)
 Obj = Mapping[str, Any]
@@ -152,10 +153,7 @@ def _recipient(
     if channel == "email":
         return customer.email or None
     phone = sms_rules.e164(customer.phone)
-    key = rules.reminders.sms_consent_metadata_key
-    if phone is None or not outbox.has_sms_consent(customer, key):
-        return None
-    return None if outbox.is_opted_out(session, phone) else phone
+    return phone if may_text(session, customer, phone, rules.reminders) is None else None
 
 
 def _write(

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from recovery.db import Database
 from recovery.models import CancelSession, Customer
 from recovery.models.cancel_flow import Outcome
+from recovery.runtime import Runtime
+from recovery.services.reporting import paging
 from recovery.services.reporting.case_list import BadFilter, mask_email
 
 PAGE_SIZE = 50
@@ -83,19 +82,12 @@ class Page:
     next_cursor: str | None
 
 
-def _cursor(row: SessionRow) -> str:
-    raw = f"{int(row.created_at.timestamp() * 1_000_000)}:{row.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 def decode_cursor(value: str | None) -> tuple[datetime, str] | None:
     if not value:
         return None
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        micros, session_id = raw.split(":", 1)
-        return datetime.fromtimestamp(int(micros) / 1_000_000, UTC), session_id
-    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
+        return paging.decode_cursor(value, str)
+    except paging.BadCursor:
         raise BadFilter("That page link is not valid; start from the first page.") from None
 
 
@@ -111,7 +103,8 @@ def _where(stmt: SessionSelect, filters: SessionFilters) -> SessionSelect:
     return stmt
 
 
-def _row(s: CancelSession, email: str | None) -> SessionRow:
+def _row(found: paging.AnyRow) -> SessionRow:
+    s, email = found
     return SessionRow(
         id=s.id,
         created_at=s.created_at,
@@ -131,6 +124,9 @@ def _row(s: CancelSession, email: str | None) -> SessionRow:
     )
 
 
+KEYS = (CancelSession.created_at, CancelSession.id)
+
+
 def list_sessions(
     session: Session,
     filters: SessionFilters,
@@ -141,23 +137,29 @@ def list_sessions(
     stmt: Any = select(CancelSession, Customer.email).outerjoin(
         Customer, Customer.id == CancelSession.customer_id
     )
-    stmt = _where(stmt, filters)
-    if after is not None:
-        stmt = stmt.where(tuple_(CancelSession.created_at, CancelSession.id) < tuple_(*after))
-    stmt = stmt.order_by(CancelSession.created_at.desc(), CancelSession.id.desc()).limit(limit + 1)
-    found = [_row(s, e) for s, e in session.execute(stmt).all()]
-    rows = found[:limit]
-    more = len(found) > limit
-    return Page(rows=rows, next_cursor=_cursor(rows[-1]) if more and rows else None)
+    found = paging.newest_first(
+        session, _where(stmt, filters), KEYS, after=after, limit=limit, row=_row
+    )
+    rows = found.rows
+    last = rows[-1] if found.has_more and rows else None
+    return Page(
+        rows=rows, next_cursor=paging.encode_cursor(last.created_at, last.id) if last else None
+    )
 
 
-def iter_sessions(db: Database, filters: SessionFilters) -> Iterator[SessionRow]:
+def page(rt: Runtime, filters: SessionFilters, after: tuple[datetime, str] | None) -> Page:
+    """The list page's sessions, read in one short transaction."""
+    with rt.db.reading() as session:
+        return list_sessions(session, filters, after=after)
+
+
+def iter_sessions(rt: Runtime, filters: SessionFilters) -> Iterator[SessionRow]:
     """Every matching session in batches, each read in its own short transaction."""
     after: tuple[datetime, str] | None = None
     while True:
-        with db.reading() as session:
-            page = list_sessions(session, filters, after=after, limit=EXPORT_BATCH)
-        yield from page.rows
-        if page.next_cursor is None or not page.rows:
+        with rt.db.reading() as session:
+            batch = list_sessions(session, filters, after=after, limit=EXPORT_BATCH)
+        yield from batch.rows
+        if batch.next_cursor is None or not batch.rows:
             return
-        after = (page.rows[-1].created_at, page.rows[-1].id)
+        after = (batch.rows[-1].created_at, batch.rows[-1].id)

@@ -1,28 +1,26 @@
 """The dashboard's case list: filters, keyset paging and the CSV export's row source.
 
-Pages are cut by keyset on (opened_at, id), newest first: a page deep in 200k cases costs the
-same as the first (no OFFSET), and a case opened while someone pages never shifts the rows.
-Each page is one query (cases joined to the mirrored customer), whatever its length.
+Pages are cut by keyset on (opened_at, id), newest first (`paging.newest_first`). Each page is
+one query (cases joined to the mirrored customer), whatever its length.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Select, case, func, select, tuple_
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
-from recovery.db import Database
 from recovery.domain.cases import CaseStatus
 from recovery.domain.declines import DeclineCategory
 from recovery.i18n import THREE_DECIMAL, ZERO_DECIMAL
 from recovery.models import Customer, RecoveryCase
+from recovery.runtime import Runtime
+from recovery.services.reporting import paging
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -120,19 +118,15 @@ def parse_filters(args: Mapping[str, str]) -> CaseFilters:
 
 
 def encode_cursor(opened_at: datetime, case_id: int) -> str:
-    raw = f"{int(opened_at.timestamp() * 1_000_000)}:{case_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return paging.encode_cursor(opened_at, case_id)
 
 
 def decode_cursor(value: str | None) -> tuple[datetime, int] | None:
     if not value:
         return None
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        micros, case_id = raw.split(":")
-        at = datetime.fromtimestamp(int(micros) / 1_000_000, UTC)
-        return at, int(case_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
+        return paging.decode_cursor(value, int)
+    except paging.BadCursor:
         raise BadFilter("That page link is not valid; start from the first page.") from None
 
 
@@ -236,7 +230,8 @@ def _select() -> CaseSelect:
     )
 
 
-def _row(case: RecoveryCase, email: str | None, name: str | None) -> CaseRow:
+def _row(found: paging.AnyRow) -> CaseRow:
+    case, email, name = found
     return CaseRow(
         id=case.id,
         invoice_id=case.invoice_id,
@@ -266,6 +261,9 @@ class Page:
     next_cursor: str | None
 
 
+KEYS = (RecoveryCase.opened_at, RecoveryCase.id)
+
+
 def list_cases(
     session: Session,
     filters: CaseFilters,
@@ -280,26 +278,26 @@ def list_cases(
     if filters.search and not filters.search.startswith("cus_"):
         customers = _matching_customers(session, filters.search)
     stmt = _where(_select(), filters, now, customers)
-    if after is not None:
-        at, case_id = after
-        # A row-value comparison: PostgreSQL and SQLite both turn it into one index range.
-        stmt = stmt.where(tuple_(RecoveryCase.opened_at, RecoveryCase.id) < tuple_(at, case_id))
-    stmt = stmt.order_by(RecoveryCase.opened_at.desc(), RecoveryCase.id.desc()).limit(limit + 1)
-    found = [_row(c, e, n) for c, e, n in session.execute(stmt).all()]
-    more = len(found) > limit
-    rows = found[:limit]
-    cursor = encode_cursor(rows[-1].opened_at, rows[-1].id) if more and rows else None
+    found = paging.newest_first(session, stmt, KEYS, after=after, limit=limit, row=_row)
+    rows = found.rows
+    cursor = encode_cursor(rows[-1].opened_at, rows[-1].id) if found.has_more and rows else None
     return Page(rows=rows, next_cursor=cursor)
 
 
-def iter_cases(db: Database, filters: CaseFilters, now: datetime) -> Iterator[CaseRow]:
+def page(rt: Runtime, filters: CaseFilters, after: tuple[datetime, int] | None) -> Page:
+    """The list page's cases, read in one short transaction."""
+    with rt.db.reading() as session:
+        return list_cases(session, filters, rt.clock.now(), after=after)
+
+
+def iter_cases(rt: Runtime, filters: CaseFilters, now: datetime) -> Iterator[CaseRow]:
     """Every matching case, in batches of EXPORT_BATCH, each read in its own short
     transaction: an export of 200k rows never holds one long read open or all rows in memory."""
     after: tuple[datetime, int] | None = None
     while True:
-        with db.reading() as session:
-            page = list_cases(session, filters, now, after=after, limit=EXPORT_BATCH)
-        yield from page.rows
-        if page.next_cursor is None or not page.rows:
+        with rt.db.reading() as session:
+            batch = list_cases(session, filters, now, after=after, limit=EXPORT_BATCH)
+        yield from batch.rows
+        if batch.next_cursor is None or not batch.rows:
             return
-        after = (page.rows[-1].opened_at, page.rows[-1].id)
+        after = (batch.rows[-1].opened_at, batch.rows[-1].id)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from flask import abort, g, redirect, request, session, url_for
 from werkzeug.wrappers import Response
 
-from recovery.models.users import User
+from recovery.services.accounts import signin
 from recovery.web import runtime
 
 IDLE_TIMEOUT = timedelta(hours=12)
@@ -40,11 +40,12 @@ class CurrentUser:
         return self.role == "admin"
 
 
-def sign_in(user: User) -> None:
-    """Start a fresh session for `user`: whatever the old cookie held is dropped (no fixation)."""
+def sign_in(account: signin.Account) -> None:
+    """Start a fresh session for `account`: whatever the old cookie held is dropped (no
+    fixation)."""
     session.clear()
-    session["uid"] = user.id
-    session["sv"] = user.session_version
+    session["uid"] = account.id
+    session["sv"] = account.session_version
     session["seen"] = int(runtime().clock.now().timestamp())
     session.permanent = False
 
@@ -70,18 +71,13 @@ def _load() -> CurrentUser | None:
     if now.timestamp() - seen > IDLE_TIMEOUT.total_seconds():
         session.clear()
         return None
-    with runtime().db.reading() as db:
-        user = db.get(User, uid)
-        if user is None or user.disabled or user.session_version != version:
-            found = None
-        else:
-            found = CurrentUser(id=user.id, email=user.email, role=user.role)
-    if found is None:
+    account = signin.signed_in(runtime(), uid, version)
+    if account is None:
         session.clear()
         return None
     if now.timestamp() - seen > TOUCH_EVERY.total_seconds():
         session["seen"] = int(now.timestamp())
-    return found
+    return CurrentUser(id=account.id, email=account.email, role=account.role)
 
 
 def safe_next(target: str | None) -> str | None:

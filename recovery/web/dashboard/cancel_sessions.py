@@ -7,7 +7,8 @@ from flask import Response, render_template, request
 from recovery.services.reporting import cancel_sessions as listing
 from recovery.services.reporting.case_list import BadFilter
 from recovery.web import runtime
-from recovery.web.dashboard import bp, login_required
+from recovery.web.dashboard.auth import login_required
+from recovery.web.dashboard.blueprint import bp
 from recovery.web.dashboard.csv_export import csv_response, session_csv
 from recovery.web.dashboard.guards import error_page
 
@@ -21,8 +22,7 @@ def cancel_sessions() -> Response | str:
         after = listing.decode_cursor(request.args.get("after"))
     except BadFilter as exc:
         return error_page(400, str(exc))
-    with rt.db.reading() as db:
-        page = listing.list_sessions(db, filters, after=after)
+    page = listing.page(rt, filters, after)
     return render_template(
         "dashboard/cancel_sessions.html",
         page=page,
@@ -42,5 +42,5 @@ def cancel_sessions_csv() -> Response:
         filters = listing.parse_filters(request.args)
     except BadFilter as exc:
         return error_page(400, str(exc))
-    rows = listing.iter_sessions(rt.db, filters)
+    rows = listing.iter_sessions(rt, filters)
     return csv_response(session_csv(rows), f"cancel-sessions-{rt.clock.now():%Y%m%d-%H%M}.csv")

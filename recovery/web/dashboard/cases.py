@@ -10,11 +10,11 @@ from flask import Response, abort, flash, redirect, render_template, request, ur
 from werkzeug.wrappers import Response as BaseResponse
 
 from recovery.services.cases import admin as case_admin
-from recovery.services.cases import timeline as case_timeline
+from recovery.services.cases import desk
 from recovery.services.reporting import case_list
 from recovery.web import runtime
-from recovery.web.dashboard import bp, login_required
-from recovery.web.dashboard.auth import admin_required, current_user
+from recovery.web.dashboard.auth import admin_required, current_user, login_required
+from recovery.web.dashboard.blueprint import bp
 from recovery.web.dashboard.csv_export import case_csv, csv_response
 from recovery.web.dashboard.forms import CLOSE_REASONS, ActionForm, CloseForm
 from recovery.web.dashboard.guards import error_page
@@ -33,8 +33,7 @@ def cases() -> Response | str:
         after = case_list.decode_cursor(request.args.get("after"))
     except case_list.BadFilter as exc:
         return error_page(400, str(exc))
-    with rt.db.reading() as db:
-        page = case_list.list_cases(db, filters, rt.clock.now(), after=after)
+    page = case_list.page(rt, filters, after)
     return render_template(
         "dashboard/cases.html",
         page=page,
@@ -55,28 +54,25 @@ def cases_csv() -> Response:
     except case_list.BadFilter as exc:
         return error_page(400, str(exc))
     now = rt.clock.now()
-    rows = case_list.iter_cases(rt.db, filters, now)
+    rows = case_list.iter_cases(rt, filters, now)
     return csv_response(case_csv(rows), f"cases-{now:%Y%m%d-%H%M}.csv")
 
 
 @bp.get("/dashboard/cases/<int:case_id>")
 @login_required
 def case_page(case_id: int) -> str:
-    rt = runtime()
-    with rt.db.reading() as db:
-        story = case_timeline.story(db, case_id)
-        if story is None:
-            abort(404)
-        html = render_template(
-            "dashboard/case.html",
-            story=story,
-            case=story.case,
-            action_form=ActionForm(),
-            close_form=CloseForm(),
-            close_reasons=CLOSE_REASONS,
-            can_act=bool((user := current_user()) and user.is_admin),
-        )
-    return html
+    story = desk.story(runtime(), case_id)
+    if story is None:
+        abort(404)
+    return render_template(
+        "dashboard/case.html",
+        story=story,
+        case=story.case,
+        action_form=ActionForm(),
+        close_form=CloseForm(),
+        close_reasons=CLOSE_REASONS,
+        can_act=bool((user := current_user()) and user.is_admin),
+    )
 
 
 def _actor() -> case_admin.Actor:
@@ -93,28 +89,19 @@ def _done(case_id: int, outcome: case_admin.Outcome) -> BaseResponse:
 @bp.post("/dashboard/cases/<int:case_id>/retry")
 @admin_required
 def retry_now(case_id: int) -> BaseResponse:
-    rt = runtime()
-    with rt.db.transaction() as db:
-        outcome = case_admin.retry_now(db, case_id, rt.rules, _actor(), rt.clock.now())
-    return _done(case_id, outcome)
+    return _done(case_id, desk.retry_now(runtime(), case_id, _actor()))
 
 
 @bp.post("/dashboard/cases/<int:case_id>/pause")
 @admin_required
 def pause(case_id: int) -> BaseResponse:
-    rt = runtime()
-    with rt.db.transaction() as db:
-        outcome = case_admin.pause(db, case_id, _actor(), rt.clock.now())
-    return _done(case_id, outcome)
+    return _done(case_id, desk.pause(runtime(), case_id, _actor()))
 
 
 @bp.post("/dashboard/cases/<int:case_id>/resume")
 @admin_required
 def resume(case_id: int) -> BaseResponse:
-    rt = runtime()
-    with rt.db.transaction() as db:
-        outcome = case_admin.resume(db, case_id, rt.rules, rt.settings, _actor(), rt.clock.now())
-    return _done(case_id, outcome)
+    return _done(case_id, desk.resume(runtime(), case_id, _actor()))
 
 
 @bp.post("/dashboard/cases/<int:case_id>/close")
@@ -123,20 +110,11 @@ def close(case_id: int) -> BaseResponse:
     form = CloseForm()
     if not form.validate():
         return error_page(400, "Choose a reason for closing the case.")
-    rt = runtime()
-    with rt.db.transaction() as db:
-        outcome = case_admin.close(
-            db, case_id, form.reason.data or "", form.note.data or "", _actor(), rt.clock.now()
-        )
+    outcome = desk.close(runtime(), case_id, form.reason.data or "", form.note.data or "", _actor())
     return _done(case_id, outcome)
 
 
 @bp.post("/dashboard/cases/<int:case_id>/resend-link")
 @admin_required
 def resend_link(case_id: int) -> BaseResponse:
-    rt = runtime()
-    with rt.db.transaction() as db:
-        outcome = case_admin.resend_link(
-            db, case_id, rt.rules, rt.settings, _actor(), rt.clock.now()
-        )
-    return _done(case_id, outcome)
+    return _done(case_id, desk.resend_link(runtime(), case_id, _actor()))

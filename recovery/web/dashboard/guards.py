@@ -1,4 +1,5 @@
-"""Request guards for every dashboard page: CSRF on POST, security headers, HTML errors."""
+"""Request guards for every dashboard page: ids in range, template helpers, HTML errors (CSRF
+and security headers: `blueprint.py`)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,14 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response, abort, render_template, request
-from flask_wtf.csrf import generate_csrf, validate_csrf
+from flask import Response, abort, render_template
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
-from wtforms.validators import ValidationError
 
 from recovery.i18n import major_units
-from recovery.web.dashboard import bp
 from recovery.web.dashboard.auth import current_user
+from recovery.web.dashboard.blueprint import bp
+from recovery.web.security import CsrfFailed
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,6 @@ MESSAGES = {
 }
 
 
-class CsrfFailed(Exception):
-    pass
-
-
 MAX_ID = 2**31 - 1  # the ids' column type: a larger number is no case, not a database error
 
 
@@ -39,16 +35,6 @@ MAX_ID = 2**31 - 1  # the ids' column type: a larger number is no case, not a da
 def bounded_ids(endpoint: str | None, values: dict[str, Any] | None) -> None:
     if values and isinstance(values.get("case_id"), int) and values["case_id"] > MAX_ID:
         abort(404)
-
-
-@bp.before_request
-def check_csrf() -> None:
-    # Before any view: a POST without a valid token changes nothing, whoever sends it.
-    if request.method == "POST":
-        try:
-            validate_csrf(request.form.get("csrf_token"))
-        except ValidationError as exc:
-            raise CsrfFailed(str(exc)) from exc
 
 
 def money(amount: int | None, currency: str) -> str:
@@ -65,21 +51,7 @@ def when(at: datetime | None, with_time: bool = True) -> str:
 
 @bp.context_processor
 def template_helpers() -> dict[str, Any]:
-    return {"csrf_token": generate_csrf, "user": current_user(), "money": money, "when": when}
-
-
-@bp.after_request
-def security_headers(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-        "script-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
-    )
-    response.headers["Referrer-Policy"] = "same-origin"
-    # Customer data: never kept by a shared cache or the browser's back-forward cache.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["X-Frame-Options"] = "DENY"
-    return response
+    return {"user": current_user(), "money": money, "when": when}
 
 
 def error_page(status: int, message: str | None = None) -> Response:

@@ -9,10 +9,10 @@ from flask import current_app, redirect, render_template, request, url_for
 from limits import RateLimitItem, parse
 from werkzeug.wrappers import Response
 
-from recovery.services.accounts import users as accounts
+from recovery.services.accounts import signin
 from recovery.web import runtime
-from recovery.web.dashboard import bp
 from recovery.web.dashboard.auth import current_user, safe_next, sign_in, sign_out
+from recovery.web.dashboard.blueprint import bp
 from recovery.web.dashboard.forms import LoginForm, LogoutForm
 from recovery.web.dashboard.guards import error_page
 
@@ -51,14 +51,10 @@ def login() -> Response | str | tuple[str, int]:
         return response
     problem = None
     if form.validate():
-        rt = runtime()
-        with rt.db.transaction() as db:
-            user = accounts.authenticate(
-                db, email=email, password=form.password.data or "", now=rt.clock.now()
-            )
-            if user is not None:
-                sign_in(user)
-                return redirect(target)
+        account = signin.sign_in(runtime(), email, form.password.data or "")
+        if account is not None:
+            sign_in(account)
+            return redirect(target)
     problem = FAILED
     form.password.data = ""
     return render_template("dashboard/login.html", form=form, problem=problem), 401
@@ -66,6 +62,6 @@ def login() -> Response | str | tuple[str, int]:
 
 @bp.post("/logout")
 def logout() -> Response:
-    LogoutForm()  # the token was checked before this view (guards.check_csrf)
+    LogoutForm()  # the token was checked before this view (security.protect)
     sign_out()
     return redirect(url_for("dashboard.login"))

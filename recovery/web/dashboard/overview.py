@@ -1,6 +1,6 @@
 """The Overview page at /dashboard: recovery and cancel-flow numbers for a period and currency.
 
-The numbers come from services/metrics.compute_overview, the same code as GET /api/v1/metrics.
+The numbers come from services/reporting/metrics, the same code as GET /api/v1/metrics.
 The pickers are a GET form (nothing changes, so no CSRF token): presets of the last 7, 30 or 90
 days ending today, or a custom range of calendar days (UTC, both ends included).
 """
@@ -19,7 +19,8 @@ from recovery.rules import RulesError
 from recovery.services.reporting import metrics
 from recovery.services.reporting.metrics import Overview
 from recovery.web import charts, runtime
-from recovery.web.dashboard import bp, login_required
+from recovery.web.dashboard.auth import login_required
+from recovery.web.dashboard.blueprint import bp
 
 PRESETS = (7, 30, 90)
 DEFAULT_PRESET = 30
@@ -154,15 +155,14 @@ def overview() -> tuple[str, int]:
         start, end = metrics.period_of(choice.day_from, choice.day_to)
     except (BadChoice, metrics.BadPeriod) as exc:
         error = str(exc)
-    with rt.db.reading() as session:
-        in_use = metrics.currencies_in_use(session)
-        if error is not None:
-            fallback = today - timedelta(days=DEFAULT_PRESET - 1)
-            picked = Choice("custom", fallback, today, None)
-            form = _form(request.args, picked, in_use)
-            return render_template("dashboard/overview.html", o=None, error=error, form=form), 400
-        currency = choice.currency or (in_use[0] if in_use else metrics.DEFAULT_CURRENCY)
-        o = metrics.compute_overview(session, start, end, currency, now)
+    in_use = metrics.currencies(rt)
+    if error is not None:
+        fallback = today - timedelta(days=DEFAULT_PRESET - 1)
+        picked = Choice("custom", fallback, today, None)
+        form = _form(request.args, picked, in_use)
+        return render_template("dashboard/overview.html", o=None, error=error, form=form), 400
+    currency = choice.currency or (in_use[0] if in_use else metrics.DEFAULT_CURRENCY)
+    o = metrics.overview(rt, start, end, currency, now)
     form = _form(request.args, choice, in_use, currency)
     return (
         render_template(

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Response, jsonify
 
 from recovery.domain.cases import CaseStatus
-from recovery.models import EventStatus
 from recovery.services.cancel.records import OUTCOME_FILTERS
-
-bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
+from recovery.services.events.listing import STATUSES as EVENT_STATUSES
+from recovery.web.api.blueprint import bp, public
 
 JSON = "application/json"
 STR = {"type": "string"}
@@ -115,7 +114,7 @@ EVENT = _obj(
         "type": STR,
         "created": INT,
         "object_id": _opt(STR),
-        "status": {"enum": [s.value for s in EventStatus]},
+        "status": {"enum": list(EVENT_STATUSES)},
         "attempts": INT,
         "received_at": TIME,
         "processed_at": TIME,
@@ -203,7 +202,7 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "Received Stripe events, newest first",
                     "parameters": [
-                        _query("status", {"enum": [s.value for s in EventStatus]}, "filter"),
+                        _query("status", {"enum": list(EVENT_STATUSES)}, "filter"),
                         LIMIT,
                         after,
                     ],
@@ -342,5 +341,6 @@ def document() -> dict[str, Any]:
 
 
 @bp.get("/openapi.json")
+@public
 def openapi_json() -> Response:
     return jsonify(document())

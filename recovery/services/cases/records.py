@@ -1,29 +1,26 @@
-"""GET /api/v1/cases and /api/v1/cases/<id>: recovery cases with their whole timeline."""
+"""Recovery cases as records for the JSON API: a page of case summaries (GET /api/v1/cases),
+or one case with its whole timeline, attempts, messages and plan (GET /api/v1/cases/<id>)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from flask import request
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
-from recovery.domain.cases import CaseStatus
-from recovery.models import (
-    ActionStatus,
-    CaseEvent,
-    DueAction,
-    Invoice,
-    RecoveryCase,
-)
+from recovery.models import ActionStatus, CaseEvent, DueAction, Invoice, RecoveryCase
+from recovery.runtime import Runtime
 from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
 from recovery.services.messaging import outbox
-from recovery.web import runtime
-from recovery.web.api import _int_arg, _iso, bp, with_json
-from recovery.web.errors import ApiError
+from recovery.services.reporting import paging
 
-MAX_ID = 2**31 - 1  # the ids' column type (as in dashboard/guards.py)
+MAX_ID = 2**31 - 1  # the ids' column type: a larger number is no case, not a database error
+KEYS = (RecoveryCase.opened_at, RecoveryCase.id)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def case_summary(case: RecoveryCase) -> dict[str, Any]:
@@ -51,65 +48,50 @@ def case_summary(case: RecoveryCase) -> dict[str, Any]:
     }
 
 
-def _since() -> datetime | None:
-    raw = request.args.get("since")
-    if raw is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_parameter", "since must be an ISO 8601 date or time") from exc
-    if parsed.tzinfo is None:
-        raise ApiError(400, "invalid_parameter", "since needs a time zone, e.g. ...Z or +00:00")
-    return parsed
+def _row(found: paging.AnyRow) -> dict[str, Any]:
+    return case_summary(found[0])
 
 
-@bp.get("/cases")
-@with_json
-def list_cases() -> dict[str, Any]:
-    status = request.args.get("status")
-    if status is not None and status not in {s.value for s in CaseStatus}:
-        allowed = ", ".join(s.value for s in CaseStatus)
-        raise ApiError(400, "invalid_parameter", f"status must be one of {allowed}")
-    since = _since()
-    limit = _int_arg("limit", 100, 1, 500)
-    before = request.args.get("starting_after")
-    query = select(RecoveryCase).order_by(RecoveryCase.opened_at.desc(), RecoveryCase.id.desc())
+def _case_id(raw: str) -> int:
+    if not raw.isdigit() or int(raw) > MAX_ID:
+        raise paging.UnknownAnchor(raw)
+    return int(raw)
+
+
+def list_cases(
+    rt: Runtime,
+    *,
+    status: str | None,
+    since: datetime | None,
+    customer: str | None,
+    limit: int,
+    starting_after: str | None,
+) -> paging.Slice[dict[str, Any]]:
+    """A page of cases, newest opened first, after the case `starting_after` (an id;
+    paging.UnknownAnchor when there is none such)."""
+    query = select(RecoveryCase)
     if status:
         query = query.where(RecoveryCase.status == status)
     if since:
         query = query.where(RecoveryCase.opened_at >= since)
-    if customer := request.args.get("customer"):
+    if customer:
         query = query.where(RecoveryCase.customer_id == customer)
-    with runtime().db.reading() as session:
-        if before:
-            anchor = session.get(RecoveryCase, int(before)) if before.isdigit() else None
-            if anchor is None:
-                raise ApiError(400, "invalid_parameter", "starting_after is not a known case id")
-            query = query.where(
-                or_(
-                    RecoveryCase.opened_at < anchor.opened_at,
-                    and_(RecoveryCase.opened_at == anchor.opened_at, RecoveryCase.id < anchor.id),
-                )
-            )
-        rows = session.scalars(query.limit(limit + 1)).all()
-        return {"data": [case_summary(c) for c in rows[:limit]], "has_more": len(rows) > limit}
+    with rt.db.reading() as session:
+        after = None
+        if starting_after:
+            after = paging.anchor_of(session, KEYS, _case_id(starting_after))
+        return paging.newest_first(session, query, KEYS, after=after, limit=limit, row=_row)
 
 
-def _messages(session: Any, case: RecoveryCase) -> list[dict[str, Any]]:
-    """The case's emails and texts: pending, sent, failed (with the reason) or cancelled."""
-    return outbox.messages_about(session, case_log.subject(case.id))
-
-
-@bp.get("/cases/<int:case_id>")
-@with_json
-def get_case(case_id: int) -> dict[str, Any]:
+def case_detail(rt: Runtime, case_id: int) -> dict[str, Any] | None:
+    """The case with its timeline, the invoice's attempts, its messages and what is scheduled;
+    None when there is no such case."""
     if case_id > MAX_ID:  # beyond the id column's range: no such case, not a database error
-        raise ApiError(404, "not_found", f"no case {case_id}")
-    with runtime().db.reading() as session:
+        return None
+    with rt.db.reading() as session:
         case = session.get(RecoveryCase, case_id)
         if case is None:
-            raise ApiError(404, "not_found", f"no case {case_id}")
+            return None
         events = session.scalars(
             select(CaseEvent)
             .where(CaseEvent.case_id == case.id)
@@ -122,7 +104,7 @@ def get_case(case_id: int) -> dict[str, Any]:
         )
         scheduled = session.scalars(
             select(DueAction)
-            .where(DueAction.subject == f"case:{case.id}")
+            .where(DueAction.subject == case_log.subject(case.id))
             .where(DueAction.status.in_([ActionStatus.PENDING, ActionStatus.RUNNING]))
             .order_by(DueAction.due_at)
         ).all()
@@ -150,7 +132,7 @@ def get_case(case_id: int) -> dict[str, Any]:
                 }
                 for a in attempts
             ],
-            "messages": _messages(session, case),
+            "messages": outbox.messages_about(session, case_log.subject(case.id)),
             "scheduled": [
                 {
                     "kind": a.kind,

@@ -1,4 +1,4 @@
-"""Cancel sessions in the JSON API (/api/v1, bearer keys - the same check as `recovery.web.api`).
+"""Cancel sessions in the JSON API (/api/v1, bearer keys).
 
 POST /api/v1/cancel-sessions           start a session -> {"id", "url", "expires_at"}
 GET  /api/v1/cancel-sessions           ?since=&outcome=&limit=&starting_after=, newest first
@@ -11,10 +11,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
-from sqlalchemy import and_, or_
+from flask import Response, jsonify, request
 
-from recovery.models import CancelSession
+from recovery.services.cancel import lookup
 from recovery.services.cancel.flow import (
     MAX_METADATA_KEYS,
     FlowError,
@@ -22,27 +21,21 @@ from recovery.services.cancel.flow import (
     session_url,
     start_session,
 )
-from recovery.services.cancel.records import OUTCOME_FILTERS, list_query, session_json
+from recovery.services.cancel.records import OUTCOME_FILTERS
+from recovery.services.reporting.paging import UnknownAnchor
 from recovery.web import runtime
-from recovery.web.api import require_api_key, with_json
+from recovery.web.api.blueprint import bad, bp, int_arg, with_json
 from recovery.web.errors import ApiError
-
-bp = Blueprint("cancel_api", __name__, url_prefix="/api/v1")
-bp.before_request(require_api_key)
 
 CUSTOMER_ID = re.compile(r"^cus_[A-Za-z0-9_]{1,250}$")
 SUBSCRIPTION_ID = re.compile(r"^sub_[A-Za-z0-9_]{1,250}$")
 LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8}){0,2}$")
 
 
-def _bad(message: str) -> ApiError:
-    return ApiError(400, "invalid_parameter", message)
-
-
 def _string(body: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value or (pattern and not pattern.match(value)):
-        raise _bad(f"{key} is required and must be a valid id or string")
+        raise bad(f"{key} is required and must be a valid id or string")
     return value
 
 
@@ -50,10 +43,10 @@ def _metadata(value: Any) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict) or len(value) > MAX_METADATA_KEYS:
-        raise _bad(f"metadata must be an object of at most {MAX_METADATA_KEYS} keys")
+        raise bad(f"metadata must be an object of at most {MAX_METADATA_KEYS} keys")
     for key, item in value.items():
         if not isinstance(item, str) or len(key) > 40 or len(item) > 500:
-            raise _bad("metadata keys (<= 40 chars) must map to strings (<= 500 chars)")
+            raise bad("metadata keys (<= 40 chars) must map to strings (<= 500 chars)")
     return dict(value)
 
 
@@ -61,13 +54,13 @@ def _metadata(value: Any) -> dict[str, str]:
 def create_session() -> tuple[Response, int]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise _bad("send a JSON object")
+        raise bad("send a JSON object")
     unknown = sorted(set(body) - {"customer", "subscription", "return_url", "locale", "metadata"})
     if unknown:
-        raise _bad(f"unknown parameter: {unknown[0]}")
+        raise bad(f"unknown parameter: {unknown[0]}")
     locale = body.get("locale")
     if locale is not None and (not isinstance(locale, str) or not LOCALE.match(locale)):
-        raise _bad("locale must be a language tag such as de, pt-BR or fr_CA")
+        raise bad("locale must be a language tag such as de, pt-BR or fr_CA")
     req = StartRequest(
         customer_id=_string(body, "customer", CUSTOMER_ID),
         subscription_id=_string(body, "subscription", SUBSCRIPTION_ID),
@@ -97,7 +90,7 @@ def _since(raw: str | None) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(raw.strip().replace(" ", "+").replace("Z", "+00:00"))
     except ValueError as exc:
-        raise _bad("since must be unix seconds or an ISO 8601 time") from exc
+        raise bad("since must be unix seconds or an ISO 8601 time") from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -106,43 +99,26 @@ def _since(raw: str | None) -> datetime | None:
 def list_sessions() -> dict[str, Any]:
     outcome = request.args.get("outcome")
     if outcome is not None and outcome not in OUTCOME_FILTERS:
-        raise _bad(f"outcome must be one of {', '.join(sorted(OUTCOME_FILTERS))}")
-    raw_limit = request.args.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
-        raise _bad("limit must be an integer from 1 to 500")
-    limit = int(raw_limit)
+        raise bad(f"outcome must be one of {', '.join(sorted(OUTCOME_FILTERS))}")
+    limit = int_arg("limit", 100, 1, 500)
     since = _since(request.args.get("since"))
-    after = request.args.get("starting_after")
-    rt = runtime()
-    now = rt.clock.now()
-    with rt.db.transaction() as session:
-        query = list_query(since, outcome, now)
-        if after:
-            anchor = session.get(CancelSession, after)
-            if anchor is None:
-                raise _bad("starting_after is not a known cancel session id")
-            query = query.where(
-                or_(
-                    CancelSession.created_at < anchor.created_at,
-                    and_(
-                        CancelSession.created_at == anchor.created_at,
-                        CancelSession.id < anchor.id,
-                    ),
-                )
-            )
-        rows = session.scalars(query.limit(limit + 1)).all()
-        return {
-            "data": [session_json(row, now) for row in rows[:limit]],
-            "has_more": len(rows) > limit,
-        }
+    try:
+        page = lookup.list_sessions(
+            runtime(),
+            since=since,
+            outcome=outcome,
+            limit=limit,
+            starting_after=request.args.get("starting_after"),
+        )
+    except UnknownAnchor as exc:
+        raise bad("starting_after is not a known cancel session id") from exc
+    return {"data": page.rows, "has_more": page.has_more}
 
 
 @bp.get("/cancel-sessions/<session_id>")
 @with_json
 def get_session(session_id: str) -> dict[str, Any]:
-    rt = runtime()
-    with rt.db.transaction() as session:
-        row = session.get(CancelSession, session_id)
-        if row is None:
-            raise ApiError(404, "not_found", f"no cancel session {session_id}")
-        return session_json(row, rt.clock.now())
+    found = lookup.session_detail(runtime(), session_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no cancel session {session_id}")
+    return found

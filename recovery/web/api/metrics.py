@@ -1,5 +1,5 @@
-"""GET /api/v1/metrics: the dashboard overview's numbers as JSON (services/metrics.py computes
-both), for a period of calendar days (UTC, both ends included) in one currency."""
+"""GET /api/v1/metrics: the dashboard overview's numbers as JSON (services/reporting/metrics
+computes both), for a period of calendar days (UTC, both ends included) in one currency."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from flask import request
 
 from recovery.services.reporting import metrics
 from recovery.web import runtime
-from recovery.web.api import bp, with_json
-from recovery.web.errors import ApiError
+from recovery.web.api.blueprint import bad, bp, with_json
 
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 DEFAULT_DAYS = 30
@@ -27,7 +26,7 @@ def _day(name: str) -> date | None:
             raise ValueError(raw)
         return date.fromisoformat(raw)
     except ValueError as exc:
-        raise ApiError(400, "invalid_parameter", f"{name} must be a date: YYYY-MM-DD") from exc
+        raise bad(f"{name} must be a date: YYYY-MM-DD") from exc
 
 
 def period_from_args(today: date) -> tuple[date, date]:
@@ -48,7 +47,5 @@ def get_metrics() -> dict[str, Any]:
         start, end = metrics.period_of(day_from, day_to)
         currency = metrics.check_currency(raw_currency) if raw_currency is not None else None
     except metrics.BadPeriod as exc:
-        raise ApiError(400, "invalid_parameter", str(exc)) from exc
-    with rt.db.reading() as session:
-        currency = currency or metrics.default_currency(session)
-        return metrics.compute_overview(session, start, end, currency, now).as_json()
+        raise bad(str(exc)) from exc
+    return metrics.overview(rt, start, end, currency, now).as_json()

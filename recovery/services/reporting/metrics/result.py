@@ -1,0 +1,134 @@
+"""What the overview computes: the `Overview` and its parts, plain frozen dataclasses.
+
+Amounts are in the currency's minor units, as Stripe reports them (cents; yen for JPY).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from recovery.i18n import major_units
+
+
+@dataclass(frozen=True)
+class Tally:
+    count: int = 0
+    amount: int = 0
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """A count and an amount under a key (a trigger, a channel, a reason for loss)."""
+
+    key: str
+    count: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Failed and recovered cases under one key (a decline category, a card brand)."""
+
+    key: str
+    failed_count: int
+    failed_amount: int
+    recovered_count: int
+    recovered_amount: int
+    recovered_share: float | None  # recovered amount / failed amount
+
+
+@dataclass(frozen=True)
+class Week:
+    week: str  # ISO week, e.g. 2026-W45
+    starts: date  # its Monday
+    failed_count: int
+    failed_amount: int
+    recovered_count: int
+    recovered_amount: int
+
+
+@dataclass(frozen=True)
+class ExpiringCards:
+    within_30_days: int
+    within_60_days: int
+    notified: int
+    replaced_in_time: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    at: datetime
+    reason: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class CancelFlowStats:
+    sessions: int
+    saved: int
+    cancelled: int
+    abandoned: int
+    undecided: int
+    save_rate: float | None  # saved / (saved + cancelled)
+    saves_by_offer: tuple[Keyed, ...]  # amount: monthly revenue kept
+    reasons: tuple[Keyed, ...]  # amount: monthly revenue of those sessions before deciding
+    recent_answers: tuple[Answer, ...]
+    revenue_saved: int  # monthly revenue the saves keep
+    revenue_conceded: int  # monthly revenue the offers gave away
+
+
+@dataclass(frozen=True)
+class Overview:
+    period_from: datetime
+    period_to: datetime
+    currency: str
+    exponent: int  # decimals of the currency's major unit: amount / 10**exponent
+    failed: Tally
+    recovered: Tally
+    recovered_share: float | None
+    in_progress: Tally
+    lost: Tally
+    lost_reasons: tuple[Keyed, ...]
+    recovered_monthly_revenue: int
+    median_days_to_recover: float | None
+    by_decline_category: tuple[Breakdown, ...]
+    by_card_brand: tuple[Breakdown, ...]
+    by_trigger: tuple[Keyed, ...]
+    by_reminder_channel: tuple[Keyed, ...]
+    weekly: tuple[Week, ...]
+    expiring_cards: ExpiringCards
+    cancel_flow: CancelFlowStats
+    generated_at: datetime = field(compare=False)
+
+    def as_json(self) -> dict[str, Any]:
+        """The API's body: dates as ISO strings, amounts in minor units."""
+        data: dict[str, Any] = _jsonable(asdict(self))
+        return data
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def share(part: int, whole: int) -> float | None:
+    """A ratio to four decimals (0.4286 = 42.86 %); None when the whole is zero."""
+    return None if whole == 0 else round(part / whole, 4)
+
+
+def exponent_of(currency: str) -> int:
+    exp = major_units(1, currency).as_tuple().exponent
+    assert isinstance(exp, int)
+    return -exp
+
+
+def major(amount: int, currency: str) -> Decimal:
+    return major_units(amount, currency)
