@@ -160,9 +160,11 @@ def arm_at(point: float, shares: Shares) -> str:
 
 @dataclass(frozen=True)
 class Outcomes:
-    """An arm's finished cases (or cancel sessions): recovered (saved) or not. Cases still open
-    are neither - counting them would favour arms that recover sooner over arms that recover
-    more."""
+    """An arm's customers whose outcome is final: recovered (saved) or not. For dunning that is
+    the cases opened at least the retry window ago - not every closed case: in the last window's
+    worth of cases the recovered ones have closed and the failures not yet, so counting closed
+    cases inflates every rate, most for the arm that recovers soonest or got the most recent
+    customers (which Thompson routing itself sends to the leader)."""
 
     recovered: int = 0
     not_recovered: int = 0
