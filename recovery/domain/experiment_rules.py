@@ -75,7 +75,11 @@ def _number(value: Any) -> float | None:
     """A TOML integer or float as a finite float; None for anything else (booleans too)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _share(table: Mapping[str, Any], key: str, where: str) -> float:
@@ -151,10 +155,12 @@ def _sequences(
         parsed = []
         for i, step in enumerate(steps):
             at = f"{where}.{name}[{i}]"
+            fields = _table(step, at)
+            for key in ("channel", "template"):  # ReminderStep looks these up in sets
+                if not isinstance(fields.get(key), str):
+                    raise ExperimentRulesError(f"{at}.{key} must be a string")
             try:
-                parsed.append(ReminderStep.from_mapping(_table(step, at), at))
-            except ExperimentRulesError:
-                raise
+                parsed.append(ReminderStep.from_mapping(fields, at))
             except ValueError as exc:
                 raise ExperimentRulesError(str(exc)) from exc
             if parsed[-1].channel not in channels:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recovery.domain.cancel_rules import parse_cancel_flow_rules
 from recovery.domain.experiment_rules import (
@@ -289,3 +291,70 @@ def test_an_ended_experiment_may_name_an_offer_switched_off_since() -> None:
     data["offers"]["pause"]["enabled"] = False
     rules = parse_experiments(data, parse_cancel_flow_rules(data), RetryRules())
     assert rules.active("cancel_flow") is None and rules.get("cancel-q1") is not None
+
+
+toml_value = st.recursive(
+    st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+    | st.sampled_from(["ours", "email", "sms", "pause", "soft", "holdout", "thompson"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+PLACES = [
+    [],
+    ["arms", 0],
+    ["arms", 2],
+    ["arms", 2, "sequences"],
+    ["arms", 2, "sequences", "soft", 0],
+]
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(
+    place=st.sampled_from(PLACES),
+    key=st.sampled_from(
+        [
+            "key",
+            "applies_to",
+            "active",
+            "holdout",
+            "routing",
+            "min_share",
+            "arms",
+            "name",
+            "weight",
+            "retry",
+            "channels",
+            "sequences",
+            "first_reminder_delay_hours",
+            "offers",
+            "soft",
+            "channel",
+            "template",
+            "day",
+            "days_before_end",
+            "other",
+        ]
+    ),
+    value=toml_value,
+    kind=st.sampled_from([DUNNING, {**CANCEL, "arms": [*CANCEL["arms"], {"name": "third"}]}]),
+)
+def test_any_value_anywhere_parses_or_is_an_error_naming_a_key(
+    place: list[Any], key: str, value: Any, kind: dict[str, Any]
+) -> None:
+    experiment = copy.deepcopy(kind)
+    node: Any = experiment
+    try:
+        for step in place:
+            node = node[step]
+    except (KeyError, IndexError, TypeError):
+        return
+    node[key] = value
+    try:
+        rules_with(experiment)
+    except ExperimentRulesError as exc:
+        assert "experiments[0]" in str(exc)
