@@ -284,7 +284,9 @@ def _experiment(item: Any, where: str, flow: CancelFlowRules, retry: RetryRules)
         raise ExperimentRulesError(f'{where}.routing must be "fixed" or "thompson"')
     raw_arms = table.get("arms")
     if not isinstance(raw_arms, list) or not raw_arms:
-        raise ExperimentRulesError(f"{where}.arms must list at least one arm ([[{where}.arms]])")
+        raise ExperimentRulesError(
+            f"{where}.arms must list at least one arm (an [[experiments.arms]] table each)"
+        )
     arms = tuple(
         _arm(arm, f"{where}.arms[{i}]", applies_to, routing, active, flow, retry)
         for i, arm in enumerate(raw_arms)
