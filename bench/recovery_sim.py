@@ -1,6 +1,12 @@
 """Simulate failed subscription payments under three retry policies and compare them.
 
     .venv/bin/python bench/recovery_sim.py [--seed N] [--n 20000]
+    .venv/bin/python bench/recovery_sim.py --routing [--seed N] [--days 182] [--per-day 100]
+        [--replications 10] [--holdout 0.1] [--min-share 0.1]
+
+With --routing: an experiment whose arms are retry policies, customers arriving day by day, and
+the arms' shares fixed or routed by Thompson sampling; it prints the routing table and what the
+exploration costs (section "routing simulation" below).
 
 Each simulated payment has a hidden state drawn up front from its own seed: when the customer's
 money arrives and how long it lasts, when a transient issuer problem clears, whether and when the
@@ -20,7 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -30,6 +36,17 @@ from zoneinfo import ZoneInfo
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
 from recovery.domain.declines import Decline
+from recovery.domain.experiments import (
+    HOLDOUT,
+    Arm,
+    DunningOptions,
+    Experiment,
+    Outcomes,
+    Reassignment,
+    RoutingMode,
+    Shares,
+    thompson_shares,
+)
 from recovery.domain.retry_policy import (
     Attempt,
     CardInfo,
@@ -37,6 +54,7 @@ from recovery.domain.retry_policy import (
     RetryRules,
     decide_next_retry,
 )
+from recovery.domain.stats import newcombe, verdict
 from recovery.domain.timezones import customer_timezone
 
 # ================================ knobs: population ===========================================
@@ -479,9 +497,9 @@ def run_baseline(case: Case, offsets: Sequence[timedelta]) -> Outcome:
     return Outcome(charges, None)
 
 
-def run_ours(case: Case) -> Outcome:
+def run_ours(case: Case, rules: RetryRules = RULES) -> Outcome:
     zone = customer_timezone(case.country, case.locales)
-    window_end = case.t0 + timedelta(days=RULES.window_days)
+    window_end = case.t0 + timedelta(days=rules.window_days)
     card = Card(0, False)
     info = CardInfo(case.brand, case.funding, "card-0")
     history = [
@@ -503,7 +521,7 @@ def run_ours(case: Case) -> Outcome:
             currency="usd",
             past_success_days=case.past_success_days,
         )
-        decision = decide_next_retry(ctx, RULES, now)
+        decision = decide_next_retry(ctx, rules, now)
         # The app re-decides when a card-change webhook arrives before the planned charge.
         changes = change_at is not None and change_at < window_end
         if changes and change_at is not None and (decision.at is None or change_at <= decision.at):
@@ -625,12 +643,271 @@ def report(tallies: dict[str, Tally], n: int) -> str:
     return "\n".join(lines)
 
 
+# ================================ routing simulation (--routing) ===============================
+# Issue 11, item 4: a dunning experiment whose arms are retry policies, customers arriving day by
+# day, and the arms' shares either fixed or routed by Thompson sampling - the service's own
+# assignment and routing code (recovery.domain.experiments). Every customer's outcome under every
+# arm and under the holdout is computed from the world model above, so each routing faces the
+# same customers and "always the best arm" is known exactly.
+ROUTING_DAYS = 182  # 26 weeks of arrivals
+ROUTING_PER_DAY = 100  # failed payments a day. ASSUMPTION: a business with ~3,000 a month
+# Routings of the same customers, each with its own experiment key (so its own split) and RNG.
+ROUTING_REPLICATIONS = 10
+ROUTING_HOLDOUT = 0.10  # as in the issue's example
+ROUTING_MIN_SHARE = 0.10
+# Posterior draws per reassignment. The service uses DEFAULT_DRAWS (10,000); 2,000 keeps ten
+# replications quick and moves a share by about one point at most (its standard error).
+ROUTING_DRAWS = 2_000
+ROUTING_TABLE_EVERY = 14  # days between rows of the routing table
+# What Stripe alone does for the holdout: Smart Retries, for which "8 retries evenly in 14 days"
+# stands in (BASELINES above). ASSUMPTION, as there.
+ROUTING_HOLDOUT_POLICY = "8 retries evenly in 14 days"
+# The arms: retry policies the rules can express ("ours", our policy with a rule switched off, a
+# fixed schedule). ASSUMPTION: the world model has no messages, so card changes and bank calls
+# happen alike in every arm; arms that differ only in reminders would show no difference here.
+ROUTING_ARMS: dict[str, Callable[[Case], Outcome]] = {
+    "ours": run_ours,
+    "ours_no_payday": partial(run_ours, rules=replace(RULES, payday_targeting=False)),
+    "day_3_5_7": partial(run_baseline, offsets=BASELINES["stripe custom: day 3, 5, 7"]),
+}
+# Each day's reassignment (the worker's daily job) uses every customer whose outcome is final:
+# those who arrived at least the retry window ago (see recovery.domain.experiments.Outcomes).
+# A customer's place in the world (t0, paydays) is drawn by make_case as above; only the order of
+# arrival is the simulation's. ASSUMPTION: the arms' true rates do not drift over the 26 weeks.
+
+
+def routing_population(seed: int, n: int) -> list[dict[str, bool]]:
+    """For each customer, recovered or not under each arm and under the holdout."""
+    policies: dict[str, Callable[[Case], Outcome]] = {
+        HOLDOUT: partial(run_baseline, offsets=BASELINES[ROUTING_HOLDOUT_POLICY]),
+        **ROUTING_ARMS,
+    }
+    population = []
+    for index in range(n):
+        case = make_case(seed, index)
+        population.append(
+            {name: run(case).recovered_at is not None for name, run in policies.items()}
+        )
+    return population
+
+
+def routing_experiment(
+    key: str, routing: RoutingMode, holdout: float, min_share: float
+) -> Experiment:
+    return Experiment(
+        key=key,
+        applies_to="dunning",
+        arms=tuple(Arm(name, 1.0, DunningOptions()) for name in ROUTING_ARMS),
+        holdout=holdout,
+        routing=routing,
+        min_share=min_share if routing == "thompson" else 0.0,
+    )
+
+
+@dataclass
+class RoutingRun:
+    arms: list[str] = field(default_factory=list)  # per customer, in order of arrival
+    shares: list[Shares] = field(default_factory=list)  # per day: what that day's customers met
+    reassignments: dict[int, Reassignment] = field(default_factory=dict)  # by day
+    finished: dict[str, list[int]] = field(default_factory=dict)  # arm -> [recovered, not]
+
+    def recovered(self, population: list[dict[str, bool]], *, holdout: bool = False) -> int:
+        return sum(
+            outcome[arm]
+            for arm, outcome in zip(self.arms, population, strict=False)
+            if (arm == HOLDOUT) == holdout
+        )
+
+
+def route(
+    population: list[dict[str, bool]],
+    experiment: Experiment,
+    rng: random.Random,
+    days: int,
+    per_day: int,
+) -> RoutingRun:
+    window = RULES.window_days
+    run = RoutingRun(finished={name: [0, 0] for name in (HOLDOUT, *ROUTING_ARMS)})
+    shares = experiment.fixed_shares()
+    for day in range(days):
+        if day >= window:  # the customers who arrived `window` days ago are final today
+            for i in range((day - window) * per_day, (day - window + 1) * per_day):
+                run.finished[run.arms[i]][0 if population[i][run.arms[i]] else 1] += 1
+            if experiment.routing == "thompson":
+                counts = {name: Outcomes(*run.finished[name]) for name in ROUTING_ARMS}
+                reassignment = thompson_shares(experiment, counts, rng, ROUTING_DRAWS)
+                run.reassignments[day] = reassignment
+                shares = reassignment.shares
+        run.shares.append(shares)
+        for i in range(day * per_day, (day + 1) * per_day):
+            run.arms.append(experiment.assign(f"cus_{i:06d}", shares))
+    return run
+
+
+def _spread(values: Sequence[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):+.0f} ± {sd:.0f}"
+
+
+@dataclass(frozen=True)
+class RoutingSetup:
+    seed: int
+    days: int
+    per_day: int
+    replications: int
+    holdout: float
+    min_share: float
+
+
+def routing_table(run: RoutingRun, days: int) -> list[str]:
+    """Replication 1's shares by day, with the posteriors that set them."""
+    arms = list(ROUTING_ARMS)
+    top = f"{'':>4}{'':>7}{'':>9}" + "".join(f"{name:>24}" for name in arms)
+    head = f"{'day':>4}{'final':>7}{HOLDOUT:>9}" + f"{'share':>8}{'mean':>8}{'P(best)':>8}" * 3
+    lines = [top, head, "-" * len(head)]
+    for day in [*range(0, days, ROUTING_TABLE_EVERY), days - 1]:
+        shares = run.shares[day]
+        reassignment = run.reassignments.get(day)
+        posteriors = {p.arm: p for p in reassignment.posteriors} if reassignment else {}
+        final = sum(p.recovered + p.not_recovered for p in posteriors.values())
+        cells = ""
+        for name in arms:
+            p = posteriors.get(name)
+            mean, best = (f"{p.mean:.1%}", f"{p.p_best:.0%}") if p else ("-", "-")
+            cells += f"{shares[name]:>8.1%}{mean:>8}{best:>8}"
+        lines.append(f"{day:>4}{final:>7}{shares.holdout:>9.1%}{cells}")
+    return lines
+
+
+def routing_report(setup: RoutingSetup) -> str:
+    days, per_day, n = setup.days, setup.per_day, setup.days * setup.per_day
+    window = RULES.window_days
+    population = routing_population(setup.seed, n)
+    rates = {name: sum(c[name] for c in population) / n for name in (HOLDOUT, *ROUTING_ARMS)}
+    best = max(ROUTING_ARMS, key=rates.__getitem__)
+    runs: dict[RoutingMode, list[RoutingRun]] = {"thompson": [], "fixed": []}
+    for r in range(setup.replications):
+        for mode in runs:
+            experiment = routing_experiment(
+                f"dunning-sim-{r}", mode, setup.holdout, setup.min_share
+            )
+            rng = random.Random(setup.seed * 1_000 + r)
+            runs[mode].append(route(population, experiment, rng, days, per_day))
+    lines = [
+        f"Routing: {n} failed payments over {days} days ({per_day} a day), seed {setup.seed}.",
+        f"Holdout {setup.holdout:.0%}: Stripe alone ({ROUTING_HOLDOUT_POLICY}). Thompson keeps"
+        f" min_share {setup.min_share:.0%} per arm;",
+        f"shares are recomputed daily from the customers whose {window}-day window is over.",
+        "True recovery rate of these customers under each: "
+        + ", ".join(f"{name} {rate:.1%}" for name, rate in rates.items())
+        + ".",
+        "",
+        "Thompson routing table (replication 1): each arm's share of new customers that day, and",
+        "the posterior mean recovery rate and P(best) that set it, from the `final` customers.",
+        *routing_table(runs["thompson"][0], days),
+    ]
+
+    # What exploring costs: against always the best arm, and against fixed equal shares.
+    def recovered(
+        run: RoutingRun, arm_of: Callable[[str], str], arrivals: int | None = None
+    ) -> int:
+        """Recoveries among the first `arrivals` customers not held out, each in arm_of(arm)."""
+        return sum(
+            population[i][arm_of(arm)]
+            for i, arm in enumerate(run.arms[:arrivals])
+            if arm != HOLDOUT
+        )
+
+    def as_routed(arm: str) -> str:
+        return arm
+
+    def always_best(arm: str) -> str:
+        return best
+
+    oracle = [recovered(run, always_best) for run in runs["thompson"]]
+    routed = {m: [recovered(run, as_routed) for run in mode_runs] for m, mode_runs in runs.items()}
+    early = window * per_day  # customers who arrived before any outcome was final
+    early_loss = [
+        recovered(run, as_routed, early) - recovered(run, always_best, early)
+        for run in runs["thompson"]
+    ]
+    customers = statistics.fmean(sum(a != HOLDOUT for a in run.arms) for run in runs["thompson"])
+    lines += [
+        "",
+        f"What routing costs: recoveries among the ~{customers:.0f} customers not held out, mean ±"
+        f" sd over {setup.replications} routings",
+        "of the same customers (each its own experiment key, so its own split, and its own seed):",
+        f"{'routing':<24}{'recovered':>11}{'vs always ' + best:>22}{'vs fixed equal':>18}",
+    ]
+    rows = {
+        f"always {best}": oracle,
+        "thompson": routed["thompson"],
+        "fixed equal": routed["fixed"],
+    }
+    for name, values in rows.items():
+        lost = [v - o for v, o in zip(values, oracle, strict=True)]
+        gained = [v - f for v, f in zip(values, routed["fixed"], strict=True)]
+        lines.append(
+            f"{name:<24}{statistics.fmean(values):>11.0f}{_spread(lost):>22}{_spread(gained):>18}"
+        )
+    cost = statistics.fmean(t - o for t, o in zip(routed["thompson"], oracle, strict=True))
+    lines.append(
+        f"Of thompson's {cost:+.0f}, {statistics.fmean(early_loss):+.0f} fall in the first"
+        f" {window} days (no outcome final yet, so equal"
+    )
+    lines.append("shares); the rest is the min_share floors and telling close arms apart.")
+    held = [
+        sum(
+            population[i][best] - population[i][HOLDOUT]
+            for i, arm in enumerate(run.arms)
+            if arm == HOLDOUT
+        )
+        for run in runs["thompson"]
+    ]
+    lines.append(
+        f"The holdout's customers would have had {statistics.fmean(held):+.0f} recoveries"
+        f" under {best}: the price of measuring the lift."
+    )
+
+    # What the results view would say at the end of replication 1.
+    lines += [
+        "",
+        f"Lift over the holdout on day {days} (replication 1, final customers, Newcombe 95 %):",
+    ]
+    for mode, mode_runs in runs.items():
+        finished = mode_runs[0].finished
+        won, failed = finished[HOLDOUT]
+        lines.append(f"  {mode}: holdout {won / (won + failed):.1%} of {won + failed}")
+        for name in ROUTING_ARMS:
+            k, f = finished[name]
+            interval = newcombe(k, k + f, won, won + failed)
+            lines.append(
+                f"    {name:<16}{k / (k + f):>6.1%} of {k + f:<6} lift"
+                f" {k / (k + f) - won / (won + failed):+.1%} [{interval.low:+.1%},"
+                f" {interval.high:+.1%}]: {verdict(interval)}"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--n", type=int, default=DEFAULT_N)
+    parser.add_argument("--routing", action="store_true", help="the routing simulation instead")
+    parser.add_argument("--days", type=int, default=ROUTING_DAYS)
+    parser.add_argument("--per-day", type=int, default=ROUTING_PER_DAY)
+    parser.add_argument("--replications", type=int, default=ROUTING_REPLICATIONS)
+    parser.add_argument("--holdout", type=float, default=ROUTING_HOLDOUT)
+    parser.add_argument("--min-share", type=float, default=ROUTING_MIN_SHARE)
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    if args.routing:
+        setup = RoutingSetup(
+            args.seed, args.days, args.per_day, args.replications, args.holdout, args.min_share
+        )
+        print(routing_report(setup))
+        print(f"Took {time.perf_counter() - started:.1f}s.")
+        return
     tallies = simulate(args.seed, args.n)
     print(f"{args.n} failed payments, seed {args.seed}; ours uses RetryRules() defaults")
     print(report(tallies, args.n))

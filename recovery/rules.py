@@ -13,6 +13,11 @@ from typing import Any
 
 from recovery.config import ConfigError
 from recovery.domain.cancel_rules import CancelFlowRules, CancelRulesError, parse_cancel_flow_rules
+from recovery.domain.experiment_rules import (
+    ExperimentRules,
+    ExperimentRulesError,
+    parse_experiments,
+)
 from recovery.domain.reminders import ReminderRules
 from recovery.domain.retry_policy import RetryRules
 
@@ -98,4 +103,13 @@ class Rules:
         try:
             return parse_cancel_flow_rules(self.data)
         except CancelRulesError as exc:
+            raise RulesError(str(exc)) from exc
+
+    @cached_property
+    def experiments(self) -> ExperimentRules:
+        """[[experiments]] (and [[cancel_flow.variants]], which are one): arms, holdouts,
+        routing. Arms are checked against [retry] and [offers.*]."""
+        try:
+            return parse_experiments(self.data, self.cancel_flow, self.retry)
+        except ExperimentRulesError as exc:
             raise RulesError(str(exc)) from exc
