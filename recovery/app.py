@@ -8,7 +8,6 @@ What happens when an event arrives is listed in `recovery.services.registry`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from flask import Flask
 
 from recovery.config import Settings
-from recovery.logs import quiet_noisy_loggers
+from recovery.logs import configure_logging
 from recovery.runtime import Runtime
 from recovery.services.registry import build_runtime
 from recovery.web import (  # noqa: F401 - routes on the API blueprint
@@ -61,8 +60,7 @@ def create_app(
     if config:
         app.config.update(config)
     app.extensions["recovery"] = runtime
-    logging.basicConfig(level=settings.log_level)
-    quiet_noisy_loggers()
+    configure_logging(settings.log_level, settings.log_format)
 
     errors.init_app(app)
     i18n.init_app(app)
