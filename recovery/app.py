@@ -31,6 +31,7 @@ from recovery.web import (  # noqa: F401 - routes on the API blueprint
     health,
     i18n,
     openapi,
+    ops_health,
     twilio_webhooks,
     webhooks,
 )
@@ -78,5 +79,6 @@ def create_app(
     for machine_facing in (webhooks.bp, twilio_webhooks.bp, health.bp):
         app.extensions["card_update_limiter"].exempt(machine_facing)
     dashboard.init_app(app)  # /login, /dashboard...; after card_update, whose limiter it shares
+    app.register_blueprint(ops_health.bp)  # /dashboard/health: `recovery doctor` for admins
     demo.init_app(app)  # /demo/... only with RECOVERY_DEMO=1 (`recovery demo`); never in production
     return app

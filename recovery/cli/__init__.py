@@ -8,6 +8,7 @@ import sys
 import click
 
 from recovery.cli import common
+from recovery.cli.doctor import doctor
 from recovery.cli.users import users
 from recovery.config import ConfigError, Settings
 from recovery.logs import configure_logging
@@ -163,6 +164,7 @@ def sync(no_progress: bool) -> None:
 
 
 main.add_command(users)
+main.add_command(doctor)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
