@@ -22,11 +22,13 @@ from recovery.web import (  # noqa: F401 - routes on the API blueprint
     api,
     api_cases,
     api_metrics,
+    billing_status_api,
     cancel_api,
     cancel_flow,
     card_update,
     dashboard,
     demo,
+    embed,
     errors,
     health,
     i18n,
@@ -69,6 +71,8 @@ def create_app(
     app.register_blueprint(twilio_webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(billing_status_api.bp)  # /api/v1/customers/<id>/billing-status
+    app.register_blueprint(embed.bp)  # /embed/v1: the in-app banner
     cancel_flow.init_app(app)  # checks the cancel-flow rules and settings at start-up
     app.register_blueprint(cancel_flow.bp)
     app.register_blueprint(cancel_api.bp)
@@ -76,7 +80,7 @@ def create_app(
     card_update.init_app(app)  # /update/<token>, with its rate limits
     # Stripe's, Twilio's and the load balancer's calls are not rate limited: each stays out of
     # the limiter's per-request bookkeeping (about 0.4 ms a webhook).
-    for machine_facing in (webhooks.bp, twilio_webhooks.bp, health.bp):
+    for machine_facing in (webhooks.bp, twilio_webhooks.bp, health.bp, embed.bp):
         app.extensions["card_update_limiter"].exempt(machine_facing)
     dashboard.init_app(app)  # /login, /dashboard...; after card_update, whose limiter it shares
     app.register_blueprint(ops_health.bp)  # /dashboard/health: `recovery doctor` for admins
