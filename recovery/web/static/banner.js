@@ -75,10 +75,15 @@
     else place();
   }
 
+  // The outcome, for the host page: data-state on this tag ("none" when nothing is shown).
+  function done(state) { script.setAttribute("data-state", state); }
   fetch(url.toString(), { credentials: "omit", headers: { Accept: "application/json" } })
     .then(function (r) { return r.ok ? r.json() : null; })
     .then(function (s) {
-      if (s && s.state !== "ok" && s.message && !seen(s.state)) show(s);
+      if (s && s.state !== "ok" && s.message && !seen(s.state)) {
+        show(s);
+        done(s.state);
+      } else done("none");
     })
-    .catch(function () { /* no banner rather than a broken page */ });
+    .catch(function () { done("none"); }); // no banner rather than a broken page
 })();
