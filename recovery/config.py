@@ -54,7 +54,7 @@ TWILIO_SERVICE_SID = re.compile(r"MG[0-9a-f]{32}")
 TWILIO_AUTH_TOKEN = re.compile(r"[A-Za-z0-9]{32}")
 # An alphanumeric sender ID: 1-11 letters, digits and spaces, at least one letter.
 ALPHANUMERIC_SENDER = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
-STRIPE_KEY = re.compile(r"(sk|rk)_(test|live)_[A-Za-z0-9]+")
+STRIPE_KEY = re.compile(r"(sk|rk)_(test|live)_[A-Za-z0-9_]+")
 WEBHOOK_SECRET = re.compile(r"whsec_[A-Za-z0-9+/=_-]+")
 DKIM_SELECTOR = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*")
 
