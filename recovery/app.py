@@ -8,14 +8,13 @@ What happens when an event arrives is listed in `recovery.services.registry`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 
 from recovery.config import Settings
-from recovery.logs import quiet_noisy_loggers
+from recovery.logs import configure_logging
 from recovery.resources import TEMPLATES
 from recovery.runtime import Runtime
 from recovery.services.registry import build_runtime
@@ -25,9 +24,11 @@ from recovery.web import (
     card_update,
     dashboard,
     demo,
+    embed,
     errors,
     health,
     i18n,
+    ops_health,
     twilio_webhooks,
     webhooks,
 )
@@ -55,8 +56,7 @@ def create_app(
     if config:
         app.config.update(config)
     app.extensions["recovery"] = runtime
-    logging.basicConfig(level=settings.log_level)
-    quiet_noisy_loggers()
+    configure_logging(settings.log_level, settings.log_format)
 
     errors.init_app(app)
     i18n.init_app(app)
@@ -64,13 +64,15 @@ def create_app(
     app.register_blueprint(twilio_webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)  # /api/v1: every resource, and GET /api/v1/openapi.json
+    app.register_blueprint(embed.bp)  # /embed/v1: the in-app banner
     cancel_flow.init_app(app)  # checks the cancel-flow rules and settings at start-up
     app.register_blueprint(cancel_flow.bp)
     card_update.init_app(app)  # /update/<token>, with its rate limits
     # Stripe's, Twilio's and the load balancer's calls are not rate limited: each stays out of
     # the limiter's per-request bookkeeping (about 0.4 ms a webhook).
-    for machine_facing in (webhooks.bp, twilio_webhooks.bp, health.bp):
+    for machine_facing in (webhooks.bp, twilio_webhooks.bp, health.bp, embed.bp):
         app.extensions["card_update_limiter"].exempt(machine_facing)
     dashboard.init_app(app)  # /login, /dashboard...; after card_update, whose limiter it shares
+    app.register_blueprint(ops_health.bp)  # /dashboard/health: `recovery doctor` for admins
     demo.init_app(app)  # /demo/... only with RECOVERY_DEMO=1 (`recovery demo`); never in production
     return app

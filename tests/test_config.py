@@ -31,12 +31,12 @@ def test_environment_is_read(tmp_path: Path) -> None:
         "STRIPE_API_KEY": "sk_test_123",
         "STRIPE_WEBHOOK_SECRETS": "whsec_new, whsec_old",
         "STRIPE_API_BASE": "http://127.0.0.1:8420",
-        "RECOVERY_API_KEYS": "k1,k2",
+        "RECOVERY_API_KEYS": "key-one-0123456789,key-two-0123456789",
         "RECOVERY_PUBLIC_URL": "https://billing.example.com/",
     }
     s = Settings.from_env(env, instance_path=tmp_path)
     assert s.stripe_webhook_secrets == ("whsec_new", "whsec_old")
-    assert s.api_keys == ("k1", "k2")
+    assert s.api_keys == ("key-one-0123456789", "key-two-0123456789")
     assert s.public_url == "https://billing.example.com"
     assert s.stripe_api_base == "http://127.0.0.1:8420"
 

@@ -159,6 +159,7 @@ def test_sdist_and_wheel_carry_templates_migrations_translations_and_rules(dists
         "recovery/migrations/versions/0001_foundation_inbox_mirror_due_actions.py",
         "recovery/translations/de/LC_MESSAGES/messages.po",
         "recovery/rules.default.toml",
+        "recovery/web/static/banner.js",
     ):
         assert path in in_wheel, path
     for path in ("templates/emails/soft_decline.txt", "migrations/env.py", "setup.py"):

@@ -140,6 +140,7 @@ _KINDS = {
     "setup_intents": "setup_intent",
     "payment_methods": "payment_method",
     "events": "event",
+    "webhook_endpoints": "webhook_endpoint",
 }
 
 
@@ -418,6 +419,7 @@ ENDPOINTS: list[tuple[str, str, type]] = [
     ("GET", r"/v1/payment_methods/[^/]+", sdk_params.PaymentMethodRetrieveParams),
     ("GET", r"/v1/payment_methods", sdk_params.PaymentMethodListParams),
     ("GET", r"/v1/events", sdk_params.EventListParams),
+    ("GET", r"/v1/webhook_endpoints", sdk_params.WebhookEndpointListParams),
 ]
 
 # One call of every Protocol method, with every optional parameter used.
@@ -487,6 +489,7 @@ CALLS: dict[str, Callable[[StripeGateway], Any]] = {
     "iter_subscriptions": lambda g: list(g.iter_subscriptions(starting_after="sub_0")),
     "iter_invoices": lambda g: list(g.iter_invoices("open", starting_after="in_0")),
     "iter_events": lambda g: list(g.iter_events(1_700_000_000, starting_after="evt_0")),
+    "list_webhook_endpoints": lambda g: g.list_webhook_endpoints(),
 }
 
 

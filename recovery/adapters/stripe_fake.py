@@ -1289,5 +1289,10 @@ class FakeStripeGateway:
         params = {"created_gte": created_gte}
         return self._pages("iter_events", "event", params, keep, starting_after)
 
+    def list_webhook_endpoints(self) -> list[StripeDict]:  # seeded with put({"object": ...})
+        return self._read(
+            "list_webhook_endpoints", {}, lambda: [*self.store["webhook_endpoint"].values()]
+        )
+
 
 __all__ = ["FakeRequest", "FakeStripeGateway"]

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 import click
 
 from recovery.cli import common
+from recovery.cli.doctor import doctor
 from recovery.cli.users import users
-from recovery.config import Settings
-from recovery.logs import quiet_noisy_loggers
+from recovery.config import ConfigError, Settings
+from recovery.logs import configure_logging
+from recovery.rules import Rules
 from recovery.server import serve
 
 
 @click.group()
 def main() -> None:
     """recovery: win back failed payments and cancellations for Stripe billing."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    quiet_noisy_loggers()
+    # Every command checks every setting (and the rules file) first: a bad value stops it here,
+    # named, rather than failing at the first email or charge.
+    try:
+        settings = Settings.from_env()
+        settings.check()
+        Rules.load(settings.rules_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    configure_logging(settings.log_level, settings.log_format)
 
 
 # ---- database --------------------------------------------------------------------------------
@@ -156,6 +164,7 @@ def sync(no_progress: bool) -> None:
 
 
 main.add_command(users)
+main.add_command(doctor)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

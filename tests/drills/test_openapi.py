@@ -112,6 +112,10 @@ def test_api_answers_conform_to_the_document_and_never_500(flow: Flow) -> None:
         ("GET /api/v1/cases/{case_id}", {"path_parameters": {"case_id": case_id}}),
         ("GET /api/v1/customers/{customer_id}", {"path_parameters": {"customer_id": customer}}),
         (
+            "GET /api/v1/customers/{customer_id}/billing-status",
+            {"path_parameters": {"customer_id": customer}, "query": {"locale": "de"}},
+        ),
+        (
             "GET /api/v1/cancel-sessions/{session_id}",
             {"path_parameters": {"session_id": session_id}},
         ),

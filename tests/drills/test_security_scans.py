@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 STRIPE_KEY = "sk_test_" + "Zq8Lr2Kx9Vb4Nm7Pw3Ty6Hs1"
-TWILIO_TOKEN = "twilio-token-" + "f3e9a1c7b5d2e8f4a6c0b9d1"
+TWILIO_TOKEN = "twiliotoken" + "f3e9a1c7b5d2e8f4a6c0b"  # 32, the shape Twilio issues
 SECRET_KEY = "session-secret-" + "Q7w9E2r4T6y8U1i3O5p7"
 CARD_NUMBER = "4242424242424242"  # pasted by a merchant into metadata: must not reach the logs
 CUSTOMER_EMAIL = "dana.lee@customer-mail.example"

@@ -17,7 +17,7 @@ from tests.conftest import make_settings
 from tests.support.scenario import Billing, Story
 
 TWILIO_SID = "AC" + "0" * 32
-TWILIO_TOKEN = "twilio-test-token"
+TWILIO_TOKEN = "twiliotesttoken0" * 2  # 32 letters and digits, as Twilio issues them
 MESSAGING_SERVICE = "MG" + "1" * 32
 
 

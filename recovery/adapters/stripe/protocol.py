@@ -130,3 +130,8 @@ class StripeGateway(Protocol):
     def iter_events(
         self, created_gte: int, starting_after: str | None = None
     ) -> Iterator[StripeDict]: ...
+
+    def list_webhook_endpoints(self) -> list[StripeDict]:
+        """Every webhook endpoint of the account: url, enabled_events, api_version, status
+        (`recovery doctor` checks ours is there). https://docs.stripe.com/api/webhook_endpoints/list"""
+        ...

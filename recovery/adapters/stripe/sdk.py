@@ -24,6 +24,7 @@ from stripe.params import (
     SubscriptionCancelParams,
     SubscriptionListParams,
     SubscriptionUpdateParams,
+    WebhookEndpointListParams,
 )
 from stripe.params.checkout import SessionCreateParams
 
@@ -424,3 +425,12 @@ class StripeSdkGateway:
             return self._v1.events.list(params)
 
         return self._paginate("list_events", page, starting_after)
+
+    def list_webhook_endpoints(self) -> list[StripeDict]:
+        def page(cursor: str | None) -> stripe.ListObject[Any]:
+            params: WebhookEndpointListParams = {"limit": self._page_size}
+            if cursor:
+                params["starting_after"] = cursor
+            return self._v1.webhook_endpoints.list(params)
+
+        return list(self._paginate("list_webhook_endpoints", page, None))

@@ -196,8 +196,11 @@ def _send_email(ctx: ActionContext, row: OutboxMessage, provider: Mailer) -> str
     rules: Rules = ctx.runtime.rules
     settings: Settings = ctx.runtime.settings
     business = rules.business
+    # RECOVERY_MAIL_FROM may be a bare address or "Dana at Acme <billing@acme.example>"; its
+    # display name, when it has one, replaces the one built from the rules.
     sender = address(
-        f"{business.sender_name} at {business.name}", settings.mail_from or business.sender_email
+        settings.mail_from_name or f"{business.sender_name} at {business.name}",
+        settings.mail_from_address or business.sender_email,
     )
     msg = build(
         sender=sender,

@@ -174,6 +174,17 @@ NEW_CANCEL_SESSION = {
         "metadata": {"type": "object", "maxProperties": 20, "additionalProperties": STR},
     },
 }
+BILLING_STATUS = _obj(
+    {
+        "customer": STR,
+        "state": {"enum": ["ok", "past_due", "action_required", "canceling", "paused"]},
+        "amount_due": _opt(INT),
+        "currency": _opt(STR),
+        "update_url": _opt(STR),
+        "message": _opt(STR),
+        "locale": STR,
+    }
+)
 METRICS = {"type": "object", "description": "the dashboard overview's numbers for the period"}
 ERROR = _obj({"error": _obj({"code": STR, "message": STR}, extra=False)}, extra=False)
 
@@ -221,6 +232,19 @@ def document() -> dict[str, Any]:
                     "responses": {
                         **_ok({"$ref": "#/components/schemas/Customer"}, "the customer"),
                         **_errors("404"),
+                    },
+                }
+            },
+            "/api/v1/customers/{customer_id}/billing-status": {
+                "get": {
+                    "summary": "Where the customer's billing stands, for an in-app notice",
+                    "parameters": [
+                        {"name": "customer_id", "in": "path", "required": True, "schema": STR},
+                        _query("locale", {"type": "string", "maxLength": 35}, "e.g. de, pt-BR"),
+                    ],
+                    "responses": {
+                        **_ok(BILLING_STATUS, "the state, what is owed, a link and a message"),
+                        **_errors("400", "404"),
                     },
                 }
             },
