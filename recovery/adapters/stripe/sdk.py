@@ -39,7 +39,12 @@ from recovery.adapters.stripe.params import (
     check_choice,
     check_subscription_params,
 )
-from recovery.adapters.stripe.protocol import PAGE_SIZE, PINNED_API_VERSION, StripeDict
+from recovery.adapters.stripe.protocol import (
+    PAGE_SIZE,
+    PINNED_API_VERSION,
+    StripeDict,
+    StripeGateway,
+)
 from recovery.adapters.stripe.retries import Backoff, plain, should_retry, translate_error
 
 log = logging.getLogger(__name__)
@@ -424,3 +429,7 @@ class StripeSdkGateway:
             return self._v1.events.list(params)
 
         return self._paginate("list_events", page, starting_after)
+
+
+# mypy checks here that the adapter has every member of the Protocol with its exact signature.
+_CONFORMS: type[StripeGateway] = StripeSdkGateway
