@@ -5,8 +5,8 @@ parsed into the domain's own types, once per loaded file."""
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,8 @@ from recovery.domain.experiment_rules import (
     parse_experiments,
 )
 from recovery.domain.reminders import ReminderRules
-from recovery.domain.retry_policy import RetryRules
+from recovery.domain.retry_policy import NetworkCaps, RetryRules
+from recovery.domain.retry_policy import RulesError as RetryRulesError
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("rules.default.toml")
 
@@ -59,6 +60,76 @@ def load_rules_data(path: Path | None) -> dict[str, Any]:
     return _merge(data, override)
 
 
+# ---- [retry] ------------------------------------------------------------------------------------
+# A bad value raises the domain's RetryRulesError (a ValueError naming the key, as
+# `RetryRules.__post_init__` does for a value out of range); `Rules.load` reports both as a
+# RulesError.
+
+
+def parse_retry_rules(data: Mapping[str, Any]) -> RetryRules:
+    """The domain's rules from the parsed ``[retry]`` table; a missing key keeps its default.
+    Types are checked here; the values' ranges by `RetryRules` itself."""
+    if not isinstance(data, Mapping):
+        raise RetryRulesError("retry: expected a table")
+    parsers = _parsers()
+    kwargs = {}
+    for key, value in data.items():
+        if key not in parsers:
+            raise RetryRulesError(f"retry.{key}: unknown key (known: {', '.join(parsers)})")
+        kwargs[key] = parsers[key](f"retry.{key}", value)
+    return RetryRules(**kwargs)
+
+
+def _parse_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RetryRulesError(f"{key}: expected an integer, got {value!r}")
+    return value
+
+
+def _parse_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise RetryRulesError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _parse_str(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise RetryRulesError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _parse_list(item: Callable[[str, Any], Any]) -> Callable[[str, Any], tuple[Any, ...]]:
+    def parse(key: str, value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list | tuple):
+            raise RetryRulesError(f"{key}: expected a list, got {value!r}")
+        return tuple(item(f"{key}[{i}]", v) for i, v in enumerate(value))
+
+    return parse
+
+
+def _parse_caps(key: str, value: Any) -> NetworkCaps:
+    if not isinstance(value, Mapping):
+        raise RetryRulesError(f"{key}: expected a table, got {value!r}")
+    known = [f.name for f in fields(NetworkCaps)]
+    for name in value:
+        if name not in known:
+            raise RetryRulesError(f"{key}.{name}: unknown key (known: {', '.join(known)})")
+    return NetworkCaps(**{name: _parse_int(f"{key}.{name}", v) for name, v in value.items()})
+
+
+def _parsers() -> dict[str, Callable[[str, Any], Any]]:
+    by_type: dict[str, Callable[[str, Any], Any]] = {
+        "int": _parse_int,
+        "bool": _parse_bool,
+        "NetworkCaps": _parse_caps,
+        "tuple[int, ...]": _parse_list(_parse_int),
+        "tuple[str, ...]": _parse_list(_parse_str),
+        "RetryOwner": _parse_str,
+        "EndOfDunning": _parse_str,
+    }
+    return {f.name: by_type[str(f.type)] for f in fields(RetryRules)}
+
+
 @dataclass(frozen=True)
 class BusinessRules:
     name: str
@@ -87,7 +158,7 @@ class Rules:
     def load(cls, path: Path | None) -> Rules:
         data = load_rules_data(path)
         try:
-            retry = RetryRules.from_mapping(data.get("retry", {}))
+            retry = parse_retry_rules(data.get("retry", {}))
         except ValueError as exc:
             raise RulesError(str(exc)) from exc
         return cls(business=BusinessRules.from_mapping(data["business"]), retry=retry, data=data)

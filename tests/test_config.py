@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -10,8 +13,10 @@ from click.testing import CliRunner
 from recovery.app import create_app
 from recovery.cli import main
 from recovery.config import ConfigError, Settings
+from recovery.domain.retry_policy import RetryRules
+from recovery.domain.retry_policy import RulesError as RetryRulesError
 from recovery.migrate import upgrade
-from recovery.rules import Rules, RulesError
+from recovery.rules import DEFAULT_RULES_PATH, Rules, RulesError, parse_retry_rules
 
 
 def test_nothing_set_gives_a_working_sqlite_setup(tmp_path: Path) -> None:
@@ -94,6 +99,8 @@ def test_rules_file_overrides_defaults_key_by_key(tmp_path: Path) -> None:
         ('[business]\nname = ""\n', "business.name must be a non-empty string"),
         ("[business\n", "not valid TOML"),
         ("business = 3\n", "business must be a table"),
+        ('[retry]\nwindow_days = "28"\n', "retry.window_days: expected an integer, got '28'"),
+        ("[retry]\nwindow_days = 90\n", "retry.window_days: expected 1..60"),
     ],
 )
 def test_bad_rules_files_fail_with_the_key_named(tmp_path: Path, text: str, message: str) -> None:
@@ -107,3 +114,51 @@ def test_bad_rules_files_fail_with_the_key_named(tmp_path: Path, text: str, mess
 def test_missing_rules_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match="does not exist"):
         Rules.load(tmp_path / "nope.toml")
+
+
+# ---- the [retry] table -----------------------------------------------------------------------
+
+
+def test_rules_file_and_code_defaults_agree() -> None:
+    data = tomllib.loads(DEFAULT_RULES_PATH.read_text(encoding="utf-8"))
+    assert parse_retry_rules(data["retry"]) == RetryRules()
+
+
+def test_unknown_key_in_rules_file_is_an_error() -> None:
+    data = tomllib.loads(DEFAULT_RULES_PATH.read_text(encoding="utf-8"))
+    with pytest.raises(RetryRulesError, match=r"retry\.window_dayz"):
+        parse_retry_rules({**data["retry"], "window_dayz": 14})
+
+
+def test_partial_rules_keep_the_other_defaults() -> None:
+    rules = parse_retry_rules({"window_days": 14, "network_caps": {"visa": 15}})
+    assert rules == replace(
+        RetryRules(), window_days=14, network_caps=replace(RetryRules().network_caps, visa=15)
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings_", "key"),
+    [
+        ({"window_days": "28"}, "retry.window_days"),
+        ({"window_days": True}, "retry.window_days"),
+        ({"window_days": 90}, "retry.window_days"),
+        ({"max_attempts": 0}, "retry.max_attempts"),
+        ({"payday_targeting": "yes"}, "retry.payday_targeting"),
+        ({"payday_weekdays": ["fryday"]}, "retry.payday_weekdays"),
+        ({"payday_weekdays": "friday"}, "retry.payday_weekdays"),
+        ({"payday_days_of_month": [1, 32]}, "retry.payday_days_of_month"),
+        ({"local_hour_start": 10, "local_hour_end": 8}, "retry.local_hour_end"),
+        ({"min_gap_hours": 30}, "retry.min_gap_hours"),
+        ({"retry_owner": "both"}, "retry.retry_owner"),
+        ({"end_of_dunning": "delete_customer"}, "retry.end_of_dunning"),
+        ({"network_caps": {"amex": 10}}, "retry.network_caps.amex"),
+        ({"network_caps": {"visa": "20"}}, "retry.network_caps.visa"),
+        ({"network_caps": 20}, "retry.network_caps"),
+    ],
+)
+def test_bad_rules_name_the_key(settings_: dict[str, Any], key: str) -> None:
+    with pytest.raises(RetryRulesError) as caught:
+        parse_retry_rules(settings_)
+    assert key in str(caught.value)
+    assert isinstance(caught.value, ValueError)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from recovery.domain.stripe_objects import MAX_TIMESTAMP
+from recovery.domain.stripe_objects.fields import MAX_TIMESTAMP
 from recovery.models import (
     Customer,
     Invoice,

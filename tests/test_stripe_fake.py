@@ -20,7 +20,13 @@ from recovery.adapters.stripe.errors import (
 from recovery.adapters.stripe.protocol import StripeGateway
 from recovery.adapters.stripe.sdk import StripeSdkGateway
 from recovery.adapters.stripe_fake import FakeRequest, FakeStripeGateway
-from recovery.domain import stripe_objects as so
+from recovery.domain.stripe_objects.attempts import attempt_from_charge
+from recovery.domain.stripe_objects.states import (
+    card_state,
+    customer_state,
+    invoice_state,
+    subscription_state,
+)
 from tests.support import stripe_payloads as sp
 
 
@@ -50,9 +56,9 @@ def test_both_implement_every_protocol_member() -> None:
     members = {n for n in vars(StripeGateway) if not n.startswith("_")}
     assert members == {*protocol_methods(), "livemode"}
     for cls in (StripeSdkGateway, FakeStripeGateway):
-        assert isinstance(vars(cls)["livemode"], property)
+        assert isinstance(inspect.getattr_static(cls, "livemode"), property)
         assert members <= set(dir(cls))
-    gateway: StripeGateway = FakeStripeGateway()  # and mypy checks the structural match
+    gateway: StripeGateway = FakeStripeGateway()  # mypy checks the match in recovery/ (_CONFORMS)
     assert gateway.livemode is False
 
 
@@ -116,11 +122,11 @@ def test_objects_have_the_pinned_versions_shape(
     assert "current_period_end" not in sub and sub["items"]["data"][0]["current_period_end"]
     assert sub["discounts"] == [samples["discount"]["id"]]
     # and the mappers read them
-    assert so.invoice_state(invoice).subscription_id == sub["id"]
-    assert so.subscription_state(sub).current_period_end is not None
-    assert so.customer_state(samples["customer"]).address_country == "FR"
-    assert so.card_state(samples["payment_method"]).brand == "mastercard"
-    attempt = so.attempt_from_charge(samples["charge"])
+    assert invoice_state(invoice).subscription_id == sub["id"]
+    assert subscription_state(sub).current_period_end is not None
+    assert customer_state(samples["customer"]).address_country == "FR"
+    assert card_state(samples["payment_method"]).brand == "mastercard"
+    attempt = attempt_from_charge(samples["charge"])
     assert (attempt.status, attempt.decline_code, attempt.card_last4) == (
         "failed",
         "generic_decline",
@@ -130,7 +136,7 @@ def test_objects_have_the_pinned_versions_shape(
 
 def test_put_stores_raw_fixture_objects(fake: FakeStripeGateway) -> None:
     fake.put(sp.invoice("in_fix", "cus_fix", "sub_fix", attempt_count=2))
-    assert so.invoice_state(fake.retrieve_invoice("in_fix")).attempt_count == 2
+    assert invoice_state(fake.retrieve_invoice("in_fix")).attempt_count == 2
     assert [i["id"] for i in fake.iter_invoices("open")] == ["in_fix"]
 
 
@@ -318,7 +324,7 @@ def test_subscription_changes(fake: FakeStripeGateway, seeded: dict[str, Any]) -
         proration_behavior="none",
         idempotency_key="chg",
     )
-    state = so.subscription_state(changed)
+    state = subscription_state(changed)
     assert [(i.id, i.price_id, i.interval) for i in state.items] == [(item, yearly["id"], "year")]
     with pytest.raises(InvalidRequest):
         fake.change_subscription_price(
@@ -332,7 +338,7 @@ def test_subscription_changes(fake: FakeStripeGateway, seeded: dict[str, Any]) -
     paused = fake.pause_subscription(
         sub["id"], behavior="mark_uncollectible", resumes_at=1_900_000_000, idempotency_key="p"
     )
-    assert so.subscription_state(paused).pause_behavior == "mark_uncollectible"
+    assert subscription_state(paused).pause_behavior == "mark_uncollectible"
     assert paused["status"] == "active"  # pausing collection keeps the status
     assert fake.resume_subscription(sub["id"], idempotency_key="r")["pause_collection"] is None
 
@@ -361,7 +367,7 @@ def test_cancelling(fake: FakeStripeGateway, seeded: dict[str, Any]) -> None:
     at_end = fake.cancel_subscription(
         sub, at_period_end=True, feedback="too_expensive", comment="pricey", idempotency_key="c1"
     )
-    state = so.subscription_state(at_end)
+    state = subscription_state(at_end)
     assert state.cancel_at_period_end and state.cancel_at == state.current_period_end
     assert (state.cancellation_feedback, state.status) == ("too_expensive", "active")
     with pytest.raises(InvalidRequest):
@@ -407,7 +413,7 @@ def test_checkout_setup_flow(fake: FakeStripeGateway, seeded: dict[str, Any]) ->
     intent = done["setup_intent"]
     assert done["status"] == "complete" and intent["status"] == "succeeded"
     assert intent["metadata"] == {"subscription_id": sub}
-    assert so.card_state(intent["payment_method"]).brand == "amex"
+    assert card_state(intent["payment_method"]).brand == "amex"
     assert (
         fake.retrieve_setup_intent(intent["id"])["payment_method"]["id"]
         == intent["payment_method"]["id"]

@@ -37,7 +37,12 @@ from recovery.adapters.stripe.errors import (
 from recovery.adapters.stripe.protocol import PINNED_API_VERSION, StripeGateway
 from recovery.adapters.stripe.retries import translate_error
 from recovery.adapters.stripe.sdk import DEFAULT_TIMEOUT, StripeSdkGateway
-from recovery.domain import stripe_objects as so
+from recovery.domain.stripe_objects.states import (
+    card_state,
+    customer_state,
+    invoice_state,
+    subscription_state,
+)
 from tests.support import stripe_payloads as sp
 from tests.support.localstripe_server import DEFAULT_SECRET_KEY, LocalStripe, start_localstripe
 
@@ -393,7 +398,7 @@ def test_results_are_plain_data_the_mappers_accept(scripted: ScriptedStripe) -> 
     assert type(plain) is dict and type(plain["items"]) is dict
     assert type(plain["items"]["data"][0]) is dict
     json.dumps(plain)  # nothing but JSON types
-    state = so.subscription_state(plain)
+    state = subscription_state(plain)
     assert state.current_period_end == 1_802_592_000 and state.items[0].price_id == "price_monthly"
 
 
@@ -707,7 +712,7 @@ def test_localstripe_retrieve_and_pay_an_invoice(world: World) -> None:
         {"customer": world.customer_id, "subscription": world.subscription_id}
     )
     fetched = world.gateway.retrieve_invoice(invoice.id)
-    state = so.invoice_state(fetched)  # localstripe speaks 2017-08-15; the mapper takes both
+    state = invoice_state(fetched)  # localstripe speaks 2017-08-15; the mapper takes both
     assert (state.status, state.subscription_id) == ("draft", world.subscription_id)
 
     paid = world.gateway.pay_invoice(invoice.id, idempotency_key=f"pay:{invoice.id}:1")
@@ -721,9 +726,9 @@ def test_localstripe_retrieve_and_pay_an_invoice(world: World) -> None:
 @pytest.mark.localstripe
 def test_localstripe_customers_cards_and_subscriptions(world: World) -> None:
     customer = world.gateway.retrieve_customer(world.customer_id)
-    assert so.customer_state(customer).default_payment_method_id == world.card_id
+    assert customer_state(customer).default_payment_method_id == world.card_id
     cards = world.gateway.list_customer_payment_methods(world.customer_id)
-    assert [so.card_state(c).last4 for c in cards] == ["4242"]
+    assert [card_state(c).last4 for c in cards] == ["4242"]
     assert world.gateway.retrieve_payment_method(world.card_id)["card"]["brand"] == "visa"
 
     second = world.client.v1.payment_methods.attach("pm_card_visa", {"customer": world.customer_id})

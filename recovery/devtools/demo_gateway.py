@@ -3,7 +3,7 @@
 to the service's own webhook endpoint, signed, as Stripe would.
 
 localstripe has no Checkout, pause, coupons or prices, all of which the demo shows; the fake
-has them (recovery/adapters/stripe_fake.py).
+has them (recovery/adapters/stripe_fake/).
 """
 
 from __future__ import annotations

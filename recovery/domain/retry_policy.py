@@ -7,12 +7,12 @@ same decision. Facts behind the defaults: docs/stripe.md, card-networks.md, retr
 from __future__ import annotations
 
 import calendar
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from itertools import takewhile
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from recovery.domain.declines import (
@@ -69,7 +69,8 @@ class NetworkCaps:
 
 @dataclass(frozen=True, slots=True)
 class RetryRules:
-    """The ``[retry]`` section of the rules file; each default is explained there."""
+    """The ``[retry]`` section of the rules file (parsed by `recovery.rules.parse_retry_rules`);
+    each default is explained there."""
 
     window_days: int = 28  # Churn Buster's default campaign; 42% of recoveries come after day 14
     max_attempts: int = 8  # per card, first charge included: Stripe's "at most 8"
@@ -114,73 +115,10 @@ class RetryRules:
             " or ".join(get_args(EndOfDunning)),
         )
 
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> RetryRules:
-        """Rules from a parsed ``[retry]`` table; a missing key keeps its default."""
-        if not isinstance(data, Mapping):
-            raise RulesError("retry: expected a table")
-        parsers = _parsers()
-        kwargs = {}
-        for key, value in data.items():
-            if key not in parsers:
-                raise RulesError(f"retry.{key}: unknown key (known: {', '.join(parsers)})")
-            kwargs[key] = parsers[key](f"retry.{key}", value)
-        return cls(**kwargs)
-
 
 def _check(ok: bool, key: str, expected: str) -> None:
     if not ok:
         raise RulesError(f"retry.{key}: expected {expected}")
-
-
-def _parse_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise RulesError(f"{key}: expected an integer, got {value!r}")
-    return value
-
-
-def _parse_bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise RulesError(f"{key}: expected true or false, got {value!r}")
-    return value
-
-
-def _parse_str(key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise RulesError(f"{key}: expected a string, got {value!r}")
-    return value
-
-
-def _parse_list(item: Callable[[str, Any], Any]) -> Callable[[str, Any], tuple[Any, ...]]:
-    def parse(key: str, value: Any) -> tuple[Any, ...]:
-        if not isinstance(value, list | tuple):
-            raise RulesError(f"{key}: expected a list, got {value!r}")
-        return tuple(item(f"{key}[{i}]", v) for i, v in enumerate(value))
-
-    return parse
-
-
-def _parse_caps(key: str, value: Any) -> NetworkCaps:
-    if not isinstance(value, Mapping):
-        raise RulesError(f"{key}: expected a table, got {value!r}")
-    known = [f.name for f in fields(NetworkCaps)]
-    for name in value:
-        if name not in known:
-            raise RulesError(f"{key}.{name}: unknown key (known: {', '.join(known)})")
-    return NetworkCaps(**{name: _parse_int(f"{key}.{name}", v) for name, v in value.items()})
-
-
-def _parsers() -> dict[str, Callable[[str, Any], Any]]:
-    by_type: dict[str, Callable[[str, Any], Any]] = {
-        "int": _parse_int,
-        "bool": _parse_bool,
-        "NetworkCaps": _parse_caps,
-        "tuple[int, ...]": _parse_list(_parse_int),
-        "tuple[str, ...]": _parse_list(_parse_str),
-        "RetryOwner": _parse_str,
-        "EndOfDunning": _parse_str,
-    }
-    return {f.name: by_type[str(f.type)] for f in fields(RetryRules)}
 
 
 @dataclass(frozen=True, slots=True)

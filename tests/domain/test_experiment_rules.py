@@ -21,7 +21,13 @@ from recovery.domain.experiment_rules import (
 from recovery.domain.experiments import HOLDOUT, CancelFlowOptions, DunningOptions
 from recovery.domain.offers import OfferKind
 from recovery.domain.retry_policy import RetryRules
-from recovery.rules import DEFAULT_RULES_PATH, Rules, RulesError, load_rules_data
+from recovery.rules import (
+    DEFAULT_RULES_PATH,
+    Rules,
+    RulesError,
+    load_rules_data,
+    parse_retry_rules,
+)
 
 DEFAULTS = load_rules_data(None)
 DUNNING: dict[str, Any] = {
@@ -280,7 +286,7 @@ def test_conflicts_across_experiments_and_sections_name_the_key(
     data["experiments"] = copy.deepcopy(experiments)
     if edit is not None:
         edit(data)
-    retry = RetryRules.from_mapping(data["retry"])
+    retry = parse_retry_rules(data["retry"])
     with pytest.raises(ExperimentRulesError, match=re.escape(message)):
         parse_experiments(data, parse_cancel_flow_rules(data), retry)
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from pathlib import Path
 from time import perf_counter
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -23,12 +20,10 @@ from recovery.domain.retry_policy import (
     RetryContext,
     RetryDecision,
     RetryRules,
-    RulesError,
     decide_next_retry,
 )
 from recovery.domain.timezones import COUNTRY_ZONES, customer_timezone
 
-RULES_FILE = Path(__file__).resolve().parents[2] / "recovery" / "rules.default.toml"
 BERLIN = "Europe/Berlin"
 # Monday 27 November 2023, 14:00 in Berlin. Thu 30 Nov is November's last business day.
 T0 = datetime(2023, 11, 27, 13, 0, tzinfo=UTC)
@@ -565,51 +560,3 @@ def test_customer_timezone(country: str | None, locales: list[str], zone: str) -
 def test_every_country_zone_exists() -> None:
     for country, zone in COUNTRY_ZONES.items():
         assert ZoneInfo(zone), country
-
-
-# ---- rules file ------------------------------------------------------------------------------
-
-
-def test_rules_file_and_code_defaults_agree() -> None:
-    data = tomllib.loads(RULES_FILE.read_text(encoding="utf-8"))
-    assert RetryRules.from_mapping(data["retry"]) == RetryRules()
-
-
-def test_unknown_key_in_rules_file_is_an_error() -> None:
-    data = tomllib.loads(RULES_FILE.read_text(encoding="utf-8"))
-    with pytest.raises(RulesError, match=r"retry\.window_dayz"):
-        RetryRules.from_mapping({**data["retry"], "window_dayz": 14})
-
-
-def test_partial_rules_keep_the_other_defaults() -> None:
-    rules = RetryRules.from_mapping({"window_days": 14, "network_caps": {"visa": 15}})
-    assert rules == replace(
-        RetryRules(), window_days=14, network_caps=replace(RetryRules().network_caps, visa=15)
-    )
-
-
-@pytest.mark.parametrize(
-    ("settings_", "key"),
-    [
-        ({"window_days": "28"}, "retry.window_days"),
-        ({"window_days": True}, "retry.window_days"),
-        ({"window_days": 90}, "retry.window_days"),
-        ({"max_attempts": 0}, "retry.max_attempts"),
-        ({"payday_targeting": "yes"}, "retry.payday_targeting"),
-        ({"payday_weekdays": ["fryday"]}, "retry.payday_weekdays"),
-        ({"payday_weekdays": "friday"}, "retry.payday_weekdays"),
-        ({"payday_days_of_month": [1, 32]}, "retry.payday_days_of_month"),
-        ({"local_hour_start": 10, "local_hour_end": 8}, "retry.local_hour_end"),
-        ({"min_gap_hours": 30}, "retry.min_gap_hours"),
-        ({"retry_owner": "both"}, "retry.retry_owner"),
-        ({"end_of_dunning": "delete_customer"}, "retry.end_of_dunning"),
-        ({"network_caps": {"amex": 10}}, "retry.network_caps.amex"),
-        ({"network_caps": {"visa": "20"}}, "retry.network_caps.visa"),
-        ({"network_caps": 20}, "retry.network_caps"),
-    ],
-)
-def test_bad_rules_name_the_key(settings_: dict[str, Any], key: str) -> None:
-    with pytest.raises(RulesError) as caught:
-        RetryRules.from_mapping(settings_)
-    assert key in str(caught.value)
-    assert isinstance(caught.value, ValueError)

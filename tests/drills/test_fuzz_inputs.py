@@ -32,9 +32,15 @@ from recovery.adapters.clock import FrozenClock
 from recovery.app import create_app
 from recovery.config import ConfigError
 from recovery.db import Base
-from recovery.domain import stripe_objects as so
 from recovery.domain.signature import SignatureError, sign, verify
-from recovery.domain.stripe_objects import MAX_TIMESTAMP
+from recovery.domain.stripe_objects.attempts import attempt_from_charge, attempt_from_payment_intent
+from recovery.domain.stripe_objects.fields import MAX_TIMESTAMP, MappingError
+from recovery.domain.stripe_objects.states import (
+    card_state,
+    customer_state,
+    invoice_state,
+    subscription_state,
+)
 from recovery.models import EventStatus, StripeEvent
 from recovery.rules import Rules, RulesError
 from recovery.runtime import Runtime
@@ -252,12 +258,12 @@ FIELD_NAMES = sorted(
 )
 
 READERS: dict[str, tuple[Callable[[Any], Any], list[str]]] = {
-    "customer_state": (so.customer_state, ["customer"]),
-    "card_state": (so.card_state, ["payment_method", "card"]),
-    "subscription_state": (so.subscription_state, ["subscription", "legacy_subscription"]),
-    "invoice_state": (so.invoice_state, ["invoice", "legacy_invoice"]),
-    "attempt_from_charge": (so.attempt_from_charge, ["charge"]),
-    "attempt_from_payment_intent": (so.attempt_from_payment_intent, ["payment_intent"]),
+    "customer_state": (customer_state, ["customer"]),
+    "card_state": (card_state, ["payment_method", "card"]),
+    "subscription_state": (subscription_state, ["subscription", "legacy_subscription"]),
+    "invoice_state": (invoice_state, ["invoice", "legacy_invoice"]),
+    "attempt_from_charge": (attempt_from_charge, ["charge"]),
+    "attempt_from_payment_intent": (attempt_from_payment_intent, ["payment_intent"]),
 }
 
 
@@ -356,7 +362,7 @@ def test_readers_raise_only_mapping_errors(name: str, kind: str, data: st.DataOb
     obj = data.draw(mutated(kind), label="object")
     try:
         reader(obj)
-    except so.MappingError:
+    except MappingError:
         pass
     except Exception as exc:
         raise AssertionError(f"{name} raised {exc.__class__.__name__}: {exc}") from exc
@@ -398,7 +404,7 @@ def test_readers_survive_one_wrong_type_on_any_field(name: str, kind: str) -> No
     for path, value, obj in _confused(kind):
         try:
             reader(obj)
-        except so.MappingError:
+        except MappingError:
             pass
         except Exception as exc:
             failures.append(

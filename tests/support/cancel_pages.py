@@ -98,13 +98,13 @@ def prepare_pages(flow: Flow, locale: str) -> list[Prepared]:
 
 
 def _refresh(flow: Flow, subscription_id: str) -> None:
-    from recovery.domain import stripe_objects as so
+    from recovery.domain.stripe_objects.states import subscription_state
     from recovery.services.events import mirror
 
     obj = flow.gateway.retrieve_subscription(subscription_id)
     with flow.runtime.db.transaction() as s:
         ts = int(flow.clock.now().timestamp()) + 1
-        mirror.apply_subscription(s, so.subscription_state(obj), ts)
+        mirror.apply_subscription(s, subscription_state(obj), ts)
 
 
 def expired_path(flow: Flow, locale: str) -> str:

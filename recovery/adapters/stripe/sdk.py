@@ -40,7 +40,12 @@ from recovery.adapters.stripe.params import (
     check_choice,
     check_subscription_params,
 )
-from recovery.adapters.stripe.protocol import PAGE_SIZE, PINNED_API_VERSION, StripeDict
+from recovery.adapters.stripe.protocol import (
+    PAGE_SIZE,
+    PINNED_API_VERSION,
+    StripeDict,
+    StripeGateway,
+)
 from recovery.adapters.stripe.retries import Backoff, plain, should_retry, translate_error
 
 log = logging.getLogger(__name__)
@@ -434,3 +439,7 @@ class StripeSdkGateway:
             return self._v1.webhook_endpoints.list(params)
 
         return list(self._paginate("list_webhook_endpoints", page, None))
+
+
+# mypy checks here that the adapter has every member of the Protocol with its exact signature.
+_CONFORMS: type[StripeGateway] = StripeSdkGateway

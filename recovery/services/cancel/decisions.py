@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 from recovery.adapters.stripe.errors import AccessDenied, GatewayError
 from recovery.adapters.stripe.protocol import StripeGateway
 from recovery.db import utcnow_from
-from recovery.domain import stripe_objects as so
 from recovery.domain.offer_terms import OfferTerms, offer_ends_at, pause_until
 from recovery.domain.offers import OfferKind, eligibility
+from recovery.domain.stripe_objects.states import subscription_state
 from recovery.models import CancelSession, OfferAcceptance, Subscription
 from recovery.models.cancel_flow import Outcome, StripeStatus
 from recovery.rules import Rules
@@ -132,7 +132,7 @@ def record_applied(
 ) -> None:
     """Stripe made the change: mirror its answer, mark the decision applied, plan what follows."""
     if isinstance(result, dict) and result.get("object") == "subscription":
-        state = so.subscription_state(result)
+        state = subscription_state(result)
         mirror.apply_subscription(session, state, int(now.timestamp()))
         if row.outcome == Outcome.CANCELLED and row.cancel_at_period_end and state.cancel_at:
             row.ends_at = utcnow_from(state.cancel_at)

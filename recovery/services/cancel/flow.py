@@ -25,11 +25,11 @@ from sqlalchemy.orm import Session
 from recovery.adapters.stripe.errors import AccessDenied, GatewayError, NotFound
 from recovery.config import Settings
 from recovery.db import utcnow_from
-from recovery.domain import stripe_objects as so
 from recovery.domain.cancel_links import SignedLink
 from recovery.domain.cancel_rules import CancelFlowRules
 from recovery.domain.offer_terms import terms_for
 from recovery.domain.offers import OfferKind, PastOffer, Plan, SubscriptionFacts, choose_offer
+from recovery.domain.stripe_objects.states import customer_state, subscription_state
 from recovery.models import CancelSession, Customer, OfferAcceptance, Subscription
 from recovery.rules import RulesError
 from recovery.runtime import Runtime
@@ -222,9 +222,9 @@ def start_session(
     with rt.db.transaction() as session:
         ts = int(now.timestamp())
         if sub_obj is not None:
-            mirror.apply_subscription(session, so.subscription_state(sub_obj), ts)
+            mirror.apply_subscription(session, subscription_state(sub_obj), ts)
         if customer_obj is not None:
-            mirror.apply_customer(session, so.customer_state(customer_obj), ts)
+            mirror.apply_customer(session, customer_state(customer_obj), ts)
         session.flush()
         sub = session.get(Subscription, request.subscription_id, populate_existing=True)
         if sub is None:

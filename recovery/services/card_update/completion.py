@@ -30,8 +30,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recovery.adapters.stripe.errors import AuthenticationRequired, CardDeclined, InvalidRequest
-from recovery.domain import stripe_objects as so
 from recovery.domain.cases import TERMINAL, CaseStatus, RecoveredVia
+from recovery.domain.stripe_objects.fields import ref
+from recovery.domain.stripe_objects.states import card_state, invoice_state
 from recovery.models import CardUpdateLink, MessageStatus, OutboxMessage, RecoveryCase
 from recovery.runtime import ActionContext, Claimed, ProcessingContext
 from recovery.services.cases import log as case_log
@@ -107,11 +108,11 @@ def saved_card(intent: Mapping[str, Any], link_id: int, customer_id: str) -> Sav
     from this link. Anything else is not ours to act on."""
     metadata = intent.get("metadata") or {}
     pm = intent.get("payment_method")
-    pm_id = so.ref(pm)
+    pm_id = ref(pm)
     if (
         intent.get("object") != "setup_intent"
         or intent.get("status") != "succeeded"
-        or so.ref(intent.get("customer")) != customer_id
+        or ref(intent.get("customer")) != customer_id
         or str(metadata.get(METADATA_LINK)) != str(link_id)
         or not pm_id
     ):
@@ -128,7 +129,7 @@ def card_from_checkout(
     if (
         checkout.get("mode") != "setup"
         or checkout.get("status") != "complete"
-        or so.ref(checkout.get("customer")) != customer_id
+        or ref(checkout.get("customer")) != customer_id
         or str(metadata.get(METADATA_LINK)) != str(link_id)
         or not isinstance(intent, Mapping)
     ):
@@ -205,7 +206,7 @@ def record_outcome(
         return
     ts = int(now.timestamp())
     if card.payment_method is not None:
-        mirror.apply_card(session, so.card_state(card.payment_method), ts)
+        mirror.apply_card(session, card_state(card.payment_method), ts)
     if case is None:  # an expiring-card link: the card is the default now, nothing to pay
         link.completed_at = link.completed_at or now
         link.last_setup_intent_id = card.setup_intent_id
@@ -214,7 +215,7 @@ def record_outcome(
             cancel_expiry_notices(session, link.subscription_id, now)
         return
     if result.invoice is not None:
-        mirror.apply_invoice(session, so.invoice_state(result.invoice), ts)
+        mirror.apply_invoice(session, invoice_state(result.invoice), ts)
     key = pay_key(case.id, card.setup_intent_id)
     brand = last4 = None
     if card.payment_method is not None:
@@ -285,15 +286,13 @@ def on_checkout_completed(
     ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str, Any]
 ) -> None:
     if obj.get("mode") == "setup":
-        _schedule(
-            ctx, (obj.get("metadata") or {}).get(METADATA_LINK), so.ref(obj.get("setup_intent"))
-        )
+        _schedule(ctx, (obj.get("metadata") or {}).get(METADATA_LINK), ref(obj.get("setup_intent")))
 
 
 def on_setup_intent_succeeded(
     ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str, Any]
 ) -> None:
-    _schedule(ctx, (obj.get("metadata") or {}).get(METADATA_LINK), so.ref(obj.get("id")))
+    _schedule(ctx, (obj.get("metadata") or {}).get(METADATA_LINK), ref(obj.get("id")))
 
 
 def run_complete(ctx: ActionContext, action: Claimed) -> None:

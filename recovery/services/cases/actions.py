@@ -15,8 +15,10 @@ from recovery.adapters.stripe.errors import (
     InvalidRequest,
     NotFound,
 )
-from recovery.domain import stripe_objects as so
 from recovery.domain.cases import TERMINAL, CaseStatus, CloseReason, RecoveredVia
+from recovery.domain.stripe_objects.attempts import AttemptState
+from recovery.domain.stripe_objects.fields import normalize_brand
+from recovery.domain.stripe_objects.states import invoice_state
 from recovery.models import PaymentMethod, RecoveryCase
 from recovery.rules import Rules
 from recovery.runtime import ActionContext, Claimed
@@ -45,14 +47,14 @@ def _now_ts(ctx: ActionContext) -> int:
 def _refresh_invoice(ctx: ActionContext, case: RecoveryCase) -> dict[str, Any]:
     """Re-read the invoice from Stripe and mirror it: never act on a stale view."""
     invoice: dict[str, Any] = ctx.runtime.gateway.retrieve_invoice(case.invoice_id)
-    mirror.apply_invoice(ctx.session, so.invoice_state(invoice), _now_ts(ctx))
+    mirror.apply_invoice(ctx.session, invoice_state(invoice), _now_ts(ctx))
     return invoice
 
 
 def _settled(ctx: ActionContext, case: RecoveryCase, invoice: dict[str, Any]) -> bool:
     """Close the case if the invoice no longer needs us. True when it was settled."""
     now = ctx.clock.now()
-    state = so.invoice_state(invoice)  # reads every API version's shape
+    state = invoice_state(invoice)  # reads every API version's shape
     if state.status == "paid":
         case_state.mark_recovered(
             ctx.session,
@@ -95,13 +97,13 @@ def run_retry(ctx: ActionContext, action: Claimed) -> None:
         case_state.mark_closed(ctx.session, case, CloseReason.DELETED, now)
         return
     gateway = ctx.runtime.gateway
-    if so.invoice_state(invoice).status == "paid" and _was_ours(ctx, case, action, attempt, key):
+    if invoice_state(invoice).status == "paid" and _was_ours(ctx, case, action, attempt, key):
         return
     if _settled(ctx, case, invoice):
         return
     if rules.retry.retry_owner == "stripe":
         return
-    next_attempt = so.invoice_state(invoice).next_payment_attempt
+    next_attempt = invoice_state(invoice).next_payment_attempt
     if invoice.get("auto_advance") and next_attempt and next_attempt <= _now_ts(ctx) + 3600:
         case_log.record(
             ctx.session,
@@ -165,7 +167,7 @@ def _succeeded(
 ) -> None:
     now = ctx.clock.now()
     case.our_attempts = attempt
-    mirror.apply_invoice(ctx.session, so.invoice_state(paid), _now_ts(ctx))  # before webhooks
+    mirror.apply_invoice(ctx.session, invoice_state(paid), _now_ts(ctx))  # before webhooks
     case_log.record(
         ctx.session,
         case,
@@ -196,7 +198,7 @@ def _record_attempt(
     card = ctx.session.get(PaymentMethod, exc.payment_method_id) if exc.payment_method_id else None
     if card is None:
         card = case_evidence.current_card(ctx.session, case)
-    state = so.AttemptState(
+    state = AttemptState(
         id=attempt_id,
         payment_intent_id=exc.payment_intent_id,
         invoice_id=case.invoice_id,
@@ -214,7 +216,7 @@ def _record_attempt(
         advice_code=exc.advice_code,
         network_advice_code=exc.network_advice_code,
         network_decline_code=exc.network_decline_code,
-        card_brand=so.normalize_brand(exc.card_brand or (card.brand if card else None)),
+        card_brand=normalize_brand(exc.card_brand or (card.brand if card else None)),
         card_last4=card.last4 if card else None,
         card_funding=card.funding if card else None,
         card_fingerprint=card.fingerprint if card else None,

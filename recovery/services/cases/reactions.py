@@ -12,8 +12,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from recovery.domain import stripe_objects as so
 from recovery.domain.cases import ACTIVE, CaseStatus, CloseReason, attribute_recovery
+from recovery.domain.stripe_objects.fields import ref
+from recovery.domain.stripe_objects.states import invoice_state
 from recovery.models import Invoice, InvoicePayment, PaymentAttempt, RecoveryCase
 from recovery.rules import Rules
 from recovery.runtime import ProcessingContext
@@ -34,13 +35,11 @@ def _rules(ctx: ProcessingContext) -> Rules:
 
 def _invoice_of_payment(ctx: ProcessingContext, obj: Obj) -> str | None:
     """The invoice a charge or PaymentIntent event is about, when we can tell."""
-    invoice_id = so.ref(obj.get("invoice"))
+    invoice_id = ref(obj.get("invoice"))
     if invoice_id:
         return invoice_id
     intent = (
-        obj.get("id")
-        if obj.get("object") == "payment_intent"
-        else so.ref(obj.get("payment_intent"))
+        obj.get("id") if obj.get("object") == "payment_intent" else ref(obj.get("payment_intent"))
     )
     if intent:
         linked = ctx.session.scalar(
@@ -93,7 +92,7 @@ def on_invoice_action_required(ctx: ProcessingContext, event: Obj, obj: Obj) -> 
     case = case_opening.lock_for_invoice(ctx.session, str(obj.get("id")))
     if case is not None and case.status in ACTIVE:
         case_state.await_authentication(
-            ctx.session, case, so.invoice_state(obj).hosted_invoice_url, ctx.clock.now()
+            ctx.session, case, invoice_state(obj).hosted_invoice_url, ctx.clock.now()
         )
 
 
@@ -104,7 +103,7 @@ def on_payment_failure(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
         return
     # No link to an invoice (current API versions): re-steer the customer's active cases,
     # whose attempt queries match the charge by customer and amount.
-    customer_id = so.ref(obj.get("customer"))
+    customer_id = ref(obj.get("customer"))
     if customer_id:
         for case in case_opening.active_cases_of_customer(ctx.session, customer_id):
             case_scheduling.reevaluate(
@@ -174,9 +173,9 @@ def on_card_change(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
     if obj.get("object") == "customer":
         customer_id = obj.get("id")
     elif obj.get("object") == "setup_intent":
-        customer_id = so.ref(obj.get("customer"))
+        customer_id = ref(obj.get("customer"))
     else:
-        customer_id = so.ref(obj.get("customer"))
+        customer_id = ref(obj.get("customer"))
     if not customer_id:
         return
     now = ctx.clock.now()

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import Clock
 from recovery.db import Database, insert_or_ignore, update_by_key
-from recovery.domain.stripe_objects import MAX_TIMESTAMP
+from recovery.domain.stripe_objects.fields import MAX_TIMESTAMP
 from recovery.models import EventStatus, StripeEvent
 from recovery.runtime import ContextFactory, ProcessingContext
 from recovery.services.events.dispatch import process_payload

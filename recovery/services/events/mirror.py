@@ -17,8 +17,8 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from recovery.db import insert_or_ignore, update_by_key, utcnow_from
-from recovery.domain.stripe_objects import (
-    AttemptState,
+from recovery.domain.stripe_objects.attempts import AttemptState
+from recovery.domain.stripe_objects.states import (
     CardState,
     CustomerState,
     InvoiceState,

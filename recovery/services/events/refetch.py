@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from recovery.domain import stripe_objects as so
+from recovery.domain.stripe_objects.states import (
+    card_state,
+    customer_state,
+    invoice_state,
+    subscription_state,
+)
 from recovery.runtime import ActionContext, Claimed, ProcessingContext
 from recovery.services.events import mirror
 from recovery.services.events.dispatch import process_payload
@@ -21,16 +26,16 @@ def run_refetch(ctx: ActionContext, action: Claimed) -> None:
     obj: dict[str, Any]
     if kind == "customer":
         obj = gateway.retrieve_customer(oid)
-        mirror.apply_customer(ctx.session, so.customer_state(obj), ts)
+        mirror.apply_customer(ctx.session, customer_state(obj), ts)
     elif kind == "payment_method":
         obj = gateway.retrieve_payment_method(oid)
-        mirror.apply_card(ctx.session, so.card_state(obj), ts)
+        mirror.apply_card(ctx.session, card_state(obj), ts)
     elif kind == "subscription":
         obj = gateway.retrieve_subscription(oid)
-        mirror.apply_subscription(ctx.session, so.subscription_state(obj), ts)
+        mirror.apply_subscription(ctx.session, subscription_state(obj), ts)
     elif kind == "invoice":
         obj = gateway.retrieve_invoice(oid)
-        mirror.apply_invoice(ctx.session, so.invoice_state(obj), ts)
+        mirror.apply_invoice(ctx.session, invoice_state(obj), ts)
     else:
         return
     event = {"type": f"recovery.refetched.{kind}", "created": ts, "data": {"object": obj}}

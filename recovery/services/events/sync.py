@@ -36,7 +36,13 @@ from recovery.adapters.clock import Clock
 from recovery.adapters.stripe.errors import InvalidRequest, NotFound, RateLimited
 from recovery.adapters.stripe.protocol import PAGE_SIZE, StripeDict, StripeGateway
 from recovery.db import Database
-from recovery.domain import stripe_objects as so
+from recovery.domain.stripe_objects.fields import MappingError
+from recovery.domain.stripe_objects.states import (
+    card_state,
+    customer_state,
+    invoice_state,
+    subscription_state,
+)
 from recovery.services.events import mirror
 from recovery.services.events.inbox import InvalidEvent, parse_event, store_event
 
@@ -250,12 +256,12 @@ class _Sync:
         ts = self.ts()
         for obj in batch:
             try:
-                mirror.apply_customer(session, so.customer_state(obj), ts)
+                mirror.apply_customer(session, customer_state(obj), ts)
                 self.report.customers += 1
                 for card in cards.get(obj["id"], []):
-                    mirror.apply_card(session, so.card_state(card), ts)
+                    mirror.apply_card(session, card_state(card), ts)
                     self.report.payment_methods += 1
-            except so.MappingError as exc:
+            except MappingError as exc:
                 self._skip(obj, exc)
 
     def apply_subscriptions(
@@ -264,18 +270,18 @@ class _Sync:
         ts = self.ts()
         for obj in batch:
             try:
-                mirror.apply_subscription(session, so.subscription_state(obj), ts)
+                mirror.apply_subscription(session, subscription_state(obj), ts)
                 self.report.subscriptions += 1
-            except so.MappingError as exc:
+            except MappingError as exc:
                 self._skip(obj, exc)
 
     def apply_invoices(self, session: Session, batch: list[StripeDict], _: dict[str, Any]) -> None:
         ts = self.ts()
         for obj in batch:
             try:
-                mirror.apply_invoice(session, so.invoice_state(obj), ts)
+                mirror.apply_invoice(session, invoice_state(obj), ts)
                 self.report.invoices += 1
-            except so.MappingError as exc:
+            except MappingError as exc:
                 self._skip(obj, exc)
 
     def store_events(self, session: Session, batch: list[StripeDict], _: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from recovery.config import Settings
 from recovery.domain import reminders as planner
 from recovery.domain import sms as sms_rules
-from recovery.domain import stripe_objects as so
+from recovery.domain.stripe_objects.fields import ref
 from recovery.models import Customer, MessageStatus, OutboxMessage, PaymentMethod, Subscription
 from recovery.rules import Rules
 from recovery.runtime import ProcessingContext, Runtime
@@ -178,7 +178,7 @@ def still_wanted(session: Session, message: OutboxMessage) -> str | None:
 def on_card_change(
     ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str, Any]
 ) -> None:
-    customer_id = obj.get("id") if obj.get("object") == "customer" else so.ref(obj.get("customer"))
+    customer_id = obj.get("id") if obj.get("object") == "customer" else ref(obj.get("customer"))
     if not customer_id:
         return
     now = ctx.clock.now()

@@ -19,8 +19,8 @@ from recovery import i18n
 from recovery.config import Settings
 from recovery.domain import reminders as planner
 from recovery.domain import sms as sms_rules
-from recovery.domain import stripe_objects as so
 from recovery.domain.cases import ACTIVE, TERMINAL, CaseStatus
+from recovery.domain.stripe_objects.fields import ref
 from recovery.domain.timezones import customer_timezone
 from recovery.models import (
     CaseEvent,
@@ -346,7 +346,7 @@ def sync_case(
 def _cases_touched(session: Session, obj: Obj) -> list[RecoveryCase]:
     kind = obj.get("object")
     oid = obj.get("id")
-    customer = oid if kind == "customer" else so.ref(obj.get("customer"))
+    customer = oid if kind == "customer" else ref(obj.get("customer"))
     conditions = []
     if kind == "invoice" and oid:
         conditions.append(RecoveryCase.invoice_id == oid)

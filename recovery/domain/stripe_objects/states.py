@@ -1,131 +1,25 @@
-"""Stripe objects of any API version -> the plain states we mirror. Pure: dicts in, dataclasses out.
-
-Two shapes reach us: the pinned current version (2025-03-31 "basil" and later: the invoice names
-its subscription under `parent.subscription_details`, periods live on subscription items, charges
-and PaymentIntents no longer name their invoice) and older ones (localstripe speaks 2017-08-15:
-`invoice.subscription`, `invoice.charge`, top-level `current_period_end`, `plan` instead of
-`price`). Every reader below accepts both, and an id where an expanded object could be.
-"""
+"""Customers, cards, subscriptions (with their items) and invoices -> the states we mirror."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-Obj = Mapping[str, Any]
-
-
-class MappingError(ValueError):
-    """The payload is not a Stripe object of the expected kind."""
-
-
-def ref(value: Any) -> str | None:
-    """An id, whether Stripe sent the id or the expanded object."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        inner = value.get("id")
-        return inner if isinstance(inner, str) and inner else None
-    return None
-
-
-def _obj(value: Any) -> Obj:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    """A list field (`items.data`, `payments.data`, ...), or nothing if it is not a list."""
-    return value if isinstance(value, list) else []
-
-
-# The mirror keeps amounts and timestamps in 64-bit columns (an invoice in a zero-decimal
-# currency such as VND passes 2**31 minor units at about USD 85,000; a subscription may end after
-# 2038) and small counts (months, quantities, attempts) in 32-bit ones. A value outside is
-# refused here, cleanly, rather than by the database.
-MAX_INT32 = 2**31 - 1
-MAX_INT64 = 2**63 - 1
-MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime can hold
-
-
-def _bounded(value: Any, what: str, limit: int = MAX_INT32) -> int | None:
-    number = _int(value)
-    if number is not None and not -limit <= number <= limit:
-        raise MappingError(f"{what} out of range: {number}")
-    return number
-
-
-def _amount(value: Any, what: str) -> int | None:
-    return _bounded(value, what, MAX_INT64)
-
-
-def _time(value: Any) -> int | None:
-    ts = _bounded(value, "timestamp", MAX_TIMESTAMP)
-    if ts is not None and ts < 0:
-        raise MappingError(f"timestamp out of range: {ts}")
-    return ts
-
-
-def _str(value: Any, limit: int = 255) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return None
-    return str(value)[:limit]
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        return int(value)
-    return None
-
-
-def _bool(value: Any) -> bool:
-    return value is True
-
-
-def _require_id(obj: Obj, kind: str) -> str:
-    oid = obj.get("id")
-    if not isinstance(oid, str) or not oid:
-        raise MappingError(f"{kind} object has no id")
-    return oid
-
-
-_BRANDS = {
-    "american express": "amex",
-    "amex": "amex",
-    "mastercard": "mastercard",
-    "diners club": "diners",
-    "diners": "diners",
-    "discover": "discover",
-    "jcb": "jcb",
-    "unionpay": "unionpay",
-    "visa": "visa",
-    "cartes_bancaires": "cartes_bancaires",
-    "eftpos_au": "eftpos_au",
-    "interac": "interac",
-}
-
-
-def normalize_brand(value: Any) -> str | None:
-    """Legacy Card objects say "Visa", "MasterCard", "American Express"; PaymentMethods say
-    "visa", "mastercard", "amex". One vocabulary, the PaymentMethod one."""
-    text = _str(value)
-    if text is None:
-        return None
-    lowered = text.strip().lower()
-    return _BRANDS.get(lowered, lowered.replace(" ", "_"))
-
-
-# ---- states -------------------------------------------------------------------------------------
+from recovery.domain.stripe_objects.fields import (
+    MappingError,
+    Obj,
+    _amount,
+    _bool,
+    _bounded,
+    _list,
+    _metadata,
+    _obj,
+    _require_id,
+    _str,
+    _time,
+    normalize_brand,
+    ref,
+)
 
 
 @dataclass(frozen=True)
@@ -220,43 +114,6 @@ class InvoiceState:
     period_end: int | None
     created: int | None
     payment_intent_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class AttemptState:
-    """One payment attempt. Built from a charge or from a PaymentIntent's last error: both
-    describe the same immutable attempt, so the mirror merges them field by field."""
-
-    id: str
-    payment_intent_id: str | None
-    invoice_id: str | None
-    customer_id: str | None
-    payment_method_id: str | None
-    status: str
-    amount: int
-    currency: str | None
-    failure_code: str | None
-    failure_message: str | None
-    decline_code: str | None
-    outcome_type: str | None
-    outcome_reason: str | None
-    network_status: str | None
-    advice_code: str | None
-    network_advice_code: str | None
-    network_decline_code: str | None
-    card_brand: str | None
-    card_last4: str | None
-    card_funding: str | None
-    card_fingerprint: str | None
-    created: int | None
-    card: CardState | None = field(default=None, compare=False)
-
-
-# ---- readers ------------------------------------------------------------------------------------
-
-
-def _metadata(value: Any) -> Mapping[str, str]:
-    return {str(k): str(v) for k, v in _obj(value).items() if v is not None}
 
 
 def customer_state(obj: Obj, *, deleted: bool = False) -> CustomerState:
@@ -433,95 +290,4 @@ def invoice_state(obj: Obj) -> InvoiceState:
         period_end=_time(obj.get("period_end")),
         created=_time(obj.get("created")),
         payment_intent_ids=tuple(intents),
-    )
-
-
-def _charge_card(charge: Obj) -> Obj:
-    card = _obj(_obj(charge.get("payment_method_details")).get("card"))
-    if card:
-        return card
-    source = _obj(charge.get("source"))  # old API: the card source sits on the charge
-    return source if source.get("object") == "card" else {}
-
-
-def attempt_from_charge(obj: Obj, *, invoice_id: str | None = None) -> AttemptState:
-    cid = _require_id(obj, "charge")
-    outcome = _obj(obj.get("outcome"))
-    card = _charge_card(obj)
-    status = _str(obj.get("status"), 20) or "pending"
-    outcome_type = _str(outcome.get("type"), 40)
-    reason = _str(outcome.get("reason"), 60)
-    currency = _str(obj.get("currency"), 3)
-    return AttemptState(
-        id=cid,
-        payment_intent_id=ref(obj.get("payment_intent")),
-        invoice_id=ref(obj.get("invoice")) or invoice_id,
-        customer_id=ref(obj.get("customer")),
-        payment_method_id=ref(obj.get("payment_method")) or ref(obj.get("source")),
-        status=status,
-        amount=_amount(obj.get("amount"), "amount") or 0,
-        currency=currency.lower() if currency else None,
-        failure_code=_str(obj.get("failure_code"), 60),
-        failure_message=_str(obj.get("failure_message"), 1000),
-        # A charge has no decline_code field; for an issuer decline outcome.reason carries it.
-        decline_code=reason if outcome_type == "issuer_declined" else None,
-        outcome_type=outcome_type,
-        outcome_reason=reason,
-        network_status=_str(outcome.get("network_status"), 40),
-        advice_code=_str(outcome.get("advice_code"), 40),
-        network_advice_code=_str(outcome.get("network_advice_code"), 10),
-        network_decline_code=_str(outcome.get("network_decline_code"), 10),
-        card_brand=normalize_brand(card.get("brand")),
-        card_last4=_str(card.get("last4"), 4),
-        card_funding=_str(card.get("funding"), 20),
-        card_fingerprint=_str(card.get("fingerprint"), 64),
-        created=_time(obj.get("created")),
-    )
-
-
-def attempt_from_payment_intent(obj: Obj) -> AttemptState | None:
-    """The attempt a PaymentIntent event reports, or None when it reports none."""
-    pid = _require_id(obj, "payment intent")
-    error = _obj(obj.get("last_payment_error"))
-    status = _str(obj.get("status"), 30)
-    old_charges = [c for c in _list(_obj(obj.get("charges")).get("data")) if isinstance(c, Mapping)]
-    latest = obj.get("latest_charge")
-    if isinstance(latest, Mapping) and latest.get("id"):
-        return attempt_from_charge(latest, invoice_id=ref(obj.get("invoice")))
-    charge_id = ref(error.get("charge")) or ref(latest)
-    if charge_id is None and old_charges:
-        return attempt_from_charge(old_charges[-1], invoice_id=ref(obj.get("invoice")))
-    if status == "succeeded":
-        outcome = "succeeded"
-    elif error:
-        outcome = "failed"
-    else:
-        return None  # created / processing / requires_action with no attempt to report
-    pm = _obj(error.get("payment_method")) or _obj(obj.get("payment_method"))
-    card = _obj(pm.get("card"))
-    currency = _str(obj.get("currency"), 3)
-    return AttemptState(
-        id=charge_id or pid,
-        payment_intent_id=pid,
-        invoice_id=ref(obj.get("invoice")),
-        customer_id=ref(obj.get("customer")),
-        payment_method_id=ref(pm) or ref(obj.get("payment_method")),
-        status=outcome,
-        amount=_amount(obj.get("amount"), "amount") or 0,
-        currency=currency.lower() if currency else None,
-        failure_code=_str(error.get("code"), 60),
-        failure_message=_str(error.get("message"), 1000),
-        decline_code=_str(error.get("decline_code"), 60),
-        outcome_type=None,
-        outcome_reason=None,
-        network_status=None,
-        advice_code=_str(error.get("advice_code"), 40),
-        network_advice_code=_str(error.get("network_advice_code"), 10),
-        network_decline_code=_str(error.get("network_decline_code"), 10),
-        card_brand=normalize_brand(card.get("brand")),
-        card_last4=_str(card.get("last4"), 4),
-        card_funding=_str(card.get("funding"), 20),
-        card_fingerprint=_str(card.get("fingerprint"), 64),
-        created=_time(obj.get("created")),
-        card=card_state(pm) if pm.get("id") and card else None,
     )

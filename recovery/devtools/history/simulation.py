@@ -1,0 +1,123 @@
+"""The simulation's plumbing: the schedule of what happens when, the fake's events delivered
+through the real inbox like webhooks, and the worker running what comes due."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import func, select
+
+from recovery.adapters.clock import FrozenClock
+from recovery.adapters.stripe_fake import FakeStripeGateway
+from recovery.devtools.history.model import (
+    DECLINES,
+    HISTORY_DAYS,
+    OPEN_AT_END,
+    Decline,
+    HistoryReport,
+    Subscriber,
+)
+from recovery.models import ActionStatus, DueAction
+from recovery.runtime import Runtime
+from recovery.services.events.inbox import receive_events
+from recovery.worker import Worker
+
+
+class Simulation:
+    def __init__(
+        self,
+        runtime: Runtime,
+        fake: FakeStripeGateway,
+        clock: FrozenClock,
+        *,
+        customers: int = 300,
+        seed: int = 7,
+        end: datetime | None = None,
+        days: int = HISTORY_DAYS,
+    ) -> None:
+        self.rt, self.fake, self.clock = runtime, fake, clock
+        self.rng = random.Random(seed)
+        self.n_customers = customers
+        self.end = (end or datetime.now(UTC)).replace(microsecond=0)
+        self.days = days
+        self.start = self.end - timedelta(days=days)
+        self.worker = Worker(runtime, worker_id="demo-history")
+        self.report = HistoryReport()
+        self.subscribers: list[Subscriber] = []
+        self._queue: list[tuple[int, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._delivered = 0
+        self._app: Flask | None = None
+        self.bad_cards: dict[str, Decline] = {}  # cards that decline until healed
+        self.open_at_end = [
+            next(d for d in DECLINES if d.name == name)
+            for name in OPEN_AT_END * max(1, customers // 100)
+        ]
+        self.quiet: set[str] = set()  # routine renewals' invoices and events (see `deliver`)
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def now(self) -> int:
+        return int(self.clock.now().timestamp())
+
+    def at(self, ts: float, action: Callable[[], None]) -> None:
+        """Do `action` at `ts` (unix seconds), if that is before the end of the history."""
+        ts = max(int(ts), self.now)
+        if ts < self.end.timestamp():
+            heapq.heappush(self._queue, (ts, next(self._seq), action))
+
+    def deliver(self) -> int:
+        """Send the fake's new events through the real inbox, in order, like webhooks.
+
+        Left out: the invoice events of a renewal paid at its first attempt (its
+        customer.subscription.updated and charge.succeeded do go through: the period and the
+        customer's payment days are what the service uses from it). They change nothing the
+        demo shows and would be a third of all events - and of the seeding time."""
+        fresh = [
+            e
+            for e in self.fake.events[self._delivered :]
+            if not (e["type"].startswith("invoice.") and e["data"]["object"]["id"] in self.quiet)
+        ]
+        self._delivered = len(self.fake.events)
+        if fresh:
+            bodies = [json.dumps(e).encode() for e in fresh]
+            receive_events(self.rt.db, bodies, self.rt.processing_context, self.clock)
+        self.report.events += len(fresh)
+        return len(fresh)
+
+    def settle(self) -> int | None:
+        """Deliver events and run whatever is due now, until neither has anything left.
+        Returns when the next due action is due (None: nothing is pending)."""
+        self.deliver()
+        while (due := self.next_due()) is not None and due <= self.now:
+            # The worker ticks every second: what it does lands a second after its cause
+            # (the same second would make the mirror ask Stripe which change came last).
+            self.clock.advance(timedelta(seconds=1))
+            self.report.actions_run += self.worker.run_due_actions()
+            self.deliver()
+        return due
+
+    def next_due(self) -> int | None:
+        """When the earliest pending due action is due (unix seconds, rounded up)."""
+        with self.rt.db.transaction() as session:
+            due = session.scalar(
+                select(func.min(DueAction.due_at)).where(DueAction.status == ActionStatus.PENDING)
+            )
+        return int(due.timestamp()) + (1 if due.microsecond else 0) if due else None
+
+    def client(self) -> Any:
+        if self._app is None:
+            from recovery.app import create_app
+
+            # The pages' rate limits are per address, and every simulated customer comes
+            # from this one process.
+            self._app = create_app(runtime=self.rt, config={"RATELIMIT_ENABLED": False})
+        return self._app.test_client()
