@@ -42,6 +42,7 @@ from recovery.adapters.stripe.params import (
     check_subscription_params,
 )
 from recovery.adapters.stripe.protocol import PAGE_SIZE, PINNED_API_VERSION, StripeDict
+from recovery.adapters.stripe_fake_outreach import OutreachFakeMixin  # issue 12's calls
 
 DAY = 86400
 T = TypeVar("T")
@@ -89,7 +90,7 @@ def _missing(kind: str, oid: str, param: str | None = None) -> GatewayError:
     return InvalidRequest(message, code="resource_missing", http_status=400, param=param)
 
 
-class FakeStripeGateway:
+class FakeStripeGateway(OutreachFakeMixin):
     """`StripeGateway` in memory. Seed it with `add_*` (or `put` raw Stripe objects)."""
 
     def __init__(
