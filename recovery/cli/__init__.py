@@ -9,6 +9,7 @@ import sys
 import click
 
 from recovery.cli import common
+from recovery.cli.jobs import jobs
 from recovery.cli.users import users
 from recovery.config import Settings
 from recovery.logs import quiet_noisy_loggers
@@ -156,6 +157,7 @@ def sync(no_progress: bool) -> None:
 
 
 main.add_command(users)
+main.add_command(jobs)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

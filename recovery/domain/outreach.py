@@ -102,7 +102,7 @@ def parse_term_offers(data: Mapping[str, Any]) -> TermOfferRules:
     for i, entry in enumerate(raw):
         at = f"{where}.prices[{i}]"
         if not isinstance(entry, Mapping) or set(entry) != {"from", "to"}:
-            raise OutreachRulesError(f"{at} must be {{ from = \"price_...\", to = \"price_...\" }}")
+            raise OutreachRulesError(f'{at} must be {{ from = "price_...", to = "price_..." }}')
         monthly, annual = entry["from"], entry["to"]
         if not (isinstance(monthly, str) and monthly and isinstance(annual, str) and annual):
             raise OutreachRulesError(f"{at}.from and .to must be Stripe price ids")

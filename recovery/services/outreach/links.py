@@ -78,8 +78,11 @@ def issue(
     )
 
 
-def find(session: Session, token: str, now: datetime, *, lock: bool = False) -> OutreachLink | None:
-    """The live link behind a token, or None (malformed, unknown, expired or revoked)."""
+def find(
+    session: Session, token: str, now: datetime, *, lock: bool = False, any_state: bool = False
+) -> OutreachLink | None:
+    """The live link behind a token, or None (malformed, unknown, expired or revoked).
+    `any_state`: expired and revoked links too (unsubscribing must keep working)."""
     if not TOKEN_SHAPE.fullmatch(token):
         return None
     digest = token_hash(token)
@@ -89,7 +92,7 @@ def find(session: Session, token: str, now: datetime, *, lock: bool = False) -> 
     link = session.scalars(query).one_or_none()
     if link is None or not hmac.compare_digest(link.token_hash, digest):
         return None
-    if link.revoked_at is not None or link.expires_at <= now:
+    if not any_state and (link.revoked_at is not None or link.expires_at <= now):
         return None
     return link
 

@@ -3,15 +3,24 @@ bearer keys checked there), one module per resource. Importing the package adds 
 
 GET  /events                     received Stripe events            events.py
 GET  /customers/<id>             a customer from the mirror        customers.py
+POST/GET/DELETE /customers/<id>/contacts[/<id>]  account contacts  contacts.py
 GET  /cases, /cases/<id>         recovery cases                    cases.py
 GET  /metrics                    the overview's numbers            metrics.py
 POST/GET /cancel-sessions[/<id>] hosted cancel flow sessions       cancel_sessions.py
 GET  /openapi.json               this API's description (public)   openapi.py
 """
 
-from recovery.web.api import cancel_sessions, cases, customers, events, metrics, openapi
+from recovery.web.api import (
+    cancel_sessions,
+    cases,
+    contacts,
+    customers,
+    events,
+    metrics,
+    openapi,
+)
 from recovery.web.api.blueprint import bp
 
-del cancel_sessions, cases, customers, events, metrics, openapi
+del cancel_sessions, cases, contacts, customers, events, metrics, openapi
 
 __all__ = ["bp"]
