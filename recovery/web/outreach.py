@@ -165,11 +165,14 @@ def _errors(bp: Blueprint) -> None:
         return _notice("unavailable", 500)
 
 
+for _bp in (annual, come_back, unsubscribing):
+    _errors(_bp)
+
+
 def init_app(app: Flask) -> None:
     """Register the three blueprints, under the card-update page's rate limits per address."""
     limiter = app.extensions.get("card_update_limiter")
     for bp in (annual, come_back, unsubscribing):
-        _errors(bp)
         if limiter is not None:
             limiter.limit("60 per minute; 600 per hour", scope="outreach_ip")(bp)
         app.register_blueprint(bp)
