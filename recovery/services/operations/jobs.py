@@ -9,6 +9,7 @@ run now next to the worker's changes nothing twice.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,7 +63,8 @@ def run_now(rt: Runtime, name: str) -> JobStatus:
     with rt.db.transaction() as session:
         run = JobRun(
             job=name,
-            period=f"manual:{now.isoformat(timespec='seconds')}",
+            # unique per run (two runs in one second are two rows): `manual:<time>:<random>`
+            period=f"manual:{now:%Y-%m-%dT%H:%M:%S}:{secrets.token_hex(3)}",
             started_at=now,
             owner=owner,
         )

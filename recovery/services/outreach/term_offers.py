@@ -234,6 +234,20 @@ def _locales(session: Session, offer: TermOffer) -> tuple[str, ...]:
     return tuple(customer.preferred_locales or []) if customer else ()
 
 
+def _decided(offer: TermOffer, locales: tuple[str, ...]) -> OfferView:
+    """The page of an offer already decided (or being carried out: shown as accepted)."""
+    return OfferView(
+        status="accepted" if offer.status == "accepting" else offer.status,
+        currency=offer.currency,
+        quantity=offer.quantity,
+        annual_amount=offer.annual_amount or 0,
+        charge_amount=offer.charged_amount or 0,
+        charge_at=offer.charge_at,
+        proration=offer.proration,
+        locales=locales,
+    )
+
+
 def open_page(rt: Runtime, token: str) -> OfferView:
     """The offer as Stripe would carry it out now (prices and preview read from Stripe)."""
     now = rt.clock.now()
@@ -241,15 +255,7 @@ def open_page(rt: Runtime, token: str) -> OfferView:
         offer, sub = _open(session, token, now)
         locales = _locales(session, offer)
         if offer.status != "offered":
-            return OfferView(
-                status="accepted" if offer.status == "accepting" else offer.status,
-                currency=offer.currency,
-                quantity=offer.quantity,
-                charge_amount=offer.charged_amount or 0,
-                charge_at=offer.charge_at,
-                proration=offer.proration,
-                locales=locales,
-            )
+            return _decided(offer, locales)
         if sub is None or _qualifies(session, sub, rt.rules, now) is not None:
             return OfferView(status="unavailable", locales=locales)
         period_end = sub.current_period_end
@@ -322,7 +328,7 @@ def accept(rt: Runtime, token: str, proration_date: int | None) -> OfferView:
             else:
                 offer.charge_at = sub.current_period_end
         if offer.status != "accepting":
-            return OfferView(status=offer.status, locales=locales, currency=offer.currency)
+            return _decided(offer, locales)
         request = (
             offer.id,
             offer.subscription_id,
@@ -363,7 +369,7 @@ def accept(rt: Runtime, token: str, proration_date: int | None) -> OfferView:
             assert failed is not None
             if failed.status == "accepting":
                 failed.status, failed.error = "failed", str(exc)[:2000]
-            return OfferView(status=failed.status, locales=locales, currency=failed.currency)
+            return _decided(failed, locales)
     with rt.db.transaction() as session:
         done = session.get(TermOffer, offer_id, with_for_update=True)
         assert done is not None
@@ -373,16 +379,7 @@ def accept(rt: Runtime, token: str, proration_date: int | None) -> OfferView:
             offer.annual_amount, offer.charged_amount = annual, charged
             offer.schedule_id = schedule_id
             outbox.cancel(session, links.about(KIND, offer.id), now)
-        return OfferView(
-            status="accepted",
-            currency=offer.currency,
-            quantity=offer.quantity,
-            annual_amount=offer.annual_amount or annual,
-            charge_amount=offer.charged_amount or 0,
-            charge_at=offer.charge_at,
-            proration=offer.proration,
-            locales=locales,
-        )
+        return _decided(offer, locales)
 
 
 def decline(rt: Runtime, token: str) -> OfferView:
@@ -393,4 +390,4 @@ def decline(rt: Runtime, token: str) -> OfferView:
         if offer.status == "offered":
             offer.status, offer.decided_at = "declined", now
             outbox.cancel(session, links.about(KIND, offer.id), now)
-        return OfferView(status=offer.status, locales=_locales(session, offer))
+        return _decided(offer, _locales(session, offer))
