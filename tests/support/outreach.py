@@ -146,11 +146,16 @@ def outreach_story(
     tmp_path: Path,
     clock: FrozenClock,
     fake: FakeStripeGateway,
+    public_url: str = "http://recovery.test",
     **rules: Any,
 ) -> Iterator[Outreach]:
     with smtp_sink() as sink:
         settings = make_settings(
-            database_url, tmp_path, rules_path=write_rules(tmp_path, **rules), smtp_url=sink.url
+            database_url,
+            tmp_path,
+            rules_path=write_rules(tmp_path, **rules),
+            smtp_url=sink.url,
+            public_url=public_url,
         )
         rt = build_runtime(settings, clock=clock, gateway=fake)
         try:
