@@ -94,6 +94,7 @@ class OutreachFakeMixin:
         self,
         subscription_id: str,
         *,
+        customer_id: str,
         item_id: str,
         price_id: str,
         quantity: int,
@@ -104,6 +105,8 @@ class OutreachFakeMixin:
 
         def fetch() -> StripeDict:
             sub = self._get("subscription", subscription_id)
+            if sub["customer"] != customer_id:
+                raise InvalidRequest("The subscription is not the customer's", param="customer")
             price = self._get("price", price_id, "subscription_details[items][0][price]")
             _, lines = self._switch_lines(
                 sub, item_id, price, quantity, proration_behavior, proration_date

@@ -162,6 +162,31 @@ def in_offer_window(started: datetime, now: datetime, rules: TermOfferRules) -> 
     return rules.months_from <= subscription_month(started, now) <= rules.months_to
 
 
+@dataclass(frozen=True)
+class PriceTerms:
+    amount: int  # minor units per billing period, per unit
+    currency: str
+    interval: str | None
+    interval_count: int
+    active: bool
+
+
+def price_terms(price: Mapping[str, Any]) -> PriceTerms:
+    """A Stripe price's amount and period; a legacy plan (which Stripe accepts wherever a price
+    goes) carries them at the top level as `amount`, `interval`, `interval_count`."""
+    recurring = price.get("recurring") or {}
+    amount = price.get("unit_amount")
+    if amount is None:
+        amount = price.get("amount")
+    return PriceTerms(
+        amount=int(amount or 0),
+        currency=str(price.get("currency") or "").lower(),
+        interval=recurring.get("interval") or price.get("interval"),
+        interval_count=int(recurring.get("interval_count") or price.get("interval_count") or 1),
+        active=bool(price.get("active", True)),
+    )
+
+
 def yearly_saving(monthly_amount: int, annual_amount: int, quantity: int = 1) -> int:
     """What a year costs less on the annual price than twelve months (minor units)."""
     return (12 * monthly_amount - annual_amount) * quantity

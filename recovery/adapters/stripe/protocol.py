@@ -139,6 +139,7 @@ class StripeGateway(Protocol):
         self,
         subscription_id: str,
         *,
+        customer_id: str,
         item_id: str,
         price_id: str,
         quantity: int,

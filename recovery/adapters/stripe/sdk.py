@@ -377,6 +377,7 @@ class StripeSdkGateway:
         self,
         subscription_id: str,
         *,
+        customer_id: str,
         item_id: str,
         price_id: str,
         quantity: int,
@@ -386,6 +387,7 @@ class StripeSdkGateway:
         # docs/stripe.md#plan-changes-and-discounts; https://docs.stripe.com/api/invoices/create_preview
         check_choice(proration_behavior, PRORATION_BEHAVIORS, "proration_behavior")
         params: InvoiceCreatePreviewParams = {
+            "customer": customer_id,
             "subscription": subscription_id,
             "subscription_details": {
                 "items": [{"id": item_id, "price": price_id, "quantity": quantity}],

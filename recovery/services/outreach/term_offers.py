@@ -263,13 +263,12 @@ def open_page(rt: Runtime, token: str) -> OfferView:
         item_id, annual_price, quantity = offer.item_id, offer.annual_price, offer.quantity
         currency, monthly, proration = offer.currency, offer.monthly_amount, offer.proration
     gateway = rt.gateway
-    price = gateway.retrieve_price(annual_price)
-    recurring = price.get("recurring") or {}
-    annual = int(price.get("unit_amount") or 0)
+    price = rules_of.price_terms(gateway.retrieve_price(annual_price))
+    annual = price.amount
     saving = rules_of.yearly_saving(monthly, annual, quantity)
     if (
-        str(price.get("currency", "")).lower() != currency
-        or (recurring.get("interval"), recurring.get("interval_count")) != ("year", 1)
+        price.currency != currency
+        or (price.interval, price.interval_count) != ("year", 1)
         or saving <= 0
     ):
         return OfferView(status="unavailable", locales=locales)
@@ -277,6 +276,7 @@ def open_page(rt: Runtime, token: str) -> OfferView:
     if proration == "charge_now":
         preview = gateway.preview_price_change(
             subscription_id,
+            customer_id=customer_id,
             item_id=item_id,
             price_id=annual_price,
             quantity=quantity,
@@ -344,7 +344,7 @@ def accept(rt: Runtime, token: str, proration_date: int | None) -> OfferView:
     gateway = rt.gateway
     schedule_id, charged = None, None
     try:
-        annual = int(gateway.retrieve_price(annual_price).get("unit_amount") or 0)
+        annual = rules_of.price_terms(gateway.retrieve_price(annual_price)).amount
         if proration == "charge_now":
             result = gateway.switch_subscription_price(
                 sub_id,

@@ -251,15 +251,14 @@ def open_page(rt: Runtime, token: str) -> ComeBackView:
         if _back(session, win_back.customer_id) or win_back.status == "reactivated":
             return ComeBackView(status="back", locales=locales)
         price_id, quantity, currency = win_back.price_id, win_back.quantity, win_back.currency
-    price = rt.gateway.retrieve_price(price_id)
-    recurring = price.get("recurring") or {}
-    if not price.get("active", True) or str(price.get("currency", "")).lower() != currency:
+    price = rules_of.price_terms(rt.gateway.retrieve_price(price_id))
+    if not price.active or price.currency != currency or price.interval not in ("month", "year"):
         return ComeBackView(status="unavailable", locales=locales)
     return ComeBackView(
         status="open",
         currency=currency,
-        amount=int(price.get("unit_amount") or 0) * quantity,
-        interval=str(recurring.get("interval") or "month"),
+        amount=price.amount * quantity,
+        interval=str(price.interval),
         coupon=bool(rt.rules.win_back.coupon),
         locales=locales,
     )
