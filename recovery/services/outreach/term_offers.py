@@ -100,8 +100,11 @@ def _blocked(session: Session, sub: Subscription, now: datetime) -> str | None:
     return None
 
 
-def _qualifies(session: Session, sub: Subscription, rules: Rules, now: datetime) -> str | None:
-    """None when the subscription may get (or keep) an offer now, else why not."""
+def _qualifies(
+    session: Session, sub: Subscription, rules: Rules, now: datetime, *, window: bool = True
+) -> str | None:
+    """None when the subscription may get an offer now, else why not. `window=False`: an
+    offer already made stays good after the months it is made in (its link lives 60 days)."""
     config = rules.term_offers
     if len(sub.items) != 1:
         return "the subscription has several items"
@@ -111,8 +114,9 @@ def _qualifies(session: Session, sub: Subscription, rules: Rules, now: datetime)
         1,
     ):
         return "not on a monthly price the rules pair with a yearly one"
-    if sub.created is None or not rules_of.in_offer_window(
-        datetime.fromtimestamp(sub.created, UTC), now, config
+    if window and (
+        sub.created is None
+        or not rules_of.in_offer_window(datetime.fromtimestamp(sub.created, UTC), now, config)
     ):
         return "outside the months the rules offer in"
     return _blocked(session, sub, now)
@@ -256,7 +260,7 @@ def open_page(rt: Runtime, token: str) -> OfferView:
         locales = _locales(session, offer)
         if offer.status != "offered":
             return _decided(offer, locales)
-        if sub is None or _qualifies(session, sub, rt.rules, now) is not None:
+        if sub is None or _qualifies(session, sub, rt.rules, now, window=False) is not None:
             return OfferView(status="unavailable", locales=locales)
         period_end = sub.current_period_end
         subscription_id, customer_id = offer.subscription_id, offer.customer_id
@@ -314,7 +318,7 @@ def accept(rt: Runtime, token: str, proration_date: int | None) -> OfferView:
         offer, sub = _open(session, token, now)
         locales = _locales(session, offer)
         if offer.status == "offered":
-            if sub is None or _qualifies(session, sub, rt.rules, now) is not None:
+            if sub is None or _qualifies(session, sub, rt.rules, now, window=False) is not None:
                 return OfferView(status="unavailable", locales=locales)
             stamp = int(now.timestamp())
             if (

@@ -44,6 +44,7 @@ def list_contacts(customer_id: str) -> dict[str, Any]:
 @bp.delete("/customers/<customer_id>/contacts/<int:contact_id>")
 @with_json
 def remove_contact(customer_id: str, contact_id: int) -> dict[str, Any]:
-    if not contacts.remove(runtime(), customer_id, contact_id):
+    # ids are 32-bit integers: anything larger names no contact (and must not reach the driver)
+    if not 0 < contact_id < 2**31 or not contacts.remove(runtime(), customer_id, contact_id):
         raise ApiError(404, "not_found", f"no active contact {contact_id} of {customer_id}")
     return {"id": contact_id, "deleted": True}
