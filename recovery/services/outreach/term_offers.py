@@ -330,7 +330,7 @@ def accept(rt: Runtime, token: str, proration_date: int | None) -> OfferView:
             if offer.proration == "charge_now":
                 offer.charge_at = datetime.fromtimestamp(stamp, UTC)
             else:
-                offer.charge_at = sub.current_period_end
+                offer.charge_at = sub.current_period_end or now
         if offer.status != "accepting":
             return _decided(offer, locales)
         request = (
