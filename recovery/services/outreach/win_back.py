@@ -202,7 +202,8 @@ def on_subscription_started(ctx: ProcessingContext, event: Mapping[str, Any], ob
     if not customer_id:
         return
     now = ctx.clock.now()
-    via = str((obj.get("metadata") or {}).get(METADATA_KEY) or "")
+    metadata = obj.get("metadata")
+    via = str(metadata.get(METADATA_KEY) or "") if isinstance(metadata, Mapping) else ""
     planned = ctx.session.scalars(
         select(WinBack)
         .where(WinBack.customer_id == customer_id)
@@ -220,15 +221,12 @@ def on_subscription_started(ctx: ProcessingContext, event: Mapping[str, Any], ob
 
 
 def _monthly_revenue(sub: Obj) -> int:
-    total = 0
-    for item in (sub.get("items") or {}).get("data") or []:
-        price = item.get("price") or item.get("plan") or {}
-        recurring = price.get("recurring") or {}
-        interval = recurring.get("interval") or price.get("interval")
-        count = recurring.get("interval_count") or price.get("interval_count") or 1
-        amount = int(price.get("unit_amount") or price.get("amount") or 0)
-        total += monthly_amount(amount * int(item.get("quantity") or 1), interval, int(count))
-    return total
+    """The new subscription's monthly revenue, from the event's items (the mirror's reading
+    of the same object, so a malformed field counts as nothing rather than failing)."""
+    return sum(
+        monthly_amount((item.unit_amount or 0) * item.quantity, item.interval, item.interval_count)
+        for item in so.subscription_state(sub).items
+    )
 
 
 # ---- the page -----------------------------------------------------------------------------------
