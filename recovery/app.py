@@ -29,6 +29,7 @@ from recovery.web import (
     health,
     i18n,
     ops_health,
+    outreach,
     twilio_webhooks,
     webhooks,
 )
@@ -68,6 +69,7 @@ def create_app(
     cancel_flow.init_app(app)  # checks the cancel-flow rules and settings at start-up
     app.register_blueprint(cancel_flow.bp)
     card_update.init_app(app)  # /update/<token>, with its rate limits
+    outreach.init_app(app)  # /annual/, /come-back/, /unsubscribe/<token>: offers and win-back
     # Stripe's, Twilio's and the load balancer's calls are not rate limited: each stays out of
     # the limiter's per-request bookkeeping (about 0.4 ms a webhook).
     for machine_facing in (webhooks.bp, twilio_webhooks.bp, health.bp, embed.bp):

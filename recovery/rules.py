@@ -18,6 +18,13 @@ from recovery.domain.experiment_rules import (
     ExperimentRulesError,
     parse_experiments,
 )
+from recovery.domain.outreach import (
+    OutreachRulesError,
+    TermOfferRules,
+    WinBackRules,
+    parse_term_offers,
+    parse_win_back,
+)
 from recovery.domain.reminders import ReminderRules
 from recovery.domain.retry_policy import NetworkCaps, RetryRules
 from recovery.domain.retry_policy import RulesError as RetryRulesError
@@ -183,4 +190,20 @@ class Rules:
         try:
             return parse_experiments(self.data, self.cancel_flow, self.retry)
         except ExperimentRulesError as exc:
+            raise RulesError(str(exc)) from exc
+
+    @cached_property
+    def term_offers(self) -> TermOfferRules:
+        """[term_offers]: monthly -> annual offers in a subscription's first months."""
+        try:
+            return parse_term_offers(self.data.get("term_offers", {}))
+        except OutreachRulesError as exc:
+            raise RulesError(str(exc)) from exc
+
+    @cached_property
+    def win_back(self) -> WinBackRules:
+        """[win_back]: notes after a subscription ended, with consent, until they come back."""
+        try:
+            return parse_win_back(self.data.get("win_back", {}))
+        except OutreachRulesError as exc:
             raise RulesError(str(exc)) from exc

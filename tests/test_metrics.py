@@ -283,4 +283,4 @@ def test_query_count_does_not_grow_with_the_number_of_cases(seeded: Runtime) -> 
         grown = overview(seeded, *PERIOD)
     assert grown.failed.count == 9 + 150
     assert len(many) == len(few)
-    assert len(few) <= 12  # BEGIN etc. included
+    assert len(few) <= 13  # BEGIN etc. included; the outreach figures are one query

@@ -93,6 +93,7 @@ def build(
     body: str,
     dedupe_key: str,
     date: datetime,
+    list_unsubscribe: str | None = None,
 ) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = sender
@@ -104,6 +105,9 @@ def build(
     # Transactional mail about the customer's own account: no List-Unsubscribe (CAN-SPAM's
     # transactional category, docs/messaging.md); automated, so auto-responders stay quiet.
     msg["Auto-Submitted"] = "auto-generated"
+    if list_unsubscribe:  # marketing: RFC 8058 (docs/messaging.md#one-click-unsubscribe)
+        msg["List-Unsubscribe"] = f"<{_one_line(list_unsubscribe)}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(body, subtype="plain", charset="utf-8")
     return msg
 

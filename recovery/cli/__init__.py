@@ -9,6 +9,7 @@ import click
 
 from recovery.cli import common
 from recovery.cli.doctor import doctor
+from recovery.cli.jobs import jobs
 from recovery.cli.users import users
 from recovery.config import ConfigError, Settings
 from recovery.logs import configure_logging
@@ -165,6 +166,7 @@ def sync(no_progress: bool) -> None:
 
 main.add_command(users)
 main.add_command(doctor)
+main.add_command(jobs)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -15,10 +15,18 @@ from recovery.models.mirror import (
     SubscriptionItem,
 )
 from recovery.models.outbox import MessageStatus, OutboxMessage, SmsOptOut
+from recovery.models.outreach import (
+    AccountContact,
+    MarketingOptOut,
+    OutreachLink,
+    TermOffer,
+    WinBack,
+)
 from recovery.models.users import AuditEntry, User
 from recovery.models.work import ActionStatus, DueAction, JobRun, WorkerHeartbeat
 
 __all__ = [
+    "AccountContact",
     "ActionStatus",
     "AuditEntry",
     "CancelSession",
@@ -30,9 +38,11 @@ __all__ = [
     "Invoice",
     "InvoicePayment",
     "JobRun",
+    "MarketingOptOut",
     "MessageStatus",
     "OfferAcceptance",
     "OutboxMessage",
+    "OutreachLink",
     "PaymentAttempt",
     "PaymentMethod",
     "RecoveryCase",
@@ -40,6 +50,8 @@ __all__ = [
     "StripeEvent",
     "Subscription",
     "SubscriptionItem",
+    "TermOffer",
     "User",
+    "WinBack",
     "WorkerHeartbeat",
 ]

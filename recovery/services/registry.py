@@ -25,14 +25,16 @@ from recovery.services.cases import reactions as case
 from recovery.services.events import mirror, refetch
 from recovery.services.events import mirror_handlers as into_mirror
 from recovery.services.messaging import expiry, outbox, reminders
+from recovery.services.outreach import contacts, relevance, term_offers, win_back
 
 # ---- Stripe events ------------------------------------------------------------------------------
 
 ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     # customers and their cards
-    "customer.created": (into_mirror.customer,),
+    "customer.created": (into_mirror.customer, contacts.on_customer),
     "customer.updated": (
         into_mirror.customer,
+        contacts.on_customer,  # metadata contacts first: reminders planned next reach them
         case.on_card_change,
         reminders.on_event,
         expiry.on_card_change,
@@ -67,18 +69,20 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     ),
     "checkout.session.completed": (card_update.on_checkout_completed,),
     # subscriptions
-    "customer.subscription.created": (into_mirror.subscription,),
+    "customer.subscription.created": (into_mirror.subscription, win_back.on_subscription_started),
     "customer.subscription.updated": (
         into_mirror.subscription,
         case.on_card_change,
         reminders.on_event,
         expiry.on_card_change,
+        win_back.on_subscription_started,
     ),
     "customer.subscription.deleted": (
         into_mirror.subscription,
         case.on_subscription_deleted,
         reminders.on_event,
         expiry.on_card_change,
+        win_back.on_subscription_ended,  # after the case: a loss to dunning is named as such
     ),
     "customer.subscription.paused": (into_mirror.subscription,),
     "customer.subscription.resumed": (into_mirror.subscription,),
@@ -144,6 +148,8 @@ ACTIONS: dict[str, ActionHandler] = {
 
 DAILY_JOBS: dict[str, DailyJob] = {
     expiry.JOB_NAME: expiry.daily_job,
+    term_offers.JOB_NAME: term_offers.daily_job,
+    win_back.JOB_NAME: win_back.daily_job,
 }
 
 # ---- is this message still wanted? (by the first part of its subject) ---------------------------
@@ -152,6 +158,7 @@ STILL_WANTED: dict[str, StillWanted] = {
     "case": reminders.still_wanted,
     "expiry": expiry.still_wanted,
     cancel_messages.ABOUT_PREFIX: cancel_messages.still_wanted,
+    "outreach": relevance.still_wanted,  # annual offers and win-back notes
 }
 
 HANDLERS = Handlers(

@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from recovery.adapters.clock import FrozenClock
 from recovery.adapters.stripe_fake import FakeStripeGateway
-from recovery.models import CancelSession, RecoveryCase
+from recovery.models import AccountContact, CancelSession, RecoveryCase
 from tests.conftest import API_KEY
 from tests.support.cancel_flow import Flow, make_flow
 from tests.support.scenario import Story
@@ -121,6 +121,17 @@ def test_api_answers_conform_to_the_document_and_never_500(flow: Flow) -> None:
         ),
         ("GET /api/v1/cases", {"query": {"customer": customer, "status": "retrying"}}),
         (
+            "POST /api/v1/customers/{customer_id}/contacts",
+            {
+                "path_parameters": {"customer_id": customer},
+                "body": {"role": "billing", "email": "ap@example.com", "locale": "de"},
+            },
+        ),
+        (
+            "GET /api/v1/customers/{customer_id}/contacts",
+            {"path_parameters": {"customer_id": customer}},
+        ),
+        (
             "POST /api/v1/cancel-sessions",
             {"body": {**START_BODY, "locale": "de", "metadata": {"account": "42"}}},
         ),
@@ -128,6 +139,12 @@ def test_api_answers_conform_to_the_document_and_never_500(flow: Flow) -> None:
     for label, parts in known:
         response = by_label[label].Case(**parts).call_and_validate(headers=AUTH)
         statuses.setdefault(label, set()).add(response.status_code)
+    with flow.runtime.db.transaction() as session:
+        contact_id = session.scalars(select(AccountContact.id)).one()
+    label = "DELETE /api/v1/customers/{customer_id}/contacts/{contact_id}"
+    path = {"customer_id": customer, "contact_id": contact_id}
+    response = by_label[label].Case(path_parameters=path).call_and_validate(headers=AUTH)
+    statuses.setdefault(label, set()).add(response.status_code)
 
     print({label: sorted(codes) for label, codes in statuses.items()})
     reached_ok = {label for label, codes in statuses.items() if codes & {200, 201}}

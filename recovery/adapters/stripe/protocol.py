@@ -135,3 +135,66 @@ class StripeGateway(Protocol):
         """Every webhook endpoint of the account: url, enabled_events, api_version, status
         (`recovery doctor` checks ours is there). https://docs.stripe.com/api/webhook_endpoints/list"""
         ...
+
+    # ---- outreach: annual-term offers and win-back (issue 12) ------------------------------------
+
+    def retrieve_price(self, id: str) -> StripeDict: ...
+
+    def preview_price_change(
+        self,
+        subscription_id: str,
+        *,
+        customer_id: str,
+        item_id: str,
+        price_id: str,
+        quantity: int,
+        proration_behavior: str,
+        proration_date: int,
+    ) -> StripeDict:
+        """The invoice a price change made now would produce (`POST /v1/invoices/create_preview`
+        with `subscription_details`); the same `proration_date` on the switch gives the same
+        amounts. docs/stripe.md#plan-changes-and-discounts"""
+        ...
+
+    def preview_price_from(
+        self, customer_id: str, *, price_id: str, quantity: int, starts_at: int
+    ) -> StripeDict:
+        """The first invoice of `price_id` billed from `starts_at` (create_preview with
+        `schedule_details`): what a switch at the next renewal will charge, and when."""
+        ...
+
+    def switch_subscription_price(
+        self,
+        subscription_id: str,
+        *,
+        item_id: str,
+        price_id: str,
+        quantity: int,
+        proration_behavior: str,
+        proration_date: int,
+        idempotency_key: str,
+    ) -> StripeDict: ...
+
+    def schedule_price_at_renewal(
+        self, subscription_id: str, *, price_id: str, quantity: int, idempotency_key: str
+    ) -> StripeDict:
+        """A subscription schedule from the subscription: the current phase runs to its end,
+        then one year on `price_id`, then the schedule releases the subscription. Returns the
+        schedule."""
+        ...
+
+    def create_checkout_subscription_session(
+        self,
+        *,
+        customer_id: str,
+        price_id: str,
+        quantity: int,
+        success_url: str,
+        cancel_url: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+        coupon: str | None = None,
+        locale: str | None = None,
+    ) -> StripeDict:
+        """Checkout in subscription mode: the customer restarts `price_id` with a card."""
+        ...

@@ -47,6 +47,7 @@ from recovery.adapters.stripe.protocol import (
     StripeGateway,
 )
 from recovery.adapters.stripe.retries import Backoff, plain, should_retry, translate_error
+from recovery.adapters.stripe.sdk_outreach import OutreachSdkMixin  # issue 12's calls
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,7 +58,7 @@ DEFAULT_TIMEOUT = (5.0, 40.0)  # (connect, read) seconds; the SDK's default is 8
 # ---- the real adapter ---------------------------------------------------------------------------
 
 
-class StripeSdkGateway:
+class StripeSdkGateway(OutreachSdkMixin):
     """`StripeGateway` over stripe-python's `StripeClient`.
 
     Retries are ours, not the SDK's (`max_network_retries=0`): the SDK does not retry a plain 429

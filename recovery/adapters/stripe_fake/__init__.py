@@ -14,7 +14,8 @@ Ids are deterministic (`cus_fake000001`, ...).
 The parts, by what they model: `store` (objects, ids, idempotent replay, outages, events,
 pagination), `customers` (customers, card PaymentMethods), `subscriptions` (prices, coupons,
 pause, price change, cancel), `invoices`, `payments` (attempts, programmed declines and 3-D
-Secure), `checkout` (setup-mode Checkout, SetupIntents), `events` (the event history).
+Secure), `checkout` (setup-mode Checkout, SetupIntents), `events` (the event history),
+`outreach` (prices, invoice previews, price switches, schedules, subscription-mode Checkout).
 """
 
 from __future__ import annotations
@@ -24,13 +25,20 @@ from recovery.adapters.stripe_fake.checkout import FakeCheckout
 from recovery.adapters.stripe_fake.customers import FakeCustomers
 from recovery.adapters.stripe_fake.events import FakeEvents
 from recovery.adapters.stripe_fake.invoices import FakeInvoices
+from recovery.adapters.stripe_fake.outreach import OutreachFakeMixin
 from recovery.adapters.stripe_fake.payments import FakePayments
 from recovery.adapters.stripe_fake.store import FakeRequest
 from recovery.adapters.stripe_fake.subscriptions import FakeSubscriptions
 
 
 class FakeStripeGateway(
-    FakeCheckout, FakeCustomers, FakeSubscriptions, FakeInvoices, FakePayments, FakeEvents
+    OutreachFakeMixin,
+    FakeCheckout,
+    FakeCustomers,
+    FakeSubscriptions,
+    FakeInvoices,
+    FakePayments,
+    FakeEvents,
 ):
     """`StripeGateway` in memory. Seed it with `add_*` (or `put` raw Stripe objects)."""
 

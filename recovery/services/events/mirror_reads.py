@@ -16,6 +16,7 @@ from recovery.models import (
     Subscription,
 )
 from recovery.runtime import Runtime
+from recovery.services.outreach.summary import customer_outreach
 
 RECENT = 100  # invoices and payment attempts shown, newest first
 
@@ -140,6 +141,7 @@ def customer_detail(rt: Runtime, customer_id: str) -> dict[str, Any] | None:
             "subscriptions": [_subscription_json(s) for s in subs],
             "invoices": [_invoice_json(inv) for inv in invoices],
             "payment_attempts": [_attempt_json(a) for a in attempts],
+            **customer_outreach(session, customer_id),  # contacts, offers, win-backs (issue 12)
         }
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recovery.domain import sms as sms_rules
 from recovery.domain.reminders import ReminderRules
-from recovery.models import Customer
+from recovery.models import AccountContact, Customer
 from recovery.models.outbox import SmsOptOut
 
 OPTED_OUT = "the number opted out of texts (STOP)"
@@ -29,13 +30,29 @@ def may_text(
     """None when `phone` may get a text about `customer`, else the reason it may not."""
     if phone is not None and is_opted_out(session, phone):
         return OPTED_OUT
-    if customer is None or not sms_rules.consent_recorded(
-        customer.metadata_, rules.sms_consent_metadata_key
+    if customer is None or not (
+        sms_rules.consent_recorded(customer.metadata_, rules.sms_consent_metadata_key)
+        or _contact_consented(session, customer.id, phone)
     ):
         return NO_CONSENT
     if phone is None or sms_rules.e164(phone) != phone:
         return NOT_E164
     return None
+
+
+def _contact_consented(session: Session, customer_id: str, phone: str | None) -> bool:
+    """An account contact with this number recorded SMS consent (services/outreach/contacts)."""
+    if phone is None:
+        return False
+    found = session.scalar(
+        select(AccountContact.id).where(
+            AccountContact.customer_id == customer_id,
+            AccountContact.phone == phone,
+            AccountContact.sms_consent.is_(True),
+            AccountContact.removed_at.is_(None),
+        )
+    )
+    return found is not None
 
 
 def is_opted_out(session: Session, phone: str) -> bool:

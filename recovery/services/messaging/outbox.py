@@ -41,6 +41,7 @@ from recovery.rules import Rules
 from recovery.runtime import ActionContext, Claimed
 from recovery.services.card_update import links as card_update_links
 from recovery.services.messaging.consent import may_text, set_opt_out
+from recovery.services.outreach import links as outreach_links
 from recovery.services.work import due_actions
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,7 @@ def _send_email(ctx: ActionContext, row: OutboxMessage, provider: Mailer) -> str
         body=_filled(ctx, row, row.body),
         dedupe_key=row.dedupe_key,
         date=ctx.clock.now(),
+        list_unsubscribe=outreach_links.list_unsubscribe_url(row, settings),
     )
     return provider.send(msg)
 

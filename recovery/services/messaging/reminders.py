@@ -37,6 +37,7 @@ from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
 from recovery.services.messaging import outbox
 from recovery.services.messaging.consent import may_text
+from recovery.services.outreach import contacts
 
 log = logging.getLogger(__name__)
 Obj = Mapping[str, Any]
@@ -170,13 +171,58 @@ def _write(
     dedupe_key: str,
     capped: bool,
 ) -> OutboxMessage | None:
+    """Write the message to the customer - or, for a business account with contacts, one copy
+    per contact it is for (services/outreach/contacts.py), each with its own key and link."""
     customer = session.get(Customer, case.customer_id) if case.customer_id else None
-    recipient = _recipient(session, customer, channel, rules)
-    if recipient is None or session.scalar(
-        select(OutboxMessage.id).where(OutboxMessage.dedupe_key == dedupe_key)
-    ):
+    targets = contacts.reminder_targets(session, customer, channel, template)
+    if channel == "sms":
+        targets = [
+            t for t in targets if may_text(session, customer, t.address, rules.reminders) is None
+        ]
+    if not targets:  # no contact for this channel: the customer's own address, as always
+        recipient = _recipient(session, customer, channel, rules)
+        targets = [contacts.Target(recipient, None, None)] if recipient else []
+    first = None
+    for index, target in enumerate(targets):
+        row = _write_to(
+            session,
+            case,
+            rules,
+            settings,
+            now,
+            customer=customer,
+            recipient=target.address,
+            locale=target.locale or locale_of(customer),
+            channel=channel,
+            template=template,
+            step=step,
+            at=at,
+            dedupe_key=f"{dedupe_key}{target.suffix}",
+            capped=capped and index == 0,  # the copies go with the first, on its day
+        )
+        first = first or row
+    return first
+
+
+def _write_to(
+    session: Session,
+    case: RecoveryCase,
+    rules: Rules,
+    settings: Settings,
+    now: datetime,
+    *,
+    customer: Customer | None,
+    recipient: str,
+    locale: str,
+    channel: str,
+    template: str,
+    step: str,
+    at: datetime,
+    dedupe_key: str,
+    capped: bool,
+) -> OutboxMessage | None:
+    if session.scalar(select(OutboxMessage.id).where(OutboxMessage.dedupe_key == dedupe_key)):
         return None
-    locale = locale_of(customer)
     link, ours = "", False
     if template == "authentication_needed" and case.hosted_invoice_url:
         link = case.hosted_invoice_url  # the bank's check happens on Stripe's invoice page

@@ -4,6 +4,7 @@ bearer keys checked there), one module per resource. Importing the package adds 
 GET  /events                     received Stripe events            events.py
 GET  /customers/<id>             a customer from the mirror        customers.py
 GET  /customers/<id>/billing-status  where their billing stands   billing_status.py
+POST/GET/DELETE /customers/<id>/contacts[/<id>]  account contacts  contacts.py
 GET  /cases, /cases/<id>         recovery cases                    cases.py
 GET  /metrics                    the overview's numbers            metrics.py
 POST/GET /cancel-sessions[/<id>] hosted cancel flow sessions       cancel_sessions.py
@@ -14,6 +15,7 @@ from recovery.web.api import (
     billing_status,
     cancel_sessions,
     cases,
+    contacts,
     customers,
     events,
     metrics,
@@ -21,6 +23,6 @@ from recovery.web.api import (
 )
 from recovery.web.api.blueprint import bp
 
-del billing_status, cancel_sessions, cases, customers, events, metrics, openapi
+del billing_status, cancel_sessions, cases, contacts, customers, events, metrics, openapi
 
 __all__ = ["bp"]

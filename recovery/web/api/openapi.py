@@ -185,6 +185,31 @@ BILLING_STATUS = _obj(
         "locale": STR,
     }
 )
+CONTACT = _obj(
+    {
+        "id": INT,
+        "customer": STR,
+        "role": {"enum": ["billing", "owner", "admin"]},
+        "email": _opt(STR),
+        "phone": _opt(STR),
+        "locale": _opt(STR),
+        "sms_consent": BOOL,
+        "source": {"enum": ["api", "metadata"]},
+        "created_at": STR,
+    }
+)
+NEW_CONTACT = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"enum": ["billing", "owner", "admin"]},
+        "email": {"type": "string", "description": "an email and/or a phone is required"},
+        "phone": {"type": "string", "description": "E.164, e.g. +14155550123"},
+        "locale": {"type": "string", "description": "en, es, de, fr, pt_BR, hi, th or ru"},
+        "sms_consent": BOOL,
+    },
+    "additionalProperties": False,
+}
 METRICS = {"type": "object", "description": "the dashboard overview's numbers for the period"}
 ERROR = _obj({"error": _obj({"code": STR, "message": STR}, extra=False)}, extra=False)
 
@@ -325,6 +350,46 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/customers/{customer_id}/contacts": {
+                "post": {
+                    "summary": "Add an account contact (idempotent on role and email)",
+                    "parameters": [
+                        {"name": "customer_id", "in": "path", "required": True, "schema": STR}
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {JSON: {"schema": {"$ref": "#/components/schemas/NewContact"}}},
+                    },
+                    "responses": {
+                        **_ok({"$ref": "#/components/schemas/Contact"}, "already there"),
+                        **_ok({"$ref": "#/components/schemas/Contact"}, "added", "201"),
+                        **_errors("400", "404"),
+                    },
+                },
+                "get": {
+                    "summary": "The customer's active account contacts",
+                    "parameters": [
+                        {"name": "customer_id", "in": "path", "required": True, "schema": STR}
+                    ],
+                    "responses": {
+                        **_ok(_page("#/components/schemas/Contact"), "the contacts"),
+                        **_errors("404"),
+                    },
+                },
+            },
+            "/api/v1/customers/{customer_id}/contacts/{contact_id}": {
+                "delete": {
+                    "summary": "Remove a contact: its links stop working, its pending mail stops",
+                    "parameters": [
+                        {"name": "customer_id", "in": "path", "required": True, "schema": STR},
+                        {"name": "contact_id", "in": "path", "required": True, "schema": INT},
+                    ],
+                    "responses": {
+                        **_ok(_obj({"id": INT, "deleted": BOOL}), "removed"),
+                        **_errors("404"),
+                    },
+                }
+            },
             "/api/v1/metrics": {
                 "get": {
                     "summary": "The overview's numbers for calendar days (UTC) in one currency",
@@ -358,6 +423,8 @@ def document() -> dict[str, Any]:
                 "Customer": CUSTOMER,
                 "CancelSession": CANCEL_SESSION,
                 "NewCancelSession": NEW_CANCEL_SESSION,
+                "Contact": CONTACT,
+                "NewContact": NEW_CONTACT,
                 "Error": ERROR,
             },
         },

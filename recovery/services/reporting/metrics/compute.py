@@ -16,6 +16,7 @@ from recovery.services.reporting.metrics.cohort import (
     recovered_mrr,
 )
 from recovery.services.reporting.metrics.expiring_cards import expiring_cards
+from recovery.services.reporting.metrics.outreach import outreach
 from recovery.services.reporting.metrics.parameters import currencies_in_use, default_currency
 from recovery.services.reporting.metrics.reminder_channels import reminder_channels
 from recovery.services.reporting.metrics.result import Overview, exponent_of
@@ -50,6 +51,7 @@ def compute_overview(
         expiring_cards=expiring_cards(session, currency, period_from, period_to, now),
         cancel_flow=cancel_flow(session, currency, period_from, period_to),
         generated_at=now,
+        outreach=outreach(session, currency, period_from, period_to),
     )
 
 

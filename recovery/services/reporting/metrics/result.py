@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from recovery.i18n import major_units
+from recovery.services.reporting.metrics.outreach import OutreachStats
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class Overview:
     expiring_cards: ExpiringCards
     cancel_flow: CancelFlowStats
     generated_at: datetime = field(compare=False)
+    outreach: OutreachStats = field(default_factory=OutreachStats)  # annual offers, win-back
 
     def as_json(self) -> dict[str, Any]:
         """The API's body: dates as ISO strings, amounts in minor units."""
