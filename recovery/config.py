@@ -39,9 +39,19 @@ class Settings:
     rules_path: Path | None = None
     # Stripe events are a few KiB; an invoice with hundreds of lines stays well under this.
     webhook_max_bytes: int = 1024 * 1024
-    # Process an event in the request that stored it (after the commit). Off = worker only.
-    process_inline: bool = True
+    # Process an event in the request that stored it (after the commit). Off (the default): the
+    # request only stores it and wakes a worker, which processes events in batches.
+    process_inline: bool = False
     worker_tick_seconds: float = 1.0
+    # Threads per worker process: provider calls (Stripe, SMTP, Twilio) of different subjects run
+    # at once, each with no database transaction open.
+    worker_threads: int = 8
+    # The most one provider call may take, the SDK's own retries included: well inside the
+    # 5-minute lease on a due action, so no other worker takes it over while it runs.
+    provider_deadline_seconds: float = 60.0
+    # Processed events, finished due actions and sent or cancelled messages older than this are
+    # deleted by a daily job (never what a case timeline or a dashboard figure still needs).
+    retention_days: int = 90
     log_level: str = "INFO"
     extra: Mapping[str, str] = field(default_factory=dict)
     # Reminders. Unset: messages stay in the local outbox (the table) and the log.
@@ -68,6 +78,9 @@ class Settings:
         try:
             max_bytes = int(env.get("RECOVERY_WEBHOOK_MAX_BYTES", 1024 * 1024))
             tick = float(env.get("RECOVERY_WORKER_TICK_SECONDS", 1.0))
+            threads = int(env.get("RECOVERY_WORKER_THREADS", 8))
+            deadline = float(env.get("RECOVERY_PROVIDER_DEADLINE_SECONDS", 60.0))
+            retention = int(env.get("RECOVERY_RETENTION_DAYS", 90))
         except ValueError as exc:
             raise ConfigError(f"invalid number in the environment: {exc}") from exc
         return cls(
@@ -83,8 +96,11 @@ class Settings:
             public_url=(env.get("RECOVERY_PUBLIC_URL") or "http://127.0.0.1:5000").rstrip("/"),
             rules_path=Path(rules) if rules else None,
             webhook_max_bytes=max_bytes,
-            process_inline=env.get("RECOVERY_PROCESS_INLINE", "1") not in ("0", "false", "no"),
+            process_inline=env.get("RECOVERY_PROCESS_INLINE", "0") not in ("0", "false", "no"),
             worker_tick_seconds=tick,
+            worker_threads=threads,
+            provider_deadline_seconds=deadline,
+            retention_days=retention,
             log_level=env.get("RECOVERY_LOG_LEVEL", "INFO"),
             smtp_url=env.get("RECOVERY_SMTP_URL", ""),
             mail_from=env.get("RECOVERY_MAIL_FROM", ""),

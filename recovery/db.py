@@ -67,6 +67,7 @@ class Base(DeclarativeBase):
 
 
 READ_ONLY_OPTION = "recovery_read_only"
+POOL_RECYCLE_SECONDS = 1800
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -105,7 +106,11 @@ class Database:
             if kwargs["poolclass"] is None:
                 del kwargs["poolclass"]
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+            # No ping per checkout (a round trip on every webhook): connections are recycled
+            # after half an hour instead, and one that died is a failed statement - a 503 for a
+            # webhook, which Stripe retries - after which SQLAlchemy discards every connection
+            # older than the failure, so the next checkout connects afresh.
+            kwargs.update(pool_size=pool_size, max_overflow=10, pool_recycle=POOL_RECYCLE_SECONDS)
             kwargs["json_serializer"] = json.dumps
         self.engine = create_engine(url, **kwargs)
         if self.dialect == "sqlite":

@@ -1,40 +1,59 @@
-"""Store received Stripe events (insert-or-ignore on the event id) and process them.
+"""The webhook inbox: store each verified event with one statement, acknowledge, and let the
+worker process stored events in batches.
 
-A new event is stored and applied in one transaction, the processing inside a SAVEPOINT: if
-processing raises, only the savepoint is rolled back and the event is committed `pending` with
-its error, and the worker re-drives it with backoff until it succeeds or is parked as `failed`.
-The webhook answers 2xx only after that commit, so a crash before it loses nothing either:
-nothing was acknowledged, and Stripe delivers again. One commit per event instead of two (store,
-then process) roughly halves the cost of a webhook.
+Receiving (`ingest`, the web request): one INSERT ... ON CONFLICT DO NOTHING on the event id
+through a pooled connection (no ORM session), commit, then 2xx. The same statement NOTIFYs the
+workers on PostgreSQL (`recovery_events`, delivered at the commit); in one process (SQLite's
+`recovery run`) `arrived` is set instead. Either wakes a worker, so an event is processed
+within a second of arriving, not at the next tick. A crash before the commit loses nothing:
+nothing was acknowledged, and Stripe delivers again.
+
+Processing (`process_pending`, the worker): a batch of pending events, oldest first, claimed
+`FOR UPDATE SKIP LOCKED` on PostgreSQL (any number of workers split the events; SQLite has one
+writer and one claimer), applied in one transaction with a savepoint per event. An event whose
+processing raises rolls back alone and is retried with backoff until it succeeds or is parked
+as `failed`; the others commit. The database going away fails the whole batch, which stays
+pending. Any order, duplicates and crashes end in the same mirror as in-order delivery: the
+mirror keeps the newest state whatever the order (services/events/mirror.py).
+
+`RECOVERY_PROCESS_INLINE=1` processes a new event in the request after its commit instead (the
+same batch code, for that one event).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import Clock
-from recovery.db import Database, insert_or_ignore, update_by_key
+from recovery.db import Database, insert_or_ignore
 from recovery.domain.stripe_objects import MAX_TIMESTAMP
 from recovery.models import EventStatus, StripeEvent
-from recovery.runtime import ContextFactory, ProcessingContext
+from recovery.runtime import Changes, ContextFactory, take_moved_cases
 from recovery.services.events.dispatch import process_payload
 
 log = logging.getLogger(__name__)
 
-# A freshly stored event is processed by the request that stored it; the worker only steps in
-# once this grace period has passed, so the two do not race on a healthy event.
-REDRIVE_GRACE = timedelta(seconds=60)
 MAX_PROCESSING_ATTEMPTS = 8
+BATCH = 200  # events per processing transaction
+NOTIFY_CHANNEL = "recovery_events"
+
+arrived = threading.Event()
+"""Set when this process stored a new event: wakes a worker running in the same process."""
+
+_SQLITE_CLAIMER = threading.Lock()  # one claimer per process; SQLite has one writer anyway
 
 
 class InvalidEvent(ValueError):
@@ -86,9 +105,8 @@ def parse_event(body: bytes) -> tuple[ParsedEvent, dict[str, Any]]:
     )
 
 
-def store_event(session: Session, event: ParsedEvent, body: bytes, now: datetime) -> bool:
-    """Insert the raw event unless its id is already stored. True when it is new."""
-    values = {
+def _row(event: ParsedEvent, body: bytes, now: datetime) -> dict[str, Any]:
+    return {
         "id": event.id,
         "type": event.type,
         "api_version": event.api_version,
@@ -99,9 +117,63 @@ def store_event(session: Session, event: ParsedEvent, body: bytes, now: datetime
         "received_at": now,
         "status": EventStatus.PENDING,
         "attempts": 0,
-        "next_attempt_at": now + REDRIVE_GRACE,
+        "next_attempt_at": now,  # due at once: the worker takes it from here
     }
-    return insert_or_ignore(session, StripeEvent, values)
+
+
+def store_event(session: Session, event: ParsedEvent, body: bytes, now: datetime) -> bool:
+    """Insert the raw event unless its id is already stored (in the caller's transaction).
+    True when it is new."""
+    return insert_or_ignore(session, StripeEvent, _row(event, body, now))
+
+
+@functools.cache
+def _ingest_statement(dialect: str) -> Any:
+    table: Any = StripeEvent.__table__
+    values = {c.name: bindparam(c.name, type_=c.type) for c in table.columns if c.name in _COLUMNS}
+    if dialect == "postgresql":
+        stored = (
+            postgresql.insert(table)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(table.c.id)
+            .cte("stored")
+        )
+        # The NOTIFY is queued only when a row was inserted, and sent at the commit.
+        return select(func.pg_notify(NOTIFY_CHANNEL, "")).select_from(stored)
+    insert = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=["id"])
+    return insert.returning(table.c.id)
+
+
+_COLUMNS = frozenset(
+    (
+        "id",
+        "type",
+        "api_version",
+        "created",
+        "livemode",
+        "object_id",
+        "payload",
+        "received_at",
+        "status",
+        "attempts",
+        "next_attempt_at",
+    )
+)
+
+
+def ingest(db: Database, event: ParsedEvent, body: bytes, now: datetime) -> bool:
+    """Store one verified event: one statement and a commit on a pooled connection. True when
+    it is new. A database error propagates (the caller answers 503: not stored, not
+    acknowledged)."""
+    with db.engine.begin() as conn:
+        new = conn.execute(_ingest_statement(db.dialect), _row(event, body, now)).first()
+    if new is not None:
+        arrived.set()
+    return new is not None
+
+
+# ---- processing ---------------------------------------------------------------------------------
 
 
 def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
@@ -111,71 +183,155 @@ def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
     return timedelta(seconds=base * jitter)
 
 
+_DATABASE_GONE = (OperationalError, InterfaceError, PendingRollbackError)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    id: str
+    attempts: int
+    data: dict[str, Any] | None  # parsed already (receive_events), or read from `payload`
+    payload: str = ""
+
+
+def _apply(
+    session: Session, events: Sequence[_Claimed], ctx_factory: ContextFactory, now: datetime
+) -> dict[str, str]:
+    """Process claimed events in the caller's transaction, a savepoint each. Returns each
+    event's status afterwards."""
+    ctx = ctx_factory(session)
+    statuses: dict[str, str] = {}
+    done: list[str] = []
+    for event in events:
+        ctx.changes = Changes()
+        try:
+            with session.begin_nested():
+                data = event.data if event.data is not None else json.loads(event.payload)
+                process_payload(ctx, data)
+        except _DATABASE_GONE:
+            raise  # the database went away: the whole batch stays pending
+        except Exception as exc:  # a processing bug or bad data: this event alone, later
+            log.warning("processing event %s failed: %s", event.id, exc.__class__.__name__)
+            statuses[event.id] = _record_failure(session, event, exc, now)
+            continue
+        done.append(event.id)
+        statuses[event.id] = EventStatus.PROCESSED
+    if done:
+        session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.id.in_(done))
+            .values(
+                status=EventStatus.PROCESSED,
+                attempts=StripeEvent.attempts + 1,
+                processed_at=now,
+                last_error=None,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    return statuses
+
+
+def _record_failure(session: Session, event: _Claimed, exc: Exception, now: datetime) -> str:
+    take_moved_cases(session)  # what the failed event moved was rolled back with it
+    attempts = event.attempts + 1
+    values: dict[str, Any] = {
+        "attempts": attempts,
+        "last_error": f"{exc.__class__.__name__}: {exc}"[:2000],
+    }
+    if attempts >= MAX_PROCESSING_ATTEMPTS:
+        values["status"] = EventStatus.FAILED
+    else:
+        values.update(status=EventStatus.PENDING, next_attempt_at=now + backoff(attempts))
+    session.execute(
+        update(StripeEvent).where(StripeEvent.id == event.id).values(**values),
+        execution_options={"synchronize_session": False},
+    )
+    return str(values["status"])
+
+
+def _claim_due(session: Session, db: Database, now: datetime, limit: int) -> list[_Claimed]:
+    query = (
+        select(StripeEvent.id, StripeEvent.attempts, StripeEvent.payload)
+        .where(StripeEvent.status == EventStatus.PENDING)
+        .where(StripeEvent.next_attempt_at <= now)
+        .order_by(StripeEvent.next_attempt_at, StripeEvent.created, StripeEvent.id)
+        .limit(limit)
+    )
+    if db.is_postgres:
+        query = query.with_for_update(skip_locked=True)
+    return [_Claimed(r.id, r.attempts, None, r.payload) for r in session.execute(query)]
+
+
+def process_pending(
+    db: Database, ctx_factory: ContextFactory, clock: Clock, limit: int = BATCH
+) -> int:
+    """Claim and process one batch of due pending events (new ones, and failed ones whose
+    backoff has passed). Returns how many were claimed."""
+    with _claimer(db), db.transaction() as session:
+        now = clock.now()
+        events = _claim_due(session, db, now, limit)
+        _apply(session, events, ctx_factory, now)
+    return len(events)
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _claimer(db: Database) -> Any:
+    return _NoLock() if db.is_postgres else _SQLITE_CLAIMER
+
+
+def process_events(
+    db: Database, event_ids: Sequence[str], ctx_factory: ContextFactory, clock: Clock
+) -> dict[str, str]:
+    """Process these stored events, in this order, if still pending (whatever their backoff).
+    Returns each id's status afterwards ("missing" for an unknown id); an event another
+    processor holds right now stays "pending"."""
+    statuses: dict[str, str] = {}
+    with _claimer(db), db.transaction() as session:
+        query = select(
+            StripeEvent.id, StripeEvent.attempts, StripeEvent.payload, StripeEvent.status
+        ).where(StripeEvent.id.in_(list(event_ids)))
+        if db.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        rows = {r.id: r for r in session.execute(query)}
+        claimed = []
+        for event_id in event_ids:
+            row = rows.get(event_id)
+            if row is None:
+                statuses[event_id] = "missing"
+            elif row.status != EventStatus.PENDING:
+                statuses[event_id] = row.status
+            else:
+                claimed.append(_Claimed(row.id, row.attempts, None, row.payload))
+        statuses.update(_apply(session, claimed, ctx_factory, clock.now()))
+    for event_id in event_ids:  # locked by another processor: still pending for us
+        statuses.setdefault(event_id, EventStatus.PENDING)
+    return statuses
+
+
 def process_stored_event(
     db: Database, event_id: str, ctx_factory: ContextFactory, clock: Clock
 ) -> str:
-    """Process one stored event if still pending. Returns its status afterwards.
-
-    The event row is locked for the whole processing transaction, so two processors (the
-    request and a worker, or two workers) never apply one event at the same time.
-    """
-    try:
-        with db.transaction() as session:
-            row = session.execute(
-                select(StripeEvent).where(StripeEvent.id == event_id).with_for_update()
-            ).scalar_one_or_none()
-            if row is None:
-                return "missing"
-            if row.status == EventStatus.PROCESSED:
-                return row.status
-            ctx: ProcessingContext = ctx_factory(session)
-            process_payload(ctx, json.loads(row.payload))
-            row.status = EventStatus.PROCESSED
-            row.attempts += 1
-            row.processed_at = clock.now()
-            row.last_error = None
-            return row.status
-    except Exception as exc:  # processing bugs and outages alike: record, back off, retry
-        log.warning("processing event %s failed: %s", event_id, exc.__class__.__name__)
-        return _record_failure(db, event_id, exc, clock)
-
-
-def _record_failure(db: Database, event_id: str, exc: Exception, clock: Clock) -> str:
-    with db.transaction() as session:
-        row = session.get(StripeEvent, event_id, with_for_update=True)
-        if row is None:
-            return "missing"
-        row.attempts += 1
-        row.last_error = f"{exc.__class__.__name__}: {exc}"[:2000]
-        if row.attempts >= MAX_PROCESSING_ATTEMPTS:
-            row.status = EventStatus.FAILED
-        else:
-            row.status = EventStatus.PENDING
-            row.next_attempt_at = clock.now() + backoff(row.attempts)
-        return row.status
-
-
-def due_event_ids(db: Database, now: datetime, limit: int = 100) -> list[str]:
-    with db.transaction() as session:
-        return list(
-            session.scalars(
-                select(StripeEvent.id)
-                .where(StripeEvent.status == EventStatus.PENDING)
-                .where(StripeEvent.next_attempt_at <= now)
-                .order_by(StripeEvent.created, StripeEvent.id)
-                .limit(limit)
-            )
-        )
+    """Process one stored event if still pending. Returns its status afterwards."""
+    return process_events(db, [event_id], ctx_factory, clock)[event_id]
 
 
 def redrive_due_events(
-    db: Database, ctx_factory: ContextFactory, clock: Clock, limit: int = 100
+    db: Database, ctx_factory: ContextFactory, clock: Clock, limit: int = BATCH
 ) -> int:
-    """Process events left pending past their next attempt time. Returns how many were tried."""
-    ids = due_event_ids(db, clock.now(), limit)
-    for event_id in ids:
-        process_stored_event(db, event_id, ctx_factory, clock)
-    return len(ids)
+    """Process every due pending event, batch by batch. Returns how many were tried."""
+    total = 0
+    while True:
+        n = process_pending(db, ctx_factory, clock, limit)
+        total += n
+        if n < limit:
+            return total
 
 
 def reset_for_replay(
@@ -199,6 +355,9 @@ def reset_for_replay(
         return ids
 
 
+# ---- receive and process at once (CLI, demo, tests, the inline mode) ----------------------------
+
+
 def receive_event(
     db: Database,
     event: ParsedEvent,
@@ -209,46 +368,51 @@ def receive_event(
     *,
     process: bool = True,
 ) -> str:
-    """Store one verified event and (when `process`) apply it. Returns "duplicate" for an event
-    already stored, else its status once committed: processed, or pending (left to the worker).
-    """
-    now = clock.now()
-    error: Exception | None = None
-    with db.transaction() as session:
-        if not store_event(session, event, body, now):
-            return "duplicate"
-        if not process:
-            return EventStatus.PENDING
-        try:
-            with session.begin_nested():
-                process_payload(ctx_factory(session), data)
-        except (OperationalError, InterfaceError, PendingRollbackError):
-            raise  # the database went away: nothing can be stored, so nothing is acknowledged
-        except Exception as exc:  # a processing bug or bad data: keep the event, retry later
-            error = exc
-        values: dict[str, Any] = {"attempts": 1}
-        if error is None:
-            values.update(status=EventStatus.PROCESSED, processed_at=clock.now())
-        else:
-            values.update(
-                last_error=f"{error.__class__.__name__}: {error}"[:2000],
-                next_attempt_at=now + backoff(1),
-            )
-        update_by_key(session, StripeEvent, event.id, values)
-    if error is not None:
-        log.warning("processing event %s failed: %s", event.id, error.__class__.__name__)
+    """Store one verified event and (when `process`) apply it after the commit. Returns
+    "duplicate" for an event already stored, else its status: processed, or pending (left to
+    the worker, or failed and backing off)."""
+    if not ingest(db, event, body, clock.now()):
+        return "duplicate"
+    if not process:
         return EventStatus.PENDING
-    return EventStatus.PROCESSED
+    status = process_events(db, [event.id], ctx_factory, clock)[event.id]
+    return EventStatus.PENDING if status == EventStatus.FAILED else status
+
+
+RECEIVE_CHUNK = 100
 
 
 def receive_events(
-    db: Database, bodies: Iterable[bytes], ctx_factory: ContextFactory, clock: Clock
+    db: Database,
+    bodies: Iterable[bytes],
+    ctx_factory: ContextFactory,
+    clock: Clock,
+    chunk: int = RECEIVE_CHUNK,
 ) -> list[bool]:
-    """Store then process each body, as the webhook endpoint does (without the signature).
-    Returns, per body, whether it was new."""
-    results = []
+    """Deliver webhook bodies as Stripe would, in this order, and process them as the worker
+    does: each chunk is stored, and its new events processed in arrival order (a savepoint
+    each), in one transaction - so no worker can take them meanwhile. Returns, per body,
+    whether it was new."""
+    results: list[bool] = []
+    pending: list[tuple[ParsedEvent, dict[str, Any], bytes]] = []
+
+    def flush() -> None:
+        now = clock.now()
+        with _claimer(db), db.transaction() as session:
+            fresh: list[_Claimed] = []
+            for event, data, body in pending:
+                new = store_event(session, event, body, now)
+                results.append(new)
+                if new:
+                    fresh.append(_Claimed(event.id, 0, data))
+            _apply(session, fresh, ctx_factory, now)
+        pending.clear()
+
     for body in bodies:
         event, data = parse_event(body)
-        status = receive_event(db, event, data, body, ctx_factory, clock)
-        results.append(status != "duplicate")
+        pending.append((event, data, body))
+        if len(pending) >= chunk:
+            flush()
+    if pending:
+        flush()
     return results

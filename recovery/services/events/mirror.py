@@ -1,19 +1,22 @@
 """Apply mirrored states to the database, newest state wins, in any arrival order.
 
-Each write is one insert-or-ignore; when the row exists it is locked (`FOR UPDATE` on
-PostgreSQL; SQLite has a single writer) and replaced only if the incoming version is newer.
-Concurrent processors of two events about one object therefore serialize on the row, and the
-older one can never commit last and win.
+Each write first reads the row's version (and the columns reactions depend on) locked
+(`FOR UPDATE` on PostgreSQL; SQLite has a single writer), then inserts the row or replaces it
+only if the incoming version is newer: two statements for a state that wins, one for a stale
+one. Concurrent processors of two events about one object therefore serialize on the row, and
+the older one can never commit last and win. What a write changed goes into the event's
+`Changes`, so reactions that depend on one kind of state run only when it moved.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from recovery.db import insert_or_ignore, update_by_key, utcnow_from
@@ -33,6 +36,7 @@ from recovery.models import (
     Subscription,
     SubscriptionItem,
 )
+from recovery.runtime import Changes
 
 # Within one second Stripe can emit several events for one invoice; when their states differ,
 # the one further along its life wins (a paid invoice is never reopened).
@@ -67,11 +71,40 @@ def _insert(session: Session, model: type[Any], values: dict[str, Any]) -> bool:
     return insert_or_ignore(session, model, values)
 
 
-def _locked_version(session: Session, model: Any, oid: str) -> Version:
-    row = session.execute(
-        select(model.version_ts, model.version_tiebreak).where(model.id == oid).with_for_update()
-    ).one()
-    return Version(row[0], row[1])
+# The columns reactions depend on, read with the version: a write reports which of them moved.
+_WATCHED: dict[Any, tuple[str, ...]] = {
+    Customer: ("default_payment_method_id", "default_source_id", "deleted"),
+    PaymentMethod: ("customer_id", "exp_month", "exp_year"),
+    Subscription: (
+        "default_payment_method_id",
+        "default_source_id",
+        "status",
+        "current_period_end",
+        "cancel_at_period_end",
+    ),
+    Invoice: (),
+}
+
+
+@functools.cache
+def _locked_row_statement(model: Any) -> Any:
+    # Built once per table, values passed as parameters (see recovery.db.insert_or_ignore).
+    columns = [model.version_ts, model.version_tiebreak]
+    columns += [getattr(model, name) for name in _WATCHED[model]]
+    return select(*columns).where(model.id == bindparam("oid")).with_for_update()
+
+
+@dataclass(frozen=True)
+class Stored:
+    version: Version
+    watched: dict[str, Any]
+
+
+def _locked_row(session: Session, model: Any, oid: str) -> Stored | None:
+    row = session.execute(_locked_row_statement(model), {"oid": oid}).first()
+    if row is None:
+        return None
+    return Stored(Version(row[0], row[1]), dict(zip(_WATCHED[model], row[2:], strict=True)))
 
 
 REFETCH_KIND = "stripe.refetch"
@@ -105,23 +138,54 @@ def _refetch_later(session: Session, model: Any, oid: str, ts: int) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Written:
+    """A state that won: `moved` names the watched columns it changed (all of them when the
+    row is new)."""
+
+    moved: frozenset[str]
+
+
 def _upsert_versioned(
     session: Session, model: Any, oid: str, values: dict[str, Any], version: Version
-) -> bool:
-    """Write `values` if `version` is newer than what the row holds. True when written."""
+) -> Written | None:
+    """Write `values` if `version` is newer than what the row holds. None when not written."""
     values = {**values, "version_ts": version.ts, "version_tiebreak": version.tiebreak}
-    if _insert(session, model, {"id": oid, **values}):
-        return True
-    stored = _locked_version(session, model, oid)
-    if stored.ts == version.ts and stored.tiebreak != version.tiebreak:
+    stored = _locked_row(session, model, oid)
+    if stored is None:
+        if _insert(session, model, {"id": oid, **values}):
+            return Written(frozenset(_WATCHED[model]))
+        # Another transaction inserted it since we looked (PostgreSQL waited for its commit).
+        stored = _locked_row(session, model, oid)
+        assert stored is not None
+    if stored.version.ts == version.ts and stored.version.tiebreak != version.tiebreak:
         _refetch_later(session, model, oid, version.ts)
-    if version <= stored:
-        return False
+    if version <= stored.version:
+        return None
     update_by_key(session, model, oid, values)
-    return True
+    moved = frozenset(k for k, old in stored.watched.items() if values.get(k) != old)
+    return Written(moved)
 
 
-def apply_customer(session: Session, state: CustomerState, ts: int) -> bool:
+def _note(changes: Changes | None, table: str, oid: str, written: Written | None) -> None:
+    if changes is None or written is None:
+        return
+    changes.mirrored.add((table, oid))
+    moved = written.moved
+    if table == "payment_methods" and moved:
+        changes.cards = True
+    if moved & {"default_payment_method_id", "default_source_id", "deleted"}:
+        changes.default_card = True
+    if table == "subscriptions":
+        if moved & {"status", "current_period_end", "cancel_at_period_end"}:
+            changes.renewal = True
+        if "status" in moved:
+            changes.subscription_status.add(oid)
+
+
+def apply_customer(
+    session: Session, state: CustomerState, ts: int, changes: Changes | None = None
+) -> bool:
     values = {
         "email": state.email,
         "name": state.name,
@@ -135,12 +199,14 @@ def apply_customer(session: Session, state: CustomerState, ts: int) -> bool:
         "created": state.created,
     }
     # A deletion is final: rank it above every live state stamped with the same second.
-    return _upsert_versioned(
+    written = _upsert_versioned(
         session, Customer, state.id, values, version_of(ts, state, 1 if state.deleted else 0)
     )
+    _note(changes, "customers", state.id, written)
+    return written is not None
 
 
-def apply_card(session: Session, state: CardState, ts: int) -> bool:
+def apply_card(session: Session, state: CardState, ts: int, changes: Changes | None = None) -> bool:
     values = {
         "customer_id": state.customer_id,
         "type": state.type,
@@ -154,10 +220,14 @@ def apply_card(session: Session, state: CardState, ts: int) -> bool:
         "wallet": state.wallet,
         "created": state.created,
     }
-    return _upsert_versioned(session, PaymentMethod, state.id, values, version_of(ts, state))
+    written = _upsert_versioned(session, PaymentMethod, state.id, values, version_of(ts, state))
+    _note(changes, "payment_methods", state.id, written)
+    return written is not None
 
 
-def apply_subscription(session: Session, state: SubscriptionState, ts: int) -> bool:
+def apply_subscription(
+    session: Session, state: SubscriptionState, ts: int, changes: Changes | None = None
+) -> bool:
     values = {
         "customer_id": state.customer_id,
         "status": state.status,
@@ -181,7 +251,11 @@ def apply_subscription(session: Session, state: SubscriptionState, ts: int) -> b
         "created": state.created,
     }
     rank = 1 if state.status == "canceled" else 0  # cancelled is terminal
-    if not _upsert_versioned(session, Subscription, state.id, values, version_of(ts, state, rank)):
+    written = _upsert_versioned(
+        session, Subscription, state.id, values, version_of(ts, state, rank)
+    )
+    _note(changes, "subscriptions", state.id, written)
+    if written is None:
         return False
     session.execute(delete(SubscriptionItem).where(SubscriptionItem.subscription_id == state.id))
     if state.items:
@@ -212,7 +286,9 @@ def link_invoice_payment(session: Session, invoice_id: str, payment_intent_id: s
     insert_or_ignore(session, InvoicePayment, values, ["invoice_id", "payment_intent_id"])
 
 
-def apply_invoice(session: Session, state: InvoiceState, ts: int) -> bool:
+def apply_invoice(
+    session: Session, state: InvoiceState, ts: int, changes: Changes | None = None
+) -> bool:
     for intent in state.payment_intent_ids:
         link_invoice_payment(session, state.id, intent)
     values = {
@@ -235,7 +311,9 @@ def apply_invoice(session: Session, state: InvoiceState, ts: int) -> bool:
         "created": state.created,
     }
     rank = _INVOICE_STATUS_RANK.get(state.status or "", 0) * 1000 + min(state.attempt_count, 999)
-    return _upsert_versioned(session, Invoice, state.id, values, version_of(ts, state, rank))
+    written = _upsert_versioned(session, Invoice, state.id, values, version_of(ts, state, rank))
+    _note(changes, "invoices", state.id, written)
+    return written is not None
 
 
 _ATTEMPT_FIELDS = (
@@ -273,9 +351,11 @@ def _merge_field(old: Any, new: Any) -> Any:
     return max(old, new, key=str)
 
 
-def apply_attempt(session: Session, state: AttemptState, ts: int) -> None:
+def apply_attempt(
+    session: Session, state: AttemptState, ts: int, changes: Changes | None = None
+) -> None:
     if state.card is not None:
-        apply_card(session, state.card, ts)
+        apply_card(session, state.card, ts, changes)
     if state.invoice_id and state.payment_intent_id:
         link_invoice_payment(session, state.invoice_id, state.payment_intent_id)
     new_values = {name: getattr(state, name) for name in _ATTEMPT_FIELDS}

@@ -16,7 +16,8 @@ from recovery.services.events import mirror
 
 def customer(ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str, Any]) -> None:
     deleted = event["type"] == "customer.deleted"
-    mirror.apply_customer(ctx.session, so.customer_state(obj, deleted=deleted), event["created"])
+    state = so.customer_state(obj, deleted=deleted)
+    mirror.apply_customer(ctx.session, state, event["created"], ctx.changes)
 
 
 def card(ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str, Any]) -> None:
@@ -24,18 +25,19 @@ def card(ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str, Any
     if event["type"] == "payment_method.detached":
         # The detached object still names no customer; make that explicit for old versions.
         state = so.CardState(**{**state.__dict__, "customer_id": None})
-    mirror.apply_card(ctx.session, state, event["created"])
+    mirror.apply_card(ctx.session, state, event["created"], ctx.changes)
 
 
 def subscription(ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str, Any]) -> None:
-    mirror.apply_subscription(ctx.session, so.subscription_state(obj), event["created"])
+    state = so.subscription_state(obj)
+    mirror.apply_subscription(ctx.session, state, event["created"], ctx.changes)
 
 
 def invoice(ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str, Any]) -> None:
     state = so.invoice_state(obj)
     if event["type"] == "invoice.deleted":
         state = so.InvoiceState(**{**state.__dict__, "status": "deleted"})
-    mirror.apply_invoice(ctx.session, state, event["created"])
+    mirror.apply_invoice(ctx.session, state, event["created"], ctx.changes)
 
 
 def upcoming(ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str, Any]) -> None:
@@ -45,7 +47,8 @@ def upcoming(ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str,
 
 
 def charge(ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str, Any]) -> None:
-    mirror.apply_attempt(ctx.session, so.attempt_from_charge(obj), event["created"])
+    attempt = so.attempt_from_charge(obj)
+    mirror.apply_attempt(ctx.session, attempt, event["created"], ctx.changes)
 
 
 def payment_intent(
@@ -53,7 +56,7 @@ def payment_intent(
 ) -> None:
     attempt = so.attempt_from_payment_intent(obj)
     if attempt is not None:
-        mirror.apply_attempt(ctx.session, attempt, event["created"])
+        mirror.apply_attempt(ctx.session, attempt, event["created"], ctx.changes)
 
 
 def invoice_payment(
@@ -69,7 +72,7 @@ def invoice_payment(
 def setup_intent(ctx: ProcessingContext, event: Mapping[str, Any], obj: Mapping[str, Any]) -> None:
     pm = obj.get("payment_method")
     if isinstance(pm, Mapping) and pm.get("id"):
-        mirror.apply_card(ctx.session, so.card_state(pm), event["created"])
+        mirror.apply_card(ctx.session, so.card_state(pm), event["created"], ctx.changes)
 
 
 def nothing_to_mirror(
