@@ -213,9 +213,12 @@ def _apply(
         except Exception as exc:  # a processing bug or bad data: this event alone, later
             log.warning("processing event %s failed: %s", event.id, exc.__class__.__name__)
             statuses[event.id] = _record_failure(session, event, exc, now)
-            continue
-        done.append(event.id)
-        statuses[event.id] = EventStatus.PROCESSED
+        else:
+            done.append(event.id)
+            statuses[event.id] = EventStatus.PROCESSED
+        # The mirror is written with plain statements, which the session's loaded objects do
+        # not see: each event starts from what the database holds, as in a session of its own.
+        session.expunge_all()
     if done:
         session.execute(
             update(StripeEvent)

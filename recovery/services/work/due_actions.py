@@ -294,6 +294,13 @@ def record(runtime: Runtime, session: Session, called: Called, owner: str) -> st
         return _fail(session, action, owner, exc, now)
 
 
+def _fresh_for_the_next(session: Session) -> None:
+    """Several actions share a transaction: the next starts from what the database holds (the
+    mirror is written with plain statements, which loaded objects would not see)."""
+    session.flush()
+    session.expunge_all()
+
+
 def run_claimed(runtime: Runtime, action: Claimed, owner: str) -> str:
     """Run one claimed action through its steps, each transaction on its own (tests, drills)."""
     with runtime.db.transaction() as session:
@@ -352,6 +359,7 @@ class ActionRunner:
                 self._count("lease_lost")  # waited behind its subject past the lease
                 continue
             result = decide(self.runtime, session, action, self.owner)
+            _fresh_for_the_next(session)
             if isinstance(result, Decided):
                 decided.append(result)
             else:
@@ -361,8 +369,11 @@ class ActionRunner:
     def _record_all(self, calls: Sequence[Called]) -> None:
         if not calls:
             return
+        statuses = []
         with self.runtime.db.transaction() as session:
-            statuses = [record(self.runtime, session, c, self.owner) for c in calls]
+            for c in calls:
+                statuses.append(record(self.runtime, session, c, self.owner))
+                _fresh_for_the_next(session)
         for status in statuses:
             self._count(status)
 
