@@ -72,13 +72,27 @@ class Changes:
 
 
 @dataclass
+class Facts:
+    """What a batch of events may act on, read once for the batch and grown as it goes: which
+    invoices, customers and subscriptions have recovery cases, which customers have expiring-
+    card notices pending. A reaction that acts on none of them is skipped (see `Gated`)."""
+
+    invoices_with_cases: set[str] = field(default_factory=set)
+    customers_with_active_cases: set[str] = field(default_factory=set)
+    subscriptions_with_cases: set[str] = field(default_factory=set)
+    customers_with_expiry_notices: set[str] = field(default_factory=set)
+
+
+@dataclass
 class ProcessingContext:
-    """What a reaction to a Stripe event works with: the event's transaction, the runtime, and
-    what the event changed so far (`changes`, reset for every event)."""
+    """What a reaction to a Stripe event works with: the event's transaction, the runtime, what
+    the event changed so far (`changes`, reset for every event) and, in a worker's batch, the
+    batch's `facts`."""
 
     session: Session
     runtime: Runtime
     changes: Changes = field(default_factory=Changes)
+    facts: Facts | None = None
 
     @property
     def clock(self) -> Clock:
@@ -136,6 +150,24 @@ class ThreePhase(Generic[PlanT, OutcomeT]):
 ContextFactory = Callable[[Session], ProcessingContext]
 Reaction = Callable[[ProcessingContext, Payload, Payload], None]
 """reaction(ctx, event, event["data"]["object"])"""
+Needed = Callable[[ProcessingContext, Payload, Payload], bool]
+
+
+@dataclass(frozen=True)
+class Gated:
+    """A reaction that runs only when `needed` says the state it acts on is there or moved;
+    otherwise it would do nothing (a case reaction for an invoice without a case). The worker's
+    batches ask `needed` first: an event none of whose reactions is needed has its mirror
+    update written together with the batch's others."""
+
+    needed: Needed
+    reaction: Reaction
+
+    def __call__(self, ctx: ProcessingContext, event: Payload, obj: Payload) -> None:
+        if self.needed(ctx, event, obj):
+            self.reaction(ctx, event, obj)
+
+
 OnePhase = Callable[[ActionContext, Claimed], None]
 """A due action that calls nothing outside: one function, one transaction."""
 ActionHandler = OnePhase | ThreePhase[Any, Any]
@@ -149,11 +181,23 @@ StillWanted = Callable[[Session, OutboxMessage], "str | None"]
 """Checked right before a message is sent: a reason it must not go out, or None."""
 
 _MOVED_CASES = "recovery.cases_moved"
+_MOVED_IN_BATCH = "recovery.cases_moved_in_batch"
 
 
 def note_case_moved(session: Session, case_id: int) -> None:
     """A case's timeline got a line in this unit of work: its state moved."""
     session.info.setdefault(_MOVED_CASES, set()).add(case_id)
+    session.info.setdefault(_MOVED_IN_BATCH, set()).add(case_id)
+
+
+def has_moved_cases(session: Session) -> bool:
+    return bool(session.info.get(_MOVED_CASES))
+
+
+def take_batch_moves(session: Session) -> set[int]:
+    """The cases moved since the last call, for a batch keeping its `Facts` up to date."""
+    moved: set[int] = session.info.pop(_MOVED_IN_BATCH, set())
+    return moved
 
 
 def take_moved_cases(session: Session) -> set[int]:

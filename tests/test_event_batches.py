@@ -21,7 +21,7 @@ from recovery.adapters.stripe_fake import FakeStripeGateway
 from recovery.models import Customer, EventStatus, StripeEvent
 from recovery.runtime import Runtime
 from recovery.services.events import inbox
-from recovery.services.messaging import expiry
+from recovery.services.messaging import expiry, outbox
 from recovery.services.registry import build_runtime
 from recovery.worker import Worker
 from tests.conftest import WEBHOOK_SECRET, make_settings
@@ -194,8 +194,24 @@ def test_the_expiry_planner_runs_only_when_a_card_or_renewal_moved(
     story = Story(runtime, fake_gateway, clock)
     b = story.customer()
     story.deliver()
-    assert sorted(calls) == ["customer.updated", "payment_method.attached"]  # new card, default
-    calls.clear()
+    assert calls == []  # a new card, but no notice pending for the customer: nothing to cancel
+    with runtime.db.transaction() as s:  # the daily scan planned one
+        outbox.enqueue(
+            s,
+            about=f"expiry:{b.subscription}:{b.payment_method}",
+            case_id=None,
+            customer_id=b.customer,
+            channel="email",
+            template="card_expiring",
+            step="expiring.0",
+            locale="en",
+            recipient="kim@example.com",
+            subject="Your card expires",
+            body="...",
+            send_after=clock.now() + timedelta(days=3),
+            dedupe_key="expiry-notice",
+            now=clock.now(),
+        )
 
     clock.advance(timedelta(seconds=5))
     customer = fake_gateway.retrieve_customer(b.customer)
@@ -208,7 +224,7 @@ def test_the_expiry_planner_runs_only_when_a_card_or_renewal_moved(
     pm = fake_gateway.add_payment_method(b.customer, brand="mastercard")
     fake_gateway.update_customer_default_payment_method(b.customer, pm["id"], idempotency_key="d")
     story.deliver()
-    assert "customer.updated" in calls  # a new default card
+    assert "customer.updated" in calls  # a new default card, and a notice that may be stale
 
     calls.clear()
     # The name change again, as an older Event object arriving late: stale, nothing moved.

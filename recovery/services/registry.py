@@ -46,6 +46,10 @@ from recovery.services.work import retention
 # renewal changed. Both were idempotent before and run only when their inputs moved now.
 plan_reminders = gates.reminders_for_moved_cases
 plan_expiry = gates.expiry_when_inputs_moved
+# A case reaction runs only where there is a case to act on (otherwise it does nothing).
+when_case = gates.if_invoice_has_case
+when_active_case = gates.if_customer_has_active_case
+when_subscription_case = gates.if_subscription_has_case
 
 # ---- Stripe events ------------------------------------------------------------------------------
 
@@ -54,7 +58,7 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     "customer.created": (into_mirror.customer,),
     "customer.updated": (
         into_mirror.customer,
-        case.on_card_change,
+        when_active_case(case.on_card_change),
         plan_reminders,
         plan_expiry,
     ),
@@ -62,26 +66,26 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     "customer.source.expiring": (into_mirror.card,),
     "payment_method.attached": (
         into_mirror.card,
-        case.on_card_change,
+        when_active_case(case.on_card_change),
         plan_reminders,
         plan_expiry,
     ),
     "payment_method.updated": (
         into_mirror.card,
-        case.on_card_change,
+        when_active_case(case.on_card_change),
         plan_reminders,
         plan_expiry,
     ),
     "payment_method.automatically_updated": (
         into_mirror.card,
-        case.on_card_change,
+        when_active_case(case.on_card_change),
         plan_reminders,
         plan_expiry,
     ),
     "payment_method.detached": (into_mirror.card, plan_expiry),
     "setup_intent.succeeded": (
         into_mirror.setup_intent,
-        case.on_card_change,
+        when_active_case(case.on_card_change),
         plan_reminders,
         plan_expiry,
         card_update.on_setup_intent_succeeded,
@@ -91,13 +95,13 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     "customer.subscription.created": (into_mirror.subscription,),
     "customer.subscription.updated": (
         into_mirror.subscription,
-        case.on_card_change,
+        when_active_case(case.on_card_change),
         plan_reminders,
         plan_expiry,
     ),
     "customer.subscription.deleted": (
         into_mirror.subscription,
-        case.on_subscription_deleted,
+        when_subscription_case(case.on_subscription_deleted),
         plan_reminders,
         plan_expiry,
     ),
@@ -107,23 +111,27 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     "customer.subscription.pending_update_applied": (into_mirror.subscription,),
     # invoices: a failure opens or steers a case, a payment closes it
     "invoice.created": (into_mirror.invoice,),
-    "invoice.finalized": (into_mirror.invoice, case.on_invoice_updated, plan_reminders),
-    "invoice.updated": (into_mirror.invoice, case.on_invoice_updated, plan_reminders),
+    "invoice.finalized": (into_mirror.invoice, when_case(case.on_invoice_updated), plan_reminders),
+    "invoice.updated": (into_mirror.invoice, when_case(case.on_invoice_updated), plan_reminders),
     "invoice.payment_failed": (into_mirror.invoice, case.on_invoice_failure, plan_reminders),
     "invoice.payment_action_required": (
         into_mirror.invoice,
         case.on_invoice_action_required,
         plan_reminders,
     ),
-    "invoice.paid": (into_mirror.invoice, case.on_invoice_paid, plan_reminders),
-    "invoice.payment_succeeded": (into_mirror.invoice, case.on_invoice_paid, plan_reminders),
-    "invoice.marked_uncollectible": (
+    "invoice.paid": (into_mirror.invoice, when_case(case.on_invoice_paid), plan_reminders),
+    "invoice.payment_succeeded": (
         into_mirror.invoice,
-        case.on_invoice_updated,
+        when_case(case.on_invoice_paid),
         plan_reminders,
     ),
-    "invoice.voided": (into_mirror.invoice, case.on_invoice_updated, plan_reminders),
-    "invoice.deleted": (into_mirror.invoice, case.on_invoice_updated, plan_reminders),
+    "invoice.marked_uncollectible": (
+        into_mirror.invoice,
+        when_case(case.on_invoice_updated),
+        plan_reminders,
+    ),
+    "invoice.voided": (into_mirror.invoice, when_case(case.on_invoice_updated), plan_reminders),
+    "invoice.deleted": (into_mirror.invoice, when_case(case.on_invoice_updated), plan_reminders),
     "invoice.upcoming": (into_mirror.upcoming,),
     "invoice_payment.paid": (into_mirror.invoice_payment,),
     # payment attempts: a failed one carries the decline details the retry policy reads
@@ -138,10 +146,10 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     "payment_intent.succeeded": (into_mirror.payment_intent,),
     "payment_intent.requires_action": (into_mirror.payment_intent,),
     # our own events: an object re-read from Stripe (`events.refetch`) after a doubtful update
-    "recovery.refetched.customer": (case.on_card_change, plan_reminders),
-    "recovery.refetched.payment_method": (case.on_card_change, plan_reminders),
-    "recovery.refetched.subscription": (case.on_card_change, plan_reminders),
-    "recovery.refetched.invoice": (case.on_invoice_updated, plan_reminders),
+    "recovery.refetched.customer": (when_active_case(case.on_card_change), plan_reminders),
+    "recovery.refetched.payment_method": (when_active_case(case.on_card_change), plan_reminders),
+    "recovery.refetched.subscription": (when_active_case(case.on_card_change), plan_reminders),
+    "recovery.refetched.invoice": (when_case(case.on_invoice_updated), plan_reminders),
 }
 
 # ---- due actions, by kind -----------------------------------------------------------------------

@@ -8,13 +8,10 @@ workers on PostgreSQL (`recovery_events`, delivered at the commit); in one proce
 within a second of arriving, not at the next tick. A crash before the commit loses nothing:
 nothing was acknowledged, and Stripe delivers again.
 
-Processing (`process_pending`, the worker): a batch of pending events, oldest first, claimed
-`FOR UPDATE SKIP LOCKED` on PostgreSQL (any number of workers split the events; SQLite has one
-writer and one claimer), applied in one transaction with a savepoint per event. An event whose
-processing raises rolls back alone and is retried with backoff until it succeeds or is parked
-as `failed`; the others commit. The database going away fails the whole batch, which stays
-pending. Any order, duplicates and crashes end in the same mirror as in-order delivery: the
-mirror keeps the newest state whatever the order (services/events/mirror.py).
+Processing (`process_pending`, the worker; services/events/processing.py): batches of pending
+events, oldest first, each in one transaction, one bad event rolled back alone. Any order,
+duplicates and crashes end in the same mirror as in-order delivery: the mirror keeps the
+newest state whatever the order (services/events/mirror.py).
 
 `RECOVERY_PROCESS_INLINE=1` processes a new event in the request after its commit instead (the
 same batch code, for that one event).
@@ -25,35 +22,48 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import random
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import Clock
 from recovery.db import Database, insert_or_ignore
 from recovery.domain.stripe_objects import MAX_TIMESTAMP
 from recovery.models import EventStatus, StripeEvent
-from recovery.runtime import Changes, ContextFactory, take_moved_cases
-from recovery.services.events.dispatch import process_payload
+from recovery.runtime import ContextFactory
+from recovery.services.events import processing
+from recovery.services.events.processing import (  # re-exported: the worker, the CLI, tests
+    BATCH,
+    MAX_PROCESSING_ATTEMPTS,
+    backoff,
+    process_events,
+    process_pending,
+    process_stored_event,
+    redrive_due_events,
+)
+
+__all__ = [
+    "BATCH",
+    "MAX_PROCESSING_ATTEMPTS",
+    "backoff",
+    "process_events",
+    "process_pending",
+    "process_stored_event",
+    "redrive_due_events",
+]
 
 log = logging.getLogger(__name__)
 
-MAX_PROCESSING_ATTEMPTS = 8
-BATCH = 200  # events per processing transaction
 NOTIFY_CHANNEL = "recovery_events"
 
 arrived = threading.Event()
 """Set when this process stored a new event: wakes a worker running in the same process."""
-
-_SQLITE_CLAIMER = threading.Lock()  # one claimer per process; SQLite has one writer anyway
 
 
 class InvalidEvent(ValueError):
@@ -178,170 +188,6 @@ def ingest(db: Database, event: ParsedEvent, body: bytes, now: datetime) -> bool
     return new is not None
 
 
-# ---- processing ---------------------------------------------------------------------------------
-
-
-def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
-    """30 s, 1 min, 2 min ... capped at 6 h, with +-20 % jitter so a burst does not re-align."""
-    base = min(30 * 2 ** max(attempts - 1, 0), 6 * 3600)
-    jitter = (rng or random).uniform(0.8, 1.2)
-    return timedelta(seconds=base * jitter)
-
-
-_DATABASE_GONE = (OperationalError, InterfaceError, PendingRollbackError)
-
-
-@dataclass(frozen=True)
-class _Claimed:
-    id: str
-    attempts: int
-    data: dict[str, Any] | None  # parsed already (receive_events), or read from `payload`
-    payload: str = ""
-
-
-def _apply(
-    session: Session, events: Sequence[_Claimed], ctx_factory: ContextFactory, now: datetime
-) -> dict[str, str]:
-    """Process claimed events in the caller's transaction, a savepoint each. Returns each
-    event's status afterwards."""
-    ctx = ctx_factory(session)
-    statuses: dict[str, str] = {}
-    done: list[str] = []
-    for event in events:
-        ctx.changes = Changes()
-        try:
-            with session.begin_nested():
-                data = event.data if event.data is not None else json.loads(event.payload)
-                process_payload(ctx, data)
-        except _DATABASE_GONE:
-            raise  # the database went away: the whole batch stays pending
-        except Exception as exc:  # a processing bug or bad data: this event alone, later
-            log.warning("processing event %s failed: %s", event.id, exc.__class__.__name__)
-            statuses[event.id] = _record_failure(session, event, exc, now)
-        else:
-            done.append(event.id)
-            statuses[event.id] = EventStatus.PROCESSED
-        # The mirror is written with plain statements, which the session's loaded objects do
-        # not see: each event starts from what the database holds, as in a session of its own.
-        session.expunge_all()
-    if done:
-        session.execute(
-            update(StripeEvent)
-            .where(StripeEvent.id.in_(done))
-            .values(
-                status=EventStatus.PROCESSED,
-                attempts=StripeEvent.attempts + 1,
-                processed_at=now,
-                last_error=None,
-            ),
-            execution_options={"synchronize_session": False},
-        )
-    return statuses
-
-
-def _record_failure(session: Session, event: _Claimed, exc: Exception, now: datetime) -> str:
-    take_moved_cases(session)  # what the failed event moved was rolled back with it
-    attempts = event.attempts + 1
-    values: dict[str, Any] = {
-        "attempts": attempts,
-        "last_error": f"{exc.__class__.__name__}: {exc}"[:2000],
-    }
-    if attempts >= MAX_PROCESSING_ATTEMPTS:
-        values["status"] = EventStatus.FAILED
-    else:
-        values.update(status=EventStatus.PENDING, next_attempt_at=now + backoff(attempts))
-    session.execute(
-        update(StripeEvent).where(StripeEvent.id == event.id).values(**values),
-        execution_options={"synchronize_session": False},
-    )
-    return str(values["status"])
-
-
-def _claim_due(session: Session, db: Database, now: datetime, limit: int) -> list[_Claimed]:
-    query = (
-        select(StripeEvent.id, StripeEvent.attempts, StripeEvent.payload)
-        .where(StripeEvent.status == EventStatus.PENDING)
-        .where(StripeEvent.next_attempt_at <= now)
-        .order_by(StripeEvent.next_attempt_at, StripeEvent.created, StripeEvent.id)
-        .limit(limit)
-    )
-    if db.is_postgres:
-        query = query.with_for_update(skip_locked=True)
-    return [_Claimed(r.id, r.attempts, None, r.payload) for r in session.execute(query)]
-
-
-def process_pending(
-    db: Database, ctx_factory: ContextFactory, clock: Clock, limit: int = BATCH
-) -> int:
-    """Claim and process one batch of due pending events (new ones, and failed ones whose
-    backoff has passed). Returns how many were claimed."""
-    with _claimer(db), db.transaction() as session:
-        now = clock.now()
-        events = _claim_due(session, db, now, limit)
-        _apply(session, events, ctx_factory, now)
-    return len(events)
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _claimer(db: Database) -> Any:
-    return _NoLock() if db.is_postgres else _SQLITE_CLAIMER
-
-
-def process_events(
-    db: Database, event_ids: Sequence[str], ctx_factory: ContextFactory, clock: Clock
-) -> dict[str, str]:
-    """Process these stored events, in this order, if still pending (whatever their backoff).
-    Returns each id's status afterwards ("missing" for an unknown id); an event another
-    processor holds right now stays "pending"."""
-    statuses: dict[str, str] = {}
-    with _claimer(db), db.transaction() as session:
-        query = select(
-            StripeEvent.id, StripeEvent.attempts, StripeEvent.payload, StripeEvent.status
-        ).where(StripeEvent.id.in_(list(event_ids)))
-        if db.is_postgres:
-            query = query.with_for_update(skip_locked=True)
-        rows = {r.id: r for r in session.execute(query)}
-        claimed = []
-        for event_id in event_ids:
-            row = rows.get(event_id)
-            if row is None:
-                statuses[event_id] = "missing"
-            elif row.status != EventStatus.PENDING:
-                statuses[event_id] = row.status
-            else:
-                claimed.append(_Claimed(row.id, row.attempts, None, row.payload))
-        statuses.update(_apply(session, claimed, ctx_factory, clock.now()))
-    for event_id in event_ids:  # locked by another processor: still pending for us
-        statuses.setdefault(event_id, EventStatus.PENDING)
-    return statuses
-
-
-def process_stored_event(
-    db: Database, event_id: str, ctx_factory: ContextFactory, clock: Clock
-) -> str:
-    """Process one stored event if still pending. Returns its status afterwards."""
-    return process_events(db, [event_id], ctx_factory, clock)[event_id]
-
-
-def redrive_due_events(
-    db: Database, ctx_factory: ContextFactory, clock: Clock, limit: int = BATCH
-) -> int:
-    """Process every due pending event, batch by batch. Returns how many were tried."""
-    total = 0
-    while True:
-        n = process_pending(db, ctx_factory, clock, limit)
-        total += n
-        if n < limit:
-            return total
-
-
 def reset_for_replay(
     db: Database, *, failed: bool, event_ids: Sequence[str] = (), now: datetime
 ) -> list[str]:
@@ -406,14 +252,14 @@ def receive_events(
 
     def flush() -> None:
         now = clock.now()
-        with _claimer(db), db.transaction() as session:
-            fresh: list[_Claimed] = []
+        with processing.claimer(db), db.transaction() as session:
+            fresh: list[processing.Claimed] = []
             for event, data, body in pending:
                 new = store_event(session, event, body, now)
                 results.append(new)
                 if new:
-                    fresh.append(_Claimed(event.id, 0, data))
-            _apply(session, fresh, ctx_factory, now)
+                    fresh.append(processing.Claimed(event.id, 0, data))
+            processing.apply(session, fresh, ctx_factory, now, db.dialect)
         pending.clear()
 
     for body in bodies:

@@ -72,7 +72,7 @@ def _insert(session: Session, model: type[Any], values: dict[str, Any]) -> bool:
 
 
 # The columns reactions depend on, read with the version: a write reports which of them moved.
-_WATCHED: dict[Any, tuple[str, ...]] = {
+WATCHED: dict[Any, tuple[str, ...]] = {
     Customer: ("default_payment_method_id", "default_source_id", "deleted"),
     PaymentMethod: ("customer_id", "exp_month", "exp_year"),
     Subscription: (
@@ -90,7 +90,7 @@ _WATCHED: dict[Any, tuple[str, ...]] = {
 def _locked_row_statement(model: Any) -> Any:
     # Built once per table, values passed as parameters (see recovery.db.insert_or_ignore).
     columns = [model.version_ts, model.version_tiebreak]
-    columns += [getattr(model, name) for name in _WATCHED[model]]
+    columns += [getattr(model, name) for name in WATCHED[model]]
     return select(*columns).where(model.id == bindparam("oid")).with_for_update()
 
 
@@ -104,7 +104,7 @@ def _locked_row(session: Session, model: Any, oid: str) -> Stored | None:
     row = session.execute(_locked_row_statement(model), {"oid": oid}).first()
     if row is None:
         return None
-    return Stored(Version(row[0], row[1]), dict(zip(_WATCHED[model], row[2:], strict=True)))
+    return Stored(Version(row[0], row[1]), dict(zip(WATCHED[model], row[2:], strict=True)))
 
 
 REFETCH_KIND = "stripe.refetch"
@@ -116,7 +116,7 @@ _REFETCHABLE = {
 }
 
 
-def _refetch_later(session: Session, model: Any, oid: str, ts: int) -> None:
+def refetch_later(session: Session, model: Any, oid: str, ts: int) -> None:
     """Two different states stamped with the same second: the tie-break picks one, but only
     Stripe knows which is current. Ask it (a due action re-reads the object and applies it
     stamped with the fetch time, which outranks both)."""
@@ -146,6 +146,12 @@ class Written:
     moved: frozenset[str]
 
 
+def moved_columns(model: Any, stored: Stored | None, values: dict[str, Any]) -> frozenset[str]:
+    if stored is None:
+        return frozenset(WATCHED[model])
+    return frozenset(k for k, old in stored.watched.items() if values.get(k) != old)
+
+
 def _upsert_versioned(
     session: Session, model: Any, oid: str, values: dict[str, Any], version: Version
 ) -> Written | None:
@@ -154,24 +160,28 @@ def _upsert_versioned(
     stored = _locked_row(session, model, oid)
     if stored is None:
         if _insert(session, model, {"id": oid, **values}):
-            return Written(frozenset(_WATCHED[model]))
+            return Written(moved_columns(model, None, values))
         # Another transaction inserted it since we looked (PostgreSQL waited for its commit).
         stored = _locked_row(session, model, oid)
         assert stored is not None
-    if stored.version.ts == version.ts and stored.version.tiebreak != version.tiebreak:
-        _refetch_later(session, model, oid, version.ts)
+    if is_tie(stored.version, version):
+        refetch_later(session, model, oid, version.ts)
     if version <= stored.version:
         return None
     update_by_key(session, model, oid, values)
-    moved = frozenset(k for k, old in stored.watched.items() if values.get(k) != old)
-    return Written(moved)
+    return Written(moved_columns(model, stored, values))
 
 
-def _note(changes: Changes | None, table: str, oid: str, written: Written | None) -> None:
-    if changes is None or written is None:
+def is_tie(stored: Version, incoming: Version) -> bool:
+    """Two different states stamped with the same second: only Stripe knows which is current."""
+    return stored.ts == incoming.ts and stored.tiebreak != incoming.tiebreak
+
+
+def note(changes: Changes | None, table: str, oid: str, moved: frozenset[str] | None) -> None:
+    """Record a written row (`moved`: its watched columns that changed) in the event's changes."""
+    if changes is None or moved is None:
         return
     changes.mirrored.add((table, oid))
-    moved = written.moved
     if table == "payment_methods" and moved:
         changes.cards = True
     if moved & {"default_payment_method_id", "default_source_id", "deleted"}:
@@ -183,9 +193,26 @@ def _note(changes: Changes | None, table: str, oid: str, written: Written | None
             changes.subscription_status.add(oid)
 
 
-def apply_customer(
-    session: Session, state: CustomerState, ts: int, changes: Changes | None = None
-) -> bool:
+# ---- states as rows -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A state ready to be written: the row's values and the version that orders it."""
+
+    model: Any
+    oid: str
+    values: dict[str, Any]
+    version: Version
+    items: tuple[dict[str, Any], ...] | None = None  # a subscription's items, replaced with it
+    links: tuple[str, ...] = ()  # an invoice's PaymentIntents
+
+    @property
+    def table(self) -> str:
+        return str(self.model.__tablename__)
+
+
+def customer_write(state: CustomerState, ts: int) -> Versioned:
     values = {
         "email": state.email,
         "name": state.name,
@@ -199,14 +226,10 @@ def apply_customer(
         "created": state.created,
     }
     # A deletion is final: rank it above every live state stamped with the same second.
-    written = _upsert_versioned(
-        session, Customer, state.id, values, version_of(ts, state, 1 if state.deleted else 0)
-    )
-    _note(changes, "customers", state.id, written)
-    return written is not None
+    return Versioned(Customer, state.id, values, version_of(ts, state, 1 if state.deleted else 0))
 
 
-def apply_card(session: Session, state: CardState, ts: int, changes: Changes | None = None) -> bool:
+def card_write(state: CardState, ts: int) -> Versioned:
     values = {
         "customer_id": state.customer_id,
         "type": state.type,
@@ -220,14 +243,10 @@ def apply_card(session: Session, state: CardState, ts: int, changes: Changes | N
         "wallet": state.wallet,
         "created": state.created,
     }
-    written = _upsert_versioned(session, PaymentMethod, state.id, values, version_of(ts, state))
-    _note(changes, "payment_methods", state.id, written)
-    return written is not None
+    return Versioned(PaymentMethod, state.id, values, version_of(ts, state))
 
 
-def apply_subscription(
-    session: Session, state: SubscriptionState, ts: int, changes: Changes | None = None
-) -> bool:
+def subscription_write(state: SubscriptionState, ts: int) -> Versioned:
     values = {
         "customer_id": state.customer_id,
         "status": state.status,
@@ -250,47 +269,27 @@ def apply_subscription(
         "metadata_": dict(state.metadata),
         "created": state.created,
     }
-    rank = 1 if state.status == "canceled" else 0  # cancelled is terminal
-    written = _upsert_versioned(
-        session, Subscription, state.id, values, version_of(ts, state, rank)
+    items = tuple(
+        {
+            "id": item.id,
+            "subscription_id": state.id,
+            "price_id": item.price_id,
+            "product_id": item.product_id,
+            "unit_amount": item.unit_amount,
+            "quantity": item.quantity,
+            "currency": item.currency,
+            "interval": item.interval,
+            "interval_count": item.interval_count,
+            "current_period_start": utcnow_from(item.current_period_start),
+            "current_period_end": utcnow_from(item.current_period_end),
+        }
+        for item in state.items
     )
-    _note(changes, "subscriptions", state.id, written)
-    if written is None:
-        return False
-    session.execute(delete(SubscriptionItem).where(SubscriptionItem.subscription_id == state.id))
-    if state.items:
-        session.execute(
-            insert(SubscriptionItem),
-            [
-                {
-                    "id": item.id,
-                    "subscription_id": state.id,
-                    "price_id": item.price_id,
-                    "product_id": item.product_id,
-                    "unit_amount": item.unit_amount,
-                    "quantity": item.quantity,
-                    "currency": item.currency,
-                    "interval": item.interval,
-                    "interval_count": item.interval_count,
-                    "current_period_start": utcnow_from(item.current_period_start),
-                    "current_period_end": utcnow_from(item.current_period_end),
-                }
-                for item in state.items
-            ],
-        )
-    return True
+    rank = 1 if state.status == "canceled" else 0  # cancelled is terminal
+    return Versioned(Subscription, state.id, values, version_of(ts, state, rank), items)
 
 
-def link_invoice_payment(session: Session, invoice_id: str, payment_intent_id: str) -> None:
-    values = {"invoice_id": invoice_id, "payment_intent_id": payment_intent_id}
-    insert_or_ignore(session, InvoicePayment, values, ["invoice_id", "payment_intent_id"])
-
-
-def apply_invoice(
-    session: Session, state: InvoiceState, ts: int, changes: Changes | None = None
-) -> bool:
-    for intent in state.payment_intent_ids:
-        link_invoice_payment(session, state.id, intent)
+def invoice_write(state: InvoiceState, ts: int) -> Versioned:
     values = {
         "customer_id": state.customer_id,
         "subscription_id": state.subscription_id,
@@ -311,12 +310,59 @@ def apply_invoice(
         "created": state.created,
     }
     rank = _INVOICE_STATUS_RANK.get(state.status or "", 0) * 1000 + min(state.attempt_count, 999)
-    written = _upsert_versioned(session, Invoice, state.id, values, version_of(ts, state, rank))
-    _note(changes, "invoices", state.id, written)
+    version = version_of(ts, state, rank)
+    return Versioned(Invoice, state.id, values, version, links=tuple(state.payment_intent_ids))
+
+
+def replace_items(
+    session: Session, subscription_ids: list[str], items: list[dict[str, Any]]
+) -> None:
+    session.execute(
+        delete(SubscriptionItem).where(SubscriptionItem.subscription_id.in_(subscription_ids))
+    )
+    if items:
+        session.execute(insert(SubscriptionItem), items)
+
+
+def apply(session: Session, write: Versioned, changes: Changes | None = None) -> bool:
+    """Write one state if it is the newest, in the caller's transaction. True when written."""
+    for intent in write.links:
+        link_invoice_payment(session, write.oid, intent)
+    written = _upsert_versioned(session, write.model, write.oid, write.values, write.version)
+    note(changes, write.table, write.oid, written.moved if written else None)
+    if written is not None and write.items is not None:
+        replace_items(session, [write.oid], list(write.items))
     return written is not None
 
 
-_ATTEMPT_FIELDS = (
+def apply_customer(
+    session: Session, state: CustomerState, ts: int, changes: Changes | None = None
+) -> bool:
+    return apply(session, customer_write(state, ts), changes)
+
+
+def apply_card(session: Session, state: CardState, ts: int, changes: Changes | None = None) -> bool:
+    return apply(session, card_write(state, ts), changes)
+
+
+def apply_subscription(
+    session: Session, state: SubscriptionState, ts: int, changes: Changes | None = None
+) -> bool:
+    return apply(session, subscription_write(state, ts), changes)
+
+
+def link_invoice_payment(session: Session, invoice_id: str, payment_intent_id: str) -> None:
+    values = {"invoice_id": invoice_id, "payment_intent_id": payment_intent_id}
+    insert_or_ignore(session, InvoicePayment, values, ["invoice_id", "payment_intent_id"])
+
+
+def apply_invoice(
+    session: Session, state: InvoiceState, ts: int, changes: Changes | None = None
+) -> bool:
+    return apply(session, invoice_write(state, ts), changes)
+
+
+ATTEMPT_FIELDS = (
     "payment_intent_id",
     "invoice_id",
     "customer_id",
@@ -351,22 +397,56 @@ def _merge_field(old: Any, new: Any) -> Any:
     return max(old, new, key=str)
 
 
+def attempt_values(state: AttemptState) -> dict[str, Any]:
+    return {name: getattr(state, name) for name in ATTEMPT_FIELDS}
+
+
+def merged_attempt(
+    stored: dict[str, Any], new_values: dict[str, Any], status: str, ts: int
+) -> dict[str, Any]:
+    """A stored attempt (`ATTEMPT_FIELDS`, status, version_ts) and what one more source says."""
+    merged = {name: _merge_field(stored[name], new_values[name]) for name in ATTEMPT_FIELDS}
+    old_status = str(stored["status"])
+    newer = _ATTEMPT_STATUS_RANK.get(status, 0) > _ATTEMPT_STATUS_RANK.get(old_status, 0)
+    merged["status"] = status if newer else old_status
+    merged["version_ts"] = max(int(stored["version_ts"]), ts)
+    return merged
+
+
+@functools.cache
+def _locked_attempt_statement() -> Any:
+    columns = [getattr(PaymentAttempt, n) for n in (*ATTEMPT_FIELDS, "status", "version_ts")]
+    return select(*columns).where(PaymentAttempt.id == bindparam("oid")).with_for_update()
+
+
 def apply_attempt(
-    session: Session, state: AttemptState, ts: int, changes: Changes | None = None
+    session: Session,
+    state: AttemptState,
+    ts: int,
+    changes: Changes | None = None,
+    *,
+    with_card: bool = True,
 ) -> None:
-    if state.card is not None:
-        apply_card(session, state.card, ts, changes)
-    if state.invoice_id and state.payment_intent_id:
-        link_invoice_payment(session, state.invoice_id, state.payment_intent_id)
-    new_values = {name: getattr(state, name) for name in _ATTEMPT_FIELDS}
+    """The attempt merged into what is stored of it (and, unless told otherwise, its card and
+    its invoice's link to its PaymentIntent)."""
+    if with_card:
+        if state.card is not None:
+            apply_card(session, state.card, ts, changes)
+        if state.invoice_id and state.payment_intent_id:
+            link_invoice_payment(session, state.invoice_id, state.payment_intent_id)
+    new_values = attempt_values(state)
     values = {**new_values, "status": state.status, "version_ts": ts, "version_tiebreak": ""}
+    if changes is not None:
+        changes.mirrored.add(("payment_attempts", state.id))
     if _insert(session, PaymentAttempt, {"id": state.id, **values}):
         return
-    row = session.execute(
-        select(PaymentAttempt).where(PaymentAttempt.id == state.id).with_for_update()
-    ).scalar_one()
-    merged = {name: _merge_field(getattr(row, name), new_values[name]) for name in _ATTEMPT_FIELDS}
-    if _ATTEMPT_STATUS_RANK.get(state.status, 0) > _ATTEMPT_STATUS_RANK.get(row.status, 0):
-        merged["status"] = state.status
-    merged["version_ts"] = max(row.version_ts, ts)
-    update_by_key(session, PaymentAttempt, state.id, merged)
+    merge_attempt(session, state.id, new_values, state.status, ts)
+
+
+def merge_attempt(
+    session: Session, oid: str, new_values: dict[str, Any], status: str, ts: int
+) -> None:
+    """Merge into the stored attempt, its row locked."""
+    row = session.execute(_locked_attempt_statement(), {"oid": oid}).one()
+    stored = dict(zip((*ATTEMPT_FIELDS, "status", "version_ts"), row, strict=True))
+    update_by_key(session, PaymentAttempt, oid, merged_attempt(stored, new_values, status, ts))
