@@ -233,21 +233,7 @@ class Bench:
         return best[1]
 
     def worker(self) -> subprocess.Popen[bytes]:
-        """A `recovery worker` process on the same database, as deployed beside gunicorn."""
-        env = app_env(self.url, False, self.work / "instance")
-        log = open(self.work / "worker.log", "ab")  # noqa: SIM115 - the process keeps it
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "recovery.cli", "worker"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
-        time.sleep(3.0)  # imported, connected, listening
-        if proc.poll() is not None:
-            raise RuntimeError(f"the worker did not start: {self.work / 'worker.log'}")
-        return proc
+        return start_worker(self.url, self.work)
 
     def run(self, model: WorkerModel) -> None:
         seconds, rate = self.args.seconds, self.args.rate
@@ -286,8 +272,7 @@ class Bench:
                         fixed["processed"] = processed_latency(self.url, ids)
                 finally:
                     if worker is not None:
-                        worker.send_signal(signal.SIGTERM)
-                        worker.wait(timeout=60)
+                        stop_worker(worker)
                 fixed["inbox"] = check_inbox(self.url, ids)
                 print(line(f"{mode} fixed {rate:g}/s", fixed), flush=True)
                 print(f"    service time (from send, not due): {fixed['service_time_ms']}")
@@ -325,6 +310,29 @@ class Bench:
         for name, share in own[:20]:
             print(f"    {share:6.1%}  {name}")
         self.results["profile"] = {"samples": total, "inclusive": inclusive, "self": own}
+
+
+def start_worker(database_url: str, work: Path) -> subprocess.Popen[bytes]:
+    """A `recovery worker` process on the database, as deployed beside gunicorn."""
+    env = app_env(database_url, False, work / "instance")
+    log = open(work / "worker.log", "ab")  # noqa: SIM115 - the process keeps it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recovery.cli", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+    )
+    time.sleep(3.0)  # imported, connected, listening
+    if proc.poll() is not None:
+        raise RuntimeError(f"the worker did not start: {work / 'worker.log'}")
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
 
 
 def processed_latency(url: str, ids_file: Path, wait: float = 60.0) -> dict[str, Any]:

@@ -17,7 +17,7 @@ transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -71,16 +71,60 @@ class Changes:
         return self.cards or self.default_card or self.renewal
 
 
-@dataclass
 class Facts:
-    """What a batch of events may act on, read once for the batch and grown as it goes: which
-    invoices, customers and subscriptions have recovery cases, which customers have expiring-
-    card notices pending. A reaction that acts on none of them is skipped (see `Gated`)."""
+    """What a batch of events may act on, read for the batch when first asked and grown as it
+    goes: which invoices, customers and subscriptions have recovery cases, which customers have
+    expiring-card notices pending. A reaction that acts on none of them is skipped (`Gated`)."""
 
-    invoices_with_cases: set[str] = field(default_factory=set)
-    customers_with_active_cases: set[str] = field(default_factory=set)
-    subscriptions_with_cases: set[str] = field(default_factory=set)
-    customers_with_expiry_notices: set[str] = field(default_factory=set)
+    def __init__(
+        self,
+        read_cases: Callable[[Facts], None] | None = None,
+        read_notices: Callable[[Facts], None] | None = None,
+    ) -> None:
+        self._read_cases, self._read_notices = read_cases, read_notices
+        self._invoices: set[str] = set()
+        self._active_customers: set[str] = set()
+        self._subscriptions: set[str] = set()
+        self._notices: set[str] = set()
+
+    def _cases(self) -> None:
+        read, self._read_cases = self._read_cases, None
+        if read is not None:
+            read(self)
+
+    def add_case(
+        self, invoice_id: str, customer_id: str | None, subscription_id: str | None, active: bool
+    ) -> None:
+        self._invoices.add(invoice_id)
+        if subscription_id:
+            self._subscriptions.add(subscription_id)
+        if customer_id and active:
+            self._active_customers.add(customer_id)
+
+    def add_notices(self, customer_ids: Iterable[str]) -> None:
+        self._notices.update(customer_ids)
+
+    @property
+    def invoices_with_cases(self) -> set[str]:
+        self._cases()
+        return self._invoices
+
+    @property
+    def customers_with_active_cases(self) -> set[str]:
+        self._cases()
+        return self._active_customers
+
+    @property
+    def subscriptions_with_cases(self) -> set[str]:
+        self._cases()
+        return self._subscriptions
+
+    @property
+    def customers_with_expiry_notices(self) -> set[str]:
+        read, self._read_notices = self._read_notices, None
+        if read is not None:
+            read(self)
+        return self._notices
 
 
 @dataclass

@@ -137,8 +137,8 @@ expiry_when_inputs_moved = Gated(_expiry_needed, _expiry_on_card_change)
 
 
 def read_facts(session: Session, events: Sequence[Payload]) -> Facts:
-    """Which of the batch's invoices, customers and subscriptions have cases, and which
-    customers have expiring-card notices pending: two statements for the whole batch."""
+    """What the batch's events may act on, read when first needed: the cases of its invoices,
+    customers and subscriptions (one statement), the customers with a notice pending (one)."""
     invoices, customers, subscriptions = set(), set(), set()
     for event in events:
         obj = event["data"]["object"]
@@ -150,57 +150,48 @@ def read_facts(session: Session, events: Sequence[Payload]) -> Facts:
         customer = customer_of(obj)
         if customer:
             customers.add(customer)
-    facts = Facts()
-    if not (invoices or customers or subscriptions):
-        return facts
-    rows = session.execute(
-        select(
-            RecoveryCase.invoice_id,
-            RecoveryCase.customer_id,
-            RecoveryCase.subscription_id,
-            RecoveryCase.status,
-        ).where(
-            or_(
+
+    def read_cases(facts: Facts) -> None:
+        if invoices or customers or subscriptions:
+            where = or_(
                 RecoveryCase.invoice_id.in_(sorted(invoices)),
                 RecoveryCase.customer_id.in_(sorted(customers)),
                 RecoveryCase.subscription_id.in_(sorted(subscriptions)),
             )
-        )
-    )
-    _add_cases(facts, rows)
-    if customers:
-        facts.customers_with_expiry_notices.update(
-            str(c)
-            for c in session.scalars(
-                select(OutboxMessage.customer_id)
-                .where(OutboxMessage.customer_id.in_(sorted(customers)))
-                .where(OutboxMessage.status == MessageStatus.PENDING)
-                .where(OutboxMessage.about.like("expiry:%"))
-                .distinct()
+            _add_cases(facts, session.execute(_CASE_KEYS.where(where)))
+
+    def read_notices(facts: Facts) -> None:
+        if customers:
+            facts.add_notices(
+                str(c)
+                for c in session.scalars(
+                    select(OutboxMessage.customer_id)
+                    .where(OutboxMessage.customer_id.in_(sorted(customers)))
+                    .where(OutboxMessage.status == MessageStatus.PENDING)
+                    .where(OutboxMessage.about.like("expiry:%"))
+                    .distinct()
+                )
             )
-        )
-    return facts
+
+    return Facts(read_cases, read_notices)
+
+
+_CASE_KEYS = select(
+    RecoveryCase.invoice_id,
+    RecoveryCase.customer_id,
+    RecoveryCase.subscription_id,
+    RecoveryCase.status,
+)
 
 
 def grow_facts(session: Session, facts: Facts, moved_case_ids: set[int]) -> None:
     """Cases opened or moved by an event of the batch: what the events after it may act on."""
     if moved_case_ids:
-        rows = session.execute(
-            select(
-                RecoveryCase.invoice_id,
-                RecoveryCase.customer_id,
-                RecoveryCase.subscription_id,
-                RecoveryCase.status,
-            ).where(RecoveryCase.id.in_(sorted(moved_case_ids)))
-        )
-        _add_cases(facts, rows)
+        where = RecoveryCase.id.in_(sorted(moved_case_ids))
+        _add_cases(facts, session.execute(_CASE_KEYS.where(where)))
 
 
 def _add_cases(facts: Facts, rows: Iterable[Any]) -> None:
     active = {s.value for s in ACTIVE}
     for invoice_id, customer_id, subscription_id, status in rows:
-        facts.invoices_with_cases.add(invoice_id)
-        if subscription_id:
-            facts.subscriptions_with_cases.add(subscription_id)
-        if customer_id and status in active:
-            facts.customers_with_active_cases.add(customer_id)
+        facts.add_case(invoice_id, customer_id, subscription_id, status in active)
