@@ -28,7 +28,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from recovery.adapters.deadline import Deadline
@@ -223,6 +223,7 @@ class Send:
     to: str = ""  # SMS
     text: str = ""  # SMS, the same on every attempt (the link's token is derived)
     look_up_since: datetime | None = None  # SMS: ask Twilio first, an earlier try may have gone
+    attempt: int = 0  # this action's attempt, recorded on the message with the outcome
     last_try: bool = False  # a transient failure now fails the message
 
 
@@ -242,8 +243,8 @@ def decide_send(ctx: ActionContext, action: Claimed) -> Send | None:
     if reason is not None:
         _finish(row, MessageStatus.CANCELLED, now, reason)
         return None
-    customer = ctx.session.get(Customer, row.customer_id) if row.customer_id else None
     if row.channel == "sms":
+        customer = ctx.session.get(Customer, row.customer_id) if row.customer_id else None
         blocked = _sms_blocked(ctx, row, customer)
         if blocked is not None:
             _finish(row, MessageStatus.CANCELLED, now, blocked)
@@ -275,7 +276,8 @@ def decide_send(ctx: ActionContext, action: Claimed) -> Send | None:
         return None
     last_try = action.attempts >= MAX_ATTEMPTS
     if row.channel == "email":
-        return Send(row.id, "email", email=_email(ctx, row), last_try=last_try)
+        email = _email(ctx, row)
+        return Send(row.id, "email", email=email, attempt=action.attempts, last_try=last_try)
     return Send(
         row.id,
         "sms",
@@ -311,17 +313,30 @@ def call_send(providers: Providers, send: Send, deadline: Deadline) -> Sent:
 
 def record_send(ctx: ActionContext, action: Claimed, send: Send, sent: Sent) -> None:
     now = ctx.clock.now()
+    if sent.error is None:  # sent, whatever happened to the row meanwhile: the provider took it
+        attempts = OutboxMessage.attempts
+        ctx.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == send.message_id)
+            .values(
+                status=MessageStatus.SENT,
+                sent_at=now,
+                finished_at=now,
+                last_error=None,
+                provider_id=sent.provider_id,
+                attempts=case((attempts < send.attempt, send.attempt), else_=attempts),
+            ),
+            execution_options={"synchronize_session": False},
+        )
+        return
     row = ctx.session.get(OutboxMessage, send.message_id, with_for_update=True)
     if row is None:
         return
-    if sent.error is not None:
-        _finish(row, MessageStatus.FAILED, now, str(sent.error))
-        if row.channel == "sms" and sent.error.code == OPTED_OUT:
-            set_opt_out(ctx.session, row.recipient, True, "twilio_21610", now)
-        log.warning("message %s to %s failed: %s", row.id, _masked(row), sent.error)
-        return
-    row.provider_id = sent.provider_id
-    _sent(row, now)  # sent, whatever happened to the row meanwhile: the provider took it
+    row.attempts = max(row.attempts, send.attempt)
+    _finish(row, MessageStatus.FAILED, now, str(sent.error))
+    if row.channel == "sms" and sent.error.code == OPTED_OUT:
+        set_opt_out(ctx.session, row.recipient, True, "twilio_21610", now)
+    log.warning("message %s to %s failed: %s", row.id, _masked(row), sent.error)
 
 
 def _sent(row: OutboxMessage, now: datetime) -> None:
