@@ -1,5 +1,5 @@
 """WSGI entry point: `gunicorn wsgi:app`."""
 
-from recovery import create_app
+from recovery.app import create_app
 
 app = create_app()

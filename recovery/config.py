@@ -71,8 +71,11 @@ EXAMPLES = {
     "RECOVERY_PUBLIC_URL": "https://billing.example.com",
     "RECOVERY_RULES": "/etc/recovery/rules.toml",
     "RECOVERY_WEBHOOK_MAX_BYTES": "1048576",
-    "RECOVERY_PROCESS_INLINE": "1 (or 0)",
+    "RECOVERY_PROCESS_INLINE": "0 (or 1)",
     "RECOVERY_WORKER_TICK_SECONDS": "1",
+    "RECOVERY_WORKER_THREADS": "8",
+    "RECOVERY_PROVIDER_DEADLINE_SECONDS": "60",
+    "RECOVERY_RETENTION_DAYS": "90",
     "RECOVERY_LOG_LEVEL": "INFO",
     "RECOVERY_LOG_FORMAT": "json (or text)",
     "RECOVERY_SMTP_URL": "smtp://user:pass@smtp.example.com:587?tls=starttls",
@@ -177,9 +180,19 @@ class Settings:
     rules_path: Path | None = None
     # Stripe events are a few KiB; an invoice with hundreds of lines stays well under this.
     webhook_max_bytes: int = 1024 * 1024
-    # Process an event in the request that stored it (after the commit). Off = worker only.
-    process_inline: bool = True
+    # Process an event in the request that stored it (after the commit). Off (the default): the
+    # request only stores it and wakes a worker, which processes events in batches.
+    process_inline: bool = False
     worker_tick_seconds: float = 1.0
+    # Threads per worker process: provider calls (Stripe, SMTP, Twilio) of different subjects run
+    # at once, each with no database transaction open.
+    worker_threads: int = 8
+    # The most one provider call may take, the SDK's own retries included: well inside the
+    # 5-minute lease on a due action, so no other worker takes it over while it runs.
+    provider_deadline_seconds: float = 60.0
+    # Processed events, finished due actions and sent or cancelled messages older than this are
+    # deleted by a daily job (never what a case timeline or a dashboard figure still needs).
+    retention_days: int = 90
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": one JSON object per line (recovery.logs)
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -229,6 +242,9 @@ class Settings:
         rules = env.get("RECOVERY_RULES")
         max_bytes = _number(env, "RECOVERY_WEBHOOK_MAX_BYTES", 1024 * 1024, int, problems)
         tick = _number(env, "RECOVERY_WORKER_TICK_SECONDS", 1.0, float, problems)
+        threads = _number(env, "RECOVERY_WORKER_THREADS", 8, int, problems)
+        deadline = _number(env, "RECOVERY_PROVIDER_DEADLINE_SECONDS", 60.0, float, problems)
+        retention = _number(env, "RECOVERY_RETENTION_DAYS", 90, int, problems)
         settings = cls(
             env=env.get("RECOVERY_ENV", "development"),
             instance_path=instance,
@@ -242,8 +258,11 @@ class Settings:
             public_url=(env.get("RECOVERY_PUBLIC_URL") or "http://127.0.0.1:5000").rstrip("/"),
             rules_path=Path(rules) if rules else None,
             webhook_max_bytes=int(max_bytes),
-            process_inline=FLAGS.get(env.get("RECOVERY_PROCESS_INLINE", "1").lower(), True),
+            process_inline=FLAGS.get(env.get("RECOVERY_PROCESS_INLINE", "0").lower(), False),
             worker_tick_seconds=float(tick),
+            worker_threads=int(threads),
+            provider_deadline_seconds=float(deadline),
+            retention_days=int(retention),
             log_level=env.get("RECOVERY_LOG_LEVEL", "INFO").upper(),
             log_format=env.get("RECOVERY_LOG_FORMAT", "text").lower(),
             smtp_url=env.get("RECOVERY_SMTP_URL", ""),
@@ -298,6 +317,13 @@ class Settings:
             add(problem("RECOVERY_WEBHOOK_MAX_BYTES", "must be from 1024 to 67108864"))
         if not 0.05 <= self.worker_tick_seconds <= 60:
             add(problem("RECOVERY_WORKER_TICK_SECONDS", "must be from 0.05 to 60"))
+        if not 1 <= self.worker_threads <= 256:
+            add(problem("RECOVERY_WORKER_THREADS", "must be from 1 to 256"))
+        # the 5-minute lease must outlive a provider call, or another worker would take it over
+        if not 1 <= self.provider_deadline_seconds <= 240:
+            add(problem("RECOVERY_PROVIDER_DEADLINE_SECONDS", "must be from 1 to 240"))
+        if self.retention_days < 0:
+            add(problem("RECOVERY_RETENTION_DAYS", "must be 0 (keep everything) or more"))
         if self.log_level not in LOG_LEVELS:
             add(problem("RECOVERY_LOG_LEVEL", f"is not one of {', '.join(LOG_LEVELS)}"))
         if self.log_format not in LOG_FORMATS:

@@ -67,6 +67,7 @@ class Base(DeclarativeBase):
 
 
 READ_ONLY_OPTION = "recovery_read_only"
+POOL_RECYCLE_SECONDS = 1800
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -105,7 +106,11 @@ class Database:
             if kwargs["poolclass"] is None:
                 del kwargs["poolclass"]
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+            # No ping per checkout (a round trip on every webhook): connections are recycled
+            # after half an hour instead, and one that died is a failed statement - a 503 for a
+            # webhook, which Stripe retries - after which SQLAlchemy discards every connection
+            # older than the failure, so the next checkout connects afresh.
+            kwargs.update(pool_size=pool_size, max_overflow=10, pool_recycle=POOL_RECYCLE_SECONDS)
             kwargs["json_serializer"] = json.dumps
         self.engine = create_engine(url, **kwargs)
         if self.dialect == "sqlite":
@@ -156,7 +161,7 @@ def _column_keys(model: Any) -> dict[str, str]:
     return {prop.key: prop.columns[0].key for prop in inspect(model).column_attrs}
 
 
-def _as_columns(model: Any, values: dict[str, Any]) -> dict[str, Any]:
+def as_columns(model: Any, values: dict[str, Any]) -> dict[str, Any]:
     keys = _column_keys(model)
     return {keys[name]: value for name, value in values.items()}
 
@@ -188,7 +193,7 @@ def insert_or_ignore(
     """
     dialect = session.get_bind().dialect.name
     stmt = _insert_or_ignore_statement(dialect, model, tuple(conflict_columns or ()))
-    return session.execute(stmt, _as_columns(model, values)).first() is not None
+    return session.execute(stmt, as_columns(model, values)).first() is not None
 
 
 @functools.cache
@@ -200,7 +205,7 @@ def _update_by_key_statement(model: Any) -> Any:
 
 def update_by_key(session: Session, model: Any, key: Any, values: dict[str, Any]) -> None:
     """UPDATE one row by primary key, from a prebuilt statement (see above for why)."""
-    session.execute(_update_by_key_statement(model), {**_as_columns(model, values), "_key": key})
+    session.execute(_update_by_key_statement(model), {**as_columns(model, values), "_key": key})
 
 
 def execute_count(session: Session, statement: Any) -> int:

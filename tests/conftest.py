@@ -115,6 +115,9 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "api_keys": (API_KEY,),
         "secret_key": "test-secret-key-" + "x" * 32,
         "public_url": "http://recovery.test",
+        # Provider calls in the test's own thread, in order: the in-memory Stripe fake is not
+        # thread-safe. The crash drill and tests/test_worker_threads.py run the default pool.
+        "worker_threads": 1,
     }
     values.update(overrides)
     return Settings(**values)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
+from recovery.adapters.deadline import Deadline
 from recovery.db import Base
 from recovery.models import DueAction, EventStatus, StripeEvent
 from recovery.runtime import Claimed, Runtime
@@ -221,10 +222,13 @@ def _run_refetches(runtime: Runtime, finals: Sequence[bytes]) -> int:
             Claimed(a.id, a.kind, a.subject, a.dedupe_key, a.attempts, a.payload, a.due_at)
             for a in actions
         ]
-    for action in claimed:
+    for action in claimed:  # its three steps, as the worker runs them
         with runtime.db.transaction() as session:
-            ctx = runtime.action_context(session)
-            refetch.run_refetch(ctx, action)
+            plan = refetch.decide_refetch(runtime.action_context(session), action)
+        assert plan is not None
+        fresh = refetch.call_refetch(runtime.providers, plan, Deadline(60))
+        with runtime.db.transaction() as session:
+            refetch.record_refetch(runtime.action_context(session), action, plan, fresh)
     return len(claimed)
 
 

@@ -1,7 +1,9 @@
-"""POST /webhooks/stripe: only genuine, fresh, well-formed events are stored, each once."""
+"""POST /webhooks/stripe: only genuine, fresh, well-formed events are stored, each once, and
+acknowledged as soon as stored; a worker processes them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -10,6 +12,7 @@ from sqlalchemy import func, select
 
 from recovery.models import Customer, EventStatus, StripeEvent
 from recovery.runtime import Runtime
+from recovery.worker import Worker
 from tests.conftest import WEBHOOK_SECRET
 from tests.support import stripe_payloads as sp
 
@@ -33,17 +36,32 @@ def customer_event(runtime: Runtime) -> tuple[bytes, int]:
     return sp.body_of(evt), now
 
 
-def test_valid_event_is_stored_processed_and_acknowledged(
+def test_valid_event_is_stored_acknowledged_then_processed_by_the_worker(
     client: Any, runtime: Runtime, customer_event: tuple[bytes, int]
 ) -> None:
     body, now = customer_event
     resp = post(client, body, sp.signature_header(body, WEBHOOK_SECRET, now))
     assert resp.status_code == 200
-    assert resp.json == {"received": True, "duplicate": False, "status": "processed"}
+    assert resp.json == {"received": True, "duplicate": False, "status": "pending"}
     with runtime.db.transaction() as session:
         stored = session.scalars(select(StripeEvent)).one()
         assert stored.payload == body.decode()  # byte for byte as signed
-        assert stored.status == EventStatus.PROCESSED
+        assert stored.status == EventStatus.PENDING
+        assert session.get(Customer, "cus_A") is None  # the request only stored it
+    assert Worker(runtime).process_events() == 1
+    with runtime.db.transaction() as session:
+        assert session.scalars(select(StripeEvent)).one().status == EventStatus.PROCESSED
+        assert session.get(Customer, "cus_A").email == "a@example.com"  # type: ignore[union-attr]
+
+
+def test_inline_mode_processes_in_the_request(
+    client: Any, runtime: Runtime, customer_event: tuple[bytes, int]
+) -> None:
+    runtime.settings = dataclasses.replace(runtime.settings, process_inline=True)
+    body, now = customer_event
+    resp = post(client, body, sp.signature_header(body, WEBHOOK_SECRET, now))
+    assert resp.json == {"received": True, "duplicate": False, "status": "processed"}
+    with runtime.db.transaction() as session:
         assert session.get(Customer, "cus_A").email == "a@example.com"  # type: ignore[union-attr]
 
 
@@ -158,6 +176,7 @@ def test_processing_error_still_acknowledges_and_leaves_event_for_the_worker(
     resp = post(client, body, sp.signature_header(body, WEBHOOK_SECRET, now))
     assert resp.status_code == 200  # stored, so acknowledged: Stripe must not resend forever
     assert resp.json["status"] == "pending"
+    assert Worker(runtime).process_events() == 1
     with runtime.db.transaction() as session:
         stored = session.scalars(select(StripeEvent)).one()
         assert stored.status == EventStatus.PENDING
@@ -185,5 +204,8 @@ def test_unknown_event_types_are_stored_and_marked_processed(client: Any, runtim
     body = sp.body_of(sp.event("plan.created", sp.fixture("plan"), now))
     resp = post(client, body, sp.signature_header(body, WEBHOOK_SECRET, now))
     assert resp.status_code == 200
-    assert json.loads(resp.data)["status"] == "processed"
+    assert json.loads(resp.data)["status"] == "pending"
+    assert Worker(runtime).process_events() == 1
     assert count_events(runtime) == 1
+    with runtime.db.transaction() as session:
+        assert session.scalars(select(StripeEvent)).one().status == EventStatus.PROCESSED

@@ -5,13 +5,20 @@ by pasting strings into headers: CR/LF in a display name cannot add a header (bp
 docs/messaging.md), and we strip them before CPython has to refuse them. The Message-ID is derived
 from the outbox dedupe key, so a message re-sent after a crash carries the same id and
 receivers (and our own tests) can tell it is the same message.
+
+Each worker thread keeps one SMTP connection open (logged in once) and reuses it for every
+message; a connection the server dropped meanwhile is replaced once, before anything was sent
+on it. Every socket wait is capped to the provider call's deadline (adapters/deadline.py), so
+a server that accepts and never answers costs at most the deadline.
 """
 
 from __future__ import annotations
 
 import hashlib
 import smtplib
+import socket
 import ssl
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
@@ -19,6 +26,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Literal, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from recovery.adapters import deadline
 
 
 class SendError(Exception):
@@ -115,25 +124,69 @@ def build(
 class SmtpMailer:
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
+        self._local = threading.local()  # one connection per thread
 
     def _connect(self) -> smtplib.SMTP:
         c = self.config
+        timeout = deadline.cap(c.timeout)
+        smtp: smtplib.SMTP
         if c.tls == "implicit":
-            return smtplib.SMTP_SSL(
-                c.host, c.port, timeout=c.timeout, context=ssl.create_default_context()
+            smtp = smtplib.SMTP_SSL(
+                c.host, c.port, timeout=timeout, context=ssl.create_default_context()
             )
-        smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
-        if c.tls == "starttls":
-            smtp.starttls(context=ssl.create_default_context())
+        else:
+            smtp = smtplib.SMTP(c.host, c.port, timeout=timeout)
+            if c.tls == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+        if c.username:
+            smtp.login(c.username, c.password or "")
         return smtp
+
+    def _connection(self) -> tuple[smtplib.SMTP, bool]:
+        """This thread's connection, and whether it was opened just now."""
+        smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
+        if smtp is not None:
+            return smtp, False
+        smtp = self._connect()
+        self._local.smtp = smtp
+        return smtp, True
+
+    def close(self) -> None:
+        """Close this thread's connection (the others close with their threads)."""
+        smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
+        self._local.smtp = None
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
+
+    def _drop(self) -> None:
+        smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
+        self._local.smtp = None
+        if smtp is not None:
+            smtp.close()
+
+    def _send_on(self, smtp: smtplib.SMTP, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
+        sock = getattr(smtp, "sock", None)
+        if isinstance(sock, socket.socket):
+            sock.settimeout(deadline.cap(self.config.timeout))
+        return smtp.send_message(message)
 
     def send(self, message: EmailMessage) -> str:
         """Hand the message to the SMTP server. Returns its Message-ID."""
         try:
-            with self._connect() as smtp:
-                if self.config.username:
-                    smtp.login(self.config.username, self.config.password or "")
-                refused = smtp.send_message(message)
+            smtp, fresh = self._connection()
+            try:
+                refused = self._send_on(smtp, message)
+            except smtplib.SMTPServerDisconnected:
+                self._drop()
+                if fresh:
+                    raise
+                # An idle connection the server closed: it fails at the first command, before
+                # the message was handed over. Once more on a new one.
+                smtp, _ = self._connection()
+                refused = self._send_on(smtp, message)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             permanent = all(code >= 500 for code in codes)
@@ -141,12 +194,17 @@ class SmtpMailer:
         except smtplib.SMTPResponseException as exc:
             # 5xx is a permanent failure (RFC 5321 4.2.1), 4xx a temporary one. An
             # authentication failure (535) is our configuration: worth retrying once fixed.
+            # The connection stays usable after a refused message (smtplib sends RSET), but a
+            # server error may have left it in any state: start the next one afresh.
+            self._drop()
             permanent = exc.smtp_code >= 500 and exc.smtp_code not in (530, 534, 535)
             raise SendError(
                 f"SMTP {exc.smtp_code}", permanent=permanent, code=exc.smtp_code
             ) from exc
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
-            raise SendError(f"SMTP unavailable: {exc.__class__.__name__}", permanent=False) from exc
+            self._drop()
+            reason = f"{exc.__class__.__name__}: {exc}"[:200]  # e.g. "... closed: timed out"
+            raise SendError(f"SMTP unavailable: {reason}", permanent=False) from exc
         if refused:
             raise SendError("recipient refused", permanent=True)
         return str(message["Message-ID"])

@@ -4,6 +4,9 @@ Twilio's Messages API has no idempotency key, so a crash between Twilio's answer
 commit cannot be replayed blindly. Instead the sender asks Twilio, before any second attempt,
 whether a message with our exact body already went to that number since the first attempt
 (`find_sent`); only if none did does it send again. See services/outbox.py.
+
+One client per process, shared by the worker's threads (its HTTP session reuses connections);
+every request's timeout is capped to the provider call's deadline (adapters/deadline.py).
 """
 
 from __future__ import annotations
@@ -12,9 +15,41 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
 from twilio.rest import Client
 
+from recovery.adapters import deadline
 from recovery.adapters.email import SendError
+
+TIMEOUT_SECONDS = 30.0  # per request, when no deadline is shorter
+
+
+class _DeadlineHttpClient(TwilioHttpClient):  # type: ignore[misc]
+    """Twilio's requests-based client, its timeout capped to the current deadline."""
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        return super().request(
+            method,
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            auth=auth,
+            timeout=deadline.cap(timeout or TIMEOUT_SECONDS),
+            allow_redirects=allow_redirects,
+        )
+
 
 # Errors that no retry can fix (https://www.twilio.com/docs/api/errors): invalid or
 # unreachable To, landline, region not enabled, unsubscribed recipient (21610: they texted STOP),
@@ -44,7 +79,7 @@ class TwilioSms:
     ) -> None:
         if not (messaging_service_sid or from_number):
             raise ValueError("set TWILIO_MESSAGING_SERVICE_SID or TWILIO_FROM_NUMBER")
-        self.client = Client(account_sid, auth_token)
+        self.client = Client(account_sid, auth_token, http_client=_DeadlineHttpClient())
         if api_base:
             # A local stand-in (tests, dev): the SDK joins base_url and the resource path.
             self.client.api.base_url = api_base.rstrip("/")

@@ -3,9 +3,14 @@ in order; the handler of each due-action kind; the daily jobs; and which check d
 before sending, whether a message is still wanted.
 
 For an event, the mirror update comes first, then the recovery case's reaction, then the
-reminders planner (which reacts to what the case just became), then the expiry tracker and the
-card-update completion. `recovery.services.events.dispatch` runs them; `build_runtime` puts this
-table into the runtime that the web app, the worker and the CLI share.
+reminders planner (for the cases the event moved: `plan_reminders`), then the expiry tracker
+(only when a card's expiry, a default card or a renewal moved: `plan_expiry`) and the
+card-update completion. `recovery.services.events.dispatch` runs them, a batch of events in one
+transaction with a savepoint each; `build_runtime` puts this table into the runtime that the
+web app, the worker and the CLI share.
+
+A due action that calls a provider is three steps (`ThreePhase`: decide in a transaction, call
+with none open, record in a second one that checks the lease); the others are one function.
 """
 
 from __future__ import annotations
@@ -13,7 +18,16 @@ from __future__ import annotations
 from recovery.adapters.clock import Clock
 from recovery.adapters.stripe.protocol import StripeGateway
 from recovery.config import Settings
-from recovery.runtime import ActionHandler, DailyJob, Handlers, Reaction, Runtime, StillWanted
+from recovery.runtime import (
+    ActionHandler,
+    CasesMoved,
+    DailyJob,
+    Handlers,
+    MaintenanceJob,
+    Reaction,
+    Runtime,
+    StillWanted,
+)
 from recovery.services.cancel import actions as cancel_actions
 from recovery.services.cancel import decisions as cancel_decisions
 from recovery.services.cancel import messages as cancel_messages
@@ -22,10 +36,21 @@ from recovery.services.card_update import completion as card_update
 from recovery.services.cases import actions as case_actions
 from recovery.services.cases import log as case_log
 from recovery.services.cases import reactions as case
-from recovery.services.events import mirror, refetch
+from recovery.services.events import gates, mirror, refetch
 from recovery.services.events import mirror_handlers as into_mirror
 from recovery.services.messaging import expiry, outbox, reminders
 from recovery.services.outreach import contacts, relevance, term_offers, win_back
+from recovery.services.work import retention
+
+# The reminders planner, for the recovery cases this event moved (and those of a subscription
+# whose status moved); the expiring-card planner, when a card's expiry, a default card or a
+# renewal changed. Both were idempotent before and run only when their inputs moved now.
+plan_reminders = gates.reminders_for_moved_cases
+plan_expiry = gates.expiry_when_inputs_moved
+# A case reaction runs only where there is a case to act on (otherwise it does nothing).
+when_case = gates.if_invoice_has_case
+when_active_case = gates.if_customer_has_active_case
+when_subscription_case = gates.if_subscription_has_case
 
 # ---- Stripe events ------------------------------------------------------------------------------
 
@@ -35,36 +60,36 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     "customer.updated": (
         into_mirror.customer,
         contacts.on_customer,  # metadata contacts first: reminders planned next reach them
-        case.on_card_change,
-        reminders.on_event,
-        expiry.on_card_change,
+        when_active_case(case.on_card_change),
+        plan_reminders,
+        plan_expiry,
     ),
     "customer.deleted": (into_mirror.customer,),
     "customer.source.expiring": (into_mirror.card,),
     "payment_method.attached": (
         into_mirror.card,
-        case.on_card_change,
-        reminders.on_event,
-        expiry.on_card_change,
+        when_active_case(case.on_card_change),
+        plan_reminders,
+        plan_expiry,
     ),
     "payment_method.updated": (
         into_mirror.card,
-        case.on_card_change,
-        reminders.on_event,
-        expiry.on_card_change,
+        when_active_case(case.on_card_change),
+        plan_reminders,
+        plan_expiry,
     ),
     "payment_method.automatically_updated": (
         into_mirror.card,
-        case.on_card_change,
-        reminders.on_event,
-        expiry.on_card_change,
+        when_active_case(case.on_card_change),
+        plan_reminders,
+        plan_expiry,
     ),
-    "payment_method.detached": (into_mirror.card, expiry.on_card_change),
+    "payment_method.detached": (into_mirror.card, plan_expiry),
     "setup_intent.succeeded": (
         into_mirror.setup_intent,
-        case.on_card_change,
-        reminders.on_event,
-        expiry.on_card_change,
+        when_active_case(case.on_card_change),
+        plan_reminders,
+        plan_expiry,
         card_update.on_setup_intent_succeeded,
     ),
     "checkout.session.completed": (card_update.on_checkout_completed,),
@@ -72,16 +97,16 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     "customer.subscription.created": (into_mirror.subscription, win_back.on_subscription_started),
     "customer.subscription.updated": (
         into_mirror.subscription,
-        case.on_card_change,
-        reminders.on_event,
-        expiry.on_card_change,
+        when_active_case(case.on_card_change),
+        plan_reminders,
+        plan_expiry,
         win_back.on_subscription_started,
     ),
     "customer.subscription.deleted": (
         into_mirror.subscription,
-        case.on_subscription_deleted,
-        reminders.on_event,
-        expiry.on_card_change,
+        when_subscription_case(case.on_subscription_deleted),
+        plan_reminders,
+        plan_expiry,
         win_back.on_subscription_ended,  # after the case: a loss to dunning is named as such
     ),
     "customer.subscription.paused": (into_mirror.subscription,),
@@ -90,41 +115,45 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     "customer.subscription.pending_update_applied": (into_mirror.subscription,),
     # invoices: a failure opens or steers a case, a payment closes it
     "invoice.created": (into_mirror.invoice,),
-    "invoice.finalized": (into_mirror.invoice, case.on_invoice_updated, reminders.on_event),
-    "invoice.updated": (into_mirror.invoice, case.on_invoice_updated, reminders.on_event),
-    "invoice.payment_failed": (into_mirror.invoice, case.on_invoice_failure, reminders.on_event),
+    "invoice.finalized": (into_mirror.invoice, when_case(case.on_invoice_updated), plan_reminders),
+    "invoice.updated": (into_mirror.invoice, when_case(case.on_invoice_updated), plan_reminders),
+    "invoice.payment_failed": (into_mirror.invoice, case.on_invoice_failure, plan_reminders),
     "invoice.payment_action_required": (
         into_mirror.invoice,
         case.on_invoice_action_required,
-        reminders.on_event,
+        plan_reminders,
     ),
-    "invoice.paid": (into_mirror.invoice, case.on_invoice_paid, reminders.on_event),
-    "invoice.payment_succeeded": (into_mirror.invoice, case.on_invoice_paid, reminders.on_event),
+    "invoice.paid": (into_mirror.invoice, when_case(case.on_invoice_paid), plan_reminders),
+    "invoice.payment_succeeded": (
+        into_mirror.invoice,
+        when_case(case.on_invoice_paid),
+        plan_reminders,
+    ),
     "invoice.marked_uncollectible": (
         into_mirror.invoice,
-        case.on_invoice_updated,
-        reminders.on_event,
+        when_case(case.on_invoice_updated),
+        plan_reminders,
     ),
-    "invoice.voided": (into_mirror.invoice, case.on_invoice_updated, reminders.on_event),
-    "invoice.deleted": (into_mirror.invoice, case.on_invoice_updated, reminders.on_event),
+    "invoice.voided": (into_mirror.invoice, when_case(case.on_invoice_updated), plan_reminders),
+    "invoice.deleted": (into_mirror.invoice, when_case(case.on_invoice_updated), plan_reminders),
     "invoice.upcoming": (into_mirror.upcoming,),
     "invoice_payment.paid": (into_mirror.invoice_payment,),
     # payment attempts: a failed one carries the decline details the retry policy reads
-    "charge.failed": (into_mirror.charge, case.on_payment_failure, reminders.on_event),
+    "charge.failed": (into_mirror.charge, case.on_payment_failure, plan_reminders),
     "charge.succeeded": (into_mirror.charge,),
     "charge.pending": (into_mirror.charge,),
     "payment_intent.payment_failed": (
         into_mirror.payment_intent,
         case.on_payment_failure,
-        reminders.on_event,
+        plan_reminders,
     ),
     "payment_intent.succeeded": (into_mirror.payment_intent,),
     "payment_intent.requires_action": (into_mirror.payment_intent,),
     # our own events: an object re-read from Stripe (`events.refetch`) after a doubtful update
-    "recovery.refetched.customer": (case.on_card_change, reminders.on_event),
-    "recovery.refetched.payment_method": (case.on_card_change, reminders.on_event),
-    "recovery.refetched.subscription": (case.on_card_change, reminders.on_event),
-    "recovery.refetched.invoice": (case.on_invoice_updated, reminders.on_event),
+    "recovery.refetched.customer": (when_active_case(case.on_card_change), plan_reminders),
+    "recovery.refetched.payment_method": (when_active_case(case.on_card_change), plan_reminders),
+    "recovery.refetched.subscription": (when_active_case(case.on_card_change), plan_reminders),
+    "recovery.refetched.invoice": (when_case(case.on_invoice_updated), plan_reminders),
 }
 
 # ---- due actions, by kind -----------------------------------------------------------------------
@@ -152,6 +181,15 @@ DAILY_JOBS: dict[str, DailyJob] = {
     win_back.JOB_NAME: win_back.daily_job,
 }
 
+# ... and those that work in many small transactions of their own
+MAINTENANCE: dict[str, MaintenanceJob] = {
+    retention.JOB_NAME: retention.daily_job,  # RECOVERY_RETENTION_DAYS
+}
+
+# ---- whenever a case moved (in an event, a due action or a page), before that commits ----------
+
+ON_CASES_MOVED: tuple[CasesMoved, ...] = (gates.sync_moved_cases,)
+
 # ---- is this message still wanted? (by the first part of its subject) ---------------------------
 
 STILL_WANTED: dict[str, StillWanted] = {
@@ -162,7 +200,12 @@ STILL_WANTED: dict[str, StillWanted] = {
 }
 
 HANDLERS = Handlers(
-    on_event=ON_EVENT, actions=ACTIONS, daily_jobs=DAILY_JOBS, still_wanted=STILL_WANTED
+    on_event=ON_EVENT,
+    actions=ACTIONS,
+    daily_jobs=DAILY_JOBS,
+    maintenance=MAINTENANCE,
+    on_cases_moved=ON_CASES_MOVED,
+    still_wanted=STILL_WANTED,
 )
 
 

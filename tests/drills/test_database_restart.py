@@ -10,7 +10,8 @@ signed, unique events at a modest fixed rate while the test:
 
 and then checks: while the database was down every answer was 503 (never 2xx - Stripe must
 retry), every event answered 2xx is in the inbox, and the same app process answers 2xx again
-(pool_pre_ping replaces the dead connections) without a restart.
+without a restart (no ping per checkout: the first statement on a dead connection fails, and
+the pool then discards every connection older than that failure).
 
 Every wait is bounded; no assertion depends on a sleep.
 """

@@ -267,6 +267,10 @@ def test_logs_hold_no_secrets_card_numbers_or_contact_details(
         == 400
     )
 
+    from recovery.worker import Worker
+
+    assert Worker(rt).process_events() == 5  # the worker processes what the requests stored
+
     # 2. The API, with a good and a bad bearer key.
     good = {"Authorization": f"Bearer {API_KEY}"}
     assert client.get("/api/v1/customers/cus_L", headers=good).status_code == 200

@@ -123,6 +123,7 @@ class GatewayServer:
                 outcome = (200, {"result": result})
         if "idempotency_key" in kwargs:  # a write reached Stripe (and was applied or replayed)
             self.killer.effect("stripe")
+            self.killer.effect(f"stripe.{method}")  # for a kill after one kind of write
         return outcome
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -161,13 +162,22 @@ class GatewayServer:
 
 
 class RemoteGateway:
-    """The worker side: every gateway method becomes one HTTP call to `GatewayServer`."""
+    """The worker side: every gateway method becomes one HTTP call to `GatewayServer`, on a
+    keep-alive connection per thread (the worker calls providers from a pool of threads)."""
 
     livemode = False
 
     def __init__(self, url: str) -> None:
         host, port = url.removeprefix("http://").split(":")
-        self._conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        self._address = (host, int(port))
+        self._local = threading.local()
+
+    def _conn(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection(*self._address, timeout=30)
+            self._local.conn = conn
+        return conn
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         if method.startswith("_"):
@@ -175,8 +185,9 @@ class RemoteGateway:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             body = json.dumps({"args": args, "kwargs": kwargs})
-            self._conn.request("POST", f"/{method}", body, {"Content-Type": "application/json"})
-            reply = json.loads(self._conn.getresponse().read())
+            conn = self._conn()
+            conn.request("POST", f"/{method}", body, {"Content-Type": "application/json"})
+            reply = json.loads(conn.getresponse().read())
             if "error" in reply:
                 raise _error_from(reply["error"])
             return reply["result"]
@@ -254,6 +265,7 @@ class WorkerConfig:
     smtp_url: str
     twilio_url: str
     start: datetime
+    threads: int = 8  # the worker's default pool: kills land among concurrent provider calls
 
 
 def worker_main(conn: Connection, config: WorkerConfig, worker_id: str) -> None:
@@ -274,6 +286,7 @@ def worker_main(conn: Connection, config: WorkerConfig, worker_id: str) -> None:
         RemoteGateway(config.gateway_url),
         smtp_url=config.smtp_url,
         twilio_url=config.twilio_url,
+        worker_threads=config.threads,
     )
     worker = Worker(rt, worker_id=worker_id, batch_size=10, lease=LEASE)
     state = {"statements": 0, "kill_at": 0}

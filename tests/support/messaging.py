@@ -29,8 +29,9 @@ def messaging_runtime(
     *,
     smtp_url: str = "",
     twilio_url: str = "",
+    **settings_overrides: Any,
 ) -> Runtime:
-    overrides: dict[str, Any] = {"smtp_url": smtp_url}
+    overrides: dict[str, Any] = {"smtp_url": smtp_url, **settings_overrides}
     if twilio_url:
         overrides.update(
             twilio_account_sid=TWILIO_SID,

@@ -1,6 +1,11 @@
 """The real Stripe gateway: `StripeGateway` over the official SDK (`stripe.StripeClient`,
 `client.v1.*` services), with the API version pinned, idempotency keys, bounded timeouts and
-jittered retries of what Stripe says may be retried."""
+jittered retries of what Stripe says may be retried.
+
+One gateway per process, shared by the worker's threads: the SDK's requests client keeps one
+HTTP session (with its pooled connections) per thread. Under a provider call's deadline
+(adapters/deadline.py) every request's timeouts are capped to what is left, and no retry starts
+that could not finish in time: the call, retries included, ends by the deadline."""
 
 from __future__ import annotations
 
@@ -28,10 +33,12 @@ from stripe.params import (
 )
 from stripe.params.checkout import SessionCreateParams
 
+from recovery.adapters import deadline
 from recovery.adapters.stripe.errors import (
     AuthenticationRequired,
     GatewayError,
     InvalidRequest,
+    Unavailable,
 )
 from recovery.adapters.stripe.params import (
     PAUSE_BEHAVIORS,
@@ -53,6 +60,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = (5.0, 40.0)  # (connect, read) seconds; the SDK's default is 80 s for both
+MIN_ATTEMPT_SECONDS = 1.0  # a retry needs at least this much of the deadline left
+
+
+class DeadlineRequestsClient(stripe.RequestsClient):
+    """The SDK's requests client with its (connect, read) timeout capped to the deadline of the
+    provider call it runs under, if any."""
+
+    @property
+    def _timeout(self) -> float | tuple[float, float]:
+        return deadline.cap_pair(self._base_timeout)
+
+    @_timeout.setter
+    def _timeout(self, value: float | tuple[float, float]) -> None:
+        self._base_timeout = value
 
 
 # ---- the real adapter ---------------------------------------------------------------------------
@@ -83,7 +104,7 @@ class StripeSdkGateway(OutreachSdkMixin):
     ) -> None:
         self.api_version = api_version
         self.max_retries = max_retries
-        self.http_client = http_client or stripe.RequestsClient(timeout=timeout)
+        self.http_client = http_client or DeadlineRequestsClient(timeout=timeout)
         self._backoff = backoff or Backoff()
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -104,7 +125,10 @@ class StripeSdkGateway(OutreachSdkMixin):
 
     def _call(self, what: str, request: Callable[[], T]) -> T:
         attempt = 0
+        limit = deadline.current()
         while True:
+            if limit is not None and limit.expired:
+                raise Unavailable(f"stripe {what}: the call's deadline passed", code="deadline")
             try:
                 return request()
             except stripe.StripeError as exc:
@@ -114,6 +138,8 @@ class StripeSdkGateway(OutreachSdkMixin):
                 attempt += 1
                 retry_after = getattr(error, "retry_after", None)
                 wait = self._backoff.delay(attempt, self._rng, retry_after)
+                if limit is not None and limit.remaining() < wait + MIN_ATTEMPT_SECONDS:
+                    raise error from exc  # no time for another try: the action retries later
                 log.info(
                     "stripe %s failed (%s %s), retry %d in %.2fs",
                     what,

@@ -11,3 +11,42 @@ timestamps, strings, card brands), `states` (customers, cards, subscriptions wit
 invoices) and `attempts` (payment attempts from charges and PaymentIntents, decline details
 included).
 """
+
+from recovery.domain.stripe_objects.attempts import (
+    AttemptState,
+    attempt_from_charge,
+    attempt_from_payment_intent,
+)
+from recovery.domain.stripe_objects.fields import MAX_TIMESTAMP, MappingError, normalize_brand, ref
+from recovery.domain.stripe_objects.states import (
+    CardState,
+    CustomerState,
+    InvoiceState,
+    ItemState,
+    SubscriptionState,
+    card_state,
+    customer_state,
+    invoice_state,
+    invoice_subscription_id,
+    subscription_state,
+)
+
+__all__ = [
+    "MAX_TIMESTAMP",
+    "AttemptState",
+    "CardState",
+    "CustomerState",
+    "InvoiceState",
+    "ItemState",
+    "MappingError",
+    "SubscriptionState",
+    "attempt_from_charge",
+    "attempt_from_payment_intent",
+    "card_state",
+    "customer_state",
+    "invoice_state",
+    "invoice_subscription_id",
+    "normalize_brand",
+    "ref",
+    "subscription_state",
+]

@@ -3,6 +3,8 @@
 - `cancel_flow.apply`: a decision Stripe could not take at the time (same idempotency key).
 - `cancel_flow.expire`: an undecided session becomes `abandoned` when its link expires.
 - `cancel_flow.webhook`: the signed outcome notification to the business, if configured.
+The two that call out are three steps (recovery.runtime.ThreePhase): no transaction is open
+while Stripe or the business's endpoint is called.
 - `email.cancel_confirmation`, `email.pause_ending`: kept only for due actions scheduled by
   earlier versions, which sent these emails from here. They now write the message to the outbox
   (services/cancel_messages.py), where decisions write it themselves.
@@ -16,15 +18,19 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
+from typing import Any
 
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
+from recovery.adapters.deadline import Deadline
 from recovery.adapters.stripe.errors import AccessDenied, GatewayError
 from recovery.domain.offers import OfferKind
 from recovery.models import CancelSession
 from recovery.models.cancel_flow import Outcome, StripeStatus
 from recovery.rules import Rules
-from recovery.runtime import ActionContext, Claimed, Runtime
+from recovery.runtime import ActionContext, Claimed, Providers, Runtime, ThreePhase
 from recovery.services.cancel import decisions
 from recovery.services.cancel import messages as cancel_messages
 from recovery.services.cancel.flow import flow_env
@@ -52,26 +58,60 @@ def _locked(ctx: ActionContext, action: Claimed) -> CancelSession | None:
 # ---- apply later --------------------------------------------------------------------------------
 
 
-def run_apply(ctx: ActionContext, action: Claimed) -> None:
+def _snapshot(row: CancelSession) -> CancelSession:
+    """A detached copy of the session's columns: what the Stripe call reads, outside any
+    transaction."""
+    names = [prop.key for prop in sa_inspect(CancelSession).column_attrs]
+    return CancelSession(**{name: getattr(row, name) for name in names})
+
+
+@dataclass(frozen=True)
+class Apply:
+    session: CancelSession  # a detached copy
+    feedback: str | None
+
+
+@dataclass(frozen=True)
+class Applied:
+    result: Any = None
+    refused: GatewayError | None = None  # for good: no retry can help
+
+
+def decide_apply(ctx: ActionContext, action: Claimed) -> Apply | None:
     row = _locked(ctx, action)
     if row is None or row.stripe_status != StripeStatus.PENDING:
-        return  # applied inline meanwhile, or nothing to apply
+        return None  # applied inline meanwhile, or nothing to apply
     if row.outcome != Outcome.CANCELLED and row.outcome not in decisions.SAVED:
-        return
-    rt = _runtime(ctx)
-    rules = rt.rules.cancel_flow
-    reason = rules.reason(row.reason)
+        return None
+    reason = _runtime(ctx).rules.cancel_flow.reason(row.reason)
+    return Apply(_snapshot(row), reason.feedback if reason else None)
+
+
+def call_apply(providers: Providers, plan: Apply, deadline: Deadline) -> Applied:
     try:
-        result = decisions.apply_in_stripe(rt.gateway, row, reason.feedback if reason else None)
+        return Applied(decisions.apply_in_stripe(providers.gateway, plan.session, plan.feedback))
     except GatewayError as exc:
         if exc.transient or isinstance(exc, AccessDenied):
             raise  # the worker retries with backoff, with the same idempotency key
+        return Applied(refused=exc)
+
+
+def record_apply(ctx: ActionContext, action: Claimed, plan: Apply, applied: Applied) -> None:
+    row = _locked(ctx, action)
+    if row is None or row.stripe_status != StripeStatus.PENDING:
+        return
+    if applied.refused is not None:
+        exc = applied.refused
         row.stripe_status = StripeStatus.FAILED
         row.stripe_error = f"{exc.__class__.__name__}: {exc.message}"[:2000]
         log.error("cancel session %s: Stripe refused %s for good: %s", row.id, row.outcome, exc)
         return
-    days = rules.offers.get(OfferKind.PAUSE).reminder_days_before
-    decisions.record_applied(ctx.session, row, result, ctx.clock.now(), days, ctx.runtime.rules)
+    rules = _runtime(ctx).rules
+    days = rules.cancel_flow.offers.get(OfferKind.PAUSE).reminder_days_before
+    decisions.record_applied(ctx.session, row, applied.result, ctx.clock.now(), days, rules)
+
+
+run_apply = ThreePhase(decide=decide_apply, call=call_apply, record=record_apply)
 
 
 # ---- expiry -------------------------------------------------------------------------------------
@@ -97,14 +137,20 @@ def sign_webhook(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
-def run_webhook(ctx: ActionContext, action: Claimed) -> None:
-    rt = _runtime(ctx)
-    env = flow_env(rt.settings)
+@dataclass(frozen=True)
+class Notification:
+    url: str
+    body: bytes
+    signature: str
+
+
+def decide_webhook(ctx: ActionContext, action: Claimed) -> Notification | None:
+    env = flow_env(_runtime(ctx).settings)
     if not env.webhook_url:
-        return  # switched off since it was scheduled
+        return None  # switched off since it was scheduled
     row = ctx.session.get(CancelSession, str(action.payload["session_id"]))
     if row is None:
-        return
+        return None
     now = ctx.clock.now()
     outcome = str(action.payload.get("outcome") or row.outcome)
     event = {
@@ -114,18 +160,24 @@ def run_webhook(ctx: ActionContext, action: Claimed) -> None:
         "data": session_json(row, now),
     }
     body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+    signature = sign_webhook(env.webhook_secret, int(now.timestamp()), body)
+    return Notification(env.webhook_url, body, signature)
+
+
+def call_webhook(providers: Providers, plan: Notification, deadline: Deadline) -> None:
     request = urllib.request.Request(
-        env.webhook_url,
-        data=body,
+        plan.url,
+        data=plan.body,
         method="POST",
         headers={
             "Content-Type": "application/json",
             "User-Agent": "recovery-cancel-flow/1",
-            SIGNATURE_HEADER: sign_webhook(env.webhook_secret, int(now.timestamp()), body),
+            SIGNATURE_HEADER: plan.signature,
         },
     )
+    timeout = min(WEBHOOK_TIMEOUT_SECONDS, max(deadline.remaining(), 0.05))
     try:  # the URL's scheme is http(s), checked by flow_env
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # nosec B310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # nosec B310
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
@@ -133,6 +185,13 @@ def run_webhook(ctx: ActionContext, action: Claimed) -> None:
         raise ConnectionError(f"webhook to the business failed: {exc}") from exc
     if not 200 <= status < 300:
         raise ConnectionError(f"webhook to the business answered {status}")
+
+
+def _nothing_to_record(ctx: ActionContext, action: Claimed, plan: Notification, _: None) -> None:
+    """Delivered: the action is done; the business acknowledged with a 2xx."""
+
+
+run_webhook = ThreePhase(decide=decide_webhook, call=call_webhook, record=_nothing_to_record)
 
 
 # ---- messages to the subscriber (due actions of earlier versions) -----------------------------

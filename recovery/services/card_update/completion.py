@@ -29,12 +29,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from recovery.adapters.deadline import Deadline
 from recovery.adapters.stripe.errors import AuthenticationRequired, CardDeclined, InvalidRequest
 from recovery.domain.cases import TERMINAL, CaseStatus, RecoveredVia
 from recovery.domain.stripe_objects.fields import ref
 from recovery.domain.stripe_objects.states import card_state, invoice_state
 from recovery.models import CardUpdateLink, MessageStatus, OutboxMessage, RecoveryCase
-from recovery.runtime import ActionContext, Claimed, ProcessingContext
+from recovery.runtime import ActionContext, Claimed, ProcessingContext, Providers, ThreePhase
 from recovery.services.cases import log as case_log
 from recovery.services.cases import state as case_state
 from recovery.services.events import mirror
@@ -295,19 +296,48 @@ def on_setup_intent_succeeded(
     _schedule(ctx, (obj.get("metadata") or {}).get(METADATA_LINK), ref(obj.get("id")))
 
 
-def run_complete(ctx: ActionContext, action: Claimed) -> None:
+@dataclass(frozen=True)
+class Completion:
+    link_id: int
+    case_id: int | None
+    setup_intent_id: str
+    target: Target
+
+
+def decide_complete(ctx: ActionContext, action: Claimed) -> Completion | None:
     link = ctx.session.get(CardUpdateLink, int(action.payload["link_id"]), with_for_update=True)
     seti = str(action.payload["setup_intent_id"])
     if link is None or already_done(link, seti):
-        return
+        return None
     case = None
     if link.case_id is not None:
         case = ctx.session.get(RecoveryCase, link.case_id, with_for_update=True)
         if case is None:
-            return
-    gateway = ctx.runtime.gateway
-    card = saved_card(gateway.retrieve_setup_intent(seti), link.id, link.customer_id)
+            return None
+    return Completion(link.id, link.case_id, seti, Target.of(link, case))
+
+
+def call_complete(providers: Providers, plan: Completion, deadline: Deadline) -> Result:
+    gateway = providers.gateway
+    intent = gateway.retrieve_setup_intent(plan.setup_intent_id)
+    card = saved_card(intent, plan.link_id, plan.target.customer_id)
     if card is None:
-        raise PermanentError(f"SetupIntent {seti} is not a succeeded card of link {link.id}")
-    result = put_card_to_work(gateway, Target.of(link, case), card)
+        raise PermanentError(
+            f"SetupIntent {plan.setup_intent_id} is not a succeeded card of link {plan.link_id}"
+        )
+    return put_card_to_work(gateway, plan.target, card)
+
+
+def record_complete(ctx: ActionContext, action: Claimed, plan: Completion, result: Result) -> None:
+    link = ctx.session.get(CardUpdateLink, plan.link_id, with_for_update=True)
+    if link is None:
+        return
+    case = None
+    if plan.case_id is not None:
+        case = ctx.session.get(RecoveryCase, plan.case_id, with_for_update=True)
     record_outcome(ctx.session, link, case, result, ctx.clock.now())
+
+
+# The tab-closed path: the Stripe calls with no transaction open, the outcome recorded after.
+# Whichever of this and the `/done` page records first wins; the other finds it done.
+run_complete = ThreePhase(decide=decide_complete, call=call_complete, record=record_complete)

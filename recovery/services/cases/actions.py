@@ -1,13 +1,16 @@
 """The due actions of a recovery case: our retry, turning off Stripe's own attempts, the end of
-the retry window, and the end-of-dunning step. Each runs in the worker, with an idempotency
-key on every Stripe call, so a crash between Stripe's answer and our commit replays safely.
+the retry window, and the end-of-dunning step. Each that calls Stripe is three steps (decide,
+call, record; see recovery.runtime.ThreePhase), with an idempotency key on every Stripe call, so
+a crash between Stripe's answer and our record replays safely.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+from recovery.adapters.deadline import Deadline
 from recovery.adapters.stripe.errors import (
     AuthenticationRequired,
     CardDeclined,
@@ -15,13 +18,11 @@ from recovery.adapters.stripe.errors import (
     InvalidRequest,
     NotFound,
 )
+from recovery.domain import stripe_objects as so
 from recovery.domain.cases import TERMINAL, CaseStatus, CloseReason, RecoveredVia
-from recovery.domain.stripe_objects.attempts import AttemptState
-from recovery.domain.stripe_objects.fields import normalize_brand
-from recovery.domain.stripe_objects.states import invoice_state
 from recovery.models import PaymentMethod, RecoveryCase
 from recovery.rules import Rules
-from recovery.runtime import ActionContext, Claimed
+from recovery.runtime import ActionContext, Claimed, Providers, ThreePhase
 from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
 from recovery.services.cases import scheduling as case_scheduling
@@ -44,17 +45,10 @@ def _now_ts(ctx: ActionContext) -> int:
     return int(ctx.clock.now().timestamp())
 
 
-def _refresh_invoice(ctx: ActionContext, case: RecoveryCase) -> dict[str, Any]:
-    """Re-read the invoice from Stripe and mirror it: never act on a stale view."""
-    invoice: dict[str, Any] = ctx.runtime.gateway.retrieve_invoice(case.invoice_id)
-    mirror.apply_invoice(ctx.session, invoice_state(invoice), _now_ts(ctx))
-    return invoice
-
-
 def _settled(ctx: ActionContext, case: RecoveryCase, invoice: dict[str, Any]) -> bool:
     """Close the case if the invoice no longer needs us. True when it was settled."""
     now = ctx.clock.now()
-    state = invoice_state(invoice)  # reads every API version's shape
+    state = so.invoice_state(invoice)  # reads every API version's shape
     if state.status == "paid":
         case_state.mark_recovered(
             ctx.session,
@@ -74,37 +68,127 @@ def _settled(ctx: ActionContext, case: RecoveryCase, invoice: dict[str, Any]) ->
     return False
 
 
-def run_retry(ctx: ActionContext, action: Claimed) -> None:
+def _settles(invoice: dict[str, Any]) -> bool:
+    """Whether `_settled` would close the case: decided in the call step, done in the record."""
+    state = so.invoice_state(invoice)
+    return state.status in ("paid", "void", "uncollectible") or state.amount_remaining == 0
+
+
+# ---- our retry ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Retry:
+    case_id: int
+    invoice_id: str
+    attempt: int
+    key: str  # the charge's idempotency key
+    replay_only: bool  # the case is recovered: only learn whether an earlier run paid it
+    may_be_ours: bool  # this action ran before: a payment found may be our own
+    stripe_owns: bool  # rules: Stripe retries; we only refresh and settle
+    now_ts: int
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    kind: str  # deleted, replayed, not_ours, settled, stripe_owns, skipped, auth, declined,
+    #            refused, paid
+    invoice: dict[str, Any] | None = None  # as re-read from Stripe before charging
+    paid: dict[str, Any] | None = None  # the invoice Invoice.pay returned
+    error: GatewayError | None = None
+
+
+def decide_retry(ctx: ActionContext, action: Claimed) -> Retry | None:
     case = _case(ctx, action)
     attempt = int(action.payload["attempt"])
     key = case_scheduling.stripe_key(action.dedupe_key, action.payload)
+    plan = Retry(
+        case_id=int(action.payload["case_id"]),
+        invoice_id=case.invoice_id if case is not None else "",
+        attempt=attempt,
+        key=key,
+        replay_only=False,
+        may_be_ours=action.attempts >= 2,
+        stripe_owns=_rules(ctx).retry.retry_owner == "stripe",
+        now_ts=_now_ts(ctx),
+    )
     if (
         case is not None
         and case.status == CaseStatus.RECOVERED
         and case.our_attempts < attempt
-        and _was_ours(ctx, case, action, attempt, key)
+        and plan.may_be_ours
     ):
-        return  # the webhook of our own payment closed the case before this re-run
+        # The webhook of our own payment closed the case before this re-run: was it ours?
+        return Retry(**{**plan.__dict__, "replay_only": True})
     if case is None or case.status in TERMINAL or case.dunning_paused:
-        return
+        return None
     if case.our_attempts >= attempt:
-        return  # this attempt was made and recorded already
-    now = ctx.clock.now()
-    rules = _rules(ctx)
+        return None  # this attempt was made and recorded already
+    return plan
+
+
+def _replay(gateway: Any, plan: Retry) -> dict[str, Any] | None:
+    """The invoice is paid and this action ran before: an earlier run may have made the
+    payment and died before recording it. Stripe answers a reused idempotency key with the
+    first result, so ask it rather than credit our payment to someone else; the paid invoice
+    when it was ours. https://docs.stripe.com/api/idempotent_requests"""
     try:
-        invoice = _refresh_invoice(ctx, case)
+        replayed: dict[str, Any] = gateway.pay_invoice(plan.invoice_id, idempotency_key=plan.key)
+    except GatewayError:
+        return None  # not our payment
+    return replayed if replayed.get("status") == "paid" else None
+
+
+def call_retry(providers: Providers, plan: Retry, deadline: Deadline) -> RetryOutcome:
+    gateway = providers.gateway
+    if plan.replay_only:
+        replayed = _replay(gateway, plan)
+        return RetryOutcome("replayed", paid=replayed) if replayed else RetryOutcome("not_ours")
+    try:  # never act on a stale view
+        invoice: dict[str, Any] = gateway.retrieve_invoice(plan.invoice_id)
     except NotFound:
+        return RetryOutcome("deleted")
+    if so.invoice_state(invoice).status == "paid" and plan.may_be_ours:
+        replayed = _replay(gateway, plan)
+        if replayed is not None:
+            return RetryOutcome("replayed", invoice=invoice, paid=replayed)
+    if _settles(invoice):
+        return RetryOutcome("settled", invoice=invoice)
+    if plan.stripe_owns:
+        return RetryOutcome("stripe_owns", invoice=invoice)
+    next_attempt = so.invoice_state(invoice).next_payment_attempt
+    if invoice.get("auto_advance") and next_attempt and next_attempt <= plan.now_ts + 3600:
+        return RetryOutcome("skipped", invoice=invoice)
+    deadline.check("our retry's charge")
+    try:
+        paid = gateway.pay_invoice(plan.invoice_id, idempotency_key=plan.key)
+    except AuthenticationRequired as exc:
+        if exc.hosted_invoice_url is None:
+            exc.hosted_invoice_url = invoice.get("hosted_invoice_url")
+        return RetryOutcome("auth", invoice=invoice, error=exc)
+    except CardDeclined as exc:
+        return RetryOutcome("declined", invoice=invoice, error=exc)
+    except InvalidRequest as exc:
+        # e.g. the invoice is no longer payable: learn its state and let the policy decide
+        return RetryOutcome("refused", invoice=gateway.retrieve_invoice(plan.invoice_id), error=exc)
+    return RetryOutcome("paid", invoice=invoice, paid=paid)
+
+
+def record_retry(ctx: ActionContext, action: Claimed, plan: Retry, outcome: RetryOutcome) -> None:
+    case = ctx.session.get(RecoveryCase, plan.case_id, with_for_update=True)
+    if case is None:
+        return
+    now = ctx.clock.now()
+    if outcome.invoice is not None:
+        mirror.apply_invoice(ctx.session, so.invoice_state(outcome.invoice), _now_ts(ctx))
+    kind, attempt, key = outcome.kind, plan.attempt, plan.key
+    if kind == "replayed" and outcome.paid is not None:
+        _succeeded(ctx, case, attempt, key, outcome.paid)
+    elif kind == "deleted":
         case_state.mark_closed(ctx.session, case, CloseReason.DELETED, now)
-        return
-    gateway = ctx.runtime.gateway
-    if invoice_state(invoice).status == "paid" and _was_ours(ctx, case, action, attempt, key):
-        return
-    if _settled(ctx, case, invoice):
-        return
-    if rules.retry.retry_owner == "stripe":
-        return
-    next_attempt = invoice_state(invoice).next_payment_attempt
-    if invoice.get("auto_advance") and next_attempt and next_attempt <= _now_ts(ctx) + 3600:
+    elif kind == "settled" and outcome.invoice is not None:
+        _settled(ctx, case, outcome.invoice)
+    elif kind == "skipped":
         case_log.record(
             ctx.session,
             case,
@@ -113,53 +197,35 @@ def run_retry(ctx: ActionContext, action: Claimed) -> None:
             "Stripe will attempt this invoice within the hour; not charging twice",
             dedupe_key=f"{key}:skipped",
         )
-        return
-    try:
-        paid = gateway.pay_invoice(case.invoice_id, idempotency_key=key)
-    except AuthenticationRequired as exc:
-        case.our_attempts = attempt
-        _record_attempt(ctx, case, attempt, exc)
-        case_state.await_authentication(
-            ctx.session, case, exc.hosted_invoice_url or invoice.get("hosted_invoice_url"), now
-        )
-        return
-    except CardDeclined as exc:
-        case.our_attempts = attempt
-        _record_attempt(ctx, case, attempt, exc)
-        case_scheduling.reevaluate(ctx.session, case, rules, now, f"our attempt {attempt} declined")
-        return
-    except InvalidRequest as exc:
-        # e.g. the invoice is no longer payable: learn its state and let the policy decide
+    elif kind in ("auth", "declined") and isinstance(
+        outcome.error, CardDeclined | AuthenticationRequired
+    ):
+        case.our_attempts = max(case.our_attempts, attempt)
+        _record_attempt(ctx, case, attempt, outcome.error)
+        if case.status in TERMINAL:
+            return  # settled while we were charging: the attempt is on record, nothing to steer
+        if isinstance(outcome.error, AuthenticationRequired):
+            case_state.await_authentication(
+                ctx.session, case, outcome.error.hosted_invoice_url, now
+            )
+        else:
+            reason = f"our attempt {attempt} declined"
+            case_scheduling.reevaluate(ctx.session, case, _rules(ctx), now, reason)
+    elif kind == "refused" and outcome.error is not None and outcome.invoice is not None:
         case_log.record(
             ctx.session,
             case,
             now,
             "retry_refused",
-            f"Stripe refused: {exc.message}",
+            f"Stripe refused: {outcome.error.message}",
             dedupe_key=f"{key}:refused",
         )
-        _settled(ctx, case, _refresh_invoice(ctx, case))
-        return
-    _succeeded(ctx, case, attempt, key, paid)
+        _settled(ctx, case, outcome.invoice)
+    elif kind == "paid" and outcome.paid is not None:
+        _succeeded(ctx, case, attempt, key, outcome.paid)
 
 
-def _was_ours(
-    ctx: ActionContext, case: RecoveryCase, action: Claimed, attempt: int, key: str
-) -> bool:
-    """The invoice is paid and this action ran before: an earlier run may have made the payment
-    and died before its commit. Stripe answers a reused idempotency key with the first result,
-    so ask it rather than credit our payment to someone else; True when it was ours (recorded).
-    https://docs.stripe.com/api/idempotent_requests"""
-    if action.attempts < 2:
-        return False
-    try:
-        replayed = ctx.runtime.gateway.pay_invoice(case.invoice_id, idempotency_key=key)
-    except GatewayError:
-        return False  # not our payment
-    if replayed.get("status") != "paid":
-        return False
-    _succeeded(ctx, case, attempt, key, replayed)
-    return True
+run_retry = ThreePhase(decide=decide_retry, call=call_retry, record=record_retry)
 
 
 def _succeeded(
@@ -167,7 +233,7 @@ def _succeeded(
 ) -> None:
     now = ctx.clock.now()
     case.our_attempts = attempt
-    mirror.apply_invoice(ctx.session, invoice_state(paid), _now_ts(ctx))  # before webhooks
+    mirror.apply_invoice(ctx.session, so.invoice_state(paid), _now_ts(ctx))  # before webhooks
     case_log.record(
         ctx.session,
         case,
@@ -198,7 +264,7 @@ def _record_attempt(
     card = ctx.session.get(PaymentMethod, exc.payment_method_id) if exc.payment_method_id else None
     if card is None:
         card = case_evidence.current_card(ctx.session, case)
-    state = AttemptState(
+    state = so.AttemptState(
         id=attempt_id,
         payment_intent_id=exc.payment_intent_id,
         invoice_id=case.invoice_id,
@@ -216,7 +282,7 @@ def _record_attempt(
         advice_code=exc.advice_code,
         network_advice_code=exc.network_advice_code,
         network_decline_code=exc.network_decline_code,
-        card_brand=normalize_brand(exc.card_brand or (card.brand if card else None)),
+        card_brand=so.normalize_brand(exc.card_brand or (card.brand if card else None)),
         card_last4=card.last4 if card else None,
         card_funding=card.funding if card else None,
         card_fingerprint=card.fingerprint if card else None,
@@ -242,21 +308,70 @@ def _record_attempt(
     )
 
 
-def run_auto_advance_off(ctx: ActionContext, action: Claimed) -> None:
+# ---- Stripe's own retries off, the window's end, the end of dunning -------------------------
+
+
+@dataclass(frozen=True)
+class CaseCall:
+    case_id: int
+    target: str  # the invoice or subscription the call is about
+    what: str  # auto_advance_off | cancel_subscription | mark_uncollectible
+    key: str
+
+
+def decide_auto_advance_off(ctx: ActionContext, action: Claimed) -> CaseCall | None:
     case = _case(ctx, action)
     if case is None or case.status in TERMINAL:
-        return
-    ctx.runtime.gateway.update_invoice(
-        case.invoice_id, auto_advance=False, idempotency_key=f"case:{case.id}:auto_advance_off"
-    )
-    case_log.record(
-        ctx.session,
-        case,
-        ctx.clock.now(),
+        return None
+    key = f"case:{case.id}:auto_advance_off"
+    return CaseCall(case.id, case.invoice_id, "auto_advance_off", key)
+
+
+def decide_end_of_dunning(ctx: ActionContext, action: Claimed) -> CaseCall | None:
+    case = _case(ctx, action)
+    if case is None or case.status != CaseStatus.LOST:
+        return None  # recovered meanwhile: nothing to end
+    what = action.payload.get("apply")
+    key = f"case:{case.id}:end_of_dunning"
+    if what == "cancel_subscription" and case.subscription_id:
+        return CaseCall(case.id, case.subscription_id, "cancel_subscription", key)
+    if what == "mark_uncollectible":
+        return CaseCall(case.id, case.invoice_id, "mark_uncollectible", key)
+    return None
+
+
+def call_case(providers: Providers, plan: CaseCall, deadline: Deadline) -> None:
+    gateway = providers.gateway
+    if plan.what == "auto_advance_off":
+        gateway.update_invoice(plan.target, auto_advance=False, idempotency_key=plan.key)
+    elif plan.what == "cancel_subscription":
+        gateway.cancel_subscription(plan.target, at_period_end=False, idempotency_key=plan.key)
+    elif plan.what == "mark_uncollectible":
+        gateway.mark_uncollectible(plan.target, idempotency_key=plan.key)
+
+
+_SUMMARIES = {
+    "auto_advance_off": (
         "auto_advance_off",
         "Stripe's own retries are off for this invoice: recovery owns collection",
-        dedupe_key=f"case:{case.id}:auto_advance_off",
-    )
+    ),
+    "cancel_subscription": ("end_of_dunning", "subscription cancelled after failed payments"),
+    "mark_uncollectible": ("end_of_dunning", "invoice marked uncollectible"),
+}
+
+
+def record_case(ctx: ActionContext, action: Claimed, plan: CaseCall, _: None) -> None:
+    case = ctx.session.get(RecoveryCase, plan.case_id, with_for_update=True)
+    if case is None:
+        return
+    kind, summary = _SUMMARIES[plan.what]
+    case_log.record(ctx.session, case, ctx.clock.now(), kind, summary, dedupe_key=plan.key)
+
+
+run_auto_advance_off = ThreePhase(
+    decide=decide_auto_advance_off, call=call_case, record=record_case
+)
+run_end_of_dunning = ThreePhase(decide=decide_end_of_dunning, call=call_case, record=record_case)
 
 
 def run_window_end(ctx: ActionContext, action: Claimed) -> None:
@@ -266,21 +381,3 @@ def run_window_end(ctx: ActionContext, action: Claimed) -> None:
     case_scheduling.reevaluate(
         ctx.session, case, _rules(ctx), ctx.clock.now(), "the retry window ended"
     )
-
-
-def run_end_of_dunning(ctx: ActionContext, action: Claimed) -> None:
-    case = _case(ctx, action)
-    if case is None or case.status != CaseStatus.LOST:
-        return  # recovered meanwhile: nothing to end
-    gateway = ctx.runtime.gateway
-    what = action.payload.get("apply")
-    key = f"case:{case.id}:end_of_dunning"
-    if what == "cancel_subscription" and case.subscription_id:
-        gateway.cancel_subscription(case.subscription_id, at_period_end=False, idempotency_key=key)
-        summary = "subscription cancelled after failed payments"
-    elif what == "mark_uncollectible":
-        gateway.mark_uncollectible(case.invoice_id, idempotency_key=key)
-        summary = "invoice marked uncollectible"
-    else:
-        return
-    case_log.record(ctx.session, case, ctx.clock.now(), "end_of_dunning", summary, dedupe_key=key)

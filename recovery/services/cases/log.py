@@ -17,6 +17,7 @@ from recovery.models import (
     CaseEvent,
     RecoveryCase,
 )
+from recovery.runtime import note_case_moved
 
 RETRY_KIND = "case.retry"
 AUTO_ADVANCE_KIND = "case.auto_advance_off"
@@ -49,5 +50,9 @@ def record(
     }
     if dedupe_key is None:
         session.add(CaseEvent(**values))
-        return True
-    return insert_or_ignore(session, CaseEvent, values, ["dedupe_key"])
+        added = True
+    else:
+        added = insert_or_ignore(session, CaseEvent, values, ["dedupe_key"])
+    if added:  # what follows a case's state (its reminders) runs before this unit commits
+        note_case_moved(session, case.id)
+    return added

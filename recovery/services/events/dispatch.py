@@ -1,7 +1,9 @@
 """What each Stripe event type does, looked up in the runtime's handler table.
 
 The table (`recovery.services.registry`) lists for every event type first the mirror update
-(newest state wins), then every reaction, in order; all run in the same transaction.
+(newest state wins), then every reaction, in order; all run in the event's savepoint of the
+batch's transaction (services/events/inbox.py). The mirror update records what it changed in
+`ctx.changes`, which the reactions that depend on one kind of state read.
 Processing only touches the database: anything that calls out (Stripe, email, SMS) is written
 as a due action and done by the worker after commit.
 """

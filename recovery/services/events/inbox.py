@@ -1,40 +1,69 @@
-"""Store received Stripe events (insert-or-ignore on the event id) and process them.
+"""The webhook inbox: store each verified event with one statement, acknowledge, and let the
+worker process stored events in batches.
 
-A new event is stored and applied in one transaction, the processing inside a SAVEPOINT: if
-processing raises, only the savepoint is rolled back and the event is committed `pending` with
-its error, and the worker re-drives it with backoff until it succeeds or is parked as `failed`.
-The webhook answers 2xx only after that commit, so a crash before it loses nothing either:
-nothing was acknowledged, and Stripe delivers again. One commit per event instead of two (store,
-then process) roughly halves the cost of a webhook.
+Receiving (`ingest`, the web request): one INSERT ... ON CONFLICT DO NOTHING on the event id
+through a pooled connection (no ORM session), commit, then 2xx. The same statement NOTIFYs the
+workers on PostgreSQL (`recovery_events`, delivered at the commit); in one process (SQLite's
+`recovery run`) `arrived` is set instead. Either wakes a worker, so an event is processed
+within a second of arriving, not at the next tick. A crash before the commit loses nothing:
+nothing was acknowledged, and Stripe delivers again.
+
+Processing (`process_pending`, the worker; services/events/processing.py): batches of pending
+events, oldest first, each in one transaction, one bad event rolled back alone. Any order,
+duplicates and crashes end in the same mirror as in-order delivery: the mirror keeps the
+newest state whatever the order (services/events/mirror.py).
+
+`RECOVERY_PROCESS_INLINE=1` processes a new event in the request after its commit instead (the
+same batch code, for that one event).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import random
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import Clock
-from recovery.db import Database, insert_or_ignore, update_by_key
-from recovery.domain.stripe_objects.fields import MAX_TIMESTAMP
+from recovery.db import Database, insert_or_ignore
+from recovery.domain.stripe_objects import MAX_TIMESTAMP
 from recovery.models import EventStatus, StripeEvent
-from recovery.runtime import ContextFactory, ProcessingContext
-from recovery.services.events.dispatch import process_payload
+from recovery.runtime import ContextFactory
+from recovery.services.events import processing
+from recovery.services.events.processing import (  # re-exported: the worker, the CLI, tests
+    BATCH,
+    MAX_PROCESSING_ATTEMPTS,
+    backoff,
+    process_events,
+    process_pending,
+    process_stored_event,
+    redrive_due_events,
+)
+
+__all__ = [
+    "BATCH",
+    "MAX_PROCESSING_ATTEMPTS",
+    "backoff",
+    "process_events",
+    "process_pending",
+    "process_stored_event",
+    "redrive_due_events",
+]
 
 log = logging.getLogger(__name__)
 
-# A freshly stored event is processed by the request that stored it; the worker only steps in
-# once this grace period has passed, so the two do not race on a healthy event.
-REDRIVE_GRACE = timedelta(seconds=60)
-MAX_PROCESSING_ATTEMPTS = 8
+NOTIFY_CHANNEL = "recovery_events"
+
+arrived = threading.Event()
+"""Set when this process stored a new event: wakes a worker running in the same process."""
 
 
 class InvalidEvent(ValueError):
@@ -86,9 +115,8 @@ def parse_event(body: bytes) -> tuple[ParsedEvent, dict[str, Any]]:
     )
 
 
-def store_event(session: Session, event: ParsedEvent, body: bytes, now: datetime) -> bool:
-    """Insert the raw event unless its id is already stored. True when it is new."""
-    values = {
+def _row(event: ParsedEvent, body: bytes, now: datetime) -> dict[str, Any]:
+    return {
         "id": event.id,
         "type": event.type,
         "api_version": event.api_version,
@@ -99,83 +127,65 @@ def store_event(session: Session, event: ParsedEvent, body: bytes, now: datetime
         "received_at": now,
         "status": EventStatus.PENDING,
         "attempts": 0,
-        "next_attempt_at": now + REDRIVE_GRACE,
+        "next_attempt_at": now,  # due at once: the worker takes it from here
     }
-    return insert_or_ignore(session, StripeEvent, values)
 
 
-def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
-    """30 s, 1 min, 2 min ... capped at 6 h, with +-20 % jitter so a burst does not re-align."""
-    base = min(30 * 2 ** max(attempts - 1, 0), 6 * 3600)
-    jitter = (rng or random).uniform(0.8, 1.2)
-    return timedelta(seconds=base * jitter)
+def store_event(session: Session, event: ParsedEvent, body: bytes, now: datetime) -> bool:
+    """Insert the raw event unless its id is already stored (in the caller's transaction).
+    True when it is new."""
+    return insert_or_ignore(session, StripeEvent, _row(event, body, now))
 
 
-def process_stored_event(
-    db: Database, event_id: str, ctx_factory: ContextFactory, clock: Clock
-) -> str:
-    """Process one stored event if still pending. Returns its status afterwards.
-
-    The event row is locked for the whole processing transaction, so two processors (the
-    request and a worker, or two workers) never apply one event at the same time.
-    """
-    try:
-        with db.transaction() as session:
-            row = session.execute(
-                select(StripeEvent).where(StripeEvent.id == event_id).with_for_update()
-            ).scalar_one_or_none()
-            if row is None:
-                return "missing"
-            if row.status == EventStatus.PROCESSED:
-                return row.status
-            ctx: ProcessingContext = ctx_factory(session)
-            process_payload(ctx, json.loads(row.payload))
-            row.status = EventStatus.PROCESSED
-            row.attempts += 1
-            row.processed_at = clock.now()
-            row.last_error = None
-            return row.status
-    except Exception as exc:  # processing bugs and outages alike: record, back off, retry
-        log.warning("processing event %s failed: %s", event_id, exc.__class__.__name__)
-        return _record_failure(db, event_id, exc, clock)
-
-
-def _record_failure(db: Database, event_id: str, exc: Exception, clock: Clock) -> str:
-    with db.transaction() as session:
-        row = session.get(StripeEvent, event_id, with_for_update=True)
-        if row is None:
-            return "missing"
-        row.attempts += 1
-        row.last_error = f"{exc.__class__.__name__}: {exc}"[:2000]
-        if row.attempts >= MAX_PROCESSING_ATTEMPTS:
-            row.status = EventStatus.FAILED
-        else:
-            row.status = EventStatus.PENDING
-            row.next_attempt_at = clock.now() + backoff(row.attempts)
-        return row.status
-
-
-def due_event_ids(db: Database, now: datetime, limit: int = 100) -> list[str]:
-    with db.transaction() as session:
-        return list(
-            session.scalars(
-                select(StripeEvent.id)
-                .where(StripeEvent.status == EventStatus.PENDING)
-                .where(StripeEvent.next_attempt_at <= now)
-                .order_by(StripeEvent.created, StripeEvent.id)
-                .limit(limit)
-            )
+@functools.cache
+def _ingest_statement(dialect: str) -> Any:
+    table: Any = StripeEvent.__table__
+    values = {c.name: bindparam(c.name, type_=c.type) for c in table.columns if c.name in _COLUMNS}
+    if dialect == "postgresql":
+        stored = (
+            postgresql.insert(table)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(table.c.id)
+            .cte("stored")
         )
+        # The NOTIFY is queued only when a row was inserted, and sent at the commit.
+        return select(func.pg_notify(NOTIFY_CHANNEL, "")).select_from(stored)
+    insert = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=["id"])
+    return insert.returning(table.c.id)
 
 
-def redrive_due_events(
-    db: Database, ctx_factory: ContextFactory, clock: Clock, limit: int = 100
-) -> int:
-    """Process events left pending past their next attempt time. Returns how many were tried."""
-    ids = due_event_ids(db, clock.now(), limit)
-    for event_id in ids:
-        process_stored_event(db, event_id, ctx_factory, clock)
-    return len(ids)
+_COLUMNS = frozenset(
+    (
+        "id",
+        "type",
+        "api_version",
+        "created",
+        "livemode",
+        "object_id",
+        "payload",
+        "received_at",
+        "status",
+        "attempts",
+        "next_attempt_at",
+    )
+)
+
+
+def ingest(db: Database, event: ParsedEvent, body: bytes, now: datetime) -> bool:
+    """Store one verified event: one statement on a pooled connection, committed by itself
+    (PostgreSQL: autocommit, so one round trip - no BEGIN, no COMMIT). True when it is new. A
+    database error propagates (the caller answers 503: not stored, not acknowledged)."""
+    statement, row = _ingest_statement(db.dialect), _row(event, body, now)
+    if db.is_postgres:
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            new = conn.execute(statement, row).first()
+    else:
+        with db.engine.begin() as conn:
+            new = conn.execute(statement, row).first()
+    if new is not None:
+        arrived.set()
+    return new is not None
 
 
 def reset_for_replay(
@@ -199,6 +209,9 @@ def reset_for_replay(
         return ids
 
 
+# ---- receive and process at once (CLI, demo, tests, the inline mode) ----------------------------
+
+
 def receive_event(
     db: Database,
     event: ParsedEvent,
@@ -209,46 +222,51 @@ def receive_event(
     *,
     process: bool = True,
 ) -> str:
-    """Store one verified event and (when `process`) apply it. Returns "duplicate" for an event
-    already stored, else its status once committed: processed, or pending (left to the worker).
-    """
-    now = clock.now()
-    error: Exception | None = None
-    with db.transaction() as session:
-        if not store_event(session, event, body, now):
-            return "duplicate"
-        if not process:
-            return EventStatus.PENDING
-        try:
-            with session.begin_nested():
-                process_payload(ctx_factory(session), data)
-        except (OperationalError, InterfaceError, PendingRollbackError):
-            raise  # the database went away: nothing can be stored, so nothing is acknowledged
-        except Exception as exc:  # a processing bug or bad data: keep the event, retry later
-            error = exc
-        values: dict[str, Any] = {"attempts": 1}
-        if error is None:
-            values.update(status=EventStatus.PROCESSED, processed_at=clock.now())
-        else:
-            values.update(
-                last_error=f"{error.__class__.__name__}: {error}"[:2000],
-                next_attempt_at=now + backoff(1),
-            )
-        update_by_key(session, StripeEvent, event.id, values)
-    if error is not None:
-        log.warning("processing event %s failed: %s", event.id, error.__class__.__name__)
+    """Store one verified event and (when `process`) apply it after the commit. Returns
+    "duplicate" for an event already stored, else its status: processed, or pending (left to
+    the worker, or failed and backing off)."""
+    if not ingest(db, event, body, clock.now()):
+        return "duplicate"
+    if not process:
         return EventStatus.PENDING
-    return EventStatus.PROCESSED
+    status = process_events(db, [event.id], ctx_factory, clock)[event.id]
+    return EventStatus.PENDING if status == EventStatus.FAILED else status
+
+
+RECEIVE_CHUNK = 100
 
 
 def receive_events(
-    db: Database, bodies: Iterable[bytes], ctx_factory: ContextFactory, clock: Clock
+    db: Database,
+    bodies: Iterable[bytes],
+    ctx_factory: ContextFactory,
+    clock: Clock,
+    chunk: int = RECEIVE_CHUNK,
 ) -> list[bool]:
-    """Store then process each body, as the webhook endpoint does (without the signature).
-    Returns, per body, whether it was new."""
-    results = []
+    """Deliver webhook bodies as Stripe would, in this order, and process them as the worker
+    does: each chunk is stored, and its new events processed in arrival order (a savepoint
+    each), in one transaction - so no worker can take them meanwhile. Returns, per body,
+    whether it was new."""
+    results: list[bool] = []
+    pending: list[tuple[ParsedEvent, dict[str, Any], bytes]] = []
+
+    def flush() -> None:
+        now = clock.now()
+        with processing.claimer(db), db.transaction() as session:
+            fresh: list[processing.Claimed] = []
+            for event, data, body in pending:
+                new = store_event(session, event, body, now)
+                results.append(new)
+                if new:
+                    fresh.append(processing.Claimed(event.id, 0, data))
+            processing.apply(session, fresh, ctx_factory, now, db.dialect)
+        pending.clear()
+
     for body in bodies:
         event, data = parse_event(body)
-        status = receive_event(db, event, data, body, ctx_factory, clock)
-        results.append(status != "duplicate")
+        pending.append((event, data, body))
+        if len(pending) >= chunk:
+            flush()
+    if pending:
+        flush()
     return results

@@ -1,19 +1,22 @@
 """Apply mirrored states to the database, newest state wins, in any arrival order.
 
-Each write is one insert-or-ignore; when the row exists it is locked (`FOR UPDATE` on
-PostgreSQL; SQLite has a single writer) and replaced only if the incoming version is newer.
-Concurrent processors of two events about one object therefore serialize on the row, and the
-older one can never commit last and win.
+Each write first reads the row's version (and the columns reactions depend on) locked
+(`FOR UPDATE` on PostgreSQL; SQLite has a single writer), then inserts the row or replaces it
+only if the incoming version is newer: two statements for a state that wins, one for a stale
+one. Concurrent processors of two events about one object therefore serialize on the row, and
+the older one can never commit last and win. What a write changed goes into the event's
+`Changes`, so reactions that depend on one kind of state run only when it moved.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from recovery.db import insert_or_ignore, update_by_key, utcnow_from
@@ -33,6 +36,7 @@ from recovery.models import (
     Subscription,
     SubscriptionItem,
 )
+from recovery.runtime import Changes
 
 # Within one second Stripe can emit several events for one invoice; when their states differ,
 # the one further along its life wins (a paid invoice is never reopened).
@@ -67,11 +71,40 @@ def _insert(session: Session, model: type[Any], values: dict[str, Any]) -> bool:
     return insert_or_ignore(session, model, values)
 
 
-def _locked_version(session: Session, model: Any, oid: str) -> Version:
-    row = session.execute(
-        select(model.version_ts, model.version_tiebreak).where(model.id == oid).with_for_update()
-    ).one()
-    return Version(row[0], row[1])
+# The columns reactions depend on, read with the version: a write reports which of them moved.
+WATCHED: dict[Any, tuple[str, ...]] = {
+    Customer: ("default_payment_method_id", "default_source_id", "deleted"),
+    PaymentMethod: ("customer_id", "exp_month", "exp_year"),
+    Subscription: (
+        "default_payment_method_id",
+        "default_source_id",
+        "status",
+        "current_period_end",
+        "cancel_at_period_end",
+    ),
+    Invoice: (),
+}
+
+
+@functools.cache
+def _locked_row_statement(model: Any) -> Any:
+    # Built once per table, values passed as parameters (see recovery.db.insert_or_ignore).
+    columns = [model.version_ts, model.version_tiebreak]
+    columns += [getattr(model, name) for name in WATCHED[model]]
+    return select(*columns).where(model.id == bindparam("oid")).with_for_update()
+
+
+@dataclass(frozen=True)
+class Stored:
+    version: Version
+    watched: dict[str, Any]
+
+
+def _locked_row(session: Session, model: Any, oid: str) -> Stored | None:
+    row = session.execute(_locked_row_statement(model), {"oid": oid}).first()
+    if row is None:
+        return None
+    return Stored(Version(row[0], row[1]), dict(zip(WATCHED[model], row[2:], strict=True)))
 
 
 REFETCH_KIND = "stripe.refetch"
@@ -83,7 +116,7 @@ _REFETCHABLE = {
 }
 
 
-def _refetch_later(session: Session, model: Any, oid: str, ts: int) -> None:
+def refetch_later(session: Session, model: Any, oid: str, ts: int) -> None:
     """Two different states stamped with the same second: the tie-break picks one, but only
     Stripe knows which is current. Ask it (a due action re-reads the object and applies it
     stamped with the fetch time, which outranks both)."""
@@ -105,23 +138,81 @@ def _refetch_later(session: Session, model: Any, oid: str, ts: int) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Written:
+    """A state that won: `moved` names the watched columns it changed (all of them when the
+    row is new)."""
+
+    moved: frozenset[str]
+
+
+def moved_columns(model: Any, stored: Stored | None, values: dict[str, Any]) -> frozenset[str]:
+    if stored is None:
+        return frozenset(WATCHED[model])
+    return frozenset(k for k, old in stored.watched.items() if values.get(k) != old)
+
+
 def _upsert_versioned(
     session: Session, model: Any, oid: str, values: dict[str, Any], version: Version
-) -> bool:
-    """Write `values` if `version` is newer than what the row holds. True when written."""
+) -> Written | None:
+    """Write `values` if `version` is newer than what the row holds. None when not written."""
     values = {**values, "version_ts": version.ts, "version_tiebreak": version.tiebreak}
-    if _insert(session, model, {"id": oid, **values}):
-        return True
-    stored = _locked_version(session, model, oid)
-    if stored.ts == version.ts and stored.tiebreak != version.tiebreak:
-        _refetch_later(session, model, oid, version.ts)
-    if version <= stored:
-        return False
+    stored = _locked_row(session, model, oid)
+    if stored is None:
+        if _insert(session, model, {"id": oid, **values}):
+            return Written(moved_columns(model, None, values))
+        # Another transaction inserted it since we looked (PostgreSQL waited for its commit).
+        stored = _locked_row(session, model, oid)
+        assert stored is not None
+    if is_tie(stored.version, version):
+        refetch_later(session, model, oid, version.ts)
+    if version <= stored.version:
+        return None
     update_by_key(session, model, oid, values)
-    return True
+    return Written(moved_columns(model, stored, values))
 
 
-def apply_customer(session: Session, state: CustomerState, ts: int) -> bool:
+def is_tie(stored: Version, incoming: Version) -> bool:
+    """Two different states stamped with the same second: only Stripe knows which is current."""
+    return stored.ts == incoming.ts and stored.tiebreak != incoming.tiebreak
+
+
+def note(changes: Changes | None, table: str, oid: str, moved: frozenset[str] | None) -> None:
+    """Record a written row (`moved`: its watched columns that changed) in the event's changes."""
+    if changes is None or moved is None:
+        return
+    changes.mirrored.add((table, oid))
+    if table == "payment_methods" and moved:
+        changes.cards = True
+    if moved & {"default_payment_method_id", "default_source_id", "deleted"}:
+        changes.default_card = True
+    if table == "subscriptions":
+        if moved & {"status", "current_period_end", "cancel_at_period_end"}:
+            changes.renewal = True
+        if "status" in moved:
+            changes.subscription_status.add(oid)
+
+
+# ---- states as rows -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A state ready to be written: the row's values and the version that orders it."""
+
+    model: Any
+    oid: str
+    values: dict[str, Any]
+    version: Version
+    items: tuple[dict[str, Any], ...] | None = None  # a subscription's items, replaced with it
+    links: tuple[str, ...] = ()  # an invoice's PaymentIntents
+
+    @property
+    def table(self) -> str:
+        return str(self.model.__tablename__)
+
+
+def customer_write(state: CustomerState, ts: int) -> Versioned:
     values = {
         "email": state.email,
         "name": state.name,
@@ -135,12 +226,10 @@ def apply_customer(session: Session, state: CustomerState, ts: int) -> bool:
         "created": state.created,
     }
     # A deletion is final: rank it above every live state stamped with the same second.
-    return _upsert_versioned(
-        session, Customer, state.id, values, version_of(ts, state, 1 if state.deleted else 0)
-    )
+    return Versioned(Customer, state.id, values, version_of(ts, state, 1 if state.deleted else 0))
 
 
-def apply_card(session: Session, state: CardState, ts: int) -> bool:
+def card_write(state: CardState, ts: int) -> Versioned:
     values = {
         "customer_id": state.customer_id,
         "type": state.type,
@@ -154,10 +243,10 @@ def apply_card(session: Session, state: CardState, ts: int) -> bool:
         "wallet": state.wallet,
         "created": state.created,
     }
-    return _upsert_versioned(session, PaymentMethod, state.id, values, version_of(ts, state))
+    return Versioned(PaymentMethod, state.id, values, version_of(ts, state))
 
 
-def apply_subscription(session: Session, state: SubscriptionState, ts: int) -> bool:
+def subscription_write(state: SubscriptionState, ts: int) -> Versioned:
     values = {
         "customer_id": state.customer_id,
         "status": state.status,
@@ -180,41 +269,27 @@ def apply_subscription(session: Session, state: SubscriptionState, ts: int) -> b
         "metadata_": dict(state.metadata),
         "created": state.created,
     }
+    items = tuple(
+        {
+            "id": item.id,
+            "subscription_id": state.id,
+            "price_id": item.price_id,
+            "product_id": item.product_id,
+            "unit_amount": item.unit_amount,
+            "quantity": item.quantity,
+            "currency": item.currency,
+            "interval": item.interval,
+            "interval_count": item.interval_count,
+            "current_period_start": utcnow_from(item.current_period_start),
+            "current_period_end": utcnow_from(item.current_period_end),
+        }
+        for item in state.items
+    )
     rank = 1 if state.status == "canceled" else 0  # cancelled is terminal
-    if not _upsert_versioned(session, Subscription, state.id, values, version_of(ts, state, rank)):
-        return False
-    session.execute(delete(SubscriptionItem).where(SubscriptionItem.subscription_id == state.id))
-    if state.items:
-        session.execute(
-            insert(SubscriptionItem),
-            [
-                {
-                    "id": item.id,
-                    "subscription_id": state.id,
-                    "price_id": item.price_id,
-                    "product_id": item.product_id,
-                    "unit_amount": item.unit_amount,
-                    "quantity": item.quantity,
-                    "currency": item.currency,
-                    "interval": item.interval,
-                    "interval_count": item.interval_count,
-                    "current_period_start": utcnow_from(item.current_period_start),
-                    "current_period_end": utcnow_from(item.current_period_end),
-                }
-                for item in state.items
-            ],
-        )
-    return True
+    return Versioned(Subscription, state.id, values, version_of(ts, state, rank), items)
 
 
-def link_invoice_payment(session: Session, invoice_id: str, payment_intent_id: str) -> None:
-    values = {"invoice_id": invoice_id, "payment_intent_id": payment_intent_id}
-    insert_or_ignore(session, InvoicePayment, values, ["invoice_id", "payment_intent_id"])
-
-
-def apply_invoice(session: Session, state: InvoiceState, ts: int) -> bool:
-    for intent in state.payment_intent_ids:
-        link_invoice_payment(session, state.id, intent)
+def invoice_write(state: InvoiceState, ts: int) -> Versioned:
     values = {
         "customer_id": state.customer_id,
         "subscription_id": state.subscription_id,
@@ -235,10 +310,59 @@ def apply_invoice(session: Session, state: InvoiceState, ts: int) -> bool:
         "created": state.created,
     }
     rank = _INVOICE_STATUS_RANK.get(state.status or "", 0) * 1000 + min(state.attempt_count, 999)
-    return _upsert_versioned(session, Invoice, state.id, values, version_of(ts, state, rank))
+    version = version_of(ts, state, rank)
+    return Versioned(Invoice, state.id, values, version, links=tuple(state.payment_intent_ids))
 
 
-_ATTEMPT_FIELDS = (
+def replace_items(
+    session: Session, subscription_ids: list[str], items: list[dict[str, Any]]
+) -> None:
+    session.execute(
+        delete(SubscriptionItem).where(SubscriptionItem.subscription_id.in_(subscription_ids))
+    )
+    if items:
+        session.execute(insert(SubscriptionItem), items)
+
+
+def apply(session: Session, write: Versioned, changes: Changes | None = None) -> bool:
+    """Write one state if it is the newest, in the caller's transaction. True when written."""
+    for intent in write.links:
+        link_invoice_payment(session, write.oid, intent)
+    written = _upsert_versioned(session, write.model, write.oid, write.values, write.version)
+    note(changes, write.table, write.oid, written.moved if written else None)
+    if written is not None and write.items is not None:
+        replace_items(session, [write.oid], list(write.items))
+    return written is not None
+
+
+def apply_customer(
+    session: Session, state: CustomerState, ts: int, changes: Changes | None = None
+) -> bool:
+    return apply(session, customer_write(state, ts), changes)
+
+
+def apply_card(session: Session, state: CardState, ts: int, changes: Changes | None = None) -> bool:
+    return apply(session, card_write(state, ts), changes)
+
+
+def apply_subscription(
+    session: Session, state: SubscriptionState, ts: int, changes: Changes | None = None
+) -> bool:
+    return apply(session, subscription_write(state, ts), changes)
+
+
+def link_invoice_payment(session: Session, invoice_id: str, payment_intent_id: str) -> None:
+    values = {"invoice_id": invoice_id, "payment_intent_id": payment_intent_id}
+    insert_or_ignore(session, InvoicePayment, values, ["invoice_id", "payment_intent_id"])
+
+
+def apply_invoice(
+    session: Session, state: InvoiceState, ts: int, changes: Changes | None = None
+) -> bool:
+    return apply(session, invoice_write(state, ts), changes)
+
+
+ATTEMPT_FIELDS = (
     "payment_intent_id",
     "invoice_id",
     "customer_id",
@@ -273,20 +397,56 @@ def _merge_field(old: Any, new: Any) -> Any:
     return max(old, new, key=str)
 
 
-def apply_attempt(session: Session, state: AttemptState, ts: int) -> None:
-    if state.card is not None:
-        apply_card(session, state.card, ts)
-    if state.invoice_id and state.payment_intent_id:
-        link_invoice_payment(session, state.invoice_id, state.payment_intent_id)
-    new_values = {name: getattr(state, name) for name in _ATTEMPT_FIELDS}
+def attempt_values(state: AttemptState) -> dict[str, Any]:
+    return {name: getattr(state, name) for name in ATTEMPT_FIELDS}
+
+
+def merged_attempt(
+    stored: dict[str, Any], new_values: dict[str, Any], status: str, ts: int
+) -> dict[str, Any]:
+    """A stored attempt (`ATTEMPT_FIELDS`, status, version_ts) and what one more source says."""
+    merged = {name: _merge_field(stored[name], new_values[name]) for name in ATTEMPT_FIELDS}
+    old_status = str(stored["status"])
+    newer = _ATTEMPT_STATUS_RANK.get(status, 0) > _ATTEMPT_STATUS_RANK.get(old_status, 0)
+    merged["status"] = status if newer else old_status
+    merged["version_ts"] = max(int(stored["version_ts"]), ts)
+    return merged
+
+
+@functools.cache
+def _locked_attempt_statement() -> Any:
+    columns = [getattr(PaymentAttempt, n) for n in (*ATTEMPT_FIELDS, "status", "version_ts")]
+    return select(*columns).where(PaymentAttempt.id == bindparam("oid")).with_for_update()
+
+
+def apply_attempt(
+    session: Session,
+    state: AttemptState,
+    ts: int,
+    changes: Changes | None = None,
+    *,
+    with_card: bool = True,
+) -> None:
+    """The attempt merged into what is stored of it (and, unless told otherwise, its card and
+    its invoice's link to its PaymentIntent)."""
+    if with_card:
+        if state.card is not None:
+            apply_card(session, state.card, ts, changes)
+        if state.invoice_id and state.payment_intent_id:
+            link_invoice_payment(session, state.invoice_id, state.payment_intent_id)
+    new_values = attempt_values(state)
     values = {**new_values, "status": state.status, "version_ts": ts, "version_tiebreak": ""}
+    if changes is not None:
+        changes.mirrored.add(("payment_attempts", state.id))
     if _insert(session, PaymentAttempt, {"id": state.id, **values}):
         return
-    row = session.execute(
-        select(PaymentAttempt).where(PaymentAttempt.id == state.id).with_for_update()
-    ).scalar_one()
-    merged = {name: _merge_field(getattr(row, name), new_values[name]) for name in _ATTEMPT_FIELDS}
-    if _ATTEMPT_STATUS_RANK.get(state.status, 0) > _ATTEMPT_STATUS_RANK.get(row.status, 0):
-        merged["status"] = state.status
-    merged["version_ts"] = max(row.version_ts, ts)
-    update_by_key(session, PaymentAttempt, state.id, merged)
+    merge_attempt(session, state.id, new_values, state.status, ts)
+
+
+def merge_attempt(
+    session: Session, oid: str, new_values: dict[str, Any], status: str, ts: int
+) -> None:
+    """Merge into the stored attempt, its row locked."""
+    row = session.execute(_locked_attempt_statement(), {"oid": oid}).one()
+    stored = dict(zip((*ATTEMPT_FIELDS, "status", "version_ts"), row, strict=True))
+    update_by_key(session, PaymentAttempt, oid, merged_attempt(stored, new_values, status, ts))

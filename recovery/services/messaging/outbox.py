@@ -23,14 +23,17 @@ after MAX_ATTEMPTS - about two days, so an SMTP or Twilio outage of a day loses 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
+from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
-from recovery.adapters.email import Mailer, SendError, address, build
-from recovery.adapters.sms import OPTED_OUT, SmsSender
+from recovery.adapters.deadline import Deadline
+from recovery.adapters.email import SendError, address, build
+from recovery.adapters.sms import OPTED_OUT
 from recovery.config import Settings
 from recovery.db import insert_or_ignore
 from recovery.domain import sms as sms_rules
@@ -38,7 +41,7 @@ from recovery.domain.reminders import local_day, next_day_at
 from recovery.domain.timezones import customer_timezone
 from recovery.models import ActionStatus, Customer, DueAction, MessageStatus, OutboxMessage
 from recovery.rules import Rules
-from recovery.runtime import ActionContext, Claimed
+from recovery.runtime import ActionContext, Claimed, Providers, ThreePhase
 from recovery.services.card_update import links as card_update_links
 from recovery.services.messaging.consent import may_text, set_opt_out
 from recovery.services.outreach import links as outreach_links
@@ -165,7 +168,7 @@ def _masked(row: OutboxMessage) -> str:
     return sms_rules.mask_email(row.recipient)
 
 
-# ---- sending (the worker) -------------------------------------------------------------------
+# ---- sending (the worker): decide, call, record ----------------------------------------------
 
 
 def _defer(ctx: ActionContext, row: OutboxMessage, at: datetime, why: str) -> None:
@@ -193,7 +196,7 @@ def _filled(ctx: ActionContext, row: OutboxMessage, text: str) -> str:
     return card_update_links.fill(ctx.session, text, row.dedupe_key, ctx.runtime.settings)
 
 
-def _send_email(ctx: ActionContext, row: OutboxMessage, provider: Mailer) -> str:
+def _email(ctx: ActionContext, row: OutboxMessage) -> EmailMessage:
     rules: Rules = ctx.runtime.rules
     settings: Settings = ctx.runtime.settings
     business = rules.business
@@ -203,7 +206,7 @@ def _send_email(ctx: ActionContext, row: OutboxMessage, provider: Mailer) -> str
         settings.mail_from_name or f"{business.sender_name} at {business.name}",
         settings.mail_from_address or business.sender_email,
     )
-    msg = build(
+    return build(
         sender=sender,
         reply_to=address(f"{business.sender_name} at {business.name}", business.reply_to),
         to=address("", row.recipient),
@@ -213,37 +216,44 @@ def _send_email(ctx: ActionContext, row: OutboxMessage, provider: Mailer) -> str
         date=ctx.clock.now(),
         list_unsubscribe=outreach_links.list_unsubscribe_url(row, settings),
     )
-    return provider.send(msg)
 
 
-def _send_sms(ctx: ActionContext, row: OutboxMessage, provider: SmsSender, action: Claimed) -> str:
-    body = _filled(ctx, row, row.body)  # the same text on every attempt: the token is derived
-    if action.attempts > 1 or row.attempts > 0:
-        # An earlier attempt may have reached Twilio before its worker died: ask first.
-        since = row.created_at if row.sent_at is None else row.sent_at
-        found = provider.find_sent(row.recipient, body, since)
-        if found is not None:
-            log.info("message %s was accepted by Twilio before a crash: %s", row.id, found)
-            return found
-    return provider.send(row.recipient, body)
+@dataclass(frozen=True)
+class Send:
+    """One message, ready to hand to its provider."""
+
+    message_id: int
+    channel: str
+    email: EmailMessage | None = None  # the whole message; its Message-ID is stable
+    to: str = ""  # SMS
+    text: str = ""  # SMS, the same on every attempt (the link's token is derived)
+    look_up_since: datetime | None = None  # SMS: ask Twilio first, an earlier try may have gone
+    attempt: int = 0  # this action's attempt, recorded on the message with the outcome
+    last_try: bool = False  # a transient failure now fails the message
 
 
-def run_send(ctx: ActionContext, action: Claimed) -> None:
+@dataclass(frozen=True)
+class Sent:
+    provider_id: str | None = None
+    error: SendError | None = None  # permanent, or transient on the last attempt
+
+
+def decide_send(ctx: ActionContext, action: Claimed) -> Send | None:
     now = ctx.clock.now()
     row = ctx.session.get(OutboxMessage, int(action.payload["message_id"]), with_for_update=True)
     if row is None or row.status != MessageStatus.PENDING:
-        return
+        return None
     check = ctx.runtime.handlers.still_wanted.get(row.about.partition(":")[0])
     reason = check(ctx.session, row) if check is not None else None
     if reason is not None:
         _finish(row, MessageStatus.CANCELLED, now, reason)
-        return
-    customer = ctx.session.get(Customer, row.customer_id) if row.customer_id else None
+        return None
     if row.channel == "sms":
+        customer = ctx.session.get(Customer, row.customer_id) if row.customer_id else None
         blocked = _sms_blocked(ctx, row, customer)
         if blocked is not None:
             _finish(row, MessageStatus.CANCELLED, now, blocked)
-            return
+            return None
         zone = customer_timezone(
             customer.address_country if customer else None,
             customer.preferred_locales if customer else (),
@@ -252,10 +262,13 @@ def run_send(ctx: ActionContext, action: Claimed) -> None:
         allowed = sms_rules.next_allowed(now, zone, hours)
         if allowed > now:
             _defer(ctx, row, allowed, "outside the recipient's sending hours")
-            return
+            return None
+    # An earlier attempt may have reached the provider (a timeout after Twilio took the text, a
+    # worker killed before recording it). The count is committed before the call.
+    retried = action.attempts > 1 or row.attempts > 0
     row.attempts = max(row.attempts, action.attempts)
-    mailer, texter = ctx.runtime.mailer, ctx.runtime.sms
-    if (mailer if row.channel == "email" else texter) is None:
+    provider = ctx.runtime.mailer if row.channel == "email" else ctx.runtime.sms
+    if provider is None:
         log.info(
             "%s to %s (%s, no provider configured; kept in the outbox): %s",
             row.channel,
@@ -264,24 +277,81 @@ def run_send(ctx: ActionContext, action: Claimed) -> None:
             row.subject or row.body[:60],
         )
         row.provider_id = LOCAL_PROVIDER
-    else:
-        try:
-            if row.channel == "email" and mailer is not None:
-                row.provider_id = _send_email(ctx, row, mailer)
-            elif texter is not None:
-                row.provider_id = _send_sms(ctx, row, texter, action)
-        except SendError as exc:
-            if exc.permanent or action.attempts >= MAX_ATTEMPTS:
-                _finish(row, MessageStatus.FAILED, now, str(exc))
-                if row.channel == "sms" and exc.code == OPTED_OUT:
-                    set_opt_out(ctx.session, row.recipient, True, "twilio_21610", now)
-                log.warning("message %s to %s failed: %s", row.id, _masked(row), exc)
-                return
-            raise  # transient: the due action retries with backoff
+        _sent(row, now)
+        return None
+    last_try = action.attempts >= MAX_ATTEMPTS
+    if row.channel == "email":
+        email = _email(ctx, row)
+        return Send(row.id, "email", email=email, attempt=action.attempts, last_try=last_try)
+    return Send(
+        row.id,
+        "sms",
+        to=row.recipient,
+        text=_filled(ctx, row, row.body),
+        look_up_since=(row.created_at if row.sent_at is None else row.sent_at) if retried else None,
+        last_try=last_try,
+    )
+
+
+def call_send(providers: Providers, send: Send, deadline: Deadline) -> Sent:
+    """The provider call. Email: the same Message-ID on every attempt (at most a copy with the
+    same id after a crash). SMS: after a first attempt, ask Twilio whether it already took this
+    text before sending it again."""
+    try:
+        if send.email is not None:
+            assert providers.mailer is not None
+            return Sent(providers.mailer.send(send.email))
+        assert providers.sms is not None
+        if send.look_up_since is not None:
+            found = providers.sms.find_sent(send.to, send.text, send.look_up_since)
+            if found is not None:
+                log.info(
+                    "message %s was accepted by Twilio before a crash: %s", send.message_id, found
+                )
+                return Sent(found)
+        return Sent(providers.sms.send(send.to, send.text))
+    except SendError as exc:
+        if exc.permanent or send.last_try:
+            return Sent(error=exc)
+        raise  # transient: the due action retries with backoff
+
+
+def record_send(ctx: ActionContext, action: Claimed, send: Send, sent: Sent) -> None:
+    now = ctx.clock.now()
+    if sent.error is None:  # sent, whatever happened to the row meanwhile: the provider took it
+        attempts = OutboxMessage.attempts
+        ctx.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == send.message_id)
+            .values(
+                status=MessageStatus.SENT,
+                sent_at=now,
+                finished_at=now,
+                last_error=None,
+                provider_id=sent.provider_id,
+                attempts=case((attempts < send.attempt, send.attempt), else_=attempts),
+            ),
+            execution_options={"synchronize_session": False},
+        )
+        return
+    row = ctx.session.get(OutboxMessage, send.message_id, with_for_update=True)
+    if row is None:
+        return
+    row.attempts = max(row.attempts, send.attempt)
+    _finish(row, MessageStatus.FAILED, now, str(sent.error))
+    if row.channel == "sms" and sent.error.code == OPTED_OUT:
+        set_opt_out(ctx.session, row.recipient, True, "twilio_21610", now)
+    log.warning("message %s to %s failed: %s", row.id, _masked(row), sent.error)
+
+
+def _sent(row: OutboxMessage, now: datetime) -> None:
     row.status = MessageStatus.SENT
     row.sent_at = now
     row.finished_at = now
     row.last_error = None
+
+
+run_send = ThreePhase(decide=decide_send, call=call_send, record=record_send)
 
 
 # ---- reading --------------------------------------------------------------------------------

@@ -5,22 +5,34 @@ hosts split the work without blocking each other; SQLite (one writer) uses a con
 and checks the row count. A worker that dies leaves its claims `running` until the lease
 expires, then anyone reclaims them. Completing re-checks the lease in the same transaction as
 the action's own writes, so a worker whose lease was taken over commits nothing.
+
+No transaction is ever open while a provider is called (`ActionRunner`): a batch is claimed and
+decided in one transaction (a savepoint per action), the provider calls of the batch run on a
+pool of threads with no transaction open, each under a deadline well inside the lease, and
+their outcomes are recorded in a second transaction, again a savepoint per action, each
+committing only while its lease is still held. Actions about one subject (a case, a message's
+case, a cancel session) run one after the other, in due order; different subjects at once.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import random
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
+from recovery.adapters.deadline import Deadline
 from recovery.db import Database, execute_count, insert_or_ignore
 from recovery.models import ActionStatus, DueAction
-from recovery.runtime import Claimed, Runtime
+from recovery.runtime import Claimed, Runtime, ThreePhase
 
 log = logging.getLogger(__name__)
 
@@ -87,57 +99,58 @@ def claim(
     db: Database, owner: str, now: datetime, limit: int = 50, lease: timedelta = DEFAULT_LEASE
 ) -> list[Claimed]:
     with db.transaction() as session:
-        query = select(DueAction.id).where(_claimable(now)).order_by(DueAction.due_at).limit(limit)
-        if db.is_postgres:
-            ids = list(session.scalars(query.with_for_update(skip_locked=True)))
-            if ids:
-                session.execute(
-                    update(DueAction)
-                    .where(DueAction.id.in_(ids))
-                    .values(
-                        status=ActionStatus.RUNNING,
-                        lease_owner=owner,
-                        lease_expires_at=now + lease,
-                        attempts=DueAction.attempts + 1,
-                    )
-                )
-        else:
-            # SKIP LOCKED does not exist on SQLite: claim each row with a conditional UPDATE and
-            # keep only those whose row count says we won.
-            ids = []
-            for action_id in session.scalars(query):
-                won = execute_count(
-                    session,
-                    update(DueAction)
-                    .where(DueAction.id == action_id)
-                    .where(_claimable(now))
-                    .values(
-                        status=ActionStatus.RUNNING,
-                        lease_owner=owner,
-                        lease_expires_at=now + lease,
-                        attempts=DueAction.attempts + 1,
-                    ),
-                )
-                if won == 1:
-                    ids.append(action_id)
-        if not ids:
-            return []
-        rows = session.scalars(select(DueAction).where(DueAction.id.in_(ids))).all()
-        return sorted(
-            (
-                Claimed(
-                    id=r.id,
-                    kind=r.kind,
-                    subject=r.subject,
-                    dedupe_key=r.dedupe_key,
-                    attempts=r.attempts,
-                    payload=dict(r.payload or {}),
-                    due_at=r.due_at,
-                )
-                for r in rows
-            ),
-            key=lambda c: (c.due_at, c.id),
+        return claim_in(session, db.is_postgres, owner, now, limit, lease)
+
+
+def claim_in(
+    session: Session,
+    is_postgres: bool,
+    owner: str,
+    now: datetime,
+    limit: int = 50,
+    lease: timedelta = DEFAULT_LEASE,
+) -> list[Claimed]:
+    """Claim up to `limit` due actions in the caller's transaction, oldest due first: one
+    UPDATE ... RETURNING. PostgreSQL skips rows another worker is claiming (SKIP LOCKED);
+    SQLite has one writer, whose BEGIN IMMEDIATE makes the select and the update one step."""
+    due = select(DueAction.id).where(_claimable(now)).order_by(DueAction.due_at).limit(limit)
+    if is_postgres:
+        due = due.with_for_update(skip_locked=True)
+    rows = session.execute(
+        update(DueAction)
+        .where(DueAction.id.in_(due.scalar_subquery()))
+        .values(
+            status=ActionStatus.RUNNING,
+            lease_owner=owner,
+            lease_expires_at=now + lease,
+            attempts=DueAction.attempts + 1,
         )
+        .returning(
+            DueAction.id,
+            DueAction.kind,
+            DueAction.subject,
+            DueAction.dedupe_key,
+            DueAction.attempts,
+            DueAction.payload,
+            DueAction.due_at,
+        ),
+        execution_options={"synchronize_session": False},
+    ).all()
+    return sorted(
+        (
+            Claimed(
+                id=r.id,
+                kind=r.kind,
+                subject=r.subject,
+                dedupe_key=r.dedupe_key,
+                attempts=r.attempts,
+                payload=dict(r.payload or {}),
+                due_at=r.due_at,
+            )
+            for r in rows
+        ),
+        key=lambda c: (c.due_at, c.id),
+    )
 
 
 def action_backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
@@ -157,43 +170,269 @@ def _finish(session: Session, action: Claimed, owner: str, values: Mapping[str, 
     )
 
 
-def run_claimed(runtime: Runtime, action: Claimed, owner: str) -> str:
-    """Run one claimed action; its writes and its completion commit together."""
-    db, clock = runtime.db, runtime.clock
+def _complete(session: Session, action: Claimed, owner: str, now: datetime) -> None:
+    done = {"status": ActionStatus.DONE, "finished_at": now, "last_error": None}
+    if _finish(session, action, owner, done) != 1:
+        raise LeaseLost(f"action {action.id} was taken over")
+
+
+def _holds_lease(session: Session, action: Claimed, owner: str) -> bool:
+    held = session.scalar(
+        select(DueAction.id)
+        .where(DueAction.id == action.id)
+        .where(DueAction.status == ActionStatus.RUNNING)
+        .where(DueAction.lease_owner == owner)
+    )
+    return held is not None
+
+
+# The database went away: nothing can be recorded, the whole unit of work is lost; the actions
+# stay claimed until their lease runs out and are then run again.
+_DATABASE_GONE = (OperationalError, InterfaceError, PendingRollbackError)
+
+
+def _fail(session: Session, action: Claimed, owner: str, exc: Exception, now: datetime) -> str:
+    """Try again later with backoff, or give up (permanent, or out of attempts)."""
+    permanent = isinstance(exc, PermanentError)
+    log.warning("action %s (%s) failed: %s", action.id, action.kind, exc.__class__.__name__)
+    row = session.get(DueAction, action.id)
+    if row is None:
+        return "missing"
+    error = f"{exc.__class__.__name__}: {exc}"[:2000]
+    if permanent or row.attempts >= row.max_attempts:
+        values: dict[str, Any] = {
+            "status": ActionStatus.FAILED,
+            "finished_at": now,
+            "last_error": error,
+        }
+    else:
+        values = {
+            "status": ActionStatus.PENDING,
+            "due_at": now + action_backoff(row.attempts),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "last_error": error,
+        }
+    if _finish(session, action, owner, values) != 1:
+        return "lease_lost"
+    return str(values["status"])
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A three-phase action between its decision and its record: what to call."""
+
+    action: Claimed
+    handler: ThreePhase[Any, Any]
+    plan: Any
+
+
+@dataclass(frozen=True)
+class Called:
+    decided: Decided
+    outcome: Any = None
+    error: Exception | None = None
+
+
+def decide(runtime: Runtime, session: Session, action: Claimed, owner: str) -> str | Decided:
+    """Step 1, in the caller's transaction and a savepoint of its own: a one-phase handler
+    runs whole and completes; a three-phase one decides what to call (or completes when there
+    is nothing to call). Returns the action's status, or what to call."""
     handler = runtime.handlers.actions.get(action.kind)
+    now = runtime.clock.now()
     try:
-        with db.transaction() as session:
+        with session.begin_nested():
             if handler is None:
                 raise PermanentError(f"no handler for action kind {action.kind!r}")
-            handler(runtime.action_context(session, owner), action)
-            done = {"status": ActionStatus.DONE, "finished_at": clock.now(), "last_error": None}
-            if _finish(session, action, owner, done) != 1:
-                raise LeaseLost(f"action {action.id} was taken over")
+            ctx = runtime.action_context(session, owner)
+            if isinstance(handler, ThreePhase):
+                plan = handler.decide(ctx, action)
+                if plan is not None:
+                    return Decided(action, handler, plan)
+            else:
+                handler(ctx, action)
+            _complete(session, action, owner, now)
         return ActionStatus.DONE
     except LeaseLost:
         log.warning("lease lost on action %s; another worker owns it", action.id)
         return "lease_lost"
+    except _DATABASE_GONE:
+        raise
     except Exception as exc:
-        permanent = isinstance(exc, PermanentError)
-        log.warning("action %s (%s) failed: %s", action.id, action.kind, exc.__class__.__name__)
-        with db.transaction() as session:
-            row = session.get(DueAction, action.id)
-            if row is None:
-                return "missing"
-            error = f"{exc.__class__.__name__}: {exc}"[:2000]
-            if permanent or row.attempts >= row.max_attempts:
-                values: dict[str, Any] = {
-                    "status": ActionStatus.FAILED,
-                    "finished_at": clock.now(),
-                    "last_error": error,
-                }
+        return _fail(session, action, owner, exc, now)
+
+
+def call(runtime: Runtime, decided: Decided) -> Called:
+    """Step 2, with no transaction open: the provider call, under the deadline."""
+    try:
+        with Deadline(runtime.settings.provider_deadline_seconds) as deadline:
+            outcome = decided.handler.call(runtime.providers, decided.plan, deadline)
+        return Called(decided, outcome)
+    except Exception as exc:  # recorded as the action's failure in step 3
+        return Called(decided, error=exc)
+
+
+def record(runtime: Runtime, session: Session, called: Called, owner: str) -> str:
+    """Step 3, in the caller's transaction and a savepoint: the outcome, committed only while
+    the lease is still ours."""
+    action = called.decided.action
+    now = runtime.clock.now()
+    if called.error is not None:
+        return _fail(session, action, owner, called.error, now)
+    try:
+        with session.begin_nested():
+            ctx = runtime.action_context(session, owner)
+            called.decided.handler.record(ctx, action, called.decided.plan, called.outcome)
+            _complete(session, action, owner, now)
+        return ActionStatus.DONE
+    except LeaseLost:
+        log.warning("lease lost on action %s; another worker owns it", action.id)
+        return "lease_lost"
+    except _DATABASE_GONE:
+        raise
+    except Exception as exc:
+        return _fail(session, action, owner, exc, now)
+
+
+def _fresh_for_the_next(session: Session) -> None:
+    """Several actions share a transaction: the next starts from what the database holds (the
+    mirror is written with plain statements, which loaded objects would not see)."""
+    session.flush()
+    session.expunge_all()
+
+
+def run_claimed(runtime: Runtime, action: Claimed, owner: str) -> str:
+    """Run one claimed action through its steps, each transaction on its own (tests, drills)."""
+    with runtime.db.transaction() as session:
+        decided = decide(runtime, session, action, owner)
+    if not isinstance(decided, Decided):
+        return decided
+    called = call(runtime, decided)
+    with runtime.db.transaction() as session:
+        return record(runtime, session, called, owner)
+
+
+class ActionRunner:
+    """Runs due actions for one worker: claims and decides in batches, calls providers on a
+    pool of `threads` threads (none open a transaction), records outcomes in batches.
+
+    Actions about one subject run one at a time in due order (a case's retry and its reminder
+    never race); the next waits, claimed, until the one before it is recorded. With one thread
+    the calls run in the caller's thread, in order.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        owner: str,
+        *,
+        threads: int | None = None,
+        batch_size: int = 50,
+        lease: timedelta = DEFAULT_LEASE,
+    ) -> None:
+        self.runtime, self.owner = runtime, owner
+        self.threads = max(1, threads if threads is not None else runtime.settings.worker_threads)
+        self.batch_size = batch_size
+        self.lease = lease
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._statuses: dict[str, int] = {}
+
+    @property
+    def statuses(self) -> dict[str, int]:
+        """How the actions run so far ended (done, pending again, failed, lease_lost)."""
+        return dict(self._statuses)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _count(self, status: str) -> None:
+        self._statuses[status] = self._statuses.get(status, 0) + 1
+
+    def _decide_all(
+        self, session: Session, actions: Iterable[Claimed], first: bool
+    ) -> list[Decided]:
+        decided = []
+        for action in actions:
+            if not first and not _holds_lease(session, action, self.owner):
+                self._count("lease_lost")  # waited behind its subject past the lease
+                continue
+            result = decide(self.runtime, session, action, self.owner)
+            _fresh_for_the_next(session)
+            if isinstance(result, Decided):
+                decided.append(result)
             else:
-                values = {
-                    "status": ActionStatus.PENDING,
-                    "due_at": clock.now() + action_backoff(row.attempts),
-                    "lease_owner": None,
-                    "lease_expires_at": None,
-                    "last_error": error,
-                }
-            _finish(session, action, owner, values)
-            return str(values["status"])
+                self._count(result)
+        return decided
+
+    def _record_all(self, calls: Sequence[Called]) -> None:
+        if not calls:
+            return
+        statuses = []
+        with self.runtime.db.transaction() as session:
+            for c in calls:
+                statuses.append(record(self.runtime, session, c, self.owner))
+                _fresh_for_the_next(session)
+        for status in statuses:
+            self._count(status)
+
+    def drain(self) -> int:
+        """Run everything due now, including what comes due while running (a reminder that a
+        recorded outcome scheduled for now). Returns how many actions were claimed."""
+        db, clock = self.runtime.db, self.runtime.clock
+        claimed_total = 0
+        waiting: dict[str, deque[Claimed]] = {}  # subject -> claimed, not yet decided
+        busy: set[str] = set()  # subjects with an action decided and not yet recorded
+        in_flight: dict[concurrent.futures.Future[Called], str] = {}
+        exhausted = False  # the last claim found fewer due actions than it asked for
+        while True:
+            idle = not in_flight and not waiting
+            queued = sum(len(q) for q in waiting.values())
+            room = self.batch_size - len(in_flight) - queued
+            claim_now = not exhausted and room >= max(1, self.batch_size // 2)
+            ready_subjects = [s for s in waiting if s not in busy]
+            decided: list[Decided] = []
+            claimed = 0
+            if claim_now or ready_subjects:
+                with db.transaction() as session:
+                    fresh: set[int] = set()
+                    if claim_now:
+                        batch = claim_in(
+                            session, db.is_postgres, self.owner, clock.now(), room, self.lease
+                        )
+                        claimed = len(batch)
+                        claimed_total += claimed
+                        exhausted = claimed < room
+                        for action in batch:
+                            waiting.setdefault(action.subject, deque()).append(action)
+                            fresh.add(action.id)
+                    for subject in [s for s in waiting if s not in busy]:
+                        action = waiting[subject].popleft()
+                        if not waiting[subject]:
+                            del waiting[subject]
+                        decided += self._decide_all(session, [action], first=action.id in fresh)
+            busy |= {d.action.subject for d in decided}
+            if self.threads == 1:
+                self._record_all([call(self.runtime, d) for d in decided])
+                busy.clear()
+            else:
+                if decided:
+                    pool = self._pool or concurrent.futures.ThreadPoolExecutor(
+                        self.threads, thread_name_prefix="recovery-call"
+                    )
+                    self._pool = pool
+                    for d in decided:
+                        in_flight[pool.submit(call, self.runtime, d)] = d.action.subject
+                if in_flight:
+                    concurrent.futures.wait(
+                        list(in_flight), return_when=concurrent.futures.FIRST_COMPLETED
+                    )
+                    finished = [f for f in in_flight if f.done()]
+                    self._record_all([f.result() for f in finished])
+                    for f in finished:
+                        busy.discard(in_flight.pop(f))
+            if not in_flight and not waiting:
+                if idle and claim_now and claimed == 0:
+                    return claimed_total  # looked with nothing running: nothing is due
+                exhausted = False  # what just ran may have scheduled more for now: look again

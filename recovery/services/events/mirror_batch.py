@@ -1,0 +1,280 @@
+"""The mirror updates of a batch of events, worked out in memory and written together.
+
+Most events in a batch do nothing but update the mirror (no reaction is needed: see
+services/events/gates.py). For those, the batch reads every row they touch once (one SELECT
+per table, `FOR UPDATE` on PostgreSQL), decides in memory - event by event, in the batch's
+order, with the same rules as the one-event path (mirror.py: newest version wins, a tie asks
+Stripe, a charge and its PaymentIntent merge field by field) - which states win, and writes
+each winner once, one statement per table (`flush`), before any event whose reactions must run
+reads the mirror. The end state is the one the one-event path gives; what each event changed
+(`Changes`) is worked out the same way, so the gates decide alike.
+
+`plan` is a dry run, for deciding: `commit` keeps it (the event takes this path), or it is
+dropped (the event runs its reactions, on the one-event path, after a `flush`; `forget` then
+drops the rows it wrote from memory).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from recovery.db import as_columns
+from recovery.models import InvoicePayment, PaymentAttempt
+from recovery.runtime import Changes
+from recovery.services.events import mirror
+from recovery.services.events.mirror_handlers import Attempt, Link, Op
+
+Key = tuple[Any, str]  # (model, id)
+_ATTEMPT_COLUMNS = (*mirror.ATTEMPT_FIELDS, "status", "version_ts")
+
+
+@dataclass
+class Plan:
+    """What one event would change: rows that win, attempts merged, links, ties."""
+
+    stored: dict[Key, mirror.Stored] = field(default_factory=dict)
+    writes: dict[Key, mirror.Versioned] = field(default_factory=dict)
+    attempts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    links: set[tuple[str, str]] = field(default_factory=set)
+    ties: list[tuple[Any, str, int]] = field(default_factory=list)
+
+
+def _insert_fn(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+@functools.cache
+def _upsert(dialect: str, model: Any) -> Any:
+    """INSERT ... ON CONFLICT (id) DO UPDATE, only over an older version (another worker may
+    have inserted the row since it was read)."""
+    table = model.__table__
+    stmt = _insert_fn(dialect)(table)
+    newer = tuple_(table.c.version_ts, table.c.version_tiebreak) < tuple_(
+        stmt.excluded.version_ts, stmt.excluded.version_tiebreak
+    )
+    updated = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != "id"}
+    return stmt.on_conflict_do_update(index_elements=["id"], set_=updated, where=newer)
+
+
+@functools.cache
+def _replace_attempt(dialect: str) -> Any:
+    table = PaymentAttempt.__table__
+    stmt = _insert_fn(dialect)(table)
+    updated = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != "id"}
+    return stmt.on_conflict_do_update(index_elements=["id"], set_=updated)
+
+
+@functools.cache
+def _insert_attempt(dialect: str) -> Any:
+    table = PaymentAttempt.__table__
+    stmt = _insert_fn(dialect)(table).on_conflict_do_nothing(index_elements=["id"])
+    return stmt.returning(table.c.id)
+
+
+@functools.cache
+def _insert_link(dialect: str) -> Any:
+    stmt = _insert_fn(dialect)(InvoicePayment.__table__)
+    return stmt.on_conflict_do_nothing(index_elements=["invoice_id", "payment_intent_id"])
+
+
+@functools.cache
+def _rows_statement(model: Any, lock: bool) -> Any:
+    columns = [model.id, model.version_ts, model.version_tiebreak]
+    columns += [getattr(model, name) for name in mirror.WATCHED[model]]
+    stmt = select(*columns).where(model.id.in_(bindparam("ids", expanding=True)))
+    return stmt.order_by(model.id).with_for_update() if lock else stmt.order_by(model.id)
+
+
+@functools.cache
+def _attempts_statement(lock: bool) -> Any:
+    columns = [PaymentAttempt.id, *(getattr(PaymentAttempt, c) for c in _ATTEMPT_COLUMNS)]
+    stmt = select(*columns).where(PaymentAttempt.id.in_(bindparam("ids", expanding=True)))
+    stmt = stmt.order_by(PaymentAttempt.id)
+    return stmt.with_for_update() if lock else stmt
+
+
+class MirrorBatch:
+    def __init__(self, session: Session, dialect: str) -> None:
+        self.session, self.dialect = session, dialect
+        self._lock = dialect == "postgresql"
+        self._stored: dict[Key, mirror.Stored | None] = {}
+        self._attempts: dict[str, dict[str, Any] | None] = {}
+        self._in_db: set[str] = set()  # attempts the database holds (so: merge on write)
+        self._pending = Plan()
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def prefetch(self, ops: Iterable[Op]) -> None:
+        """Read (and lock) every row these ops touch, one statement per table."""
+        wanted: dict[Any, set[str]] = {}
+        attempts: set[str] = set()
+        for op in ops:
+            if isinstance(op, mirror.Versioned):
+                wanted.setdefault(op.model, set()).add(op.oid)
+            elif isinstance(op, Attempt):
+                attempts.add(op.state.id)
+        for model, ids in wanted.items():
+            self._read(model, sorted(ids - {k[1] for k in self._stored if k[0] is model}))
+        self._read_attempts(sorted(attempts - set(self._attempts)))
+
+    def _read(self, model: Any, ids: list[str]) -> None:
+        if not ids:
+            return
+        found = {}
+        for row in self.session.execute(_rows_statement(model, self._lock), {"ids": ids}):
+            watched = dict(zip(mirror.WATCHED[model], row[3:], strict=True))
+            found[row[0]] = mirror.Stored(mirror.Version(row[1], row[2]), watched)
+        for oid in ids:
+            self._stored[(model, oid)] = found.get(oid)
+
+    def _read_attempts(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        for row in self.session.execute(_attempts_statement(self._lock), {"ids": ids}):
+            self._attempts[row[0]] = dict(zip(_ATTEMPT_COLUMNS, row[1:], strict=True))
+            self._in_db.add(row[0])
+        for oid in ids:
+            self._attempts.setdefault(oid, None)
+
+    def _stored_row(self, plan: Plan, key: Key) -> mirror.Stored | None:
+        if key in plan.stored:
+            return plan.stored[key]
+        if key not in self._stored:
+            self._read(key[0], [key[1]])
+        return self._stored[key]
+
+    def _stored_attempt(self, plan: Plan, oid: str) -> dict[str, Any] | None:
+        if oid in plan.attempts:
+            return plan.attempts[oid]
+        if oid not in self._attempts:
+            self._read_attempts([oid])
+        return self._attempts[oid]
+
+    # ---- deciding ---------------------------------------------------------------------------
+
+    def plan(self, ops: list[Op], changes: Changes) -> Plan:
+        """What these ops would write, as the one-event path would decide it, given what the
+        batch holds so far; `changes` gets what moved. Nothing is kept until `commit`."""
+        plan = Plan()
+        for op in ops:
+            if isinstance(op, mirror.Versioned):
+                self._plan_row(plan, op, changes)
+            elif isinstance(op, Link):
+                plan.links.add((op.invoice_id, op.payment_intent_id))
+            else:
+                self._plan_attempt(plan, op, changes)
+        return plan
+
+    def _plan_row(self, plan: Plan, op: mirror.Versioned, changes: Changes) -> None:
+        for intent in op.links:
+            plan.links.add((op.oid, intent))
+        key = (op.model, op.oid)
+        stored = self._stored_row(plan, key)
+        if stored is not None:
+            if mirror.is_tie(stored.version, op.version):
+                plan.ties.append((op.model, op.oid, op.version.ts))
+            if op.version <= stored.version:
+                return
+        moved = mirror.moved_columns(op.model, stored, op.values)
+        mirror.note(changes, op.table, op.oid, moved)
+        watched = {name: op.values.get(name) for name in mirror.WATCHED[op.model]}
+        plan.stored[key] = mirror.Stored(op.version, watched)
+        plan.writes[key] = op
+
+    def _plan_attempt(self, plan: Plan, op: Attempt, changes: Changes) -> None:
+        state, ts = op.state, op.ts
+        new_values = mirror.attempt_values(state)
+        stored = self._stored_attempt(plan, state.id)
+        if stored is None:
+            row = {**new_values, "status": state.status, "version_ts": ts}
+        else:
+            row = mirror.merged_attempt(stored, new_values, state.status, ts)
+        changes.mirrored.add(("payment_attempts", state.id))
+        plan.attempts[state.id] = row
+
+    def commit(self, plan: Plan) -> None:
+        self._stored.update(plan.stored)
+        self._attempts.update(plan.attempts)
+        pending = self._pending
+        pending.writes.update(plan.writes)
+        pending.attempts.update(plan.attempts)
+        pending.links |= plan.links
+        pending.ties += plan.ties
+
+    def forget(self, mirrored: Iterable[tuple[str, str]]) -> None:
+        """Rows written outside the batch (an event run on the one-event path): read them
+        again when next needed."""
+        for table, oid in mirrored:
+            if table == "payment_attempts":
+                self._attempts.pop(oid, None)
+                self._in_db.discard(oid)
+            for key in [k for k in self._stored if k[1] == oid and k[0].__tablename__ == table]:
+                del self._stored[key]
+
+    def forget_pending(self) -> None:
+        """The pending writes failed and rolled back: forget what they put in memory."""
+        pending, self._pending = self._pending, Plan()
+        for key in pending.writes:
+            self._stored.pop(key, None)
+        for oid in pending.attempts:
+            self._attempts.pop(oid, None)
+            self._in_db.discard(oid)
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what is pending: one statement per table (executemany)."""
+        pending, self._pending = self._pending, Plan()
+        session, dialect = self.session, self.dialect
+        if pending.links:
+            rows = [{"invoice_id": i, "payment_intent_id": p} for i, p in sorted(pending.links)]
+            session.execute(_insert_link(dialect), rows)
+        by_model: dict[Any, list[dict[str, Any]]] = {}
+        items: list[dict[str, Any]] = []
+        replaced: list[str] = []
+        for (model, oid), write in pending.writes.items():
+            values = {
+                "id": oid,
+                **write.values,
+                "version_ts": write.version.ts,
+                "version_tiebreak": write.version.tiebreak,
+            }
+            by_model.setdefault(model, []).append(as_columns(model, values))
+            if write.items is not None:
+                replaced.append(oid)
+                items += write.items
+        for model, rows in by_model.items():
+            session.execute(_upsert(dialect, model), rows)
+        if replaced:
+            mirror.replace_items(session, replaced, items)
+        if pending.attempts:
+            self._write_attempts(pending.attempts)
+        for model, oid, ts in pending.ties:
+            mirror.refetch_later(session, model, oid, ts)
+
+    def _write_attempts(self, attempts: dict[str, dict[str, Any]]) -> None:
+        known = [{"id": oid, **row} for oid, row in attempts.items() if oid in self._in_db]
+        new = [{"id": oid, **row} for oid, row in attempts.items() if oid not in self._in_db]
+        for rows in (known, new):
+            for row in rows:
+                row.setdefault("version_tiebreak", "")
+        if known:
+            self.session.execute(_replace_attempt(self.dialect), known)
+        if new:
+            inserted = set(self.session.scalars(_insert_attempt(self.dialect), new))
+            for row in new:
+                oid = row["id"]
+                if oid not in inserted:  # another worker stored it meanwhile: merge into it
+                    values = {k: row[k] for k in mirror.ATTEMPT_FIELDS}
+                    mirror.merge_attempt(
+                        self.session, oid, values, row["status"], row["version_ts"]
+                    )
+            self._in_db.update(row["id"] for row in new)
+        self._in_db.update(row["id"] for row in known)

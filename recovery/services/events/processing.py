@@ -1,0 +1,293 @@
+"""Processing stored events in batches: what the worker does with the inbox.
+
+A batch of pending events, oldest first, is claimed `FOR UPDATE SKIP LOCKED` on PostgreSQL (any
+number of workers split the events; SQLite has one writer and one claimer per process) and
+applied in one transaction. An event whose processing raises rolls back alone (its savepoint)
+and is retried with backoff until it succeeds or is parked as `failed`; the others commit. The
+database going away fails the whole batch, which stays pending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
+from sqlalchemy.orm import Session
+
+from recovery.adapters.clock import Clock
+from recovery.db import Database
+from recovery.models import EventStatus, StripeEvent
+from recovery.runtime import (
+    Changes,
+    ContextFactory,
+    Gated,
+    ProcessingContext,
+    take_batch_moves,
+    take_moved_cases,
+)
+from recovery.services.events import gates
+from recovery.services.events.dispatch import process_payload
+from recovery.services.events.mirror_batch import MirrorBatch
+from recovery.services.events.mirror_handlers import MirrorHandler, Op
+
+log = logging.getLogger(__name__)
+
+MAX_PROCESSING_ATTEMPTS = 8
+BATCH = 200  # events per processing transaction
+
+_SQLITE_CLAIMER = threading.Lock()  # one claimer per process; SQLite has one writer anyway
+
+
+def backoff(attempts: int, rng: random.Random | None = None) -> timedelta:
+    """30 s, 1 min, 2 min ... capped at 6 h, with +-20 % jitter so a burst does not re-align."""
+    base = min(30 * 2 ** max(attempts - 1, 0), 6 * 3600)
+    jitter = (rng or random).uniform(0.8, 1.2)
+    return timedelta(seconds=base * jitter)
+
+
+_DATABASE_GONE = (OperationalError, InterfaceError, PendingRollbackError)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: str
+    attempts: int
+    data: dict[str, Any] | None  # parsed already (receive_events), or read from `payload`
+    payload: str = ""
+
+
+def apply(
+    session: Session,
+    events: Sequence[Claimed],
+    ctx_factory: ContextFactory,
+    now: datetime,
+    dialect: str,
+) -> dict[str, str]:
+    """Process claimed events in the caller's transaction, in their order. Returns each
+    event's status afterwards.
+
+    An event none of whose reactions is needed (services/events/gates.py) only updates the
+    mirror: its rows are worked out in memory with the batch's others and written together
+    (services/events/mirror_batch.py), in a savepoint per such run of events. Any other event
+    runs whole - mirror and reactions - in a savepoint of its own, after the rows before it are
+    written. An event that fails rolls back alone (a run whose write fails is replayed event by
+    event to find it) and is retried with backoff."""
+    ctx = ctx_factory(session)
+    on_event = ctx.runtime.handlers.on_event
+    take_batch_moves(session)
+    items: list[tuple[Claimed, dict[str, Any] | None, list[Op] | None]] = []
+    for event in events:
+        data = _read(event)
+        ops: list[Op] | None = None
+        if data is not None:
+            reactions = on_event.get(str(data.get("type")), ())
+            if not reactions:
+                ops = []  # stored; nothing to do
+            elif isinstance(reactions[0], MirrorHandler):
+                with contextlib.suppress(Exception):  # the one-event path records why
+                    ops = reactions[0].ops(data, data["data"]["object"])
+        items.append((event, data, ops))
+    batch = MirrorBatch(session, dialect)
+    batch.prefetch(op for _, _, ops in items for op in ops or ())
+    ctx.facts = gates.read_facts(session, [d for _, d, ops in items if d and ops is not None])
+    statuses: dict[str, str] = {}
+    run: list[Claimed] = []  # events whose rows are pending in `batch`
+
+    def one(event: Claimed, data: dict[str, Any] | None) -> None:
+        ctx.changes = Changes()
+        try:
+            with session.begin_nested():
+                process_payload(ctx, data if data is not None else json.loads(event.payload))
+        except _DATABASE_GONE:
+            raise  # the database went away: the whole batch stays pending
+        except Exception as exc:  # a processing bug or bad data: this event alone, later
+            log.warning("processing event %s failed: %s", event.id, exc.__class__.__name__)
+            statuses[event.id] = _record_failure(session, event, exc, now)
+        else:
+            statuses[event.id] = EventStatus.PROCESSED
+        batch.forget(ctx.changes.mirrored)
+        assert ctx.facts is not None
+        gates.grow_facts(session, ctx.facts, take_batch_moves(session))
+        # The mirror is written with plain statements, which the session's loaded objects do
+        # not see: the next event starts from what the database holds.
+        session.expunge_all()
+
+    def write_run() -> None:
+        if not run:
+            return
+        pending = list(run)
+        run.clear()
+        try:
+            with session.begin_nested():
+                batch.flush()
+        except _DATABASE_GONE:
+            raise
+        except Exception as exc:  # a value the database refused: find whose, one by one
+            log.warning("writing %d events' rows failed: %s", len(pending), exc.__class__.__name__)
+            batch.forget_pending()
+            for event, data, _ in [i for i in items if i[0] in pending]:
+                one(event, data)
+            return
+        statuses.update((event.id, EventStatus.PROCESSED) for event in pending)
+
+    for event, data, ops in items:
+        if ops is not None and data is not None and _mirror_only(ctx, batch, data, ops):
+            run.append(event)
+            continue
+        write_run()
+        one(event, data)
+    write_run()
+    done = [event.id for event in events if statuses.get(event.id) == EventStatus.PROCESSED]
+    if done:
+        session.execute(
+            update(StripeEvent)
+            .where(StripeEvent.id.in_(done))
+            .values(
+                status=EventStatus.PROCESSED,
+                attempts=StripeEvent.attempts + 1,
+                processed_at=now,
+                last_error=None,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+    return statuses
+
+
+def _read(event: Claimed) -> dict[str, Any] | None:
+    if event.data is not None:
+        return event.data
+    try:
+        data = json.loads(event.payload)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _mirror_only(
+    ctx: ProcessingContext, batch: MirrorBatch, event: dict[str, Any], ops: list[Op]
+) -> bool:
+    """Whether the event needs none of its reactions, given what its mirror update would
+    change; if so, its rows join the batch's pending ones."""
+    ctx.changes = Changes()
+    try:
+        plan = batch.plan(ops, ctx.changes)
+        obj = event["data"]["object"]
+        reactions = ctx.runtime.handlers.on_event.get(str(event["type"]), ())[1:]
+        if any(not isinstance(r, Gated) or r.needed(ctx, event, obj) for r in reactions):
+            return False
+    except Exception:  # the one-event path will tell what is wrong with it
+        return False
+    batch.commit(plan)
+    return True
+
+
+def _record_failure(session: Session, event: Claimed, exc: Exception, now: datetime) -> str:
+    take_moved_cases(session)  # what the failed event moved was rolled back with it
+    attempts = event.attempts + 1
+    values: dict[str, Any] = {
+        "attempts": attempts,
+        "last_error": f"{exc.__class__.__name__}: {exc}"[:2000],
+    }
+    if attempts >= MAX_PROCESSING_ATTEMPTS:
+        values["status"] = EventStatus.FAILED
+    else:
+        values.update(status=EventStatus.PENDING, next_attempt_at=now + backoff(attempts))
+    session.execute(
+        update(StripeEvent).where(StripeEvent.id == event.id).values(**values),
+        execution_options={"synchronize_session": False},
+    )
+    return str(values["status"])
+
+
+def _claim_due(session: Session, db: Database, now: datetime, limit: int) -> list[Claimed]:
+    query = (
+        select(StripeEvent.id, StripeEvent.attempts, StripeEvent.payload)
+        .where(StripeEvent.status == EventStatus.PENDING)
+        .where(StripeEvent.next_attempt_at <= now)
+        .order_by(StripeEvent.next_attempt_at, StripeEvent.created, StripeEvent.id)
+        .limit(limit)
+    )
+    if db.is_postgres:
+        query = query.with_for_update(skip_locked=True)
+    return [Claimed(r.id, r.attempts, None, r.payload) for r in session.execute(query)]
+
+
+def process_pending(
+    db: Database, ctx_factory: ContextFactory, clock: Clock, limit: int = BATCH
+) -> int:
+    """Claim and process one batch of due pending events (new ones, and failed ones whose
+    backoff has passed). Returns how many were claimed."""
+    with claimer(db), db.transaction() as session:
+        now = clock.now()
+        events = _claim_due(session, db, now, limit)
+        apply(session, events, ctx_factory, now, db.dialect)
+    return len(events)
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def claimer(db: Database) -> Any:
+    return _NoLock() if db.is_postgres else _SQLITE_CLAIMER
+
+
+def process_events(
+    db: Database, event_ids: Sequence[str], ctx_factory: ContextFactory, clock: Clock
+) -> dict[str, str]:
+    """Process these stored events, in this order, if still pending (whatever their backoff).
+    Returns each id's status afterwards ("missing" for an unknown id); an event another
+    processor holds right now stays "pending"."""
+    statuses: dict[str, str] = {}
+    with claimer(db), db.transaction() as session:
+        query = select(
+            StripeEvent.id, StripeEvent.attempts, StripeEvent.payload, StripeEvent.status
+        ).where(StripeEvent.id.in_(list(event_ids)))
+        if db.is_postgres:
+            query = query.with_for_update(skip_locked=True)
+        rows = {r.id: r for r in session.execute(query)}
+        claimed = []
+        for event_id in event_ids:
+            row = rows.get(event_id)
+            if row is None:
+                statuses[event_id] = "missing"
+            elif row.status != EventStatus.PENDING:
+                statuses[event_id] = row.status
+            else:
+                claimed.append(Claimed(row.id, row.attempts, None, row.payload))
+        statuses.update(apply(session, claimed, ctx_factory, clock.now(), db.dialect))
+    for event_id in event_ids:  # locked by another processor: still pending for us
+        statuses.setdefault(event_id, EventStatus.PENDING)
+    return statuses
+
+
+def process_stored_event(
+    db: Database, event_id: str, ctx_factory: ContextFactory, clock: Clock
+) -> str:
+    """Process one stored event if still pending. Returns its status afterwards."""
+    return process_events(db, [event_id], ctx_factory, clock)[event_id]
+
+
+def redrive_due_events(
+    db: Database, ctx_factory: ContextFactory, clock: Clock, limit: int = BATCH
+) -> int:
+    """Process every due pending event, batch by batch. Returns how many were tried."""
+    total = 0
+    while True:
+        n = process_pending(db, ctx_factory, clock, limit)
+        total += n
+        if n < limit:
+            return total
