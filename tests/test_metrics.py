@@ -129,6 +129,7 @@ def test_every_number_equals_the_hand_computation(seeded: Runtime) -> None:
     assert o.cancel_flow == CancelFlowStats(
         sessions=7,
         saved=2,
+        saves_reversed=0,
         cancelled=3,
         abandoned=1,
         undecided=1,

@@ -11,13 +11,13 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from recovery.services.cases import admin as case_admin
 from recovery.services.cases import desk
-from recovery.services.reporting import case_list
+from recovery.services.reporting import case_list, exports
 from recovery.web import runtime
 from recovery.web.dashboard.auth import admin_required, current_user, login_required
 from recovery.web.dashboard.blueprint import bp
 from recovery.web.dashboard.csv_export import case_csv, csv_response
 from recovery.web.dashboard.forms import CLOSE_REASONS, ActionForm, CloseForm
-from recovery.web.dashboard.guards import error_page
+from recovery.web.dashboard.guards import error_page, full_emails
 
 
 def _filters() -> case_list.CaseFilters:
@@ -40,8 +40,9 @@ def cases() -> Response | str:
         filters=filters,
         args=filters.query_args(),
         first_page=after is None,
-        statuses=case_list.STATUSES,
+        statuses=case_list.STATUS_LABELS,
         categories=case_list.CATEGORIES,
+        full_emails=full_emails(),
     )
 
 
@@ -54,8 +55,18 @@ def cases_csv() -> Response:
     except case_list.BadFilter as exc:
         return error_page(400, str(exc))
     now = rt.clock.now()
+    user = current_user()
+    assert user is not None  # login_required ran first
+    exports.record_export(
+        rt,
+        user_id=user.id,
+        actor=user.email,
+        what="cases",
+        filters=filters.query_args(),
+        full_emails=user.is_admin,
+    )
     rows = case_list.iter_cases(rt, filters, now)
-    return csv_response(case_csv(rows), f"cases-{now:%Y%m%d-%H%M}.csv")
+    return csv_response(case_csv(rows, user.is_admin), f"cases-{now:%Y%m%d-%H%M}.csv")
 
 
 @bp.get("/dashboard/cases/<int:case_id>")

@@ -76,14 +76,16 @@ CASE_HEADER = (
 )
 
 
-def case_csv(rows: Iterable[CaseRow]) -> Iterator[str]:
+def case_csv(rows: Iterable[CaseRow], full_emails: bool) -> Iterator[str]:
+    """The case list as CSV; whole email addresses only for a reader who may see them."""
+
     def values() -> Iterator[Sequence[Any]]:
         for r in rows:
             yield (
                 r.id,
                 r.invoice_id,
                 r.customer_id,
-                r.masked_email,
+                r.email_for(full_emails),
                 r.status,
                 r.awaiting,
                 r.decline_category,
@@ -119,28 +121,30 @@ SESSION_HEADER = (
     "mrr_after",
     "currency",
     "stripe_status",
+    "save_reversed_at",
 )
 
 
-def session_csv(rows: Iterable[SessionRow]) -> Iterator[str]:
+def session_csv(rows: Iterable[SessionRow], full_emails: bool) -> Iterator[str]:
     def values() -> Iterator[Sequence[Any]]:
         for r in rows:
             yield (
                 r.id,
                 r.created_at,
                 r.customer_id,
-                r.customer_email,
+                r.email_for(full_emails),
                 r.subscription_id,
                 r.source,
                 r.reason,
                 r.reason_text,
                 r.offer_shown,
-                r.outcome,
+                r.shown_outcome,
                 r.decided_at,
                 major_units(r.mrr_before, r.currency),
                 None if r.mrr_after is None else major_units(r.mrr_after, r.currency),
                 r.currency.upper(),
                 r.stripe_status,
+                r.save_reversed_at,
             )
 
     return rows_to_csv(SESSION_HEADER, values())

@@ -15,50 +15,24 @@ from flask import render_template, request
 from markupsafe import Markup
 
 from recovery.i18n import format_money
-from recovery.rules import RulesError
 from recovery.services.reporting import metrics
 from recovery.services.reporting.metrics import Overview
 from recovery.web import charts, runtime
 from recovery.web.dashboard.auth import login_required
 from recovery.web.dashboard.blueprint import bp
+from recovery.web.dashboard.labels import (
+    CATEGORIES,
+    CHANNELS,
+    LOCALE,
+    LOST_REASONS,
+    OFFERS,
+    TRIGGERS,
+    label,
+    reason_label,
+)
 
 PRESETS = (7, 30, 90)
 DEFAULT_PRESET = 30
-LOCALE = "en"
-
-TRIGGERS = {
-    "our_retry": "Our retry",
-    "card_update_link": "Card-update link",
-    "hosted_invoice_page": "Hosted invoice page",
-    "stripe_retry": "Stripe's own retry",
-    "out_of_band": "Paid outside Stripe",
-}
-CHANNELS = {"email": "After an email", "sms": "After an SMS", "none": "Before any reminder"}
-CATEGORIES = {
-    "soft": "Soft decline (retried)",
-    "needs_new_card": "Needs a new card",
-    "needs_customer": "Needs the customer",
-    "never_retry": "Never retry",
-    "unknown": "Not known",
-}
-LOST_REASONS = {
-    "dunning_ended": "Dunning ended",
-    "voided": "Invoice voided",
-    "marked_uncollectible": "Marked uncollectible",
-    "subscription_cancelled": "Subscription cancelled",
-    "nothing_due": "Nothing due",
-    "deleted": "Invoice deleted",
-}
-OFFERS = {
-    "pause": "Pause",
-    "downgrade": "Downgrade",
-    "longer_term": "Longer term",
-    "discount": "Discount",
-}
-
-
-def label(mapping: dict[str, str], key: str) -> str:
-    return mapping.get(key) or key.replace("_", " ").capitalize()
 
 
 @dataclass(frozen=True)
@@ -97,17 +71,6 @@ def parse_choice(args: Any, today: date) -> Choice:
         raise BadChoice("choose a period of 7, 30 or 90 days, or a custom range")
     days = int(preset)
     return Choice(preset, today - timedelta(days=days - 1), today, currency)
-
-
-def reason_label(key: str) -> str:
-    if key == "none":
-        return "No reason given"
-    try:
-        reason = runtime().rules.cancel_flow.reason(key)
-    except RulesError:
-        reason = None
-    custom = reason.custom_label(LOCALE) if reason is not None else None
-    return custom or key.replace("_", " ").capitalize()
 
 
 def build_charts(o: Overview) -> dict[str, Markup]:

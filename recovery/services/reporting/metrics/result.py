@@ -68,11 +68,12 @@ class Answer:
 @dataclass(frozen=True)
 class CancelFlowStats:
     sessions: int
-    saved: int
+    saved: int  # saves kept: no cancel since
+    saves_reversed: int  # accepted an offer, then cancelled after all (reporting/saves.py)
     cancelled: int
     abandoned: int
     undecided: int
-    save_rate: float | None  # saved / (saved + cancelled)
+    save_rate: float | None  # saved / (saved + saves_reversed + cancelled)
     saves_by_offer: tuple[Keyed, ...]  # amount: monthly revenue kept
     reasons: tuple[Keyed, ...]  # amount: monthly revenue of those sessions before deciding
     recent_answers: tuple[Answer, ...]
