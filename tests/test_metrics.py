@@ -284,4 +284,6 @@ def test_query_count_does_not_grow_with_the_number_of_cases(seeded: Runtime) -> 
         grown = overview(seeded, *PERIOD)
     assert grown.failed.count == 9 + 150
     assert len(many) == len(few)
-    assert len(few) <= 12  # BEGIN etc. included
+    # BEGIN etc. and recovery by month included, and 2 per currency for the side-by-side table
+    assert len(grown.by_currency) == 3
+    assert len(few) <= 13 + 2 * len(grown.by_currency)

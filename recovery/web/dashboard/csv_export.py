@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from flask import Response, stream_with_context
@@ -18,6 +18,7 @@ from flask import Response, stream_with_context
 from recovery.i18n import major_units
 from recovery.services.reporting.cancel_sessions import SessionRow
 from recovery.services.reporting.case_list import CaseRow
+from recovery.services.reporting.metrics import CurrencySummary
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -148,3 +149,32 @@ def session_csv(rows: Iterable[SessionRow], full_emails: bool) -> Iterator[str]:
             )
 
     return rows_to_csv(SESSION_HEADER, values())
+
+
+def overview_rows(
+    summaries: Sequence[CurrencySummary], day_from: date, day_to: date
+) -> Iterator[str]:
+    """The overview's headline figures, one row per figure and one column per currency."""
+    header = ("figure", *(s.currency.upper() for s in summaries))
+
+    def amounts(pick: Any) -> list[Any]:
+        return [major_units(pick(s), s.currency) for s in summaries]
+
+    def shares() -> list[Any]:
+        return ["" if s.recovered_share is None else f"{s.recovered_share:.4f}" for s in summaries]
+
+    period = f"{day_from.isoformat()}..{day_to.isoformat()}"
+    rows: list[Sequence[Any]] = [
+        ("period (cases opened, UTC, both days included)", *(period for _ in summaries)),
+        ("failed invoices", *(s.failed.count for s in summaries)),
+        ("failed amount", *amounts(lambda s: s.failed.amount)),
+        ("recovered invoices", *(s.recovered.count for s in summaries)),
+        ("recovered amount", *amounts(lambda s: s.recovered.amount)),
+        ("recovered share of the failed amount", *shares()),
+        ("in progress invoices", *(s.in_progress.count for s in summaries)),
+        ("in progress amount", *amounts(lambda s: s.in_progress.amount)),
+        ("lost invoices", *(s.lost.count for s in summaries)),
+        ("lost amount", *amounts(lambda s: s.lost.amount)),
+        ("recovered monthly revenue", *amounts(lambda s: s.recovered_monthly_revenue)),
+    ]
+    return rows_to_csv(header, rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import abort, render_template
 
+from recovery.services.cases import timeline_words as words
 from recovery.services.reporting import customer_page as customer_info
 from recovery.services.reporting.case_list import mask_email
 from recovery.web import runtime
@@ -37,5 +38,7 @@ def customer_page(customer_id: str) -> str:
         email=(found.email or "") if full else mask_email(found.email),
         recipient=lambda channel, address: recipient(channel, address, full),
         offer_labels=labels.OFFERS,
+        template_words=words.template_words,
+        SUBSCRIPTION_STATUSES=labels.SUBSCRIPTION_STATUSES,
         reason_label=labels.reason_label,
     )

@@ -76,3 +76,13 @@ MESSAGE_STATUSES = {
     "failed": "could not be sent",
     "cancelled": "not sent: no longer needed",
 }
+SUBSCRIPTION_STATUSES = {
+    "active": "active",
+    "trialing": "in a free trial",
+    "past_due": "past due",
+    "unpaid": "unpaid",
+    "canceled": "cancelled",
+    "incomplete": "incomplete",
+    "incomplete_expired": "expired before its first payment",
+    "paused": "paused",
+}

@@ -1,4 +1,5 @@
-"""The cohort's figures: the overview's tiles and breakdowns of failed payments.
+"""The cohort's figures: the overview's tiles and breakdowns of failed payments. The words the
+overview prints for each are `definitions.DEFINITIONS`; this is how they are computed.
 
 The cohort is the recovery cases *opened* in the period (one case per failed invoice) in one
 currency, each counted in the state it is in *now*. So a case that failed on the 30th and was
@@ -188,7 +189,7 @@ def recovered_mrr(session: Session, cohort: ColumnElement[bool]) -> int:
     return sum(monthly_amount(int(r[2]), r[0], int(r[1] or 1)) for r in rows)
 
 
-def _seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[Any]:
+def seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[Any]:
     """Whole seconds from start to end, in the engine's own date arithmetic."""
     if session.get_bind().dialect.name == "postgresql":
         return func.round(extract("epoch", end - start))
@@ -198,7 +199,7 @@ def _seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[An
 def median_days(session: Session, cohort: ColumnElement[bool]) -> float | None:
     """The median found by the database (window functions work on SQLite >= 3.25 and
     PostgreSQL), so only the one or two middle values come back, however many cases."""
-    seconds = _seconds_between(session, RecoveryCase.opened_at, RecoveryCase.closed_at)
+    seconds = seconds_between(session, RecoveryCase.opened_at, RecoveryCase.closed_at)
     ranked = (
         select(
             seconds.label("s"),

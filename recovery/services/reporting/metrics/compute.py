@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from recovery.runtime import Runtime
+from recovery.services.reporting.metrics.by_month import by_month
 from recovery.services.reporting.metrics.cancel_flow import cancel_flow
 from recovery.services.reporting.metrics.cohort import (
     cohort_figures,
@@ -18,7 +19,7 @@ from recovery.services.reporting.metrics.cohort import (
 from recovery.services.reporting.metrics.expiring_cards import expiring_cards
 from recovery.services.reporting.metrics.parameters import currencies_in_use, default_currency
 from recovery.services.reporting.metrics.reminder_channels import reminder_channels
-from recovery.services.reporting.metrics.result import Overview, exponent_of
+from recovery.services.reporting.metrics.result import CurrencySummary, Overview, exponent_of
 from recovery.services.reporting.metrics.weekly import weekly
 
 
@@ -50,7 +51,32 @@ def compute_overview(
         expiring_cards=expiring_cards(session, currency, period_from, period_to, now),
         cancel_flow=cancel_flow(session, currency, period_from, period_to),
         generated_at=now,
+        by_month=by_month(session, currency, now),
+        by_currency=by_currency(session, period_from, period_to),
     )
+
+
+def by_currency(
+    session: Session, period_from: datetime, period_to: datetime
+) -> tuple[CurrencySummary, ...]:
+    """The period's headline figures in each currency that has cases (most used first): two
+    queries per currency, and businesses bill in a handful."""
+    out = []
+    for currency in currencies_in_use(session):
+        cohort = cohort_of(currency, period_from, period_to)
+        tiles = cohort_figures(session, cohort)
+        out.append(
+            CurrencySummary(
+                currency=currency,
+                failed=tiles.failed,
+                recovered=tiles.recovered,
+                recovered_share=tiles.recovered_share,
+                in_progress=tiles.in_progress,
+                lost=tiles.lost,
+                recovered_monthly_revenue=recovered_mrr(session, cohort),
+            )
+        )
+    return tuple(out)
 
 
 def overview(

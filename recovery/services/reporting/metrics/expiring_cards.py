@@ -10,6 +10,9 @@
   added (Stripe `created`) before the notified card stopped working; or whose same card now
   expires later than any notified card could have (the card network updated it - Stripe does
   not say when, and networks update ahead of expiry, so these count as in time).
+- pending: of those, pairs not replaced whose notified card still works: they may yet be
+  replaced in time.
+The overview's words for these: `definitions.DEFINITIONS` (expiring_30/60, replaced_in_time).
 """
 
 from __future__ import annotations
@@ -162,7 +165,14 @@ def expiring_cards(
         .where(_in_currency(currency))
     ).all()
     replaced = sum(_replaced_in_time(*r) for r in rows)
-    return ExpiringCards(int(within[0]), int(within[1]), len(rows), replaced)
+    pending = sum(not _replaced_in_time(*r) and _still_working(r[2], r[3], now) for r in rows)
+    return ExpiringCards(int(within[0]), int(within[1]), len(rows), replaced, pending)
+
+
+def _still_working(exp_month: int | None, exp_year: int | None, now: datetime) -> bool:
+    """The notified card has not stopped working yet: it may still be replaced in time."""
+    expires = expiry.card_expires_at(_card(exp_month, exp_year))
+    return expires is not None and expires > now
 
 
 def _card(exp_month: int | None, exp_year: int | None) -> PaymentMethod:
