@@ -31,8 +31,8 @@ DEFINITIONS: dict[str, str] = {
     ),
     "recovered_monthly_revenue": (
         "The monthly price of the subscriptions behind the recovered invoices, at their "
-        "current plan (a yearly plan counts 1/12): the revenue kept each month from now on. "
-        "Recovered (left) is the one-off money those invoices brought in."
+        "current plan (a yearly plan counts 1/12): the revenue kept each month from now on - "
+        "unlike Recovered, the one-off money those invoices brought in."
     ),
     "median_days_to_recover": (
         "Half of the recovered invoices were paid within this many days of the failure."
