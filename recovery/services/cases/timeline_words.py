@@ -52,6 +52,8 @@ TEMPLATES = {
     "recovered": "confirming the payment went through",
     "subscription_ended": "that the subscription has ended",
     "card_expiring": "that their card expires before the next renewal",
+    "cancel_confirmation": "confirming the cancellation",
+    "pause_ending": "that their pause is about to end",
 }
 SEQUENCES = {
     "soft": "the reminders for a declined payment",
