@@ -189,6 +189,38 @@ def recovered_mrr(session: Session, cohort: ColumnElement[bool]) -> int:
     return sum(monthly_amount(int(r[2]), r[0], int(r[1] or 1)) for r in rows)
 
 
+def recovered_mrr_by_currency(session: Session, in_period: ColumnElement[bool]) -> dict[str, int]:
+    """`recovered_mrr` for every currency at once (the cases' currency), one statement."""
+    recovered_subs = (
+        select(RecoveryCase.currency.label("currency"), RecoveryCase.subscription_id.label("sub"))
+        .where(in_period, RecoveryCase.status == CaseStatus.RECOVERED)
+        .distinct()
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            recovered_subs.c.currency,
+            SubscriptionItem.interval,
+            SubscriptionItem.interval_count,
+            func.coalesce(
+                func.sum(
+                    func.coalesce(SubscriptionItem.unit_amount, 0) * SubscriptionItem.quantity
+                ),
+                0,
+            ),
+        )
+        .join(SubscriptionItem, SubscriptionItem.subscription_id == recovered_subs.c.sub)
+        .group_by(
+            recovered_subs.c.currency, SubscriptionItem.interval, SubscriptionItem.interval_count
+        )
+    ).all()
+    out: dict[str, int] = {}
+    for currency, interval, count, amount in rows:
+        key = str(currency).lower()
+        out[key] = out.get(key, 0) + monthly_amount(int(amount), interval, int(count or 1))
+    return out
+
+
 def seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[Any]:
     """Whole seconds from start to end, in the engine's own date arithmetic."""
     if session.get_bind().dialect.name == "postgresql":
