@@ -242,12 +242,16 @@ def test_query_count_does_not_grow_with_rows(runtime: Runtime, client: Any) -> N
     add_user(runtime, ADMIN, "admin")
     login(client, ADMIN)
     few = _seed_cases(runtime, 5)
-    small = _page_queries(runtime, client, few[0])
+    from recovery.models import RecoveryCase
     from tests.support.dashboard import add_failed_invoice
 
     with runtime.db.transaction() as db:
-        from recovery.models import RecoveryCase
+        busy = db.get(RecoveryCase, few[0])
+        assert busy is not None
+        add_failed_invoice(db, busy, failed_at=START - timedelta(hours=2), decline_code="x")
+    small = _page_queries(runtime, client, few[0])
 
+    with runtime.db.transaction() as db:
         for i in range(6, 51):
             add_customer(db, f"cus_{i:06d}", f"user{i}@example.com", f"User {i}")
             add_case(db, n=i, opened_at=START - timedelta(hours=i))
@@ -257,7 +261,6 @@ def test_query_count_does_not_grow_with_rows(runtime: Runtime, client: Any) -> N
             )  # fmt: skip
         busy = db.get(RecoveryCase, few[0])
         assert busy is not None
-        add_failed_invoice(db, busy, failed_at=START - timedelta(hours=2), decline_code="x")
         from recovery.services.cases import log as case_log
 
         for k in range(30):  # a long timeline
@@ -265,4 +268,6 @@ def test_query_count_does_not_grow_with_rows(runtime: Runtime, client: Any) -> N
     large = _page_queries(runtime, client, few[0])
     assert large == small
     print("queries per page:", small)
-    assert small["list"] <= 3 and small["case"] <= 10, small
+    # the case page: the story (about 10) and whether Retry now may be offered (the retry
+    # policy's evidence, about 7)
+    assert small["list"] <= 3 and small["case"] <= 18, small

@@ -63,7 +63,7 @@ ANSWERS: dict[str, tuple[str, ...]] = {
 # Chance a subscriber takes the offer shown, by offer (the rest cancel, or keep as they are):
 # with about half the reasons offering nothing, a save rate of about a fifth, as published
 # cancel-flow benchmarks put it.
-ACCEPT = {"pause": 0.35, "downgrade": 0.26, "longer_term": 0.15, "discount": 0.3}
+ACCEPT = {"pause": 0.4, "downgrade": 0.32, "longer_term": 0.25, "discount": 0.35}
 # Scripted sessions (`script`): the reason that shows an offer, and the decision.
 SCRIPTED_REASON = {"accept": "temporary", "cancel": "missing_feature"}
 

@@ -69,13 +69,34 @@ def _recipient(channel: str, recipient: str, full: bool) -> str:
     return f"•••{recipient[-4:]}" if len(recipient) > 4 else "•••"
 
 
-def _ours(events: list[CaseEvent]) -> dict[str, int]:
-    """Our retries' charge ids, with their number."""
-    return {
+def _ours(
+    events: list[CaseEvent], attempts: list[PaymentAttempt]
+) -> tuple[dict[str, int], set[int]]:
+    """Our retries' charge ids, with their number, and the retry events whose charge is on the
+    timeline. A retry that went through is recorded without its charge id: it is the
+    successful charge made within a minute or two of it."""
+    ours = {
         str(e.data["attempt_id"]): int(e.data.get("attempt") or 0)
         for e in events
         if e.kind == "our_attempt" and (e.data or {}).get("attempt_id")
     }
+    charged = {r.id for r in attempts}
+    shown = {
+        e.id
+        for e in events
+        if e.kind == "our_attempt" and str((e.data or {}).get("attempt_id")) in charged
+    }
+    for e in events:
+        data = e.data or {}
+        if e.kind != "our_attempt" or data.get("attempt_id") or not data.get("succeeded"):
+            continue
+        for r in attempts:
+            near = abs((r.created or 0) - e.at.timestamp()) <= 120
+            if r.status == "succeeded" and near and r.id not in ours:
+                ours[r.id] = int(data.get("attempt") or 0)
+                shown.add(e.id)
+                break
+    return ours, shown
 
 
 def _attempts(session: Session, case: RecoveryCase) -> list[PaymentAttempt]:
@@ -174,7 +195,7 @@ def _decision(e: CaseEvent, attempts: list[PaymentAttempt], case: RecoveryCase, 
 
 
 def _case_line(e: CaseEvent, case: RecoveryCase, attempts: list[PaymentAttempt], zone: str,
-               charged: set[str]) -> Line | None:  # fmt: skip
+               shown: set[int]) -> Line | None:  # fmt: skip
     data = e.data or {}
     kind = e.kind
     if kind == "decision":
@@ -185,7 +206,7 @@ def _case_line(e: CaseEvent, case: RecoveryCase, attempts: list[PaymentAttempt],
         )
         return Line(e.at, "case", kind, summary, order=e.id)
     if kind == "our_attempt":
-        if str(data.get("attempt_id")) in charged:
+        if e.id in shown:
             return None  # the charge's own line says it
         n = data.get("attempt") or "?"
         if data.get("succeeded"):
@@ -299,7 +320,8 @@ def _stripe_lines(session: Session, case: RecoveryCase, intents: set[str]) -> li
     ).all()
     lines = []
     for eid, etype, received, status in rows:
-        summary = words.STRIPE_EVENTS.get(etype, f"Stripe sent {etype}") + "."
+        said = words.STRIPE_EVENTS.get(etype, f"sent the event {etype}")
+        summary = f"{said[0].upper()}{said[1:]}."
         note = "" if status == "processed" else f"Not processed yet ({status}); event {eid}."
         lines.append(Line(received, "stripe", etype, summary, note))
     return lines
@@ -347,10 +369,9 @@ def story(session: Session, case_id: int, *, full_emails: bool = False) -> CaseS
         )
     )
     attempts = _attempts(session, case)
-    ours = _ours(events)
-    charged = {r.id for r in attempts}
+    ours, shown = _ours(events, attempts)
     intents = {r.payment_intent_id for r in attempts if r.payment_intent_id}
-    case_lines = [_case_line(e, case, attempts, zone, charged) for e in events]
+    case_lines = [_case_line(e, case, attempts, zone, shown) for e in events]
     lines = [
         *(line for line in case_lines if line is not None),
         *_charge_lines(case, attempts, ours),

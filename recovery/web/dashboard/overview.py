@@ -167,6 +167,7 @@ def overview() -> tuple[str, int]:
             money=lambda amount: format_money(int(amount), o.currency, LOCALE),
             format_money=lambda amount, currency: format_money(int(amount), currency, LOCALE),
             percent=percent,
+            invoices=lambda n: f"{n} invoice{'' if n == 1 else 's'}",
             label=label,
             reason_label=reason_label,
             TRIGGERS=TRIGGERS,
