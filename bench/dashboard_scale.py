@@ -7,7 +7,9 @@ the pages a billing team opens, through the Flask test client, signed in.
 The database (a throwaway PostgreSQL from tests/support/postgres.py, migrated with Alembic) is
 filled with INSERT ... SELECT generate_series and random() (seeded), over the 12 months before
 the frozen clock (2026-11-02 09:00 UTC), more of it recent (a growing business):
-- customers (invoices / 4), one card each (expiry dates spread over five years), one
+- customers (invoices / 4) named from 20 first and 25 last names (so a part of a name matches
+  thousands, and an address with its number one), one card each (expiry dates spread over five
+  years), one
   subscription each (active/past_due/canceled/trialing; usd 60 %, eur 25 %, gbp 15 %; six plan
   prices) with its item;
 - invoices, mostly paid; every 5th is the failed one of a recovery case;
@@ -21,7 +23,10 @@ Then VACUUM ANALYZE, as autovacuum would have done on a live database.
 
 Timed (each page --requests times after 2 warm-ups; the case page on a different case each
 time): /dashboard for 30 and 90 days, /api/v1/metrics (30 and 90 days), /dashboard/cases with a
-status + category filter at page ~1000 by its keyset cursor (and its first page), a case page.
+status + category filter at page ~1000 by its keyset cursor (and its first page), a case page;
+the search (issue 15): by part of a last name (thousands of customers), by part of an email
+address (one customer, a different one each time), by invoice, customer and case id, and the
+"open" filter; a customer page.
 For each page the slowest SQL statement of one request is shown; --explain (or a missed
 target) prints EXPLAIN ANALYZE of it. Target (issue 7): p95 < 200 ms.
 """
@@ -59,7 +64,24 @@ FILL = [
     "SELECT setseed(0.42)",
     """INSERT INTO customers (id, email, name, preferred_locales, address_country,
          default_payment_method_id, metadata, deleted, created, version_ts, version_tiebreak)
-       SELECT 'cus_' || g, 'customer' || g || '@example.com', 'Customer ' || g, '[]',
+       SELECT 'cus_' || g,
+              lower((ARRAY['olivia','noah','amelia','liam','maya','lukas','lena','camille',
+                           'mateo','lucia','joao','ana','priya','arjun','anna','sergei',
+                           'fleur','daan','grace','owen'])[1 + g % 20])
+                || '.' || lower(replace((ARRAY['Smith','Johnson','Brown','Taylor','Wilson',
+                           'Müller','Schmidt','Schneider','Dubois','Martin','García','López',
+                           'Silva','Santos','Sharma','Patel','Ivanova','Petrov','de Vries',
+                           'Jansen','Okafor','Nakamura','Kowalski','Novak','Lovelace'])
+                           [1 + (g / 20) % 25], ' ', '')) || g || '@example.com',
+              initcap((ARRAY['olivia','noah','amelia','liam','maya','lukas','lena','camille',
+                             'mateo','lucia','joao','ana','priya','arjun','anna','sergei',
+                             'fleur','daan','grace','owen'])[1 + g % 20])
+                || ' ' || (ARRAY['Smith','Johnson','Brown','Taylor','Wilson','Müller',
+                                 'Schmidt','Schneider','Dubois','Martin','García','López',
+                                 'Silva','Santos','Sharma','Patel','Ivanova','Petrov',
+                                 'de Vries','Jansen','Okafor','Nakamura','Kowalski','Novak',
+                                 'Lovelace'])[1 + (g / 20) % 25],
+              '[]',
               (ARRAY['US','US','US','DE','FR','GB','GB','NL','ES','CA'])[1 + g % 10],
               'pm_' || g, '{}', false, 0, 0, ''
        FROM generate_series(1, :customers) g""",
@@ -457,6 +479,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         filters = f"status={args.status}&category={args.category}"
         case_ids = [1 + (i * 7919) % args.cases for i in range(args.requests + 3)]
+        # The customers of those cases (case g is invoice 5g's, customer (5g - 1) % n + 1).
+        n_customers = args.invoices // 4
+        customer_ids = [(5 * c - 1) % n_customers + 1 for c in case_ids]
+        with rt.db.engine.connect() as conn:
+            emails = dict(
+                conn.execute(
+                    text("SELECT id, email FROM customers WHERE id = ANY(:ids)"),
+                    {"ids": [f"cus_{c}" for c in customer_ids]},
+                ).all()
+            )
+        # the middle of the address: "a.okafor1234" of olivia.okafor1234@example.com
+        customer_emails = [emails[f"cus_{c}"].split("@")[0][4:] for c in customer_ids]
         pages: dict[str, Callable[[int], Any]] = {
             "/dashboard (30 days)": lambda i: client.get("/dashboard?period=30"),
             "/dashboard (90 days)": lambda i: client.get("/dashboard?period=90"),
@@ -472,6 +506,25 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "/dashboard/cases/<id> (a different case each time)": lambda i: client.get(
                 f"/dashboard/cases/{case_ids[i]}"
+            ),
+            "/dashboard/cases?status=open": lambda i: client.get("/dashboard/cases?status=open"),
+            "/dashboard/cases?q=<part of a name> (thousands match)": lambda i: client.get(
+                "/dashboard/cases?q=kafo"
+            ),
+            "/dashboard/cases?q=<part of an email> (one customer)": lambda i: client.get(
+                f"/dashboard/cases?q={customer_emails[i]}"
+            ),
+            "/dashboard/cases?q=in_<id>": lambda i: client.get(
+                f"/dashboard/cases?q=in_{5 * case_ids[i]}"
+            ),
+            "/dashboard/cases?q=cus_<id>": lambda i: client.get(
+                f"/dashboard/cases?q=cus_{customer_ids[i]}"
+            ),
+            "/dashboard/cases?q=%23<case>": lambda i: client.get(
+                f"/dashboard/cases?q=%23{case_ids[i]}"
+            ),
+            "/dashboard/customers/<id> (a different one each time)": lambda i: client.get(
+                f"/dashboard/customers/cus_{customer_ids[i]}"
             ),
         }
         print(f"\n== timing: {args.requests} requests per page after 2 warm-ups", flush=True)
@@ -505,8 +558,8 @@ def main(argv: list[str] | None = None) -> int:
                 for r in conn.execute(
                     text(
                         "SELECT indexname FROM pg_indexes WHERE tablename IN "
-                        "('recovery_cases', 'cancel_sessions', 'outbox_messages', 'case_events')"
-                        " ORDER BY 1"
+                        "('recovery_cases', 'cancel_sessions', 'outbox_messages', 'case_events',"
+                        " 'customers') ORDER BY 1"
                     )
                 )
             ]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from recovery.config import ConfigError
 from recovery.domain.cancel_rules import CancelFlowRules, CancelRulesError, parse_cancel_flow_rules
@@ -143,6 +144,7 @@ class BusinessRules:
     sender_name: str
     sender_email: str
     reply_to: str
+    timezone: str = "UTC"  # an IANA zone: the dashboard shows times in it, labelled
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> BusinessRules:
@@ -152,7 +154,14 @@ class BusinessRules:
             if not isinstance(value, str) or not value.strip():
                 raise RulesError(f"business.{key} must be a non-empty string")
             values[key] = value
-        return cls(**values)
+        zone = data.get("timezone", "UTC")
+        try:
+            ZoneInfo(zone)
+        except (TypeError, ValueError, ZoneInfoNotFoundError):
+            raise RulesError(
+                f"business.timezone must be an IANA time zone such as Europe/Berlin, not {zone!r}"
+            ) from None
+        return cls(**values, timezone=zone)
 
 
 @dataclass(frozen=True)

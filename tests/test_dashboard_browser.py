@@ -114,17 +114,18 @@ def test_sign_in_filter_open_act_and_export(site: tuple[str, Runtime], tmp_path:
         assert page.url == f"{url}/dashboard/cases?status=retrying"  # back where they began
 
         page.get_by_label("Decline category").select_option("soft")
-        page.get_by_label("Customer").fill("ada")
+        page.get_by_label("Search").fill("ada")
         page.get_by_role("button", name="Filter").click()
         rows = page.locator("tbody tr")
         assert rows.count() >= 1
         for text in rows.all_inner_texts():
-            assert "retrying" in text and "soft" in text and "Ada" in text
+            assert "retrying" in text and "Soft decline" in text and "Ada" in text
         shot(page, "dashboard_cases", folder=".")
 
         page.get_by_role("link", name=f"#{target}").click()
         assert page.url == f"{url}/dashboard/cases/{target}"
-        assert page.get_by_text("charge declined: do_not_honor").count() == 1
+        declined = "was declined: the bank declined without giving a reason (do_not_honor)."
+        assert page.get_by_text(declined).count() == 1
         page.get_by_role("button", name="Retry now").click()
         assert "Retry 1 is queued" in page.get_by_role("status").inner_text()
         page.get_by_role("button", name="Pause dunning").click()

@@ -83,7 +83,8 @@ def test_filters_return_the_right_cases(runtime: Runtime, signed_in: Any) -> Non
     assert found("q=cus_bob") == {ids["bob_eur"]}
     assert found("q=ada.lovelace@EXAMPLE.com") == {ids["ada_new"], ids["ada_old"]}
     assert found("q=ada") == {ids["ada_new"], ids["ada_old"]}
-    assert found("q=%25") == set()  # a LIKE wildcard is a literal character
+    assert found("q=a%25") == set()  # a LIKE wildcard is a literal character
+    assert found("q=__") == set()
     assert found("status=retrying&q=ada") == {ids["ada_new"]}
 
 
@@ -182,7 +183,8 @@ def test_cancel_sessions_filters_paging_and_csv(runtime: Runtime, signed_in: Any
     def listed(query: str) -> list[str]:
         response = signed_in.get(f"/dashboard/cancel-sessions?{query}")
         assert response.status_code == 200, query
-        return re.findall(r"<td>(\d{4}-\d\d-\d\d \d\d:\d\d)</td>", response.get_data(as_text=True))
+        html = response.get_data(as_text=True)
+        return re.findall(r'<td><time datetime="[^"]+">([\d: -]{16}) UTC</time></td>', html)
 
     assert len(listed("")) == 50  # one page
     assert len(listed("outcome=undecided")) == 1
@@ -240,12 +242,16 @@ def test_query_count_does_not_grow_with_rows(runtime: Runtime, client: Any) -> N
     add_user(runtime, ADMIN, "admin")
     login(client, ADMIN)
     few = _seed_cases(runtime, 5)
-    small = _page_queries(runtime, client, few[0])
+    from recovery.models import RecoveryCase
     from tests.support.dashboard import add_failed_invoice
 
     with runtime.db.transaction() as db:
-        from recovery.models import RecoveryCase
+        busy = db.get(RecoveryCase, few[0])
+        assert busy is not None
+        add_failed_invoice(db, busy, failed_at=START - timedelta(hours=2), decline_code="x")
+    small = _page_queries(runtime, client, few[0])
 
+    with runtime.db.transaction() as db:
         for i in range(6, 51):
             add_customer(db, f"cus_{i:06d}", f"user{i}@example.com", f"User {i}")
             add_case(db, n=i, opened_at=START - timedelta(hours=i))
@@ -255,7 +261,6 @@ def test_query_count_does_not_grow_with_rows(runtime: Runtime, client: Any) -> N
             )  # fmt: skip
         busy = db.get(RecoveryCase, few[0])
         assert busy is not None
-        add_failed_invoice(db, busy, failed_at=START - timedelta(hours=2), decline_code="x")
         from recovery.services.cases import log as case_log
 
         for k in range(30):  # a long timeline
@@ -263,4 +268,6 @@ def test_query_count_does_not_grow_with_rows(runtime: Runtime, client: Any) -> N
     large = _page_queries(runtime, client, few[0])
     assert large == small
     print("queries per page:", small)
-    assert small["list"] <= 3 and small["case"] <= 10, small
+    # the case page: the story (about 10) and whether Retry now may be offered (the retry
+    # policy's evidence, about 7)
+    assert small["list"] <= 3 and small["case"] <= 18, small

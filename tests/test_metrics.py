@@ -129,6 +129,7 @@ def test_every_number_equals_the_hand_computation(seeded: Runtime) -> None:
     assert o.cancel_flow == CancelFlowStats(
         sessions=7,
         saved=2,
+        saves_reversed=0,
         cancelled=3,
         abandoned=1,
         undecided=1,
@@ -283,4 +284,21 @@ def test_query_count_does_not_grow_with_the_number_of_cases(seeded: Runtime) -> 
         grown = overview(seeded, *PERIOD)
     assert grown.failed.count == 9 + 150
     assert len(many) == len(few)
-    assert len(few) <= 13  # BEGIN etc. included; the outreach figures are one query
+    # BEGIN etc., recovery by month, the currencies side by side (2) and outreach included
+    assert len(few) <= 16
+
+
+def test_every_currency_side_by_side_matches_its_own_overview(seeded: Runtime) -> None:
+    """The side-by-side table is the tiles of each currency's own overview."""
+    o = overview(seeded, *PERIOD)
+    assert [c.currency for c in o.by_currency] and o.by_currency[0].currency == "usd"
+    for column in o.by_currency:
+        own = overview(seeded, *PERIOD, currency=column.currency)
+        assert (column.failed, column.recovered, column.in_progress, column.lost) == (
+            own.failed,
+            own.recovered,
+            own.in_progress,
+            own.lost,
+        )
+        assert column.recovered_share == own.recovered_share
+        assert column.recovered_monthly_revenue == own.recovered_monthly_revenue

@@ -9,6 +9,10 @@ however deep, at 200k cases - and narrows by status, decline category or currenc
 The cancel-session list pages by (created_at, id):
 - ix_cancel_sessions_created_at_id (created_at, id)
 Created by migration 0006.
+
+The case list's search by any part of a name or email (`ILIKE '%part%'`) uses trigram GIN
+indexes on PostgreSQL only (migration 0011, not declared here: they need the pg_trgm
+extension): ix_customers_email_trgm, ix_customers_name_trgm.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ pygal writes an inline `<script>` with its tooltip config and comments naming it
 are removed, so the page carries no script and names no outside address (the dashboard works
 with JavaScript off and loads nothing from a CDN). Values are printed on the bars instead of in
 tooltips, and every chart sits next to a table with the same numbers.
+
+An SVG scales with its box, text and all: one drawn for a 1,250 px column shrinks to 6 px
+letters on a 390 px phone. So each chart is drawn twice, for a wide box and for a phone's, and
+the page's CSS shows one (`.for-wide` / `.for-phone`). Value axes step by 1, 2 or 5 times a
+power of ten (`nice_ticks`), never 0/20/40/60/90.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ _SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 
 
-def _style(*colors: str) -> Any:
+def _style(*colors: str, narrow: bool = False) -> Any:
+    # Drawn at a phone's width the SVG is shown at about its own size: 14-unit labels read as
+    # 12-13 px there, as the wide drawing's 12-unit labels do in a 600 px column.
+    size = 14 if narrow else 12
     return Style(
         background="#ffffff",
         plot_background="#ffffff",
@@ -37,12 +45,12 @@ def _style(*colors: str) -> Any:
         foreground_subtle="#d6d9de",
         colors=colors or (NEUTRAL,),
         font_family='system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans",sans-serif',
-        label_font_size=12,
-        major_label_font_size=12,
-        value_font_size=11,
-        legend_font_size=12,
-        title_font_size=14,
-        tooltip_font_size=12,
+        label_font_size=size,
+        major_label_font_size=size,
+        value_font_size=size - 1,
+        legend_font_size=size,
+        title_font_size=size + 2,
+        tooltip_font_size=size,
     )
 
 
@@ -66,6 +74,18 @@ def _config(**options: Any) -> dict[str, Any]:
     }
     base.update(options)
     return base
+
+
+PHONE_WIDTH = 360
+
+
+def _both(draw: Callable[[int], Any], label: str, width: int) -> Markup:
+    """The chart drawn at `width` and at a phone's width, the page showing one of them."""
+    wide = _inline(draw(width), label)
+    narrow = _inline(draw(PHONE_WIDTH), label)
+    return Markup('<div class="for-wide">{}</div><div class="for-phone">{}</div>').format(
+        wide, narrow
+    )
 
 
 def _inline(chart: Any, label: str) -> Markup:
@@ -97,17 +117,15 @@ def _major(amount: int, currency: str) -> float | None:
     return float(major_units(amount, currency)) if amount else None
 
 
-# A few value guides, or a narrow chart's labels overlap.
-FEW_VALUE_LABELS = {"y_labels_major_count": 5, "show_minor_y_labels": False}
-
-
 def nice_ticks(top: float, most: int = 4) -> list[float]:
-    """Round guide values from 0 past `top`: steps of 1, 2 or 5 times a power of ten."""
+    """Round guide values from 0 past `top`, evenly spaced: steps of 1, 2 or 5 times a power of
+    ten (at least 1: counts and whole currency units)."""
     if top <= 0:
         return [0.0, 1.0]
-    raw = top / most
+    raw = max(top / most, 1e-9)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    step = max(step, 1)
     count = math.ceil(top / step)
     return [round(i * step, 10) for i in range(count + 1)]
 
@@ -122,80 +140,136 @@ def weekly_trend(
 ) -> Markup:
     """(week label, failed amount, recovered amount) per week, amounts in minor units."""
     fmt = money_formatter(currency)
-    chart = pygal.Bar(
-        **_config(
-            style=_style(FAILED, RECOVERED),
-            value_formatter=fmt,
-            print_values=len(weeks) <= 8,
-            x_label_rotation=-45 if len(weeks) > 8 else 0,
-            show_minor_x_labels=len(weeks) <= 16,
-            x_labels_major_every=max(1, len(weeks) // 8),
-            height=360,
-            margin_bottom=16,
-            **FEW_VALUE_LABELS,
+    top = max((_major(max(w[1], w[2]), currency) or 0 for w in weeks), default=0)
+    ticks = nice_ticks(top)
+
+    def draw(width: int) -> Any:
+        narrow = width < 500
+        chart = pygal.Bar(
+            **_config(
+                style=_style(FAILED, RECOVERED, narrow=narrow),
+                value_formatter=fmt,
+                print_values=len(weeks) <= (4 if narrow else 8),
+                x_label_rotation=-45 if len(weeks) > (5 if narrow else 8) else 0,
+                show_minor_x_labels=len(weeks) <= 16,
+                x_labels_major_every=max(1, len(weeks) // 8),
+                width=width,
+                height=300 if narrow else 360,
+                margin_bottom=16,
+                y_labels=ticks,
+                range=(0, ticks[-1]),
+                legend_at_bottom_columns=2,
+            )
         )
-    )
-    chart.x_labels = [w[0] for w in weeks]
-    chart.add("Failed", [_major(w[1], currency) for w in weeks])
-    chart.add("Recovered", [_major(w[2], currency) for w in weeks])
-    return _inline(chart, f"{label} per week")
+        chart.x_labels = [w[0] for w in weeks]
+        chart.add("Failed", [_major(w[1], currency) for w in weeks])
+        chart.add("Recovered", [_major(w[2], currency) for w in weeks])
+        return chart
+
+    return _both(draw, f"{label} per week", 720)
+
+
+def recovery_by_month(rows: Sequence[tuple[str, tuple[float | None, ...]]], label: str) -> Markup:
+    """Per month, the share recovered within 30, 60 and 90 days (0..1; None: window open)."""
+
+    def draw(width: int) -> Any:
+        narrow = width < 500
+        chart = pygal.Bar(
+            **_config(
+                style=_style("#93b5e8", "#4a7fd4", "#0b3d91", narrow=narrow),
+                value_formatter=lambda v: "" if v is None else f"{v:.0f} %",
+                print_values=False,
+                x_label_rotation=-45 if narrow else 0,
+                width=width,
+                height=380 if narrow else 340,
+                y_labels=[0, 25, 50, 75, 100],
+                range=(0, 100),
+                legend_at_bottom_columns=1 if narrow else 3,
+            )
+        )
+        chart.x_labels = [r[0] for r in rows]
+        for i, days in enumerate((30, 60, 90)):
+            values = [r[1][i] for r in rows]
+            chart.add(
+                f"within {days} days",
+                [None if v is None else round(v * 100, 1) for v in values],
+            )
+        return chart
+
+    return _both(draw, label, 720)
 
 
 def horizontal_amounts(
     rows: Sequence[tuple[str, int]], currency: str, series: str, label: str, color: str = NEUTRAL
 ) -> Markup:
     """One horizontal bar per (label, amount in minor units)."""
-    chart = pygal.HorizontalBar(
-        **_config(
-            style=_style(color),
-            value_formatter=money_formatter(currency),
-            show_legend=False,
-            width=480,
-            height=max(140, 36 * len(rows) + 50),
-            y_labels=nice_ticks(max((_major(r[1], currency) or 0 for r in rows), default=0)),
-        )
-    )
+    ticks = nice_ticks(max((_major(r[1], currency) or 0 for r in rows), default=0), most=3)
     rows = _top_down(rows)
-    chart.x_labels = [r[0] for r in rows]
-    chart.add(series, [_major(r[1], currency) for r in rows])
-    return _inline(chart, label)
+
+    def draw(width: int) -> Any:
+        chart = pygal.HorizontalBar(
+            **_config(
+                style=_style(color, narrow=width < 500),
+                value_formatter=money_formatter(currency),
+                show_legend=False,
+                width=width,
+                height=max(140, 36 * len(rows) + 50),
+                y_labels=ticks,
+                range=(0, ticks[-1]),
+            )
+        )
+        chart.x_labels = [r[0] for r in rows]
+        chart.add(series, [_major(r[1], currency) for r in rows])
+        return chart
+
+    return _both(draw, label, 480)
 
 
 def failed_vs_recovered(rows: Sequence[tuple[str, int, int]], currency: str, label: str) -> Markup:
     """(label, failed amount, recovered amount) per group, as side-by-side bars."""
-    chart = pygal.HorizontalBar(
-        **_config(
-            style=_style(FAILED, RECOVERED),
-            value_formatter=money_formatter(currency),
-            width=480,
-            height=max(160, 48 * len(rows) + 80),
-            y_labels=nice_ticks(
-                max((_major(max(r[1], r[2]), currency) or 0 for r in rows), default=0)
-            ),
-        )
+    ticks = nice_ticks(
+        max((_major(max(r[1], r[2]), currency) or 0 for r in rows), default=0), most=3
     )
     rows = _top_down(rows)
-    chart.x_labels = [r[0] for r in rows]
-    chart.add("Failed", [_major(r[1], currency) for r in rows])
-    chart.add("Recovered", [_major(r[2], currency) for r in rows])
-    return _inline(chart, label)
+
+    def draw(width: int) -> Any:
+        chart = pygal.HorizontalBar(
+            **_config(
+                style=_style(FAILED, RECOVERED, narrow=width < 500),
+                value_formatter=money_formatter(currency),
+                width=width,
+                height=max(160, 48 * len(rows) + 80),
+                y_labels=ticks,
+                range=(0, ticks[-1]),
+            )
+        )
+        chart.x_labels = [r[0] for r in rows]
+        chart.add("Failed", [_major(r[1], currency) for r in rows])
+        chart.add("Recovered", [_major(r[2], currency) for r in rows])
+        return chart
+
+    return _both(draw, label, 480)
 
 
 def horizontal_counts(rows: Sequence[tuple[str, int]], series: str, label: str) -> Markup:
     top = max((r[1] for r in rows), default=0)
-    step = max(1, -(-top // 5))  # at most about five whole-number guides
-    chart = pygal.HorizontalBar(
-        **_config(
-            style=_style(NEUTRAL),
-            value_formatter=count_formatter,
-            show_legend=False,
-            width=480,
-            height=max(140, 36 * len(rows) + 50),
-            range=(0, max(top, 1)),
-            y_labels=list(range(0, top + step, step)),
-        )
-    )
+    ticks = [int(t) for t in nice_ticks(max(top, 1), most=4) if t == int(t)]
     rows = _top_down(rows)
-    chart.x_labels = [r[0] for r in rows]
-    chart.add(series, [r[1] or None for r in rows])
-    return _inline(chart, label)
+
+    def draw(width: int) -> Any:
+        chart = pygal.HorizontalBar(
+            **_config(
+                style=_style(NEUTRAL, narrow=width < 500),
+                value_formatter=count_formatter,
+                show_legend=False,
+                width=width,
+                height=max(140, 36 * len(rows) + 50),
+                range=(0, ticks[-1]),
+                y_labels=ticks,
+            )
+        )
+        chart.x_labels = [r[0] for r in rows]
+        chart.add(series, [r[1] or None for r in rows])
+        return chart
+
+    return _both(draw, label, 480)

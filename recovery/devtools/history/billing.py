@@ -16,6 +16,7 @@ from recovery.devtools.history.model import (
     DECLINES,
     EXPIRED,
     FINAL_WINDOW,
+    GIVE_UP_WEIGHT,
     OPEN_AT_END_DAYS,
     OUTCOMES,
     Decline,
@@ -176,7 +177,9 @@ class Billing(CustomersActing):
         assert decline is not None and card is not None
         self.report.failed_renewals += 1
         self.report.declines[decline.name] = self.report.declines.get(decline.name, 0) + 1
-        outcome = self.rng.choices(OUTCOMES, weights=decline.outcomes)[0]
+        heal, link, hosted, none = decline.outcomes
+        weights = (heal, link, hosted, none * GIVE_UP_WEIGHT)
+        outcome = self.rng.choices(OUTCOMES, weights=weights)[0]
         if self.now > self.end.timestamp() - OPEN_AT_END_DAYS * DAY:
             outcome = "none"  # whatever they will do, they have not done it yet
         self.report.outcomes[outcome] = self.report.outcomes.get(outcome, 0) + 1

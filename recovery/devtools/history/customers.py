@@ -12,7 +12,14 @@ from sqlalchemy import select
 
 from recovery.devtools import history_actions as act
 from recovery.devtools import population as pop
-from recovery.devtools.history.model import CANCEL_FLOW_PER_DAY, DAY, Subscriber
+from recovery.devtools.history.model import (
+    CANCEL_FLOW_PER_DAY,
+    DAY,
+    EXPIRY_RESPONSE_SHARE,
+    SAVE_REVERSED_SHARE,
+    SCRIPTED_CANCEL_FLOW,
+    Subscriber,
+)
 from recovery.devtools.history.simulation import Simulation
 from recovery.domain.cases import TERMINAL, CaseStatus
 from recovery.models import RecoveryCase
@@ -86,13 +93,17 @@ class CustomersActing(Simulation):
         if card is None or card["id"] in s.expiry_decided or self.card_expires(card) > renewal:
             return
         s.expiry_decided.add(card["id"])
-        if self.rng.random() < 0.5:
-            when = renewal - self.rng.uniform(2, 25) * DAY
-            self.at(when, lambda: self.update_expiring_card(s, card["id"]))
+        if self.rng.random() < EXPIRY_RESPONSE_SHARE:
+            # The notices go out two weeks and a few days before the renewal.
+            when = renewal - self.rng.uniform(4, 12) * DAY
+            self.at(when, lambda: self.update_expiring_card(s, card["id"], 6))
 
-    def update_expiring_card(self, s: Subscriber, pm_id: str) -> None:
-        token = act.latest_link(self.rt, about_like=f"expiry:{s.subscription_id}:{pm_id}:%")
-        if token is None:
+    def update_expiring_card(self, s: Subscriber, pm_id: str, tries: int) -> None:
+        token = act.latest_link(self.rt, about_like=f"expiry:{s.subscription_id}:{pm_id}")
+        if token is None:  # no notice yet: they will look again tomorrow
+            if tries > 0:
+                retry = functools.partial(self.update_expiring_card, s, pm_id, tries - 1)
+                self.at(self.now + DAY, retry)
             return
         result = act.update_card(
             self.client(),
@@ -115,13 +126,59 @@ class CustomersActing(Simulation):
             when = self.now + self.rng.uniform(0, DAY - 60)
             self.at(when, functools.partial(self.cancel_flow, s))
 
-    def cancel_flow(self, s: Subscriber) -> None:
+    def plan_scripted_cancel_flows(self) -> None:
+        for number, script, day in SCRIPTED_CANCEL_FLOW:
+            when = self.start.timestamp() + day * DAY + 11 * 3600
+            self.at(when, functools.partial(self.scripted_cancel_flow, number, script))
+
+    def scripted_cancel_flow(self, number: int, script: str) -> None:
+        """The scripted story, by the first customer from `number` on who can tell it (an
+        active subscription no other story used)."""
+        for s in self.subscribers[number:]:
+            sub = self.fake.store["subscription"][s.subscription_id]
+            if s.number in self.scripted or sub["status"] != "active":
+                continue
+            if sub["cancel_at_period_end"] or sub["pause_collection"]:
+                continue
+            self.scripted.add(s.number)
+            self.cancel_flow(s, script)
+            return
+
+    def cancel_flow(self, s: Subscriber, script: str | None = None) -> None:
         sub = self.fake.store["subscription"][s.subscription_id]
         if sub["status"] != "active" or sub["cancel_at_period_end"]:
             return
+        decide = "accept" if script == "accept_then_cancel" else script
         outcome = act.walk_cancel_flow(
-            self.rt, self.rng, s.customer_id, s.subscription_id, s.person.locale.split(",")
+            self.rt,
+            self.rng,
+            s.customer_id,
+            s.subscription_id,
+            s.person.locale.split(","),
+            script=decide,
         )
         if outcome == "saved_by_discount":
             s.discount_renewals = 3
         self.report.cancel_sessions[outcome] = self.report.cancel_sessions.get(outcome, 0) + 1
+        saved = outcome.startswith("saved_by_")
+        if saved and (script == "accept_then_cancel" or (
+            script is None and self.rng.random() < SAVE_REVERSED_SHARE
+        )):  # fmt: skip
+            later = self.now + self.rng.uniform(2, 20) * DAY
+            self.at(later, functools.partial(self.cancel_after_all, s))
+
+    def cancel_after_all(self, s: Subscriber) -> None:
+        """A subscriber who accepted an offer comes back and cancels: the save is reversed."""
+        sub = self.fake.store["subscription"][s.subscription_id]
+        if sub["status"] == "canceled" or sub["cancel_at_period_end"]:
+            return
+        outcome = act.walk_cancel_flow(
+            self.rt,
+            self.rng,
+            s.customer_id,
+            s.subscription_id,
+            s.person.locale.split(","),
+            script="cancel",
+        )
+        key = f"later {outcome}"
+        self.report.cancel_sessions[key] = self.report.cancel_sessions.get(key, 0) + 1

@@ -27,6 +27,15 @@ OPEN_AT_END = (
 )
 EXISTING_SHARE = 0.75  # customers who were subscribers before the history starts
 CANCEL_FLOW_PER_DAY = 0.0013  # about 4% of active subscribers open the cancel flow a month
+# Of the subscribers who accept an offer, some cancel after all within a few weeks: the
+# dashboard shows such a save as reversed, not as a save.
+SAVE_REVERSED_SHARE = 0.15
+# Subscribers who act on an expiring-card notice: most do, as a business using this sees.
+EXPIRY_RESPONSE_SHARE = 0.8
+# Whatever the dice say, every history has these cancel-flow stories (customer number, script,
+# day of the history): one who accepts an offer, one who cancels, one who accepts and cancels
+# a week later. Customer 1 is left alone: the demo's banner sends newcomers to its cancel flow.
+SCRIPTED_CANCEL_FLOW = ((2, "accept", 40), (3, "cancel", 60), (4, "accept_then_cancel", 80))
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class Decline:
     mastercard_advice: str | None
     outcomes: tuple[int, int, int, int]
     authenticate: bool = False
-    heal_days: tuple[float, float] = (1.0, 16.0)
+    heal_days: tuple[float, float] = (1.0, 10.0)
 
 
 DECLINES: tuple[Decline, ...] = (
@@ -101,6 +110,10 @@ DECLINES: tuple[Decline, ...] = (
     ),
 )  # fmt: skip
 EXPIRED = next(d for d in DECLINES if d.name == "expired_card")
+# The "nothing" weights above, scaled: with them as they are, about a third of the failed
+# amount came back over 90 days; recovery services report about half (the range the demo
+# should show a newcomer).
+GIVE_UP_WEIGHT = 0.55
 OUTCOMES = ("heal", "link", "hosted", "none")
 
 

@@ -22,7 +22,14 @@ from recovery.domain import cases as machine
 from recovery.domain.cases import CaseStatus
 from recovery.domain.declines import Decline, classify
 from recovery.domain.retry_policy import decide_next_retry
-from recovery.models import ActionStatus, DueAction, Invoice, OutboxMessage, RecoveryCase
+from recovery.models import (
+    ActionStatus,
+    Customer,
+    DueAction,
+    Invoice,
+    OutboxMessage,
+    RecoveryCase,
+)
 from recovery.rules import Rules
 from recovery.services.accounts import users as accounts
 from recovery.services.card_update import links as card_update_links
@@ -77,6 +84,50 @@ def _audit(
 
 def _fmt(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M UTC")
+
+
+# ---- what may be done now (the case page shows only these) ----------------------------------
+
+
+@dataclass(frozen=True)
+class Available:
+    """Which actions can apply to the case now; for retry and resend, why not when they cannot."""
+
+    retry_refusal: str | None
+    pause: bool
+    resume: bool
+    resend_refusal: str | None
+    close: bool
+
+    @property
+    def anything(self) -> bool:
+        return (
+            self.retry_refusal is None
+            or self.pause
+            or self.resume
+            or self.resend_refusal is None
+            or self.close
+        )
+
+
+def available(session: Session, case: RecoveryCase, rules: Rules, now: datetime) -> Available:
+    over = case.status in machine.TERMINAL
+    resend = None
+    if over:
+        resend = f"The case is {case.status}: no link is needed."
+    elif case.customer_id is None:
+        resend = "The case has no customer to send a link to."
+    else:
+        customer = session.get(Customer, case.customer_id)
+        if customer is None or not customer.email:
+            resend = "The customer has no email address in the mirror."
+    return Available(
+        retry_refusal=retry_refusal(session, case, rules, now),
+        pause=not over and not case.dunning_paused,
+        resume=case.dunning_paused,
+        resend_refusal=resend,
+        close=not over,
+    )
 
 
 # ---- retry now ------------------------------------------------------------------------------

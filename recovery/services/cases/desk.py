@@ -9,10 +9,16 @@ from recovery.services.cases import timeline as case_timeline
 from recovery.services.cases.admin import Actor, Outcome
 
 
-def story(rt: Runtime, case_id: int) -> case_timeline.CaseStory | None:
-    """The case and its whole story, merged in time order; None when there is no such case."""
+def story(
+    rt: Runtime, case_id: int, *, full_emails: bool = False
+) -> tuple[case_timeline.CaseStory, admin.Available] | None:
+    """The case and its whole story, merged in time order, with the actions that can apply to
+    it now; None when there is no such case."""
     with rt.db.reading() as session:
-        return case_timeline.story(session, case_id)
+        found = case_timeline.story(session, case_id, full_emails=full_emails)
+        if found is None:
+            return None
+        return found, admin.available(session, found.case, rt.rules, rt.clock.now())
 
 
 def retry_now(rt: Runtime, case_id: int, actor: Actor) -> Outcome:

@@ -13,7 +13,7 @@ from recovery.runtime import Runtime
 from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
 from recovery.services.messaging import outbox
-from recovery.services.reporting import paging
+from recovery.services.reporting import case_list, paging
 
 MAX_ID = 2**31 - 1  # the ids' column type: a larger number is no case, not a database error
 KEYS = (RecoveryCase.opened_at, RecoveryCase.id)
@@ -68,10 +68,11 @@ def list_cases(
     starting_after: str | None,
 ) -> paging.Slice[dict[str, Any]]:
     """A page of cases, newest opened first, after the case `starting_after` (an id;
-    paging.UnknownAnchor when there is none such)."""
+    paging.UnknownAnchor when there is none such). `status` is a key of
+    `case_list.STATUS_FILTERS`: `open` is every case still in progress."""
     query = select(RecoveryCase)
     if status:
-        query = query.where(RecoveryCase.status == status)
+        query = query.where(RecoveryCase.status.in_(case_list.STATUS_FILTERS[status]))
     if since:
         query = query.where(RecoveryCase.opened_at >= since)
     if customer:

@@ -1,4 +1,7 @@
-"""The dashboard's cancel-session list: filters, keyset paging on (created_at, id), CSV rows."""
+"""The dashboard's cancel-session list: filters, keyset paging on (created_at, id), CSV rows.
+
+A save that a later cancel superseded (`saves.py`) is listed as reversed, with when: the
+`saved_by_*` filters find the saves that held, `save_reversed` the others."""
 
 from __future__ import annotations
 
@@ -14,16 +17,32 @@ from sqlalchemy.orm import Session
 from recovery.models import CancelSession, Customer
 from recovery.models.cancel_flow import Outcome
 from recovery.runtime import Runtime
-from recovery.services.reporting import paging
+from recovery.services.reporting import paging, saves
 from recovery.services.reporting.case_list import BadFilter, mask_email
 
 PAGE_SIZE = 50
 EXPORT_BATCH = 500
 UNDECIDED = "undecided"  # no outcome yet: the subscriber is still in the flow
-OUTCOMES = (*(o.value for o in Outcome), UNDECIDED)
+OUTCOMES = (*(o.value for o in Outcome), saves.REVERSED, UNDECIDED)
+OUTCOME_LABELS = {
+    Outcome.SAVED_BY_PAUSE.value: "Saved by a pause",
+    Outcome.SAVED_BY_DOWNGRADE.value: "Saved by a downgrade",
+    Outcome.SAVED_BY_LONGER_TERM.value: "Saved by a longer term",
+    Outcome.SAVED_BY_DISCOUNT.value: "Saved by a discount",
+    saves.REVERSED: "Saved, then cancelled",
+    Outcome.CANCELLED.value: "Cancelled",
+    Outcome.ABANDONED.value: "Left without deciding",
+    UNDECIDED: "Still deciding",
+}
+STRIPE_LABELS = {
+    "none": "nothing to change",
+    "pending": "waiting to be applied",
+    "applied": "applied",
+    "failed": "Stripe refused",
+}
 REASON_SHAPE = re.compile(r"^[a-z0-9_]{1,40}$")
 
-SessionSelect = Select[CancelSession, str | None]
+SessionSelect = Select[CancelSession, str | None, datetime | None, datetime | None]
 
 
 @dataclass(frozen=True)
@@ -62,7 +81,7 @@ class SessionRow:
     id: str
     created_at: datetime
     customer_id: str
-    customer_email: str
+    customer_email: str  # whole: shown through `email_for`, by the reader's role
     subscription_id: str
     source: str
     reason: str | None
@@ -74,6 +93,17 @@ class SessionRow:
     mrr_before: int
     mrr_after: int | None
     stripe_status: str
+    save_reversed_at: datetime | None = None  # a save, cancelled after all at this time
+
+    @property
+    def shown_outcome(self) -> str:
+        """The outcome as it stands: a reversed save is no save."""
+        if self.save_reversed_at is not None:
+            return saves.REVERSED
+        return self.outcome or UNDECIDED
+
+    def email_for(self, full: bool) -> str:
+        return self.customer_email if full else mask_email(self.customer_email)
 
 
 @dataclass(frozen=True)
@@ -94,6 +124,10 @@ def decode_cursor(value: str | None) -> tuple[datetime, str] | None:
 def _where(stmt: SessionSelect, filters: SessionFilters) -> SessionSelect:
     if filters.outcome == UNDECIDED:
         stmt = stmt.where(CancelSession.outcome.is_(None))
+    elif filters.outcome == saves.REVERSED:
+        stmt = stmt.where(saves.is_reversed())
+    elif filters.outcome in saves.SAVED_OUTCOMES:
+        stmt = stmt.where(CancelSession.outcome == filters.outcome, ~saves.is_reversed())
     elif filters.outcome:
         stmt = stmt.where(CancelSession.outcome == filters.outcome)
     if filters.reason:
@@ -104,12 +138,12 @@ def _where(stmt: SessionSelect, filters: SessionFilters) -> SessionSelect:
 
 
 def _row(found: paging.AnyRow) -> SessionRow:
-    s, email = found
+    s, email, in_flow, in_stripe = found
     return SessionRow(
         id=s.id,
         created_at=s.created_at,
         customer_id=s.customer_id,
-        customer_email=mask_email(email),
+        customer_email=email or "",
         subscription_id=s.subscription_id,
         source=s.source,
         reason=s.reason,
@@ -121,6 +155,7 @@ def _row(found: paging.AnyRow) -> SessionRow:
         mrr_before=s.mrr_before,
         mrr_after=s.mrr_after,
         stripe_status=s.stripe_status,
+        save_reversed_at=saves.reversed_at(s.outcome, in_flow, in_stripe),
     )
 
 
@@ -134,9 +169,12 @@ def list_sessions(
     after: tuple[datetime, str] | None = None,
     limit: int = PAGE_SIZE,
 ) -> Page:
-    stmt: Any = select(CancelSession, Customer.email).outerjoin(
-        Customer, Customer.id == CancelSession.customer_id
-    )
+    stmt: Any = select(
+        CancelSession,
+        Customer.email,
+        saves.cancelled_in_flow_after(),
+        saves.cancelled_in_stripe_after(),
+    ).outerjoin(Customer, Customer.id == CancelSession.customer_id)
     found = paging.newest_first(
         session, _where(stmt, filters), KEYS, after=after, limit=limit, row=_row
     )

@@ -6,16 +6,17 @@ one query (cases joined to the mirrored customer), whatever its length.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import ColumnElement, Select, case, false, or_, select
 from sqlalchemy.orm import Session
 
-from recovery.domain.cases import CaseStatus
+from recovery.domain.cases import ACTIVE, TERMINAL, CaseStatus
 from recovery.domain.declines import DeclineCategory
 from recovery.i18n import THREE_DECIMAL, ZERO_DECIMAL
 from recovery.models import Customer, RecoveryCase
@@ -25,9 +26,26 @@ from recovery.services.reporting import paging
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 EXPORT_BATCH = 500
-STATUSES = tuple(s.value for s in CaseStatus)
 CATEGORIES = tuple(c.value for c in DeclineCategory)
 MAX_AGE_DAYS = 3650
+
+OPEN = "open"
+# What each status filter finds. "open" is every case still being worked on - just opened,
+# a retry scheduled, or waiting for the customer - not only the first of those states, which a
+# case leaves within the event that opened it (so `status=open` used to find nothing).
+STATUS_FILTERS: dict[str, tuple[str, ...]] = {
+    OPEN: tuple(s.value for s in CaseStatus if s in ACTIVE),
+    **{s.value: (s.value,) for s in CaseStatus if s != CaseStatus.OPEN},
+}
+STATUS_LABELS = {
+    OPEN: "Open (still in progress)",
+    CaseStatus.RETRYING.value: "Retrying",
+    CaseStatus.AWAITING_CUSTOMER.value: "Awaiting the customer",
+    CaseStatus.RECOVERED.value: "Recovered",
+    CaseStatus.LOST.value: "Lost",
+    CaseStatus.CLOSED.value: "Closed",
+}
+STATUSES = tuple(STATUS_LABELS)
 
 
 CaseSelect = Select[RecoveryCase, str | None, str | None]
@@ -99,9 +117,7 @@ def parse_filters(args: Mapping[str, str]) -> CaseFilters:
     currency = (args.get("currency") or "").strip().lower() or None
     if currency is not None and (len(currency) != 3 or not currency.isalpha()):
         raise BadFilter("A currency is three letters, such as EUR.")
-    search = (args.get("q") or "").strip() or None
-    if search is not None and len(search) > 200:
-        raise BadFilter("The search is too long.")
+    search = check_search(args.get("q") or "")
     filters = CaseFilters(
         status=status,
         category=category,
@@ -130,20 +146,55 @@ def decode_cursor(value: str | None) -> tuple[datetime, int] | None:
         raise BadFilter("That page link is not valid; start from the first page.") from None
 
 
-SEARCH_LIMIT = 1000  # customers a search may match; a broader one should be narrowed
+CASE_ID = re.compile(r"#?(\d{1,10})")
+MAX_CASE_ID = 2**31 - 1  # the id column's range
+MIN_SEARCH = 2
 
 
-def _matching_customers(session: Session, search: str) -> list[str]:
-    """Customer ids for a search: an email (any case) or the start of a name. Asked first, on
-    its own: handing the planner a short id list lets it use the cases' customer index instead
-    of walking every case in date order and probing the customers for each."""
-    term = search.lower()
-    if "@" in term:
-        where = func.lower(Customer.email) == term
-    else:
-        escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        where = func.lower(Customer.name).like(f"{escaped}%", escape="\\")
-    return list(session.scalars(select(Customer.id).where(where).limit(SEARCH_LIMIT)))
+def check_search(raw: str) -> str | None:
+    """The search as typed, trimmed; BadFilter when it cannot be used."""
+    term = raw.strip()
+    if not term:
+        return None
+    if len(term) > 200:
+        raise BadFilter("The search is too long.")
+    if len(term) < MIN_SEARCH and not CASE_ID.fullmatch(term):
+        raise BadFilter("Type at least two characters of a name or an email address.")
+    return term
+
+
+def search_clause(term: str) -> ColumnElement[bool]:
+    """What a search finds: `#123` or `123` a case by its number; `in_…`, `cus_…` or `sub_…` a
+    Stripe invoice, customer or subscription id (exact); anything else any part of the
+    customer's name or email address, ignoring case.
+
+    Ids are unique or indexed columns. On PostgreSQL the name and email parts use trigram
+    indexes (migration 0011: `ILIKE '%part%'` is an index scan, not a read of every
+    customer), and the matching customers are a semi-join the planner can start from."""
+    found = CASE_ID.fullmatch(term)
+    if found:
+        number = int(found.group(1))
+        return RecoveryCase.id == number if number <= MAX_CASE_ID else false()
+    for prefix, column in (
+        ("in_", RecoveryCase.invoice_id),
+        ("cus_", RecoveryCase.customer_id),
+        ("sub_", RecoveryCase.subscription_id),
+    ):
+        if term.startswith(prefix):
+            return column == term
+    return RecoveryCase.customer_id.in_(customers_matching(term))
+
+
+def customers_matching(term: str) -> Select[str]:
+    """Customer ids whose name or email contains `term` (any case)."""
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped}%"
+    return select(Customer.id).where(
+        or_(
+            Customer.email.ilike(pattern, escape="\\"),
+            Customer.name.ilike(pattern, escape="\\"),
+        )
+    )
 
 
 def _in_minor_units(value: Decimal, rounding: str) -> Any:
@@ -159,11 +210,9 @@ def _in_minor_units(value: Decimal, rounding: str) -> Any:
     )
 
 
-def _where(
-    stmt: CaseSelect, filters: CaseFilters, now: datetime, customers: list[str] | None
-) -> CaseSelect:
+def _where(stmt: CaseSelect, filters: CaseFilters, now: datetime) -> CaseSelect:
     if filters.status:
-        stmt = stmt.where(RecoveryCase.status == filters.status)
+        stmt = stmt.where(RecoveryCase.status.in_(STATUS_FILTERS[filters.status]))
     if filters.category:
         stmt = stmt.where(RecoveryCase.decline_category == filters.category)
     if filters.currency:
@@ -182,10 +231,8 @@ def _where(
         stmt = stmt.where(
             RecoveryCase.amount_due <= _in_minor_units(filters.amount_max, ROUND_FLOOR)
         )
-    if filters.search and filters.search.startswith("cus_"):
-        stmt = stmt.where(RecoveryCase.customer_id == filters.search)
-    elif customers is not None:
-        stmt = stmt.where(RecoveryCase.customer_id.in_(customers))
+    if filters.search:
+        stmt = stmt.where(search_clause(filters.search))
     return stmt
 
 
@@ -214,6 +261,47 @@ class CaseRow:
     @property
     def masked_email(self) -> str:
         return mask_email(self.customer_email)
+
+    @property
+    def next_step_summary(self) -> str:
+        """What happens next, in a few words (the case page has the policy's whole reason)."""
+        return next_step_summary(
+            self.status, self.awaiting, self.dunning_paused, self.recovered_via, self.closed_at
+        )
+
+    def email_for(self, full: bool) -> str:
+        """The customer's address as this reader may see it: whole for an admin, masked for a
+        viewer."""
+        return (self.customer_email or "") if full else self.masked_email
+
+
+AWAITING_WORDS = {
+    "new_card": "waiting for the customer to add a new card",
+    "authentication": "waiting for the customer to confirm the payment with their bank",
+    "customer": "waiting for the customer to act",
+}
+
+
+def next_step_summary(
+    status: str,
+    awaiting: str | None,
+    paused: bool,
+    recovered_via: str | None,
+    closed_at: datetime | None,
+) -> str:
+    if paused and status not in {s.value for s in TERMINAL}:
+        return "dunning paused by an admin"
+    if status == CaseStatus.RETRYING:
+        return "retry planned"
+    if status == CaseStatus.AWAITING_CUSTOMER:
+        return AWAITING_WORDS.get(awaiting or "", "waiting for the customer")
+    if status == CaseStatus.OPEN:
+        return "deciding the first step"
+    if status == CaseStatus.RECOVERED:
+        return "nothing: paid"
+    if status == CaseStatus.LOST:
+        return "nothing: dunning ended unpaid"
+    return "nothing: closed"
 
 
 def mask_email(email: str | None) -> str:
@@ -274,10 +362,7 @@ def list_cases(
 ) -> Page:
     """One page of cases, newest first, starting after the keyset `after`."""
     limit = max(1, min(limit, MAX_PAGE_SIZE))
-    customers = None
-    if filters.search and not filters.search.startswith("cus_"):
-        customers = _matching_customers(session, filters.search)
-    stmt = _where(_select(), filters, now, customers)
+    stmt = _where(_select(), filters, now)
     found = paging.newest_first(session, stmt, KEYS, after=after, limit=limit, row=_row)
     rows = found.rows
     cursor = encode_cursor(rows[-1].opened_at, rows[-1].id) if found.has_more and rows else None

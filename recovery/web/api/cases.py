@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import request
 
-from recovery.domain.cases import CaseStatus
 from recovery.services.cases import records
+from recovery.services.reporting import case_list
 from recovery.services.reporting.paging import UnknownAnchor
 from recovery.web import runtime
 from recovery.web.api.blueprint import bad, bp, int_arg, with_json
@@ -32,9 +32,9 @@ def _since() -> datetime | None:
 @with_json
 def list_cases() -> dict[str, Any]:
     status = request.args.get("status")
-    if status is not None and status not in {s.value for s in CaseStatus}:
-        allowed = ", ".join(s.value for s in CaseStatus)
-        raise bad(f"status must be one of {allowed}")
+    if status is not None and status not in case_list.STATUS_FILTERS:
+        allowed = ", ".join(case_list.STATUS_FILTERS)
+        raise bad(f"status must be one of {allowed} (open: every case still in progress)")
     since = _since()
     limit = int_arg("limit", 100, 1, 500)
     try:

@@ -15,6 +15,7 @@ from flask import Response, jsonify
 from recovery.domain.cases import CaseStatus
 from recovery.services.cancel.records import OUTCOME_FILTERS
 from recovery.services.events.listing import STATUSES as EVENT_STATUSES
+from recovery.services.reporting.case_list import STATUS_FILTERS
 from recovery.web.api.blueprint import bp, public
 
 JSON = "application/json"
@@ -277,7 +278,12 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "Recovery cases, newest first",
                     "parameters": [
-                        _query("status", {"enum": [s.value for s in CaseStatus]}, "filter"),
+                        _query(
+                            "status",
+                            {"enum": list(STATUS_FILTERS)},
+                            "filter; open: every case still in progress (open, retrying or "
+                            "awaiting the customer)",
+                        ),
                         since,
                         _query("customer", STR, "a Stripe customer id"),
                         LIMIT,

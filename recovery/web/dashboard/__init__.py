@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from recovery.web.dashboard import cancel_sessions, cases, guards, login, overview
+from recovery.web.dashboard import cancel_sessions, cases, customers, guards, login, overview
 from recovery.web.dashboard.auth import (
     CurrentUser,
     admin_required,
@@ -19,7 +19,7 @@ from recovery.web.dashboard.auth import (
 )
 from recovery.web.dashboard.blueprint import bp
 
-del cancel_sessions, cases, guards, login, overview
+del cancel_sessions, cases, customers, guards, login, overview
 
 
 def init_app(app: Flask) -> None:

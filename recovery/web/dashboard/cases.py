@@ -6,18 +6,21 @@ for admins only, and answer with a redirect back to the case page and a one-line
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
 from recovery.services.cases import admin as case_admin
 from recovery.services.cases import desk
-from recovery.services.reporting import case_list
+from recovery.services.reporting import case_list, exports
 from recovery.web import runtime
+from recovery.web.dashboard import labels
 from recovery.web.dashboard.auth import admin_required, current_user, login_required
 from recovery.web.dashboard.blueprint import bp
 from recovery.web.dashboard.csv_export import case_csv, csv_response
 from recovery.web.dashboard.forms import CLOSE_REASONS, ActionForm, CloseForm
-from recovery.web.dashboard.guards import error_page
+from recovery.web.dashboard.guards import error_page, full_emails
 
 
 def _filters() -> case_list.CaseFilters:
@@ -40,8 +43,9 @@ def cases() -> Response | str:
         filters=filters,
         args=filters.query_args(),
         first_page=after is None,
-        statuses=case_list.STATUSES,
+        statuses=case_list.STATUS_LABELS,
         categories=case_list.CATEGORIES,
+        full_emails=full_emails(),
     )
 
 
@@ -54,24 +58,51 @@ def cases_csv() -> Response:
     except case_list.BadFilter as exc:
         return error_page(400, str(exc))
     now = rt.clock.now()
+    user = current_user()
+    assert user is not None  # login_required ran first
+    exports.record_export(
+        rt,
+        user_id=user.id,
+        actor=user.email,
+        what="cases",
+        filters=filters.query_args(),
+        full_emails=user.is_admin,
+    )
     rows = case_list.iter_cases(rt, filters, now)
-    return csv_response(case_csv(rows), f"cases-{now:%Y%m%d-%H%M}.csv")
+    return csv_response(case_csv(rows, user.is_admin), f"cases-{now:%Y%m%d-%H%M}.csv")
+
+
+SOURCES = {
+    "case": "Recovery:",
+    "charge": "Charge:",
+    "message": "Message:",
+    "stripe": "Stripe:",
+    "admin": "Admin:",
+    "link": "Link:",
+}
 
 
 @bp.get("/dashboard/cases/<int:case_id>")
 @login_required
 def case_page(case_id: int) -> str:
-    story = desk.story(runtime(), case_id)
-    if story is None:
+    found = desk.story(runtime(), case_id, full_emails=full_emails())
+    if found is None:
         abort(404)
+    story, can = found
+    user = current_user()
     return render_template(
         "dashboard/case.html",
         story=story,
         case=story.case,
+        can=can,
         action_form=ActionForm(),
         close_form=CloseForm(),
         close_reasons=CLOSE_REASONS,
-        can_act=bool((user := current_user()) and user.is_admin),
+        is_admin=bool(user and user.is_admin),
+        customer_zone=ZoneInfo(story.customer_zone),
+        via=labels.TRIGGERS,
+        lost_reasons=labels.LOST_REASONS,
+        sources=SOURCES,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from flask import Response, stream_with_context
@@ -18,6 +18,7 @@ from flask import Response, stream_with_context
 from recovery.i18n import major_units
 from recovery.services.reporting.cancel_sessions import SessionRow
 from recovery.services.reporting.case_list import CaseRow
+from recovery.services.reporting.metrics import CurrencySummary
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -76,14 +77,16 @@ CASE_HEADER = (
 )
 
 
-def case_csv(rows: Iterable[CaseRow]) -> Iterator[str]:
+def case_csv(rows: Iterable[CaseRow], full_emails: bool) -> Iterator[str]:
+    """The case list as CSV; whole email addresses only for a reader who may see them."""
+
     def values() -> Iterator[Sequence[Any]]:
         for r in rows:
             yield (
                 r.id,
                 r.invoice_id,
                 r.customer_id,
-                r.masked_email,
+                r.email_for(full_emails),
                 r.status,
                 r.awaiting,
                 r.decline_category,
@@ -119,28 +122,59 @@ SESSION_HEADER = (
     "mrr_after",
     "currency",
     "stripe_status",
+    "save_reversed_at",
 )
 
 
-def session_csv(rows: Iterable[SessionRow]) -> Iterator[str]:
+def session_csv(rows: Iterable[SessionRow], full_emails: bool) -> Iterator[str]:
     def values() -> Iterator[Sequence[Any]]:
         for r in rows:
             yield (
                 r.id,
                 r.created_at,
                 r.customer_id,
-                r.customer_email,
+                r.email_for(full_emails),
                 r.subscription_id,
                 r.source,
                 r.reason,
                 r.reason_text,
                 r.offer_shown,
-                r.outcome,
+                r.shown_outcome,
                 r.decided_at,
                 major_units(r.mrr_before, r.currency),
                 None if r.mrr_after is None else major_units(r.mrr_after, r.currency),
                 r.currency.upper(),
                 r.stripe_status,
+                r.save_reversed_at,
             )
 
     return rows_to_csv(SESSION_HEADER, values())
+
+
+def overview_rows(
+    summaries: Sequence[CurrencySummary], day_from: date, day_to: date
+) -> Iterator[str]:
+    """The overview's headline figures, one row per figure and one column per currency."""
+    header = ("figure", *(s.currency.upper() for s in summaries))
+
+    def amounts(pick: Any) -> list[Any]:
+        return [major_units(pick(s), s.currency) for s in summaries]
+
+    def shares() -> list[Any]:
+        return ["" if s.recovered_share is None else f"{s.recovered_share:.4f}" for s in summaries]
+
+    period = f"{day_from.isoformat()}..{day_to.isoformat()}"
+    rows: list[Sequence[Any]] = [
+        ("period (cases opened, UTC, both days included)", *(period for _ in summaries)),
+        ("failed invoices", *(s.failed.count for s in summaries)),
+        ("failed amount", *amounts(lambda s: s.failed.amount)),
+        ("recovered invoices", *(s.recovered.count for s in summaries)),
+        ("recovered amount", *amounts(lambda s: s.recovered.amount)),
+        ("recovered share of the failed amount", *shares()),
+        ("in progress invoices", *(s.in_progress.count for s in summaries)),
+        ("in progress amount", *amounts(lambda s: s.in_progress.amount)),
+        ("lost invoices", *(s.lost.count for s in summaries)),
+        ("lost amount", *amounts(lambda s: s.lost.amount)),
+        ("recovered monthly revenue", *amounts(lambda s: s.recovered_monthly_revenue)),
+    ]
+    return rows_to_csv(header, rows)

@@ -6,12 +6,16 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Response, abort, render_template
+from markupsafe import Markup
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from recovery.i18n import major_units
+from recovery.web import runtime
+from recovery.web.dashboard import labels
 from recovery.web.dashboard.auth import current_user
 from recovery.web.dashboard.blueprint import bp
 from recovery.web.security import CsrfFailed
@@ -43,15 +47,53 @@ def money(amount: int | None, currency: str) -> str:
     return f"{major_units(amount, currency):,} {currency.upper()}"
 
 
-def when(at: datetime | None, with_time: bool = True) -> str:
+def business_zone() -> ZoneInfo:
+    """The zone the dashboard shows times in: `[business] timezone` of the rules (UTC)."""
+    return ZoneInfo(runtime().rules.business.timezone)
+
+
+def zone_abbreviation(at: datetime) -> str:
+    """`UTC`, `CET`, `EDT`; a zone without a letter abbreviation gives `UTC+03`."""
+    name = at.strftime("%Z")
+    return f"UTC{name}" if name[:1] in "+-" else name
+
+
+def when(at: datetime | None, with_time: bool = True, zone: ZoneInfo | None = None) -> Markup:
+    """A time as the dashboard shows it: in the business's zone (or `zone`), labelled with it,
+    in a `<time>` element that carries the exact instant."""
     if at is None:
-        return ""
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M" if with_time else "%Y-%m-%d")
+        return Markup("")
+    local = at.astimezone(zone or business_zone())
+    shown = (
+        f"{local:%Y-%m-%d %H:%M} {zone_abbreviation(local)}" if with_time else f"{local:%Y-%m-%d}"
+    )
+    instant = at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return Markup('<time datetime="{}">{}</time>').format(instant, shown)
+
+
+def zone_label() -> str:
+    zone = business_zone()
+    return "in UTC" if zone.key == "UTC" else f"in the business's time zone, {zone.key}"
+
+
+def full_emails() -> bool:
+    """Admins see whole email addresses; viewers a masked one (`j***@example.com`)."""
+    user = current_user()
+    return bool(user and user.is_admin)
 
 
 @bp.context_processor
 def template_helpers() -> dict[str, Any]:
-    return {"user": current_user(), "money": money, "when": when}
+    return {
+        "user": current_user(),
+        "money": money,
+        "when": when,
+        "zone_label": zone_label(),
+        "label": labels.label,
+        "CATEGORY_LABELS": labels.CATEGORIES,
+        "STATUS_WORDS": labels.CASE_STATUSES,
+        "MESSAGE_STATUSES": labels.MESSAGE_STATUSES,
+    }
 
 
 def error_page(status: int, message: str | None = None) -> Response:

@@ -8,14 +8,18 @@ group of figures, each with its definitions:
   recover, by decline category, card brand and trigger - the cases opened in the period,
   each in the state it is in now;
 - `weekly`: the same cohort per ISO week;
+- `by_month`: recovery by failure month - the last 12 months' failed amount and the share of it
+  paid within 30 / 60 / 90 days;
 - `reminder_channels`: the channel of the last reminder before a customer's payment;
 - `expiring_cards`: cards about to stop working, notices sent, cards replaced in time;
 - `cancel_flow`: sessions, saves, reasons and revenue kept;
 - `parameters`: the period and currency checks; `result`: the `Overview` shape;
-  `compute`: all of them together.
+  `compute`: all of them together, and the headline figures per currency side by side;
+- `definitions`: what each figure counts, in the words the overview prints under it.
 """
 
 from recovery.services.reporting.metrics.compute import compute_overview, currencies, overview
+from recovery.services.reporting.metrics.definitions import COHORT, DEFINITIONS
 from recovery.services.reporting.metrics.parameters import (
     DEFAULT_CURRENCY,
     BadPeriod,
@@ -28,8 +32,10 @@ from recovery.services.reporting.metrics.result import (
     Answer,
     Breakdown,
     CancelFlowStats,
+    CurrencySummary,
     ExpiringCards,
     Keyed,
+    MonthRecovery,
     Overview,
     Tally,
     Week,
@@ -37,13 +43,17 @@ from recovery.services.reporting.metrics.result import (
 )
 
 __all__ = [
+    "COHORT",
     "DEFAULT_CURRENCY",
+    "DEFINITIONS",
     "Answer",
     "BadPeriod",
     "Breakdown",
     "CancelFlowStats",
+    "CurrencySummary",
     "ExpiringCards",
     "Keyed",
+    "MonthRecovery",
     "Overview",
     "Tally",
     "Week",

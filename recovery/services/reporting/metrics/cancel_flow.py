@@ -1,15 +1,18 @@
 """Cancel-flow figures: the sessions created in the period, in this currency.
 
-- sessions: all; saved: accepted an offer; cancelled; abandoned (left or expired without
-  deciding); undecided: still open.
-- save rate = saved / (saved + cancelled): of the subscribers who made a decision, the share who
-  stayed. Abandoned and open sessions are left out (they neither cancelled nor accepted).
-- saves by offer: saved sessions per offer kind.
+Their definitions, as the overview shows them, are `definitions.CANCEL_FLOW`. In short:
+- sessions: all; saved: accepted an offer and kept it; save reversed: accepted an offer, then
+  cancelled after all (a later session, or in Stripe - `saves.py`); cancelled; abandoned (left
+  or expired without deciding); undecided: still open.
+- save rate = saves kept / (saves + cancellations): of the subscribers who decided, the share
+  who stayed. A reversed save is a decision that did not keep the subscriber: it stays in the
+  denominator and leaves the numerator. Abandoned and open sessions are left out.
+- saves by offer: kept saves per offer kind.
 - reasons: sessions per survey reason (`none` when none was given); recent answers: the latest
   free-text answers (newest first).
-- revenue saved: the monthly revenue the saved subscriptions go on paying (`mrr_after`: a pause
-  keeps the full plan, only deferred; a discount or downgrade keeps the reduced amount);
-  revenue conceded: what the offers gave away (mrr_before - mrr_after over the saves).
+- revenue saved: the monthly revenue the kept saves go on paying (`mrr_after`: a pause keeps
+  the full plan, only deferred; a discount or downgrade keeps the reduced amount); revenue
+  conceded: what the kept offers gave away (mrr_before - mrr_after).
 """
 
 from __future__ import annotations
@@ -18,20 +21,15 @@ from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from recovery.models import CancelSession
 from recovery.models.cancel_flow import Outcome
 from recovery.services.reporting.metrics.result import Answer, CancelFlowStats, Keyed, share
+from recovery.services.reporting.saves import SAVED_OUTCOMES, is_reversed
 
 RECENT_ANSWERS = 10
-SAVED_OUTCOMES = (
-    Outcome.SAVED_BY_PAUSE.value,
-    Outcome.SAVED_BY_DOWNGRADE.value,
-    Outcome.SAVED_BY_LONGER_TERM.value,
-    Outcome.SAVED_BY_DISCOUNT.value,
-)
 
 
 def cancel_flow(
@@ -42,27 +40,41 @@ def cancel_flow(
         CancelSession.created_at >= period_from,
         CancelSession.created_at < period_to,
     )
-    rows = session.execute(
+    reversed_save = case((is_reversed(), 1), else_=0)
+    per_session = (
         select(
-            CancelSession.outcome,
-            CancelSession.reason,
-            func.count(),
-            func.coalesce(func.sum(CancelSession.mrr_before), 0),
-            func.coalesce(func.sum(CancelSession.mrr_after), 0),
+            CancelSession.outcome.label("outcome"),
+            CancelSession.reason.label("reason"),
+            reversed_save.label("reversed"),
+            CancelSession.mrr_before.label("mrr_before"),
+            CancelSession.mrr_after.label("mrr_after"),
         )
         .where(in_period)
-        .group_by(CancelSession.outcome, CancelSession.reason)
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            per_session.c.outcome,
+            per_session.c.reason,
+            per_session.c.reversed,
+            func.count(),
+            func.coalesce(func.sum(per_session.c.mrr_before), 0),
+            func.coalesce(func.sum(per_session.c.mrr_after), 0),
+        ).group_by(per_session.c.outcome, per_session.c.reason, per_session.c.reversed)
     ).all()
     by_outcome: Counter[str] = Counter()
     kept: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     reason_mrr: Counter[str] = Counter()
-    conceded = 0
-    for outcome, reason, n, mrr_before, mrr_after in rows:
+    conceded = reversed_saves = 0
+    for outcome, reason, was_reversed, n, mrr_before, mrr_after in rows:
         count, before, after = int(n), int(mrr_before or 0), int(mrr_after or 0)
-        by_outcome[outcome or "undecided"] += count
         reasons[reason or "none"] += count
         reason_mrr[reason or "none"] += before
+        if outcome in SAVED_OUTCOMES and was_reversed:
+            reversed_saves += count
+            continue
+        by_outcome[outcome or "undecided"] += count
         if outcome in SAVED_OUTCOMES:
             kept[outcome] += after
             conceded += before - after
@@ -83,12 +95,13 @@ def cancel_flow(
         .limit(RECENT_ANSWERS)
     ).all()
     return CancelFlowStats(
-        sessions=sum(by_outcome.values()),
+        sessions=sum(by_outcome.values()) + reversed_saves,
         saved=saved,
+        saves_reversed=reversed_saves,
         cancelled=cancelled,
         abandoned=by_outcome[Outcome.ABANDONED],
         undecided=by_outcome["undecided"],
-        save_rate=share(saved, saved + cancelled),
+        save_rate=share(saved, saved + reversed_saves + cancelled),
         saves_by_offer=tuple(
             Keyed(o.removeprefix("saved_by_"), by_outcome[o], kept[o]) for o in SAVED_OUTCOMES
         ),

@@ -1,4 +1,5 @@
-"""The cohort's figures: the overview's tiles and breakdowns of failed payments.
+"""The cohort's figures: the overview's tiles and breakdowns of failed payments. The words the
+overview prints for each are `definitions.DEFINITIONS`; this is how they are computed.
 
 The cohort is the recovery cases *opened* in the period (one case per failed invoice) in one
 currency, each counted in the state it is in *now*. So a case that failed on the 30th and was
@@ -188,7 +189,39 @@ def recovered_mrr(session: Session, cohort: ColumnElement[bool]) -> int:
     return sum(monthly_amount(int(r[2]), r[0], int(r[1] or 1)) for r in rows)
 
 
-def _seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[Any]:
+def recovered_mrr_by_currency(session: Session, in_period: ColumnElement[bool]) -> dict[str, int]:
+    """`recovered_mrr` for every currency at once (the cases' currency), one statement."""
+    recovered_subs = (
+        select(RecoveryCase.currency.label("currency"), RecoveryCase.subscription_id.label("sub"))
+        .where(in_period, RecoveryCase.status == CaseStatus.RECOVERED)
+        .distinct()
+        .subquery()
+    )
+    rows = session.execute(
+        select(
+            recovered_subs.c.currency,
+            SubscriptionItem.interval,
+            SubscriptionItem.interval_count,
+            func.coalesce(
+                func.sum(
+                    func.coalesce(SubscriptionItem.unit_amount, 0) * SubscriptionItem.quantity
+                ),
+                0,
+            ),
+        )
+        .join(SubscriptionItem, SubscriptionItem.subscription_id == recovered_subs.c.sub)
+        .group_by(
+            recovered_subs.c.currency, SubscriptionItem.interval, SubscriptionItem.interval_count
+        )
+    ).all()
+    out: dict[str, int] = {}
+    for currency, interval, count, amount in rows:
+        key = str(currency).lower()
+        out[key] = out.get(key, 0) + monthly_amount(int(amount), interval, int(count or 1))
+    return out
+
+
+def seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[Any]:
     """Whole seconds from start to end, in the engine's own date arithmetic."""
     if session.get_bind().dialect.name == "postgresql":
         return func.round(extract("epoch", end - start))
@@ -198,7 +231,7 @@ def _seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[An
 def median_days(session: Session, cohort: ColumnElement[bool]) -> float | None:
     """The median found by the database (window functions work on SQLite >= 3.25 and
     PostgreSQL), so only the one or two middle values come back, however many cases."""
-    seconds = _seconds_between(session, RecoveryCase.opened_at, RecoveryCase.closed_at)
+    seconds = seconds_between(session, RecoveryCase.opened_at, RecoveryCase.closed_at)
     ranked = (
         select(
             seconds.label("s"),

@@ -7,14 +7,20 @@
 - notified: distinct (subscription, card) pairs of this currency with an expiring-card notice
   sent in the period.
 - replaced in time: of those, pairs whose subscription now charges a different card that was
-  added (Stripe `created`) before the notified card stopped working; or whose same card now
-  expires later than any notified card could have (the card network updated it - Stripe does
-  not say when, and networks update ahead of expiry, so these count as in time).
+  added (Stripe `created`) before it was needed - before the notified card stopped working or
+  before the renewal the notice was about, whichever is later (a notice names its renewal in
+  its key, `expiry:<sub>:<card>:<renewal date>:<step>`, services/messaging/expiry.py: a card
+  that ran out in June is not needed until the July renewal charges it); or whose same card
+  now expires later than any notified card could have (the card network updated it - Stripe
+  does not say when, and networks update ahead of expiry, so these count as in time).
+- pending: of those, pairs not replaced whose deadline is still to come: they may yet be
+  replaced in time.
+The overview's words for these: `definitions.DEFINITIONS` (expiring_30/60, replaced_in_time).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -126,6 +132,7 @@ def expiring_cards(
             OutboxMessage.about.label("about"),
             OutboxMessage.customer_id.label("customer_id"),
             func.min(OutboxMessage.sent_at).label("first_sent"),
+            func.min(OutboxMessage.dedupe_key).label("first_key"),
         )
         .where(OutboxMessage.about.like("expiry:%"))
         .where(OutboxMessage.status == MessageStatus.SENT)
@@ -140,6 +147,7 @@ def expiring_cards(
     rows = session.execute(
         select(
             notices.c.first_sent,
+            notices.c.first_key,
             old.id,
             old.exp_month,
             old.exp_year,
@@ -161,8 +169,34 @@ def expiring_cards(
         .outerjoin(new, new.id == _default_card_id())
         .where(_in_currency(currency))
     ).all()
-    replaced = sum(_replaced_in_time(*r) for r in rows)
-    return ExpiringCards(int(within[0]), int(within[1]), len(rows), replaced)
+    replaced = pending = 0
+    for r in rows:
+        if _replaced_in_time(*r):
+            replaced += 1
+        else:
+            deadline = _needed_by(r[1], r[3], r[4])
+            pending += deadline is not None and deadline > now
+    return ExpiringCards(int(within[0]), int(within[1]), len(rows), replaced, pending)
+
+
+def _renewal_of(key: str | None) -> datetime | None:
+    """The renewal a notice was about, from its key (`...:<YYYY-MM-DD>:<step>`)."""
+    parts = (key or "").rsplit(":", 2)
+    try:
+        day = date.fromisoformat(parts[-2]) if len(parts) == 3 else None
+    except ValueError:
+        return None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) if day else None
+
+
+def _needed_by(key: str | None, exp_month: int | None, exp_year: int | None) -> datetime | None:
+    """When a replacement was needed: the later of the card's end and the notice's renewal."""
+    found = [
+        t
+        for t in (expiry.card_expires_at(_card(exp_month, exp_year)), _renewal_of(key))
+        if t is not None
+    ]
+    return max(found) if found else None
 
 
 def _card(exp_month: int | None, exp_year: int | None) -> PaymentMethod:
@@ -171,6 +205,7 @@ def _card(exp_month: int | None, exp_year: int | None) -> PaymentMethod:
 
 def _replaced_in_time(
     first_sent: datetime,
+    first_key: str | None,
     old_id: str | None,
     old_month: int | None,
     old_year: int | None,
@@ -186,7 +221,7 @@ def _replaced_in_time(
         # the scan that planned it, so an expiry later than that was moved by the network.
         expires = expiry.card_expires_at(_card(new_month, new_year))
         return expires is not None and expires > first_sent + expiry.HORIZON
-    old_expires = expiry.card_expires_at(_card(old_month, old_year))
-    if old_expires is None or new_created is None:
+    needed_by = _needed_by(first_key, old_month, old_year)
+    if needed_by is None or new_created is None:
         return False
-    return datetime.fromtimestamp(new_created, UTC) < old_expires
+    return datetime.fromtimestamp(new_created, UTC) < needed_by

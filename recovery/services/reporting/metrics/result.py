@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from recovery.i18n import major_units
+from recovery.services.reporting.metrics.definitions import DEFINITIONS
 from recovery.services.reporting.metrics.outreach import OutreachStats
 
 
@@ -57,6 +58,43 @@ class ExpiringCards:
     within_60_days: int
     notified: int
     replaced_in_time: int
+    pending: int = 0  # notified, not replaced, and not expired yet: may still be replaced
+
+
+@dataclass(frozen=True)
+class MonthRecovery:
+    """The cases that failed in one calendar month and what was paid within 30/60/90 days."""
+
+    month: str  # 2026-07
+    starts: date
+    failed_count: int
+    failed_amount: int
+    recovered_30: int
+    recovered_60: int
+    recovered_90: int
+    complete_30: bool  # the 30-day window of the month's last failure has passed
+    complete_60: bool
+    complete_90: bool
+
+    def share(self, days: int) -> float | None:
+        amount = {30: self.recovered_30, 60: self.recovered_60, 90: self.recovered_90}[days]
+        return share(amount, self.failed_amount)
+
+    def complete(self, days: int) -> bool:
+        return {30: self.complete_30, 60: self.complete_60, 90: self.complete_90}[days]
+
+
+@dataclass(frozen=True)
+class CurrencySummary:
+    """The period's headline figures in one currency (the overview's side-by-side table)."""
+
+    currency: str
+    failed: Tally
+    recovered: Tally
+    recovered_share: float | None
+    in_progress: Tally
+    lost: Tally
+    recovered_monthly_revenue: int
 
 
 @dataclass(frozen=True)
@@ -69,11 +107,12 @@ class Answer:
 @dataclass(frozen=True)
 class CancelFlowStats:
     sessions: int
-    saved: int
+    saved: int  # saves kept: no cancel since
+    saves_reversed: int  # accepted an offer, then cancelled after all (reporting/saves.py)
     cancelled: int
     abandoned: int
     undecided: int
-    save_rate: float | None  # saved / (saved + cancelled)
+    save_rate: float | None  # saved / (saved + saves_reversed + cancelled)
     saves_by_offer: tuple[Keyed, ...]  # amount: monthly revenue kept
     reasons: tuple[Keyed, ...]  # amount: monthly revenue of those sessions before deciding
     recent_answers: tuple[Answer, ...]
@@ -104,10 +143,14 @@ class Overview:
     cancel_flow: CancelFlowStats
     generated_at: datetime = field(compare=False)
     outreach: OutreachStats = field(default_factory=OutreachStats)  # annual offers, win-back
+    by_month: tuple[MonthRecovery, ...] = ()
+    by_currency: tuple[CurrencySummary, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
-        """The API's body: dates as ISO strings, amounts in minor units."""
+        """The API's body: dates as ISO strings, amounts in minor units, and what each figure
+        counts (`definitions`)."""
         data: dict[str, Any] = _jsonable(asdict(self))
+        data["definitions"] = dict(DEFINITIONS)
         return data
 
 
