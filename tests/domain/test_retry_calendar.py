@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from recovery.domain.business_days import calendar_for, customer_country
 from recovery.domain.declines import Decline
 from recovery.domain.paydays import OWN_DAY, own_payment_days
+from recovery.domain.reminders import plan
 from recovery.domain.retry_policy import (
     Attempt,
     CardInfo,
@@ -24,6 +25,7 @@ from recovery.domain.retry_policy import (
     decide_next_retry,
 )
 from recovery.domain.timezones import COUNTRY_ZONES
+from recovery.rules import Rules
 from tests.domain.test_retry_policy import _assert_lawful, _situations
 
 PROPERTY = settings(max_examples=200, derandomize=True, deadline=None)
@@ -228,3 +230,30 @@ def test_a_stop_never_promises_a_charge(situation: tuple[RetryContext, datetime]
             assert decision.reason.endswith("waiting for the customer to add a different card") or (
                 "waiting for the customer to add a different card" in decision.reason
             )
+
+
+# ---- reminders avoid the same days ------------------------------------------------------------
+
+_DEFAULT_REMINDERS = Rules.load(None).reminders
+
+
+@PROPERTY
+@given(
+    started=st.datetimes(datetime(2024, 1, 1), datetime(2027, 12, 31), timezones=st.just(UTC)),
+    country=st.sampled_from([None, *COUNTRIES]),
+    sequence=st.sampled_from(["soft", "new_card", "authentication"]),
+)
+def test_no_planned_reminder_lands_on_a_weekend_or_holiday(
+    started: datetime, country: str | None, sequence: str
+) -> None:
+    steps = _DEFAULT_REMINDERS.sequences[sequence]
+    zone = COUNTRY_ZONES.get(country or "", "UTC")
+    cal = calendar_for(country)
+    deadline = started + timedelta(days=28)
+    planned = plan(
+        steps, started_at=started, deadline=deadline, zone=zone, send_hour=10, calendar=cal
+    )
+    for reminder in planned:
+        assert started <= reminder.at <= deadline
+        if reminder.at != started:  # day 0 answers the failure at once
+            assert cal.is_open(reminder.at.astimezone(ZoneInfo(zone)).date())
