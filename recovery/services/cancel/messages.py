@@ -18,6 +18,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from recovery.domain.cancel_terms import CancelPlan
 from recovery.domain.offer_terms import OfferTerms
 from recovery.i18n import DEFAULT_LOCALE, negotiate, render_message
 from recovery.models import CancelSession, Customer, OutboxMessage
@@ -64,6 +65,7 @@ def _write(
         name=((customer.name or "").split() or [""])[0],
         session=row,
         terms=OfferTerms.from_json(row.offer_terms) if row.offer_terms else None,
+        plan=CancelPlan.from_json(row.cancel_plan) if row.cancel_plan else None,
     )
     return outbox.enqueue(
         session,
