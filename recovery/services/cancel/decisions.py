@@ -309,7 +309,8 @@ def accept_offer(rt: Runtime, token: str, locale: str, kind: str, months: str | 
         )
         session.flush()  # the unique session_id: a second acceptance cannot be written
         notify_business(rt, session, row, now)
-        _attempt(rt, session, row, now)
+        _attempt(rt, session, row, now)  # a refusal for good rolls all of this back
+        cancel_messages.confirm_offer(session, row, rt.rules, now)
         return Decided(row.id, str(row.outcome), token)
 
 
