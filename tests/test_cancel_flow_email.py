@@ -178,9 +178,7 @@ def test_an_accepted_offer_is_confirmed_by_email_with_what_changes_and_when(
     assert f"Reference: {started['id']}" in body
 
 
-def test_the_offer_confirmation_speaks_the_subscribers_language(
-    flow: Flow, sink: SmtpSink
-) -> None:
+def test_the_offer_confirmation_speaks_the_subscribers_language(flow: Flow, sink: SmtpSink) -> None:
     page, _ = flow.start(locale="de")
     page.get()
     page.post("", {"reason": "too_expensive"})
