@@ -27,6 +27,7 @@ from recovery.web import (
     embed,
     errors,
     health,
+    home,
     i18n,
     ops_health,
     outreach,
@@ -76,5 +77,6 @@ def create_app(
         app.extensions["card_update_limiter"].exempt(machine_facing)
     dashboard.init_app(app)  # /login, /dashboard...; after card_update, whose limiter it shares
     app.register_blueprint(ops_health.bp)  # /dashboard/health: `recovery doctor` for admins
+    home.init_app(app)  # GET / (points to the dashboard) and /favicon.ico
     demo.init_app(app)  # /demo/... only with RECOVERY_DEMO=1 (`recovery demo`); never in production
     return app

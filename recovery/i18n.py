@@ -23,6 +23,7 @@ import gettext
 import io
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
@@ -210,7 +211,13 @@ def format_money(amount: int, currency: str, locale: str) -> str:
 
 def format_day(when: datetime, locale: str) -> str:
     # UTC calendar date; the customer's time zone is not known here.
-    return format_date(when.date(), format="long", locale=locale)
+    text = format_date(when.date(), format="long", locale=locale)
+    # Russian's long date ends in an abbreviation ("4 декабря 2026 г."), which doubled the
+    # period of every sentence ending in a date ("г.."); the date reads as well without it.
+    return _ABBREVIATION_AT_END.sub("", text) if text.endswith(".") else text
+
+
+_ABBREVIATION_AT_END = re.compile(r"[\s\u202f\xa0]+[^\s\u202f\xa0\d]+\.$")
 
 
 def format_share(percent: float, locale: str) -> str:

@@ -115,7 +115,7 @@ def test_a_smtp_outage_is_retried_and_shows_in_the_api(flow: Flow, sink: SmtpSin
     assert len(sink.messages) == 1 and emails(flow)[0].status == "sent"
 
 
-def test_the_pause_reminder_goes_out_three_days_before_billing_resumes(
+def test_a_pause_is_confirmed_at_once_and_reminded_three_days_before_billing_resumes(
     flow: Flow, sink: SmtpSink
 ) -> None:
     page, _ = flow.start()
@@ -126,13 +126,65 @@ def test_the_pause_reminder_goes_out_three_days_before_billing_resumes(
     page.post("/offer", {"offer": "pause", "months": "2"})  # the double click
     worker = Worker(flow.runtime)
     worker.run_until_idle()
-    assert sink.messages == []
+    # The pause is confirmed at once, like a cancellation: what changes and when, once.
+    [confirmed] = sink.messages
+    assert confirmed["Subject"] == "Your subscription is paused - Acme"
+    body = confirmed.get_content()
+    assert "You won't be charged until January 2, 2027, when billing resumes by itself." in body
+    assert "We'll email you 3 days before billing resumes." in body
     resumes = datetime(2027, 1, 2, 9, 0, tzinfo=UTC)
     flow.clock.set(resumes - timedelta(days=3))
     worker.run_until_idle()
-    [mail] = sink.messages
+    [_, mail] = sink.messages
     assert mail["Subject"] == "Your Acme subscription resumes on January 2, 2027"
     assert "Your pause ends on January 2, 2027, and billing resumes then." in mail.get_content()
     flow.clock.advance(timedelta(days=1))
     worker.run_until_idle()
-    assert len(sink.messages) == 1
+    assert len(sink.messages) == 2
+
+
+@pytest.mark.parametrize(
+    ("reason", "offer", "subject", "says"),
+    [
+        (
+            "too_expensive",
+            "downgrade",
+            "Your plan has changed - Acme",
+            ["You now pay $9.00 per month.", "taken off your next bill on November 22, 2026."],
+        ),
+        (
+            "switching",
+            "discount",
+            "Your discount is applied - Acme",
+            ["You pay $15.00 per month for the next 3 months.", "your usual price applies again"],
+        ),
+    ],
+)
+def test_an_accepted_offer_is_confirmed_by_email_with_what_changes_and_when(
+    flow: Flow, sink: SmtpSink, reason: str, offer: str, subject: str, says: list[str]
+) -> None:
+    page, started = flow.start(locale="en")
+    page.get()
+    page.post("", {"reason": reason})
+    page.get("/offer")
+    page.post("/offer", {"offer": offer})
+    page.post("/offer", {"offer": offer})  # the double click: one change, one email
+    Worker(flow.runtime).run_until_idle()
+    [mail] = sink.messages
+    assert mail["Subject"] == subject
+    body = " ".join(mail.get_content().split())
+    for sentence in says:
+        assert sentence in body
+    assert f"Reference: {started['id']}" in body
+
+
+def test_the_offer_confirmation_speaks_the_subscribers_language(flow: Flow, sink: SmtpSink) -> None:
+    page, _ = flow.start(locale="de")
+    page.get()
+    page.post("", {"reason": "too_expensive"})
+    page.get("/offer")
+    page.post("/offer", {"offer": "downgrade"})
+    Worker(flow.runtime).run_until_idle()
+    [mail] = sink.messages
+    assert mail["Subject"] == "Ihr Tarif wurde geändert - Acme"
+    assert "Sie zahlen jetzt 9,00\xa0$ pro Monat." in mail.get_content()

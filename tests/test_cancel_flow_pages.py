@@ -57,17 +57,19 @@ def test_saved_by_pause_then_reminded_before_billing_resumes(flow: Flow) -> None
     page.get("/done")
     assert "Your subscription is paused" in page.text()
     assert "outcome=saved_by_pause" in page.text()
-    (reminder,) = emails(flow)
+    (confirmation,) = emails(flow, "offer_confirmation")  # at once: what changes and when
+    assert "You won't be charged until January 2, 2027" in confirmation.body
+    (reminder,) = emails(flow, "pause_ending")
     assert (reminder.template, reminder.recipient) == ("pause_ending", "ada@example.com")
     assert reminder.send_after == resumes - timedelta(days=3)
     assert "Your pause ends on January 2, 2027" in reminder.body
     worker = Worker(flow.runtime)
     flow.clock.set(resumes - timedelta(days=3, seconds=1))
     worker.run_until_idle()
-    assert emails(flow)[0].status == "pending"  # not before its day
+    assert emails(flow, "pause_ending")[0].status == "pending"  # not before its day
     flow.clock.set(resumes - timedelta(days=3))
     worker.run_until_idle()
-    assert emails(flow)[0].status == "sent"
+    assert emails(flow, "pause_ending")[0].status == "sent"
 
 
 def test_saved_by_downgrade(flow: Flow) -> None:
@@ -305,6 +307,7 @@ def test_a_saved_subscriber_can_still_cancel_and_gets_no_pause_reminder(flow: Fl
     Worker(flow.runtime).run_until_idle()
     statuses = {m.template: (m.status, m.last_error) for m in emails(flow)}
     assert statuses == {
+        "offer_confirmation": ("sent", None),  # the pause was confirmed when accepted
         "cancel_confirmation": ("sent", None),
         "pause_ending": ("cancelled", "the subscriber chose cancelled since"),
     }

@@ -414,6 +414,7 @@ ENDPOINTS: list[tuple[str, str, type]] = [
     ("POST", r"/v1/subscription_schedules/[^/]+", sdk_params.SubscriptionScheduleUpdateParams),
     ("POST", r"/v1/invoices/[^/]+/pay", sdk_params.InvoicePayParams),
     ("POST", r"/v1/invoices/[^/]+/mark_uncollectible", sdk_params.InvoiceMarkUncollectibleParams),
+    ("POST", r"/v1/invoices/[^/]+/void", sdk_params.InvoiceVoidInvoiceParams),
     ("POST", r"/v1/invoices/[^/]+", sdk_params.InvoiceUpdateParams),
     ("GET", r"/v1/invoices/[^/]+", sdk_params.InvoiceRetrieveParams),
     ("GET", r"/v1/invoices", sdk_params.InvoiceListParams),
@@ -443,6 +444,7 @@ CALLS: dict[str, Callable[[StripeGateway], Any]] = {
         "in_1", idempotency_key="k-upd", auto_advance=False, metadata={"case": "1"}
     ),
     "mark_uncollectible": lambda g: g.mark_uncollectible("in_1", idempotency_key="k-unc"),
+    "void_invoice": lambda g: g.void_invoice("in_1", idempotency_key="k-void"),
     "retrieve_customer": lambda g: g.retrieve_customer("cus_1"),
     "update_customer_default_payment_method": lambda g: g.update_customer_default_payment_method(
         "cus_1", "pm_1", idempotency_key="k-cus"

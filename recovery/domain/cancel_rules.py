@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from recovery.domain.cancel_terms import UNPAID_INVOICE_CHOICES, UnpaidInvoice
 from recovery.domain.offers import CADENCES, OfferKind, OfferRule, OfferRules, PriceSwitch
 
 # Stripe's `cancellation_details[feedback]` values (docs/stripe.md#cancelling-a-subscription).
@@ -80,6 +81,8 @@ class CancelFlowRules:
     reasons: tuple[Reason, ...]
     variants: tuple[Variant, ...]
     offers: OfferRules
+    # What a cancellation does to an unpaid invoice (recovery.domain.cancel_terms).
+    unpaid_invoice: UnpaidInvoice = "void"
 
     def reason(self, reason_id: str | None) -> Reason | None:
         return next((r for r in self.reasons if r.id == reason_id), None)
@@ -290,6 +293,7 @@ _FLOW_KEYS = (
     "comment_max_chars",
     "reasons",
     "variants",
+    "unpaid_invoice",
 )
 
 
@@ -320,6 +324,12 @@ def parse_cancel_flow_rules(data: Mapping[str, Any]) -> CancelFlowRules:
     if not all(isinstance(h, str) and h.strip() for h in hosts):
         raise CancelRulesError("cancel_flow.return_url_hosts must list host names")
     when = _choice(flow, "cancel_at", "cancel_flow", frozenset({"period_end", "immediately"}))
+    unpaid: UnpaidInvoice = "void"
+    if "unpaid_invoice" in flow:  # a rules file from before this key keeps the default
+        choice = _choice(flow, "unpaid_invoice", "cancel_flow", frozenset(UNPAID_INVOICE_CHOICES))
+        unpaid = (
+            "leave_open" if choice == "leave_open" else "collect" if choice == "collect" else "void"
+        )
     return CancelFlowRules(
         session_minutes=_int(flow, "session_minutes", "cancel_flow", 5, 24 * 60),
         link_max_age_minutes=_int(flow, "link_max_age_minutes", "cancel_flow", 1, 30 * 24 * 60),
@@ -331,4 +341,5 @@ def parse_cancel_flow_rules(data: Mapping[str, Any]) -> CancelFlowRules:
         reasons=reasons,
         variants=variants,
         offers=offers,
+        unpaid_invoice=unpaid,
     )

@@ -14,6 +14,7 @@ from datetime import datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from recovery.domain.business_days import BusinessCalendar
 from recovery.domain.sms import QuietHours
 
 Channel = Literal["email", "sms"]
@@ -127,6 +128,24 @@ def _local_at(day: datetime, hour: int, tz: ZoneInfo) -> datetime:
     return datetime.combine(local.date(), time(min(hour, 23)), tz).astimezone(day.tzinfo)
 
 
+def _business_day(
+    at: datetime, started_at: datetime, deadline: datetime, tz: ZoneInfo, cal: BusinessCalendar
+) -> datetime:
+    """A planned reminder moved off the customer's weekend or public holiday: to the next
+    business day at the same hour, or - if that is after the deadline - the business day before
+    (never before the start). Unchanged when no business day fits."""
+    local = at.astimezone(tz)
+    if cal.is_open(local.date()):
+        return at
+    hour = local.time()
+    later = datetime.combine(cal.open_on_or_after(local.date()), hour, tz).astimezone(at.tzinfo)
+    if later <= deadline:
+        return later
+    earlier_day = cal.open_on_or_before(local.date())
+    earlier = datetime.combine(earlier_day, hour, tz).astimezone(at.tzinfo)
+    return earlier if earlier >= started_at else at
+
+
 def plan(
     steps: Sequence[ReminderStep],
     *,
@@ -134,10 +153,12 @@ def plan(
     deadline: datetime,
     zone: str,
     send_hour: int,
+    calendar: BusinessCalendar | None = None,
 ) -> list[PlannedReminder]:
     """When each step goes out. Steps that would fall after the deadline, or before the start
     (a final notice for a window that is nearly over), are dropped; the result is in time
-    order."""
+    order. With a `calendar`, steps after day 0 avoid the customer's weekends and public
+    holidays as retries do (day 0 answers the failure at once)."""
     tz = ZoneInfo(zone)
     planned = []
     for index, step in enumerate(steps):
@@ -149,6 +170,8 @@ def plan(
         else:
             assert step.days_before_end is not None
             at = _local_at(deadline - timedelta(days=step.days_before_end), send_hour, tz)
+        if calendar is not None and at != started_at:
+            at = _business_day(at, started_at, deadline, tz, calendar)
         if at < started_at or at > deadline:
             continue
         planned.append(PlannedReminder(index, step.channel, step.template, at))

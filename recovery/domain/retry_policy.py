@@ -6,15 +6,15 @@ same decision. Facts behind the defaults: docs/stripe.md, card-networks.md, retr
 
 from __future__ import annotations
 
-import calendar
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import takewhile
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from recovery.domain.business_days import BusinessCalendar, calendar_for
 from recovery.domain.declines import (
     Classification,
     Decline,
@@ -22,6 +22,13 @@ from recovery.domain.declines import (
     classify,
     is_insufficient_funds,
     normalize_brand,
+)
+from recovery.domain.paydays import (
+    OWN_DAY,
+    WEEKDAY_NAMES,
+    own_payment_days,
+    payday_slots,
+    short_day,
 )
 
 __all__ = [
@@ -41,7 +48,6 @@ Funding = Literal["credit", "debit", "prepaid", "unknown"]
 
 # Visa and Mastercard both count reattempts over a rolling 30 days (docs/card-networks.md).
 CAP_PERIOD = timedelta(days=30)
-WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DAY_ABBR = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTH_ABBR = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -83,6 +89,7 @@ class RetryRules:
     payday_weekdays: tuple[str, ...] = ("friday",)
     local_hour_start: int = 8  # customer-local morning window for payday tries: [start, end)
     local_hour_end: int = 10
+    business_days: bool = True  # scheduled tries avoid the customer's weekends and holidays
     retry_owner: RetryOwner = "recovery"
     end_of_dunning: EndOfDunning = "cancel_subscription"  # Stripe's default end state
 
@@ -151,7 +158,13 @@ class RetryContext:
     customer_timezone: str  # IANA; an unknown name falls back to UTC
     amount: int  # minor units; not used by today's rules (Mastercard's cap is per amount)
     currency: str
-    past_success_days: Sequence[int] = ()  # day of month of the customer's own past payments
+    # Local day of the month of each renewal whose first attempt succeeded; a day seen twice
+    # is the customer's own payment day (`paydays.own_payment_days`).
+    past_success_days: Sequence[int] = ()
+    customer_country: str | None = None  # ISO 3166 alpha-2: whose weekends and holidays
+    # Our retries of this invoice so far (the case's count); None: count the `by="recovery"`
+    # attempts. The next one is "our retry <retries_made + 1>", as the case timeline says.
+    retries_made: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,15 +239,14 @@ def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> Re
             None,
             True,
             True,
-            f"{stopped_by.reason}: never charged again on this card{note};"
-            " a different card will be tried at once",
+            f"{stopped_by.reason}: never charged again on this card{note}; {_NEW_CARD}",
         )
     if not changed and verdict.category is DeclineCategory.NEEDS_NEW_CARD:
-        return RetryDecision(None, False, True, f"{verdict.reason}: waiting for a new card")
+        return RetryDecision(None, False, True, f"{verdict.reason}: {_NEW_CARD}")
     if not changed and verdict.category is DeclineCategory.NEEDS_CUSTOMER:
         return RetryDecision(None, False, False, f"{verdict.reason}: waiting for the customer")
     if not changed and verdict.category is DeclineCategory.NEVER_RETRY:  # not card-specific
-        return RetryDecision(None, True, True, f"{verdict.reason}: not retried")
+        return RetryDecision(None, True, True, f"{verdict.reason}: not retried; {_NEW_CARD}")
 
     used = sum(1 for a in invoice if on_card(a))
     if used >= rules.max_attempts:
@@ -242,9 +254,12 @@ def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> Re
             None,
             True,
             True,
-            f"all {rules.max_attempts} attempts on this card are used;"
-            " a different card will be tried at once",
+            f"all {rules.max_attempts} charges allowed on this card are used; {_NEW_CARD}",
         )
+    ours = ctx.retries_made
+    if ours is None:
+        ours = sum(1 for a in invoice if a.by == "recovery")
+    retry = f"our retry {ours + 1}"
 
     funds = last is not None and is_insufficient_funds(_with_brand(last))
     floor, notes = now, []
@@ -254,13 +269,22 @@ def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> Re
             if seen.not_before is not None and attempt.at + seen.not_before > floor:
                 floor = attempt.at + seen.not_before
                 notes = [f"not before {_fmt(floor, zone, zone_name)} ({seen.reason})"]
+    cal = calendar_for(ctx.customer_country) if rules.business_days else None
 
     def schedule(earliest: datetime) -> tuple[datetime | None, str, str]:
         if changed:
-            return earliest, "the card changed", "trying the new card at once"
+            # The customer just acted: no reason to wait for a business day.
+            return earliest, "the card changed", f"trying the new card at once, {retry}"
         if funds and rules.payday_targeting:
-            return _after_funds(ctx, rules, last, earliest, window_end, zone)
-        return _spread(rules, verdict.reason, last, earliest, window_end, ctx.case_opened_at, used)
+            return _after_funds(ctx, rules, last, earliest, window_end, zone, cal, retry)
+        spread, detail = _spread(rules, last, earliest, window_end, ctx.case_opened_at, used, retry)
+        at: datetime | None = spread
+        if cal is not None:
+            since = last.at if last else ctx.case_opened_at
+            lowest = max(earliest, since + timedelta(hours=rules.min_gap_hours))
+            at, moved = _open_day(spread, lowest, window_end, zone, cal)
+            detail += moved
+        return at, verdict.reason, detail
 
     at, what, detail = schedule(floor)
     if at is not None:
@@ -277,10 +301,15 @@ def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> Re
         else:
             reason = f"{what}: no attempt fits before the window ends {ended}"
         # Stopped on this card only: a new card before the window ends is still charged.
-        notes.append("a different card will be tried at once")
+        notes.append(_NEW_CARD)
         return RetryDecision(None, True, True, "; ".join([reason, *notes]))
     reason = f"{what}: next try {_fmt(at, zone, zone_name)} - {detail}"
     return RetryDecision(at, False, False, "; ".join([reason, *notes]))
+
+
+# Said when this card is done: a new card is charged when the customer adds one (the decision
+# that follows says "the card changed"), so nothing here promises a charge that may not come.
+_NEW_CARD = "waiting for the customer to add a different card"
 
 
 def _require_aware(value: datetime, name: str) -> None:
@@ -336,27 +365,54 @@ def _order(a: Attempt) -> tuple[datetime, bool, bool, str, str, str]:
 
 def _spread(
     rules: RetryRules,
-    what: str,
     last: Attempt | None,
     earliest: datetime,
     window_end: datetime,
     opened: datetime,
     used: int,
-) -> tuple[datetime, str, str]:
+    retry: str,
+) -> tuple[datetime, str]:
     """About a day after the first failure, then the rest of the budget spread evenly."""
     since = last.at if last else opened
+    budget = f"{used} of {rules.max_attempts} charges on this card used"
     if used <= 1:
         gap = timedelta(hours=rules.soft_first_retry_hours)
-        detail = f"attempt {used + 1} of {rules.max_attempts}, about a day after the failure"
+        detail = f"{retry}, about a day after the failure ({budget})"
     else:
         left = rules.max_attempts - used
         # One gap more than attempts left, so the last try lands well before the window ends.
         gap = max((window_end - since) / (left + 1), timedelta(hours=rules.min_gap_hours))
-        detail = (
-            f"attempt {used + 1} of {rules.max_attempts},"
-            f" spread over the {rules.window_days}-day window"
-        )
-    return max(since + gap, earliest), what, detail
+        detail = f"{retry}, spread over the {rules.window_days}-day window ({budget})"
+    return max(since + gap, earliest), detail
+
+
+def _open_day(
+    at: datetime, lowest: datetime, window_end: datetime, zone: ZoneInfo, cal: BusinessCalendar
+) -> tuple[datetime | None, str]:
+    """`at` moved off a weekend or holiday of the customer: to the same local time on the next
+    business day, or - if that is past the window - on the latest business day before, never
+    earlier than `lowest` (the gap, the network's wait, the cap). None: no business day fits."""
+    local = at.astimezone(zone)
+    why = cal.closed(local.date())
+    if why is None:
+        return at, ""
+    why = why if cal.holiday(local.date()) else "a weekend"
+    moved = f"; moved from {short_day(local.date())}: {why}"
+    later = _same_time(cal.open_on_or_after(local.date()), local.time(), zone)
+    if later < window_end:
+        return later, moved
+    day = local.date() - timedelta(days=1)
+    while day >= lowest.astimezone(zone).date():
+        if cal.is_open(day):
+            earlier = max(_same_time(day, local.time(), zone), lowest)
+            if earlier.astimezone(zone).date() == day:
+                return earlier, moved
+        day -= timedelta(days=1)
+    return None, f"; no business day left for it ({why} on {short_day(local.date())})"
+
+
+def _same_time(day: date, at: time, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, at).replace(tzinfo=zone).astimezone(UTC)
 
 
 def _after_funds(
@@ -366,86 +422,50 @@ def _after_funds(
     earliest: datetime,
     window_end: datetime,
     zone: ZoneInfo,
+    cal: BusinessCalendar | None,
+    retry: str,
 ) -> tuple[datetime | None, str, str]:
-    """The next likely payday morning, the customer's own past payment days first."""
+    """The next likely payday morning, the customer's own payment days first; never the day
+    after the last try (money that was not there yesterday rarely is today, and a second
+    decline in two days only spends the card's network budget)."""
     since = last.at if last else ctx.case_opened_at
     start = max(earliest, since + timedelta(hours=rules.min_gap_hours))
-    own = frozenset(d for d in ctx.past_success_days if 1 <= d <= 31)
-    slots = _payday_slots(start, window_end, zone, rules, own)
+    day_after_next = since.astimezone(zone).date() + timedelta(days=2)
+    start = max(start, _same_time(day_after_next, time(0), zone))
+    own = own_payment_days(ctx.past_success_days)
+    slots = payday_slots(
+        start,
+        window_end,
+        zone,
+        cal or calendar_for(None),
+        own=own,
+        days_of_month=rules.payday_days_of_month,
+        weekday_names=rules.payday_weekdays,
+        last_business_day=rules.payday_last_business_day,
+        hours=(rules.local_hour_start, rules.local_hour_end),
+    )
     first = next(slots, None)
-    if own and first is not None and _OWN_DAY not in first[1]:
+    if own and first is not None and not _own(first[1]):
         horizon = first[0] + OWN_DAY_PREFERENCE
         near = takewhile(lambda s: s[0] <= horizon, slots)
-        first = next((s for s in near if _OWN_DAY in s[1]), first)
+        first = next((s for s in near if _own(s[1])), first)
     funding = ctx.card.funding if ctx.card and ctx.card.funding != "unknown" else None
     what = f"insufficient_funds on a {funding} card" if funding else "insufficient_funds"
     if first is None:
         # Between paydays the money is not coming back; another try would only add a decline.
         return None, what, "no likely payday left"
     at, labels = first
-    return at, what, f"payday ({', '.join(labels)})"
+    return at, what, f"payday ({', '.join(labels)}), {retry}"
 
 
-_OWN_DAY = "their usual payment day"
+def _own(labels: Sequence[str]) -> bool:
+    return any(label.startswith(OWN_DAY) for label in labels)
+
+
 # The customer's own payment day beats a common payday up to one weekly pay cycle earlier; a
 # common payday further ahead of it is tried first (the own day still comes after, if missed).
 # Judgement, checked in bench/recovery_sim.py: waiting weeks for a noisy own day cost recoveries.
 OWN_DAY_PREFERENCE = timedelta(days=7)
-
-
-def _payday_slots(
-    start: datetime, end: datetime, zone: ZoneInfo, rules: RetryRules, own: frozenset[int]
-) -> Iterator[tuple[datetime, list[str]]]:
-    """Morning-window openings (UTC) on likely paydays from ``start`` until ``end``."""
-    weekdays = frozenset(WEEKDAY_NAMES.index(n) for n in rules.payday_weekdays)
-    day = start.astimezone(zone).date()
-    last_day = end.astimezone(zone).date()
-    while day <= last_day:
-        labels = _payday_labels(day, rules, own, weekdays)
-        if labels:
-            opens = _wall(day, rules.local_hour_start, zone)
-            closes = _wall(day, rules.local_hour_end, zone)
-            at = max(start, opens)
-            if at < closes and at < end:
-                yield at, labels
-        day += timedelta(days=1)
-
-
-def _wall(day: date, hour: int, zone: ZoneInfo) -> datetime:
-    naive = datetime(day.year, day.month, day.day) + timedelta(hours=hour)
-    return naive.replace(tzinfo=zone).astimezone(UTC)
-
-
-def _payday_labels(
-    day: date, rules: RetryRules, own: frozenset[int], weekdays: frozenset[int]
-) -> list[str]:
-    month_end = day.day == _month_days(day.year, day.month)
-    labels = []
-    # A 31st in a 30-day month is paid on the 30th.
-    if day.day in own or (month_end and max(own, default=0) > day.day):
-        labels.append(_OWN_DAY)
-    paid = rules.payday_days_of_month
-    if day.day in paid or (month_end and max(paid, default=0) > day.day):
-        labels.append(f"day {day.day} of the month")
-    if rules.payday_last_business_day and day == _last_business_day(day.year, day.month):
-        labels.append("last business day")
-    if day.weekday() in weekdays:
-        labels.append(WEEKDAY_NAMES[day.weekday()].capitalize())
-    return labels
-
-
-@lru_cache(maxsize=256)
-def _month_days(year: int, month: int) -> int:
-    return calendar.monthrange(year, month)[1]
-
-
-@lru_cache(maxsize=256)
-def _last_business_day(year: int, month: int) -> date:
-    # Weekends only: public holidays differ by country and are not modelled.
-    last = date(year, month, _month_days(year, month))
-    while last.weekday() >= 5:
-        last -= timedelta(days=1)
-    return last
 
 
 def _cap_release(times: Sequence[datetime], at: datetime, cap: int) -> datetime:

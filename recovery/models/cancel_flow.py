@@ -61,6 +61,9 @@ class CancelSession(Base):
     outcome: Mapped[str | None] = mapped_column(String(30))
     cancel_at_period_end: Mapped[bool | None]
     ends_at: Mapped[datetime | None]  # cancellation: access ends; pause: billing resumes
+    # A cancellation's `domain.cancel_terms.CancelPlan`: how it ends, what became of an unpaid
+    # invoice (which the pages and the confirmation email state).
+    cancel_plan: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     # monthly revenue, minor units
     currency: Mapped[str] = mapped_column(String(3))
     mrr_before: Mapped[int] = mapped_column(BigInteger)

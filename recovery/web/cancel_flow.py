@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from recovery import i18n
 from recovery.domain.cancel_links import LinkError, verify_link
+from recovery.domain.cancel_terms import CancelPlan
 from recovery.domain.offer_terms import OfferTerms, pause_until
 from recovery.domain.offers import OfferKind
 from recovery.services.cancel import decisions
@@ -68,7 +69,12 @@ class Page:
     token: str | None = None
     urls: dict[str, str] = field(default_factory=dict)
     session: Any = None
-    plan: dict[str, Any] | None = None
+    price: dict[str, Any] | None = None
+    plan: CancelPlan | None = None  # what cancelling now would do
+    done_plan: CancelPlan | None = None  # what the session's cancellation did
+    now: datetime | None = None
+    unpaid_since: datetime | None = None
+    resumes_at: datetime | None = None
     reasons: list[dict[str, Any]] = field(default_factory=list)
     selected: str | None = None
     text: str = ""
@@ -145,9 +151,14 @@ def _page(opened: Opened, **values: Any) -> Page:
         return_link=with_outcome(row.return_url, row.outcome or "abandoned"),
         terms=OfferTerms.from_json(row.offer_terms) if row.offer_terms else None,
         reminder_days=rules.offers.get(OfferKind.PAUSE).reminder_days_before,
+        plan=opened.plan,
+        done_plan=CancelPlan.from_json(row.cancel_plan) if row.cancel_plan else None,
+        now=opened.now,
+        unpaid_since=opened.unpaid_since,
+        resumes_at=opened.resumes_at,
     )
     if facts and facts.plans:
-        page.plan = {
+        page.price = {
             "amount": facts.amount_per_period,
             "currency": facts.currency,
             "cadence": facts.cadence,

@@ -123,6 +123,7 @@ def csrf_failed(exc: security.CsrfFailed) -> Response:
 
 @bp.errorhandler(Refused)
 def refused(exc: Refused) -> Response:
+    _speak(exc.preferred_locales)  # the customer's language, when the link says who they are
     return _notice(exc.kind, exc.status)
 
 

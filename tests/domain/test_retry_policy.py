@@ -80,7 +80,10 @@ def test_soft_decline_is_retried_about_a_day_later() -> None:
     assert timedelta(hours=20) <= decision.at - T0 <= timedelta(hours=24)
     assert not decision.stop
     assert "do_not_honor" in decision.reason
-    assert "attempt 2 of 8" in decision.reason
+    # One numbering: the case timeline calls the charge this schedules "our retry 1".
+    assert "our retry 1, about a day after the failure (1 of 8 charges on this card used)" in (
+        decision.reason
+    )
 
 
 def test_soft_retries_reach_into_the_last_weeks_of_the_window() -> None:
@@ -95,7 +98,7 @@ def test_soft_retries_reach_into_the_last_weeks_of_the_window() -> None:
     assert times[-1] < T0 + timedelta(days=28)
     assert min(b - a for a, b in pairwise(times)) >= timedelta(hours=20)
     assert decision.stop and decision.wait_for_new_card
-    assert "all 8 attempts" in decision.reason
+    assert "all 8 charges allowed on this card are used" in decision.reason
 
 
 def test_stripe_attempts_use_up_the_same_budget() -> None:
@@ -119,16 +122,17 @@ def test_insufficient_funds_waits_for_the_next_payday_morning() -> None:
     assert "last business day" in decision.reason
 
 
-def test_after_a_missed_payday_the_next_one_is_tried() -> None:
+def test_after_a_missed_payday_the_next_one_is_tried_but_never_the_next_day() -> None:
     first = datetime(2023, 11, 30, 7, 0, tzinfo=UTC)
     attempts = [fail(T0, "insufficient_funds"), fail(first, "insufficient_funds", by="recovery")]
     decision = decide(context(attempts), first)
-    assert decision.at == datetime(2023, 12, 1, 7, 0, tzinfo=UTC)
-    assert "Fri 1 Dec 08:00 Europe/Berlin - payday (day 1 of the month, Friday)" in decision.reason
+    # Fri 1 Dec is a payday too, but the day right after a decline for want of money.
+    assert decision.at == datetime(2023, 12, 8, 7, 0, tzinfo=UTC)
+    assert "Fri 8 Dec 08:00 Europe/Berlin - payday (Friday), our retry 2" in decision.reason
 
 
 def test_the_customers_own_payment_day_comes_first() -> None:
-    decision = decide(context([fail(T0, "insufficient_funds")], past=[5]), T0)
+    decision = decide(context([fail(T0, "insufficient_funds")], past=[5, 5]), T0)
     assert decision.at == datetime(2023, 12, 5, 7, 0, tzinfo=UTC)  # skips 30 Nov and 1 Dec
     assert "their usual payment day" in decision.reason
 
@@ -136,17 +140,18 @@ def test_the_customers_own_payment_day_comes_first() -> None:
 def test_a_far_own_payment_day_does_not_hold_back_a_nearer_payday() -> None:
     # Their day, 20 Dec, is three weeks out; 30 Nov and 1 Dec are tried first.
     attempts = [fail(T0, "insufficient_funds")]
-    assert decide(context(attempts, past=[20]), T0).at == datetime(2023, 11, 30, 7, 0, tzinfo=UTC)
+    first = decide(context(attempts, past=[20, 20]), T0)
+    assert first.at == datetime(2023, 11, 30, 7, 0, tzinfo=UTC)
     # On Wed 13 Dec their day is within a week of Fri 15 Dec, so it goes first.
     late = [fail(T0 + timedelta(days=i), "insufficient_funds") for i in (0, 13, 14, 15, 16)]
-    decision = decide(context(late, past=[20]), T0 + timedelta(days=16))
+    decision = decide(context(late, past=[20, 20]), T0 + timedelta(days=16))
     assert decision.at == datetime(2023, 12, 20, 7, 0, tzinfo=UTC)
     assert "their usual payment day" in decision.reason
 
 
 def test_own_payment_day_outside_the_window_falls_back_to_common_paydays() -> None:
     # The 26th is a day before the failure and 29 days after it: outside the 28-day window.
-    decision = decide(context([fail(T0, "insufficient_funds")], past=[26]), T0)
+    decision = decide(context([fail(T0, "insufficient_funds")], past=[26, 26]), T0)
     assert decision.at == datetime(2023, 11, 30, 7, 0, tzinfo=UTC)
 
 
@@ -158,16 +163,25 @@ def test_payday_morning_is_the_customers_morning() -> None:
 
 
 def test_payday_morning_across_a_daylight_saving_change() -> None:
-    # Berlin moves to summer time at 02:00 on Sunday 31 March 2024; the 31st is their payday.
+    # Berlin moves to summer time at 02:00 on Sunday 31 March 2024; the 1st is their payday.
     opened = datetime(2024, 3, 25, 9, 0, tzinfo=UTC)
-    ctx = context([fail(opened, "insufficient_funds")], opened=opened, past=[31])
+    ctx = context([fail(opened, "insufficient_funds")], opened=opened, past=[1, 1])
     decision = decide(ctx, opened)
-    assert decision.at == datetime(2024, 3, 31, 6, 0, tzinfo=UTC)  # 08:00 CEST
+    assert decision.at == datetime(2024, 4, 1, 6, 0, tzinfo=UTC)  # 08:00 CEST
     assert local(decision.at).hour == 8
 
 
+def test_a_payday_on_a_weekend_is_tried_the_business_day_before() -> None:
+    # Their day, the 31st, is Sunday 31 March 2024: banks pay it on Friday the 29th.
+    opened = datetime(2024, 3, 25, 9, 0, tzinfo=UTC)
+    ctx = context([fail(opened, "insufficient_funds")], opened=opened, past=[31, 31])
+    decision = decide(ctx, opened)
+    assert decision.at == datetime(2024, 3, 29, 7, 0, tzinfo=UTC)  # 08:00 CET, Friday
+    assert "their usual payment day (moved from Sun 31 Mar: a weekend)" in decision.reason
+
+
 def test_day_31_means_the_last_day_of_a_shorter_month() -> None:
-    decision = decide(context([fail(T0, "insufficient_funds")], past=[31]), T0)
+    decision = decide(context([fail(T0, "insufficient_funds")], past=[31, 31]), T0)
     assert local(decision.at).date().isoformat() == "2023-11-30"
     assert "their usual payment day" in decision.reason
 

@@ -51,6 +51,11 @@ class StripeGateway(Protocol):
 
     def mark_uncollectible(self, id: str, *, idempotency_key: str) -> StripeDict: ...
 
+    def void_invoice(self, id: str, *, idempotency_key: str) -> StripeDict:
+        """An open invoice voided: nothing is owed on it any more (the cancel flow's
+        `unpaid_invoice = "void"`)."""
+        ...
+
     def retrieve_customer(self, id: str) -> StripeDict: ...
 
     def update_customer_default_payment_method(

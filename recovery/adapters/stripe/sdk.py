@@ -213,6 +213,12 @@ class StripeSdkGateway(OutreachSdkMixin):
             )
         )
 
+    def void_invoice(self, id: str, *, idempotency_key: str) -> StripeDict:
+        options = self._key(idempotency_key)
+        return plain(
+            self._call("void_invoice", lambda: self._v1.invoices.void_invoice(id, None, options))
+        )
+
     # -- customers
 
     def retrieve_customer(self, id: str) -> StripeDict:

@@ -191,6 +191,20 @@ class FakeInvoices(FakeStore):
 
         return self._write("mark_uncollectible", {"id": id}, idempotency_key, effect)
 
+    def void_invoice(self, id: str, *, idempotency_key: str) -> StripeDict:
+        def effect() -> StripeDict:
+            invoice = self._get("invoice", id)
+            if invoice["status"] != "open":
+                raise InvalidRequest(f"You can only void an open invoice, not {invoice['status']}.")
+            invoice["status"] = "void"
+            invoice["status_transitions"]["voided_at"] = self._now()
+            invoice["next_payment_attempt"] = None
+            invoice["amount_remaining"] = 0
+            self._emit("invoice.voided", invoice, idempotency_key)
+            return invoice
+
+        return self._write("void_invoice", {"id": id}, idempotency_key, effect)
+
     def iter_invoices(self, status: str, starting_after: str | None = None) -> Iterator[StripeDict]:
         def keep(invoice: StripeDict) -> bool:
             return bool(invoice["status"] == status)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from recovery.adapters.stripe.errors import AccessDenied, GatewayError
 from recovery.adapters.stripe.protocol import StripeGateway
 from recovery.db import utcnow_from
+from recovery.domain.cancel_terms import CancelPlan, Standing
 from recovery.domain.offer_terms import OfferTerms, offer_ends_at, pause_until
 from recovery.domain.offers import OfferKind, eligibility
 from recovery.domain.stripe_objects.states import subscription_state
@@ -36,6 +37,7 @@ from recovery.services.cancel.flow import (
     BadInput,
     FlowError,
     SessionExpired,
+    cancel_plan,
     check_answer,
     flow_env,
     locked_session,
@@ -92,13 +94,17 @@ def _retry_later(exc: GatewayError) -> bool:
 def apply_in_stripe(gateway: StripeGateway, row: CancelSession, feedback: str | None) -> Any:
     """Make the session's decision true in Stripe; returns the subscription Stripe answered."""
     if row.outcome == Outcome.CANCELLED:
-        return gateway.cancel_subscription(
+        cancelled = gateway.cancel_subscription(
             row.subscription_id,
             at_period_end=bool(row.cancel_at_period_end),
             feedback=feedback,
             comment=(row.reason_text or None),
             idempotency_key=idempotency_key(row.id, "cancel"),
         )
+        plan = CancelPlan.from_json(row.cancel_plan) if row.cancel_plan else None
+        for invoice_id in plan.void_invoices if plan else ():
+            _void(gateway, row, invoice_id)
+        return cancelled
     terms = OfferTerms.from_json(row.offer_terms or {})
     key = idempotency_key(row.id, f"offer:{terms.kind.value}")
     if terms.kind == OfferKind.PAUSE:
@@ -120,6 +126,20 @@ def apply_in_stripe(gateway: StripeGateway, row: CancelSession, feedback: str | 
         quantity=terms.quantity,
         idempotency_key=key,
     )
+
+
+def _void(gateway: StripeGateway, row: CancelSession, invoice_id: str) -> None:
+    """The rules void the unpaid invoice with the cancellation (`[cancel_flow] unpaid_invoice`).
+    Transient errors propagate: the whole decision is applied again, with the same keys."""
+    try:
+        gateway.void_invoice(
+            invoice_id, idempotency_key=idempotency_key(row.id, f"void:{invoice_id}")
+        )
+    except GatewayError as exc:
+        if _retry_later(exc):
+            raise
+        # Paid or voided since the decision: nothing is owed on it either way.
+        log.info("cancel session %s: invoice %s not voided: %s", row.id, invoice_id, exc.message)
 
 
 def record_applied(
@@ -227,10 +247,12 @@ def cancel(
         row.outcome = Outcome.CANCELLED
         row.decided_at = now
         row.display_locale = locale
-        row.cancel_at_period_end = rules.cancel_at_period_end
+        # What the pages said a cancellation would do, from the subscription's real state.
+        plan = cancel_plan(session, sub, rules, now) or CancelPlan(Standing.PAID_UP, False, now)
+        row.cancel_plan = plan.to_json()
+        row.cancel_at_period_end = plan.at_period_end
         row.mrr_after = 0
-        period_end = sub.current_period_end if sub is not None else None
-        row.ends_at = period_end if rules.cancel_at_period_end and period_end else now
+        row.ends_at = plan.ends_at
         row.stripe_status = StripeStatus.PENDING
         notify_business(rt, session, row, now)
         # A save decided earlier but not applied yet must not land after the cancellation.
@@ -287,7 +309,8 @@ def accept_offer(rt: Runtime, token: str, locale: str, kind: str, months: str | 
         )
         session.flush()  # the unique session_id: a second acceptance cannot be written
         notify_business(rt, session, row, now)
-        _attempt(rt, session, row, now)
+        _attempt(rt, session, row, now)  # a refusal for good rolls all of this back
+        cancel_messages.confirm_offer(session, row, rt.rules, now)
         return Decided(row.id, str(row.outcome), token)
 
 

@@ -27,10 +27,11 @@ from recovery.config import Settings
 from recovery.db import utcnow_from
 from recovery.domain.cancel_links import SignedLink
 from recovery.domain.cancel_rules import CancelFlowRules
+from recovery.domain.cancel_terms import CancelPlan, SubscriptionNow, plan_cancel
 from recovery.domain.offer_terms import terms_for
 from recovery.domain.offers import OfferKind, PastOffer, Plan, SubscriptionFacts, choose_offer
 from recovery.domain.stripe_objects.states import customer_state, subscription_state
-from recovery.models import CancelSession, Customer, OfferAcceptance, Subscription
+from recovery.models import CancelSession, Customer, Invoice, OfferAcceptance, Subscription
 from recovery.rules import RulesError
 from recovery.runtime import Runtime
 from recovery.services.events import mirror
@@ -135,6 +136,47 @@ def subscription_facts(sub: Subscription) -> SubscriptionFacts:
         current_period_end=sub.current_period_end,
         cancel_at_period_end=sub.cancel_at_period_end,
         paused=sub.pause_behavior is not None,
+    )
+
+
+def subscription_now(session: Session, sub: Subscription) -> SubscriptionNow:
+    """The subscription as mirrored, with the open invoices it still owes."""
+    owed = session.scalars(
+        select(Invoice)
+        .where(
+            Invoice.subscription_id == sub.id,
+            Invoice.status == "open",
+            Invoice.amount_remaining > 0,
+        )
+        .order_by(Invoice.created, Invoice.id)
+    ).all()
+    return SubscriptionNow(
+        status=sub.status,
+        period_end=sub.current_period_end,
+        cancel_at_period_end=sub.cancel_at_period_end,
+        cancel_at=sub.cancel_at,
+        ended_at=sub.ended_at,
+        trial_end=sub.trial_end,
+        paused=sub.pause_behavior is not None,
+        resumes_at=sub.pause_resumes_at,
+        unpaid_amount=sum(i.amount_remaining for i in owed),
+        currency=(owed[0].currency if owed else None) or sub.currency or "usd",
+        unpaid_since=utcnow_from(owed[0].created) if owed else None,
+        open_invoices=tuple(i.id for i in owed),
+    )
+
+
+def cancel_plan(
+    session: Session, sub: Subscription | None, rules: CancelFlowRules, now: datetime
+) -> CancelPlan | None:
+    """What cancelling the subscription now does, under the rules; None when it is unknown."""
+    if sub is None:
+        return None
+    return plan_cancel(
+        subscription_now(session, sub),
+        cancel_at_period_end=rules.cancel_at_period_end,
+        unpaid_invoice=rules.unpaid_invoice,
+        now=now,
     )
 
 
@@ -280,6 +322,10 @@ class Opened:
     preferred_locales: tuple[str, ...]
     subscription_ended: bool  # cancelled, or set to cancel at period end, outside this flow
     ends_at: datetime | None
+    plan: CancelPlan | None  # what cancelling now would do (the pages say it before the click)
+    now: datetime  # when the page is shown: a date before it is in the past tense
+    unpaid_since: datetime | None = None  # past due: when the unpaid invoice was due
+    resumes_at: datetime | None = None  # paused: when billing resumes
 
 
 def locked_session(session: Session, token: str, now: datetime) -> CancelSession:
@@ -304,6 +350,7 @@ def open_session(rt: Runtime, token: str) -> Opened:
         ends_at = None
         if sub is not None:
             ends_at = sub.ended_at or sub.cancel_at or sub.current_period_end
+        plan = cancel_plan(session, sub, rt.rules.cancel_flow, now)
         return Opened(
             row=row,
             facts=facts,
@@ -311,6 +358,10 @@ def open_session(rt: Runtime, token: str) -> Opened:
             preferred_locales=tuple(customer.preferred_locales or ()) if customer else (),
             subscription_ended=ended,
             ends_at=ends_at,
+            plan=plan,
+            now=now,
+            unpaid_since=subscription_now(session, sub).unpaid_since if sub is not None else None,
+            resumes_at=sub.pause_resumes_at if sub is not None else None,
         )
 
 

@@ -4,6 +4,8 @@
   accepted is always confirmed in writing (Germany's §312k BGB and the EU's Art. 11a CRD want an
   immediate acknowledgment on a durable medium, docs/cancellation.md) - whether Stripe took the
   change at once or the worker applies it later;
+- the confirmation of an accepted offer (pause, downgrade, yearly billing, discount): what
+  changes and when, written in the decision's transaction like the cancellation's;
 - the pause reminder: written when Stripe applied the pause, to go out a few days before
   billing resumes; dropped by the sender if the subscriber cancelled meanwhile.
 
@@ -18,7 +20,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from recovery.domain.cancel_terms import CancelPlan
 from recovery.domain.offer_terms import OfferTerms
+from recovery.domain.offers import OfferKind
 from recovery.i18n import DEFAULT_LOCALE, negotiate, render_message
 from recovery.models import CancelSession, Customer, OutboxMessage
 from recovery.models.cancel_flow import Outcome
@@ -28,8 +32,17 @@ from recovery.services.messaging import outbox
 log = logging.getLogger(__name__)
 
 CONFIRMATION_TEMPLATE = "cancel_confirmation"
+OFFER_TEMPLATE = "offer_confirmation"
 PAUSE_TEMPLATE = "pause_ending"
 ABOUT_PREFIX = "cancel_session"
+SAVED_OUTCOMES = frozenset(
+    {
+        Outcome.SAVED_BY_PAUSE,
+        Outcome.SAVED_BY_DOWNGRADE,
+        Outcome.SAVED_BY_LONGER_TERM,
+        Outcome.SAVED_BY_DISCOUNT,
+    }
+)
 
 
 def about(row: CancelSession) -> str:
@@ -50,6 +63,7 @@ def _write(
     send_after: datetime,
     now: datetime,
 ) -> OutboxMessage | None:
+    reminder_days = rules.cancel_flow.offers.get(OfferKind.PAUSE).reminder_days_before
     customer = session.get(Customer, row.customer_id)
     if customer is None or customer.deleted or not customer.email:
         log.warning("cancel session %s: no email address for %s", row.id, template)
@@ -64,6 +78,8 @@ def _write(
         name=((customer.name or "").split() or [""])[0],
         session=row,
         terms=OfferTerms.from_json(row.offer_terms) if row.offer_terms else None,
+        plan=CancelPlan.from_json(row.cancel_plan) if row.cancel_plan else None,
+        reminder_days=reminder_days,
     )
     return outbox.enqueue(
         session,
@@ -90,6 +106,16 @@ def confirm_cancellation(
     if row.outcome != Outcome.CANCELLED:
         return None
     return _write(session, row, rules, CONFIRMATION_TEMPLATE, outbox.CONFIRMATION, now, now)
+
+
+def confirm_offer(
+    session: Session, row: CancelSession, rules: Rules, now: datetime
+) -> OutboxMessage | None:
+    """Write the confirmation of an accepted offer - what changes and when - once per session,
+    in the decision's transaction, as a cancellation is confirmed."""
+    if row.outcome not in SAVED_OUTCOMES or not row.offer_terms:
+        return None
+    return _write(session, row, rules, OFFER_TEMPLATE, outbox.CONFIRMATION, now, now)
 
 
 def remind_pause_ending(

@@ -21,11 +21,13 @@ from recovery.services.card_update import completion, links
 
 
 class Refused(Exception):
-    """The page's refusal: `kind` names the notice shown, `status` is its HTTP status."""
+    """The page's refusal: `kind` names the notice shown, `status` is its HTTP status;
+    `preferred_locales` the customer's languages when the link is known (used or expired)."""
 
-    def __init__(self, kind: str, status: int) -> None:
+    def __init__(self, kind: str, status: int, preferred_locales: tuple[str, ...] = ()) -> None:
         super().__init__(kind)
         self.kind, self.status = kind, status
+        self.preferred_locales = preferred_locales
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,9 @@ def _open_link(
     """The link behind `token`, or Refused (404/410)."""
     link = links.resolve(session, token, now, returning=returning)
     if isinstance(link, links.Refusal):
-        raise Refused(link.value, link.status)
+        known = links.find(session, token) if link is not links.Refusal.UNKNOWN else None
+        # A used or expired link still knows whose it is: the notice speaks their language.
+        raise Refused(link.value, link.status, _locales(session, known) if known else ())
     return link
 
 

@@ -4,13 +4,14 @@ usual payment days."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Exists, and_, or_, select, union
 from sqlalchemy.orm import Session, aliased
 
 from recovery.db import utcnow_from
+from recovery.domain.business_days import customer_country
 from recovery.domain.declines import Decline
 from recovery.domain.retry_policy import (
     Attempt,
@@ -189,20 +190,16 @@ def retry_context(
         else []
     )
     customer = session.get(Customer, case.customer_id) if case.customer_id else None
-    zone = customer_timezone(
-        customer.address_country if customer else None,
-        customer.preferred_locales if customer else (),
-    )
-    successes = session.scalars(
-        select(PaymentAttempt.created)
-        .where(PaymentAttempt.customer_id == case.customer_id, PaymentAttempt.status == "succeeded")
-        .order_by(PaymentAttempt.created.desc())
-        .limit(24)
-    ).all()
-    tz = ZoneInfo(zone)
+    country = customer.address_country if customer else None
+    locales = customer.preferred_locales if customer else ()
+    zone = customer_timezone(country, locales)
     attempts = [_to_attempt(r, ours, True) for r in rows] + [
         _to_attempt(r, ours, False) for r in same_card_elsewhere if r.id not in row_ids
     ]
+    tried = _tried_by_the_card_update_page(session, case, pm, rows)
+    if tried is not None:
+        attempts.append(tried)
+        changed = False  # the new card was charged when it was saved, and declined
     ctx = RetryContext(
         case_opened_at=case.opened_at,
         attempts=attempts,
@@ -211,6 +208,103 @@ def retry_context(
         customer_timezone=zone,
         amount=invoice.amount_remaining,
         currency=invoice.currency,
-        past_success_days=[datetime.fromtimestamp(ts, tz).day for ts in successes if ts],
+        past_success_days=first_attempt_success_days(session, case.customer_id, ZoneInfo(zone)),
+        customer_country=customer_country(country, locales or ()),
+        retries_made=case.our_attempts,
     )
     return ctx, failed
+
+
+# How many renewals back the own-payment-day pattern looks (two years of monthly renewals).
+PATTERN_RENEWALS = 24
+
+
+def first_attempt_success_days(
+    session: Session, customer_id: str | None, zone: ZoneInfo
+) -> list[int]:
+    """The customer-local day of the month of each recent renewal whose first attempt
+    succeeded (paid with one attempt): the policy calls a day seen twice their own payment day
+    (`paydays.own_payment_days`). Retries that succeeded are not counted: they landed on days
+    we chose."""
+    if not customer_id:
+        return []
+    paid = session.scalars(
+        select(Invoice.paid_at)
+        .where(
+            Invoice.customer_id == customer_id,
+            Invoice.status == "paid",
+            Invoice.billing_reason == "subscription_cycle",
+            Invoice.attempt_count <= 1,
+            Invoice.amount_paid > 0,
+            Invoice.paid_at.is_not(None),
+        )
+        .order_by(Invoice.created.desc())
+        .limit(PATTERN_RENEWALS)
+    ).all()
+    return [_aware(at).astimezone(zone).day for at in paid if at is not None]
+
+
+def _tried_by_the_card_update_page(
+    session: Session, case: RecoveryCase, pm: PaymentMethod | None, rows: list[PaymentAttempt]
+) -> Attempt | None:
+    """The card-update page charges a new card the moment it is saved; when that charge was
+    declined and its webhook has not arrived yet, the decline is known only from the case's
+    timeline. Without it the new card would look untried ("trying the new card at once") and be
+    charged a second time right after its decline."""
+    if pm is None or pm.id is None:
+        return None
+    events = session.scalars(
+        select(CaseEvent)
+        .where(
+            CaseEvent.case_id == case.id,
+            CaseEvent.kind.in_(("card_updated", "card_update_declined")),
+        )
+        .order_by(CaseEvent.id.desc())
+        .limit(20)
+    ).all()
+    saved = next(
+        (
+            e
+            for e in events
+            if e.kind == "card_updated"
+            and e.data.get("payment_method") == pm.id
+            and e.data.get("outcome") == "declined"
+        ),
+        None,
+    )
+    if saved is None or any(
+        r.payment_method_id == pm.id and r.status == "failed" and (r.created or 0) >= _ts(saved.at)
+        for r in rows
+    ):
+        return None  # no such decline, or its charge is mirrored already
+    prefix = (saved.dedupe_key or "").removesuffix(":card")
+    declined = next(
+        (
+            e
+            for e in events
+            if e.kind == "card_update_declined" and e.dedupe_key == f"{prefix}:declined"
+        ),
+        None,
+    )
+    code = (
+        str(declined.data.get("decline_code"))
+        if declined and declined.data.get("decline_code")
+        else None
+    )
+    return Attempt(
+        at=_aware(saved.at),
+        card_fingerprint=pm.fingerprint,
+        card_brand=pm.brand,
+        decline=Decline(failure_code="card_declined", decline_code=code, card_brand=pm.brand),
+        succeeded=False,
+        by="recovery",
+    )
+
+
+def _aware(at: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _ts(at: datetime) -> int:
+    return int(_aware(at).timestamp())

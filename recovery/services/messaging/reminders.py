@@ -19,6 +19,7 @@ from recovery import i18n
 from recovery.config import Settings
 from recovery.domain import reminders as planner
 from recovery.domain import sms as sms_rules
+from recovery.domain.business_days import BusinessCalendar, calendar_for, customer_country
 from recovery.domain.cases import ACTIVE, TERMINAL, CaseStatus
 from recovery.domain.stripe_objects.fields import ref
 from recovery.domain.timezones import customer_timezone
@@ -79,6 +80,16 @@ def card_update_link(
 
 def locale_of(customer: Customer | None) -> str:
     return i18n.negotiate(customer.preferred_locales if customer else []) or i18n.DEFAULT_LOCALE
+
+
+def calendar_of(customer: Customer | None) -> BusinessCalendar:
+    """The customer's business days: reminders avoid their weekends and public holidays."""
+    return calendar_for(
+        customer_country(
+            customer.address_country if customer else None,
+            customer.preferred_locales if customer else (),
+        )
+    )
 
 
 def zone_of(customer: Customer | None) -> str:
@@ -317,6 +328,7 @@ def plan_case(
         deadline=_deadline(case, rules),
         zone=zone_of(customer),
         send_hour=config.send_hour,
+        calendar=calendar_of(customer) if rules.retry.business_days else None,
     )
     for planned in steps:
         at = planned.at

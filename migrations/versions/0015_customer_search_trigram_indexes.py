@@ -9,8 +9,8 @@ database owner may create it. Where it cannot be created (an older server, a rol
 right) the migration says so and goes on: search still works, as a scan of the customers.
 SQLite has no such index; its search scans, which is fine at the sizes SQLite is for.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-04 14:00:00
 """
 
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from alembic import op
 from sqlalchemy.exc import DBAPIError
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0015"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
