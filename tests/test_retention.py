@@ -57,10 +57,12 @@ def _what_people_see(rt: Runtime, clock: FrozenClock) -> dict[str, Any]:
         case_ids = list(s.scalars(select(RecoveryCase.id).order_by(RecoveryCase.id)))
     seen: dict[str, Any] = {}
     for case_id in case_ids:
-        story = desk.story(rt, case_id)
-        assert story is not None
+        found = desk.story(rt, case_id)
+        assert found is not None
+        story, _available = found
         seen[f"timeline {case_id}"] = [
-            (line.at, line.source, line.kind, line.summary, line.detail) for line in story.lines
+            (line.at, line.source, line.kind, line.summary, line.note, line.children)
+            for line in story.lines
         ]
         seen[f"details {case_id}"] = records.case_detail(rt, case_id)
     for first, last in (
