@@ -100,7 +100,10 @@ def test_retry_now_moves_a_planned_retry_forward(runtime: Runtime, admin: Any) -
 
 @pytest.mark.parametrize(
     ("code", "expected"),
-    [("stolen_card", "never charged again"), ("expired_card", "waiting for the customer to add a different card")],
+    [
+        ("stolen_card", "never charged again"),
+        ("expired_card", "waiting for the customer to add a different card"),
+    ],
 )
 def test_retry_now_refuses_what_must_not_be_retried(
     runtime: Runtime, admin: Any, code: str, expected: str
