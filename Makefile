@@ -13,6 +13,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist); each starts its own PostgreSQL. 0 runs in this process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: venv system-deps test check chaos lint run clean
 
@@ -32,11 +34,11 @@ system-deps:
 	./scripts/install-system-deps
 
 test: system-deps venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The fast loop while working: everything but drills, slow tests and the 2,000-customer replay.
 check: system-deps venv lint
-	$(BIN)/python -m pytest -m "not chaos_full and not drill and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not chaos_full and not drill and not slow" $(PYTEST_ARGS)
 
 # Just the 2,000-customer chaos replay on SQLite and PostgreSQL (`make test` runs it too);
 # figures go to artifacts/chaos_replay_<engine>.txt.

@@ -243,7 +243,9 @@ BAD: list[tuple[dict[str, Any], list[Any], Any, str]] = [
 
 
 @pytest.mark.parametrize(
-    ("base", "path", "value", "message"), BAD, ids=[f"{b[3]} ({b[2]!r})" for b in BAD]
+    ("base", "path", "value", "message"),
+    BAD,
+    ids=[f"{b[3]} ({'deleted' if b[2] is DELETE else repr(b[2])})" for b in BAD],
 )
 def test_invalid_experiments_name_the_key(
     base: dict[str, Any], path: list[Any], value: Any, message: str

@@ -70,6 +70,9 @@ class PostgresServer:
 
     def create_database(self, name: str) -> str:
         """Create (or re-create, empty) database ``name`` on this server; return its URL."""
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        if self.external and worker:
+            name = f"{name}_{worker}"  # xdist workers share a server they did not start
         return create_database(self.url, name)
 
     def stop(self) -> None:
