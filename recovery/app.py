@@ -31,6 +31,7 @@ from recovery.web import (
     i18n,
     ops_health,
     outreach,
+    shadow_pages,
     twilio_webhooks,
     webhooks,
 )
@@ -62,6 +63,7 @@ def create_app(
 
     errors.init_app(app)
     i18n.init_app(app)
+    shadow_pages.init_app(app)  # RECOVERY_MODE=shadow: no page step changes Stripe
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(twilio_webhooks.bp)
     app.register_blueprint(health.bp)

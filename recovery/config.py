@@ -360,7 +360,7 @@ class Settings:
             add(problem("RECOVERY_MODE", f"is {self.mode!r}, not live or shadow"))
         token = self.metrics_token
         if token and (len(token) < MIN_METRICS_TOKEN or not token.isprintable() or " " in token):
-            add(problem("RECOVERY_METRICS_TOKEN", f"is shorter than {MIN_METRICS_TOKEN} characters"))
+            add(problem("RECOVERY_METRICS_TOKEN", f"is shorter than {MIN_METRICS_TOKEN} letters"))
         return found
 
     def _twilio_problems(self) -> list[str]:
