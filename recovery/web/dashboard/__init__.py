@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from flask import Flask
 
-from recovery.web.dashboard import cancel_sessions, cases, customers, guards, login, overview
+from recovery.web.dashboard import (
+    cancel_sessions,
+    cases,
+    customers,
+    guards,
+    login,
+    ops_banner,
+    overview,
+)
 from recovery.web.dashboard.auth import (
     CurrentUser,
     admin_required,
@@ -19,7 +27,7 @@ from recovery.web.dashboard.auth import (
 )
 from recovery.web.dashboard.blueprint import bp
 
-del cancel_sessions, cases, customers, guards, login, overview
+del cancel_sessions, cases, customers, guards, login, ops_banner, overview
 
 
 def init_app(app: Flask) -> None:
