@@ -18,6 +18,7 @@ from recovery.web.dashboard import (
     login,
     ops_banner,
     overview,
+    shadow,
 )
 from recovery.web.dashboard.auth import (
     CurrentUser,
@@ -27,7 +28,7 @@ from recovery.web.dashboard.auth import (
 )
 from recovery.web.dashboard.blueprint import bp
 
-del cancel_sessions, cases, customers, guards, login, ops_banner, overview
+del cancel_sessions, cases, customers, guards, login, ops_banner, overview, shadow
 
 
 def init_app(app: Flask) -> None:
