@@ -31,6 +31,7 @@ from recovery.adapters.email import Mailer, SmtpMailer, parse_smtp_url
 from recovery.adapters.sms import SmsSender, TwilioSms
 from recovery.adapters.stripe.protocol import StripeGateway
 from recovery.adapters.stripe.shadow import ShadowGateway
+from recovery.adapters.unsent import UnsentMailer, UnsentSms
 from recovery.config import Settings
 from recovery.db import Database
 from recovery.models import OutboxMessage
@@ -338,6 +339,9 @@ class Runtime:
             mailer=build_mailer(settings),
             sms=build_sms(settings),
         )
+        if settings.is_shadow:  # a message is planned as if it would go out, then held
+            runtime.mailer = runtime.mailer or UnsentMailer()
+            runtime.sms = runtime.sms or UnsentSms()
         # Whatever moved a case (an event, a due action, a page), what depends on the case's
         # state (its reminders) follows in the same commit.
         sa_event.listen(runtime.db.sessionmaker, "before_commit", runtime._cases_moved)

@@ -214,3 +214,20 @@ def test_in_shadow_the_cancel_flow_decides_nothing_at_stripe(
 def test_live_pages_are_untouched_by_the_shadow_check(client: Any) -> None:
     # live mode (the default): the unknown link gets the card-update page's own answer
     assert client.post("/update/nope", data={}).status_code in (400, 404)
+
+
+def test_without_a_mail_provider_shadow_messages_are_not_called_sent(
+    database_url: str, tmp_path: Path, clock: FrozenClock, fake_gateway: FakeStripeGateway
+) -> None:
+    # Live without SMTP keeps messages in the local outbox and marks them sent; shadow mode
+    # says what they are: planned, due, and not sent.
+    rt = _runtime("shadow", database_url, tmp_path, clock, fake_gateway)
+    story = Story(rt, fake_gateway, clock)
+    billing = story.customer(country="DE")
+    story.deliver()
+    story.stripe_charges(billing.invoice, decline_code="insufficient_funds")
+    story.run_due()
+    assert messages(rt, status=MessageStatus.SENT) == []
+    [first] = messages(rt, status=MessageStatus.SHADOW)
+    assert first.channel == "email" and first.provider_id is None
+    rt.db.dispose()

@@ -88,7 +88,7 @@ def test_the_report_sets_stripes_retries_beside_our_plan(
     report = answer.get_json()
     items = _by_invoice(report)
     assert set(items) == {x.invoice for x in b.values()}
-    assert report["mode"] == "shadow" and "Stripe's Dashboard" in report["stripe_emails"]
+    assert report["mode"] == "shadow" and "Stripe Dashboard" in report["stripe_emails"]
 
     stolen = items[b["stolen"].invoice]
     assert stolen["stripe"]["retries"] == 2 and stolen["stripe"]["outcome"] == "lost"

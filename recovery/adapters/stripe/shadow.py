@@ -36,7 +36,13 @@ WRITES = frozenset(
 
 
 class ShadowModeRefused(GatewayError):
-    """A call that would change Stripe, made in shadow mode: never sent."""
+    """A call that would change Stripe, made in shadow mode: never sent.
+
+    Transient: it would succeed later (in live mode), so a caller that defers what Stripe
+    cannot take now (the cancel flow's decision) schedules it as a due action - which shadow
+    mode then records as shadow, with what it would have done - rather than failing it."""
+
+    transient = True
 
 
 class ShadowGateway:

@@ -58,9 +58,9 @@ FUNDING: dict[str, Funding] = {"credit": "credit", "debit": "debit", "prepaid": 
 MAX_DAYS = 366
 DEFAULT_LIMIT = 500
 STRIPE_EMAILS = (
-    "Stripe's own emails to customers are not visible through its API: check Settings > "
-    "Billing > Subscriptions and emails > Manage failed payments in Stripe's Dashboard. With "
-    "those on and the service live, customers would get two emails per failure."
+    "Stripe's own emails to customers are not visible through its API: see Stripe Dashboard > "
+    "Billing > Revenue recovery > Emails. With those on and this service live, customers "
+    "would get two emails for every failed payment."
 )
 LOST_INVOICE = ("uncollectible", "void")
 ENDED_SUBSCRIPTION = ("canceled", "unpaid", "incomplete_expired")
@@ -80,7 +80,9 @@ def period_of(day_from: date, day_to: date) -> tuple[datetime, datetime]:
 
 
 def _iso(at: datetime | None) -> str | None:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z") if at else None
+    if at is None:
+        return None
+    return at.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _parse(iso: str) -> datetime:
