@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from recovery.services.ops.attention import attention
+from recovery.services.ops.attention import CAP, attention
 from recovery.web import runtime
 from recovery.web.dashboard.auth import current_user
 from recovery.web.dashboard.blueprint import bp
 
 
 def _counted(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
+    shown = f"{CAP}+" if n >= CAP else str(n)
+    return f"{shown} {one if n == 1 else many}"
 
 
 def attention_lines() -> list[str]:
