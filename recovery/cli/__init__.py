@@ -170,7 +170,7 @@ def sync(no_progress: bool) -> None:
 @click.option(
     "--until", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day (default: today)."
 )
-@click.option("--limit", default=500, show_default=True, help="Invoices listed (totals: all).")
+@click.option("--limit", default=5000, show_default=True, help="Most invoices compared.")
 def shadow_replay(days: int, until: datetime | None, limit: int) -> None:
     """The shadow report for the mirrored history (run `recovery sync` first): each invoice
     that failed in the DAYS days up to UNTIL, Stripe's retries beside what we would have done.
