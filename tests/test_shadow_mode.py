@@ -61,9 +61,10 @@ def _actions(rt: Runtime) -> list[DueAction]:
         return list(s.scalars(select(DueAction).order_by(DueAction.due_at, DueAction.id)))
 
 
-def _live_through(story: Story, until: datetime, stripe_retries: list[datetime]) -> None:
+def _run_through(
+    story: Story, invoice: str, until: datetime, stripe_retries: list[datetime]
+) -> None:
     """Run the service to `until`: whatever comes due, and Stripe's own retries (declined)."""
-    invoice = story.case_invoice  # type: ignore[attr-defined]
     while True:
         due = [t for t in (story.next_due(), *stripe_retries) if t is not None and t <= until]
         if not due:
@@ -91,14 +92,13 @@ def test_two_weeks_in_shadow_send_nothing_then_live_sends_only_what_is_due_from_
     with_phone(story, billing)
     story.deliver()
     since = len(fake_gateway.requests)
-    story.case_invoice = billing.invoice  # type: ignore[attr-defined]
     assert story.stripe_charges(billing.invoice, decline_code="insufficient_funds") == "declined"
     case = story.case(billing.invoice)
     assert story.pending(case.id), "the case has planned retries and reminders"
     opened = clock.now()
     # Stripe's own retries go on (we never switched them off): days 3 and 5, both declined.
     stripe_days = [opened + timedelta(days=d) for d in (3, 5)]
-    _live_through(story, opened + SHADOW_DAYS, stripe_days)
+    _run_through(story, billing.invoice, opened + SHADOW_DAYS, stripe_days)
 
     assert sink.messages == [] and twilio.sent == []
     assert _ours(fake_gateway, since) == []
