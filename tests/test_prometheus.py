@@ -48,7 +48,7 @@ def test_metrics_parse_and_move_with_the_traffic(
     client = create_app(runtime=runtime).test_client()
     quiet = scrape(client)
     assert value(quiet, "recovery_shadow_mode") == 0
-    assert total(quiet, "recovery_stripe_events") == 0
+    assert total(quiet, "recovery_stripe_events_waiting") == 0
     assert value(quiet, "recovery_event_processing_lag_seconds") == 0
 
     story = Story(runtime, fake_gateway, clock)
@@ -60,7 +60,8 @@ def test_metrics_parse_and_move_with_the_traffic(
     story._delivered = len(fake_gateway.events)
     clock.advance(timedelta(seconds=90))
     waiting = scrape(client)
-    assert total(waiting, "recovery_stripe_events", state="pending") == len(bodies)
+    assert total(waiting, "recovery_stripe_events_waiting", state="pending") == len(bodies)
+    assert total(waiting, "recovery_stripe_events_last_day", state="pending") == len(bodies)
     assert value(waiting, "recovery_event_processing_lag_seconds") == 90
     Worker(runtime, worker_id="w1").process_events()
     Worker(runtime, worker_id="w1").heartbeat()
@@ -68,8 +69,9 @@ def test_metrics_parse_and_move_with_the_traffic(
     story.stripe_charges(billing.invoice, decline_code="insufficient_funds")
     failed = scrape(client)
     assert value(failed, "recovery_event_processing_lag_seconds") == 0
-    assert total(failed, "recovery_stripe_events", type="invoice.payment_failed") == 1
-    assert total(failed, "recovery_stripe_events", state="processed") > len(bodies)
+    assert total(failed, "recovery_stripe_events_last_day", type="invoice.payment_failed") == 1
+    assert total(failed, "recovery_stripe_events_last_day", state="processed") > len(bodies)
+    assert total(failed, "recovery_stripe_events_waiting") == 0
     assert total(failed, "recovery_due_actions", kind="case.retry", state="pending") == 1
     assert total(failed, "recovery_messages", channel="email", state="pending") >= 1
     assert value(failed, "recovery_worker_heartbeat_age_seconds", worker="w1") == 0
@@ -105,9 +107,9 @@ def test_a_parked_event_is_counted_as_parked(runtime: Any, clock: FrozenClock) -
     with runtime.db.transaction() as s:
         s.execute(update(StripeEvent).values(status="failed"))
     samples = scrape(create_app(runtime=runtime).test_client())
-    assert (
-        value(samples, "recovery_stripe_events", type="invoice.payment_failed", state="parked") == 1
-    )
+    parked = {"type": "invoice.payment_failed", "state": "parked"}
+    assert value(samples, "recovery_stripe_events_waiting", **parked) == 1
+    assert value(samples, "recovery_stripe_events_last_day", **parked) == 1
 
 
 def test_the_bearer_token_when_set(sqlite_url: str, tmp_path: Path, clock: FrozenClock) -> None:

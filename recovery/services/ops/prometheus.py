@@ -2,7 +2,9 @@
 
 Nothing is counted in a process: with several gunicorn workers (and worker processes on other
 hosts) each process would hold its own share. A custom collector asks the database instead, so
-every process answers the same. Seven grouped queries, each on an index or a small table.
+every process answers the same: eight grouped queries. At bench/dashboard_scale.py's size
+(400k due actions, 194k messages, 200k cases) a scrape took ~0.5 s, mostly the due actions'
+GROUP BY; scrape every 30-60 s.
 
 Gauges count the rows kept now (the daily retention job deletes old processed events, finished
 actions and sent messages, so those counts may fall; they are not counters). The recoveries are
@@ -45,20 +47,37 @@ def _age(now: datetime, then: datetime | None) -> float:
 
 
 def _events(session: Session, now: datetime) -> Iterator[Metric]:
-    stored = GaugeMetricFamily(
-        f"{PREFIX}_stripe_events",
-        "Stripe events kept in the inbox, by type and state (pending: not yet processed; "
-        "processed; parked: failed repeatedly, see `recovery events replay --failed`)",
+    # The inbox keeps RECOVERY_RETENTION_DAYS of processed events (millions on a busy account):
+    # the waiting ones are counted whole (few, on the status index), the rest over the last
+    # day only (on the received_at index).
+    waiting = GaugeMetricFamily(
+        f"{PREFIX}_stripe_events_waiting",
+        "Stripe events not processed, by type and state (pending: not yet processed; parked: "
+        "failed repeatedly, see `recovery events replay --failed`)",
         labels=["type", "state"],
     )
     rows = session.execute(
-        select(StripeEvent.type, StripeEvent.status, func.count()).group_by(
-            StripeEvent.type, StripeEvent.status
-        )
+        select(StripeEvent.type, StripeEvent.status, func.count())
+        .where(StripeEvent.status.in_([EventStatus.PENDING, EventStatus.FAILED]))
+        .group_by(StripeEvent.type, StripeEvent.status)
     )
     for event_type, status, count in rows:
-        stored.add_metric([event_type, PARKED if status == EventStatus.FAILED else status], count)
-    yield stored
+        waiting.add_metric([event_type, PARKED if status == EventStatus.FAILED else status], count)
+    yield waiting
+    recent = GaugeMetricFamily(
+        f"{PREFIX}_stripe_events_last_day",
+        "Stripe events received in the last 24 hours, by type and state now (processed, "
+        "pending, parked)",
+        labels=["type", "state"],
+    )
+    rows = session.execute(
+        select(StripeEvent.type, StripeEvent.status, func.count())
+        .where(StripeEvent.received_at >= now - timedelta(days=1))
+        .group_by(StripeEvent.type, StripeEvent.status)
+    )
+    for event_type, status, count in rows:
+        recent.add_metric([event_type, PARKED if status == EventStatus.FAILED else status], count)
+    yield recent
     oldest = session.scalar(
         select(func.min(StripeEvent.received_at)).where(StripeEvent.status == EventStatus.PENDING)
     )
