@@ -50,6 +50,7 @@ class Avoided:
     decline_code: str | None
     kind: str  # NETWORK_RULE or POLICY
     why: str
+    paid: bool = False  # Stripe's retry paid the invoice: one our policy would have missed
 
 
 def _with_brand(attempt: Attempt) -> Decline:
@@ -119,14 +120,16 @@ def stripe_retries_we_would_not_make(
         if len(window) >= cap:
             brand = normalize_brand(retry.card_brand or last.card_brand) or "the network's"
             why = f"the {brand} cap of {cap} attempts on a card in 30 days was reached"
-            avoided.append(Avoided(retry.at, code_of(last), NETWORK_RULE, why))
+            avoided.append(Avoided(retry.at, code_of(last), NETWORK_RULE, why, retry.succeeded))
             continue
         if verdict.stop_card or verdict.category is DeclineCategory.NEVER_RETRY:
-            avoided.append(Avoided(retry.at, code_of(last), NETWORK_RULE, verdict.reason))
+            avoided.append(
+                Avoided(retry.at, code_of(last), NETWORK_RULE, verdict.reason, retry.succeeded)
+            )
             continue
         if verdict.not_before is not None and retry.at - last.at < verdict.not_before:
             why = f"sooner than the network allows after this decline ({verdict.reason})"
-            avoided.append(Avoided(retry.at, code_of(last), NETWORK_RULE, why))
+            avoided.append(Avoided(retry.at, code_of(last), NETWORK_RULE, why, retry.succeeded))
             continue
         decision = decide_next_retry(
             replace(ctx, attempts=before, retries_made=None, card_changed_since_last_failure=False),
@@ -134,7 +137,9 @@ def stripe_retries_we_would_not_make(
             retry.at,
         )
         if decision.at is None:
-            avoided.append(Avoided(retry.at, code_of(last), POLICY, decision.reason))
+            avoided.append(
+                Avoided(retry.at, code_of(last), POLICY, decision.reason, retry.succeeded)
+            )
     return avoided
 
 

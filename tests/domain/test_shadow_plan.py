@@ -84,3 +84,13 @@ def test_our_plan_stops_where_the_invoice_was_settled() -> None:
     plan = our_plan(context(soft), RetryRules(), T0, until=paid_at)
     assert all(r.at < paid_at for r in plan.retries)
     assert plan.stopped == "the invoice was settled before our next retry"
+
+
+def test_a_retry_we_would_not_make_that_paid_is_marked_so() -> None:
+    # Only the customer can help (call their bank); Stripe retried the next day and it paid:
+    # the report shows what following our policy would have cost.
+    call = Decline(failure_code="card_declined", decline_code="call_issuer", card_brand="visa")
+    attempts = [attempt(T0, call), attempt(T0 + timedelta(days=1), None)]
+    [avoided] = stripe_retries_we_would_not_make(context(attempts), RetryRules(), CARD)
+    assert avoided.kind == POLICY and avoided.paid
+    assert "call their bank" in avoided.why

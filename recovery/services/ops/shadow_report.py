@@ -282,7 +282,13 @@ def invoice_report(
             ],
         },
         "stripe_retries_we_would_not_make": [
-            {"at": _iso(a.at), "decline_code": a.decline_code, "kind": a.kind, "why": a.why}
+            {
+                "at": _iso(a.at),
+                "decline_code": a.decline_code,
+                "kind": a.kind,
+                "why": a.why,
+                "paid": a.paid,
+            }
             for a in avoided
         ],
         "lost_with_attempts_left": left,
@@ -357,6 +363,8 @@ def totals(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "still_open": outcomes.count("open"),
         "stripe_retries_we_would_not_make": len(avoided),
         "of_which_network_rules": sum(1 for a in avoided if a["kind"] == shadow_plan.NETWORK_RULE),
+        # retries we would not have made that paid: what following our policy would have cost
+        "of_which_paid": sum(1 for a in avoided if a["paid"]),
         "lost_with_attempts_left": sum(1 for i in items if i["lost_with_attempts_left"]),
         "amounts_minor_units_by_currency": by_currency,
     }
