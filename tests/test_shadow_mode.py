@@ -231,3 +231,14 @@ def test_without_a_mail_provider_shadow_messages_are_not_called_sent(
     [first] = messages(rt, status=MessageStatus.SHADOW)
     assert first.channel == "email" and first.provider_id is None
     rt.db.dispose()
+
+
+def test_doctor_warns_in_shadow_mode(sqlite_url: str, tmp_path: Path, clock: FrozenClock) -> None:
+    from recovery.services.ops.doctor import Probes, run
+    from recovery.services.registry import build_runtime
+
+    rt = build_runtime(make_settings(sqlite_url, tmp_path, mode="shadow"), clock=clock)
+    [mode] = [c for c in run(rt, Probes(timeout=1.0)).checks if c.name == "mode"]
+    assert mode.status.value == "warn" and "nothing is charged" in mode.detail
+    assert "RECOVERY_MODE=live" in mode.fix
+    rt.db.dispose()
