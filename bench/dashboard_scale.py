@@ -495,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
             "/dashboard (30 days)": lambda i: client.get("/dashboard?period=30"),
             "/dashboard (90 days)": lambda i: client.get("/dashboard?period=90"),
             "/api/v1/metrics (30 days)": lambda i: client.get("/api/v1/metrics", headers=bearer),
+            "/metrics (Prometheus scrape)": lambda i: client.get("/metrics"),
             "/api/v1/metrics (90 days)": lambda i: client.get(
                 "/api/v1/metrics?from=2026-08-04&to=2026-11-01", headers=bearer
             ),

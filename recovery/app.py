@@ -31,6 +31,8 @@ from recovery.web import (
     i18n,
     ops_health,
     outreach,
+    prometheus,
+    shadow_pages,
     twilio_webhooks,
     webhooks,
 )
@@ -62,9 +64,11 @@ def create_app(
 
     errors.init_app(app)
     i18n.init_app(app)
+    shadow_pages.init_app(app)  # RECOVERY_MODE=shadow: no page step changes Stripe
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(twilio_webhooks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(prometheus.bp)  # GET /metrics, read from the database per scrape
     app.register_blueprint(api.bp)  # /api/v1: every resource, and GET /api/v1/openapi.json
     app.register_blueprint(embed.bp)  # /embed/v1: the in-app banner
     cancel_flow.init_app(app)  # checks the cancel-flow rules and settings at start-up
@@ -73,7 +77,7 @@ def create_app(
     outreach.init_app(app)  # /annual/, /come-back/, /unsubscribe/<token>: offers and win-back
     # Stripe's, Twilio's and the load balancer's calls are not rate limited: each stays out of
     # the limiter's per-request bookkeeping (about 0.4 ms a webhook).
-    for machine_facing in (webhooks.bp, twilio_webhooks.bp, health.bp, embed.bp):
+    for machine_facing in (webhooks.bp, twilio_webhooks.bp, health.bp, embed.bp, prometheus.bp):
         app.extensions["card_update_limiter"].exempt(machine_facing)
     dashboard.init_app(app)  # /login, /dashboard...; after card_update, whose limiter it shares
     app.register_blueprint(ops_health.bp)  # /dashboard/health: `recovery doctor` for admins

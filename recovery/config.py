@@ -31,6 +31,10 @@ DEV_WEBHOOK_SECRET = "whsec_dev_local"
 ENVIRONMENTS = ("development", "test", "production")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
+# live: act (charge, send, change Stripe). shadow: decide everything, act on nothing, and record
+# what would have been done (README: Shadow mode).
+MODES = ("live", "shadow")
+MIN_METRICS_TOKEN = 16
 FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 SMTP_TLS = ("none", "starttls", "implicit")
 # flask-limiter's storages (the `limits` package): https://limits.readthedocs.io/en/stable/storage.html
@@ -78,6 +82,8 @@ EXAMPLES = {
     "RECOVERY_RETENTION_DAYS": "90",
     "RECOVERY_LOG_LEVEL": "INFO",
     "RECOVERY_LOG_FORMAT": "json (or text)",
+    "RECOVERY_MODE": "shadow (or live)",
+    "RECOVERY_METRICS_TOKEN": 'python -c "import secrets; print(secrets.token_hex(16))"',
     "RECOVERY_SMTP_URL": "smtp://user:pass@smtp.example.com:587?tls=starttls",
     "RECOVERY_MAIL_FROM": "billing@acme.example or Dana at Acme <billing@acme.example>",
     "TWILIO_ACCOUNT_SID": "AC followed by 32 hex digits",
@@ -212,6 +218,14 @@ class Settings:
     dns_servers: tuple[str, ...] = ()
     # The in-app banner (/embed/v1): the secret the business signs banner tokens with.
     embed_secret: str = ""
+    # shadow: webhooks, cases and plans run, but nothing is charged, sent or changed at Stripe.
+    mode: str = "live"
+    # When set, GET /metrics wants `Authorization: Bearer <token>`.
+    metrics_token: str = ""
+
+    @property
+    def is_shadow(self) -> bool:
+        return self.mode == "shadow"
 
     @property
     def is_production(self) -> bool:
@@ -275,6 +289,8 @@ class Settings:
             dkim_selector=env.get("RECOVERY_DKIM_SELECTOR", "").strip(),
             dns_servers=_split(env.get("RECOVERY_DNS_SERVERS")),
             embed_secret=env.get("RECOVERY_EMBED_SECRET", ""),
+            mode=env.get("RECOVERY_MODE", "live").strip().lower() or "live",
+            metrics_token=env.get("RECOVERY_METRICS_TOKEN", "").strip(),
         )
         problems += settings.problems()
         if problems:
@@ -340,6 +356,11 @@ class Settings:
             add(problem("RECOVERY_DNS_SERVERS", "holds a value that is not an IP[:port]"))
         if self.embed_secret and len(self.embed_secret) < MIN_EMBED_SECRET:
             add(problem("RECOVERY_EMBED_SECRET", f"is shorter than {MIN_EMBED_SECRET} characters"))
+        if self.mode not in MODES:
+            add(problem("RECOVERY_MODE", f"is {self.mode!r}, not live or shadow"))
+        token = self.metrics_token
+        if token and (len(token) < MIN_METRICS_TOKEN or not token.isprintable() or " " in token):
+            add(problem("RECOVERY_METRICS_TOKEN", f"is shorter than {MIN_METRICS_TOKEN} letters"))
         return found
 
     def _twilio_problems(self) -> list[str]:

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
@@ -30,6 +30,8 @@ from recovery.adapters.deadline import Deadline
 from recovery.adapters.email import Mailer, SmtpMailer, parse_smtp_url
 from recovery.adapters.sms import SmsSender, TwilioSms
 from recovery.adapters.stripe.protocol import StripeGateway
+from recovery.adapters.stripe.shadow import ShadowGateway
+from recovery.adapters.unsent import UnsentMailer, UnsentSms
 from recovery.config import Settings
 from recovery.db import Database
 from recovery.models import OutboxMessage
@@ -324,16 +326,22 @@ class Runtime:
         gateway: StripeGateway | None = None,
     ) -> Runtime:
         settings.check()
+        gateway = gateway if gateway is not None else build_gateway(settings)
+        if settings.is_shadow:  # reads only: nothing changes at Stripe in shadow mode
+            gateway = cast(StripeGateway, ShadowGateway(gateway))
         runtime = cls(
             settings=settings,
             rules=Rules.load(settings.rules_path),
             db=Database(settings.database_url),
-            gateway=gateway if gateway is not None else build_gateway(settings),
+            gateway=gateway,
             handlers=handlers,
             clock=clock or SystemClock(),
             mailer=build_mailer(settings),
             sms=build_sms(settings),
         )
+        if settings.is_shadow:  # a message is planned as if it would go out, then held
+            runtime.mailer = runtime.mailer or UnsentMailer()
+            runtime.sms = runtime.sms or UnsentSms()
         # Whatever moved a case (an event, a due action, a page), what depends on the case's
         # state (its reminders) follows in the same commit.
         sa_event.listen(runtime.db.sessionmaker, "before_commit", runtime._cases_moved)

@@ -63,13 +63,21 @@ BAD: list[tuple[str, str, dict[str, str]]] = [
     ("RECOVERY_DNS_SERVERS", "dns.example.com", {}),
     ("RECOVERY_DNS_SERVERS", "127.0.0.1:99999", {}),
     ("RECOVERY_EMBED_SECRET", "Zq8Lr2Kx9Vb4", {}),
+    ("RECOVERY_MODE", "dry-run", {}),
+    ("RECOVERY_METRICS_TOKEN", "Pr0m3th", {}),
     ("RECOVERY_RATELIMIT_STORAGE_URL", "localhost:6379", {}),
     ("RECOVERY_DEMO", "on", {}),
     ("RECOVERY_CANCEL_LINK_SECRET", "short", {}),
     ("RECOVERY_CANCEL_WEBHOOK_URL", "hooks.example.com", {}),
     ("RECOVERY_CANCEL_WEBHOOK_SECRET", "", {"RECOVERY_CANCEL_WEBHOOK_URL": "https://a.example"}),
 ]
-SECRETS = {"STRIPE_API_KEY", "RECOVERY_SECRET_KEY", "TWILIO_AUTH_TOKEN", "RECOVERY_EMBED_SECRET"}
+SECRETS = {
+    "STRIPE_API_KEY",
+    "RECOVERY_SECRET_KEY",
+    "TWILIO_AUTH_TOKEN",
+    "RECOVERY_EMBED_SECRET",
+    "RECOVERY_METRICS_TOKEN",
+}
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timedelta
 
 import click
 
@@ -162,6 +163,24 @@ def sync(no_progress: bool) -> None:
         rt.db, rt.gateway, rt.clock, progress=not no_progress, state_path=state
     )
     click.echo(str(report))
+
+
+@main.command("shadow-replay")
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 366))
+@click.option(
+    "--until", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Last day (default: today)."
+)
+@click.option("--limit", default=5000, show_default=True, help="Most invoices compared.")
+def shadow_replay(days: int, until: datetime | None, limit: int) -> None:
+    """The shadow report for the mirrored history (run `recovery sync` first): each invoice
+    that failed in the DAYS days up to UNTIL, Stripe's retries beside what we would have done.
+    Reads only; prints JSON."""
+    from recovery.services.ops import shadow_report
+
+    rt = common.runtime_from_env()
+    last = until.date() if until is not None else rt.clock.now().date()
+    start, end = shadow_report.period_of(last - timedelta(days=days - 1), last)
+    click.echo(json.dumps(shadow_report.report(rt, start, end, limit), indent=2))
 
 
 main.add_command(users)

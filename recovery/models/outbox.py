@@ -17,6 +17,7 @@ class MessageStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SHADOW = "shadow"  # RECOVERY_MODE=shadow: would have been sent then; never sent
 
 
 class OutboxMessage(Base):

@@ -18,6 +18,9 @@ class ActionStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"  # gave up after max_attempts; shown with its last error
     CANCELLED = "cancelled"  # e.g. the case recovered before the retry came due
+    # RECOVERY_MODE=shadow: came due and was decided, but not done (nothing called); finished
+    # for good, never claimed again. `shadow_note` says what would have been done.
+    SHADOW = "shadow"
 
 
 class DueAction(Base):
@@ -37,6 +40,8 @@ class DueAction(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    # Shadow mode: what this action would have done, e.g. "retry charge of in_123 19.00 EUR".
+    shadow_note: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         # The claim query: pending rows by due time, and running rows by lease expiry.

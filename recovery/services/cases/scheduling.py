@@ -53,6 +53,20 @@ def stripe_key(action_key: str, payload: Mapping[str, Any]) -> str:
     return f"{action_key}:r{revival}" if revival else action_key
 
 
+def _past_shadows(session: Session, key: str) -> str:
+    """Shadow mode finishes a retry as `shadow` without charging, so the attempt it stood for is
+    planned again (Stripe's next failure moves the plan): under a key of its own, since a shadow
+    action is finished for good and never revived (`key`, then `key:s1`, `key:s2`...)."""
+    n, candidate = 0, key
+    while (
+        session.scalar(select(DueAction.status).where(DueAction.dedupe_key == candidate))
+        == ActionStatus.SHADOW
+    ):
+        n += 1
+        candidate = f"{key}:s{n}"
+    return candidate
+
+
 def plan_retry(
     session: Session, case: RecoveryCase, due_at: datetime, now: datetime, reason: str
 ) -> None:
@@ -61,7 +75,7 @@ def plan_retry(
     pause, skipped because Stripe was about to charge, refused) comes back: attempt n is not
     made until our_attempts says so, and its key must not stop it for good."""
     attempt = case.our_attempts + 1
-    key = retry_key(case)
+    key = _past_shadows(session, retry_key(case))
     for action in _pending_retries(session, case):
         if action.dedupe_key != key:
             action.status = ActionStatus.CANCELLED

@@ -32,6 +32,8 @@ def run(rt: Runtime, probes: Probes | None = None) -> Report:
     if checks[0].status is Status.OK:  # heartbeats live in the database
         checks.append(local_checks.worker(rt.db, now))
     checks.append(local_checks.public_url(settings))
+    if settings.is_shadow:
+        checks.append(local_checks.mode(settings))
     events = stripe_checks.stripe_event_types(rt.handlers.on_event)
     stripe, manual = stripe_checks.stripe(settings, rt.rules, rt.gateway, events, now)
     checks += stripe

@@ -18,7 +18,7 @@ from recovery.config import Settings
 from recovery.db import Database
 from recovery.migrate import alembic_config
 from recovery.models import WorkerHeartbeat
-from recovery.services.ops.checks import Check, fail, ok
+from recovery.services.ops.checks import Check, fail, ok, warn
 
 # Same threshold as GET /healthz: a worker beats every tick (1 s by default).
 WORKER_STALE_AFTER_SECONDS = 120
@@ -140,3 +140,14 @@ def public_url(settings: Settings) -> Check:
     if not url.startswith("https://"):
         return ok("public URL", f"{url} (http is fine outside production)")
     return ok("public URL", url)
+
+
+def mode(settings: Settings) -> Check:
+    """Shadow mode is a warning, not a failure: everything runs, nothing acts (README: Shadow
+    mode), which is what the operator wants until the shadow report looks right."""
+    return warn(
+        "mode",
+        "shadow: cases, retries and reminders are planned, nothing is charged, sent or changed "
+        "at Stripe",
+        "compare Stripe with our plan at /dashboard/shadow, then set RECOVERY_MODE=live",
+    )

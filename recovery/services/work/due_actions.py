@@ -12,6 +12,10 @@ pool of threads with no transaction open, each under a deadline well inside the 
 their outcomes are recorded in a second transaction, again a savepoint per action, each
 committing only while its lease is still held. Actions about one subject (a case, a message's
 case, a cancel session) run one after the other, in due order; different subjects at once.
+
+In shadow mode (RECOVERY_MODE=shadow) a three-step action that decided to call a provider is
+finished as `shadow` with a note of what it would have done (`services.work.shadow`), and
+nothing is called; a shadow action is finished for good and never claimed again.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from recovery.adapters.deadline import Deadline
 from recovery.db import Database, execute_count, insert_or_ignore
 from recovery.models import ActionStatus, DueAction
 from recovery.runtime import Claimed, Runtime, ThreePhase
+from recovery.services.work import shadow
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +239,11 @@ class Called:
     error: Exception | None = None
 
 
+def _in_shadow(runtime: Runtime, action: Claimed) -> bool:
+    """Shadow mode, and an action that would change something outside (not a mere read)."""
+    return runtime.settings.is_shadow and action.kind not in shadow.READS_ONLY
+
+
 def decide(runtime: Runtime, session: Session, action: Claimed, owner: str) -> str | Decided:
     """Step 1, in the caller's transaction and a savepoint of its own: a one-phase handler
     runs whole and completes; a three-phase one decides what to call (or completes when there
@@ -247,13 +257,16 @@ def decide(runtime: Runtime, session: Session, action: Claimed, owner: str) -> s
             ctx = runtime.action_context(session, owner)
             if isinstance(handler, ThreePhase):
                 plan = handler.decide(ctx, action)
+                if plan is not None and _in_shadow(runtime, action):
+                    shadow.hold(session, action, owner, plan, now)
+                    return ActionStatus.SHADOW
                 if plan is not None:
                     return Decided(action, handler, plan)
             else:
                 handler(ctx, action)
             _complete(session, action, owner, now)
         return ActionStatus.DONE
-    except LeaseLost:
+    except (LeaseLost, shadow.ShadowLeaseLost):
         log.warning("lease lost on action %s; another worker owns it", action.id)
         return "lease_lost"
     except _DATABASE_GONE:

@@ -8,6 +8,7 @@ POST/GET/DELETE /customers/<id>/contacts[/<id>]  account contacts  contacts.py
 GET  /cases, /cases/<id>         recovery cases                    cases.py
 GET  /metrics                    the overview's numbers            metrics.py
 POST/GET /cancel-sessions[/<id>] hosted cancel flow sessions       cancel_sessions.py
+GET  /shadow-report              Stripe's retries vs. our plan      shadow_report.py
 GET  /openapi.json               this API's description (public)   openapi.py
 """
 
@@ -20,9 +21,11 @@ from recovery.web.api import (
     events,
     metrics,
     openapi,
+    shadow_report,
 )
 from recovery.web.api.blueprint import bp
 
 del billing_status, cancel_sessions, cases, contacts, customers, events, metrics, openapi
+del shadow_report
 
 __all__ = ["bp"]

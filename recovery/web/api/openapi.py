@@ -212,6 +212,30 @@ NEW_CONTACT = {
     "additionalProperties": False,
 }
 METRICS = {"type": "object", "description": "the dashboard overview's numbers for the period"}
+ARRAY = {"type": "array", "items": {"type": "object"}}
+SHADOW_INVOICE = _obj(
+    {
+        "invoice": STR,
+        "amount_due": INT,
+        "currency": STR,
+        "first_failure_at": STR,
+        "stripe": _obj({"attempts": ARRAY, "retries": INT, "outcome": STR}),
+        "ours": _obj({"retries": ARRAY, "reminders": ARRAY, "stopped": STR}),
+        "stripe_retries_we_would_not_make": ARRAY,
+        "lost_with_attempts_left": INT,
+        "case": _opt({"type": "object"}),
+    }
+)
+SHADOW_REPORT = _obj(
+    {
+        "period": _obj({"from": STR, "to": STR}),
+        "mode": {"enum": ["live", "shadow"]},
+        "stripe_emails": STR,
+        "totals": {"type": "object"},
+        "invoices": {"type": "array", "items": SHADOW_INVOICE},
+        "truncated": BOOL,
+    }
+)
 ERROR = _obj({"error": _obj({"code": STR, "message": STR}, extra=False)}, extra=False)
 
 
@@ -405,6 +429,22 @@ def document() -> dict[str, Any]:
                         _query("currency", STR, "ISO 4217, lower case (the most used one)"),
                     ],
                     "responses": {**_ok(METRICS, "the numbers"), **_errors("400")},
+                }
+            },
+            "/api/v1/shadow-report": {
+                "get": {
+                    "summary": "Stripe's own retries beside what we would have done, for the "
+                    "invoices that first failed in the period (shadow mode, or history)",
+                    "parameters": [
+                        _query("from", {"type": "string", "format": "date"}, "first day"),
+                        _query("to", {"type": "string", "format": "date"}, "last day (today)"),
+                        _query(
+                            "limit",
+                            {"type": "integer", "minimum": 1, "maximum": 5000},
+                            "rows (500)",
+                        ),
+                    ],
+                    "responses": {**_ok(SHADOW_REPORT, "the report"), **_errors("400")},
                 }
             },
         },

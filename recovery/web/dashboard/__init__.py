@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from flask import Flask
 
-from recovery.web.dashboard import cancel_sessions, cases, customers, guards, login, overview
+from recovery.web.dashboard import (
+    cancel_sessions,
+    cases,
+    customers,
+    guards,
+    login,
+    ops_banner,
+    overview,
+    shadow,
+)
 from recovery.web.dashboard.auth import (
     CurrentUser,
     admin_required,
@@ -19,7 +28,7 @@ from recovery.web.dashboard.auth import (
 )
 from recovery.web.dashboard.blueprint import bp
 
-del cancel_sessions, cases, customers, guards, login, overview
+del cancel_sessions, cases, customers, guards, login, ops_banner, overview, shadow
 
 
 def init_app(app: Flask) -> None:

@@ -75,6 +75,7 @@ MESSAGE_STATUSES = {
     "sent": "sent",
     "failed": "could not be sent",
     "cancelled": "not sent: no longer needed",
+    "shadow": "not sent: shadow mode (would have gone out then)",
 }
 SUBSCRIPTION_STATUSES = {
     "active": "active",
