@@ -185,8 +185,15 @@ class RetryDecision:
     reason: str
 
 
-def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> RetryDecision:
-    """The next charge of the invoice in ``ctx``, never before ``now`` nor after the window."""
+def decide_next_retry(
+    ctx: RetryContext, rules: RetryRules, now: datetime, *, fixed_days: Sequence[int] = ()
+) -> RetryDecision:
+    """The next charge of the invoice in ``ctx``, never before ``now`` nor after the window.
+
+    ``fixed_days`` (an experiment's arm, `domain.experiments.DunningOptions.retry_days`): charge
+    on these days after the case opened instead of when the policy would; every rule that says
+    whether to charge at all (never-retry declines, the attempt budget, the network's wait, the
+    caps, the gap between charges) still holds."""
     _require_aware(now, "now")
     _require_aware(ctx.case_opened_at, "case_opened_at")
     zone, zone_name = _zone(ctx.customer_timezone)
@@ -275,6 +282,8 @@ def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> Re
         if changed:
             # The customer just acted: no reason to wait for a business day.
             return earliest, "the card changed", f"trying the new card at once, {retry}"
+        if fixed_days:
+            return _fixed_day(ctx, rules, last, earliest, fixed_days, verdict.reason, retry)
         if funds and rules.payday_targeting:
             return _after_funds(ctx, rules, last, earliest, window_end, zone, cal, retry)
         spread, detail = _spread(rules, last, earliest, window_end, ctx.case_opened_at, used, retry)
@@ -384,6 +393,27 @@ def _spread(
         gap = max((window_end - since) / (left + 1), timedelta(hours=rules.min_gap_hours))
         detail = f"{retry}, spread over the {rules.window_days}-day window ({budget})"
     return max(since + gap, earliest), detail
+
+
+def _fixed_day(
+    ctx: RetryContext,
+    rules: RetryRules,
+    last: Attempt | None,
+    earliest: datetime,
+    days: Sequence[int],
+    what: str,
+    retry: str,
+) -> tuple[datetime | None, str, str]:
+    """The first of the schedule's days not before `earliest` and at least `min_gap_hours`
+    after the last charge; None when the schedule has no day left."""
+    since = last.at if last else ctx.case_opened_at
+    lowest = max(earliest, since + timedelta(hours=rules.min_gap_hours))
+    schedule = ", ".join(str(d) for d in days)
+    for day in days:
+        at = ctx.case_opened_at + timedelta(days=day)
+        if at >= lowest:
+            return at, what, f"{retry}, day {day} of the fixed schedule (days {schedule})"
+    return None, what, f"the fixed schedule (days {schedule}) has no day left"
 
 
 def _open_day(

@@ -1,0 +1,172 @@
+"""Dunning experiments acting on real cases, end to end against the Stripe fake (SQLite and
+PostgreSQL): the holdout is left to Stripe alone, arms change retries and reminders, and every
+customer keeps their first arm."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from recovery.adapters.clock import FrozenClock
+from recovery.models import (
+    CaseEvent,
+    ExperimentAssignment,
+    ExperimentSubject,
+    OutboxMessage,
+)
+from recovery.runtime import Runtime
+from recovery.services.registry import build_runtime
+from tests.conftest import make_settings
+from tests.support.scenario import Story
+
+# Shares of 0.999999: the customer's point falls in the holdout (or the first arm) for every
+# id but one in a million; the fake's ids are fixed, so the test is deterministic.
+HOLDOUT_ALL = """
+[[experiments]]
+key = "hands-off"
+applies_to = "dunning"
+holdout = 0.999999
+[[experiments.arms]]
+name = "ours"
+"""
+
+FIXED_EMAIL_ONLY = """
+[[experiments]]
+key = "fixed-days"
+applies_to = "dunning"
+holdout = 0
+[[experiments.arms]]
+name = "days_3_5_7"
+retry = [3, 5, 7]
+channels = ["email"]
+first_reminder_delay_hours = 48
+[[experiments.arms]]
+name = "days_3_5_7_again"
+retry = [3, 5, 7]
+channels = ["email"]
+first_reminder_delay_hours = 48
+"""
+
+
+def _story(
+    database_url: str, tmp_path: Path, clock: FrozenClock, fake: Any, rules: str
+) -> Iterator[Story]:
+    path = tmp_path / "rules.toml"
+    path.write_text(rules)
+    rt = build_runtime(
+        make_settings(database_url, tmp_path, rules_path=path), clock=clock, gateway=fake
+    )
+    yield Story(rt, fake, clock)
+    rt.db.dispose()
+
+
+@pytest.fixture
+def holdout_story(
+    database_url: str, tmp_path: Path, clock: FrozenClock, fake_gateway: Any
+) -> Iterator[Story]:
+    yield from _story(database_url, tmp_path, clock, fake_gateway, HOLDOUT_ALL)
+
+
+@pytest.fixture
+def fixed_story(
+    database_url: str, tmp_path: Path, clock: FrozenClock, fake_gateway: Any
+) -> Iterator[Story]:
+    yield from _story(database_url, tmp_path, clock, fake_gateway, FIXED_EMAIL_ONLY)
+
+
+def _messages(rt: Runtime, case_id: int) -> list[OutboxMessage]:
+    with rt.db.transaction() as s:
+        return list(s.scalars(select(OutboxMessage).where(OutboxMessage.case_id == case_id)))
+
+
+def _ours(story: Story) -> list[str]:
+    """Every call this service made to Stripe that changes something."""
+    changing = ("pay_invoice", "update_invoice", "cancel_subscription", "void_invoice")
+    return [
+        r.method
+        for r in story.fake.requests
+        if r.method in changing and not (r.idempotency_key or "").startswith("stripe:")
+    ]
+
+
+def test_a_holdout_case_gets_no_retry_no_reminder_and_no_stripe_change(
+    holdout_story: Story,
+) -> None:
+    story = holdout_story
+    b = story.customer()
+    story.deliver()
+    assert story.stripe_charges(b.invoice, decline_code="generic_decline") == "declined"
+    case = story.case(b.invoice)
+    assert case.status != "recovered" and case.next_retry_at is None
+    assert [a.kind for a in story.pending(case.id)] == ["case.window_end"]
+    # A whole retry window passes: nothing of ours reaches Stripe or the customer.
+    while story.advance_to_next_due(limit=timedelta(days=40)):
+        pass
+    case = story.case(b.invoice)
+    assert case.status == "lost" and case.our_attempts == 0
+    assert _ours(story) == []
+    assert _messages(story.rt, case.id) == []
+    assert story.fake.store["invoice"][b.invoice]["status"] == "open"  # what Stripe alone did
+    with story.rt.db.transaction() as s:
+        [assigned] = s.scalars(select(ExperimentAssignment)).all()
+        assert (assigned.experiment_key, assigned.arm, assigned.customer_id) == (
+            "hands-off",
+            "holdout",
+            b.customer,
+        )
+        assert assigned.subject == f"case:{case.id}"
+        [subject] = s.scalars(select(ExperimentSubject)).all()
+        assert (subject.case_id, subject.arm) == (case.id, "holdout")
+        kinds = [e.kind for e in s.scalars(select(CaseEvent).where(CaseEvent.case_id == case.id))]
+        assert "experiment" in kinds and "reminders" not in kinds
+
+
+def test_a_customer_keeps_their_first_arm_for_a_second_case(holdout_story: Story) -> None:
+    story = holdout_story
+    b = story.customer()
+    story.deliver()
+    story.stripe_charges(b.invoice, decline_code="generic_decline")
+    second = story.fake.add_invoice(b.customer, subscription_id=b.subscription)
+    story.stripe_charges(second["id"], decline_code="generic_decline")
+    with story.rt.db.transaction() as s:
+        assert len(s.scalars(select(ExperimentAssignment)).all()) == 1
+        arms = [r.arm for r in s.scalars(select(ExperimentSubject))]
+    assert arms == ["holdout", "holdout"]
+
+
+def test_a_fixed_schedule_arm_charges_on_its_days_and_writes_email_only_after_its_delay(
+    fixed_story: Story,
+) -> None:
+    story = fixed_story
+    b = story.customer()
+    story.deliver()
+    opened = story.clock.now()
+    story.stripe_charges(b.invoice, decline_code="generic_decline")
+    case = story.case(b.invoice)
+    assert case.next_retry_at == opened + timedelta(days=3)
+    assert "day 3 of the fixed schedule" in (case.next_step_reason or "")
+    messages = _messages(story.rt, case.id)
+    assert messages and {m.channel for m in messages} == {"email"}
+    assert min(m.send_after for m in messages) >= opened + timedelta(hours=48)
+    story.run_due()  # auto_advance off: an arm that is not the holdout acts as the service does
+    assert "update_invoice" in _ours(story)
+    story.fake.fail_next_payment(b.invoice, decline_code="generic_decline")
+    assert story.advance_to_next_due(kind_prefix="case.retry")
+    case = story.case(b.invoice)
+    assert case.our_attempts == 1
+    assert case.next_retry_at == opened + timedelta(days=5)
+
+
+def test_a_never_retry_decline_is_not_retried_on_a_fixed_schedule(fixed_story: Story) -> None:
+    story = fixed_story
+    b = story.customer()
+    story.deliver()
+    story.stripe_charges(b.invoice, decline_code="stolen_card")
+    case = story.case(b.invoice)
+    assert case.next_retry_at is None
+    assert [a for a in story.pending(case.id) if a.kind == "case.retry"] == []
