@@ -170,3 +170,81 @@ def test_a_never_retry_decline_is_not_retried_on_a_fixed_schedule(fixed_story: S
     case = story.case(b.invoice)
     assert case.next_retry_at is None
     assert [a for a in story.pending(case.id) if a.kind == "case.retry"] == []
+
+
+THOMPSON = """
+[[experiments]]
+key = "routed"
+applies_to = "dunning"
+holdout = 0.1
+routing = "thompson"
+min_share = 0.1
+[[experiments.arms]]
+name = "ours"
+[[experiments.arms]]
+name = "email_only"
+channels = ["email"]
+"""
+
+
+@pytest.fixture
+def thompson_story(
+    database_url: str, tmp_path: Path, clock: FrozenClock, fake_gateway: Any
+) -> Iterator[Story]:
+    yield from _story(database_url, tmp_path, clock, fake_gateway, THOMPSON)
+
+
+def test_thompson_routing_moves_share_to_the_arm_that_recovers_and_logs_why(
+    thompson_story: Story, caplog: pytest.LogCaptureFixture
+) -> None:
+    from recovery.models import ExperimentRouting, RecoveryCase
+    from recovery.services.experiments import assignment, routing
+
+    story = thompson_story
+    rt = story.rt
+    experiment = rt.rules.experiments.active("dunning")
+    assert experiment is not None
+    opened = story.clock.now()
+    # Finished cases: "ours" recovered 30 of 40, "email_only" 5 of 40; one still open is
+    # left out (its window is not over).
+    with rt.db.transaction() as s:
+        for i in range(81):
+            arm = "ours" if i < 40 else "email_only"
+            won = (i < 30) or (40 <= i < 45)
+            case = RecoveryCase(
+                invoice_id=f"in_{i}",
+                customer_id=f"cus_{i}",
+                status="recovered" if won else "lost",
+                currency="usd",
+                amount_due=1000,
+                opened_at=opened - timedelta(days=40 if i < 80 else 1),
+            )
+            s.add(case)
+            s.flush()
+            s.add(
+                ExperimentSubject(
+                    experiment_key="routed",
+                    arm=arm,
+                    customer_id=f"cus_{i}",
+                    case_id=case.id,
+                    assigned_at=opened,
+                )
+            )
+    with caplog.at_level("INFO"), rt.db.transaction() as s:
+        routing.daily_job(rt, s)
+    with rt.db.transaction() as s:
+        [row] = s.scalars(select(ExperimentRouting)).all()
+        posteriors = {p["arm"]: p for p in row.posteriors["posteriors"]}
+        assert (posteriors["ours"]["recovered"], posteriors["ours"]["not_recovered"]) == (30, 10)
+        assert (
+            posteriors["email_only"]["recovered"],
+            posteriors["email_only"]["not_recovered"],
+        ) == (
+            5,
+            35,
+        )
+        assert row.shares["holdout"] == 0.1
+        assert row.shares["ours"] > 0.75 and row.shares["email_only"] >= 0.1
+        shares = assignment.shares_now(s, experiment)
+        assert shares["ours"] == row.shares["ours"] and shares.holdout == 0.1
+    assert any("experiment shares reassigned" in r.getMessage() for r in caplog.records)
