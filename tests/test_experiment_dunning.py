@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from recovery.adapters.clock import FrozenClock
+from recovery.app import create_app
 from recovery.models import (
     CaseEvent,
     ExperimentAssignment,
@@ -21,7 +22,7 @@ from recovery.models import (
 )
 from recovery.runtime import Runtime
 from recovery.services.registry import build_runtime
-from tests.conftest import make_settings
+from tests.conftest import API_KEY, make_settings
 from tests.support.scenario import Story
 
 # Shares of 0.999999: the customer's point falls in the holdout (or the first arm) for every
@@ -124,6 +125,11 @@ def test_a_holdout_case_gets_no_retry_no_reminder_and_no_stripe_change(
         assert (subject.case_id, subject.arm) == (case.id, "holdout")
         kinds = [e.kind for e in s.scalars(select(CaseEvent).where(CaseEvent.case_id == case.id))]
         assert "experiment" in kinds and "reminders" not in kinds
+    client = create_app(runtime=story.rt).test_client()
+    body = client.get(f"/api/v1/cases/{case.id}", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert body.get_json()["experiment"] == {"key": "hands-off", "arm": "holdout"}
+    timeline = [e["summary"] for e in body.get_json()["timeline"]]
+    assert any("in the holdout: left to Stripe" in line for line in timeline)
 
 
 def test_a_customer_keeps_their_first_arm_for_a_second_case(holdout_story: Story) -> None:

@@ -130,3 +130,18 @@ def placement_of_cancel_session(
         )
     ).first()
     return _placed(rules, str(row[0]), str(row[1])) if row else None
+
+
+def experiment_of(
+    session: Session, *, case_id: int | None = None, cancel_session_id: str | None = None
+) -> dict[str, str] | None:
+    """`{"key", "arm"}` of a case or cancel session in an experiment, for the API; else None."""
+    where = (
+        ExperimentSubject.case_id == case_id
+        if case_id is not None
+        else ExperimentSubject.cancel_session_id == cancel_session_id
+    )
+    row = session.execute(
+        select(ExperimentSubject.experiment_key, ExperimentSubject.arm).where(where)
+    ).first()
+    return {"key": str(row[0]), "arm": str(row[1])} if row else None
