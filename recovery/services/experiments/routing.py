@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, case, func, select
 from sqlalchemy.orm import Session
 
 from recovery.domain.cases import CaseStatus
@@ -45,13 +45,18 @@ def dunning_outcomes(
 def cancel_flow_outcomes(session: Session, experiment: Experiment) -> dict[str, Outcomes]:
     """Per arm, the sessions that ended in a decision: a save kept, or a cancel (a save
     reversed since counts as a cancel)."""
-    kept = CancelSession.outcome.in_(SAVED_OUTCOMES) & ~is_reversed()
-    rows = session.execute(
-        select(ExperimentSubject.arm, kept, func.count())
+    kept = case((CancelSession.outcome.in_(SAVED_OUTCOMES) & ~is_reversed(), True), else_=False)
+    per_session = (
+        select(ExperimentSubject.arm.label("arm"), kept.label("kept"))
         .join(CancelSession, CancelSession.id == ExperimentSubject.cancel_session_id)
         .where(ExperimentSubject.experiment_key == experiment.key)
         .where(CancelSession.outcome.in_(DECIDED))
-        .group_by(ExperimentSubject.arm, kept)
+        .subquery()
+    )
+    rows = session.execute(
+        select(per_session.c.arm, per_session.c.kept, func.count()).group_by(
+            per_session.c.arm, per_session.c.kept
+        )
     ).all()
     return _outcomes(rows)
 
