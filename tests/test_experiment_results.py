@@ -5,7 +5,6 @@ bootstrap's intervals, and a verdict only once the interval excludes zero."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,37 +14,12 @@ from recovery.adapters.clock import FrozenClock
 from recovery.app import create_app
 from recovery.domain.stats import newcombe, wilson
 from recovery.models import (
-    CancelSession,
-    ExperimentAssignment,
     ExperimentRouting,
-    ExperimentSubject,
-    RecoveryCase,
 )
 from recovery.runtime import Runtime
 from recovery.services.registry import build_runtime
 from tests.conftest import API_KEY, make_settings
-
-RULES = """
-[[experiments]]
-key = "dunning-q1"
-applies_to = "dunning"
-holdout = 0.1
-routing = "thompson"
-min_share = 0.1
-[[experiments.arms]]
-name = "smart"
-[[experiments.arms]]
-name = "email_only"
-channels = ["email"]
-
-[[experiments]]
-key = "offers-q1"
-applies_to = "cancel_flow"
-holdout = 0.2
-[[experiments.arms]]
-name = "pause_only"
-offers = ["pause"]
-"""
+from tests.support.experiments import RULES, add_cases, add_sessions
 
 
 @pytest.fixture
@@ -61,43 +35,6 @@ def rt(
     runtime.db.dispose()
 
 
-def _cases(rt: Runtime, arm: str, recovered: int, total: int, *, recent: int = 0) -> None:
-    now = rt.clock.now()
-    with rt.db.transaction() as s:
-        for i in range(total + recent):
-            won = i < recovered
-            cid = f"cus_{arm}_{i}"
-            case = RecoveryCase(
-                invoice_id=f"in_{arm}_{i}",
-                customer_id=cid,
-                status="recovered" if won else ("lost" if i < total else "retrying"),
-                currency="usd",
-                amount_due=1000,
-                amount_recovered=1000 if won else 0,
-                opened_at=now - timedelta(days=40 if i < total else 2),
-            )
-            s.add(case)
-            s.flush()
-            s.add(
-                ExperimentAssignment(
-                    experiment_key="dunning-q1",
-                    arm=arm,
-                    customer_id=cid,
-                    subject=f"case:{case.id}",
-                    assigned_at=now,
-                )
-            )
-            s.add(
-                ExperimentSubject(
-                    experiment_key="dunning-q1",
-                    arm=arm,
-                    customer_id=cid,
-                    case_id=case.id,
-                    assigned_at=now,
-                )
-            )
-
-
 def _get(rt: Runtime) -> dict[str, Any]:
     client = create_app(runtime=rt).test_client()
     response = client.get("/api/v1/experiments", headers={"Authorization": f"Bearer {API_KEY}"})
@@ -106,9 +43,9 @@ def _get(rt: Runtime) -> dict[str, Any]:
 
 
 def test_dunning_results_with_intervals_lift_and_verdict(rt: Runtime) -> None:
-    _cases(rt, "holdout", 10, 50)
-    _cases(rt, "smart", 35, 50, recent=5)  # 5 still in their window: not in the rate
-    _cases(rt, "email_only", 12, 50)
+    add_cases(rt, "holdout", 10, 50)
+    add_cases(rt, "smart", 35, 50, recent=5)  # 5 still in their window: not in the rate
+    add_cases(rt, "email_only", 12, 50)
     with rt.db.transaction() as s:
         s.add(
             ExperimentRouting(
@@ -153,41 +90,7 @@ def test_dunning_results_with_intervals_lift_and_verdict(rt: Runtime) -> None:
 
 
 def test_cancel_flow_results_count_sessions_saves_and_cancels(rt: Runtime) -> None:
-    now = rt.clock.now()
-    with rt.db.transaction() as s:
-        for i, (arm, outcome) in enumerate(
-            [("holdout", "cancelled")] * 3
-            + [("pause_only", "saved_by_pause")] * 2
-            + [("pause_only", "cancelled"), ("pause_only", "abandoned")]
-        ):
-            sid = f"cxs_{i}"
-            s.add(
-                CancelSession(
-                    id=sid,
-                    token_hash=f"{i:064d}",
-                    source="api",
-                    customer_id=f"cus_{i}",
-                    subscription_id=f"sub_{i}",
-                    return_url="https://example.com",
-                    variant=arm,
-                    created_at=now,
-                    expires_at=now + timedelta(hours=1),
-                    decided_at=now,
-                    outcome=outcome,
-                    currency="usd",
-                    mrr_before=2000,
-                    mrr_after=2000 if outcome.startswith("saved") else 0,
-                )
-            )
-            s.add(
-                ExperimentSubject(
-                    experiment_key="offers-q1",
-                    arm=arm,
-                    customer_id=f"cus_{i}",
-                    cancel_session_id=sid,
-                    assigned_at=now,
-                )
-            )
+    add_sessions(rt)
     found = _get(rt)["offers-q1"]
     arms = {a["name"]: a for a in found["arms"]}
     pause = arms["pause_only"]

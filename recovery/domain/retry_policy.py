@@ -189,11 +189,8 @@ def decide_next_retry(
     ctx: RetryContext, rules: RetryRules, now: datetime, *, fixed_days: Sequence[int] = ()
 ) -> RetryDecision:
     """The next charge of the invoice in ``ctx``, never before ``now`` nor after the window.
-
-    ``fixed_days`` (an experiment's arm, `domain.experiments.DunningOptions.retry_days`): charge
-    on these days after the case opened instead of when the policy would; every rule that says
-    whether to charge at all (never-retry declines, the attempt budget, the network's wait, the
-    caps, the gap between charges) still holds."""
+    ``fixed_days`` (an experiment arm's schedule): on these days after the case opened, every
+    rule on whether to charge at all (never-retry, budget, network waits, caps, gaps) kept."""
     _require_aware(now, "now")
     _require_aware(ctx.case_opened_at, "case_opened_at")
     zone, zone_name = _zone(ctx.customer_timezone)
@@ -283,7 +280,9 @@ def decide_next_retry(
             # The customer just acted: no reason to wait for a business day.
             return earliest, "the card changed", f"trying the new card at once, {retry}"
         if fixed_days:
-            return _fixed_day(ctx, rules, last, earliest, fixed_days, verdict.reason, retry)
+            since = last.at if last else ctx.case_opened_at
+            lowest = max(earliest, since + timedelta(hours=rules.min_gap_hours))
+            return _fixed_day(ctx.case_opened_at, lowest, fixed_days, verdict.reason, retry)
         if funds and rules.payday_targeting:
             return _after_funds(ctx, rules, last, earliest, window_end, zone, cal, retry)
         spread, detail = _spread(rules, last, earliest, window_end, ctx.case_opened_at, used, retry)
@@ -396,22 +395,12 @@ def _spread(
 
 
 def _fixed_day(
-    ctx: RetryContext,
-    rules: RetryRules,
-    last: Attempt | None,
-    earliest: datetime,
-    days: Sequence[int],
-    what: str,
-    retry: str,
+    opened: datetime, lowest: datetime, days: Sequence[int], what: str, retry: str
 ) -> tuple[datetime | None, str, str]:
-    """The first of the schedule's days not before `earliest` and at least `min_gap_hours`
-    after the last charge; None when the schedule has no day left."""
-    since = last.at if last else ctx.case_opened_at
-    lowest = max(earliest, since + timedelta(hours=rules.min_gap_hours))
+    """The first day of the schedule (after the case opened) not before `lowest`, or None."""
     schedule = ", ".join(str(d) for d in days)
     for day in days:
-        at = ctx.case_opened_at + timedelta(days=day)
-        if at >= lowest:
+        if (at := opened + timedelta(days=day)) >= lowest:
             return at, what, f"{retry}, day {day} of the fixed schedule (days {schedule})"
     return None, what, f"the fixed schedule (days {schedule}) has no day left"
 

@@ -1,4 +1,5 @@
-"""The billing team's dashboard: sign-in, overview, cases, cancel sessions, CSV exports.
+"""The billing team's dashboard: sign-in, overview, cases, cancel sessions, experiments, CSV
+exports.
 
 Everything here is behind `login_required`; actions that change a case also need
 `admin_required`. Every POST carries a CSRF token (Flask-WTF), checked before any view runs.
@@ -10,7 +11,15 @@ from __future__ import annotations
 
 from flask import Flask
 
-from recovery.web.dashboard import cancel_sessions, cases, customers, guards, login, overview
+from recovery.web.dashboard import (
+    cancel_sessions,
+    cases,
+    customers,
+    experiments,
+    guards,
+    login,
+    overview,
+)
 from recovery.web.dashboard.auth import (
     CurrentUser,
     admin_required,
@@ -19,7 +28,7 @@ from recovery.web.dashboard.auth import (
 )
 from recovery.web.dashboard.blueprint import bp
 
-del cancel_sessions, cases, customers, guards, login, overview
+del cancel_sessions, cases, customers, experiments, guards, login, overview
 
 
 def init_app(app: Flask) -> None:
