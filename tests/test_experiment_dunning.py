@@ -132,6 +132,26 @@ def test_a_holdout_case_gets_no_retry_no_reminder_and_no_stripe_change(
     assert any("in the holdout: left to Stripe" in line for line in timeline)
 
 
+def test_a_holdout_case_paid_by_stripes_own_retry_is_credited_to_stripe(
+    holdout_story: Story,
+) -> None:
+    story = holdout_story
+    b = story.customer()
+    story.deliver()
+    story.stripe_charges(b.invoice, decline_code="generic_decline")
+    # Stripe planned its next attempt in three days (its own Smart Retries) and makes it.
+    retry_at = story.clock.now() + timedelta(days=3)
+    invoice = story.fake.store["invoice"][b.invoice]
+    invoice["next_payment_attempt"] = int(retry_at.timestamp())
+    story.fake.add_event("invoice.updated", dict(invoice))
+    story.deliver()
+    story.clock.set(retry_at)
+    assert story.stripe_charges(b.invoice) == "paid"
+    case = story.case(b.invoice)
+    assert (case.status, case.recovered_via, case.our_attempts) == ("recovered", "stripe_retry", 0)
+    assert _messages(story.rt, case.id) == []  # no thank-you either: the holdout hears nothing
+
+
 def test_a_customer_keeps_their_first_arm_for_a_second_case(holdout_story: Story) -> None:
     story = holdout_story
     b = story.customer()
