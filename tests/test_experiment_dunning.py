@@ -104,6 +104,9 @@ def test_a_holdout_case_gets_no_retry_no_reminder_and_no_stripe_change(
     assert story.stripe_charges(b.invoice, decline_code="generic_decline") == "declined"
     case = story.case(b.invoice)
     assert case.status != "recovered" and case.next_retry_at is None
+    assert (
+        case.next_step_reason == "the holdout of experiment hands-off: Stripe's own retries alone"
+    )
     assert [a.kind for a in story.pending(case.id)] == ["case.window_end"]
     # A whole retry window passes: nothing of ours reaches Stripe or the customer.
     while story.advance_to_next_due(limit=timedelta(days=40)):

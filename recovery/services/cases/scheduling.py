@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -118,8 +119,12 @@ def reevaluate(
         return None
     ctx, failed = retry_context(session, case, invoice, now)
     # An experiment's arm: a fixed schedule, or (the holdout) Stripe's retries alone.
-    retry, fixed_days = arm_retry(rules.retry, placement_of_case(session, rules, case.id))
+    placed = placement_of_case(session, rules, case.id)
+    retry, fixed_days = arm_retry(rules.retry, placed)
     decision = decide_next_retry(ctx, retry, now, fixed_days=fixed_days)
+    if placed is not None and placed.holdout and decision.at is None and not decision.stop:
+        why = f"the holdout of experiment {placed.experiment}: Stripe's own retries alone"
+        decision = replace(decision, reason=why)
     if failed:
         last = failed[-1]
         verdict = classify(decline_of(last))
