@@ -48,6 +48,7 @@ def test_the_page_shows_each_experiment_as_a_table_and_a_chart(rt: Runtime) -> N
     assert "better than the holdout" in html and "not enough data yet" in html
     assert "70.0 %" in html and "70 %" in html  # smart's recovery rate
     assert "+50.0 points" in html  # its lift over the holdout
+    assert "35 held 30 days" in html  # its recoveries that held
     assert "Chance of being best" in html and "99.0 %" in html  # the routing log
     assert "Save rate by arm" in html and "66.7 %" in html
 

@@ -79,6 +79,13 @@ def test_dunning_results_with_intervals_lift_and_verdict(rt: Runtime) -> None:
     points = newcombe(35, 50, 10, 50)
     assert smart["lift_points_interval"] == [round(points.low, 4), round(points.high, 4)]
     assert smart["verdict"] == "better than the holdout"
+    # Recovered 39 days ago, no cancellation, no invoice due since: durable at 30 days, the
+    # 60- and 90-day windows still open.
+    assert smart["durable_recoveries"] == [
+        {"days": 30, "held": 35, "not_held": 0, "pending": 0},
+        {"days": 60, "held": 0, "not_held": 0, "pending": 35},
+        {"days": 90, "held": 0, "not_held": 0, "pending": 35},
+    ]
     assert smart["lift_money_per_case"] == 500.0  # 700 - 200 minor units per finished case
     money_low, money_high = smart["lift_money_interval"]
     assert money_low > 0 and money_low < 500 < money_high

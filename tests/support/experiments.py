@@ -51,6 +51,7 @@ def add_cases(rt: Runtime, arm: str, recovered: int, total: int, *, recent: int 
                 amount_due=1000,
                 amount_recovered=1000 if won else 0,
                 opened_at=now - timedelta(days=40 if i < total else 2),
+                closed_at=now - timedelta(days=39) if won else None,
             )
             s.add(case)
             s.flush()

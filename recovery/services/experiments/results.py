@@ -70,6 +70,7 @@ class CurrencyFigures:
     finished: int = 0  # cases opened at least the retry window ago
     finished_recovered: int = 0
     finished_amounts: list[int] = field(default_factory=list)  # recovered per finished case
+    durable: tuple[HeldCounts, ...] = ()  # recoveries that held at 30/60/90 days
 
     def as_json(self, holdout: CurrencyFigures | None, rng: random.Random) -> dict[str, Any]:
         rate, interval = _rate(self.finished_recovered, self.finished)
@@ -83,6 +84,7 @@ class CurrencyFigures:
             "finished_recovered": self.finished_recovered,
             "recovery_rate": rate,
             "recovery_rate_interval": _interval(interval),
+            "durable_recoveries": held.as_json(self.durable or held.tally([])),
         }
         if holdout is not None:
             out.update(_lift(self, holdout, rng))
@@ -145,6 +147,28 @@ def _dunning_arms(
             figures.finished += 1
             figures.finished_recovered += int(won)
             figures.finished_amounts.append(int(recovered_amount or 0) if won else 0)
+    in_experiment = select(ExperimentSubject.case_id).where(
+        ExperimentSubject.experiment_key == experiment.key
+    )
+    candidates = held.recoveries(session, RecoveryCase.id.in_(in_experiment))
+    where = {
+        str(case_id): (str(arm), str(currency))
+        for case_id, arm, currency in session.execute(
+            select(RecoveryCase.id, ExperimentSubject.arm, RecoveryCase.currency)
+            .join(ExperimentSubject, ExperimentSubject.case_id == RecoveryCase.id)
+            .where(ExperimentSubject.experiment_key == experiment.key)
+            .where(RecoveryCase.status == CaseStatus.RECOVERED.value)
+        ).all()
+    }
+    per_place: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for key, result in held.outcomes(
+        candidates, held.invoices_of(session, candidates), now
+    ).items():
+        if key in where:
+            per_place[where[key]].append(result)
+    for (arm_name, currency), results_at in per_place.items():
+        if currency in arms.get(arm_name, {}):
+            arms[arm_name][currency].durable = held.tally(results_at)
     return arms
 
 

@@ -41,6 +41,7 @@ CURRENCY = _obj(
         "finished_recovered": INT,
         "recovery_rate": OPT_NUM,
         "recovery_rate_interval": INTERVAL,
+        "durable_recoveries": {"type": "array", "items": HELD},
     }
 )
 ARM = _obj(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
@@ -69,17 +69,18 @@ def recoveries(session: Session, *where: ColumnElement[bool]) -> list[Candidate]
 
 
 def invoices_of(session: Session, candidates: Sequence[Candidate]) -> dict[str, list[DueInvoice]]:
-    """The invoices of the candidates' subscriptions created since the earliest of them."""
+    """The invoices of the candidates' subscriptions created in the windows' span."""
     ids = sorted({c.subscription_id for c in candidates if c.subscription_id})
     if not ids:
         return {}
     since = int(min(c.start for c in candidates).timestamp())
+    until = int((max(c.start for c in candidates) + timedelta(days=max(WINDOWS))).timestamp())
     out: dict[str, list[DueInvoice]] = {}
     for i in range(0, len(ids), CHUNK):
         rows = session.execute(
             select(Invoice.subscription_id, Invoice.created, Invoice.status, Invoice.paid_at)
             .where(Invoice.subscription_id.in_(ids[i : i + CHUNK]))
-            .where(Invoice.created > since)
+            .where(Invoice.created > since, Invoice.created <= until)
         ).all()
         for sub, created, status, paid_at in rows:
             if created is None:
