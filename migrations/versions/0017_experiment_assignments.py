@@ -26,7 +26,7 @@ def upgrade() -> None:
     op.create_table(
         "experiment_assignments",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("experiment_key", sa.String(length=80), nullable=False),
+        sa.Column("experiment_key", sa.String(length=255), nullable=False),
         sa.Column("arm", sa.String(length=40), nullable=False),
         sa.Column("customer_id", sa.String(length=255), nullable=False),
         sa.Column("subject", sa.String(length=80), nullable=False),
@@ -44,7 +44,7 @@ def upgrade() -> None:
     op.create_table(
         "experiment_routing",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("experiment_key", sa.String(length=80), nullable=False),
+        sa.Column("experiment_key", sa.String(length=255), nullable=False),
         sa.Column("at", recovery.db.UTCDateTime(), nullable=False),
         sa.Column("shares", sa.JSON(), nullable=False),
         sa.Column("posteriors", sa.JSON(), nullable=False),
@@ -58,7 +58,7 @@ def upgrade() -> None:
     op.create_table(
         "experiment_subjects",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("experiment_key", sa.String(length=80), nullable=False),
+        sa.Column("experiment_key", sa.String(length=255), nullable=False),
         sa.Column("arm", sa.String(length=40), nullable=False),
         sa.Column("customer_id", sa.String(length=255), nullable=False),
         sa.Column("case_id", sa.Integer(), nullable=True),

@@ -19,7 +19,7 @@ class ExperimentAssignment(Base):
     __tablename__ = "experiment_assignments"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    experiment_key: Mapped[str] = mapped_column(String(80))
+    experiment_key: Mapped[str] = mapped_column(String(255))
     arm: Mapped[str] = mapped_column(String(40))  # an arm's name, or "holdout"
     customer_id: Mapped[str] = mapped_column(String(255))
     subject: Mapped[str] = mapped_column(String(80))  # "case:42" or "cancel_session:cxs_..."
@@ -40,7 +40,7 @@ class ExperimentSubject(Base):
     __tablename__ = "experiment_subjects"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    experiment_key: Mapped[str] = mapped_column(String(80))
+    experiment_key: Mapped[str] = mapped_column(String(255))
     arm: Mapped[str] = mapped_column(String(40))
     customer_id: Mapped[str] = mapped_column(String(255))
     case_id: Mapped[int | None] = mapped_column(unique=True)
@@ -57,7 +57,7 @@ class ExperimentRouting(Base):
     __tablename__ = "experiment_routing"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    experiment_key: Mapped[str] = mapped_column(String(80))
+    experiment_key: Mapped[str] = mapped_column(String(255))
     at: Mapped[datetime]
     shares: Mapped[dict[str, Any]] = mapped_column()  # arm (and "holdout") -> share
     posteriors: Mapped[dict[str, Any]] = mapped_column()  # Reassignment.as_log()
