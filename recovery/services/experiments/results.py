@@ -150,7 +150,7 @@ def _dunning_arms(
     in_experiment = select(ExperimentSubject.case_id).where(
         ExperimentSubject.experiment_key == experiment.key
     )
-    candidates = held.recoveries(session, RecoveryCase.id.in_(in_experiment))
+    _, candidates, invoices = held.read(session, None, [RecoveryCase.id.in_(in_experiment)])
     where = {
         str(case_id): (str(arm), str(currency))
         for case_id, arm, currency in session.execute(
@@ -161,9 +161,7 @@ def _dunning_arms(
         ).all()
     }
     per_place: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    for key, result in held.outcomes(
-        candidates, held.invoices_of(session, candidates), now
-    ).items():
+    for key, result in held.outcomes(candidates, invoices, now).items():
         if key in where:
             per_place[where[key]].append(result)
     for (arm_name, currency), results_at in per_place.items():
@@ -218,7 +216,7 @@ def _cancel_arms(
     in_experiment = select(ExperimentSubject.cancel_session_id).where(
         ExperimentSubject.experiment_key == experiment.key
     )
-    candidates = held.saves(session, CancelSession.id.in_(in_experiment))
+    candidates, _, invoices = held.read(session, [CancelSession.id.in_(in_experiment)], None)
     arm_of = dict(
         session.execute(
             select(ExperimentSubject.cancel_session_id, ExperimentSubject.arm).where(
@@ -227,7 +225,7 @@ def _cancel_arms(
             )
         ).all()
     )
-    outcomes = held.outcomes(candidates, held.invoices_of(session, candidates), now)
+    outcomes = held.outcomes(candidates, invoices, now)
     per_arm: dict[str, list[Any]] = defaultdict(list)
     for key, result in outcomes.items():
         per_arm[str(arm_of.get(key))].append(result)

@@ -1,9 +1,8 @@
 """Saves validated and recoveries durable at 30 / 60 / 90 days (`domain.experiment_outcomes`):
 read for the overview, GET /api/v1/metrics and the experiment results alike.
 
-Two reads whatever the number of candidates, plus one per 500 subscriptions: the saves or
-recoveries with when their subscription was cancelled, then the invoices of those
-subscriptions created since the earliest of them."""
+Two statements whatever the number of candidates: the saves and recoveries with when their
+subscription was cancelled, then the invoices of those subscriptions created in the windows."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, String, cast, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from recovery.domain.cases import CaseStatus
@@ -23,8 +22,6 @@ from recovery.services.reporting.saves import (
     cancelled_in_flow_after,
     cancelled_in_stripe_after,
 )
-
-CHUNK = 500  # subscription ids per IN list: well under every database's parameter limit
 
 
 @dataclass(frozen=True)
@@ -45,46 +42,90 @@ class Validated:
     recoveries: tuple[HeldCounts, ...] = tuple(HeldCounts(d) for d in WINDOWS)
 
 
-def saves(session: Session, *where: ColumnElement[bool]) -> list[Candidate]:
+def _saves(*where: ColumnElement[bool]) -> Select[str, str, Any, Any, Any]:
     """Sessions that accepted an offer (reversed ones too: they are the not-validated ones)."""
     cancelled = func.coalesce(cancelled_in_flow_after(), cancelled_in_stripe_after())
-    rows = session.execute(
-        select(CancelSession.id, CancelSession.subscription_id, CancelSession.decided_at, cancelled)
+    return (
+        select(
+            literal("save").label("kind"),
+            CancelSession.id.label("key"),
+            CancelSession.subscription_id.label("subscription_id"),
+            CancelSession.decided_at.label("start"),
+            cancelled.label("cancelled_at"),
+        )
         .where(CancelSession.outcome.in_(SAVED_OUTCOMES), CancelSession.decided_at.is_not(None))
         .where(*where)
-    ).all()
-    return [Candidate(str(r[0]), r[1], r[2], r[3]) for r in rows if r[2] is not None]
+    )
 
 
-def recoveries(session: Session, *where: ColumnElement[bool]) -> list[Candidate]:
+def _recoveries(*where: ColumnElement[bool]) -> Select[str, str, Any, Any, Any]:
     cancelled = func.coalesce(Subscription.canceled_at, Subscription.ended_at)
-    rows = session.execute(
-        select(RecoveryCase.id, RecoveryCase.subscription_id, RecoveryCase.closed_at, cancelled)
+    return (
+        select(
+            literal("recovery").label("kind"),
+            cast(RecoveryCase.id, String).label("key"),
+            RecoveryCase.subscription_id.label("subscription_id"),
+            RecoveryCase.closed_at.label("start"),
+            cancelled.label("cancelled_at"),
+        )
         .outerjoin(Subscription, Subscription.id == RecoveryCase.subscription_id)
         .where(RecoveryCase.status == CaseStatus.RECOVERED.value)
         .where(RecoveryCase.closed_at.is_not(None))
         .where(*where)
-    ).all()
-    return [Candidate(str(r[0]), r[1], r[2], r[3]) for r in rows if r[2] is not None]
+    )
 
 
-def invoices_of(session: Session, candidates: Sequence[Candidate]) -> dict[str, list[DueInvoice]]:
+def read(
+    session: Session,
+    saves_where: Sequence[ColumnElement[bool]] | None,
+    recoveries_where: Sequence[ColumnElement[bool]] | None,
+) -> tuple[list[Candidate], list[Candidate], dict[str, list[DueInvoice]]]:
+    """The saves and recoveries matching each filter (None: none of that kind), in one
+    statement, and their subscriptions' invoices in a second: two statements whatever their
+    number."""
+    parts = []
+    if saves_where is not None:
+        parts.append(_saves(*saves_where))
+    if recoveries_where is not None:
+        parts.append(_recoveries(*recoveries_where))
+    if not parts:
+        return [], [], {}
+    both = union_all(*parts).subquery()
+    found: dict[str, list[Candidate]] = {"save": [], "recovery": []}
+    for kind, key, sub, start, cancelled_at in session.execute(select(both)).all():
+        began = _aware(start)
+        if began is not None:
+            found[str(kind)].append(Candidate(str(key), sub, began, _aware(cancelled_at)))
+    candidates = [*found["save"], *found["recovery"]]
+    subscriptions = select(both.c.subscription_id).where(both.c.subscription_id.is_not(None))
+    return found["save"], found["recovery"], _invoices(session, candidates, subscriptions)
+
+
+def _aware(value: Any) -> datetime | None:
+    """A timestamp read through a UNION comes back without its column type (SQLite: text)."""
+    if value is None:
+        return None
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    assert isinstance(at, datetime)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _invoices(
+    session: Session, candidates: Sequence[Candidate], subscriptions: Select[Any]
+) -> dict[str, list[DueInvoice]]:
     """The invoices of the candidates' subscriptions created in the windows' span."""
-    ids = sorted({c.subscription_id for c in candidates if c.subscription_id})
-    if not ids:
+    if not candidates:
         return {}
     since = int(min(c.start for c in candidates).timestamp())
     until = int((max(c.start for c in candidates) + timedelta(days=max(WINDOWS))).timestamp())
+    rows = session.execute(
+        select(Invoice.subscription_id, Invoice.created, Invoice.status, Invoice.paid_at)
+        .where(Invoice.subscription_id.in_(subscriptions))
+        .where(Invoice.created > since, Invoice.created <= until)
+    ).all()
     out: dict[str, list[DueInvoice]] = {}
-    for i in range(0, len(ids), CHUNK):
-        rows = session.execute(
-            select(Invoice.subscription_id, Invoice.created, Invoice.status, Invoice.paid_at)
-            .where(Invoice.subscription_id.in_(ids[i : i + CHUNK]))
-            .where(Invoice.created > since, Invoice.created <= until)
-        ).all()
-        for sub, created, status, paid_at in rows:
-            if created is None:
-                continue
+    for sub, created, status, paid_at in rows:
+        if created is not None:
             due = datetime.fromtimestamp(int(created), UTC)
             out.setdefault(str(sub), []).append(DueInvoice(due, status, paid_at))
     return out
@@ -114,19 +155,19 @@ def validated(
     session: Session, currency: str, period_from: datetime, period_to: datetime, now: datetime
 ) -> Validated:
     """The period's saves (cancel sessions started in it) and recoveries (cases opened in it)."""
-    found_saves = saves(
+    found_saves, found_recoveries, invoices = read(
         session,
-        CancelSession.currency == currency,
-        CancelSession.created_at >= period_from,
-        CancelSession.created_at < period_to,
+        [
+            CancelSession.currency == currency,
+            CancelSession.created_at >= period_from,
+            CancelSession.created_at < period_to,
+        ],
+        [
+            RecoveryCase.currency == currency,
+            RecoveryCase.opened_at >= period_from,
+            RecoveryCase.opened_at < period_to,
+        ],
     )
-    found_recoveries = recoveries(
-        session,
-        RecoveryCase.currency == currency,
-        RecoveryCase.opened_at >= period_from,
-        RecoveryCase.opened_at < period_to,
-    )
-    invoices = invoices_of(session, [*found_saves, *found_recoveries])
     return Validated(
         saves=tally(outcomes(found_saves, invoices, now).values()),
         recoveries=tally(outcomes(found_recoveries, invoices, now).values()),
