@@ -151,6 +151,22 @@ prices = [
 coupon = "{COUPON_ID}"
 percent_off = 25
 duration_months = 3
+
+# A dunning experiment, so the demo's Experiments page has one: a tenth of the customers are
+# left to Stripe alone (the holdout), the rest routed between our policy and email only.
+[[experiments]]
+key = "demo-dunning"
+applies_to = "dunning"
+holdout = 0.10
+routing = "thompson"
+min_share = 0.20
+
+[[experiments.arms]]
+name = "smart"
+
+[[experiments.arms]]
+name = "email_only"
+channels = ["email"]
 """
 
 # Card brands by share of cards (roughly the US card mix), with their test last-four digits.

@@ -23,11 +23,12 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from recovery.domain.offers import OfferKind
 from recovery.domain.reminders import CHANNELS, Channel, ReminderStep
+from recovery.domain.retry_policy import RetryRules
 
 AppliesTo = Literal["dunning", "cancel_flow"]
 RoutingMode = Literal["fixed", "thompson"]
@@ -252,3 +253,57 @@ def thompson_shares(
         for name, c, (a, b), won in zip(names, counts, params, wins, strict=True)
     )
     return Reassignment(experiment.key, shares, posteriors, draws)
+
+
+# ---- what an arm changes ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one case or cancel session sits: its experiment and its customer's arm. Read once
+    per case by the service that acts on it and passed down; `options` is None for the holdout."""
+
+    experiment: str
+    arm: str
+    options: DunningOptions | CancelFlowOptions | None
+
+    @property
+    def holdout(self) -> bool:
+        return self.arm == HOLDOUT
+
+    @property
+    def dunning(self) -> DunningOptions:
+        """The arm's dunning options (the service's own for the holdout, which never uses them)."""
+        return self.options if isinstance(self.options, DunningOptions) else DunningOptions()
+
+
+def placement(experiment: Experiment, arm: str) -> Placement:
+    """The placement of a customer recorded in `arm` (an arm the rules no longer list acts as
+    the service's own behaviour: its customers were assigned, their results stay)."""
+    found = experiment.arm(arm)
+    return Placement(experiment.key, arm, found.options if found else None)
+
+
+def holdout_retry_rules(retry: RetryRules) -> RetryRules:
+    """What a holdout case runs under: Stripe's own retries (no charge of ours, `auto_advance`
+    left as Stripe has it) and, when the window ends, no end of dunning of ours either - the
+    subscription goes where Stripe's own settings take it (docs/stripe.md, Smart Retries)."""
+    return replace(retry, retry_owner="stripe", end_of_dunning="leave_past_due")
+
+
+def arm_sequence(
+    options: DunningOptions, name: str, steps: tuple[ReminderStep, ...]
+) -> tuple[ReminderStep, ...]:
+    """The steps of reminder sequence `name` under a dunning arm: the arm's own sequence of that
+    name if it has one, and only on the arm's channels."""
+    chosen = options.sequences.get(name, steps)
+    return tuple(step for step in chosen if step.channel in options.channels)
+
+
+def arm_retry(retry: RetryRules, placed: Placement | None) -> tuple[RetryRules, tuple[int, ...]]:
+    """The retry rules a case runs under and its fixed schedule (empty: the policy decides)."""
+    if placed is None:
+        return retry, ()
+    if placed.holdout:
+        return holdout_retry_rules(retry), ()
+    return retry, placed.dunning.retry_days or ()

@@ -185,8 +185,12 @@ class RetryDecision:
     reason: str
 
 
-def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> RetryDecision:
-    """The next charge of the invoice in ``ctx``, never before ``now`` nor after the window."""
+def decide_next_retry(
+    ctx: RetryContext, rules: RetryRules, now: datetime, *, fixed_days: Sequence[int] = ()
+) -> RetryDecision:
+    """The next charge of the invoice in ``ctx``, never before ``now`` nor after the window.
+    ``fixed_days`` (an experiment arm's schedule): on these days after the case opened, every
+    rule on whether to charge at all (never-retry, budget, network waits, caps, gaps) kept."""
     _require_aware(now, "now")
     _require_aware(ctx.case_opened_at, "case_opened_at")
     zone, zone_name = _zone(ctx.customer_timezone)
@@ -275,6 +279,10 @@ def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> Re
         if changed:
             # The customer just acted: no reason to wait for a business day.
             return earliest, "the card changed", f"trying the new card at once, {retry}"
+        if fixed_days:
+            since = last.at if last else ctx.case_opened_at
+            lowest = max(earliest, since + timedelta(hours=rules.min_gap_hours))
+            return _fixed_day(ctx.case_opened_at, lowest, fixed_days, verdict.reason, retry)
         if funds and rules.payday_targeting:
             return _after_funds(ctx, rules, last, earliest, window_end, zone, cal, retry)
         spread, detail = _spread(rules, last, earliest, window_end, ctx.case_opened_at, used, retry)
@@ -384,6 +392,17 @@ def _spread(
         gap = max((window_end - since) / (left + 1), timedelta(hours=rules.min_gap_hours))
         detail = f"{retry}, spread over the {rules.window_days}-day window ({budget})"
     return max(since + gap, earliest), detail
+
+
+def _fixed_day(
+    opened: datetime, lowest: datetime, days: Sequence[int], what: str, retry: str
+) -> tuple[datetime | None, str, str]:
+    """The first day of the schedule (after the case opened) not before `lowest`, or None."""
+    schedule = ", ".join(str(d) for d in days)
+    for day in days:
+        if (at := opened + timedelta(days=day)) >= lowest:
+            return at, what, f"{retry}, day {day} of the fixed schedule (days {schedule})"
+    return None, what, f"the fixed schedule (days {schedule}) has no day left"
 
 
 def _open_day(

@@ -4,6 +4,11 @@ from recovery.models import dashboard_indexes  # noqa: F401 - attaches the list 
 from recovery.models.cancel_flow import CancelSession, OfferAcceptance
 from recovery.models.card_update_links import CardUpdateLink
 from recovery.models.cases import CaseEvent, RecoveryCase
+from recovery.models.experiments import (
+    ExperimentAssignment,
+    ExperimentRouting,
+    ExperimentSubject,
+)
 from recovery.models.inbox import EventStatus, StripeEvent
 from recovery.models.mirror import (
     Customer,
@@ -35,6 +40,9 @@ __all__ = [
     "Customer",
     "DueAction",
     "EventStatus",
+    "ExperimentAssignment",
+    "ExperimentRouting",
+    "ExperimentSubject",
     "Invoice",
     "InvoicePayment",
     "JobRun",

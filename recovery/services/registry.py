@@ -38,6 +38,7 @@ from recovery.services.cases import log as case_log
 from recovery.services.cases import reactions as case
 from recovery.services.events import gates, mirror, refetch
 from recovery.services.events import mirror_handlers as into_mirror
+from recovery.services.experiments import routing as experiment_routing
 from recovery.services.messaging import expiry, outbox, reminders
 from recovery.services.outreach import contacts, relevance, term_offers, win_back
 from recovery.services.work import retention
@@ -179,6 +180,7 @@ DAILY_JOBS: dict[str, DailyJob] = {
     expiry.JOB_NAME: expiry.daily_job,
     term_offers.JOB_NAME: term_offers.daily_job,
     win_back.JOB_NAME: win_back.daily_job,
+    experiment_routing.JOB_NAME: experiment_routing.daily_job,  # Thompson: today's shares
 }
 
 # ... and those that work in many small transactions of their own
@@ -213,4 +215,8 @@ def build_runtime(
     settings: Settings, *, clock: Clock | None = None, gateway: StripeGateway | None = None
 ) -> Runtime:
     """The runtime with every handler above: what the web app, the worker and the CLI run on."""
-    return Runtime.build(settings, HANDLERS, clock=clock, gateway=gateway)
+    runtime = Runtime.build(settings, HANDLERS, clock=clock, gateway=gateway)
+    # [[experiments]] are read when a case opens: a mistake in them stops the start, naming
+    # its key, rather than every failed payment's event later.
+    runtime.rules.experiments  # noqa: B018 - parsing it is the check
+    return runtime

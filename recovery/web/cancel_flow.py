@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from recovery import i18n
 from recovery.domain.cancel_links import LinkError, verify_link
 from recovery.domain.cancel_terms import CancelPlan
+from recovery.domain.experiments import HOLDOUT
 from recovery.domain.offer_terms import OfferTerms, pause_until
 from recovery.domain.offers import OfferKind
 from recovery.services.cancel import decisions
@@ -218,6 +219,11 @@ def _where_to(opened: Opened, token: str) -> Any | None:
     return None
 
 
+def _holdout(opened: Opened) -> bool:
+    row = opened.row
+    return row.variant == HOLDOUT and row.offer_decided and row.survey_at is None
+
+
 @bp.get("/<token>")
 def survey(token: str) -> Any:
     opened, _locale = _open(token)
@@ -227,6 +233,8 @@ def survey(token: str) -> Any:
         page = _page(opened, period_end=opened.ends_at)
         page.return_link = with_outcome(opened.row.return_url, "cancelled")
         return _render("notice.html", page, kind="already")
+    if _holdout(opened):  # an experiment's holdout: no survey, no offer, only the choice
+        return redirect(url_for("cancel_flow.accept", token=token), 303)
     return _render("survey.html", _page(opened))
 
 

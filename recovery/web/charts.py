@@ -273,3 +273,26 @@ def horizontal_counts(rows: Sequence[tuple[str, int]], series: str, label: str) 
         return chart
 
     return _both(draw, label, 480)
+
+
+def horizontal_rates(rows: Sequence[tuple[str, float | None]], series: str, label: str) -> Markup:
+    """One horizontal bar per (label, rate 0..1; None: no finished outcome yet), in percent."""
+
+    def draw(width: int) -> Any:
+        narrow = width < 500
+        chart = pygal.HorizontalBar(
+            **_config(
+                style=_style(RECOVERED, narrow=narrow),
+                value_formatter=lambda v: "" if v is None else f"{v:g} %",
+                show_legend=False,
+                width=width,
+                height=max(140, 36 * len(rows) + 50),
+                range=(0, 100),
+                y_labels=[0, 50, 100] if narrow else [0, 25, 50, 75, 100],
+            )
+        )
+        chart.x_labels = [r[0] for r in reversed(rows)]
+        chart.add(series, [None if r[1] is None else round(r[1] * 100, 1) for r in reversed(rows)])
+        return chart
+
+    return _both(draw, label, 480)

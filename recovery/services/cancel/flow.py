@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from recovery.db import utcnow_from
 from recovery.domain.cancel_links import SignedLink
 from recovery.domain.cancel_rules import CancelFlowRules
 from recovery.domain.cancel_terms import CancelPlan, SubscriptionNow, plan_cancel
+from recovery.domain.experiments import CancelFlowOptions
 from recovery.domain.offer_terms import terms_for
 from recovery.domain.offers import OfferKind, PastOffer, Plan, SubscriptionFacts, choose_offer
 from recovery.domain.stripe_objects.states import customer_state, subscription_state
@@ -35,6 +36,7 @@ from recovery.models import CancelSession, Customer, Invoice, OfferAcceptance, S
 from recovery.rules import RulesError
 from recovery.runtime import Runtime
 from recovery.services.events import mirror
+from recovery.services.experiments.assignment import place, placement_of_cancel_session
 from recovery.services.work import due_actions
 
 log = logging.getLogger(__name__)
@@ -274,12 +276,21 @@ def start_session(
         if sub.customer_id != request.customer_id:
             raise NotFoundError("the subscription does not belong to that customer")
         facts = subscription_facts(sub)
+        session_id = "cxs_" + secrets.token_hex(16)
+        # An active cancel-flow experiment (or two or more variants, which are one) places the
+        # customer: the arm is the session's variant; the holdout is shown no offer at all.
+        experiment = rt.rules.experiments.active("cancel_flow")
+        placed = (
+            place(session, experiment, request.customer_id, now, cancel_session_id=session_id)
+            if experiment is not None
+            else None
+        )
         expires_at = now + timedelta(minutes=rules.session_minutes)
         if link is not None:
             link_end = utcnow_from(link.timestamp + rules.link_max_age_minutes * 60)
             expires_at = max(expires_at, link_end or expires_at)
         row = CancelSession(
-            id="cxs_" + secrets.token_hex(16),
+            id=session_id,
             token_hash=token_hash(token),
             source=request.source,
             customer_id=request.customer_id,
@@ -287,10 +298,10 @@ def start_session(
             return_url=request.return_url,
             locale=request.locale,
             metadata_=dict(request.metadata or {}),
-            variant=rules.assign_variant(request.customer_id).name,
+            variant=placed.arm if placed else rules.assign_variant(request.customer_id).name,
             created_at=now,
             expires_at=expires_at,
-            offer_decided=False,
+            offer_decided=placed is not None and placed.holdout,
             currency=facts.currency,
             mrr_before=facts.monthly,
             stripe_status="none",
@@ -414,14 +425,29 @@ def submit_survey(
         row.offer_decided = True
         sub = session.get(Subscription, row.subscription_id)
         reason = rules.reason(row.reason)
-        variant = rules.variant(row.variant) or rules.assign_variant(row.customer_id)
         if sub is None or reason is None:
             return row
         facts = subscription_facts(sub)
         history = offer_history(session, row.customer_id)
-        kind = choose_offer(reason.offers, variant.offers, rules.offers, facts, history, now)
+        allowed = _offers_allowed(session, rt, row)
+        kind = choose_offer(reason.offers, allowed, rules.offers, facts, history, now)
         if kind is not None:
             row.offer_shown = kind.value
             row.offer_terms = terms_for(kind, rules.offers, facts, now).to_json()
             row.offer_shown_at = now
         return row
+
+
+def _offers_allowed(session: Session, rt: Runtime, row: CancelSession) -> Collection[OfferKind]:
+    """The offers the session's arm may show (every offer for an arm that names none; none for
+    the holdout), or, outside any experiment, its variant's."""
+    placed = placement_of_cancel_session(session, rt.rules, row.id)
+    if placed is not None:
+        if placed.holdout:
+            return frozenset()
+        options = placed.options
+        if isinstance(options, CancelFlowOptions) and options.offers is not None:
+            return options.offers
+        return frozenset(OfferKind)
+    rules = rt.rules.cancel_flow
+    return (rules.variant(row.variant) or rules.assign_variant(row.customer_id)).offers

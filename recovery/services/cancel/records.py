@@ -11,6 +11,7 @@ from sqlalchemy.orm import object_session
 from recovery.models import CancelSession
 from recovery.models.cancel_flow import Outcome
 from recovery.services.cancel import messages as cancel_messages
+from recovery.services.experiments.assignment import experiment_of
 from recovery.services.messaging import outbox
 
 SAVED_OUTCOMES = frozenset(o.value for o in Outcome if o.value.startswith("saved_by_"))
@@ -53,6 +54,14 @@ def _messages(row: CancelSession) -> list[dict[str, Any]]:
     return [] if session is None else outbox.messages_about(session, cancel_messages.about(row))
 
 
+def _experiment(row: CancelSession) -> dict[str, str] | None:
+    """The experiment the session was placed in and its arm (the variant), if any."""
+    session = object_session(row)
+    if session is None:
+        return None
+    return experiment_of(session, cancel_session_id=row.id)
+
+
 def session_json(row: CancelSession, now: datetime) -> dict[str, Any]:
     outcome = effective_outcome(row, now)
     return {
@@ -61,6 +70,7 @@ def session_json(row: CancelSession, now: datetime) -> dict[str, Any]:
         "subscription": row.subscription_id,
         "source": row.source,
         "variant": row.variant,
+        "experiment": _experiment(row),
         "locale": row.locale,
         "display_locale": row.display_locale,
         "metadata": row.metadata_ or {},

@@ -11,12 +11,14 @@ from sqlalchemy.orm import Session
 from recovery.db import insert_or_ignore
 from recovery.domain import cases as machine
 from recovery.domain.cases import CaseStatus
+from recovery.domain.experiments import Placement
 from recovery.models import (
     Invoice,
     RecoveryCase,
 )
 from recovery.rules import Rules
 from recovery.services.cases.log import AUTO_ADVANCE_KIND, WINDOW_END_KIND, record, subject
+from recovery.services.experiments.assignment import place_case
 from recovery.services.work import due_actions
 
 
@@ -76,7 +78,19 @@ def open_case(
             now=now,
             payload={"case_id": case.id},
         )
-        if rules.retry.retry_owner == "recovery":
+        placed = place_case(session, rules, case.id, case.customer_id, now)
+        if placed is not None:
+            record(
+                session,
+                case,
+                now,
+                "experiment",
+                _in_experiment(placed),
+                {"experiment": placed.experiment, "arm": placed.arm},
+                f"case:{case.id}:experiment",
+            )
+        # A holdout case is left to Stripe: its auto_advance stays as Stripe set it.
+        if rules.retry.retry_owner == "recovery" and not (placed and placed.holdout):
             # Stripe must stop its own attempts on this invoice, or the two collide.
             due_actions.schedule(
                 session,
@@ -88,6 +102,15 @@ def open_case(
                 payload={"case_id": case.id},
             )
     return case
+
+
+def _in_experiment(placed: Placement) -> str:
+    if placed.holdout:
+        return (
+            f"In experiment {placed.experiment}, in the holdout: left to Stripe, with no retry,"
+            " reminder or change in Stripe from this service"
+        )
+    return f"In experiment {placed.experiment}, arm {placed.arm}"
 
 
 def active_cases_of_customer(session: Session, customer_id: str) -> Sequence[RecoveryCase]:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from recovery.domain.cases import ACTIVE, CaseStatus, CloseReason, attribute_recovery
+from recovery.domain.experiments import arm_retry
 from recovery.domain.stripe_objects.fields import ref
 from recovery.domain.stripe_objects.states import invoice_state
 from recovery.models import Invoice, InvoicePayment, PaymentAttempt, RecoveryCase
@@ -22,6 +23,7 @@ from recovery.services.cases import log as case_log
 from recovery.services.cases import opening as case_opening
 from recovery.services.cases import scheduling as case_scheduling
 from recovery.services.cases import state as case_state
+from recovery.services.experiments.assignment import placement_of_case
 from recovery.services.messaging import outbox
 from recovery.services.work import due_actions
 
@@ -112,10 +114,12 @@ def on_payment_failure(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
 
 
 def _recovered(ctx: ProcessingContext, case: RecoveryCase, invoice: Invoice, obj: Obj) -> None:
+    # A holdout case's retries are Stripe's, whatever [retry] says for the others.
+    retry, _ = arm_retry(_rules(ctx).retry, placement_of_case(ctx.session, _rules(ctx), case.id))
     via = attribute_recovery(
         paid_at=ctx.clock.now(),
         paid_out_of_band=obj.get("paid_out_of_band") is True,
-        retry_owner=_rules(ctx).retry.retry_owner,
+        retry_owner=retry.retry_owner,
         stripe_next_attempt=case.stripe_next_attempt_at,
     )
     amount = invoice.amount_paid or case.amount_due

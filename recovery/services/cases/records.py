@@ -12,6 +12,7 @@ from recovery.models import ActionStatus, CaseEvent, DueAction, Invoice, Recover
 from recovery.runtime import Runtime
 from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
+from recovery.services.experiments.assignment import experiment_of
 from recovery.services.messaging import outbox
 from recovery.services.reporting import case_list, paging
 
@@ -113,6 +114,7 @@ def case_detail(rt: Runtime, case_id: int) -> dict[str, Any] | None:
             **case_summary(case),
             "hosted_invoice_url": case.hosted_invoice_url,
             "invoice_status": invoice.status if invoice else None,
+            "experiment": experiment_of(session, case_id=case.id),
             "timeline": [
                 {"at": _iso(e.at), "kind": e.kind, "summary": e.summary, "data": e.data}
                 for e in events

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from recovery.domain import cases as machine
 from recovery.domain.cases import CaseStatus
 from recovery.domain.declines import classify
+from recovery.domain.experiments import arm_retry
 from recovery.domain.retry_policy import (
     RetryDecision,
     decide_next_retry,
@@ -27,6 +29,7 @@ from recovery.models import (
 from recovery.rules import Rules
 from recovery.services.cases.evidence import decline_of, retry_context
 from recovery.services.cases.log import END_OF_DUNNING_KIND, RETRY_KIND, record, subject
+from recovery.services.experiments.assignment import placement_of_case
 from recovery.services.messaging import outbox
 from recovery.services.work import due_actions
 
@@ -129,7 +132,13 @@ def reevaluate(
     if invoice is None:
         return None
     ctx, failed = retry_context(session, case, invoice, now)
-    decision = decide_next_retry(ctx, rules.retry, now)
+    # An experiment's arm: a fixed schedule, or (the holdout) Stripe's retries alone.
+    placed = placement_of_case(session, rules, case.id)
+    retry, fixed_days = arm_retry(rules.retry, placed)
+    decision = decide_next_retry(ctx, retry, now, fixed_days=fixed_days)
+    if placed is not None and placed.holdout and decision.at is None and not decision.stop:
+        why = f"the holdout of experiment {placed.experiment}: Stripe's own retries alone"
+        decision = replace(decision, reason=why)
     if failed:
         last = failed[-1]
         verdict = classify(decline_of(last))
@@ -178,10 +187,10 @@ def reevaluate(
             case,
             now,
             "lost",
-            f"dunning ended: {rules.retry.end_of_dunning}",
+            f"dunning ended: {retry.end_of_dunning}",
             dedupe_key=f"case:{case.id}:lost",
         )
-        if rules.retry.end_of_dunning != "leave_past_due":
+        if retry.end_of_dunning != "leave_past_due":
             due_actions.schedule(
                 session,
                 kind=END_OF_DUNNING_KIND,
@@ -189,6 +198,6 @@ def reevaluate(
                 dedupe_key=f"case:{case.id}:end_of_dunning",
                 due_at=now,
                 now=now,
-                payload={"case_id": case.id, "apply": rules.retry.end_of_dunning},
+                payload={"case_id": case.id, "apply": retry.end_of_dunning},
             )
     return decision

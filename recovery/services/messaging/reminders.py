@@ -21,6 +21,7 @@ from recovery.domain import reminders as planner
 from recovery.domain import sms as sms_rules
 from recovery.domain.business_days import BusinessCalendar, calendar_for, customer_country
 from recovery.domain.cases import ACTIVE, TERMINAL, CaseStatus
+from recovery.domain.experiments import arm_sequence
 from recovery.domain.stripe_objects.fields import ref
 from recovery.domain.timezones import customer_timezone
 from recovery.models import (
@@ -36,6 +37,7 @@ from recovery.runtime import ProcessingContext
 from recovery.services.card_update import links as card_update_links
 from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
+from recovery.services.experiments.assignment import placement_of_case
 from recovery.services.messaging import outbox
 from recovery.services.messaging.consent import may_text
 from recovery.services.outreach import contacts
@@ -306,6 +308,9 @@ def plan_case(
     config = rules.reminders
     if not config.enabled or case.status not in ACTIVE or case.dunning_paused:
         return  # a paused case is re-planned when it is resumed (case_admin.resume)
+    placed = placement_of_case(session, rules, case.id)
+    if placed is not None and placed.holdout:
+        return  # the holdout hears nothing from us: what Stripe alone achieves
     wanted = planner.sequence_for(case.awaiting, case.decline_category)
     current, count = _current_sequence(session, case)
     if current == wanted:
@@ -322,9 +327,15 @@ def plan_case(
         f"case:{case.id}:reminders:{run}",
     )
     customer = session.get(Customer, case.customer_id) if case.customer_id else None
+    sequence, started_at = config.sequences[wanted], now
+    if placed is not None:  # an experiment's arm: its own steps, channels and first delay
+        options = placed.dunning
+        sequence = arm_sequence(options, wanted, tuple(sequence))
+        delay = timedelta(hours=options.first_reminder_delay_hours)
+        started_at = max(now, case.opened_at + delay)
     steps = planner.plan(
-        config.sequences[wanted],
-        started_at=now,
+        sequence,
+        started_at=started_at,
         deadline=_deadline(case, rules),
         zone=zone_of(customer),
         send_hour=config.send_hour,
@@ -362,6 +373,9 @@ def close_case(
     """The case is over: nothing pending goes out; say thank you, or that it ended."""
     outbox.cancel(session, case_log.subject(case.id), now)
     if not rules.reminders.confirmations:
+        return
+    placed = placement_of_case(session, rules, case.id)
+    if placed is not None and placed.holdout:
         return
     if case.closed_at is not None and now - case.closed_at > RECENT:
         return

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from recovery.runtime import Runtime
 from recovery.services.accounts import users as accounts
 
-EXPORTS = ("cases", "cancel_sessions", "overview")
+EXPORTS = ("cases", "cancel_sessions", "overview", "experiments")
 
 
 def record_export(

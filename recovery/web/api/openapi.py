@@ -16,6 +16,7 @@ from recovery.domain.cases import CaseStatus
 from recovery.services.cancel.records import OUTCOME_FILTERS
 from recovery.services.events.listing import STATUSES as EVENT_STATUSES
 from recovery.services.reporting.case_list import STATUS_FILTERS
+from recovery.web.api import openapi_experiments as experiments
 from recovery.web.api.blueprint import bp, public
 
 JSON = "application/json"
@@ -101,6 +102,7 @@ CASE_DETAIL = {
             {
                 "hosted_invoice_url": _opt(STR),
                 "invoice_status": _opt(STR),
+                "experiment": experiments.PLACEMENT,
                 "timeline": {"type": "array", "items": {"type": "object"}},
                 "attempts": {"type": "array", "items": {"type": "object"}},
                 "messages": {"type": "array", "items": {"type": "object"}},
@@ -146,6 +148,7 @@ CANCEL_SESSION = _obj(
         "subscription": STR,
         "source": STR,
         "variant": _opt(STR),
+        "experiment": experiments.PLACEMENT,
         "locale": _opt(STR),
         "display_locale": _opt(STR),
         "metadata": {"type": "object", "additionalProperties": STR},
@@ -431,6 +434,7 @@ def document() -> dict[str, Any]:
                     "responses": {**_ok(METRICS, "the numbers"), **_errors("400")},
                 }
             },
+            "/api/v1/experiments": experiments.PATH,
             "/api/v1/shadow-report": {
                 "get": {
                     "summary": "Stripe's own retries beside what we would have done, for the "
@@ -472,6 +476,7 @@ def document() -> dict[str, Any]:
                 "Contact": CONTACT,
                 "NewContact": NEW_CONTACT,
                 "Error": ERROR,
+                "Experiment": experiments.EXPERIMENT,
             },
         },
     }

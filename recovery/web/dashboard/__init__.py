@@ -1,4 +1,5 @@
-"""The billing team's dashboard: sign-in, overview, cases, cancel sessions, CSV exports.
+"""The billing team's dashboard: sign-in, overview, cases, cancel sessions, experiments, CSV
+exports.
 
 Everything here is behind `login_required`; actions that change a case also need
 `admin_required`. Every POST carries a CSRF token (Flask-WTF), checked before any view runs.
@@ -14,6 +15,7 @@ from recovery.web.dashboard import (
     cancel_sessions,
     cases,
     customers,
+    experiments,
     guards,
     login,
     ops_banner,
@@ -28,7 +30,7 @@ from recovery.web.dashboard.auth import (
 )
 from recovery.web.dashboard.blueprint import bp
 
-del cancel_sessions, cases, customers, guards, login, ops_banner, overview, shadow
+del cancel_sessions, cases, customers, experiments, guards, login, ops_banner, overview, shadow
 
 
 def init_app(app: Flask) -> None:

@@ -33,6 +33,7 @@ from recovery.services.reporting.metrics.result import (
     exponent_of,
     share,
 )
+from recovery.services.reporting.metrics.validated import validated
 from recovery.services.reporting.metrics.weekly import weekly
 
 
@@ -67,6 +68,7 @@ def compute_overview(
         outreach=outreach(session, currency, period_from, period_to),
         by_month=by_month(session, currency, now),
         by_currency=by_currency(session, period_from, period_to),
+        validated=validated(session, currency, period_from, period_to, now),
     )
 
 

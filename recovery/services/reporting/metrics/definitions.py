@@ -61,6 +61,12 @@ DEFINITIONS: dict[str, str] = {
         "amount paid within 30, 60 and 90 days of the failure. A window that has not ended yet "
         "is shown as pending: its share can still grow."
     ),
+    "validated": (
+        "Checked against billing 30, 60 and 90 days later. A save (an accepted offer, started "
+        "in the period) is validated, and a recovery (an invoice of the period paid) durable, "
+        "when the subscription was not cancelled by then and every invoice due in those days "
+        "was paid in them. Pending: that day has not come yet - not counted as lost."
+    ),
     "lost_by_reason": "The lost invoices of the period, by why they ended unpaid.",
     "by_currency": (
         "The same period in every currency that has cases, side by side. Amounts are not "

@@ -13,6 +13,7 @@ from typing import Any
 from recovery.i18n import major_units
 from recovery.services.reporting.metrics.definitions import DEFINITIONS
 from recovery.services.reporting.metrics.outreach import OutreachStats
+from recovery.services.reporting.metrics.validated import Validated
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,9 @@ class Overview:
     outreach: OutreachStats = field(default_factory=OutreachStats)  # annual offers, win-back
     by_month: tuple[MonthRecovery, ...] = ()
     by_currency: tuple[CurrencySummary, ...] = ()
+    # Saves validated and recoveries durable at 30/60/90 days (`validated`), beside the raw
+    # save rate and recovered figures.
+    validated: Validated = field(default_factory=Validated)
 
     def as_json(self) -> dict[str, Any]:
         """The API's body: dates as ISO strings, amounts in minor units, and what each figure
