@@ -33,17 +33,19 @@ from recovery.domain.paydays import (
 
 __all__ = [
     "Attempt",
+    "BankCallAnswer",
     "CardInfo",
     "NetworkCaps",
     "RetryContext",
     "RetryDecision",
     "RetryRules",
     "RulesError",
+    "answer_bank_call",
     "decide_next_retry",
 ]
 
 RetryOwner = Literal["recovery", "stripe"]
-EndOfDunning = Literal["cancel_subscription", "mark_uncollectible", "leave_past_due"]
+EndOfDunning = Literal["cancel_subscription", "mark_uncollectible", "leave_past_due", "offer_pause"]
 Funding = Literal["credit", "debit", "prepaid", "unknown"]
 
 # Visa and Mastercard both count reattempts over a rolling 30 days (docs/card-networks.md).
@@ -92,6 +94,8 @@ class RetryRules:
     business_days: bool = True  # scheduled tries avoid the customer's weekends and holidays
     retry_owner: RetryOwner = "recovery"
     end_of_dunning: EndOfDunning = "cancel_subscription"  # Stripe's default end state
+    # offer_pause: the final notice offers a pause of 1..pause_months months instead
+    pause_months: int = 3
 
     def __post_init__(self) -> None:
         _check(1 <= self.window_days <= 60, "window_days", "1..60 (Stripe and Recurly stop by 60)")
@@ -121,6 +125,9 @@ class RetryRules:
             "end_of_dunning",
             " or ".join(get_args(EndOfDunning)),
         )
+        # Stripe's pause_collection takes any resumes_at; a year is where a pause stops being
+        # one and becomes a cancellation nobody confirmed.
+        _check(1 <= self.pause_months <= 12, "pause_months", "1..12")
 
 
 def _check(ok: bool, key: str, expected: str) -> None:
@@ -165,6 +172,9 @@ class RetryContext:
     # Our retries of this invoice so far (the case's count); None: count the `by="recovery"`
     # attempts. The next one is "our retry <retries_made + 1>", as the case timeline says.
     retries_made: int | None = None
+    # When the customer said "I've contacted my bank - try again" (the card-update page), for
+    # a decline only they could clear with their issuer: one try follows within the hour.
+    bank_calls: Sequence[datetime] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +253,8 @@ def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> Re
         )
     if not changed and verdict.category is DeclineCategory.NEEDS_NEW_CARD:
         return RetryDecision(None, False, True, f"{verdict.reason}: {_NEW_CARD}")
-    if not changed and verdict.category is DeclineCategory.NEEDS_CUSTOMER:
+    bank_call = _bank_call_since(last, ctx.bank_calls)
+    if not changed and verdict.category is DeclineCategory.NEEDS_CUSTOMER and bank_call is None:
         return RetryDecision(None, False, False, f"{verdict.reason}: waiting for the customer")
     if not changed and verdict.category is DeclineCategory.NEVER_RETRY:  # not card-specific
         return RetryDecision(None, True, True, f"{verdict.reason}: not retried; {_NEW_CARD}")
@@ -271,10 +282,17 @@ def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> Re
                 notes = [f"not before {_fmt(floor, zone, zone_name)} ({seen.reason})"]
     cal = calendar_for(ctx.customer_country) if rules.business_days else None
 
+    if bank_call is not None and not changed:
+        floor = max(floor, bank_call + BANK_CALL_DELAY)
+
     def schedule(earliest: datetime) -> tuple[datetime | None, str, str]:
         if changed:
             # The customer just acted: no reason to wait for a business day.
             return earliest, "the card changed", f"trying the new card at once, {retry}"
+        if bank_call is not None:
+            # So did this one; the minimum gap is for guessing, and nobody is guessing now.
+            said = _fmt(bank_call, zone, zone_name)
+            return earliest, f"the customer contacted their bank ({said})", retry
         if funds and rules.payday_targeting:
             return _after_funds(ctx, rules, last, earliest, window_end, zone, cal, retry)
         spread, detail = _spread(rules, last, earliest, window_end, ctx.case_opened_at, used, retry)
@@ -305,6 +323,51 @@ def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> Re
         return RetryDecision(None, True, True, "; ".join([reason, *notes]))
     reason = f"{what}: next try {_fmt(at, zone, zone_name)} - {detail}"
     return RetryDecision(at, False, False, "; ".join([reason, *notes]))
+
+
+# "I've contacted my bank - try again": the try follows after this long (an issuer's lifted
+# block takes a few minutes to reach its authorisation system - an assumption, not a published
+# number), and at most BANK_CALL_HORIZON after the word, or not at all (a cap or a network's
+# wait would push it later: then the customer is told so rather than promised a try).
+BANK_CALL_DELAY = timedelta(minutes=10)
+BANK_CALL_HORIZON = timedelta(hours=1)
+BANK_CALLS_PER_CASE = 2
+
+
+def _bank_call_since(last: Attempt | None, calls: Sequence[datetime]) -> datetime | None:
+    """The customer's latest word about their bank since the last charge, if any."""
+    fresh = [c for c in calls if last is None or c > last.at]
+    return max(fresh) if fresh else None
+
+
+@dataclass(frozen=True, slots=True)
+class BankCallAnswer:
+    """What "I've contacted my bank - try again" gets: a try at `at` (`refusal` None), or why
+    not."""
+
+    at: datetime | None
+    refusal: str | None
+    reason: str
+
+
+def answer_bank_call(
+    ctx: RetryContext, rules: RetryRules, now: datetime, calls_so_far: int
+) -> BankCallAnswer:
+    """Whether a press of the bank button now plans a try within the hour. At most
+    BANK_CALLS_PER_CASE per case; only for a decline that needs the customer (their bank);
+    inside the window, the card's budget and the networks' caps and waits. `refusal`:
+    planned (a try is already planned, at `at`), limit, not_needed or no_room."""
+    before = decide_next_retry(ctx, rules, now)
+    if before.at is not None:
+        return BankCallAnswer(before.at, "planned", before.reason)
+    if calls_so_far >= BANK_CALLS_PER_CASE:
+        return BankCallAnswer(None, "limit", f"already pressed {calls_so_far} times")
+    if before.stop or before.wait_for_new_card:
+        return BankCallAnswer(None, "not_needed", before.reason)
+    after = decide_next_retry(replace(ctx, bank_calls=(*ctx.bank_calls, now)), rules, now)
+    if after.at is None or after.at > now + BANK_CALL_HORIZON:
+        return BankCallAnswer(None, "no_room", after.reason)
+    return BankCallAnswer(after.at, None, after.reason)
 
 
 # Said when this card is done: a new card is charged when the customer adds one (the decision

@@ -22,6 +22,7 @@ from recovery.models.outreach import (
     TermOffer,
     WinBack,
 )
+from recovery.models.pauses import DunningPause
 from recovery.models.users import AuditEntry, User
 from recovery.models.work import ActionStatus, DueAction, JobRun, WorkerHeartbeat
 
@@ -34,6 +35,7 @@ __all__ = [
     "CaseEvent",
     "Customer",
     "DueAction",
+    "DunningPause",
     "EventStatus",
     "Invoice",
     "InvoicePayment",

@@ -40,6 +40,7 @@ from recovery.services.events import gates, mirror, refetch
 from recovery.services.events import mirror_handlers as into_mirror
 from recovery.services.messaging import expiry, outbox, reminders
 from recovery.services.outreach import contacts, relevance, term_offers, win_back
+from recovery.services.pauses import notices as pause_notices
 from recovery.services.work import retention
 
 # The reminders planner, for the recovery cases this event moved (and those of a subscription
@@ -197,6 +198,7 @@ STILL_WANTED: dict[str, StillWanted] = {
     "expiry": expiry.still_wanted,
     cancel_messages.ABOUT_PREFIX: cancel_messages.still_wanted,
     "outreach": relevance.still_wanted,  # annual offers and win-back notes
+    pause_notices.ABOUT_PREFIX: pause_notices.still_wanted,  # billing resumes after a pause
 }
 
 HANDLERS = Handlers(
