@@ -25,8 +25,10 @@ BANK_CALL_KIND = evidence.BANK_CALL_KIND
 @dataclass(frozen=True)
 class Section:
     """The page's bank section. `outcome` after a press: planned (a try at `at`, within the
-    hour), already (a try was planned before, at `at`), limit, refused (no try fits within
-    the hour, or nothing to try); None on a plain visit."""
+    hour), already (a try was planned before, at `at`), limit (pressed twice already),
+    no_room (no try fits within the hour: a cap, a network's wait, the window's end) or
+    not_needed (this card is not charged again: its budget is spent or the window is over);
+    None on a plain visit."""
 
     offered: bool
     calls: int
@@ -45,7 +47,7 @@ def section(session: Session, link: CardUpdateLink, rules: Rules) -> Section | N
     return Section(offered=calls < BANK_CALLS_PER_CASE, calls=calls)
 
 
-def press(session: Session, link: CardUpdateLink, rules: Rules, now: datetime) -> Section:
+def press(session: Session, link: CardUpdateLink, rules: Rules, now: datetime) -> Section | None:
     """The customer says they contacted their bank: plan the try, or say why not. Runs in the
     page's transaction, the case row locked: two tabs pressing at once plan one try."""
     case = (
@@ -55,7 +57,7 @@ def press(session: Session, link: CardUpdateLink, rules: Rules, now: datetime) -
     )
     invoice = session.get(Invoice, case.invoice_id) if case is not None else None
     if case is None or invoice is None or not offers_bank_call(case, rules):
-        return Section(offered=False, calls=0, outcome="refused")
+        return None  # not offered for this case: the page as it is
     ctx, _failed = evidence.retry_context(session, case, invoice, now)
     calls = len(ctx.bank_calls)
     answer = answer_bank_call(ctx, rules.retry, now, calls)
@@ -71,8 +73,7 @@ def press(session: Session, link: CardUpdateLink, rules: Rules, now: datetime) -
             {"refusal": answer.refusal, "calls": calls},
             f"case:{case.id}:bank_call_refused:{calls}:{answer.refusal}",
         )
-        outcome = "limit" if answer.refusal == "limit" else "refused"
-        return Section(offered=False, calls=calls, outcome=outcome)
+        return Section(offered=False, calls=calls, outcome=answer.refusal)
     case_log.record(
         session,
         case,

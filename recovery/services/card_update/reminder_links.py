@@ -14,6 +14,7 @@ from datetime import datetime
 
 from recovery import i18n
 from recovery.domain import pauses as pause_terms
+from recovery.domain.cases import ACTIVE
 from recovery.models import RecoveryCase
 from recovery.rules import Rules
 
@@ -27,11 +28,12 @@ def _page(link: str, page: str) -> str:
 
 
 def offers_bank_call(case: RecoveryCase, rules: Rules) -> bool:
-    """Whether the customer may say "I've contacted my bank": the decline needs them, we wait
-    for them, and our retries (not Stripe's) would follow."""
+    """Whether the customer may say "I've contacted my bank": the decline needs them (not a
+    3-D Secure check), the case is open, and our retries (not Stripe's) would follow."""
     return (
         case.decline_category == "needs_customer"
-        and case.awaiting == "customer"
+        and case.status in ACTIVE
+        and case.awaiting in (None, "customer")  # not 3-D Secure: that is Stripe's page
         and rules.retry.retry_owner == "recovery"
     )
 
