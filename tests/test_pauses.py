@@ -17,8 +17,11 @@ from recovery import i18n
 from recovery.adapters.clock import FrozenClock
 from recovery.domain.pauses import add_months
 from recovery.models import DunningPause, OutboxMessage
+from recovery.services.outreach import contacts
 from recovery.services.registry import build_runtime
-from tests.conftest import make_settings
+from recovery.services.reporting import metrics
+from tests.conftest import API_KEY, make_settings
+from tests.support.dashboard import ADMIN, add_user, login
 from tests.support.outreach import Outreach, body, token_in
 from tests.support.smtp_sink import smtp_sink
 
@@ -27,6 +30,7 @@ def day(at: datetime) -> str:
     return i18n.format_day(at, "en")
 
 
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 RULES = """
 [retry]
 end_of_dunning = "offer_pause"
@@ -136,6 +140,9 @@ def test_a_pause_from_the_final_notice_pauses_once_and_resumes_with_a_card_link(
     assert "$20.00 each" in body(resumes)
     card_page = story.client.get(f"/update/{token_in(resumes, 'update')}")
     assert card_page.status_code == 200
+    html = card_page.get_data(as_text=True)
+    assert f"Billing resumes on {day(two)}" in html
+    assert "Your card expires soon" not in html and "Due on" not in html
 
 
 def test_a_pause_not_taken_by_the_window_end_ends_the_subscription(story: Outreach) -> None:
@@ -171,3 +178,56 @@ def test_add_months_keeps_month_ends() -> None:
         2027, 2, 28, 9, tzinfo=UTC
     )
     assert add_months(datetime(2026, 11, 15, tzinfo=UTC), 3) == datetime(2027, 2, 15, tzinfo=UTC)
+
+
+def test_the_dashboard_and_the_api_show_the_pause_contacts_and_who_resumed_paying(
+    story: Outreach,
+) -> None:
+    billing = _failing(story)
+    token = token_in(_final_notice(story), "pause")
+    csrf = story.csrf(f"/pause/{token}")
+    story.client.post(f"/pause/{token}", data={"csrf_token": csrf, "months": "1"})
+    story.deliver()
+    case = story.case(billing.invoice)
+    contacts.add(story.rt, billing.customer, {"role": "billing", "email": "ap@example.com"})
+    with story.rt.db.transaction() as s:
+        pause = s.scalars(select(DunningPause)).one()
+        chosen, resumes = pause.chosen_at, pause.resumes_at
+
+    add_user(story.rt, ADMIN, "admin")
+    login(story.client, ADMIN)
+    for path in (f"/dashboard/customers/{billing.customer}", f"/dashboard/cases/{case.id}"):
+        html = story.client.get(path).get_data(as_text=True)
+        assert "Pause instead of a loss" in html, path
+        assert "collection paused until" in html and "unpaid invoice voided" in html
+        assert "ap@example.com" in html and "billing" in html  # the account's contact
+    assert "Paused instead of lost" in story.client.get(f"/dashboard/cases/{case.id}").get_data(
+        as_text=True
+    )
+
+    def figures() -> Any:
+        start = chosen.replace(hour=0, minute=0, second=0)
+        return metrics.overview(
+            story.rt, start, start + timedelta(days=1), "usd", story.clock.now()
+        )
+
+    assert (figures().outreach.pauses, figures().outreach.pauses_resumed) == (1, 0)
+    day = chosen.date().isoformat()
+    api = story.client.get(f"/api/v1/metrics?from={day}&to={day}&currency=usd", headers=AUTH)
+    assert api.get_json()["outreach"]["pauses"] == 1
+    assert [c["pauses"] for c in api.get_json()["by_currency"]] == [1]
+    customer = story.client.get(f"/api/v1/customers/{billing.customer}", headers=AUTH).get_json()
+    assert [p["status"] for p in customer["outreach"]["pauses"]] == ["accepted"]
+
+    # billing resumes: the first renewal after the pause is paid
+    story.clock.set(resumes + timedelta(days=1))
+    renewal = story.fake.add_invoice(billing.customer, subscription_id=billing.subscription)
+    story.deliver()
+    assert story.stripe_charges(renewal["id"]) == "paid"
+    assert (figures().outreach.pauses, figures().outreach.pauses_resumed) == (1, 1)
+    story.client = story.app.test_client()  # a month later: a new session
+    login(story.client, ADMIN)
+    overview = story.client.get(f"/dashboard?period=custom&from={day}&to={day}&currency=usd")
+    html = overview.get_data(as_text=True)
+    assert "Pauses instead of losses" in html
+    assert 'data-metric="pauses-resumed">1<' in html
