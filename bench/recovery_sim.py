@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from recovery.domain.bank_calls import answer_bank_call
 from recovery.domain.declines import Decline
 from recovery.domain.experiments import (
     HOLDOUT,
@@ -52,7 +53,6 @@ from recovery.domain.retry_policy import (
     CardInfo,
     RetryContext,
     RetryRules,
-    answer_bank_call,
     decide_next_retry,
 )
 from recovery.domain.stats import newcombe, verdict

@@ -33,14 +33,12 @@ from recovery.domain.paydays import (
 
 __all__ = [
     "Attempt",
-    "BankCallAnswer",
     "CardInfo",
     "NetworkCaps",
     "RetryContext",
     "RetryDecision",
     "RetryRules",
     "RulesError",
-    "answer_bank_call",
     "decide_next_retry",
 ]
 
@@ -253,7 +251,8 @@ def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> Re
         )
     if not changed and verdict.category is DeclineCategory.NEEDS_NEW_CARD:
         return RetryDecision(None, False, True, f"{verdict.reason}: {_NEW_CARD}")
-    bank_call = _bank_call_since(last, ctx.bank_calls)
+    # The customer's latest word about their bank since the last charge, if any.
+    bank_call = max((c for c in ctx.bank_calls if last is None or c > last.at), default=None)
     if not changed and verdict.category is DeclineCategory.NEEDS_CUSTOMER and bank_call is None:
         return RetryDecision(None, False, False, f"{verdict.reason}: waiting for the customer")
     if not changed and verdict.category is DeclineCategory.NEVER_RETRY:  # not card-specific
@@ -325,49 +324,10 @@ def decide_next_retry(ctx: RetryContext, rules: RetryRules, now: datetime) -> Re
     return RetryDecision(at, False, False, "; ".join([reason, *notes]))
 
 
-# "I've contacted my bank - try again": the try follows after this long (an issuer's lifted
-# block takes a few minutes to reach its authorisation system - an assumption, not a published
-# number), and at most BANK_CALL_HORIZON after the word, or not at all (a cap or a network's
-# wait would push it later: then the customer is told so rather than promised a try).
+# "I've contacted my bank - try again" (domain/bank_calls.py decides whether a press counts):
+# the try follows this long after it - an issuer's lifted block takes a few minutes to reach
+# its authorisation system (an assumption, not a published number).
 BANK_CALL_DELAY = timedelta(minutes=10)
-BANK_CALL_HORIZON = timedelta(hours=1)
-BANK_CALLS_PER_CASE = 2
-
-
-def _bank_call_since(last: Attempt | None, calls: Sequence[datetime]) -> datetime | None:
-    """The customer's latest word about their bank since the last charge, if any."""
-    fresh = [c for c in calls if last is None or c > last.at]
-    return max(fresh) if fresh else None
-
-
-@dataclass(frozen=True, slots=True)
-class BankCallAnswer:
-    """What "I've contacted my bank - try again" gets: a try at `at` (`refusal` None), or why
-    not."""
-
-    at: datetime | None
-    refusal: str | None
-    reason: str
-
-
-def answer_bank_call(
-    ctx: RetryContext, rules: RetryRules, now: datetime, calls_so_far: int
-) -> BankCallAnswer:
-    """Whether a press of the bank button now plans a try within the hour. At most
-    BANK_CALLS_PER_CASE per case; only for a decline that needs the customer (their bank);
-    inside the window, the card's budget and the networks' caps and waits. `refusal`:
-    planned (a try is already planned, at `at`), limit, not_needed or no_room."""
-    before = decide_next_retry(ctx, rules, now)
-    if before.at is not None:
-        return BankCallAnswer(before.at, "planned", before.reason)
-    if calls_so_far >= BANK_CALLS_PER_CASE:
-        return BankCallAnswer(None, "limit", f"already pressed {calls_so_far} times")
-    if before.stop or before.wait_for_new_card:
-        return BankCallAnswer(None, "not_needed", before.reason)
-    after = decide_next_retry(replace(ctx, bank_calls=(*ctx.bank_calls, now)), rules, now)
-    if after.at is None or after.at > now + BANK_CALL_HORIZON:
-        return BankCallAnswer(None, "no_room", after.reason)
-    return BankCallAnswer(after.at, None, after.reason)
 
 
 # Said when this card is done: a new card is charged when the customer adds one (the decision

@@ -10,13 +10,8 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recovery.domain.retry_policy import (
-    BANK_CALL_DELAY,
-    BANK_CALL_HORIZON,
-    RetryRules,
-    answer_bank_call,
-    decide_next_retry,
-)
+from recovery.domain.bank_calls import BANK_CALL_DELAY, BANK_CALL_HORIZON, answer_bank_call
+from recovery.domain.retry_policy import RetryRules, decide_next_retry
 from tests.domain.test_retry_policy import T0, context, fail
 
 PROPERTY = settings(max_examples=200, derandomize=True, deadline=None)

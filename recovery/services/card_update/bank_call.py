@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from recovery.domain.retry_policy import BANK_CALLS_PER_CASE, answer_bank_call
+from recovery.domain.bank_calls import BANK_CALLS_PER_CASE, answer_bank_call
 from recovery.models import CardUpdateLink, Invoice, RecoveryCase
 from recovery.rules import Rules
 from recovery.services.card_update.reminder_links import offers_bank_call
