@@ -18,6 +18,7 @@ from recovery.adapters.clock import FrozenClock
 from recovery.domain.pauses import add_months
 from recovery.models import DunningPause, OutboxMessage
 from recovery.services.outreach import contacts
+from recovery.services.pauses import offer
 from recovery.services.registry import build_runtime
 from recovery.services.reporting import metrics
 from tests.conftest import API_KEY, make_settings
@@ -231,3 +232,43 @@ def test_the_dashboard_and_the_api_show_the_pause_contacts_and_who_resumed_payin
     html = overview.get_data(as_text=True)
     assert "Pauses instead of losses" in html
     assert 'data-metric="pauses-resumed">1<' in html
+
+
+def test_two_tabs_at_once_make_one_change(story: Outreach) -> None:
+    """Tab 1's click fixed the request (two months) and reached Stripe, but its answer was not
+    recorded yet when tab 2 chose three months: tab 2 sends tab 1's request under the same
+    key, which Stripe answers from its first result."""
+    billing = _failing(story)
+    token = token_in(_final_notice(story), "pause")
+    csrf = story.csrf(f"/pause/{token}")
+    now = story.clock.now()
+    with story.rt.db.transaction() as s:  # tab 1: decided...
+        fixed = offer._fix_request(s, story.rt, token, 2, now)
+    assert not isinstance(fixed, offer.PauseView)
+    story.fake.pause_subscription(  # ...and Stripe did it
+        billing.subscription,
+        behavior="void",
+        resumes_at=int(fixed.resumes_at.timestamp()),
+        idempotency_key=f"dunning-pause:{fixed.pause_id}:pause",
+    )
+    answer = story.client.post(f"/pause/{token}", data={"csrf_token": csrf, "months": "3"})
+    assert f"Nothing is charged until {day(fixed.resumes_at)}" in answer.get_data(as_text=True)
+    assert {r.idempotency_key for r in _pauses(story)} == {f"dunning-pause:{fixed.pause_id}:pause"}
+    assert len(_pauses(story)) == 2  # the same request, replayed
+    sub = story.fake.store["subscription"][billing.subscription]
+    assert sub["pause_collection"]["resumes_at"] == int(fixed.resumes_at.timestamp())
+    voids = [r for r in story.fake.requests if r.method == "void_invoice"]
+    assert len(voids) == 1
+
+
+def test_stripe_refusing_the_pause_changes_nothing(story: Outreach) -> None:
+    billing = _failing(story)
+    token = token_in(_final_notice(story), "pause")
+    csrf = story.csrf(f"/pause/{token}")
+    story.fake.store["subscription"][billing.subscription]["status"] = "canceled"  # behind our back
+    answer = story.client.post(f"/pause/{token}", data={"csrf_token": csrf, "months": "1"})
+    assert "We couldn't pause your subscription" in answer.get_data(as_text=True)
+    assert story.fake.store["invoice"][billing.invoice]["status"] == "open"  # not voided
+    assert story.case(billing.invoice).status == "awaiting_customer"
+    with story.rt.db.transaction() as s:
+        assert s.scalars(select(DunningPause.status)).one() == "failed"
