@@ -272,3 +272,26 @@ def test_stripe_refusing_the_pause_changes_nothing(story: Outreach) -> None:
     assert story.case(billing.invoice).status == "awaiting_customer"
     with story.rt.db.transaction() as s:
         assert s.scalars(select(DunningPause.status)).one() == "failed"
+
+
+def test_a_click_whose_stripe_calls_did_not_finish_is_finished_by_the_worker(
+    story: Outreach,
+) -> None:
+    billing = _failing(story)
+    token = token_in(_final_notice(story), "pause")
+    csrf = story.csrf(f"/pause/{token}")
+    story.fake.outage(1, "server_error", methods={"void_invoice"})  # paused, then Stripe fails
+    answer = story.client.post(f"/pause/{token}", data={"csrf_token": csrf, "months": "1"})
+    assert answer.status_code == 503
+    assert "Your subscription is paused" not in answer.get_data(as_text=True)
+    assert story.case(billing.invoice).status == "awaiting_customer"
+
+    story.later(0.01)  # the fallback due action, a few minutes later, with the same keys
+    closed = story.case(billing.invoice)
+    assert (closed.status, closed.close_reason) == ("closed", "paused")
+    assert story.fake.store["invoice"][billing.invoice]["status"] == "void"
+    with story.rt.db.transaction() as s:
+        pause_id = s.scalars(select(DunningPause.id)).one()
+    assert {r.idempotency_key for r in _pauses(story)} == {f"dunning-pause:{pause_id}:pause"}
+    page = story.client.get(f"/pause/{token}").get_data(as_text=True)
+    assert "Your subscription is paused" in page

@@ -8,7 +8,9 @@ button per length (1..`retry.pause_months` months).
 Accepting is idempotent whatever the clicks: the first POST fixes the request (length and date)
 on the case's one `DunningPause` row; every POST sends exactly that request under the same
 idempotency keys, so a double submit or a second tab replays Stripe's first answer - one change.
-No database transaction is held open across a Stripe call.
+No database transaction is held open across a Stripe call. A click whose calls do not finish
+(the process dies, Stripe is unreachable) is finished by the next visit to the page, or by a
+due action (`pause.apply`) a few minutes later - with the same keys.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from recovery.adapters.deadline import Deadline
 from recovery.adapters.stripe.errors import InvalidRequest, NotFound
+from recovery.adapters.stripe.protocol import StripeGateway
 from recovery.db import insert_or_ignore
 from recovery.domain import pauses as pause_terms
 from recovery.domain import stripe_objects as so
@@ -33,15 +38,20 @@ from recovery.models import (
     RecoveryCase,
     Subscription,
 )
-from recovery.runtime import Runtime
+from recovery.runtime import ActionContext, Claimed, Providers, Runtime, ThreePhase
 from recovery.services.card_update import links
 from recovery.services.cases import log as case_log
 from recovery.services.cases import state as case_state
 from recovery.services.pauses import notices
+from recovery.services.work import due_actions
 
 log = logging.getLogger(__name__)
 
 OFFER = "offer_pause"
+APPLY_KIND = "pause.apply"
+# The fallback due action runs this long after a click, when the page's own Stripe calls have
+# long finished or failed (a worker killed mid-call, Stripe unreachable).
+APPLY_AFTER = timedelta(minutes=5)
 PAUSABLE = ("active", "past_due", "unpaid")  # a live subscription Stripe can pause
 BEHAVIOR = "void"  # invoices of the pause are voided at once: nothing is owed for it
 
@@ -89,9 +99,8 @@ def _open(
 
 
 def _decided(pause: DunningPause, locales: tuple[str, ...]) -> PauseView:
-    status = {"accepting": "accepted"}.get(pause.status, pause.status)
     return PauseView(
-        status=status,
+        status=pause.status,
         currency=pause.currency,
         unpaid=pause.amount_voided,
         resumes_at=pause.resumes_at,
@@ -140,9 +149,12 @@ def open_page(rt: Runtime, token: str) -> PauseView:
     now = rt.clock.now()
     with rt.db.transaction() as session:
         _link, case, pause = _open(session, token, now)
-        if pause is not None:
+        if pause is None:
+            return _offer(session, rt, case, now)
+        if pause.status != "accepting":
             return _decided(pause, _locales(session, case.customer_id))
-        return _offer(session, rt, case, now)
+        months = pause.months
+    return accept(rt, token, months)  # chosen, not carried out yet: finish it (same keys)
 
 
 @dataclass(frozen=True)
@@ -188,6 +200,15 @@ def _fix_request(
             ["case_id"],
         )
         pause = session.scalars(select(DunningPause).where(DunningPause.case_id == case.id)).one()
+        due_actions.schedule(  # in case this click's Stripe calls do not finish
+            session,
+            kind=APPLY_KIND,
+            subject=f"pause:{pause.id}",
+            dedupe_key=f"dunning-pause:{pause.id}:apply",
+            due_at=now + APPLY_AFTER,
+            now=now,
+            payload={"pause_id": pause.id},
+        )
         case_log.record(
             session,
             case,
@@ -210,9 +231,20 @@ def accept(rt: Runtime, token: str, months: int) -> PauseView:
         fixed = _fix_request(session, rt, token, months, now)
     if isinstance(fixed, PauseView):
         return fixed
+    outcome = _carry_out(rt.gateway, fixed)
+    with rt.db.transaction() as session:
+        return _record(session, rt, fixed, outcome, now)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    invoice: dict[str, Any] | None  # as Stripe left it
+    error: str | None  # Stripe refused the pause for good: nothing changed
+
+
+def _carry_out(gateway: StripeGateway, fixed: _Request) -> _Outcome:
+    """The Stripe calls, under the pause's keys: any number of runs make one change."""
     key = f"dunning-pause:{fixed.pause_id}"
-    gateway = rt.gateway
-    error: str | None = None
     try:
         gateway.pause_subscription(
             fixed.subscription_id,
@@ -220,26 +252,17 @@ def accept(rt: Runtime, token: str, months: int) -> PauseView:
             resumes_at=int(fixed.resumes_at.timestamp()),
             idempotency_key=f"{key}:pause",
         )
-    except (InvalidRequest, NotFound) as exc:  # refused for good: nothing changed
-        error = str(exc)[:2000]
-    invoice = None
-    if error is None:
-        try:
-            invoice = gateway.void_invoice(fixed.invoice_id, idempotency_key=f"{key}:void")
-        except InvalidRequest:
-            # Paid or voided in the meantime: the pause stands, the invoice is as Stripe says.
-            invoice = gateway.retrieve_invoice(fixed.invoice_id)
-    with rt.db.transaction() as session:
-        return _record(session, rt, fixed, invoice, error, now)
+    except (InvalidRequest, NotFound) as exc:
+        return _Outcome(None, str(exc)[:2000])
+    try:
+        invoice = gateway.void_invoice(fixed.invoice_id, idempotency_key=f"{key}:void")
+    except InvalidRequest:  # paid or voided meanwhile: the invoice is as Stripe says
+        invoice = gateway.retrieve_invoice(fixed.invoice_id)
+    return _Outcome(invoice, None)
 
 
 def _record(
-    session: Session,
-    rt: Runtime,
-    fixed: _Request,
-    invoice: dict[str, object] | None,
-    error: str | None,
-    now: datetime,
+    session: Session, rt: Runtime, fixed: _Request, outcome: _Outcome, now: datetime
 ) -> PauseView:
     pause = session.get(DunningPause, fixed.pause_id, with_for_update=True)
     assert pause is not None
@@ -248,32 +271,56 @@ def _record(
     locales = _locales(session, case.customer_id)
     if pause.status != "accepting":
         return _decided(pause, locales)
-    if error is not None:
-        pause.status, pause.error = "failed", error
+    if outcome.error is not None:
+        pause.status, pause.error = "failed", outcome.error
         case_log.record(
             session,
             case,
             now,
             "pause_failed",
-            f"Stripe refused the pause: {error}",
+            f"Stripe refused the pause: {outcome.error}",
             dedupe_key=f"case:{case.id}:pause_failed",
         )
         return _decided(pause, locales)
     pause.status, pause.applied_at = "accepted", now
-    if invoice is not None and so.invoice_state(invoice).status == "paid":
-        log.info("case %s: paid while being paused; the pause stands", case.id)
+    paid = outcome.invoice is not None and so.invoice_state(outcome.invoice).status == "paid"
     mark_paused(session, case, now)
+    until = f"collection paused in Stripe until {pause.resumes_at:%Y-%m-%d}"
     case_log.record(
         session,
         case,
         now,
         "paused",
-        f"collection paused in Stripe until {pause.resumes_at:%Y-%m-%d}; the unpaid invoice voided",
+        f"{until}; the invoice was paid meanwhile, so nothing was voided"
+        if paid
+        else f"{until}; the unpaid invoice voided",
         {"resumes_at": pause.resumes_at.isoformat(), "pause_id": pause.id},
         f"case:{case.id}:paused",
     )
     notices.plan_resume_notice(session, rt, pause, case, now)
     return _decided(pause, locales)
+
+
+# ---- the same, as a due action: a click whose Stripe call did not finish is carried out ----
+
+
+def decide_apply(ctx: ActionContext, action: Claimed) -> _Request | None:
+    pause = ctx.session.get(DunningPause, int(action.payload["pause_id"]), with_for_update=True)
+    if pause is None or pause.status != "accepting":
+        return None  # carried out (or refused) by the page already
+    return _Request(pause.id, pause.subscription_id, pause.invoice_id, pause.resumes_at)
+
+
+def call_apply(providers: Providers, plan: _Request, deadline: Deadline) -> _Outcome:
+    deadline.check("pausing collection")
+    return _carry_out(providers.gateway, plan)
+
+
+def record_apply(ctx: ActionContext, action: Claimed, plan: _Request, outcome: _Outcome) -> None:
+    _record(ctx.session, ctx.runtime, plan, outcome, ctx.clock.now())
+
+
+run_apply = ThreePhase(decide=decide_apply, call=call_apply, record=record_apply)
 
 
 def mark_paused(session: Session, case: RecoveryCase, now: datetime) -> None:
