@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from recovery.domain.bank_calls import answer_bank_call
 from recovery.domain.declines import Decline
 from recovery.domain.experiments import (
     HOLDOUT,
@@ -175,6 +176,16 @@ CUSTOMER_CODES = {
 BANK_FIX_CHANCE = 0.30  # customer calls the bank and the same card works again. ASSUMPTION
 BANK_FIX_MEAN_DAYS = 3.0
 SUCCESS_BANK_FIXED = 0.90
+# The bank signal: "I've contacted my bank - try again" on the card-update page, offered for a
+# decline only the customer's bank can clear (not 3-D Secure, which happens on Stripe's page).
+# ASSUMPTION, no published number: of the customers whose bank lifted the block, this share
+# also tells us, uniformly 5 minutes to 6 hours after the fix (the rest leave it to our
+# reminders or change card); of those whose bank did not lift it, this share presses anyway
+# (they called and were told no, or never called), once, 12 hours to 5 days after the failure.
+BANK_SIGNAL_AFTER_FIX = 0.50
+BANK_SIGNAL_DELAY_HOURS = (5 / 60, 6.0)
+BANK_SIGNAL_UNFIXED = 0.10
+BANK_SIGNAL_UNFIXED_DAYS = (0.5, 5.0)
 # Never-retry declines: the network says stop while Stripe's code is often generic (no Stripe
 # field exposes the Visa category, docs/card-networks.md). The mixes are ASSUMPTION.
 VISA_STOP_DECLINES = [  # (Visa category 1 response code, Stripe decline_code)
@@ -234,6 +245,7 @@ STRIPE_NO_AUTO_RETRY = {
     "highest_risk_level",
 }
 OURS = "recovery policy (ours)"
+OURS_BANK = "ours + bank signal"
 RULES = RetryRules()  # the defaults shipped in recovery/rules.default.toml
 
 T = TypeVar("T")
@@ -256,6 +268,7 @@ class Case:
     funded: list[tuple[datetime, datetime]] = field(default_factory=list)
     soft_clears_at: datetime | None = None
     bank_fixed_at: datetime | None = None
+    bank_pressed_at: datetime | None = None  # "I've contacted my bank - try again"
     card_change_at: datetime | None = None
     change_keeps_number: bool = False
     prior: list[datetime] = field(default_factory=list)  # same card, other invoices
@@ -427,7 +440,22 @@ def make_case(seed: int, index: int) -> Case:
     case.past_success_days = [local0.day]
     if rng.random() < PAST_RECOVERY_SHARE and days:
         case.past_success_days.append(min(rng.choice(days).day + rng.randint(0, 1), 31))
+    _bank_signal(case)
     return case
+
+
+def _bank_signal(case: Case) -> None:
+    """When the customer presses the bank button, if ever. Its own random stream, so the rest of
+    the population (and every figure without the signal) is what it was before."""
+    if case.group != "needs_customer" or case.decline.decline_code == "authentication_required":
+        return
+    rng = random.Random(case.seed * 7 + 3)
+    if case.bank_fixed_at is not None:
+        if rng.random() < BANK_SIGNAL_AFTER_FIX:
+            hours = rng.uniform(*BANK_SIGNAL_DELAY_HOURS)
+            case.bank_pressed_at = case.bank_fixed_at + timedelta(hours=hours)
+    elif rng.random() < BANK_SIGNAL_UNFIXED:
+        case.bank_pressed_at = case.t0 + timedelta(days=rng.uniform(*BANK_SIGNAL_UNFIXED_DAYS))
 
 
 # ================================ the world's answer to a charge ===============================
@@ -497,7 +525,7 @@ def run_baseline(case: Case, offsets: Sequence[timedelta]) -> Outcome:
     return Outcome(charges, None)
 
 
-def run_ours(case: Case, rules: RetryRules = RULES) -> Outcome:
+def run_ours(case: Case, rules: RetryRules = RULES, *, bank_signal: bool = False) -> Outcome:
     zone = customer_timezone(case.country, case.locales)
     window_end = case.t0 + timedelta(days=rules.window_days)
     card = Card(0, False)
@@ -509,6 +537,8 @@ def run_ours(case: Case, rules: RetryRules = RULES) -> Outcome:
     charges: list[Charge] = []
     changed = False
     change_at = case.card_change_at
+    press_at = case.bank_pressed_at if bank_signal else None
+    bank_calls: list[datetime] = []
     now = case.t0
     while now < window_end:
         ctx = RetryContext(
@@ -520,8 +550,19 @@ def run_ours(case: Case, rules: RetryRules = RULES) -> Outcome:
             amount=2_000,
             currency="usd",
             past_success_days=case.past_success_days,
+            bank_calls=tuple(bank_calls),
         )
         decision = decide_next_retry(ctx, rules, now)
+        # The app's answer to the bank button, when it is pressed before the planned charge.
+        if (
+            press_at is not None
+            and press_at < window_end
+            and (decision.at is None or press_at <= decision.at)
+        ):
+            now, press_at = max(now, press_at), None
+            if answer_bank_call(ctx, rules, now, len(bank_calls)).refusal is None:
+                bank_calls.append(now)
+            continue
         # The app re-decides when a card-change webhook arrives before the planned charge.
         changes = change_at is not None and change_at < window_end
         if changes and change_at is not None and (decision.at is None or change_at <= decision.at):
@@ -600,6 +641,7 @@ def simulate(seed: int, n: int) -> dict[str, Tally]:
         name: partial(run_baseline, offsets=offsets) for name, offsets in BASELINES.items()
     }
     policies[OURS] = run_ours
+    policies[OURS_BANK] = partial(run_ours, bank_signal=True)
     tallies = {name: Tally() for name in policies}
     for index in range(n):
         case = make_case(seed, index)
@@ -917,7 +959,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "\nafter a stop (Visa category 1, Mastercard advice 03/21, Visa advice 02/03/21), before"
         "\na Mastercard 24-30 wait, or beyond 20 (Visa) / 35 (Mastercard) charges of one card in"
         "\n30 days counting other invoices. Baselines end after their last retry; ours runs"
-        f"\n{RULES.window_days} days. Took {time.perf_counter() - started:.1f}s."
+        f"\n{RULES.window_days} days. '{OURS_BANK}': ours, and a customer whose bank lifted the"
+        f'\nblock presses "I\'ve contacted my bank - try again" in {BANK_SIGNAL_AFTER_FIX:.0%} of'
+        f"\ncases, 5 min to 6 h after the fix; {BANK_SIGNAL_UNFIXED:.0%} of the others press it"
+        "\nanyway (ASSUMPTIONS; the try follows within the hour, at most twice a case)."
+        f"\nTook {time.perf_counter() - started:.1f}s."
     )
 
 

@@ -31,6 +31,7 @@ from recovery.web import (
     i18n,
     ops_health,
     outreach,
+    pauses,
     prometheus,
     shadow_pages,
     twilio_webhooks,
@@ -75,6 +76,7 @@ def create_app(
     app.register_blueprint(cancel_flow.bp)
     card_update.init_app(app)  # /update/<token>, with its rate limits
     outreach.init_app(app)  # /annual/, /come-back/, /unsubscribe/<token>: offers and win-back
+    pauses.init_app(app)  # /pause/<token>: a pause instead of a loss, from the final notice
     # Stripe's, Twilio's and the load balancer's calls are not rate limited: each stays out of
     # the limiter's per-request bookkeeping (about 0.4 ms a webhook).
     for machine_facing in (webhooks.bp, twilio_webhooks.bp, health.bp, embed.bp, prometheus.bp):

@@ -4,7 +4,8 @@
 
 `recovered` means money arrived; `lost` means dunning ended without it; `closed` means there is
 nothing left to collect for another reason (voided, written off by the business, subscription
-cancelled by the business). Terminal states absorb everything, except that money arriving
+cancelled by the business, or paused by the customer instead of being lost: close reason
+`paused`). Terminal states absorb everything, except that money arriving
 after a case was lost still makes it recovered: the customer paid late, and the billing team
 should count it.
 """
@@ -51,6 +52,9 @@ class CloseReason(StrEnum):
     SUBSCRIPTION_CANCELLED = "subscription_cancelled"
     NOTHING_DUE = "nothing_due"
     DELETED = "deleted"
+    # The customer took the pause the final notice offered (retry.end_of_dunning =
+    # "offer_pause"): collection stopped until a date they chose, instead of a loss.
+    PAUSED = "paused"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import takewhile
-from typing import Literal, get_args
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from recovery.domain.business_days import BusinessCalendar, calendar_for
@@ -25,15 +25,21 @@ from recovery.domain.declines import (
 )
 from recovery.domain.paydays import (
     OWN_DAY,
-    WEEKDAY_NAMES,
     own_payment_days,
     payday_slots,
     short_day,
+)
+from recovery.domain.retry_rules import (
+    Funding,
+    NetworkCaps,
+    RetryRules,
+    RulesError,
 )
 
 __all__ = [
     "Attempt",
     "CardInfo",
+    "Funding",
     "NetworkCaps",
     "RetryContext",
     "RetryDecision",
@@ -42,90 +48,11 @@ __all__ = [
     "decide_next_retry",
 ]
 
-RetryOwner = Literal["recovery", "stripe"]
-EndOfDunning = Literal["cancel_subscription", "mark_uncollectible", "leave_past_due"]
-Funding = Literal["credit", "debit", "prepaid", "unknown"]
 
 # Visa and Mastercard both count reattempts over a rolling 30 days (docs/card-networks.md).
 CAP_PERIOD = timedelta(days=30)
 _DAY_ABBR = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTH_ABBR = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-class RulesError(ValueError):
-    """A ``[retry]`` setting is unknown or has the wrong type or value; the message names it."""
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkCaps:
-    """Most attempts on one card in any 30 days, ours and Stripe's together."""
-
-    visa: int = 20  # 15 reattempts per 30 days, 20 from 25 May 2025 (Cielo, TabaPay)
-    mastercard: int = 35  # TPE: fee above 35 declines per card, merchant, amount, 30 days
-    default: int = 15  # other networks publish nothing we found: Visa's older, stricter limit
-
-    def for_brand(self, brand: str | None) -> int:
-        name = normalize_brand(brand)
-        if name == "visa":
-            return self.visa
-        if name == "mastercard":
-            return self.mastercard
-        return self.default
-
-
-@dataclass(frozen=True, slots=True)
-class RetryRules:
-    """The ``[retry]`` section of the rules file (parsed by `recovery.rules.parse_retry_rules`);
-    each default is explained there."""
-
-    window_days: int = 28  # Churn Buster's default campaign; 42% of recoveries come after day 14
-    max_attempts: int = 8  # per card, first charge included: Stripe's "at most 8"
-    network_caps: NetworkCaps = NetworkCaps()
-    soft_first_retry_hours: int = 22  # about a day, a little earlier in the day each time
-    min_gap_hours: int = 20  # never two charges on one invoice closer than this
-    payday_targeting: bool = True  # for insufficient_funds only
-    payday_days_of_month: tuple[int, ...] = (1, 15)
-    payday_last_business_day: bool = True
-    payday_weekdays: tuple[str, ...] = ("friday",)
-    local_hour_start: int = 8  # customer-local morning window for payday tries: [start, end)
-    local_hour_end: int = 10
-    business_days: bool = True  # scheduled tries avoid the customer's weekends and holidays
-    retry_owner: RetryOwner = "recovery"
-    end_of_dunning: EndOfDunning = "cancel_subscription"  # Stripe's default end state
-
-    def __post_init__(self) -> None:
-        _check(1 <= self.window_days <= 60, "window_days", "1..60 (Stripe and Recurly stop by 60)")
-        _check(1 <= self.max_attempts <= 20, "max_attempts", "1..20 (Recurly's hard stop)")
-        for brand in ("visa", "mastercard", "default"):
-            cap = getattr(self.network_caps, brand)
-            _check(cap >= 1, f"network_caps.{brand}", "at least 1")
-        _check(1 <= self.soft_first_retry_hours <= 24 * 14, "soft_first_retry_hours", "1..336")
-        _check(
-            1 <= self.min_gap_hours <= self.soft_first_retry_hours,
-            "min_gap_hours",
-            "1..soft_first_retry_hours",
-        )
-        days = self.payday_days_of_month
-        _check(all(1 <= d <= 31 for d in days), "payday_days_of_month", "days 1..31")
-        names = self.payday_weekdays
-        _check(all(n in WEEKDAY_NAMES for n in names), "payday_weekdays", "English day names")
-        _check(0 <= self.local_hour_start <= 23, "local_hour_start", "0..23")
-        _check(
-            self.local_hour_start < self.local_hour_end <= 24,
-            "local_hour_end",
-            "after local_hour_start and at most 24",
-        )
-        _check(self.retry_owner in get_args(RetryOwner), "retry_owner", "recovery or stripe")
-        _check(
-            self.end_of_dunning in get_args(EndOfDunning),
-            "end_of_dunning",
-            " or ".join(get_args(EndOfDunning)),
-        )
-
-
-def _check(ok: bool, key: str, expected: str) -> None:
-    if not ok:
-        raise RulesError(f"retry.{key}: expected {expected}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +92,9 @@ class RetryContext:
     # Our retries of this invoice so far (the case's count); None: count the `by="recovery"`
     # attempts. The next one is "our retry <retries_made + 1>", as the case timeline says.
     retries_made: int | None = None
+    # When the customer said "I've contacted my bank - try again" (the card-update page), for
+    # a decline only they could clear with their issuer: one try follows within the hour.
+    bank_calls: Sequence[datetime] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +177,9 @@ def decide_next_retry(
         )
     if not changed and verdict.category is DeclineCategory.NEEDS_NEW_CARD:
         return RetryDecision(None, False, True, f"{verdict.reason}: {_NEW_CARD}")
-    if not changed and verdict.category is DeclineCategory.NEEDS_CUSTOMER:
+    # The customer's latest word about their bank since the last charge, if any.
+    bank_call = max((c for c in ctx.bank_calls if last is None or c > last.at), default=None)
+    if not changed and verdict.category is DeclineCategory.NEEDS_CUSTOMER and bank_call is None:
         return RetryDecision(None, False, False, f"{verdict.reason}: waiting for the customer")
     if not changed and verdict.category is DeclineCategory.NEVER_RETRY:  # not card-specific
         return RetryDecision(None, True, True, f"{verdict.reason}: not retried; {_NEW_CARD}")
@@ -275,10 +207,17 @@ def decide_next_retry(
                 notes = [f"not before {_fmt(floor, zone, zone_name)} ({seen.reason})"]
     cal = calendar_for(ctx.customer_country) if rules.business_days else None
 
+    if bank_call is not None and not changed:
+        floor = max(floor, bank_call + BANK_CALL_DELAY)
+
     def schedule(earliest: datetime) -> tuple[datetime | None, str, str]:
         if changed:
             # The customer just acted: no reason to wait for a business day.
             return earliest, "the card changed", f"trying the new card at once, {retry}"
+        if bank_call is not None:
+            # So did this one; the minimum gap is for guessing, and nobody is guessing now.
+            said = _fmt(bank_call, zone, zone_name)
+            return earliest, f"the customer contacted their bank ({said})", retry
         if fixed_days:
             since = last.at if last else ctx.case_opened_at
             lowest = max(earliest, since + timedelta(hours=rules.min_gap_hours))
@@ -313,6 +252,12 @@ def decide_next_retry(
         return RetryDecision(None, True, True, "; ".join([reason, *notes]))
     reason = f"{what}: next try {_fmt(at, zone, zone_name)} - {detail}"
     return RetryDecision(at, False, False, "; ".join([reason, *notes]))
+
+
+# "I've contacted my bank - try again" (domain/bank_calls.py decides whether a press counts):
+# the try follows this long after it - an issuer's lifted block takes a few minutes to reach
+# its authorisation system (an assumption, not a published number).
+BANK_CALL_DELAY = timedelta(minutes=10)
 
 
 # Said when this card is done: a new card is charged when the customer adds one (the decision

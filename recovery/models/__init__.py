@@ -27,6 +27,7 @@ from recovery.models.outreach import (
     TermOffer,
     WinBack,
 )
+from recovery.models.pauses import DunningPause
 from recovery.models.users import AuditEntry, User
 from recovery.models.work import ActionStatus, DueAction, JobRun, WorkerHeartbeat
 
@@ -39,6 +40,7 @@ __all__ = [
     "CaseEvent",
     "Customer",
     "DueAction",
+    "DunningPause",
     "EventStatus",
     "ExperimentAssignment",
     "ExperimentRouting",

@@ -41,6 +41,8 @@ from recovery.services.events import mirror_handlers as into_mirror
 from recovery.services.experiments import routing as experiment_routing
 from recovery.services.messaging import expiry, outbox, reminders
 from recovery.services.outreach import contacts, relevance, term_offers, win_back
+from recovery.services.pauses import notices as pause_notices
+from recovery.services.pauses import offer as pause_offer
 from recovery.services.work import retention
 
 # The reminders planner, for the recovery cases this event moved (and those of a subscription
@@ -172,6 +174,7 @@ ACTIONS: dict[str, ActionHandler] = {
     cancel_decisions.WEBHOOK_ACTION: cancel_actions.run_webhook,
     cancel_decisions.EMAIL_CANCELLED: cancel_actions.run_cancel_confirmation,
     cancel_decisions.EMAIL_PAUSE_ENDING: cancel_actions.run_pause_ending,
+    pause_offer.APPLY_KIND: pause_offer.run_apply,  # a pause instead of a loss, carried out
 }
 
 # ---- once a day, cluster-wide -------------------------------------------------------------------
@@ -199,6 +202,7 @@ STILL_WANTED: dict[str, StillWanted] = {
     "expiry": expiry.still_wanted,
     cancel_messages.ABOUT_PREFIX: cancel_messages.still_wanted,
     "outreach": relevance.still_wanted,  # annual offers and win-back notes
+    pause_notices.ABOUT_PREFIX: pause_notices.still_wanted,  # billing resumes after a pause
 }
 
 HANDLERS = Handlers(

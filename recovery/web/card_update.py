@@ -77,7 +77,15 @@ def _link_key() -> str:
 def show(token: str) -> Response:
     page = checkout.open_page(runtime(), token)
     _speak(page.preferred_locales)
-    return _page("update.html", summary=page.summary, token=token)
+    return _page("update.html", summary=page.summary, token=token, bank=page.bank)
+
+
+@bp.post("/<token>/bank")
+def bank_called(token: str) -> Response:
+    """ "I've contacted my bank - try again" (CSRF-checked like every POST here)."""
+    page = checkout.bank_called(runtime(), token)
+    _speak(page.preferred_locales)
+    return _page("update.html", summary=page.summary, token=token, bank=page.bank)
 
 
 @bp.post("/<token>")
@@ -97,7 +105,9 @@ def done(token: str) -> Response:
     if finished is None:  # not finished, or not this link's session: back to the page
         page = checkout.page_again(rt, token)
         _speak(page.preferred_locales)
-        return _page("update.html", summary=page.summary, token=token, unfinished=True)
+        return _page(
+            "update.html", summary=page.summary, token=token, unfinished=True, bank=page.bank
+        )
     return _page(
         "done.html",
         outcome=finished.outcome,

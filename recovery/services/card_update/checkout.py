@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from recovery.adapters.stripe.errors import NotFound
 from recovery.models import CardUpdateLink, Customer, RecoveryCase
 from recovery.runtime import Runtime
-from recovery.services.card_update import completion, links
+from recovery.services.card_update import bank_call, completion, links
 
 
 class Refused(Exception):
@@ -36,6 +36,7 @@ class Page:
 
     summary: links.Summary
     preferred_locales: tuple[str, ...]
+    bank: bank_call.Section | None = None  # "I've contacted my bank - try again"
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,25 @@ def open_page(rt: Runtime, token: str) -> Page:
     with rt.db.transaction() as session:
         link = _open_link(session, token, now)
         links.record_open(session, link, now)
-        return Page(links.summary(session, link), _locales(session, link))
+        bank = bank_call.section(session, link, rt.rules)
+        return Page(links.summary(session, link), _locales(session, link), bank)
+
+
+def bank_called(rt: Runtime, token: str) -> Page:
+    """The customer pressed "I've contacted my bank - try again" (once per case row lock)."""
+    now = rt.clock.now()
+    with rt.db.transaction() as session:
+        link = _open_link(session, token, now)
+        pressed = bank_call.press(session, link, rt.rules, now)
+        return Page(links.summary(session, link), _locales(session, link), pressed)
 
 
 def page_again(rt: Runtime, token: str) -> Page:
     """The page once more, without counting a visit: Checkout was left unfinished."""
     with rt.db.reading() as session:
         link = _open_link(session, token, rt.clock.now())
-        return Page(links.summary(session, link), _locales(session, link))
+        bank = bank_call.section(session, link, rt.rules)
+        return Page(links.summary(session, link), _locales(session, link), bank)
 
 
 def start(rt: Runtime, token: str) -> str:

@@ -276,6 +276,9 @@ class Summary:
     card_brand: str | None
     card_last4: str | None
     expiring: bool = False
+    # Collection is paused until then (a pause taken instead of a loss, or in the cancel
+    # flow): the renewals in between are not charged, so no renewal date is promised.
+    resumes_at: datetime | None = None
 
 
 BRANDS = {
@@ -352,6 +355,7 @@ def _expiring_summary(session: Session, link: CardUpdateLink) -> Summary:
         card_brand=brand_name(pm.brand if pm else None),
         card_last4=pm.last4 if pm else None,
         expiring=True,
+        resumes_at=sub.pause_resumes_at if sub.pause_behavior else None,
     )
 
 

@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+
 from recovery.adapters.deadline import Deadline
 from recovery.adapters.stripe.errors import (
     AuthenticationRequired,
@@ -20,7 +22,7 @@ from recovery.adapters.stripe.errors import (
 )
 from recovery.domain import stripe_objects as so
 from recovery.domain.cases import TERMINAL, CaseStatus, CloseReason, RecoveredVia
-from recovery.models import PaymentMethod, RecoveryCase
+from recovery.models import DunningPause, PaymentMethod, RecoveryCase
 from recovery.rules import Rules
 from recovery.runtime import ActionContext, Claimed, Providers, ThreePhase
 from recovery.services.cases import evidence as case_evidence
@@ -333,6 +335,12 @@ def decide_end_of_dunning(ctx: ActionContext, action: Claimed) -> CaseCall | Non
         return None  # recovered meanwhile: nothing to end
     what = action.payload.get("apply")
     key = f"case:{case.id}:end_of_dunning"
+    if what == "offer_pause":
+        # The pause the final notice offered was not taken by the window's end (a taken one
+        # closed the case as paused, so it never got here): the subscription ends, as it would
+        # have without the offer. A pause chosen but not yet carried out keeps it.
+        chosen = ctx.session.scalar(select(DunningPause.id).where(DunningPause.case_id == case.id))
+        what = "cancel_subscription" if chosen is None else None
     if what == "cancel_subscription" and case.subscription_id:
         return CaseCall(case.id, case.subscription_id, "cancel_subscription", key)
     if what == "mark_uncollectible":

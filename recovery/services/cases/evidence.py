@@ -32,6 +32,7 @@ from recovery.models import (
 )
 
 CAP_PERIOD = timedelta(days=30)
+BANK_CALL_KIND = "bank_called"  # the timeline line of "I've contacted my bank - try again"
 
 
 def attempts_for(session: Session, case: RecoveryCase, invoice: Invoice) -> list[PaymentAttempt]:
@@ -211,8 +212,23 @@ def retry_context(
         past_success_days=first_attempt_success_days(session, case.customer_id, ZoneInfo(zone)),
         customer_country=customer_country(country, locales or ()),
         retries_made=case.our_attempts,
+        bank_calls=bank_calls(session, case),
     )
     return ctx, failed
+
+
+def bank_calls(session: Session, case: RecoveryCase) -> tuple[datetime, ...]:
+    """When the customer said "I've contacted my bank - try again" (timeline lines). Only a
+    decline that needs the customer has them: other cases skip the read."""
+    if case.decline_category != "needs_customer":
+        return ()
+    return tuple(
+        session.scalars(
+            select(CaseEvent.at)
+            .where(CaseEvent.case_id == case.id, CaseEvent.kind == BANK_CALL_KIND)
+            .order_by(CaseEvent.at)
+        )
+    )
 
 
 # How many renewals back the own-payment-day pattern looks (two years of monthly renewals).

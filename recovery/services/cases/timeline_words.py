@@ -54,6 +54,7 @@ TEMPLATES = {
     "card_expiring": "that their card expires before the next renewal",
     "cancel_confirmation": "confirming the cancellation",
     "pause_ending": "that their pause is about to end",
+    "pause_resumes": "that billing resumes after their pause, with a card-update link",
 }
 SEQUENCES = {
     "soft": "the reminders for a declined payment",
@@ -64,6 +65,7 @@ END_OF_DUNNING = {
     "cancel_subscription": "the subscription is cancelled",
     "mark_uncollectible": "the invoice is marked uncollectible",
     "leave_past_due": "the invoice is left open and the subscription past due",
+    "offer_pause": "the pause offered in the final notice was not taken: the subscription ends",
 }
 VIA = {
     "our_retry": "by our retry",

@@ -35,6 +35,7 @@ from recovery.models import (
 from recovery.rules import Rules
 from recovery.runtime import ProcessingContext
 from recovery.services.card_update import links as card_update_links
+from recovery.services.card_update import reminder_links
 from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
 from recovery.services.experiments.assignment import placement_of_case
@@ -251,6 +252,9 @@ def _write_to(
         link=link,
         deadline=_deadline(case, rules),
     )
+    # A pause instead of a loss (final notice), "I've contacted my bank" (needs_customer).
+    offered = reminder_links.extras(case, rules, template, link, _deadline(case, rules), locale)
+    context.update(offered)
     subject = ""
     if channel == "email":
         rendered = render_email(template, locale, context)
@@ -266,6 +270,7 @@ def _write_to(
     if ours:  # the token never rests in the outbox: the sender puts it back in
         subject = card_update_links.stored_form(subject, link)
         body = card_update_links.stored_form(body, link)
+        body = reminder_links.stored(body, offered, card_update_links.PLACEHOLDER)
     zone = zone_of(customer)
     # A thank-you or "it ended" note goes out after the case closed: it must not sit under the
     # case's subject, whose pending work is cancelled the moment the case closes.

@@ -1,5 +1,6 @@
 """A customer's contacts and outreach at a glance, for the customer's API page
-(GET /api/v1/customers/<id>: `contacts` and `outreach`)."""
+(GET /api/v1/customers/<id>: `contacts` and `outreach`: annual offers, win-backs, pauses taken
+instead of a loss, unsubscribes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from recovery.models import MarketingOptOut, TermOffer, WinBack
+from recovery.models import DunningPause, MarketingOptOut, TermOffer, WinBack
 from recovery.services.outreach import contacts
 
 
@@ -22,6 +23,11 @@ def customer_outreach(session: Session, customer_id: str) -> dict[str, Any]:
     ).all()
     win_backs = session.scalars(
         select(WinBack).where(WinBack.customer_id == customer_id).order_by(WinBack.id)
+    ).all()
+    pauses = session.scalars(
+        select(DunningPause)
+        .where(DunningPause.customer_id == customer_id)
+        .order_by(DunningPause.id)
     ).all()
     opt_outs = session.scalars(
         select(MarketingOptOut).where(MarketingOptOut.customer_id == customer_id)
@@ -54,6 +60,20 @@ def customer_outreach(session: Session, customer_id: str) -> dict[str, Any]:
                     "currency": w.currency,
                 }
                 for w in win_backs
+            ],
+            "pauses": [
+                {
+                    "subscription": p.subscription_id,
+                    "case": p.case_id,
+                    "status": p.status,
+                    "months": p.months,
+                    "chosen_at": _iso(p.chosen_at),
+                    "resumes_at": _iso(p.resumes_at),
+                    "invoice_voided": p.invoice_id,
+                    "amount_voided": p.amount_voided,
+                    "currency": p.currency,
+                }
+                for p in pauses
             ],
             "unsubscribed": [{"email": o.email, "at": _iso(o.at), "via": o.via} for o in opt_outs],
         },

@@ -27,7 +27,8 @@ from recovery.models import (
     Subscription,
 )
 from recovery.runtime import Runtime
-from recovery.services.reporting import saves
+from recovery.services.reporting import account_outreach, saves
+from recovery.services.reporting.account_outreach import AccountOutreach
 
 LIMIT = 200  # rows per section; a customer with more is an outlier, and the page says so
 STRIPE_DASHBOARD = "https://dashboard.stripe.com/"
@@ -134,6 +135,7 @@ class CustomerPage:
     cards: list[CardLine]
     stripe: str | None  # the dashboard's base URL, or None: no links
     limit: int = LIMIT
+    outreach: AccountOutreach | None = None  # contacts, offers, win-backs, pauses, opt-outs
 
 
 def _sessions(session: Session, customer_id: str) -> list[SessionLine]:
@@ -293,6 +295,7 @@ def read(session: Session, settings: Settings, customer_id: str) -> CustomerPage
         ],
         cards=_cards(session, customer, customer_id),
         stripe=stripe_dashboard(settings),
+        outreach=account_outreach.read(session, customer_id),
     )
 
 

@@ -13,7 +13,8 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from recovery.services.cases import admin as case_admin
 from recovery.services.cases import desk
-from recovery.services.reporting import case_list, exports
+from recovery.services.reporting import account_outreach, case_list, exports
+from recovery.services.reporting.case_list import mask_email
 from recovery.web import runtime
 from recovery.web.dashboard import labels
 from recovery.web.dashboard.auth import admin_required, current_user, login_required
@@ -90,8 +91,11 @@ def case_page(case_id: int) -> str:
         abort(404)
     story, can = found
     user = current_user()
+    full = full_emails()
     return render_template(
         "dashboard/case.html",
+        outreach=account_outreach.for_customer(runtime(), story.case.customer_id),
+        show_email=lambda address: address if full else mask_email(address),
         story=story,
         case=story.case,
         can=can,

@@ -37,6 +37,7 @@ def customer_page(customer_id: str) -> str:
         full_emails=full,
         email=(found.email or "") if full else mask_email(found.email),
         recipient=lambda channel, address: recipient(channel, address, full),
+        show_email=lambda address: recipient("email", address, full),
         offer_labels=labels.OFFERS,
         template_words=words.template_words,
         SUBSCRIPTION_STATUSES=labels.SUBSCRIPTION_STATUSES,

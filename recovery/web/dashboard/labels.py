@@ -29,6 +29,7 @@ LOST_REASONS = {
     "marked_uncollectible": "Marked uncollectible",
     "subscription_cancelled": "Subscription cancelled",
     "nothing_due": "Nothing due",
+    "paused": "Paused instead of lost",
     "deleted": "Invoice deleted",
     "admin_paid_elsewhere": "Closed: paid elsewhere",
     "admin_written_off": "Closed: written off",

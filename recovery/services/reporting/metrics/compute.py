@@ -23,7 +23,7 @@ from recovery.services.reporting.metrics.cohort import (
     recovered_mrr_by_currency,
 )
 from recovery.services.reporting.metrics.expiring_cards import expiring_cards
-from recovery.services.reporting.metrics.outreach import outreach
+from recovery.services.reporting.metrics.outreach import outreach, pauses_by_currency
 from recovery.services.reporting.metrics.parameters import currencies_in_use, default_currency
 from recovery.services.reporting.metrics.reminder_channels import reminder_channels
 from recovery.services.reporting.metrics.result import (
@@ -82,8 +82,9 @@ def by_currency(
     session: Session, period_from: datetime, period_to: datetime
 ) -> tuple[CurrencySummary, ...]:
     """The period's headline figures in every currency that has cases in it, most failed
-    first: two statements whatever the number of currencies (one GROUP BY currency and status,
-    one for the recovered subscriptions' monthly revenue), with the tiles' definitions."""
+    first: three statements whatever the number of currencies (one GROUP BY currency and
+    status, one for the recovered subscriptions' monthly revenue, one for the pauses instead of
+    losses), with the tiles' definitions."""
     in_period = and_(RecoveryCase.opened_at >= period_from, RecoveryCase.opened_at < period_to)
     rows = session.execute(
         select(
@@ -101,6 +102,9 @@ def by_currency(
         slot = sums.setdefault(str(currency).lower(), {})
         slot[str(status)] = [int(n), int(due), int(collected)]
     mrr = recovered_mrr_by_currency(session, in_period)
+    pauses = pauses_by_currency(session, period_from, period_to)
+    for currency in pauses:  # paused in the period, from cases opened before it
+        sums.setdefault(currency, {})
     active = {s.value for s in ACTIVE}
     out = []
     for currency, by_status in sums.items():
@@ -115,6 +119,8 @@ def by_currency(
                 in_progress=_tally(by_status, active),
                 lost=_tally(by_status, LOST_STATUSES),
                 recovered_monthly_revenue=mrr.get(currency, 0),
+                pauses=pauses.get(currency, (0, 0))[0],
+                pauses_resumed=pauses.get(currency, (0, 0))[1],
             )
         )
     out.sort(key=lambda c: (-c.failed.count, c.currency))

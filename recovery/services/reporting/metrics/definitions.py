@@ -68,6 +68,20 @@ DEFINITIONS: dict[str, str] = {
         "was paid in them. Pending: that day has not come yet - not counted as lost."
     ),
     "lost_by_reason": "The lost invoices of the period, by why they ended unpaid.",
+    "term_offers": (
+        "Annual-term offers emailed in the period, those accepted in the period, and the "
+        "yearly amount the accepted switches bill."
+    ),
+    "win_backs": (
+        "Win-back notes sent in the period, customers who restarted through one in the "
+        "period, and the monthly revenue they brought back."
+    ),
+    "pauses": (
+        "Subscriptions paused in the period from the final notice's offer instead of ending "
+        "(retry.end_of_dunning = offer_pause): the unpaid invoice voided, so its case counts "
+        "as lost above, but the customer stays. Resumed paying: of those, the ones that have "
+        "paid an invoice since their pause ended."
+    ),
     "by_currency": (
         "The same period in every currency that has cases, side by side. Amounts are not "
         "converted: each column is in its own currency."

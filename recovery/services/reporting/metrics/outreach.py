@@ -5,7 +5,10 @@
   amounts those switches bill, minor units a year);
 - win-back: `win_backs_sent` (sequences with a note sent in the period), `reactivated`
   (customers who restarted through the link in the period) and `reactivated_revenue` (the
-  monthly revenue they brought back).
+  monthly revenue they brought back);
+- a pause instead of a loss (`retry.end_of_dunning = "offer_pause"`): `pauses` (pauses carried
+  out in the period: collection paused, the unpaid invoice voided) and `pauses_resumed` (of
+  those, the ones whose subscription has paid an invoice since its pause ended).
 
 One query whatever the volume; amounts as Stripe reports them.
 """
@@ -16,10 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, cast, exists, func, literal, select
+from sqlalchemy import String, case, cast, exists, func, literal, select
 from sqlalchemy.orm import Session
 
-from recovery.models import MessageStatus, OutboxMessage, TermOffer, WinBack
+from recovery.models import DunningPause, Invoice, MessageStatus, OutboxMessage, TermOffer, WinBack
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class OutreachStats:
     win_backs_sent: int = 0
     reactivated: int = 0
     reactivated_revenue: int = 0
+    pauses: int = 0
+    pauses_resumed: int = 0
 
 
 def _sent(kind: str, row_id: Any, start: datetime, end: datetime) -> Any:
@@ -42,8 +47,44 @@ def _sent(kind: str, row_id: Any, start: datetime, end: datetime) -> Any:
     )
 
 
+def _paused(start: datetime, end: datetime) -> Any:
+    return (
+        (DunningPause.status == "accepted")
+        & (DunningPause.applied_at >= start)
+        & (DunningPause.applied_at < end)
+    )
+
+
+def _resumed_paying() -> Any:
+    """EXISTS an invoice of the paused subscription paid since the pause ended."""
+    return exists(
+        select(Invoice.id).where(
+            Invoice.subscription_id == DunningPause.subscription_id,
+            Invoice.status == "paid",
+            Invoice.amount_paid > 0,
+            Invoice.paid_at >= DunningPause.resumes_at,
+        )
+    )
+
+
+def pauses_by_currency(
+    session: Session, start: datetime, end: datetime
+) -> dict[str, tuple[int, int]]:
+    """(pauses, of them resumed paying) per currency: one GROUP BY."""
+    rows = session.execute(
+        select(
+            DunningPause.currency,
+            func.count(),
+            func.sum(case((_resumed_paying(), 1), else_=0)),
+        )
+        .where(_paused(start, end))
+        .group_by(DunningPause.currency)
+    ).all()
+    return {str(c).lower(): (int(n), int(back or 0)) for c, n, back in rows}
+
+
 def outreach(session: Session, currency: str, start: datetime, end: datetime) -> OutreachStats:
-    """All six figures in one query (scalar subqueries)."""
+    """All eight figures in one query (scalar subqueries)."""
     accepted = (
         (TermOffer.status == "accepted")
         & (TermOffer.applied_at >= start)
@@ -74,9 +115,15 @@ def outreach(session: Session, currency: str, start: datetime, end: datetime) ->
             select(func.coalesce(func.sum(WinBack.reactivated_amount), 0))
             .where(WinBack.currency == currency, back)
             .scalar_subquery(),
+            select(func.count(DunningPause.id))
+            .where(DunningPause.currency == currency, _paused(start, end))
+            .scalar_subquery(),
+            select(func.count(DunningPause.id))
+            .where(DunningPause.currency == currency, _paused(start, end), _resumed_paying())
+            .scalar_subquery(),
         )
     ).one()
-    sent, won, moved, notes, returned, revenue = (int(value or 0) for value in row)
+    sent, won, moved, notes, returned, revenue, paused, resumed = (int(v or 0) for v in row)
     return OutreachStats(
         offers_sent=sent,
         offers_accepted=won,
@@ -84,4 +131,6 @@ def outreach(session: Session, currency: str, start: datetime, end: datetime) ->
         win_backs_sent=notes,
         reactivated=returned,
         reactivated_revenue=revenue,
+        pauses=paused,
+        pauses_resumed=resumed,
     )

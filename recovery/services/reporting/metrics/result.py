@@ -96,6 +96,8 @@ class CurrencySummary:
     in_progress: Tally
     lost: Tally
     recovered_monthly_revenue: int
+    pauses: int = 0  # pauses instead of losses carried out in the period (metrics/outreach.py)
+    pauses_resumed: int = 0  # of those, paying again since the pause ended
 
 
 @dataclass(frozen=True)
