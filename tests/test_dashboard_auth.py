@@ -95,6 +95,19 @@ def test_idle_session_expires(runtime: Runtime, client: Any, clock: FrozenClock)
     assert client.get("/dashboard").status_code == 302
 
 
+def test_signing_in_again_after_the_idle_timeout_works_at_once(
+    runtime: Runtime, client: Any, clock: FrozenClock
+) -> None:
+    """The same browser comes back the next morning: the sign-in form it is shown must work
+    (the expired sign-in used to be dropped with the form's CSRF token, so the post was a 400)."""
+    add_user(runtime, ADMIN, "admin")
+    login(client, ADMIN)
+    clock.advance(timedelta(hours=13))
+    response = login(client, ADMIN)  # straight to the sign-in page, as a bookmark does
+    assert response.status_code == 302
+    assert client.get("/dashboard").status_code == 200
+
+
 def test_logout_is_a_post_with_csrf(runtime: Runtime, client: Any) -> None:
     add_user(runtime, ADMIN, "admin")
     login(client, ADMIN)

@@ -69,15 +69,22 @@ def _load() -> CurrentUser | None:
         return None
     now = runtime().clock.now()
     if now.timestamp() - seen > IDLE_TIMEOUT.total_seconds():
-        session.clear()
+        _forget_sign_in()
         return None
     account = signin.signed_in(runtime(), uid, version)
     if account is None:
-        session.clear()
+        _forget_sign_in()
         return None
     if now.timestamp() - seen > TOUCH_EVERY.total_seconds():
         session["seen"] = int(now.timestamp())
     return CurrentUser(id=account.id, email=account.email, role=account.role)
+
+
+def _forget_sign_in() -> None:
+    # Only the sign-in: this can run while a page renders (the templates ask who is signed in),
+    # after its form put a CSRF token in the session - clearing that made the next sign-in 400.
+    for key in ("uid", "sv", "seen"):
+        session.pop(key, None)
 
 
 def safe_next(target: str | None) -> str | None:
