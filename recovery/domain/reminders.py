@@ -129,21 +129,31 @@ def _local_at(day: datetime, hour: int, tz: ZoneInfo) -> datetime:
 
 
 def _business_day(
-    at: datetime, started_at: datetime, deadline: datetime, tz: ZoneInfo, cal: BusinessCalendar
+    at: datetime,
+    started_at: datetime,
+    deadline: datetime,
+    tz: ZoneInfo,
+    cal: BusinessCalendar,
+    *,
+    earlier_first: bool = False,
 ) -> datetime:
     """A planned reminder moved off the customer's weekend or public holiday: to the next
-    business day at the same hour, or - if that is after the deadline - the business day before
-    (never before the start). Unchanged when no business day fits."""
+    business day at the same hour, or - if that is not before the deadline - the business day
+    before (never before the start). A step counted back from the deadline (a final notice)
+    tries the day before first: moved later it would warn of an end that is already there.
+    Unchanged when no business day fits."""
     local = at.astimezone(tz)
     if cal.is_open(local.date()):
         return at
     hour = local.time()
     later = datetime.combine(cal.open_on_or_after(local.date()), hour, tz).astimezone(at.tzinfo)
-    if later <= deadline:
-        return later
     earlier_day = cal.open_on_or_before(local.date())
     earlier = datetime.combine(earlier_day, hour, tz).astimezone(at.tzinfo)
-    return earlier if earlier >= started_at else at
+    candidates = (earlier, later) if earlier_first else (later, earlier)
+    for candidate in candidates:
+        if started_at <= candidate < deadline:
+            return candidate
+    return at
 
 
 def plan(
@@ -171,7 +181,8 @@ def plan(
             assert step.days_before_end is not None
             at = _local_at(deadline - timedelta(days=step.days_before_end), send_hour, tz)
         if calendar is not None and at != started_at:
-            at = _business_day(at, started_at, deadline, tz, calendar)
+            backwards = step.days_before_end is not None
+            at = _business_day(at, started_at, deadline, tz, calendar, earlier_first=backwards)
         if at < started_at or at > deadline:
             continue
         planned.append(PlannedReminder(index, step.channel, step.template, at))

@@ -257,3 +257,22 @@ def test_no_planned_reminder_lands_on_a_weekend_or_holiday(
         assert started <= reminder.at <= deadline
         if reminder.at != started:  # day 0 answers the failure at once
             assert cal.is_open(reminder.at.astimezone(ZoneInfo(zone)).date())
+
+
+def test_a_final_notice_off_a_weekend_comes_the_business_day_before_not_at_the_end() -> None:
+    """The window ends on Monday 30 Nov 2026 at 10:00; its notice two days before falls on a
+    Saturday. Moved to Monday it would arrive with the end itself; it comes on Friday."""
+    from recovery.domain.reminders import ReminderStep
+
+    deadline = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    started = deadline - timedelta(days=28)
+    final = ReminderStep(channel="email", template="final_notice", days_before_end=2)
+    (planned,) = plan(
+        [final],
+        started_at=started,
+        deadline=deadline,
+        zone="UTC",
+        send_hour=10,
+        calendar=calendar_for("GB"),
+    )
+    assert planned.at == datetime(2026, 11, 27, 10, 0, tzinfo=UTC)  # Friday
