@@ -14,14 +14,17 @@ most of the work of an event:
   subscription's renewal date or liveness changed in the mirror, for a customer with a notice
   pending;
 - a case reaction for an invoice, a customer or a subscription without a case does nothing,
-  and is not run.
-The "is there a case" checks read the batch's `Facts` (read once per batch, grown as cases open;
-outside a batch, e.g. for a re-fetched object, they always say yes).
+  and is not run;
+- the win-back reaction to a live subscription runs only for a customer with a win-back it
+  would stop or count as reactivated (every renewal's customer.subscription.updated ran it,
+  which made every renewal the slow path).
+The checks read the batch's `Facts` (read once per batch, grown as cases open and after every
+event whose reactions ran; outside a batch, e.g. for a re-fetched object, they always say yes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -29,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from recovery.domain import stripe_objects as so
 from recovery.domain.cases import ACTIVE
-from recovery.models import MessageStatus, OutboxMessage, RecoveryCase
+from recovery.models import MessageStatus, OutboxMessage, RecoveryCase, WinBack
 from recovery.runtime import (
     Facts,
     Gated,
@@ -66,6 +69,11 @@ def _subscription_has_case(ctx: ProcessingContext, event: Payload, obj: Payload)
     return ctx.facts is None or obj.get("id") in ctx.facts.subscriptions_with_cases
 
 
+def _customer_has_win_back(ctx: ProcessingContext, event: Payload, obj: Payload) -> bool:
+    facts = ctx.facts
+    return not isinstance(facts, BatchFacts) or customer_of(obj) in facts.customers_with_win_backs
+
+
 def if_invoice_has_case(reaction: Reaction) -> Gated:
     return Gated(_invoice_has_case, reaction)
 
@@ -76,6 +84,10 @@ def if_customer_has_active_case(reaction: Reaction) -> Gated:
 
 def if_subscription_has_case(reaction: Reaction) -> Gated:
     return Gated(_subscription_has_case, reaction)
+
+
+def if_customer_has_win_back(reaction: Reaction) -> Gated:
+    return Gated(_customer_has_win_back, reaction)
 
 
 # ---- the planners --------------------------------------------------------------------------
@@ -135,10 +147,39 @@ expiry_when_inputs_moved = Gated(_expiry_needed, _expiry_on_card_change)
 
 # ---- a batch's facts -----------------------------------------------------------------------
 
+# The win-backs a customer's new live subscription stops or counts as reactivated
+# (services/outreach/win_back.py, on_subscription_started).
+_OPEN_WIN_BACK = ("planned", "stopped")
 
-def read_facts(session: Session, events: Sequence[Payload]) -> Facts:
+
+class BatchFacts(Facts):
+    """`Facts`, and which customers have an open win-back (read when first asked)."""
+
+    def __init__(
+        self,
+        read_cases: Callable[[Facts], None],
+        read_notices: Callable[[Facts], None],
+        read_win_backs: Callable[[], Iterable[str]],
+    ) -> None:
+        super().__init__(read_cases, read_notices)
+        self._read_win_backs: Callable[[], Iterable[str]] | None = read_win_backs
+        self._win_backs: set[str] = set()
+
+    @property
+    def customers_with_win_backs(self) -> set[str]:
+        read, self._read_win_backs = self._read_win_backs, None
+        if read is not None:
+            self._win_backs.update(read())
+        return self._win_backs
+
+    def add_win_back(self, customer_id: str) -> None:
+        self._win_backs.add(customer_id)
+
+
+def read_facts(session: Session, events: Sequence[Payload]) -> BatchFacts:
     """What the batch's events may act on, read when first needed: the cases of its invoices,
-    customers and subscriptions (one statement), the customers with a notice pending (one)."""
+    customers and subscriptions (one statement), the customers with a notice pending (one), the
+    customers with an open win-back (one)."""
     invoices, customers, subscriptions = set(), set(), set()
     for event in events:
         obj = event["data"]["object"]
@@ -173,7 +214,20 @@ def read_facts(session: Session, events: Sequence[Payload]) -> Facts:
                 )
             )
 
-    return Facts(read_cases, read_notices)
+    def read_win_backs() -> list[str]:
+        if not customers:
+            return []
+        return [
+            str(c)
+            for c in session.scalars(
+                select(WinBack.customer_id)
+                .where(WinBack.customer_id.in_(sorted(customers)))
+                .where(WinBack.status.in_(_OPEN_WIN_BACK))
+                .distinct()
+            )
+        ]
+
+    return BatchFacts(read_cases, read_notices, read_win_backs)
 
 
 _CASE_KEYS = select(
@@ -184,11 +238,20 @@ _CASE_KEYS = select(
 )
 
 
-def grow_facts(session: Session, facts: Facts, moved_case_ids: set[int]) -> None:
-    """Cases opened or moved by an event of the batch: what the events after it may act on."""
+def grow_facts(
+    session: Session, facts: Facts, moved_case_ids: set[int], event: Payload | None = None
+) -> None:
+    """Cases opened or moved by an event of the batch: what the events after it may act on.
+    `event` ran its reactions, which may have opened a win-back for its customer (one ended
+    subscription plans one)."""
     if moved_case_ids:
         where = RecoveryCase.id.in_(sorted(moved_case_ids))
         _add_cases(facts, session.execute(_CASE_KEYS.where(where)))
+    if event is not None and isinstance(facts, BatchFacts):
+        obj = event.get("data", {}).get("object")
+        customer = customer_of(obj) if isinstance(obj, Mapping) else None
+        if customer:
+            facts.add_win_back(customer)
 
 
 def _add_cases(facts: Facts, rows: Iterable[Any]) -> None:

@@ -116,7 +116,7 @@ def apply(
             statuses[event.id] = EventStatus.PROCESSED
         batch.forget(ctx.changes.mirrored)
         assert ctx.facts is not None
-        gates.grow_facts(session, ctx.facts, take_batch_moves(session))
+        gates.grow_facts(session, ctx.facts, take_batch_moves(session), data)
         # The mirror is written with plain statements, which the session's loaded objects do
         # not see: the next event starts from what the database holds.
         session.expunge_all()
