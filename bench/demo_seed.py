@@ -61,8 +61,7 @@ FIGURES = {
     "GROUP BY channel, template, status ORDER BY 1, 2, 3",
     "due_actions": "SELECT kind, status, count(*) FROM due_actions GROUP BY kind, status "
     "ORDER BY 1, 2",
-    "cancel_sessions": "SELECT outcome, count(*) FROM cancel_sessions GROUP BY outcome "
-    "ORDER BY 1",
+    "cancel_sessions": "SELECT outcome, count(*) FROM cancel_sessions GROUP BY outcome ORDER BY 1",
     "win_backs": "SELECT status, count(*), sum(reactivated_amount) FROM win_backs "
     "GROUP BY status ORDER BY 1",
     "invoices": "SELECT status, count(*), sum(amount_paid) FROM invoices GROUP BY status "
@@ -135,9 +134,8 @@ def main() -> None:
         f"{cpu:.1f} CPU s ({cpu_history:.1f} in the history), {wall:.1f} s wall, "
         f"{statements} SQL statements; figures {digest}"
     )
-    print(
-        "load average before %.2f %.2f %.2f, after %.2f %.2f %.2f" % (*load_before, *load_after)
-    )
+    before, after = (" ".join(f"{n:.2f}" for n in load) for load in (load_before, load_after))
+    print(f"load average before {before}, after {after}")
     print(f"target: under {TARGET_SECONDS:.0f} s on an idle 2-core machine")
     if args.figures:
         print(json.dumps(found, indent=1, default=str))
