@@ -51,7 +51,9 @@ class Simulation:
         self.end = (end or datetime.now(UTC)).replace(microsecond=0)
         self.days = days
         self.start = self.end - timedelta(days=days)
-        self.worker = Worker(runtime, worker_id="demo-history")
+        # One thread: the history's clock is frozen while the worker runs, so a pool only adds
+        # hand-offs between threads (and leaves the order of the fake's calls to chance).
+        self.worker = Worker(runtime, worker_id="demo-history", threads=1)
         self.report = HistoryReport()
         self.subscribers: list[Subscriber] = []
         self._queue: list[tuple[int, int, Callable[[], None]]] = []
