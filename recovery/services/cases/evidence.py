@@ -162,20 +162,33 @@ def _to_attempt(row: PaymentAttempt, ours: set[str], on_invoice: bool) -> Attemp
 
 def current_card(session: Session, case: RecoveryCase) -> PaymentMethod | None:
     """The card Stripe will charge: the subscription's default, else the customer's."""
-    sub = session.get(Subscription, case.subscription_id) if case.subscription_id else None
-    customer = session.get(Customer, case.customer_id) if case.customer_id else None
-    for pm_id in (
-        sub.default_payment_method_id if sub else None,
-        sub.default_source_id if sub else None,
-        customer.default_payment_method_id if customer else None,
-        customer.default_source_id if customer else None,
-    ):
+    if not case.subscription_id and not case.customer_id:
+        return None
+    # The four candidates in one prepared statement, rather than loading the subscription and
+    # the customer (a statement each, on every decision and every reminder written).
+    candidates = session.execute(
+        _CARD_IDS, {"subscription_id": case.subscription_id, "customer_id": case.customer_id}
+    ).one()
+    for pm_id in candidates:
         if pm_id:
             pm = session.get(PaymentMethod, pm_id)
             if pm is not None:
                 return pm
             return PaymentMethod(id=pm_id)  # known by id only: a card nonetheless
     return None
+
+
+def _card_id(column: Any, model: Any, key: str) -> Any:
+    return select(column).where(model.id == bindparam(key)).scalar_subquery()
+
+
+# Stripe's order: the subscription's default card, its default source, then the customer's.
+_CARD_IDS = select(
+    _card_id(Subscription.default_payment_method_id, Subscription, "subscription_id"),
+    _card_id(Subscription.default_source_id, Subscription, "subscription_id"),
+    _card_id(Customer.default_payment_method_id, Customer, "customer_id"),
+    _card_id(Customer.default_source_id, Customer, "customer_id"),
+)
 
 
 _FUNDING: dict[str | None, Funding] = {"credit": "credit", "debit": "debit", "prepaid": "prepaid"}
