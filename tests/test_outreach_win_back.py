@@ -111,6 +111,20 @@ def test_subscribing_again_on_their_own_stops_the_sequence_at_once(story: Outrea
     assert len(story.mails_to("kim@example.com")) == 1
 
 
+def test_an_end_and_a_new_subscription_in_one_batch_stop_the_win_back(story: Outreach) -> None:
+    """The win-back reaction runs only for a customer with a win-back (a renewal's update
+    skips it); one planned by an earlier event of the same batch counts."""
+    kim = story.subscriber(metadata=CONSENT)
+    story.fake.cancel_subscription(kim.subscription, at_period_end=False, idempotency_key="end")
+    again = story.fake.add_subscription(kim.customer, price_id="price_monthly")
+    story.fake.add_event("customer.subscription.created", again)
+    story.deliver()  # the end (plans a win-back) and the new subscription: one batch
+    with story.rt.db.transaction() as s:
+        assert s.scalars(select(WinBack.status)).one() == "stopped"
+    story.later(61)
+    assert story.mails_to("kim@example.com") == []
+
+
 def test_the_daily_job_plans_what_an_event_missed(story: Outreach) -> None:
     kim = story.subscriber(metadata=CONSENT)
     story.fake.cancel_subscription(kim.subscription, at_period_end=False, idempotency_key="x")

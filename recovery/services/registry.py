@@ -54,6 +54,8 @@ plan_expiry = gates.expiry_when_inputs_moved
 when_case = gates.if_invoice_has_case
 when_active_case = gates.if_customer_has_active_case
 when_subscription_case = gates.if_subscription_has_case
+# A renewal's subscription update stops no win-back unless the customer has one.
+when_win_back = gates.if_customer_has_win_back
 
 # ---- Stripe events ------------------------------------------------------------------------------
 
@@ -97,13 +99,16 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     ),
     "checkout.session.completed": (card_update.on_checkout_completed,),
     # subscriptions
-    "customer.subscription.created": (into_mirror.subscription, win_back.on_subscription_started),
+    "customer.subscription.created": (
+        into_mirror.subscription,
+        when_win_back(win_back.on_subscription_started),
+    ),
     "customer.subscription.updated": (
         into_mirror.subscription,
         when_active_case(case.on_card_change),
         plan_reminders,
         plan_expiry,
-        win_back.on_subscription_started,
+        when_win_back(win_back.on_subscription_started),
     ),
     "customer.subscription.deleted": (
         into_mirror.subscription,

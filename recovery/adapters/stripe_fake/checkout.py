@@ -3,12 +3,12 @@ card. Completing a session saves a card, so this part builds on the customers'."
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
 from recovery.adapters.stripe.protocol import StripeDict
 from recovery.adapters.stripe_fake.customers import FakeCustomers
+from recovery.adapters.stripe_fake.store import clone
 
 
 class FakeCheckout(FakeCustomers):
@@ -103,17 +103,17 @@ class FakeCheckout(FakeCustomers):
         self._emit("payment_method.attached", pm)
         self._emit("setup_intent.succeeded", {**intent, "payment_method": pm})
         self._emit("checkout.session.completed", session)
-        return copy.deepcopy(session)
+        return clone(session)
 
     def _expanded_setup_intent(self, id: str) -> StripeDict:
-        intent = copy.deepcopy(self._get("setup_intent", id))
+        intent = clone(self._get("setup_intent", id))
         if intent["payment_method"]:
             intent["payment_method"] = self._get("payment_method", intent["payment_method"])
         return intent
 
     def retrieve_checkout_session(self, id: str) -> StripeDict:
         def fetch() -> StripeDict:
-            session = copy.deepcopy(self._get("checkout.session", id))
+            session = clone(self._get("checkout.session", id))
             if session["setup_intent"]:
                 session["setup_intent"] = self._expanded_setup_intent(session["setup_intent"])
             return session

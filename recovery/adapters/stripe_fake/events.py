@@ -3,12 +3,11 @@ their events through `FakeStore._emit`.)"""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from recovery.adapters.stripe.protocol import StripeDict
-from recovery.adapters.stripe_fake.store import FakeStore
+from recovery.adapters.stripe_fake.store import FakeStore, clone
 
 
 class FakeEvents(FakeStore):
@@ -16,10 +15,10 @@ class FakeEvents(FakeStore):
         self, event_type: str, obj: Mapping[str, Any], *, created: int | None = None
     ) -> StripeDict:
         """An event in the account's history (what `iter_events` lists)."""
-        self._emit(event_type, copy.deepcopy(dict(obj)))
+        self._emit(event_type, clone(dict(obj)))
         if created is not None:
             self.events[-1]["created"] = created
-        return copy.deepcopy(self.events[-1])
+        return clone(self.events[-1])
 
     def iter_events(
         self, created_gte: int, starting_after: str | None = None

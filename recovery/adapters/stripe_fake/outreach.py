@@ -13,13 +13,13 @@ unused part of the current period at the old price (by seconds, as Stripe prorat
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from recovery.adapters.stripe.errors import InvalidRequest
 from recovery.adapters.stripe.params import PRORATION_BEHAVIORS, check_choice
 from recovery.adapters.stripe.protocol import StripeDict
+from recovery.adapters.stripe_fake.store import clone
 
 YEAR = 365 * 86400
 
@@ -80,7 +80,7 @@ class OutreachFakeMixin:
             "created": at,
             "period_start": at,
             "period_end": at,
-            "lines": {"object": "list", "data": copy.deepcopy(lines), "has_more": False},
+            "lines": {"object": "list", "data": clone(lines), "has_more": False},
             "subtotal": total,
             "total": total,
             "amount_due": max(total, 0),
@@ -149,7 +149,7 @@ class OutreachFakeMixin:
             )
             now = self._now()
             interval_changed = item["price"]["recurring"] != price["recurring"]
-            item["price"], item["quantity"] = copy.deepcopy(price), quantity
+            item["price"], item["quantity"] = clone(price), quantity
             if interval_changed:  # the billing date moves to the switch
                 fresh = self._item(subscription_id, price, quantity, now)
                 item["current_period_start"] = now
@@ -231,7 +231,7 @@ class OutreachFakeMixin:
         phase = schedule["phases"][1]
         price = self._get("price", phase["items"][0]["price"])
         item = sub["items"]["data"][0]
-        item["price"], item["quantity"] = copy.deepcopy(price), phase["items"][0]["quantity"]
+        item["price"], item["quantity"] = clone(price), phase["items"][0]["quantity"]
         item["current_period_start"], item["current_period_end"] = (
             phase["start_date"],
             phase["end_date"],
@@ -239,7 +239,7 @@ class OutreachFakeMixin:
         schedule.update(status="released", released_subscription=sub["id"])
         sub["schedule"] = None
         self._emit("customer.subscription.updated", sub)
-        return copy.deepcopy(sub)
+        return clone(sub)
 
     def create_checkout_subscription_session(
         self,
@@ -311,4 +311,4 @@ class OutreachFakeMixin:
         session.update(status="complete", payment_status="paid", subscription=sub["id"])
         self._emit("customer.subscription.created", stored)
         self._emit("checkout.session.completed", session)
-        return copy.deepcopy(session)
+        return clone(session)

@@ -4,11 +4,9 @@ status)."""
 
 from __future__ import annotations
 
-import copy
-
 from recovery.adapters.stripe.errors import AuthenticationRequired, CardDeclined, InvalidRequest
 from recovery.adapters.stripe.protocol import StripeDict
-from recovery.adapters.stripe_fake.store import FakeStore, _CardBehaviour, _ScriptedFailure
+from recovery.adapters.stripe_fake.store import FakeStore, _CardBehaviour, _ScriptedFailure, clone
 
 
 class FakePayments(FakeStore):
@@ -220,7 +218,7 @@ class FakePayments(FakeStore):
                     "advice_code": decline.advice_code,
                     "network_advice_code": decline.network_advice_code,
                     "network_decline_code": decline.network_decline_code,
-                    "payment_method": copy.deepcopy(pm),
+                    "payment_method": clone(pm),
                     "type": "card_error",
                 }
                 if decline

@@ -3,7 +3,6 @@ cancellation makes (pause, resume, price change, coupon, default card, cancel)."
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -16,7 +15,7 @@ from recovery.adapters.stripe.params import (
     check_subscription_params,
 )
 from recovery.adapters.stripe.protocol import StripeDict
-from recovery.adapters.stripe_fake.store import DAY, FakeStore, _missing, _nulls
+from recovery.adapters.stripe_fake.store import DAY, FakeStore, _missing, _nulls, clone
 
 
 class FakeSubscriptions(FakeStore):
@@ -77,7 +76,7 @@ class FakeSubscriptions(FakeStore):
             "current_period_start": start,
             "discounts": [],
             "metadata": {},
-            "price": copy.deepcopy(price),
+            "price": clone(price),
             "quantity": quantity,
             "subscription": sub_id,
             "tax_rates": [],
@@ -145,7 +144,7 @@ class FakeSubscriptions(FakeStore):
     ) -> StripeDict:
         def effect() -> StripeDict:
             sub = self._get("subscription", id)
-            before = copy.deepcopy(sub)
+            before = clone(sub)
             self._apply(sub, changes)
             if sub != before:
                 ended = sub["status"] == "canceled" and before["status"] != "canceled"
@@ -212,7 +211,7 @@ class FakeSubscriptions(FakeStore):
             discounts.append(discount["id"])
         # -- validated; now change
         for item, price, quantity in new_items:
-            item["price"] = copy.deepcopy(price)
+            item["price"] = clone(price)
             item["quantity"] = quantity  # Stripe resets it to 1 unless given
         if "discounts" in changes:
             sub["discounts"] = discounts

@@ -3,12 +3,12 @@ declines the model gives them (programmed into the fake), healing or not."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 from typing import Any
 
 from recovery.adapters.stripe.errors import AuthenticationRequired, CardDeclined
+from recovery.adapters.stripe_fake.store import clone
 from recovery.devtools import population as pop
 from recovery.devtools.history.customers import CustomersActing
 from recovery.devtools.history.model import (
@@ -112,7 +112,7 @@ class Billing(CustomersActing):
 
     def renew(self, s: Subscriber) -> None:
         sid = s.subscription_id
-        sub = copy.deepcopy(self.fake.store["subscription"][sid])
+        sub = clone(self.fake.store["subscription"][sid])
         if sub["status"] in ("canceled", "incomplete_expired"):
             return
         if sub["cancel_at_period_end"]:  # the cancel flow's "at period end" arrives

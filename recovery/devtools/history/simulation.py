@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from recovery.adapters.clock import FrozenClock
 from recovery.adapters.stripe_fake import FakeStripeGateway
+from recovery.db import READ_ONLY_OPTION
 from recovery.devtools.history.model import (
     DECLINES,
     HISTORY_DAYS,
@@ -28,6 +29,8 @@ from recovery.models import ActionStatus, DueAction
 from recovery.runtime import Runtime
 from recovery.services.events.inbox import receive_events
 from recovery.worker import Worker
+
+_NEXT_DUE = select(func.min(DueAction.due_at)).where(DueAction.status == ActionStatus.PENDING)
 
 
 class Simulation:
@@ -48,13 +51,16 @@ class Simulation:
         self.end = (end or datetime.now(UTC)).replace(microsecond=0)
         self.days = days
         self.start = self.end - timedelta(days=days)
-        self.worker = Worker(runtime, worker_id="demo-history")
+        # One thread: the history's clock is frozen while the worker runs, so a pool only adds
+        # hand-offs between threads (and leaves the order of the fake's calls to chance).
+        self.worker = Worker(runtime, worker_id="demo-history", threads=1)
         self.report = HistoryReport()
         self.subscribers: list[Subscriber] = []
         self._queue: list[tuple[int, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._delivered = 0
         self._app: Flask | None = None
+        self._reader = runtime.db.engine.execution_options(**{READ_ONLY_OPTION: True})
         self.bad_cards: dict[str, Decline] = {}  # cards that decline until healed
         # A floor, not a share: at 300 customers a share made a spike of failures in the
         # last week that no real business has.
@@ -107,10 +113,10 @@ class Simulation:
 
     def next_due(self) -> int | None:
         """When the earliest pending due action is due (unix seconds, rounded up)."""
-        with self.rt.db.transaction() as session:
-            due = session.scalar(
-                select(func.min(DueAction.due_at)).where(DueAction.status == ActionStatus.PENDING)
-            )
+        # Asked after every step of the history (thousands of times): a plain read on a
+        # connection, not a session's write transaction.
+        with self._reader.connect() as conn:
+            due = conn.execute(_NEXT_DUE).scalar()
         return int(due.timestamp()) + (1 if due.microsecond else 0) if due else None
 
     def client(self) -> Any:

@@ -4,10 +4,12 @@ usual payment days."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Exists, and_, or_, select, union
+from sqlalchemy import and_, bindparam, or_, select, union
 from sqlalchemy.orm import Session, aliased
 
 from recovery.db import utcnow_from
@@ -19,6 +21,7 @@ from recovery.domain.retry_policy import (
     Funding,
     RetryContext,
 )
+from recovery.domain.stripe_objects.fields import MAX_TIMESTAMP
 from recovery.domain.timezones import customer_timezone
 from recovery.models import (
     CaseEvent,
@@ -41,8 +44,30 @@ def attempts_for(session: Session, case: RecoveryCase, invoice: Invoice) -> list
     invoice was created is taken to be this invoice's - but only until the invoice was paid,
     and only until the customer's next invoice for that amount was created (a renewal's
     charges are the renewal's, not the month before's)."""
+    # The charge that paid it is at most a moment before Stripe marks it paid.
+    paid = int(invoice.paid_at.timestamp()) + 60 if invoice.paid_at is not None else None
+    params = {
+        "invoice_id": invoice.id,
+        "customer_id": case.customer_id,
+        "amount": invoice.amount_due,
+        "currency": invoice.currency,
+        "created": invoice.created or 0,
+        "paid": MAX_TIMESTAMP if paid is None else paid,
+    }
+    return list(session.scalars(_attempts_statement(), params))
+
+
+@functools.cache
+def _attempts_statement() -> Any:
+    """Built once, with parameters: run for every decision and every case page, and as a fresh
+    statement each time most of its cost was building it."""
+    invoice_id: Any = bindparam("invoice_id")
+    customer_id: Any = bindparam("customer_id")
+    amount: Any = bindparam("amount")
+    currency: Any = bindparam("currency")
+    created: Any = bindparam("created")
     linked_intents = select(InvoicePayment.payment_intent_id).where(
-        InvoicePayment.invoice_id == invoice.id
+        InvoicePayment.invoice_id == invoice_id
     )
     # Correlated, so it probes the payment_intent_id index once per candidate row; a plain
     # NOT IN (all other invoices' payments) read the whole table on every failure - quadratic
@@ -50,48 +75,43 @@ def attempts_for(session: Session, case: RecoveryCase, invoice: Invoice) -> list
     paid_elsewhere = (
         select(InvoicePayment.id)
         .where(InvoicePayment.payment_intent_id == PaymentAttempt.payment_intent_id)
-        .where(InvoicePayment.invoice_id != invoice.id)
+        .where(InvoicePayment.invoice_id != invoice_id)
+        .exists()
+    )
+    # Another invoice of the customer for the same amount, created after this one and no later
+    # than the attempt: the attempt is that invoice's.
+    later = aliased(Invoice)
+    later_invoice_for_same_amount = (
+        select(later.id)
+        .where(later.customer_id == customer_id)
+        .where(later.id != invoice_id)
+        .where(later.amount_due == amount, later.currency == currency)
+        .where(later.created > created)
+        .where(later.created <= PaymentAttempt.created)
         .exists()
     )
     unlinked_same_amount = and_(
         PaymentAttempt.invoice_id.is_(None),
-        PaymentAttempt.customer_id == case.customer_id,
-        PaymentAttempt.amount == invoice.amount_due,
-        PaymentAttempt.currency == invoice.currency,
-        PaymentAttempt.created >= (invoice.created or 0),
+        PaymentAttempt.customer_id == customer_id,
+        PaymentAttempt.amount == amount,
+        PaymentAttempt.currency == currency,
+        PaymentAttempt.created >= created,
+        # Until the invoice was paid (an unpaid one: the largest timestamp there is).
+        PaymentAttempt.created <= bindparam("paid"),
         or_(
             PaymentAttempt.payment_intent_id.is_(None),
             ~paid_elsewhere,
         ),
-        ~_later_invoice_for_same_amount(case, invoice),
+        ~later_invoice_for_same_amount,
     )
-    if invoice.paid_at is not None:
-        # The charge that paid it is at most a moment before Stripe marks it paid.
-        paid = int(invoice.paid_at.timestamp())
-        unlinked_same_amount = and_(unlinked_same_amount, PaymentAttempt.created <= paid + 60)
     # Three branches, each on its own index (invoice, payment intent, customer), as a UNION:
     # written as one OR, PostgreSQL read all 300k charges of bench/dashboard_scale.py per case.
     ids = union(
-        select(PaymentAttempt.id).where(PaymentAttempt.invoice_id == invoice.id),
+        select(PaymentAttempt.id).where(PaymentAttempt.invoice_id == invoice_id),
         select(PaymentAttempt.id).where(PaymentAttempt.payment_intent_id.in_(linked_intents)),
         select(PaymentAttempt.id).where(unlinked_same_amount),
     )
-    return list(session.scalars(select(PaymentAttempt).where(PaymentAttempt.id.in_(ids))))
-
-
-def _later_invoice_for_same_amount(case: RecoveryCase, invoice: Invoice) -> Exists:
-    """Another invoice of the customer for the same amount, created after this one and no
-    later than the attempt: the attempt is that invoice's."""
-    later = aliased(Invoice)
-    return (
-        select(later.id)
-        .where(later.customer_id == case.customer_id)
-        .where(later.id != invoice.id)
-        .where(later.amount_due == invoice.amount_due, later.currency == invoice.currency)
-        .where(later.created > (invoice.created or 0))
-        .where(later.created <= PaymentAttempt.created)
-        .exists()
-    )
+    return select(PaymentAttempt).where(PaymentAttempt.id.in_(ids))
 
 
 def decline_of(row: PaymentAttempt) -> Decline:
@@ -107,11 +127,26 @@ def decline_of(row: PaymentAttempt) -> Decline:
     )
 
 
-def _our_charge_ids(session: Session, case: RecoveryCase) -> set[str]:
-    rows = session.scalars(
-        select(CaseEvent.data).where(CaseEvent.case_id == case.id, CaseEvent.kind == "our_attempt")
-    )
-    return {str(d.get("attempt_id")) for d in rows if d.get("attempt_id")}
+def _case_lines(session: Session, case: RecoveryCase) -> list[Any]:
+    """The timeline lines the policy's evidence reads (our charges, cards saved on the
+    card-update page and their declines), newest first, in one statement prepared once."""
+    return list(session.execute(_CASE_LINES, {"case_id": case.id}))
+
+
+_CASE_LINES = (
+    select(CaseEvent.id, CaseEvent.kind, CaseEvent.data, CaseEvent.dedupe_key, CaseEvent.at)
+    .where(CaseEvent.case_id == bindparam("case_id"))
+    .where(CaseEvent.kind.in_(("our_attempt", "card_updated", "card_update_declined")))
+    .order_by(CaseEvent.id.desc())
+)
+
+
+def _our_charge_ids(lines: list[Any]) -> set[str]:
+    return {
+        str(line.data.get("attempt_id"))
+        for line in lines
+        if line.kind == "our_attempt" and line.data.get("attempt_id")
+    }
 
 
 def _to_attempt(row: PaymentAttempt, ours: set[str], on_invoice: bool) -> Attempt:
@@ -128,20 +163,33 @@ def _to_attempt(row: PaymentAttempt, ours: set[str], on_invoice: bool) -> Attemp
 
 def current_card(session: Session, case: RecoveryCase) -> PaymentMethod | None:
     """The card Stripe will charge: the subscription's default, else the customer's."""
-    sub = session.get(Subscription, case.subscription_id) if case.subscription_id else None
-    customer = session.get(Customer, case.customer_id) if case.customer_id else None
-    for pm_id in (
-        sub.default_payment_method_id if sub else None,
-        sub.default_source_id if sub else None,
-        customer.default_payment_method_id if customer else None,
-        customer.default_source_id if customer else None,
-    ):
+    if not case.subscription_id and not case.customer_id:
+        return None
+    # The four candidates in one prepared statement, rather than loading the subscription and
+    # the customer (a statement each, on every decision and every reminder written).
+    candidates = session.execute(
+        _CARD_IDS, {"subscription_id": case.subscription_id, "customer_id": case.customer_id}
+    ).one()
+    for pm_id in candidates:
         if pm_id:
             pm = session.get(PaymentMethod, pm_id)
             if pm is not None:
                 return pm
             return PaymentMethod(id=pm_id)  # known by id only: a card nonetheless
     return None
+
+
+def _card_id(column: Any, model: Any, key: str) -> Any:
+    return select(column).where(model.id == bindparam(key)).scalar_subquery()
+
+
+# Stripe's order: the subscription's default card, its default source, then the customer's.
+_CARD_IDS = select(
+    _card_id(Subscription.default_payment_method_id, Subscription, "subscription_id"),
+    _card_id(Subscription.default_source_id, Subscription, "subscription_id"),
+    _card_id(Customer.default_payment_method_id, Customer, "customer_id"),
+    _card_id(Customer.default_source_id, Customer, "customer_id"),
+)
 
 
 _FUNDING: dict[str | None, Funding] = {"credit": "credit", "debit": "debit", "prepaid": "prepaid"}
@@ -155,7 +203,8 @@ def retry_context(
     session: Session, case: RecoveryCase, invoice: Invoice, now: datetime
 ) -> tuple[RetryContext, list[PaymentAttempt]]:
     rows = attempts_for(session, case, invoice)
-    ours = _our_charge_ids(session, case)
+    lines = _case_lines(session, case)
+    ours = _our_charge_ids(lines)
     failed = sorted((r for r in rows if r.status == "failed"), key=lambda r: r.created or 0)
     last_failed = failed[-1] if failed else None
     pm = current_card(session, case)
@@ -197,7 +246,7 @@ def retry_context(
     attempts = [_to_attempt(r, ours, True) for r in rows] + [
         _to_attempt(r, ours, False) for r in same_card_elsewhere if r.id not in row_ids
     ]
-    tried = _tried_by_the_card_update_page(session, case, pm, rows)
+    tried = _tried_by_the_card_update_page(lines, pm, rows)
     if tried is not None:
         attempts.append(tried)
         changed = False  # the new card was charged when it was saved, and declined
@@ -261,7 +310,7 @@ def first_attempt_success_days(
 
 
 def _tried_by_the_card_update_page(
-    session: Session, case: RecoveryCase, pm: PaymentMethod | None, rows: list[PaymentAttempt]
+    lines: list[Any], pm: PaymentMethod | None, rows: list[PaymentAttempt]
 ) -> Attempt | None:
     """The card-update page charges a new card the moment it is saved; when that charge was
     declined and its webhook has not arrived yet, the decline is known only from the case's
@@ -269,15 +318,7 @@ def _tried_by_the_card_update_page(
     charged a second time right after its decline."""
     if pm is None or pm.id is None:
         return None
-    events = session.scalars(
-        select(CaseEvent)
-        .where(
-            CaseEvent.case_id == case.id,
-            CaseEvent.kind.in_(("card_updated", "card_update_declined")),
-        )
-        .order_by(CaseEvent.id.desc())
-        .limit(20)
-    ).all()
+    events = [e for e in lines if e.kind in ("card_updated", "card_update_declined")][:20]
     saved = next(
         (
             e

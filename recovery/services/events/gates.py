@@ -14,22 +14,26 @@ most of the work of an event:
   subscription's renewal date or liveness changed in the mirror, for a customer with a notice
   pending;
 - a case reaction for an invoice, a customer or a subscription without a case does nothing,
-  and is not run.
-The "is there a case" checks read the batch's `Facts` (read once per batch, grown as cases open;
-outside a batch, e.g. for a re-fetched object, they always say yes).
+  and is not run;
+- the win-back reaction to a live subscription runs only for a customer with a win-back it
+  would stop or count as reactivated (every renewal's customer.subscription.updated ran it,
+  which made every renewal the slow path).
+The checks read the batch's `Facts` (read once per batch, grown as cases open and after every
+event whose reactions ran; outside a batch, e.g. for a re-fetched object, they always say yes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import String, bindparam, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from recovery.domain import stripe_objects as so
 from recovery.domain.cases import ACTIVE
-from recovery.models import MessageStatus, OutboxMessage, RecoveryCase
+from recovery.models import MessageStatus, OutboxMessage, RecoveryCase, WinBack
 from recovery.runtime import (
     Facts,
     Gated,
@@ -66,6 +70,11 @@ def _subscription_has_case(ctx: ProcessingContext, event: Payload, obj: Payload)
     return ctx.facts is None or obj.get("id") in ctx.facts.subscriptions_with_cases
 
 
+def _customer_has_win_back(ctx: ProcessingContext, event: Payload, obj: Payload) -> bool:
+    facts = ctx.facts
+    return not isinstance(facts, BatchFacts) or customer_of(obj) in facts.customers_with_win_backs
+
+
 def if_invoice_has_case(reaction: Reaction) -> Gated:
     return Gated(_invoice_has_case, reaction)
 
@@ -76,6 +85,10 @@ def if_customer_has_active_case(reaction: Reaction) -> Gated:
 
 def if_subscription_has_case(reaction: Reaction) -> Gated:
     return Gated(_subscription_has_case, reaction)
+
+
+def if_customer_has_win_back(reaction: Reaction) -> Gated:
+    return Gated(_customer_has_win_back, reaction)
 
 
 # ---- the planners --------------------------------------------------------------------------
@@ -128,6 +141,11 @@ def _expiry_needed(ctx: ProcessingContext, event: Payload, obj: Payload) -> bool
 
 def _expiry_on_card_change(ctx: ProcessingContext, event: Payload, obj: Payload) -> None:
     expiry.on_card_change(ctx, event, obj)
+    customer = customer_of(obj)
+    if ctx.facts is not None and customer:
+        # It may have planned a notice: the batch's later events for the customer must see it
+        # (the batch read its notices once, maybe before).
+        ctx.facts.add_notices((customer,))
 
 
 expiry_when_inputs_moved = Gated(_expiry_needed, _expiry_on_card_change)
@@ -135,10 +153,39 @@ expiry_when_inputs_moved = Gated(_expiry_needed, _expiry_on_card_change)
 
 # ---- a batch's facts -----------------------------------------------------------------------
 
+# The win-backs a customer's new live subscription stops or counts as reactivated
+# (services/outreach/win_back.py, on_subscription_started).
+_OPEN_WIN_BACK = ("planned", "stopped")
 
-def read_facts(session: Session, events: Sequence[Payload]) -> Facts:
-    """What the batch's events may act on, read when first needed: the cases of its invoices,
-    customers and subscriptions (one statement), the customers with a notice pending (one)."""
+
+class BatchFacts(Facts):
+    """`Facts`, and which customers have an open win-back. All three are read together, by one
+    prepared statement, when the first of them is asked: a batch is often a single event (the
+    demo, an inline webhook), and three statements each built anew cost more than the event."""
+
+    def __init__(self, read: Callable[[BatchFacts], None]) -> None:
+        self._read_all: Callable[[BatchFacts], None] | None = read
+        super().__init__(self._read, self._read)
+        self._win_backs: set[str] = set()
+
+    def _read(self, _facts: Facts | None = None) -> None:
+        read, self._read_all = self._read_all, None
+        if read is not None:
+            read(self)
+
+    @property
+    def customers_with_win_backs(self) -> set[str]:
+        self._read()
+        return self._win_backs
+
+    def add_win_back(self, customer_id: str) -> None:
+        self._win_backs.add(customer_id)
+
+
+def read_facts(session: Session, events: Sequence[Payload]) -> BatchFacts:
+    """What the batch's events may act on, read when first needed, in one statement: the cases
+    of its invoices, customers and subscriptions, the customers with an expiring-card notice
+    pending, the customers with an open win-back."""
     invoices, customers, subscriptions = set(), set(), set()
     for event in events:
         obj = event["data"]["object"]
@@ -151,29 +198,63 @@ def read_facts(session: Session, events: Sequence[Payload]) -> Facts:
         if customer:
             customers.add(customer)
 
-    def read_cases(facts: Facts) -> None:
-        if invoices or customers or subscriptions:
-            where = or_(
-                RecoveryCase.invoice_id.in_(sorted(invoices)),
-                RecoveryCase.customer_id.in_(sorted(customers)),
-                RecoveryCase.subscription_id.in_(sorted(subscriptions)),
-            )
-            _add_cases(facts, session.execute(_CASE_KEYS.where(where)))
+    def read(facts: BatchFacts) -> None:
+        if not (invoices or customers or subscriptions):
+            return
+        rows = session.execute(
+            _facts_statement(),
+            {
+                "invoices": sorted(invoices),
+                "customers": sorted(customers),
+                "subscriptions": sorted(subscriptions),
+            },
+        )
+        active = {s.value for s in ACTIVE}
+        for what, invoice_id, customer_id, subscription_id, status in rows:
+            if what == "case":
+                facts.add_case(invoice_id, customer_id, subscription_id, status in active)
+            elif what == "notice":
+                facts.add_notices((str(customer_id),))
+            else:
+                facts.add_win_back(str(customer_id))
 
-    def read_notices(facts: Facts) -> None:
-        if customers:
-            facts.add_notices(
-                str(c)
-                for c in session.scalars(
-                    select(OutboxMessage.customer_id)
-                    .where(OutboxMessage.customer_id.in_(sorted(customers)))
-                    .where(OutboxMessage.status == MessageStatus.PENDING)
-                    .where(OutboxMessage.about.like("expiry:%"))
-                    .distinct()
-                )
-            )
+    return BatchFacts(read)
 
-    return Facts(read_cases, read_notices)
+
+@functools.cache
+def _facts_statement() -> Any:
+    # Built once, with expanding IN parameters: compiled once and reused for every batch.
+    invoices: Any = bindparam("invoices", expanding=True)
+    customers: Any = bindparam("customers", expanding=True)
+    subscriptions: Any = bindparam("subscriptions", expanding=True)
+    none = literal(None, String)
+    cases = select(
+        literal("case", String),
+        RecoveryCase.invoice_id,
+        RecoveryCase.customer_id,
+        RecoveryCase.subscription_id,
+        RecoveryCase.status,
+    ).where(
+        or_(
+            RecoveryCase.invoice_id.in_(invoices),
+            RecoveryCase.customer_id.in_(customers),
+            RecoveryCase.subscription_id.in_(subscriptions),
+        )
+    )
+    notices = (
+        select(literal("notice", String), none, OutboxMessage.customer_id, none, none)
+        .where(OutboxMessage.customer_id.in_(customers))
+        .where(OutboxMessage.status == MessageStatus.PENDING)
+        .where(OutboxMessage.about.like("expiry:%"))
+        .distinct()
+    )
+    win_backs = (
+        select(literal("win_back", String), none, WinBack.customer_id, none, none)
+        .where(WinBack.customer_id.in_(customers))
+        .where(WinBack.status.in_(_OPEN_WIN_BACK))
+        .distinct()
+    )
+    return union_all(cases, notices, win_backs)
 
 
 _CASE_KEYS = select(
@@ -184,11 +265,21 @@ _CASE_KEYS = select(
 )
 
 
-def grow_facts(session: Session, facts: Facts, moved_case_ids: set[int]) -> None:
-    """Cases opened or moved by an event of the batch: what the events after it may act on."""
+def grow_facts(
+    session: Session, facts: Facts, moved_case_ids: set[int], event: Payload | None = None
+) -> None:
+    """Cases opened or moved by an event of the batch: what the events after it may act on.
+    `event` ran its reactions, which may have planned a win-back for its customer: the events
+    after it in the batch take it that they did (a reaction that finds nothing to stop costs
+    less than reading again)."""
     if moved_case_ids:
         where = RecoveryCase.id.in_(sorted(moved_case_ids))
         _add_cases(facts, session.execute(_CASE_KEYS.where(where)))
+    if event is not None and isinstance(facts, BatchFacts):
+        obj = event.get("data", {}).get("object")
+        customer = customer_of(obj) if isinstance(obj, Mapping) else None
+        if customer:
+            facts.add_win_back(customer)
 
 
 def _add_cases(facts: Facts, rows: Iterable[Any]) -> None:

@@ -13,7 +13,7 @@ dedupe key and put in by the sender, so it is never stored (services/card_update
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -155,7 +155,30 @@ def scan(session: Session, rules: Rules, settings: Settings, now: datetime) -> i
         .where(Subscription.current_period_end <= now + HORIZON)
         .order_by(Subscription.id)
     ).all()
-    return sum(plan_subscription(session, sub, rules, settings, now) for sub in subs)
+    loaded = _cards_of(session, subs)  # held: the session keeps loaded rows only while referenced
+    planned = sum(plan_subscription(session, sub, rules, settings, now) for sub in subs)
+    del loaded
+    return planned
+
+
+def _cards_of(session: Session, subs: Sequence[Subscription]) -> list[Any]:
+    """The subscriptions' customers and default cards, loaded together (a few statements, not
+    two per subscription): `default_card` finds them in the session."""
+    customer_ids = sorted({s.customer_id for s in subs if s.customer_id})
+    loaded: list[Any] = []
+    for chunk in range(0, len(customer_ids), 500):
+        ids = customer_ids[chunk : chunk + 500]
+        loaded += session.scalars(select(Customer).where(Customer.id.in_(ids))).all()
+    pm_ids = sorted(
+        {s.default_payment_method_id for s in subs if s.default_payment_method_id}
+        | {s.default_source_id for s in subs if s.default_source_id}
+        | {c.default_payment_method_id for c in loaded if c.default_payment_method_id}
+        | {c.default_source_id for c in loaded if c.default_source_id}
+    )
+    for chunk in range(0, len(pm_ids), 500):
+        ids = pm_ids[chunk : chunk + 500]
+        loaded += session.scalars(select(PaymentMethod).where(PaymentMethod.id.in_(ids))).all()
+    return loaded
 
 
 def daily_job(runtime: Runtime, session: Session) -> None:
