@@ -48,8 +48,18 @@ SEND = "outbox.send"
 CARD_UPDATE = "card_update.complete"
 CANCEL_APPLY = "cancel_flow.apply"
 CANCEL_WEBHOOK = "cancel_flow.webhook"
+PAUSE_APPLY = "pause.apply"
 NOTED_KINDS = frozenset(
-    {RETRY, AUTO_ADVANCE_OFF, END_OF_DUNNING, SEND, CARD_UPDATE, CANCEL_APPLY, CANCEL_WEBHOOK}
+    {
+        RETRY,
+        AUTO_ADVANCE_OFF,
+        END_OF_DUNNING,
+        SEND,
+        CARD_UPDATE,
+        CANCEL_APPLY,
+        CANCEL_WEBHOOK,
+        PAUSE_APPLY,
+    }
 )
 
 
@@ -133,6 +143,11 @@ def note(session: Session, action: Claimed, plan: Any, now: datetime) -> str:
         return _cancel_apply(session, plan)
     if kind == CANCEL_WEBHOOK:
         return f"notify the business's endpoint {plan.url}"
+    if kind == PAUSE_APPLY:
+        return (
+            f"pause collection of subscription {plan.subscription_id} until "
+            f"{plan.resumes_at:%Y-%m-%d} and void {plan.invoice_id} at Stripe"
+        )
     return f"{kind} about {action.subject}"
 
 
