@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  machine: {json.dumps(machine)}")
     print(
         f"  loadavg at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
-        "(other engineers' tests share these 2 cores: figures are noisy)"
+        "(when the machine is busy, wall-clock figures are noisy)"
     )
     print(f"  versions: {json.dumps(versions)}; {pg}")
     print(

@@ -37,7 +37,7 @@ due action is `done` after one attempt.
 Memory: one worker runs the same --memory-actions actions with --memory-cases open cases in
 the database (the extra cases have no due action); its peak RSS should not grow with them.
 
-Not run in CI: figures depend on the machine (2 cores shared with other work here).
+Not run in CI: figures depend on the machine and on what else runs on it.
 """
 
 from __future__ import annotations
