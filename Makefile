@@ -34,11 +34,11 @@ system-deps:
 	./scripts/install-system-deps
 
 test: system-deps venv
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The fast loop while working: everything but drills, slow tests and the 2,000-customer replay.
 check: system-deps venv lint
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "not chaos_full and not drill and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal -m "not chaos_full and not drill and not slow" $(PYTEST_ARGS)
 
 # Just the 2,000-customer chaos replay on SQLite and PostgreSQL (`make test` runs it too);
 # figures go to artifacts/chaos_replay_<engine>.txt.

@@ -8,6 +8,7 @@ from sqlalchemy import engine_from_config, pool
 import recovery.models  # noqa: F401 - registers every table
 from recovery.config import Settings
 from recovery.db import Base
+from recovery.migrate import include_object
 
 config = context.config
 target_metadata = Base.metadata
@@ -48,6 +49,7 @@ def _run(connection: object) -> None:
         target_metadata=target_metadata,
         render_as_batch=True,
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()
