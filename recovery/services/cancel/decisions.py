@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from recovery.adapters.stripe.errors import AccessDenied, GatewayError
 from recovery.adapters.stripe.protocol import StripeGateway
+from recovery.adapters.stripe.shadow import ShadowModeRefused
 from recovery.db import utcnow_from
 from recovery.domain.cancel_terms import CancelPlan, Standing
 from recovery.domain.offer_terms import OfferTerms, offer_ends_at, pause_until
@@ -182,7 +183,10 @@ def _attempt(rt: Runtime, session: Session, row: CancelSession, now: datetime) -
         row.stripe_status = StripeStatus.PENDING if _retry_later(exc) else StripeStatus.FAILED
         row.stripe_error = f"{exc.__class__.__name__}: {exc.message}"[:2000]
         if _retry_later(exc):
-            log.warning("cancel session %s: Stripe unavailable, applying later", row.id)
+            if isinstance(exc, ShadowModeRefused):
+                log.info("cancel session %s: shadow mode, not applied at Stripe", row.id)
+            else:
+                log.warning("cancel session %s: Stripe unavailable, applying later", row.id)
             due_actions.schedule(
                 session,
                 kind=APPLY_ACTION,
