@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, Flask, Response, redirect, render_template, request
@@ -20,7 +19,6 @@ from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
 
-from recovery import i18n
 from recovery.adapters.stripe.errors import GatewayError
 from recovery.services.card_update import checkout, links
 from recovery.services.card_update.checkout import Refused
@@ -57,14 +55,6 @@ def _notice(kind: str, status: int) -> Response:
     return _page("notice.html", status, kind=kind)
 
 
-def _speak(preferred_locales: Sequence[str]) -> None:
-    """The customer's language (Stripe `preferred_locales`, as their emails), else the
-    browser's, else English. Pages refused before a link is known follow the browser."""
-    web_i18n.use_locale(
-        i18n.negotiate([*preferred_locales, *web_i18n.accepted_languages()]) or i18n.DEFAULT_LOCALE
-    )
-
-
 def _link_key() -> str:
     token = (request.view_args or {}).get("token", "")
     return links.token_hash(str(token))
@@ -76,7 +66,7 @@ def _link_key() -> str:
 @bp.get("/<token>")
 def show(token: str) -> Response:
     page = checkout.open_page(runtime(), token)
-    _speak(page.preferred_locales)
+    web_i18n.speak_customers_language(page.preferred_locales)
     return _page("update.html", summary=page.summary, token=token, bank=page.bank)
 
 
@@ -84,7 +74,7 @@ def show(token: str) -> Response:
 def bank_called(token: str) -> Response:
     """ "I've contacted my bank - try again" (CSRF-checked like every POST here)."""
     page = checkout.bank_called(runtime(), token)
-    _speak(page.preferred_locales)
+    web_i18n.speak_customers_language(page.preferred_locales)
     return _page("update.html", summary=page.summary, token=token, bank=page.bank)
 
 
@@ -100,11 +90,11 @@ def done(token: str) -> Response:
     if not session_id.startswith("cs_") or len(session_id) > 255:
         raise Refused("unknown", 404)
     back = checkout.returning(rt, token)
-    _speak(back.preferred_locales)
+    web_i18n.speak_customers_language(back.preferred_locales)
     finished = checkout.finish(rt, back, session_id)
     if finished is None:  # not finished, or not this link's session: back to the page
         page = checkout.page_again(rt, token)
-        _speak(page.preferred_locales)
+        web_i18n.speak_customers_language(page.preferred_locales)
         return _page(
             "update.html", summary=page.summary, token=token, unfinished=True, bank=page.bank
         )
@@ -133,7 +123,9 @@ def csrf_failed(exc: security.CsrfFailed) -> Response:
 
 @bp.errorhandler(Refused)
 def refused(exc: Refused) -> Response:
-    _speak(exc.preferred_locales)  # the customer's language, when the link says who they are
+    web_i18n.speak_customers_language(
+        exc.preferred_locales
+    )  # the customer's language, when the link says who they are
     return _notice(exc.kind, exc.status)
 
 

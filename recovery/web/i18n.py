@@ -3,6 +3,7 @@ locale chosen per request (an explicit choice, else the browser's Accept-Languag
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -74,6 +75,12 @@ def use_locale(locale: str) -> None:
 
 def accepted_languages() -> list[str]:
     return [tag for tag, _q in request.accept_languages] if has_request_context() else []
+
+
+def speak_customers_language(preferred_locales: Sequence[str]) -> None:
+    """The customer's language (Stripe `preferred_locales`, as their emails), else the
+    browser's, else English: every subscriber page behind a link speaks this way."""
+    use_locale(negotiate([*preferred_locales, *accepted_languages()]) or DEFAULT_LOCALE)
 
 
 def init_app(app: Flask) -> None:

@@ -13,13 +13,11 @@ Views parse, call a service, render; no transaction is held across a Stripe call
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, Flask, Response, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from recovery import i18n
 from recovery.adapters.stripe.errors import GatewayError
 from recovery.services.outreach import term_offers, unsubscribe, win_back
 from recovery.web import i18n as web_i18n
@@ -51,12 +49,6 @@ def _page(template: str, status: int = 200, **values: Any) -> Response:
     return Response(html, status=status, mimetype="text/html")
 
 
-def _speak(preferred_locales: Sequence[str]) -> None:
-    web_i18n.use_locale(
-        i18n.negotiate([*preferred_locales, *web_i18n.accepted_languages()]) or i18n.DEFAULT_LOCALE
-    )
-
-
 def _notice(kind: str, status: int) -> Response:
     return _page("notice.html", status, kind=kind)
 
@@ -67,7 +59,7 @@ def _notice(kind: str, status: int) -> Response:
 @annual.get("/<token>")
 def show_offer(token: str) -> Response:
     view = term_offers.open_page(runtime(), token)
-    _speak(view.locales)
+    web_i18n.speak_customers_language(view.locales)
     return _page("annual.html", view=view, token=token)
 
 
@@ -76,14 +68,14 @@ def accept_offer(token: str) -> Response:
     raw = request.form.get("proration_date", "")
     stamp = int(raw) if raw.isdigit() and len(raw) <= 12 else None
     view = term_offers.accept(runtime(), token, stamp)
-    _speak(view.locales)
+    web_i18n.speak_customers_language(view.locales)
     return _page("annual.html", view=view, token=token)
 
 
 @annual.post("/<token>/decline")
 def decline_offer(token: str) -> Response:
     view = term_offers.decline(runtime(), token)
-    _speak(view.locales)
+    web_i18n.speak_customers_language(view.locales)
     return _page("annual.html", view=view, token=token)
 
 
@@ -93,7 +85,7 @@ def decline_offer(token: str) -> Response:
 @come_back.get("/<token>")
 def show_come_back(token: str) -> Response:
     view = win_back.open_page(runtime(), token)
-    _speak(view.locales)
+    web_i18n.speak_customers_language(view.locales)
     return _page("come_back.html", view=view, token=token)
 
 
@@ -109,7 +101,7 @@ def restart(token: str) -> Any:
 @come_back.get("/<token>/done")
 def restarted(token: str) -> Response:
     view = win_back.finished(runtime(), token)
-    _speak(view.locales)
+    web_i18n.speak_customers_language(view.locales)
     return _page("come_back.html", view=view, token=token, returned=True)
 
 
@@ -119,7 +111,7 @@ def restarted(token: str) -> Response:
 @unsubscribing.get("/<token>")
 def show_unsubscribe(token: str) -> Response:
     standing = unsubscribe.page(runtime(), token)
-    _speak(standing.locales)
+    web_i18n.speak_customers_language(standing.locales)
     return _page("unsubscribe.html", standing=standing, token=token)
 
 
@@ -127,7 +119,7 @@ def show_unsubscribe(token: str) -> Response:
 def do_unsubscribe(token: str) -> Response:
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
     standing = unsubscribe.unsubscribe(runtime(), token, one_click=one_click)
-    _speak(standing.locales)
+    web_i18n.speak_customers_language(standing.locales)
     return _page("unsubscribe.html", standing=standing, token=token)
 
 
@@ -139,29 +131,29 @@ def _errors(bp: Blueprint) -> None:
     @bp.errorhandler(win_back.Refused)
     @bp.errorhandler(unsubscribe.Refused)
     def refused(exc: Exception) -> Response:
-        _speak([])
+        web_i18n.speak_customers_language([])
         return _notice("unknown", 404)
 
     @bp.errorhandler(security.CsrfFailed)
     def csrf_failed(exc: security.CsrfFailed) -> Response:
-        _speak([])
+        web_i18n.speak_customers_language([])
         return _notice("retry", 400)
 
     @bp.errorhandler(GatewayError)
     def stripe_failed(exc: GatewayError) -> Response:
         log.warning("outreach page: Stripe call failed: %s", exc.__class__.__name__)
-        _speak([])
+        web_i18n.speak_customers_language([])
         return _notice("unavailable", 503)
 
     @bp.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        _speak([])
+        web_i18n.speak_customers_language([])
         return _notice("unknown" if exc.code == 404 else "unavailable", exc.code or 400)
 
     @bp.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
         log.exception("outreach page: unexpected error")
-        _speak([])
+        web_i18n.speak_customers_language([])
         return _notice("unavailable", 500)
 
 

@@ -8,13 +8,11 @@ Views parse, call a service, render; no transaction is held across a Stripe call
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, Flask, Response, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from recovery import i18n
 from recovery.adapters.stripe.errors import GatewayError
 from recovery.services.pauses import offer
 from recovery.web import i18n as web_i18n
@@ -35,12 +33,6 @@ def _page(template: str, status: int = 200, **values: Any) -> Response:
     return Response(html, status=status, mimetype="text/html")
 
 
-def _speak(preferred_locales: Sequence[str]) -> None:
-    web_i18n.use_locale(
-        i18n.negotiate([*preferred_locales, *web_i18n.accepted_languages()]) or i18n.DEFAULT_LOCALE
-    )
-
-
 def _notice(kind: str, status: int) -> Response:
     return _page("notice.html", status, kind=kind)
 
@@ -48,7 +40,7 @@ def _notice(kind: str, status: int) -> Response:
 @bp.get("/<token>")
 def show(token: str) -> Response:
     view = offer.open_page(runtime(), token)
-    _speak(view.locales)
+    web_i18n.speak_customers_language(view.locales)
     return _page("pause.html", view=view, token=token)
 
 
@@ -57,39 +49,39 @@ def accept(token: str) -> Response:
     raw = request.form.get("months", "")
     months = int(raw) if raw.isdigit() and len(raw) <= 2 else 0
     view = offer.accept(runtime(), token, months)
-    _speak(view.locales)
+    web_i18n.speak_customers_language(view.locales)
     return _page("pause.html", view=view, token=token)
 
 
 @bp.errorhandler(offer.Refused)
 def refused(exc: offer.Refused) -> Response:
-    _speak(exc.locales)
+    web_i18n.speak_customers_language(exc.locales)
     return _notice(exc.kind, exc.status)
 
 
 @bp.errorhandler(security.CsrfFailed)
 def csrf_failed(exc: security.CsrfFailed) -> Response:
-    _speak([])
+    web_i18n.speak_customers_language([])
     return _notice("retry", 400)
 
 
 @bp.errorhandler(GatewayError)
 def stripe_failed(exc: GatewayError) -> Response:
     log.warning("pause page: Stripe call failed: %s", exc.__class__.__name__)
-    _speak([])
+    web_i18n.speak_customers_language([])
     return _notice("unavailable", 503)
 
 
 @bp.errorhandler(HTTPException)
 def http_error(exc: HTTPException) -> Response:
-    _speak([])
+    web_i18n.speak_customers_language([])
     return _notice("unknown" if exc.code == 404 else "unavailable", exc.code or 400)
 
 
 @bp.errorhandler(Exception)
 def unexpected(exc: Exception) -> Response:
     log.exception("pause page: unexpected error")
-    _speak([])
+    web_i18n.speak_customers_language([])
     return _notice("unavailable", 500)
 
 
