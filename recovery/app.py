@@ -85,4 +85,6 @@ def create_app(
     app.register_blueprint(ops_health.bp)  # /dashboard/health: `recovery doctor` for admins
     home.init_app(app)  # GET / (points to the dashboard) and /favicon.ico
     demo.init_app(app)  # /demo/... only with RECOVERY_DEMO=1 (`recovery demo`); never in production
+    # Stripe's deliveries are answered in front of Flask (no request context, session, limiter).
+    app.wsgi_app = webhooks.WebhookFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
     return app

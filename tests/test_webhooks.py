@@ -209,3 +209,19 @@ def test_unknown_event_types_are_stored_and_marked_processed(client: Any, runtim
     assert count_events(runtime) == 1
     with runtime.db.transaction() as session:
         assert session.scalars(select(StripeEvent)).one().status == EventStatus.PROCESSED
+
+
+def test_only_post_is_allowed_and_the_answer_sets_no_cookie(
+    client: Any, runtime: Runtime, customer_event: tuple[bytes, int]
+) -> None:
+    # The default mode answers in front of Flask: the answer must still be a plain JSON reply
+    # with no session cookie, and other methods still get Flask's 405 with a reason.
+    body, now = customer_event
+    resp = post(client, body, sp.signature_header(body, WEBHOOK_SECRET, now))
+    assert resp.status_code == 200 and resp.mimetype == "application/json"
+    assert "Set-Cookie" not in resp.headers
+    assert int(resp.headers["Content-Length"]) == len(resp.get_data())
+    got = client.get("/webhooks/stripe")
+    assert got.status_code == 405
+    assert got.json["error"]["code"] == "method_not_allowed"
+    assert count_events(runtime) == 1

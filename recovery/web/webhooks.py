@@ -3,58 +3,141 @@
 Order matters: nothing is written before the signature and the JSON check pass, and 2xx is sent
 only after the raw event is committed - one INSERT ... ON CONFLICT DO NOTHING on a pooled
 connection (services/events/inbox.py `ingest`), which also wakes the workers. Nothing else runs
-here: no ORM session, no rate limiter (the blueprint is exempt), no template, no locale. A
-database that cannot be reached is a 503 (recovery/web/errors.py), never a lost event: Stripe
-retries what was not acknowledged.
+here: no ORM session, no rate limiter, no session cookie, no template, no locale. A database
+that cannot be reached is a 503, never a lost event: Stripe retries what was not acknowledged.
 
-With RECOVERY_PROCESS_INLINE=1 the request also processes the new event after its commit.
+In the default mode the request never enters Flask: `WebhookFastPath`, a WSGI middleware in
+front of the app, answers it (Flask's request context, session and limiter bookkeeping were
+over half of the request's CPU). With RECOVERY_PROCESS_INLINE=1 the request goes through the
+Flask view below, which also processes the new event after its commit (processing may render
+messages, which needs the app context); so do other methods (405).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Flask, Response, request
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import get_input_stream
 
 from recovery.domain.signature import SignatureError, verify
 from recovery.services.events import inbox
 from recovery.web import runtime
-from recovery.web.errors import error_response
+
+if TYPE_CHECKING:
+    from recovery.runtime import Runtime
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+PATH = "/webhooks/stripe"
 
 _DUPLICATE = b'{"received":true,"duplicate":true}'
+_PENDING = b'{"received":true,"duplicate":false,"status":"pending"}'
+_REASONS = {
+    200: "200 OK",
+    400: "400 BAD REQUEST",
+    413: "413 REQUEST ENTITY TOO LARGE",
+    500: "500 INTERNAL SERVER ERROR",
+    503: "503 SERVICE UNAVAILABLE",
+}
 
 
-def _answer(body: bytes) -> tuple[Response, int]:
-    return Response(body, status=200, mimetype="application/json"), 200
+class Refused(Exception):
+    """The request is answered with an error and nothing is stored."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+    def body(self) -> bytes:
+        return json.dumps({"error": {"code": self.code, "message": self.message}}).encode()
+
+
+def accept(rt: Runtime, body: bytes, signature: str | None) -> tuple[bool, inbox.ParsedEvent]:
+    """Verify and store one delivery. Returns (new, event); raises Refused for a bad request.
+    A database error propagates: the caller answers 503."""
+    now = rt.clock.now()
+    try:
+        verify(body, signature, rt.settings.stripe_webhook_secrets, now.timestamp())
+    except SignatureError as exc:
+        raise Refused(400, "invalid_signature", str(exc)) from exc
+    try:
+        event, _ = inbox.parse_event(body)
+    except ValueError as exc:
+        raise Refused(400, "invalid_event", str(exc)) from exc
+    return inbox.ingest(rt.db, event, body, now), event
 
 
 @bp.post("/stripe")
 def stripe_webhook() -> tuple[Response, int]:
+    """The Flask view: RECOVERY_PROCESS_INLINE=1 (or a test app without the middleware)."""
     rt = runtime()
     body = request.get_data(cache=False)  # raw bytes; 413 past MAX_CONTENT_LENGTH
-    now = rt.clock.now()
     try:
-        verify(
-            body,
-            request.headers.get("Stripe-Signature"),
-            rt.settings.stripe_webhook_secrets,
-            now.timestamp(),
-        )
-    except SignatureError as exc:
-        return error_response(400, "invalid_signature", str(exc))
-    try:
-        event, _ = inbox.parse_event(body)
-    except ValueError as exc:
-        return error_response(400, "invalid_event", str(exc))
-
-    if not inbox.ingest(rt.db, event, body, now):
-        return _answer(_DUPLICATE)
+        new, event = accept(rt, body, request.headers.get("Stripe-Signature"))
+    except Refused as refused:
+        return Response(refused.body(), mimetype="application/json"), refused.status
+    if not new:
+        return Response(_DUPLICATE, mimetype="application/json"), 200
     status = "pending"
     if rt.settings.process_inline:
         status = inbox.process_stored_event(rt.db, event.id, rt.processing_context, rt.clock)
         if status == "failed":
             status = "pending"  # parked only after many tries; to Stripe it is stored
-    return _answer(b'{"received":true,"duplicate":false,"status":"%s"}' % status.encode())
+    answer = b'{"received":true,"duplicate":false,"status":"%s"}' % status.encode()
+    return Response(answer, mimetype="application/json"), 200
+
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class WebhookFastPath:
+    """WSGI middleware answering POST /webhooks/stripe without Flask (default mode)."""
+
+    def __init__(self, app: Flask, wrapped: WsgiApp) -> None:
+        self.app, self.wrapped = app, wrapped
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
+            return self.wrapped(environ, start_response)
+        rt: Runtime = self.app.extensions["recovery"]
+        if rt.settings.process_inline:
+            return self.wrapped(environ, start_response)
+        status, body = self._answer(rt, environ)
+        start_response(
+            _REASONS.get(status, f"{status} ERROR"),
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    def _answer(self, rt: Runtime, environ: dict[str, Any]) -> tuple[int, bytes]:
+        try:
+            limit = self.app.config.get("MAX_CONTENT_LENGTH")
+            body = get_input_stream(environ, max_content_length=limit).read()
+            new, _ = accept(rt, body, environ.get("HTTP_STRIPE_SIGNATURE"))
+        except Refused as refused:
+            return refused.status, refused.body()
+        except RequestEntityTooLarge:
+            message = f"the body is larger than the {limit} bytes allowed"
+            return 413, Refused(413, "request_entity_too_large", message).body()
+        except DataError:
+            # A value the database cannot hold (a NUL in text): the sender's mistake.
+            log.info("webhook value refused by the database")
+            message = "a parameter has a value not allowed"
+            return 400, Refused(400, "invalid_parameter", message).body()
+        except (OperationalError, DBAPIError) as exc:
+            # Not stored means not acknowledged: a 503 makes Stripe retry.
+            log.error("database unavailable: %s", exc.__class__.__name__)
+            down = Refused(503, "database_unavailable", "the database is unavailable; retry")
+            return 503, down.body()
+        except Exception:
+            log.exception("unhandled error in the webhook")
+            failed = Refused(500, "internal_error", "unexpected error; it has been logged")
+            return 500, failed.body()
+        return 200, _PENDING if new else _DUPLICATE
