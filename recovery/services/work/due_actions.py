@@ -28,9 +28,9 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import CursorResult, Integer, and_, bindparam, or_, select, update
+from sqlalchemy import CursorResult, Integer, Table, and_, bindparam, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
@@ -82,7 +82,7 @@ def schedule(
 # The worker's own statements, built once on the table (not the ORM entity): SQLAlchemy then
 # reuses their compiled form, and no ORM bookkeeping runs for rows nobody loads as objects.
 # Building them per call was most of the claim's and the completion's cost (demo profile).
-_ACTIONS = DueAction.__table__
+_ACTIONS = cast(Table, DueAction.__table__)
 _c = _ACTIONS.c
 
 
