@@ -388,9 +388,6 @@ def close_case(
     outbox.cancel(session, case_log.subject(case.id), now)
     if not rules.reminders.confirmations:
         return
-    placed = placement_of_case(session, rules, case.id)
-    if placed is not None and placed.holdout:
-        return
     if case.closed_at is not None and now - case.closed_at > RECENT:
         return
     template = None
@@ -398,9 +395,13 @@ def close_case(
         template = "recovered"
     elif _ended(session, case):
         template = "subscription_ended"
+    # Said already (the usual answer: a closed case's timeline keeps moving) is asked first.
     if template is None or session.scalar(
         select(OutboxMessage.id).where(OutboxMessage.dedupe_key == f"case:{case.id}:{template}")
     ):
+        return
+    placed = placement_of_case(session, rules, case.id)
+    if placed is not None and placed.holdout:
         return
     _write(
         session,
