@@ -320,13 +320,13 @@ def plan_case(
     config = rules.reminders
     if not config.enabled or case.status not in ACTIVE or case.dunning_paused:
         return  # a paused case is re-planned when it is resumed (case_admin.resume)
-    placed = placement_of_case(session, rules, case.id)
-    if placed is not None and placed.holdout:
-        return  # the holdout hears nothing from us: what Stripe alone achieves
     wanted = planner.sequence_for(case.awaiting, case.decline_category)
     current, count = _current_sequence(session, case)
     if current == wanted:
-        return
+        return  # planned already: the usual answer when a case's timeline moves
+    placed = placement_of_case(session, rules, case.id)
+    if placed is not None and placed.holdout:
+        return  # the holdout hears nothing from us: what Stripe alone achieves
     outbox.cancel(session, case_log.subject(case.id), now)
     run = count + 1
     case_log.record(
