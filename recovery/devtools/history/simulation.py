@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from recovery.adapters.clock import FrozenClock
 from recovery.adapters.stripe_fake import FakeStripeGateway
@@ -61,6 +61,9 @@ class Simulation:
         self._delivered = 0
         self._app: Flask | None = None
         self._reader = runtime.db.engine.execution_options(**{READ_ONLY_OPTION: True})
+        self._next_due: int | None = None
+        self._due_moved = True  # a statement wrote due actions since `next_due` last looked
+        event.listen(runtime.db.engine, "after_cursor_execute", self._watch_due_actions)
         self.bad_cards: dict[str, Decline] = {}  # cards that decline until healed
         # A floor, not a share: at 300 customers a share made a spike of failures in the
         # last week that no real business has.
@@ -113,11 +116,18 @@ class Simulation:
 
     def next_due(self) -> int | None:
         """When the earliest pending due action is due (unix seconds, rounded up)."""
-        # Asked after every step of the history (thousands of times): a plain read on a
-        # connection, not a session's write transaction.
-        with self._reader.connect() as conn:
-            due = conn.execute(_NEXT_DUE).scalar()
-        return int(due.timestamp()) + (1 if due.microsecond else 0) if due else None
+        # Asked after every step of the history (thousands of times), most of which wrote no
+        # due action: read again only after one did, on a plain connection.
+        if self._due_moved:
+            self._due_moved = False
+            with self._reader.connect() as conn:
+                due = conn.execute(_NEXT_DUE).scalar()
+            self._next_due = int(due.timestamp()) + (1 if due.microsecond else 0) if due else None
+        return self._next_due
+
+    def _watch_due_actions(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.startswith("SELECT") and "due_actions" in statement:
+            self._due_moved = True
 
     def client(self) -> Any:
         if self._app is None:

@@ -80,8 +80,7 @@ def enqueue(
     reminder: it takes the customer's local day, moving to the next free one (the unique
     (customer, day) constraint makes this safe against concurrent planners). Returns the row,
     or None when the key was used already."""
-    existing = session.scalar(select(OutboxMessage).where(OutboxMessage.dedupe_key == dedupe_key))
-    if existing is not None:
+    if session.scalar(select(OutboxMessage.id).where(OutboxMessage.dedupe_key == dedupe_key)):
         return None
     at = send_after
     for _ in range(60):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from types import EllipsisType
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -184,9 +185,13 @@ def _write(
     at: datetime,
     dedupe_key: str,
     capped: bool,
+    card: PaymentMethod | EllipsisType | None = ...,
 ) -> OutboxMessage | None:
     """Write the message to the customer - or, for a business account with contacts, one copy
-    per contact it is for (services/outreach/contacts.py), each with its own key and link."""
+    per contact it is for (services/outreach/contacts.py), each with its own key and link.
+    `card`: the case's current card when the caller has it already (`...`: look it up)."""
+    if isinstance(card, EllipsisType):
+        card = case_evidence.current_card(session, case)
     customer = session.get(Customer, case.customer_id) if case.customer_id else None
     targets = contacts.reminder_targets(session, customer, channel, template)
     if channel == "sms":
@@ -213,6 +218,7 @@ def _write(
             at=at,
             dedupe_key=f"{dedupe_key}{target.suffix}",
             capped=capped and index == 0,  # the copies go with the first, on its day
+            card=card,
         )
         first = first or row
     return first
@@ -234,6 +240,7 @@ def _write_to(
     at: datetime,
     dedupe_key: str,
     capped: bool,
+    card: PaymentMethod | None,
 ) -> OutboxMessage | None:
     if session.scalar(select(OutboxMessage.id).where(OutboxMessage.dedupe_key == dedupe_key)):
         return None
@@ -248,7 +255,7 @@ def _write_to(
         locale=locale,
         amount=case.amount_due,
         currency=case.currency,
-        card=case_evidence.current_card(session, case),
+        card=card,
         link=link,
         deadline=_deadline(case, rules),
     )
@@ -299,11 +306,11 @@ def _write_to(
 
 def _current_sequence(session: Session, case: RecoveryCase) -> tuple[str | None, int]:
     rows = session.scalars(
-        select(CaseEvent)
+        select(CaseEvent.data)
         .where(CaseEvent.case_id == case.id, CaseEvent.kind == "reminders")
         .order_by(CaseEvent.id)
     ).all()
-    return (str(rows[-1].data.get("sequence")) if rows else None), len(rows)
+    return (str(rows[-1].get("sequence")) if rows else None), len(rows)
 
 
 def plan_case(
@@ -313,13 +320,13 @@ def plan_case(
     config = rules.reminders
     if not config.enabled or case.status not in ACTIVE or case.dunning_paused:
         return  # a paused case is re-planned when it is resumed (case_admin.resume)
-    placed = placement_of_case(session, rules, case.id)
-    if placed is not None and placed.holdout:
-        return  # the holdout hears nothing from us: what Stripe alone achieves
     wanted = planner.sequence_for(case.awaiting, case.decline_category)
     current, count = _current_sequence(session, case)
     if current == wanted:
-        return
+        return  # planned already: the usual answer when a case's timeline moves
+    placed = placement_of_case(session, rules, case.id)
+    if placed is not None and placed.holdout:
+        return  # the holdout hears nothing from us: what Stripe alone achieves
     outbox.cancel(session, case_log.subject(case.id), now)
     run = count + 1
     case_log.record(
@@ -346,6 +353,7 @@ def plan_case(
         send_hour=config.send_hour,
         calendar=calendar_of(customer) if rules.retry.business_days else None,
     )
+    card = case_evidence.current_card(session, case)  # the same for every step
     for planned in steps:
         at = planned.at
         if planned.channel == "sms":
@@ -362,6 +370,7 @@ def plan_case(
             at=at,
             dedupe_key=f"case:{case.id}:reminder:{run}:{wanted}:{planned.index}",
             capped=True,
+            card=card,
         )
 
 
@@ -379,9 +388,6 @@ def close_case(
     outbox.cancel(session, case_log.subject(case.id), now)
     if not rules.reminders.confirmations:
         return
-    placed = placement_of_case(session, rules, case.id)
-    if placed is not None and placed.holdout:
-        return
     if case.closed_at is not None and now - case.closed_at > RECENT:
         return
     template = None
@@ -389,9 +395,13 @@ def close_case(
         template = "recovered"
     elif _ended(session, case):
         template = "subscription_ended"
+    # Said already (the usual answer: a closed case's timeline keeps moving) is asked first.
     if template is None or session.scalar(
         select(OutboxMessage.id).where(OutboxMessage.dedupe_key == f"case:{case.id}:{template}")
     ):
+        return
+    placed = placement_of_case(session, rules, case.id)
+    if placed is not None and placed.holdout:
         return
     _write(
         session,

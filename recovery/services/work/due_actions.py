@@ -21,20 +21,21 @@ nothing is called; a shadow action is finished for good and never claimed again.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import random
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import CursorResult, Integer, Table, and_, bindparam, or_, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
 from recovery.adapters.deadline import Deadline
-from recovery.db import Database, execute_count, insert_or_ignore
+from recovery.db import Database, insert_or_ignore
 from recovery.models import ActionStatus, DueAction
 from recovery.runtime import Claimed, Runtime, ThreePhase
 from recovery.services.work import shadow
@@ -78,25 +79,66 @@ def schedule(
     return insert_or_ignore(session, DueAction, values, ["dedupe_key"])
 
 
+# The worker's own statements, built once on the table (not the ORM entity): SQLAlchemy then
+# reuses their compiled form, and no ORM bookkeeping runs for rows nobody loads as objects.
+# Building them per call was most of the claim's and the completion's cost (demo profile).
+_ACTIONS = cast(Table, DueAction.__table__)
+_c = _ACTIONS.c
+
+
+def _rowcount(session: Session, statement: Any, params: Mapping[str, Any]) -> int:
+    result: CursorResult[Any] = session.execute(statement, params)  # type: ignore[assignment]
+    return int(result.rowcount or 0)
+
+
+@functools.cache
+def _cancel_statement(by_kind: bool) -> Any:
+    stmt = (
+        update(_ACTIONS)
+        .where(_c.subject == bindparam("b_subject"))
+        .where(_c.status == ActionStatus.PENDING)
+        .values(
+            status=ActionStatus.CANCELLED, finished_at=bindparam("b_now", type_=_c.finished_at.type)
+        )
+    )
+    return stmt.where(_c.kind.in_(bindparam("b_kinds", expanding=True))) if by_kind else stmt
+
+
 def cancel_pending(
     session: Session, subject: str, now: datetime, kinds: tuple[str, ...] = ()
 ) -> int:
     """Cancel every not-yet-run action about `subject` (optionally of some kinds)."""
-    stmt = (
-        update(DueAction)
-        .where(DueAction.subject == subject)
-        .where(DueAction.status == ActionStatus.PENDING)
-        .values(status=ActionStatus.CANCELLED, finished_at=now)
-    )
+    params: dict[str, Any] = {"b_subject": subject, "b_now": now}
     if kinds:
-        stmt = stmt.where(DueAction.kind.in_(kinds))
-    return execute_count(session, stmt)
+        params["b_kinds"] = list(kinds)
+    return _rowcount(session, _cancel_statement(bool(kinds)), params)
 
 
-def _claimable(now: datetime) -> Any:
-    return or_(
-        and_(DueAction.status == ActionStatus.PENDING, DueAction.due_at <= now),
-        and_(DueAction.status == ActionStatus.RUNNING, DueAction.lease_expires_at < now),
+@functools.cache
+def _claim_statement(is_postgres: bool) -> Any:
+    now = bindparam("b_now", type_=_c.due_at.type)
+    claimable = or_(
+        and_(_c.status == ActionStatus.PENDING, _c.due_at <= now),
+        and_(_c.status == ActionStatus.RUNNING, _c.lease_expires_at < now),
+    )
+    due = (
+        select(_c.id)
+        .where(claimable)
+        .order_by(_c.due_at)
+        .limit(bindparam("b_limit", type_=Integer()))
+    )
+    if is_postgres:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        update(_ACTIONS)
+        .where(_c.id.in_(due.scalar_subquery()))
+        .values(
+            status=ActionStatus.RUNNING,
+            lease_owner=bindparam("b_owner"),
+            lease_expires_at=bindparam("b_expires", type_=_c.lease_expires_at.type),
+            attempts=_c.attempts + 1,
+        )
+        .returning(_c.id, _c.kind, _c.subject, _c.dedupe_key, _c.attempts, _c.payload, _c.due_at)
     )
 
 
@@ -118,29 +160,8 @@ def claim_in(
     """Claim up to `limit` due actions in the caller's transaction, oldest due first: one
     UPDATE ... RETURNING. PostgreSQL skips rows another worker is claiming (SKIP LOCKED);
     SQLite has one writer, whose BEGIN IMMEDIATE makes the select and the update one step."""
-    due = select(DueAction.id).where(_claimable(now)).order_by(DueAction.due_at).limit(limit)
-    if is_postgres:
-        due = due.with_for_update(skip_locked=True)
-    rows = session.execute(
-        update(DueAction)
-        .where(DueAction.id.in_(due.scalar_subquery()))
-        .values(
-            status=ActionStatus.RUNNING,
-            lease_owner=owner,
-            lease_expires_at=now + lease,
-            attempts=DueAction.attempts + 1,
-        )
-        .returning(
-            DueAction.id,
-            DueAction.kind,
-            DueAction.subject,
-            DueAction.dedupe_key,
-            DueAction.attempts,
-            DueAction.payload,
-            DueAction.due_at,
-        ),
-        execution_options={"synchronize_session": False},
-    ).all()
+    params = {"b_now": now, "b_limit": limit, "b_owner": owner, "b_expires": now + lease}
+    rows = session.execute(_claim_statement(is_postgres), params).all()
     return sorted(
         (
             Claimed(
@@ -164,30 +185,36 @@ def action_backoff(attempts: int, rng: random.Random | None = None) -> timedelta
     return timedelta(seconds=base * (rng or random).uniform(0.8, 1.2))
 
 
-def _finish(session: Session, action: Claimed, owner: str, values: Mapping[str, Any]) -> int:
-    return execute_count(
-        session,
-        update(DueAction)
-        .where(DueAction.id == action.id)
-        .where(DueAction.status == ActionStatus.RUNNING)
-        .where(DueAction.lease_owner == owner)
-        .values(**values),
+def _held(stmt: Any) -> Any:
+    """Only while the lease is ours: the row is still running and claimed by us."""
+    return (
+        stmt.where(_c.id == bindparam("b_id"))
+        .where(_c.status == ActionStatus.RUNNING)
+        .where(_c.lease_owner == bindparam("b_owner"))
     )
 
 
+_COMPLETE = _held(update(_ACTIONS)).values(
+    status=ActionStatus.DONE,
+    finished_at=bindparam("b_now", type_=_c.finished_at.type),
+    last_error=None,
+)
+_HOLDS_LEASE = _held(select(_c.id))
+
+
+def _finish(session: Session, action: Claimed, owner: str, values: Mapping[str, Any]) -> int:
+    params = {"b_id": action.id, "b_owner": owner}
+    return _rowcount(session, _held(update(_ACTIONS)).values(**values), params)
+
+
 def _complete(session: Session, action: Claimed, owner: str, now: datetime) -> None:
-    done = {"status": ActionStatus.DONE, "finished_at": now, "last_error": None}
-    if _finish(session, action, owner, done) != 1:
+    params = {"b_id": action.id, "b_owner": owner, "b_now": now}
+    if _rowcount(session, _COMPLETE, params) != 1:
         raise LeaseLost(f"action {action.id} was taken over")
 
 
 def _holds_lease(session: Session, action: Claimed, owner: str) -> bool:
-    held = session.scalar(
-        select(DueAction.id)
-        .where(DueAction.id == action.id)
-        .where(DueAction.status == ActionStatus.RUNNING)
-        .where(DueAction.lease_owner == owner)
-    )
+    held = session.execute(_HOLDS_LEASE, {"b_id": action.id, "b_owner": owner}).scalar()
     return held is not None
 
 
@@ -379,56 +406,73 @@ class ActionRunner:
                 self._count(result)
         return decided
 
-    def _record_all(self, calls: Sequence[Called]) -> None:
-        if not calls:
-            return
+    def _record_in(self, session: Session, calls: Sequence[Called]) -> list[str]:
         statuses = []
-        with self.runtime.db.transaction() as session:
-            for c in calls:
-                statuses.append(record(self.runtime, session, c, self.owner))
-                _fresh_for_the_next(session)
-        for status in statuses:
-            self._count(status)
+        for c in calls:
+            statuses.append(record(self.runtime, session, c, self.owner))
+            _fresh_for_the_next(session)
+        return statuses
 
     def drain(self) -> int:
         """Run everything due now, including what comes due while running (a reminder that a
-        recorded outcome scheduled for now). Returns how many actions were claimed."""
+        recorded outcome scheduled for now). Returns how many actions were claimed.
+
+        One transaction a round records the outcomes of the calls made since the last, then
+        claims and decides, and claims again while what it decided may have made more due now;
+        the calls follow, no transaction open. Done when a round's last claim found nothing."""
         db, clock = self.runtime.db, self.runtime.clock
         claimed_total = 0
         waiting: dict[str, deque[Claimed]] = {}  # subject -> claimed, not yet decided
         busy: set[str] = set()  # subjects with an action decided and not yet recorded
         in_flight: dict[concurrent.futures.Future[Called], str] = {}
+        outcomes: list[Called] = []  # called, not yet recorded
         exhausted = False  # the last claim found fewer due actions than it asked for
+
+        def room_for_more(decided: int) -> int:
+            room = self.batch_size - len(in_flight) - decided - sum(map(len, waiting.values()))
+            return room if room >= max(1, self.batch_size // 2) else 0
+
         while True:
-            idle = not in_flight and not waiting
-            queued = sum(len(q) for q in waiting.values())
-            room = self.batch_size - len(in_flight) - queued
-            claim_now = not exhausted and room >= max(1, self.batch_size // 2)
-            ready_subjects = [s for s in waiting if s not in busy]
             decided: list[Decided] = []
-            claimed = 0
-            if claim_now or ready_subjects:
+            statuses: list[str] = []
+            settled = False  # this round's last claim came after all else and found nothing
+            room = 0 if exhausted else room_for_more(0)
+            if room or outcomes or any(s not in busy for s in waiting):
                 with db.transaction() as session:
-                    fresh: set[int] = set()
-                    if claim_now:
-                        batch = claim_in(
-                            session, db.is_postgres, self.owner, clock.now(), room, self.lease
-                        )
-                        claimed = len(batch)
-                        claimed_total += claimed
-                        exhausted = claimed < room
-                        for action in batch:
-                            waiting.setdefault(action.subject, deque()).append(action)
-                            fresh.add(action.id)
-                    for subject in [s for s in waiting if s not in busy]:
-                        action = waiting[subject].popleft()
-                        if not waiting[subject]:
-                            del waiting[subject]
-                        decided += self._decide_all(session, [action], first=action.id in fresh)
-            busy |= {d.action.subject for d in decided}
+                    statuses = self._record_in(session, outcomes)
+                    busy -= {c.decided.action.subject for c in outcomes}
+                    outcomes = []
+                    while True:
+                        fresh: set[int] = set()
+                        if room:
+                            now = clock.now()
+                            batch = claim_in(
+                                session, db.is_postgres, self.owner, now, room, self.lease
+                            )
+                            claimed_total += len(batch)
+                            exhausted = len(batch) < room
+                            for action in batch:
+                                waiting.setdefault(action.subject, deque()).append(action)
+                                fresh.add(action.id)
+                        ready = [s for s in waiting if s not in busy]
+                        if not ready:
+                            settled = bool(room) and not fresh
+                            break
+                        for subject in ready:
+                            action = waiting[subject].popleft()
+                            if not waiting[subject]:
+                                del waiting[subject]
+                            new = self._decide_all(session, [action], first=action.id in fresh)
+                            busy |= {d.action.subject for d in new}
+                            decided += new
+                        # A one-step action may have scheduled more for now: look again.
+                        room = room_for_more(len(decided))
+                        if not room:
+                            break
+            for status in statuses:  # counted once committed
+                self._count(status)
             if self.threads == 1:
-                self._record_all([call(self.runtime, d) for d in decided])
-                busy.clear()
+                outcomes = [call(self.runtime, d) for d in decided]
             else:
                 if decided:
                     pool = self._pool or concurrent.futures.ThreadPoolExecutor(
@@ -442,10 +486,12 @@ class ActionRunner:
                         list(in_flight), return_when=concurrent.futures.FIRST_COMPLETED
                     )
                     finished = [f for f in in_flight if f.done()]
-                    self._record_all([f.result() for f in finished])
+                    outcomes = [f.result() for f in finished]
                     for f in finished:
-                        busy.discard(in_flight.pop(f))
-            if not in_flight and not waiting:
-                if idle and claim_now and claimed == 0:
-                    return claimed_total  # looked with nothing running: nothing is due
+                        del in_flight[f]
+            if not (outcomes or in_flight or waiting):
+                if settled:
+                    return claimed_total
                 exhausted = False  # what just ran may have scheduled more for now: look again
+            elif outcomes:
+                exhausted = False  # what they record may be due now: look in the same round
