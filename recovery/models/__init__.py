@@ -28,6 +28,12 @@ from recovery.models.outreach import (
     WinBack,
 )
 from recovery.models.pauses import DunningPause
+from recovery.models.rollups import (
+    CancelDayRollup,
+    CaseDayRollup,
+    HeldDayRollup,
+    OverviewDirtyDay,
+)
 from recovery.models.users import AuditEntry, User
 from recovery.models.work import ActionStatus, DueAction, JobRun, WorkerHeartbeat
 
@@ -35,8 +41,10 @@ __all__ = [
     "AccountContact",
     "ActionStatus",
     "AuditEntry",
+    "CancelDayRollup",
     "CancelSession",
     "CardUpdateLink",
+    "CaseDayRollup",
     "CaseEvent",
     "Customer",
     "DueAction",
@@ -45,6 +53,7 @@ __all__ = [
     "ExperimentAssignment",
     "ExperimentRouting",
     "ExperimentSubject",
+    "HeldDayRollup",
     "Invoice",
     "InvoicePayment",
     "JobRun",
@@ -53,6 +62,7 @@ __all__ = [
     "OfferAcceptance",
     "OutboxMessage",
     "OutreachLink",
+    "OverviewDirtyDay",
     "PaymentAttempt",
     "PaymentMethod",
     "RecoveryCase",
