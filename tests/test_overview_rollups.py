@@ -232,3 +232,32 @@ def test_a_change_shows_at_once_and_after_the_refresh(runtime: Runtime) -> None:
     with runtime.db.reading() as s:
         rows = s.scalars(select(CaseDayRollup).where(CaseDayRollup.status == "recovered")).all()
     assert [(r.day, r.cases, r.amount_recovered) for r in rows] == [(opened.date(), 1, 1000)]
+
+
+def test_a_window_ending_today_is_pending_until_its_hour(runtime: Runtime) -> None:
+    """A recovery paid at 15:00 is durable at 30 days from 15:00 on day 30, not at 10:00: the
+    rollups keep that day's windows apart and read them directly."""
+    closed = datetime(2026, 9, 1, 15, tzinfo=UTC)
+    with runtime.db.transaction() as s:
+        s.add(Subscription(id="sub_1", customer_id="cus_1", status="active"))
+        s.add(
+            RecoveryCase(
+                invoice_id="in_1",
+                subscription_id="sub_1",
+                status="recovered",
+                recovered_via="our_retry",
+                currency="usd",
+                amount_due=1000,
+                amount_recovered=1000,
+                opened_at=closed - timedelta(days=1),
+                closed_at=closed,
+            )
+        )
+    refresh(runtime)
+    start, end = metrics.period_of(date(2026, 8, 1), date(2026, 9, 30))
+    for hour, expected in ((10, (0, 0, 1)), (16, (1, 0, 0))):
+        now = closed + timedelta(days=30) - timedelta(hours=15) + timedelta(hours=hour)
+        rolled, direct = _both(runtime, start, end, "usd", now)
+        thirty = rolled.validated.recoveries[0]
+        assert (thirty.held, thirty.not_held, thirty.pending) == expected
+        assert rolled == direct

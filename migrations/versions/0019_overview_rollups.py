@@ -187,6 +187,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_held_day_rollups")),
     )
     op.create_index("ix_held_day_rollups_currency_day", "held_day_rollups", ["currency", "day"])
+    op.create_index(
+        "ix_recovery_cases_recovered_cohort",
+        "recovery_cases",
+        ["status", "opened_at", "currency", "subscription_id", "closed_at"],
+    )
+    op.create_index(
+        "ix_subscription_items_monthly",
+        "subscription_items",
+        ["subscription_id", "interval", "interval_count", "unit_amount", "quantity"],
+    )
     if op.get_bind().dialect.name == "postgresql":
         _postgres_upgrade()
     else:
@@ -213,6 +223,8 @@ def downgrade() -> None:
         else:
             for when in ("insert", "update", "delete"):
                 op.execute(f"DROP TRIGGER overview_dirty_{name}_{when}")
+    op.drop_index("ix_subscription_items_monthly", table_name="subscription_items")
+    op.drop_index("ix_recovery_cases_recovered_cohort", table_name="recovery_cases")
     for table in ("held_day_rollups", "cancel_day_rollups", "case_day_rollups"):
         op.drop_index(f"ix_{table}_currency_day", table_name=table)
         op.drop_table(table)

@@ -17,6 +17,8 @@ from sqlalchemy import BigInteger, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from recovery.db import Base
+from recovery.models.cases import RecoveryCase
+from recovery.models.mirror import SubscriptionItem
 
 
 class OverviewDirtyDay(Base):
@@ -95,3 +97,26 @@ class HeldDayRollup(Base):
     count: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_held_day_rollups_currency_day", "currency", "day"),)
+
+
+# The overview's figures that are not sums (read directly whatever the rollups): the period's
+# recovered subscriptions and their monthly price, and the median days to recover, read from
+# these two indexes alone (index-only scans on PostgreSQL) rather than from the tables' rows.
+OVERVIEW_INDEXES = (
+    Index(
+        "ix_recovery_cases_recovered_cohort",
+        RecoveryCase.status,
+        RecoveryCase.opened_at,
+        RecoveryCase.currency,
+        RecoveryCase.subscription_id,
+        RecoveryCase.closed_at,
+    ),
+    Index(
+        "ix_subscription_items_monthly",
+        SubscriptionItem.subscription_id,
+        SubscriptionItem.interval,
+        SubscriptionItem.interval_count,
+        SubscriptionItem.unit_amount,
+        SubscriptionItem.quantity,
+    ),
+)

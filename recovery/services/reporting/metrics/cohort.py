@@ -196,7 +196,8 @@ def recovered_mrr(session: Session, cohort: ColumnElement[bool]) -> int:
 
 
 def recovered_mrr_by_currency(session: Session, in_period: ColumnElement[bool]) -> dict[str, int]:
-    """`recovered_mrr` for every currency at once (the cases' currency), one statement."""
+    """`recovered_mrr` for every currency at once (the cases' currency as stored), one
+    statement: the overview's tile is its entry for the overview's currency."""
     recovered_subs = (
         select(RecoveryCase.currency.label("currency"), RecoveryCase.subscription_id.label("sub"))
         .where(in_period, RecoveryCase.status == CaseStatus.RECOVERED)
@@ -222,7 +223,7 @@ def recovered_mrr_by_currency(session: Session, in_period: ColumnElement[bool]) 
     ).all()
     out: dict[str, int] = {}
     for currency, interval, count, amount in rows:
-        key = str(currency).lower()
+        key = str(currency)
         out[key] = out.get(key, 0) + monthly_amount(int(amount), interval, int(count or 1))
     return out
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, func, select, text
 from sqlalchemy.orm import Session
 
 from recovery.domain.cases import ACTIVE, CaseStatus
@@ -17,10 +17,10 @@ from recovery.services.reporting.metrics import rollups
 from recovery.services.reporting.metrics.by_month import by_month, months_of
 from recovery.services.reporting.metrics.cancel_flow import (
     cancel_flow,
-    in_period,
     recent_answers,
     stats_of,
 )
+from recovery.services.reporting.metrics.cancel_flow import in_period as sessions_in
 from recovery.services.reporting.metrics.cohort import (
     LOST_STATUSES,
     CohortFigures,
@@ -59,11 +59,12 @@ def compute_overview(
     dirty = rollups.dirty_days(session)
     p = rollups.plan(dirty.get(currency, set()), period_from, period_to)
     tiles = figures_of(rollups.case_groups(session, currency, p))
-    summaries = by_currency_of(
+    in_period = and_(RecoveryCase.opened_at >= period_from, RecoveryCase.opened_at < period_to)
+    mrr = recovered_mrr_by_currency(session, in_period)  # the tile's figure among them
+    summaries = summaries_of(
         rollups.status_sums(session, dirty, period_from, period_to),
-        session,
-        period_from,
-        period_to,
+        _lowered(mrr),
+        pauses_by_currency(session, period_from, period_to),
     )
     return _overview(
         session,
@@ -72,10 +73,11 @@ def compute_overview(
         period_to,
         now,
         tiles=tiles,
+        mrr=mrr.get(currency, 0),
         weeks=weeks_of(rollups.daily_cases(session, currency, p), period_from, period_to),
         cancel=stats_of(
             rollups.session_groups(session, currency, p),
-            recent_answers(session, in_period(currency, period_from, period_to)),
+            recent_answers(session, sessions_in(currency, period_from, period_to)),
         ),
         months=months_of(
             rollups.monthly_cases(session, currency, dirty.get(currency, set()), now), now
@@ -99,6 +101,7 @@ def compute_overview_direct(
         period_to,
         now,
         tiles=cohort_figures(session, cohort),
+        mrr=recovered_mrr(session, cohort),
         weeks=weekly(session, cohort, period_from, period_to),
         cancel=cancel_flow(session, currency, period_from, period_to),
         months=by_month(session, currency, now),
@@ -115,6 +118,7 @@ def _overview(
     now: datetime,
     *,
     tiles: CohortFigures,
+    mrr: int,
     weeks: tuple[Week, ...],
     cancel: CancelFlowStats,
     months: tuple[MonthRecovery, ...],
@@ -135,7 +139,7 @@ def _overview(
         in_progress=tiles.in_progress,
         lost=tiles.lost,
         lost_reasons=tiles.lost_reasons,
-        recovered_monthly_revenue=recovered_mrr(session, cohort),
+        recovered_monthly_revenue=mrr,
         median_days_to_recover=median_days(session, cohort),
         by_decline_category=tiles.by_decline_category,
         by_card_brand=tiles.by_card_brand,
@@ -177,9 +181,16 @@ def by_currency_of(
     in_period = and_(RecoveryCase.opened_at >= period_from, RecoveryCase.opened_at < period_to)
     return summaries_of(
         rows,
-        recovered_mrr_by_currency(session, in_period),
+        _lowered(recovered_mrr_by_currency(session, in_period)),
         pauses_by_currency(session, period_from, period_to),
     )
+
+
+def _lowered(by_currency: dict[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for currency, amount in by_currency.items():
+        out[currency.lower()] = out.get(currency.lower(), 0) + amount
+    return out
 
 
 def status_sums(session: Session, where: ColumnElement[bool]) -> list[tuple[Any, ...]]:
@@ -236,6 +247,11 @@ def overview(
 ) -> Overview:
     """The overview, read in one transaction; without a currency, the most used one."""
     with rt.db.reading() as session:
+        if rt.db.is_postgres:
+            # Its statements take milliseconds, but the planner's estimate for the expiring
+            # cards' join crosses jit_above_cost, and compiling it took 200 ms of a 280 ms
+            # statement at 1M invoices (bench/dashboard_scale.py --explain). For this read only.
+            session.execute(text("SET LOCAL jit = off"))
         currency = currency or default_currency(session)
         return compute_overview(session, period_from, period_to, currency, now)
 

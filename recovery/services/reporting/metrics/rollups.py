@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Unpack
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, case, false, func, or_, select
 from sqlalchemy.orm import Session
@@ -320,6 +320,6 @@ def _counts(counts: Counter[tuple[str, int, Held]], kind: str) -> tuple[HeldCoun
     )
 
 
-def _rolled(session: Session, p: Plan, query: Select[Unpack[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+def _rolled(session: Session, p: Plan, query: Select[*tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """The rollup rows `query` sums, when some day of the period is rolled up."""
     return [tuple(r) for r in session.execute(query).all()] if p.clean else []
