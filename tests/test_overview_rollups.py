@@ -18,8 +18,10 @@ from recovery.models import (
     CancelDayRollup,
     CancelSession,
     CaseDayRollup,
+    ChannelDayRollup,
     HeldDayRollup,
     Invoice,
+    OutboxMessage,
     OverviewDirtyDay,
     RecoveryCase,
     Subscription,
@@ -34,6 +36,8 @@ SUBS = [f"sub_{i}" for i in range(4)]
 CURRENCIES = ("usd", "eur")
 SAVED = ("saved_by_discount", "saved_by_pause")
 TABLES = (
+    ChannelDayRollup,
+    OutboxMessage,
     HeldDayRollup,
     CancelDayRollup,
     CaseDayRollup,
@@ -63,6 +67,8 @@ op = st.one_of(
     st.tuples(st.just("cancel_sub"), st.sampled_from(SUBS), instant),
     st.tuples(st.just("invoice"), st.sampled_from(SUBS), instant,
               st.sampled_from(["paid", "open", "void"]), st.integers(0, 20 * 24)),
+    st.tuples(st.just("message"), st.integers(0, 30), st.sampled_from(["email", "sms"]),
+              st.sampled_from(["sent", "failed"]), st.integers(-24, 10 * 24)),
     st.tuples(st.just("refresh")),
 )  # fmt: skip
 
@@ -103,6 +109,27 @@ def _apply(rt: Runtime, step: tuple[Any, ...], serial: list[int]) -> None:
             else:
                 case.status, case.closed_at, case.recovered_via = "retrying", None, None
                 case.amount_recovered = 0
+        elif kind == "message" and cases:
+            _, index, channel, status, after = step
+            case = cases[index % len(cases)]
+            at = case.opened_at + timedelta(hours=after)
+            s.add(
+                OutboxMessage(
+                    about=f"case:{case.id}",
+                    case_id=case.id,
+                    channel=channel,
+                    template="reminder",
+                    step="first",
+                    locale="en",
+                    recipient="someone@example.com",
+                    body="Your payment did not go through.",
+                    send_after=at,
+                    dedupe_key=f"msg:{n}",
+                    status=status,
+                    created_at=at,
+                    sent_at=at if status == "sent" else None,
+                )
+            )
         elif kind == "session":
             _, at, currency, sub, outcome, after, reason = step
             s.add(
@@ -261,3 +288,32 @@ def test_a_window_ending_today_is_pending_until_its_hour(runtime: Runtime) -> No
         thirty = rolled.validated.recoveries[0]
         assert (thirty.held, thirty.not_held, thirty.pending) == expected
         assert rolled == direct
+
+
+def test_the_reminder_channel_before_a_payment_is_rolled_up(runtime: Runtime) -> None:
+    """A customer who paid through the card-update link after an SMS and then an email counts
+    under email, from the rollups as directly; a message sent later to a rolled-up day's case
+    (a late write) shows at once."""
+    opened = datetime(2026, 10, 5, 10, tzinfo=UTC)
+    history: list[tuple[Any, ...]] = [
+        ("open", opened, "usd", "sub_0", 1000, "soft", "visa"),
+        ("message", 0, "sms", "sent", 1),
+        ("message", 0, "email", "sent", 2),
+        ("recover", 0, 3, "card_update_link"),
+        ("refresh",),
+    ]
+    serial = [0]
+    for step in history:
+        _apply(runtime, step, serial)
+    start, end = metrics.period_of(date(2026, 10, 1), date(2026, 10, 31))
+    now = datetime(2026, 11, 2, 9, tzinfo=UTC)
+    rolled, direct = _both(runtime, start, end, "usd", now)
+    assert rolled == direct
+    channels = {k.key: (k.count, k.amount) for k in rolled.by_reminder_channel}
+    assert channels["email"] == (1, 1000) and channels["sms"] == (0, 0)
+    with runtime.db.reading() as s:
+        assert s.scalar(select(func.count()).select_from(ChannelDayRollup)) == 1
+    _apply(runtime, ("message", 0, "sms", "sent", 2), serial)  # the same hour, a later id
+    rolled, direct = _both(runtime, start, end, "usd", now)
+    assert rolled == direct
+    assert {k.key: k.count for k in rolled.by_reminder_channel}["sms"] == 1

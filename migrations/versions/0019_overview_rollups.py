@@ -13,7 +13,9 @@ depends on:
 - a cancel session (created day), and the saves of the same subscription (a later cancel
   reverses them);
 - a subscription's cancellation, an invoice's status / payment / creation: the days of the
-  subscription's recoveries and saves (validated / durable at 30/60/90 days).
+  subscription's recoveries and saves (validated / durable at 30/60/90 days);
+- a message of a recovered case (sent, or deleted by the retention job): its day (the channel
+  of the last reminder before the payment).
 Each change inserts its own dirty row (no unique index, so concurrent writers never wait on each
 other for it); the worker deletes the rows its snapshot saw once it has recomputed their days.
 """
@@ -37,6 +39,7 @@ SESSION_COLUMNS = (
     "created_at, currency, outcome, reason, decided_at, mrr_before, mrr_after, subscription_id"
 )
 INVOICE_COLUMNS = "status, paid_at, created, subscription_id"
+MESSAGE_COLUMNS = "case_id, channel, status, sent_at"
 SUBSCRIPTION_COLUMNS = "canceled_at, ended_at"
 
 
@@ -76,6 +79,14 @@ def _subscription(sub: str, as_date: str) -> str:
     return _mark(_of_subscription(sub, as_date))
 
 
+def _message(row: str, as_date: str) -> str:
+    """A reminder sent (or deleted): its case's day, when the case was recovered."""
+    return _mark(
+        f"SELECT {as_date.format('opened_at')} AS d, currency AS c FROM recovery_cases "
+        f"WHERE id = {row}.case_id AND status = 'recovered'"
+    )
+
+
 # (table, name, columns watched on update, statement per row reference)
 WATCHED = (
     ("recovery_cases", "cases", CASE_COLUMNS, _case),
@@ -92,6 +103,7 @@ WATCHED = (
         SUBSCRIPTION_COLUMNS,
         lambda r, d: _subscription(f"{r}.id", d),
     ),
+    ("outbox_messages", "messages", MESSAGE_COLUMNS, _message),
 )
 
 
@@ -174,6 +186,19 @@ def upgrade() -> None:
     )
     op.create_index("ix_cancel_day_rollups_currency_day", "cancel_day_rollups", ["currency", "day"])
     op.create_table(
+        "channel_day_rollups",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("channel", sa.String(length=20), nullable=False),
+        sa.Column("cases", sa.BigInteger(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_channel_day_rollups")),
+    )
+    op.create_index(
+        "ix_channel_day_rollups_currency_day", "channel_day_rollups", ["currency", "day"]
+    )
+    op.create_table(
         "held_day_rollups",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("day", sa.Date(), nullable=False),
@@ -225,7 +250,8 @@ def downgrade() -> None:
                 op.execute(f"DROP TRIGGER overview_dirty_{name}_{when}")
     op.drop_index("ix_subscription_items_monthly", table_name="subscription_items")
     op.drop_index("ix_recovery_cases_recovered_cohort", table_name="recovery_cases")
-    for table in ("held_day_rollups", "cancel_day_rollups", "case_day_rollups"):
+    tables = ("held_day_rollups", "channel_day_rollups", "cancel_day_rollups", "case_day_rollups")
+    for table in tables:
         op.drop_index(f"ix_{table}_currency_day", table_name=table)
         op.drop_table(table)
     op.drop_index("ix_overview_dirty_days_currency_day", table_name="overview_dirty_days")

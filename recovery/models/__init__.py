@@ -31,6 +31,7 @@ from recovery.models.pauses import DunningPause
 from recovery.models.rollups import (
     CancelDayRollup,
     CaseDayRollup,
+    ChannelDayRollup,
     HeldDayRollup,
     OverviewDirtyDay,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "CardUpdateLink",
     "CaseDayRollup",
     "CaseEvent",
+    "ChannelDayRollup",
     "Customer",
     "DueAction",
     "DunningPause",

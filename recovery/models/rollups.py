@@ -78,6 +78,22 @@ class CancelDayRollup(Base):
     __table_args__ = (Index("ix_cancel_day_rollups_currency_day", "currency", "day"),)
 
 
+class ChannelDayRollup(Base):
+    """Of the recoveries the customer made among the cases opened on `day`, per channel of the
+    last reminder sent before the payment (reminder_channels.py)."""
+
+    __tablename__ = "channel_day_rollups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date]
+    currency: Mapped[str] = mapped_column(String(3))
+    channel: Mapped[str] = mapped_column(String(20))
+    cases: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_channel_day_rollups_currency_day", "currency", "day"),)
+
+
 class HeldDayRollup(Base):
     """Saves (sessions created on `day`) and recoveries (cases opened on `day`) by their outcome
     at each window: `early` ones failed before their window ended (cancelled), whatever the

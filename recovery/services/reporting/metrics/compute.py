@@ -34,10 +34,11 @@ from recovery.services.reporting.metrics.cohort import (
 from recovery.services.reporting.metrics.expiring_cards import expiring_cards
 from recovery.services.reporting.metrics.outreach import outreach, pauses_by_currency
 from recovery.services.reporting.metrics.parameters import currencies_in_use, default_currency
-from recovery.services.reporting.metrics.reminder_channels import reminder_channels
+from recovery.services.reporting.metrics.reminder_channels import channels_of, reminder_channels
 from recovery.services.reporting.metrics.result import (
     CancelFlowStats,
     CurrencySummary,
+    Keyed,
     MonthRecovery,
     Overview,
     Tally,
@@ -73,6 +74,7 @@ def compute_overview(
         period_to,
         now,
         tiles=tiles,
+        channels=channels_of(rollups.channel_rows(session, currency, p), tiles.customer_made),
         mrr=mrr.get(currency, 0),
         weeks=weeks_of(rollups.daily_cases(session, currency, p), period_from, period_to),
         cancel=stats_of(
@@ -94,13 +96,15 @@ def compute_overview_direct(
     are held to); a fixed handful of queries whatever the number of cases."""
     currency = currency.lower()
     cohort = cohort_of(currency, period_from, period_to)
+    tiles = cohort_figures(session, cohort)
     return _overview(
         session,
         currency,
         period_from,
         period_to,
         now,
-        tiles=cohort_figures(session, cohort),
+        tiles=tiles,
+        channels=reminder_channels(session, cohort, tiles.customer_made),
         mrr=recovered_mrr(session, cohort),
         weeks=weekly(session, cohort, period_from, period_to),
         cancel=cancel_flow(session, currency, period_from, period_to),
@@ -118,6 +122,7 @@ def _overview(
     now: datetime,
     *,
     tiles: CohortFigures,
+    channels: tuple[Keyed, ...],
     mrr: int,
     weeks: tuple[Week, ...],
     cancel: CancelFlowStats,
@@ -144,7 +149,7 @@ def _overview(
         by_decline_category=tiles.by_decline_category,
         by_card_brand=tiles.by_card_brand,
         by_trigger=tiles.by_trigger,
-        by_reminder_channel=reminder_channels(session, cohort, tiles.customer_made),
+        by_reminder_channel=channels,
         weekly=weeks,
         expiring_cards=expiring_cards(session, currency, period_from, period_to, now),
         cancel_flow=cancel,

@@ -25,6 +25,7 @@ from recovery.models import (
     CancelDayRollup,
     CancelSession,
     CaseDayRollup,
+    ChannelDayRollup,
     HeldDayRollup,
     OverviewDirtyDay,
     RecoveryCase,
@@ -33,6 +34,7 @@ from recovery.runtime import Runtime
 from recovery.services.reporting.metrics import by_month, validated
 from recovery.services.reporting.metrics.cancel_flow import session_groups
 from recovery.services.reporting.metrics.cohort import GROUP_KEYS
+from recovery.services.reporting.metrics.reminder_channels import last_channels
 
 JOB_NAME = "overview_rollups"
 CHUNK_DAYS = 31
@@ -129,7 +131,7 @@ def refresh_chunk(session: Session) -> int:
 
 def recompute(session: Session, currency: str, days: Sequence[date]) -> None:
     """Replace the rollup rows of these days of `currency` by what the source tables say."""
-    for model in (CaseDayRollup, CancelDayRollup, HeldDayRollup):
+    for model in (CaseDayRollup, CancelDayRollup, HeldDayRollup, ChannelDayRollup):
         session.execute(delete(model).where(model.currency == currency, model.day.in_(days)))
     ranges = day_ranges(days)
     cases = and_(RecoveryCase.currency == currency, within(RecoveryCase.opened_at, ranges))
@@ -157,6 +159,18 @@ def recompute(session: Session, currency: str, days: Sequence[date]) -> None:
     rows = _held_rows(session, currency, cases, sessions)
     if rows:
         session.execute(insert(HeldDayRollup), rows)
+    rows = [
+        {
+            "day": as_date(day),
+            "currency": currency,
+            "channel": str(channel),
+            "cases": int(n),
+            "amount": int(amount),
+        }
+        for day, channel, n, amount in last_channels(session, cases, by_day=True)
+    ]
+    if rows:
+        session.execute(insert(ChannelDayRollup), rows)
 
 
 def _case_rows(session: Session, currency: str, cases: ColumnElement[bool]) -> list[dict[str, Any]]:

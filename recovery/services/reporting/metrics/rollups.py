@@ -21,11 +21,19 @@ from recovery.models import (
     CancelDayRollup,
     CancelSession,
     CaseDayRollup,
+    ChannelDayRollup,
     HeldDayRollup,
     OverviewDirtyDay,
     RecoveryCase,
 )
-from recovery.services.reporting.metrics import by_month, cancel_flow, cohort, validated, weekly
+from recovery.services.reporting.metrics import (
+    by_month,
+    cancel_flow,
+    cohort,
+    reminder_channels,
+    validated,
+    weekly,
+)
 from recovery.services.reporting.metrics.rollup_refresh import as_date, within
 from recovery.services.reporting.metrics.validated import Validated
 
@@ -204,6 +212,23 @@ def status_sums(
         .group_by(RecoveryCase.currency, RecoveryCase.status)
     ).all()
     return rows + [tuple(r) for r in live]
+
+
+def channel_rows(session: Session, currency: str, p: Plan) -> list[tuple[Any, ...]]:
+    """`reminder_channels.last_channels`'s rows: (channel, recoveries, amount)."""
+    rows = _rolled(
+        session,
+        p,
+        select(
+            ChannelDayRollup.channel,
+            func.sum(ChannelDayRollup.cases),
+            func.sum(ChannelDayRollup.amount),
+        )
+        .where(ChannelDayRollup.currency == currency, p.rolled(ChannelDayRollup.day))
+        .group_by(ChannelDayRollup.channel),
+    )
+    live = reminder_channels.last_channels(session, _cases(currency, p)) if p.direct else []
+    return rows + live
 
 
 def session_groups(session: Session, currency: str, p: Plan) -> list[tuple[Any, ...]]:
