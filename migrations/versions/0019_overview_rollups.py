@@ -243,11 +243,11 @@ def downgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
     for table, name, _columns, _mark in WATCHED:
         if postgres:
-            op.execute(f"DROP TRIGGER overview_dirty_{name} ON {table}")
-            op.execute(f"DROP FUNCTION overview_dirty_{name}()")
+            op.execute(f"DROP TRIGGER IF EXISTS overview_dirty_{name} ON {table}")
+            op.execute(f"DROP FUNCTION IF EXISTS overview_dirty_{name}()")
         else:
             for when in ("insert", "update", "delete"):
-                op.execute(f"DROP TRIGGER overview_dirty_{name}_{when}")
+                op.execute(f"DROP TRIGGER IF EXISTS overview_dirty_{name}_{when}")
     op.drop_index("ix_subscription_items_monthly", table_name="subscription_items")
     op.drop_index("ix_recovery_cases_recovered_cohort", table_name="recovery_cases")
     tables = ("held_day_rollups", "channel_day_rollups", "cancel_day_rollups", "case_day_rollups")
