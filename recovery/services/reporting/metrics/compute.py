@@ -1,5 +1,7 @@
 """The overview: every figure for one currency and one period, in a fixed handful of queries
-whatever the number of cases. One code path for the dashboard page and GET /api/v1/metrics."""
+whatever the number of cases. One code path for the dashboard page and GET /api/v1/metrics:
+`compute_overview` reads the sums from the rollups (`rollups`), `compute_overview_direct` from
+the source tables alone - the reference the rollups are tested against."""
 
 from __future__ import annotations
 
