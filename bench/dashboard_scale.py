@@ -29,6 +29,12 @@ address (one customer, a different one each time), by invoice, customer and case
 "open" filter; a customer page.
 For each page the slowest SQL statement of one request is shown; --explain (or a missed
 target) prints EXPLAIN ANALYZE of it. Target (issue 7): p95 < 200 ms.
+
+The overview's rollups (issue 11 item 7): after the fill (or on a reused database, after its
+migration) the worker's refresh is timed bringing every day up to date; after the pages, a day
+of changes is written (UPDATEs: the triggers mark their days dirty), the overview timed while
+those days are computed directly, and the refresh that rolls them up timed.
+--keep leaves the filled PostgreSQL running; --reuse URL times it again without refilling.
 """
 
 from __future__ import annotations
@@ -409,6 +415,72 @@ def deep_cursor(
     return cursor, offset // size + 2
 
 
+# A day of changes (the bench's business: 200k cases a year, the last three weeks' in progress):
+# a day's share (1/21) of the last three weeks' cases paid or lost, a day's renewals paid, the
+# last two days' cancel sessions decided - through UPDATEs, so the triggers mark their days
+# dirty. The same rows each run (a --reuse run marks the same days dirty again).
+A_DAY = [
+    """UPDATE recovery_cases SET status = CASE WHEN id % 3 = 0 THEN 'lost' ELSE 'recovered' END,
+         amount_recovered = CASE WHEN id % 3 = 0 THEN 0 ELSE amount_due END,
+         recovered_via = CASE WHEN id % 3 = 0 THEN NULL ELSE 'our_retry' END,
+         closed_at = {now}
+       WHERE opened_at > {now} - interval '21 days' AND id % 21 = 0""",
+    """UPDATE invoices SET status = 'paid', amount_paid = amount_due, amount_remaining = 0
+       WHERE id IN (SELECT 'in_' || (5 * g + 1)
+                                        FROM generate_series(1, 200000, 365) g)""",
+    """UPDATE cancel_sessions SET outcome = 'cancelled', decided_at = {now}
+       WHERE created_at > {now} - interval '2 days'""",
+]
+
+
+def refresh_rollups(rt: Any, when: str) -> dict[str, Any]:
+    """The worker's refresh, timed: every dirty (day, currency) recomputed."""
+    from recovery.services.reporting.metrics.rollup_refresh import refresh
+
+    with rt.db.engine.connect() as conn:
+        dirty = conn.execute(
+            text("SELECT count(*), count(DISTINCT (day, currency)) FROM overview_dirty_days")
+        ).one()
+    t0 = time.perf_counter()
+    days = refresh(rt)
+    took = round(time.perf_counter() - t0, 2)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"== rollups {when}: {days} (day, currency) recomputed from {dirty[0]} dirty rows in "
+        f"{took} s (the worker's refresh); loadavg {load}",
+        flush=True,
+    )
+    return {"days": days, "dirty_rows": dirty[0], "seconds": took, "loadavg": load}
+
+
+def a_day_of_changes(
+    rt: Any, pages: dict[str, Callable[[int], Any]], n: int, log: StatementLog
+) -> dict[str, Any]:
+    """A day's changes written, the overview timed while their days are dirty (computed
+    directly), then the refresh that rolls them up."""
+    now_sql = f"timestamp '{NOW.replace(tzinfo=None).isoformat(sep=' ')}'"
+    t0 = time.perf_counter()
+    with rt.db.engine.begin() as conn:
+        changed = sum(conn.execute(text(sql.replace("{now}", now_sql))).rowcount for sql in A_DAY)
+    print(
+        f"\n== a day of changes: {changed} rows updated in {time.perf_counter() - t0:.1f} s "
+        "(cases paid or lost, renewals paid, sessions decided)",
+        flush=True,
+    )
+    out: dict[str, Any] = {"rows": changed}
+    for name in ("/dashboard (30 days)", "/api/v1/metrics (90 days)"):
+        figures, _ = time_page(pages[name], n, log)
+        out[name + " while dirty"] = figures
+        print(
+            f"  {name + ' (its days dirty)':<58} p50 {figures['p50_ms']:>7.1f} ms  p95 "
+            f"{figures['p95_ms']:>7.1f} ms  max {figures['max_ms']:>7.1f} ms; "
+            f"loadavg {figures['loadavg']}",
+            flush=True,
+        )
+    out["refresh"] = refresh_rollups(rt, "after a day of changes")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--invoices", type=int, default=1_000_000)
@@ -466,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
             log_level="WARNING",
         )
         rt = build_runtime(settings, clock=clock, gateway=FakeStripeGateway(clock=clock))
+        results["rollups"] = {"after_fill": refresh_rollups(rt, "after the fill")}
         app = create_app(runtime=rt)
         if server is not None:  # a reused database has its admin already
             add_user(rt, ADMIN, "admin")
@@ -551,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
                     figures["plan"] = plan
                     print("      " + plan.replace("\n", "\n      "))
         results["timings"] = timings
+        results["rollups"]["after_a_day"] = a_day_of_changes(rt, pages, args.requests, log)
         rt.db.dispose()
         pg = postgres_version(server.bin_dir if server else None)
         with rt.db.engine.connect() as conn:
@@ -566,6 +640,9 @@ def main(argv: list[str] | None = None) -> int:
             ]
     finally:
         if server is not None and args.keep:
+            from tests.support import postgres
+
+            postgres._running_servers.pop(id(server), None)  # not stopped at exit: reused later
             print(
                 f"\nPostgreSQL left running: {server.url} (stop: python -m "
                 f"tests.support.postgres stop {server.data_dir})"

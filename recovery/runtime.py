@@ -258,6 +258,8 @@ class Handlers:
     actions: Mapping[str, ActionHandler] = field(default_factory=dict)
     daily_jobs: Mapping[str, DailyJob] = field(default_factory=dict)
     maintenance: Mapping[str, MaintenanceJob] = field(default_factory=dict)
+    # every minute, on every worker (each job keeps itself to one at a time cluster-wide)
+    periodic: Mapping[str, MaintenanceJob] = field(default_factory=dict)
     on_cases_moved: tuple[CasesMoved, ...] = ()
     still_wanted: Mapping[str, StillWanted] = field(default_factory=dict)
     """Message relevance checks by the first part of the message's subject (`case`, `expiry`)."""

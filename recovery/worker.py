@@ -9,7 +9,8 @@ processes can run against one PostgreSQL and a crashed one loses nothing:
 - due actions: claimed and decided in batches, their provider calls run on a pool of
   `RECOVERY_WORKER_THREADS` threads with no transaction open (services/work/due_actions.py);
 - APScheduler ticks: each second the due actions and any events left (a missed notification,
-  a failed event whose backoff passed), every ten minutes the daily jobs. Jobs that must run
+  a failed event whose backoff passed), every ten minutes the daily jobs, every minute the
+  periodic ones (the overview's rollups). Jobs that must run
   once per day cluster-wide take a PostgreSQL advisory lock and record a `job_runs` row.
 """
 
@@ -124,6 +125,10 @@ class Worker:
             if self.run_maintenance(name, period, maintenance):
                 ran.append(name)
         return ran
+
+    def run_periodic_jobs(self) -> int:
+        """Run the every-minute jobs (the overview's rollups). Returns rows touched."""
+        return sum(job(self.runtime) for job in self.runtime.handlers.periodic.values())
 
     def run_singleton(self, name: str, period: str, job: DailyJob) -> bool:
         db = self.runtime.db
@@ -250,6 +255,9 @@ class Worker:
         scheduler.add_job(self.tick, "interval", seconds=tick, id="tick", **common)
         scheduler.add_job(
             self._safe(self.run_daily_jobs), "interval", minutes=10, id="daily", **common
+        )
+        scheduler.add_job(
+            self._safe(self.run_periodic_jobs), "interval", minutes=1, id="periodic", **common
         )
         self._scheduler = scheduler
         self._start_thread(self._events_loop, "recovery-events")

@@ -28,6 +28,13 @@ from recovery.models.outreach import (
     WinBack,
 )
 from recovery.models.pauses import DunningPause
+from recovery.models.rollups import (
+    CancelDayRollup,
+    CaseDayRollup,
+    ChannelDayRollup,
+    HeldDayRollup,
+    OverviewDirtyDay,
+)
 from recovery.models.users import AuditEntry, User
 from recovery.models.work import ActionStatus, DueAction, JobRun, WorkerHeartbeat
 
@@ -35,9 +42,12 @@ __all__ = [
     "AccountContact",
     "ActionStatus",
     "AuditEntry",
+    "CancelDayRollup",
     "CancelSession",
     "CardUpdateLink",
+    "CaseDayRollup",
     "CaseEvent",
+    "ChannelDayRollup",
     "Customer",
     "DueAction",
     "DunningPause",
@@ -45,6 +55,7 @@ __all__ = [
     "ExperimentAssignment",
     "ExperimentRouting",
     "ExperimentSubject",
+    "HeldDayRollup",
     "Invoice",
     "InvoicePayment",
     "JobRun",
@@ -53,6 +64,7 @@ __all__ = [
     "OfferAcceptance",
     "OutboxMessage",
     "OutreachLink",
+    "OverviewDirtyDay",
     "PaymentAttempt",
     "PaymentMethod",
     "RecoveryCase",

@@ -43,6 +43,7 @@ from recovery.services.messaging import expiry, outbox, reminders
 from recovery.services.outreach import contacts, relevance, term_offers, win_back
 from recovery.services.pauses import notices as pause_notices
 from recovery.services.pauses import offer as pause_offer
+from recovery.services.reporting.metrics import rollup_refresh
 from recovery.services.work import retention
 
 # The reminders planner, for the recovery cases this event moved (and those of a subscription
@@ -196,6 +197,9 @@ MAINTENANCE: dict[str, MaintenanceJob] = {
     retention.JOB_NAME: retention.daily_job,  # RECOVERY_RETENTION_DAYS
 }
 
+# ... and every minute: the overview's rollups brought up to date (its dirty days recomputed)
+PERIODIC: dict[str, MaintenanceJob] = {rollup_refresh.JOB_NAME: rollup_refresh.refresh}
+
 # ---- whenever a case moved (in an event, a due action or a page), before that commits ----------
 
 ON_CASES_MOVED: tuple[CasesMoved, ...] = (gates.sync_moved_cases,)
@@ -215,6 +219,7 @@ HANDLERS = Handlers(
     actions=ACTIONS,
     daily_jobs=DAILY_JOBS,
     maintenance=MAINTENANCE,
+    periodic=PERIODIC,
     on_cases_moved=ON_CASES_MOVED,
     still_wanted=STILL_WANTED,
 )

@@ -10,10 +10,11 @@ PostgreSQL truncate dates differently.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from recovery.domain.cases import CaseStatus
@@ -39,30 +40,47 @@ def _next_month(day: date) -> date:
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
-def by_month(session: Session, currency: str, now: datetime) -> tuple[MonthRecovery, ...]:
-    starts = month_starts(now)
-    first = datetime(starts[0].year, starts[0].month, 1, tzinfo=UTC)
+def first_day(now: datetime) -> datetime:
+    """The start of the oldest month shown."""
+    start = month_starts(now)[0]
+    return datetime(start.year, start.month, 1, tzinfo=UTC)
+
+
+def within(session: Session, days: int) -> Any:
+    """The amount collected within `days` days of the failure, summed."""
     took = seconds_between(session, RecoveryCase.opened_at, RecoveryCase.closed_at)
-    recovered = RecoveryCase.status == CaseStatus.RECOVERED
+    paid_in_time = and_(RecoveryCase.status == CaseStatus.RECOVERED, took <= days * 86_400)
+    return func.coalesce(func.sum(case((paid_in_time, RecoveryCase.amount_recovered), else_=0)), 0)
 
-    def within(days: int) -> Any:
-        paid_in_time = and_(recovered, took <= days * 86_400)
-        return func.coalesce(
-            func.sum(case((paid_in_time, RecoveryCase.amount_recovered), else_=0)), 0
-        )
 
+def by_month(session: Session, currency: str, now: datetime) -> tuple[MonthRecovery, ...]:
+    shown = and_(
+        RecoveryCase.currency == currency,
+        RecoveryCase.opened_at >= first_day(now),
+        RecoveryCase.opened_at <= now,
+    )
+    return months_of(daily(session, shown), now)
+
+
+def daily(session: Session, where: ColumnElement[bool]) -> list[tuple[Any, ...]]:
+    """Per day the cases `where` selects were opened: cases, failed amount, and the amount
+    collected within each window."""
     day = func.date(RecoveryCase.opened_at)
     rows = session.execute(
         select(
             day,
             func.count(),
             func.coalesce(func.sum(RecoveryCase.amount_due), 0),
-            *(within(d) for d in WINDOWS),
+            *(within(session, d) for d in WINDOWS),
         )
-        .where(RecoveryCase.currency == currency)
-        .where(RecoveryCase.opened_at >= first, RecoveryCase.opened_at <= now)
+        .where(where)
         .group_by(day)
     ).all()
+    return [tuple(r) for r in rows]
+
+
+def months_of(rows: Iterable[Sequence[Any]], now: datetime) -> tuple[MonthRecovery, ...]:
+    starts = month_starts(now)
     sums = {start: [0, 0, 0, 0, 0] for start in starts}
     for r in rows:
         opened = _as_date(r[0])

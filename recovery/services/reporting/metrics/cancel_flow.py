@@ -18,10 +18,11 @@ Their definitions, as the overview shows them, are `definitions.CANCEL_FLOW`. In
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from recovery.models import CancelSession
@@ -32,36 +33,73 @@ from recovery.services.reporting.saves import SAVED_OUTCOMES, is_reversed
 RECENT_ANSWERS = 10
 
 
-def cancel_flow(
-    session: Session, currency: str, period_from: datetime, period_to: datetime
-) -> CancelFlowStats:
-    in_period = and_(
+def in_period(currency: str, period_from: datetime, period_to: datetime) -> ColumnElement[bool]:
+    return and_(
         CancelSession.currency == currency,
         CancelSession.created_at >= period_from,
         CancelSession.created_at < period_to,
     )
+
+
+def cancel_flow(
+    session: Session, currency: str, period_from: datetime, period_to: datetime
+) -> CancelFlowStats:
+    sessions = in_period(currency, period_from, period_to)
+    return stats_of(session_groups(session, sessions), recent_answers(session, sessions))
+
+
+def session_groups(
+    session: Session, where: ColumnElement[bool], *, by_day: bool = False
+) -> list[tuple[Any, ...]]:
+    """(outcome, reason, reversed, sessions, mrr before, mrr after) of the sessions `where`
+    selects: one GROUP BY; `by_day`: with the day created first (the rollups)."""
     reversed_save = case((is_reversed(), 1), else_=0)
     per_session = (
         select(
+            func.date(CancelSession.created_at).label("day"),
             CancelSession.outcome.label("outcome"),
             CancelSession.reason.label("reason"),
             reversed_save.label("reversed"),
             CancelSession.mrr_before.label("mrr_before"),
             CancelSession.mrr_after.label("mrr_after"),
         )
-        .where(in_period)
+        .where(where)
         .subquery()
     )
+    keys = [per_session.c.outcome, per_session.c.reason, per_session.c.reversed]
+    if by_day:
+        keys.insert(0, per_session.c.day)
     rows = session.execute(
         select(
-            per_session.c.outcome,
-            per_session.c.reason,
-            per_session.c.reversed,
+            *keys,
             func.count(),
             func.coalesce(func.sum(per_session.c.mrr_before), 0),
             func.coalesce(func.sum(per_session.c.mrr_after), 0),
-        ).group_by(per_session.c.outcome, per_session.c.reason, per_session.c.reversed)
+        ).group_by(*keys)
     ).all()
+    return [tuple(r) for r in rows]
+
+
+def recent_answers(session: Session, where: ColumnElement[bool]) -> tuple[Answer, ...]:
+    """The latest free-text answers, newest first."""
+    answers = session.execute(
+        select(
+            func.coalesce(CancelSession.survey_at, CancelSession.created_at),
+            CancelSession.reason,
+            CancelSession.reason_text,
+        )
+        .where(where)
+        .where(CancelSession.reason_text.is_not(None), CancelSession.reason_text != "")
+        .order_by(
+            func.coalesce(CancelSession.survey_at, CancelSession.created_at).desc(),
+            CancelSession.id.desc(),
+        )
+        .limit(RECENT_ANSWERS)
+    ).all()
+    return tuple(Answer(r[0], r[1], str(r[2])) for r in answers)
+
+
+def stats_of(rows: Iterable[Sequence[Any]], answers: tuple[Answer, ...]) -> CancelFlowStats:
     by_outcome: Counter[str] = Counter()
     kept: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
@@ -80,20 +118,6 @@ def cancel_flow(
             conceded += before - after
     saved = sum(by_outcome[o] for o in SAVED_OUTCOMES)
     cancelled = by_outcome[Outcome.CANCELLED]
-    answers = session.execute(
-        select(
-            func.coalesce(CancelSession.survey_at, CancelSession.created_at),
-            CancelSession.reason,
-            CancelSession.reason_text,
-        )
-        .where(in_period)
-        .where(CancelSession.reason_text.is_not(None), CancelSession.reason_text != "")
-        .order_by(
-            func.coalesce(CancelSession.survey_at, CancelSession.created_at).desc(),
-            CancelSession.id.desc(),
-        )
-        .limit(RECENT_ANSWERS)
-    ).all()
     return CancelFlowStats(
         sessions=sum(by_outcome.values()) + reversed_saves,
         saved=saved,
@@ -106,7 +130,7 @@ def cancel_flow(
             Keyed(o.removeprefix("saved_by_"), by_outcome[o], kept[o]) for o in SAVED_OUTCOMES
         ),
         reasons=_ordered(reasons, reason_mrr),
-        recent_answers=tuple(Answer(r[0], r[1], str(r[2])) for r in answers),
+        recent_answers=answers,
         revenue_saved=sum(kept.values()),
         revenue_conceded=conceded,
     )

@@ -74,7 +74,11 @@ class CohortFigures:
 
 
 def cohort_figures(session: Session, cohort: ColumnElement[bool]) -> CohortFigures:
-    groups = _case_groups(session, cohort)
+    return figures_of(case_groups(session, cohort))
+
+
+def figures_of(groups: Sequence[CaseGroup]) -> CohortFigures:
+    """The figures from the cohort's groups, however they were summed (source or rollups)."""
     failed = Tally(sum(g.count for g in groups), sum(g.amount_due for g in groups))
     recovered_groups = [g for g in groups if g.status == CaseStatus.RECOVERED]
     recovered = Tally(
@@ -113,7 +117,7 @@ def cohort_figures(session: Session, cohort: ColumnElement[bool]) -> CohortFigur
 
 
 @dataclass(frozen=True)
-class _Group:
+class CaseGroup:
     status: str
     close_reason: str | None
     recovered_via: str | None
@@ -124,30 +128,32 @@ class _Group:
     amount_recovered: int
 
 
-def _case_groups(session: Session, cohort: ColumnElement[bool]) -> list[_Group]:
+GROUP_KEYS = (
+    RecoveryCase.status,
+    RecoveryCase.close_reason,
+    RecoveryCase.recovered_via,
+    RecoveryCase.decline_category,
+    RecoveryCase.card_brand,
+)
+
+
+def case_groups(session: Session, cohort: ColumnElement[bool]) -> list[CaseGroup]:
     """One GROUP BY over the cohort: every case figure but the median and the trend is a sum of
     these few rows (statuses x reasons x triggers x categories x brands actually seen)."""
-    keys = (
-        RecoveryCase.status,
-        RecoveryCase.close_reason,
-        RecoveryCase.recovered_via,
-        RecoveryCase.decline_category,
-        RecoveryCase.card_brand,
-    )
     rows = session.execute(
         select(
-            *keys,
+            *GROUP_KEYS,
             func.count(),
             func.coalesce(func.sum(RecoveryCase.amount_due), 0),
             func.coalesce(func.sum(RecoveryCase.amount_recovered), 0),
         )
         .where(cohort)
-        .group_by(*keys)
+        .group_by(*GROUP_KEYS)
     ).all()
-    return [_Group(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7])) for r in rows]
+    return [CaseGroup(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]), int(r[7])) for r in rows]
 
 
-def _tally(groups: Iterable[_Group]) -> Tally:
+def _tally(groups: Iterable[CaseGroup]) -> Tally:
     count = amount = 0
     for g in groups:
         count += g.count
@@ -155,7 +161,7 @@ def _tally(groups: Iterable[_Group]) -> Tally:
     return Tally(count, amount)
 
 
-def _breakdown(groups: Sequence[_Group], attr: str) -> tuple[Breakdown, ...]:
+def _breakdown(groups: Sequence[CaseGroup], attr: str) -> tuple[Breakdown, ...]:
     sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for g in groups:
         slot = sums[getattr(g, attr) or "unknown"]
@@ -190,7 +196,8 @@ def recovered_mrr(session: Session, cohort: ColumnElement[bool]) -> int:
 
 
 def recovered_mrr_by_currency(session: Session, in_period: ColumnElement[bool]) -> dict[str, int]:
-    """`recovered_mrr` for every currency at once (the cases' currency), one statement."""
+    """`recovered_mrr` for every currency at once (the cases' currency as stored), one
+    statement: the overview's tile is its entry for the overview's currency."""
     recovered_subs = (
         select(RecoveryCase.currency.label("currency"), RecoveryCase.subscription_id.label("sub"))
         .where(in_period, RecoveryCase.status == CaseStatus.RECOVERED)
@@ -216,7 +223,7 @@ def recovered_mrr_by_currency(session: Session, in_period: ColumnElement[bool]) 
     ).all()
     out: dict[str, int] = {}
     for currency, interval, count, amount in rows:
-        key = str(currency).lower()
+        key = str(currency)
         out[key] = out.get(key, 0) + monthly_amount(int(amount), interval, int(count or 1))
     return out
 

@@ -32,6 +32,7 @@ class Candidate:
     subscription_id: str | None
     start: datetime
     cancelled_at: datetime | None
+    opened: datetime  # the session's creation, the case's opening: the period it counts in
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Validated:
     recoveries: tuple[HeldCounts, ...] = tuple(HeldCounts(d) for d in WINDOWS)
 
 
-def _saves(*where: ColumnElement[bool]) -> Select[str, str, Any, Any, Any]:
+def _saves(*where: ColumnElement[bool]) -> Select[str, str, Any, Any, Any, Any]:
     """Sessions that accepted an offer (reversed ones too: they are the not-validated ones)."""
     cancelled = func.coalesce(cancelled_in_flow_after(), cancelled_in_stripe_after())
     return (
@@ -52,13 +53,14 @@ def _saves(*where: ColumnElement[bool]) -> Select[str, str, Any, Any, Any]:
             CancelSession.subscription_id.label("subscription_id"),
             CancelSession.decided_at.label("start"),
             cancelled.label("cancelled_at"),
+            CancelSession.created_at.label("opened"),
         )
         .where(CancelSession.outcome.in_(SAVED_OUTCOMES), CancelSession.decided_at.is_not(None))
         .where(*where)
     )
 
 
-def _recoveries(*where: ColumnElement[bool]) -> Select[str, str, Any, Any, Any]:
+def _recoveries(*where: ColumnElement[bool]) -> Select[str, str, Any, Any, Any, Any]:
     cancelled = func.coalesce(Subscription.canceled_at, Subscription.ended_at)
     return (
         select(
@@ -67,6 +69,7 @@ def _recoveries(*where: ColumnElement[bool]) -> Select[str, str, Any, Any, Any]:
             RecoveryCase.subscription_id.label("subscription_id"),
             RecoveryCase.closed_at.label("start"),
             cancelled.label("cancelled_at"),
+            RecoveryCase.opened_at.label("opened"),
         )
         .outerjoin(Subscription, Subscription.id == RecoveryCase.subscription_id)
         .where(RecoveryCase.status == CaseStatus.RECOVERED.value)
@@ -92,10 +95,10 @@ def read(
         return [], [], {}
     both = union_all(*parts).subquery()
     found: dict[str, list[Candidate]] = {"save": [], "recovery": []}
-    for kind, key, sub, start, cancelled_at in session.execute(select(both)).all():
-        began = _aware(start)
-        if began is not None:
-            found[str(kind)].append(Candidate(str(key), sub, began, _aware(cancelled_at)))
+    for kind, key, sub, start, cancelled_at, opened in session.execute(select(both)).all():
+        began, counted = _aware(start), _aware(opened)
+        if began is not None and counted is not None:
+            found[str(kind)].append(Candidate(str(key), sub, began, _aware(cancelled_at), counted))
     candidates = [*found["save"], *found["recovery"]]
     subscriptions = select(both.c.subscription_id).where(both.c.subscription_id.is_not(None))
     return found["save"], found["recovery"], _invoices(session, candidates, subscriptions)

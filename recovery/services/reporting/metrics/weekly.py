@@ -4,6 +4,7 @@ tiles (`cohort.py`), so the weeks add up to the tiles."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -23,8 +24,13 @@ def _as_date(value: Any) -> date:
 def weekly(
     session: Session, cohort: ColumnElement[bool], period_from: datetime, period_to: datetime
 ) -> tuple[Week, ...]:
+    return weeks_of(daily(session, cohort), period_from, period_to)
+
+
+def daily(session: Session, cohort: ColumnElement[bool]) -> list[tuple[Any, int, int, int, int]]:
     """Summed per day by the database (a few hundred rows at most), then folded into ISO weeks
-    here: SQLite has no ISO-week function."""
+    by `weeks_of`: SQLite has no ISO-week function. Per day: cases, failed amount, recovered
+    cases, recovered amount."""
     day = func.date(RecoveryCase.opened_at)
     is_recovered = RecoveryCase.status == CaseStatus.RECOVERED
     rows = session.execute(
@@ -40,6 +46,12 @@ def weekly(
         .where(cohort)
         .group_by(day)
     ).all()
+    return [(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+
+def weeks_of(
+    rows: Iterable[tuple[Any, int, int, int, int]], period_from: datetime, period_to: datetime
+) -> tuple[Week, ...]:
     weeks: dict[tuple[int, int], list[int]] = {}
     first, last = period_from.date(), (period_to - timedelta(microseconds=1)).date()
     monday = first - timedelta(days=first.weekday())

@@ -1,0 +1,138 @@
+"""The overview's rollups: per day, currency and dimension, the additive figures of the cases and
+cancel sessions of that day, kept by the worker (services/reporting/metrics/rollups.py).
+
+A day is *dirty* while something of it changed since its rows were last computed: database
+triggers (migration 0019) write an `overview_dirty_days` row in the same transaction as the
+change, whatever wrote it (a webhook, a due action, a page, the demo, raw SQL). The overview
+sums the rollup rows of the clean days and computes the dirty days directly, so a figure is
+never stale and never counted twice. Text dimensions hold '' for "not known" (a key part of
+the row); the reading side turns it back into None.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import BigInteger, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from recovery.db import Base
+from recovery.models.cases import RecoveryCase
+from recovery.models.mirror import SubscriptionItem
+
+
+class OverviewDirtyDay(Base):
+    """A (day, currency) whose rollup rows no longer match its source rows. Not unique: the
+    triggers never wait on one another for it; the worker removes the rows it has read."""
+
+    __tablename__ = "overview_dirty_days"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date]
+    currency: Mapped[str] = mapped_column(String(3))
+
+    __table_args__ = (Index("ix_overview_dirty_days_currency_day", "currency", "day"),)
+
+
+class CaseDayRollup(Base):
+    """Recovery cases opened on `day` in `currency` (the cohort's unit), as they stand now, per
+    status, close reason, trigger, decline category and card brand."""
+
+    __tablename__ = "case_day_rollups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date]
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(30))
+    close_reason: Mapped[str] = mapped_column(String(40))
+    recovered_via: Mapped[str] = mapped_column(String(30))
+    decline_category: Mapped[str] = mapped_column(String(30))
+    card_brand: Mapped[str] = mapped_column(String(40))
+    cases: Mapped[int] = mapped_column(BigInteger)
+    amount_due: Mapped[int] = mapped_column(BigInteger)
+    amount_recovered: Mapped[int] = mapped_column(BigInteger)
+    # collected within 30 / 60 / 90 days of the failure (by_month.py)
+    recovered_30: Mapped[int] = mapped_column(BigInteger)
+    recovered_60: Mapped[int] = mapped_column(BigInteger)
+    recovered_90: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_case_day_rollups_currency_day", "currency", "day"),)
+
+
+class CancelDayRollup(Base):
+    """Cancel sessions created on `day` in `currency`, per outcome, reason and whether a save
+    was reversed since."""
+
+    __tablename__ = "cancel_day_rollups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date]
+    currency: Mapped[str] = mapped_column(String(3))
+    outcome: Mapped[str] = mapped_column(String(30))
+    reason: Mapped[str] = mapped_column(String(40))
+    reversed: Mapped[bool]
+    sessions: Mapped[int] = mapped_column(BigInteger)
+    mrr_before: Mapped[int] = mapped_column(BigInteger)
+    mrr_after: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_cancel_day_rollups_currency_day", "currency", "day"),)
+
+
+class ChannelDayRollup(Base):
+    """Of the recoveries the customer made among the cases opened on `day`, per channel of the
+    last reminder sent before the payment (reminder_channels.py)."""
+
+    __tablename__ = "channel_day_rollups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date]
+    currency: Mapped[str] = mapped_column(String(3))
+    channel: Mapped[str] = mapped_column(String(20))
+    cases: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_channel_day_rollups_currency_day", "currency", "day"),)
+
+
+class HeldDayRollup(Base):
+    """Saves (sessions created on `day`) and recoveries (cases opened on `day`) by their outcome
+    at each window: `early` ones failed before their window ended (cancelled), whatever the
+    date; the others are pending until `end_day` and then `outcome` - the one part of a window
+    that depends on now, kept exact by the day the window ends."""
+
+    __tablename__ = "held_day_rollups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date]
+    currency: Mapped[str] = mapped_column(String(3))
+    kind: Mapped[str] = mapped_column(String(10))  # save | recovery
+    window_days: Mapped[int]  # 30, 60, 90
+    end_day: Mapped[date]
+    early: Mapped[bool]
+    outcome: Mapped[str] = mapped_column(String(10))  # held | not_held once the window ended
+    count: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_held_day_rollups_currency_day", "currency", "day"),)
+
+
+# The overview's figures that are not sums (read directly whatever the rollups): the period's
+# recovered subscriptions and their monthly price, and the median days to recover, read from
+# these two indexes alone (index-only scans on PostgreSQL) rather than from the tables' rows.
+OVERVIEW_INDEXES = (
+    Index(
+        "ix_recovery_cases_recovered_cohort",
+        RecoveryCase.status,
+        RecoveryCase.opened_at,
+        RecoveryCase.currency,
+        RecoveryCase.subscription_id,
+        RecoveryCase.closed_at,
+    ),
+    Index(
+        "ix_subscription_items_monthly",
+        SubscriptionItem.subscription_id,
+        SubscriptionItem.interval,
+        SubscriptionItem.interval_count,
+        SubscriptionItem.unit_amount,
+        SubscriptionItem.quantity,
+    ),
+)

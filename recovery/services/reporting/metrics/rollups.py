@@ -1,0 +1,350 @@
+"""The overview's additive figures read from the rollups (models/rollups.py, kept by
+`rollup_refresh`): the clean days' rows summed, plus the direct computation - the very queries
+of the direct path - over the rest of the period (dirty days, and the partial days at its
+edges). Each function returns the rows the direct path's folding step takes (`figures_of`,
+`weeks_of`, `months_of`, `stats_of`, `summaries_of`), so both paths share every definition.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, case, false, func, or_, select
+from sqlalchemy.orm import Session
+
+from recovery.domain.cases import CaseStatus
+from recovery.domain.experiment_outcomes import WINDOWS, Held, HeldCounts, held
+from recovery.models import (
+    CancelDayRollup,
+    CancelSession,
+    CaseDayRollup,
+    ChannelDayRollup,
+    HeldDayRollup,
+    OverviewDirtyDay,
+    RecoveryCase,
+)
+from recovery.services.reporting.metrics import (
+    by_month,
+    cancel_flow,
+    cohort,
+    reminder_channels,
+    validated,
+    weekly,
+)
+from recovery.services.reporting.metrics.rollup_refresh import as_date, within
+from recovery.services.reporting.metrics.validated import Validated
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which part of a period the rollups answer (whole clean days) and which the source."""
+
+    clean: tuple[tuple[date, date], ...]  # [first, after) runs of clean days
+    direct: tuple[tuple[datetime, datetime], ...]  # [from, to) instants
+
+    def rolled(self, day: Any) -> ColumnElement[bool]:
+        if not self.clean:
+            return false()
+        return or_(*(and_(day >= a, day < b) for a, b in self.clean))
+
+    def live(self, at: Any) -> ColumnElement[bool]:
+        return within(at, self.direct)
+
+
+def dirty_days(session: Session) -> dict[str, set[date]]:
+    """Per currency, the days not to read from the rollups (one statement)."""
+    out: dict[str, set[date]] = {}
+    query = select(OverviewDirtyDay.currency, OverviewDirtyDay.day).distinct()
+    for currency, day in session.execute(query):
+        out.setdefault(str(currency), set()).add(as_date(day))
+    return out
+
+
+def plan(dirty: set[date], start: datetime, end: datetime) -> Plan:
+    """Whole days in [start, end) that are clean come from the rollups; the rest directly."""
+    first = datetime.combine(start.date(), datetime.min.time(), UTC)
+    if first < start:
+        first += timedelta(days=1)
+    last = datetime.combine(end.date(), datetime.min.time(), UTC)
+    if first >= last:
+        return Plan((), ((start, end),) if start < end else ())
+    clean: list[tuple[date, date]] = []
+    direct: list[tuple[datetime, datetime]] = [(start, first)] if start < first else []
+    day = first
+    while day < last:
+        after = day + timedelta(days=1)
+        if day.date() in dirty:
+            if direct and direct[-1][1] == day:
+                direct[-1] = (direct[-1][0], after)
+            else:
+                direct.append((day, after))
+        elif clean and clean[-1][1] == day.date():
+            clean[-1] = (clean[-1][0], after.date())
+        else:
+            clean.append((day.date(), after.date()))
+        day = after
+    if last < end:
+        if direct and direct[-1][1] == last:
+            direct[-1] = (direct[-1][0], end)
+        else:
+            direct.append((last, end))
+    return Plan(tuple(clean), tuple(direct))
+
+
+def _none(value: str) -> str | None:
+    return value or None
+
+
+def case_groups(session: Session, currency: str, p: Plan) -> list[cohort.CaseGroup]:
+    keys = (
+        CaseDayRollup.status,
+        CaseDayRollup.close_reason,
+        CaseDayRollup.recovered_via,
+        CaseDayRollup.decline_category,
+        CaseDayRollup.card_brand,
+    )
+    rows = _rolled(
+        session,
+        p,
+        select(
+            *keys,
+            func.sum(CaseDayRollup.cases),
+            func.sum(CaseDayRollup.amount_due),
+            func.sum(CaseDayRollup.amount_recovered),
+        )
+        .where(CaseDayRollup.currency == currency, p.rolled(CaseDayRollup.day))
+        .group_by(*keys),
+    )
+    rolled = [
+        cohort.CaseGroup(
+            r[0],
+            _none(r[1]),
+            _none(r[2]),
+            _none(r[3]),
+            _none(r[4]),
+            int(r[5]),
+            int(r[6]),
+            int(r[7]),
+        )
+        for r in rows
+    ]
+    return rolled + (cohort.case_groups(session, _cases(currency, p)) if p.direct else [])
+
+
+def _cases(currency: str, p: Plan) -> ColumnElement[bool]:
+    return and_(RecoveryCase.currency == currency, p.live(RecoveryCase.opened_at))
+
+
+def daily_cases(session: Session, currency: str, p: Plan) -> list[tuple[Any, int, int, int, int]]:
+    """`weekly.daily`'s rows: per day, cases, failed amount, recovered cases and amount."""
+    recovered = CaseDayRollup.status == CaseStatus.RECOVERED.value
+    rows = _rolled(
+        session,
+        p,
+        select(
+            CaseDayRollup.day,
+            func.sum(CaseDayRollup.cases),
+            func.sum(CaseDayRollup.amount_due),
+            func.sum(case((recovered, CaseDayRollup.cases), else_=0)),
+            func.sum(case((recovered, CaseDayRollup.amount_recovered), else_=0)),
+        )
+        .where(CaseDayRollup.currency == currency, p.rolled(CaseDayRollup.day))
+        .group_by(CaseDayRollup.day),
+    )
+    rolled = [(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+    return rolled + (weekly.daily(session, _cases(currency, p)) if p.direct else [])
+
+
+def monthly_cases(
+    session: Session, currency: str, dirty: set[date], now: datetime
+) -> list[tuple[Any, ...]]:
+    """`by_month.daily`'s rows for the months shown: opened up to now, included."""
+    p = plan(dirty, by_month.first_day(now), now + timedelta.resolution)
+    rows = _rolled(
+        session,
+        p,
+        select(
+            CaseDayRollup.day,
+            func.sum(CaseDayRollup.cases),
+            func.sum(CaseDayRollup.amount_due),
+            func.sum(CaseDayRollup.recovered_30),
+            func.sum(CaseDayRollup.recovered_60),
+            func.sum(CaseDayRollup.recovered_90),
+        )
+        .where(CaseDayRollup.currency == currency, p.rolled(CaseDayRollup.day))
+        .group_by(CaseDayRollup.day),
+    )
+    return rows + (by_month.daily(session, _cases(currency, p)) if p.direct else [])
+
+
+def status_sums(
+    session: Session, dirty: dict[str, set[date]], start: datetime, end: datetime
+) -> list[tuple[Any, ...]]:
+    """`compute.status_sums`'s rows, every currency: a day dirty in one is read directly."""
+    p = plan(set().union(*dirty.values()), start, end)
+    rows = _rolled(
+        session,
+        p,
+        select(
+            CaseDayRollup.currency,
+            CaseDayRollup.status,
+            func.sum(CaseDayRollup.cases),
+            func.sum(CaseDayRollup.amount_due),
+            func.sum(CaseDayRollup.amount_recovered),
+        )
+        .where(p.rolled(CaseDayRollup.day))
+        .group_by(CaseDayRollup.currency, CaseDayRollup.status),
+    )
+    if not p.direct:
+        return rows
+    live = session.execute(
+        select(
+            RecoveryCase.currency,
+            RecoveryCase.status,
+            func.count(),
+            func.coalesce(func.sum(RecoveryCase.amount_due), 0),
+            func.coalesce(func.sum(RecoveryCase.amount_recovered), 0),
+        )
+        .where(p.live(RecoveryCase.opened_at))
+        .group_by(RecoveryCase.currency, RecoveryCase.status)
+    ).all()
+    return rows + [tuple(r) for r in live]
+
+
+def channel_rows(session: Session, currency: str, p: Plan) -> list[tuple[Any, ...]]:
+    """`reminder_channels.last_channels`'s rows: (channel, recoveries, amount)."""
+    rows = _rolled(
+        session,
+        p,
+        select(
+            ChannelDayRollup.channel,
+            func.sum(ChannelDayRollup.cases),
+            func.sum(ChannelDayRollup.amount),
+        )
+        .where(ChannelDayRollup.currency == currency, p.rolled(ChannelDayRollup.day))
+        .group_by(ChannelDayRollup.channel),
+    )
+    live = reminder_channels.last_channels(session, _cases(currency, p)) if p.direct else []
+    return rows + live
+
+
+def session_groups(session: Session, currency: str, p: Plan) -> list[tuple[Any, ...]]:
+    """`cancel_flow.session_groups`'s rows."""
+    keys = (CancelDayRollup.outcome, CancelDayRollup.reason, CancelDayRollup.reversed)
+    rows = _rolled(
+        session,
+        p,
+        select(
+            *keys,
+            func.sum(CancelDayRollup.sessions),
+            func.sum(CancelDayRollup.mrr_before),
+            func.sum(CancelDayRollup.mrr_after),
+        )
+        .where(CancelDayRollup.currency == currency, p.rolled(CancelDayRollup.day))
+        .group_by(*keys),
+    )
+    rolled = [(_none(r[0]), _none(r[1]), bool(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows]
+    live = and_(CancelSession.currency == currency, p.live(CancelSession.created_at))
+    return rolled + (cancel_flow.session_groups(session, live) if p.direct else [])
+
+
+def held_counts(session: Session, currency: str, p: Plan, now: datetime) -> Validated:
+    """Saves validated and recoveries durable: the rolled-up days' outcomes as of now (a window
+    ending today is read directly: whether it has ended depends on the hour), plus the
+    direct computation of the rest."""
+    today = now.date()
+    keys = (
+        HeldDayRollup.kind,
+        HeldDayRollup.window_days,
+        HeldDayRollup.end_day,
+        HeldDayRollup.early,
+        HeldDayRollup.outcome,
+    )
+    rows = _rolled(
+        session,
+        p,
+        select(*keys, func.sum(HeldDayRollup.count))
+        .where(HeldDayRollup.currency == currency, p.rolled(HeldDayRollup.day))
+        .group_by(*keys),
+    )
+    counts: Counter[tuple[str, int, Held]] = Counter()
+    for kind, days, end_day, early, outcome, n in rows:
+        ends = as_date(end_day)
+        if ends == today:
+            continue  # read directly below
+        if early:
+            counts[(kind, days, Held.NOT_HELD)] += int(n)
+        elif ends > today:
+            counts[(kind, days, Held.PENDING)] += int(n)
+        else:
+            counts[(kind, days, Held(outcome))] += int(n)
+    # Directly: the dirty and partial days, and the rolled-up windows that end today.
+    ending_today = [
+        (
+            datetime.combine(today - timedelta(days=d), datetime.min.time(), UTC),
+            datetime.combine(today - timedelta(days=d - 1), datetime.min.time(), UTC),
+        )
+        for d in WINDOWS
+    ]
+    clean = [
+        (
+            datetime.combine(a, datetime.min.time(), UTC),
+            datetime.combine(b, datetime.min.time(), UTC),
+        )
+        for a, b in p.clean
+    ]
+    saves, recoveries, invoices = validated.read(
+        session,
+        [
+            CancelSession.currency == currency,
+            or_(
+                p.live(CancelSession.created_at),
+                and_(
+                    within(CancelSession.created_at, clean),
+                    within(CancelSession.decided_at, ending_today),
+                ),
+            ),
+        ],
+        [
+            RecoveryCase.currency == currency,
+            or_(
+                p.live(RecoveryCase.opened_at),
+                and_(
+                    within(RecoveryCase.opened_at, clean),
+                    within(RecoveryCase.closed_at, ending_today),
+                ),
+            ),
+        ],
+    )
+    for kind, found in (("save", saves), ("recovery", recoveries)):
+        for c in found:
+            rolled_up = not any(a <= c.opened < b for a, b in p.direct)
+            dues = invoices.get(c.subscription_id or "", [])
+            for days in WINDOWS:
+                if rolled_up and (c.start + timedelta(days=days)).date() != today:
+                    continue
+                counts[(kind, days, held(c.start, days, now, c.cancelled_at, dues))] += 1
+    return Validated(
+        saves=_counts(counts, "save"),
+        recoveries=_counts(counts, "recovery"),
+    )
+
+
+def _counts(counts: Counter[tuple[str, int, Held]], kind: str) -> tuple[HeldCounts, ...]:
+    return tuple(
+        HeldCounts(
+            d,
+            counts[(kind, d, Held.HELD)],
+            counts[(kind, d, Held.NOT_HELD)],
+            counts[(kind, d, Held.PENDING)],
+        )
+        for d in WINDOWS
+    )
+
+
+def _rolled(session: Session, p: Plan, query: Select[*tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rollup rows `query` sums, when some day of the period is rolled up."""
+    return [tuple(r) for r in session.execute(query).all()] if p.clean else []
