@@ -18,7 +18,6 @@ payment_succeeded, payment_failed with invoice.updated). `_Log.events()` checks 
 from __future__ import annotations
 
 import calendar
-import json
 import random
 import string
 from collections.abc import Callable
@@ -164,7 +163,13 @@ class _Log:
 
 
 def _clone(obj: Any) -> Any:
-    return json.loads(json.dumps(obj))
+    """A deep copy of JSON data (dicts, lists, scalars): a third of the time of a JSON round
+    trip, which was most of the generation's, and the same result."""
+    if isinstance(obj, dict):
+        return {k: _clone(v) if isinstance(v, dict | list) else v for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clone(v) if isinstance(v, dict | list) else v for v in obj]
+    return obj
 
 
 def _add_months(anchor: int, months: int) -> int:
@@ -244,7 +249,7 @@ class _Story:
         """A fresh copy of this story's `key` object, built by the payload builders once.
 
         Deep-copying Stripe's example objects for each of ~100,000 events costs most of the
-        generation time; a JSON round trip of a per-story base is several times cheaper."""
+        generation time; copying a per-story base (`_clone`) is several times cheaper."""
         base = self.bases.get(key)
         if base is None:
             base = self.bases[key] = build()
