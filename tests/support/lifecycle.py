@@ -20,7 +20,7 @@ from __future__ import annotations
 import calendar
 import random
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -972,18 +972,25 @@ def generate_lifecycle(n_customers: int, seed: int, *, until: int = NOW) -> list
 
 
 def deliveries(
-    events: list[dict[str, Any]], seed: int, duplicate_ratio: float = 0.35, twin_ratio: float = 0.01
+    events: list[dict[str, Any]],
+    seed: int,
+    duplicate_ratio: float = 0.35,
+    twin_ratio: float = 0.01,
+    bodies_of_events: Sequence[bytes] | None = None,
 ) -> list[bytes]:
     """What the endpoint receives: every event, shuffled, `duplicate_ratio` x as many redeliveries
     (byte-identical bodies), and some changes told twice by two Event objects (same object
-    state and `created`, a different event id)."""
+    state and `created`, a different event id). `bodies_of_events`: the events' bodies, when
+    the caller has them already (serializing ~90,000 events again costs seconds)."""
     rng = random.Random(f"deliveries/{seed}")
     twins = []
     for evt in rng.sample(events, max(1, round(len(events) * twin_ratio))):
         twin = _clone(evt)
         twin["id"] = f"evt_{''.join(rng.choices(_ALNUM, k=24))}"
         twins.append(twin)
-    bodies = [sp.body_of(evt) for evt in [*events, *twins]]
+    if bodies_of_events is None:
+        bodies_of_events = [sp.body_of(evt) for evt in events]
+    bodies = [*bodies_of_events, *(sp.body_of(evt) for evt in twins)]
     redelivered = rng.choices(bodies, k=round(len(bodies) * duplicate_ratio))
     out = [*bodies, *redelivered]
     rng.shuffle(out)
