@@ -115,7 +115,7 @@ def bench(
 ) -> dict[str, float]:
     events = generate_lifecycle(customers, seed)
     in_order = [sp.body_of(e) for e in events]
-    shuffled = list(deliveries(events, seed, 0.35))
+    shuffled = list(deliveries(events, seed, 0.35, bodies_of_events=in_order))
     upgrade(url)
     print(f"{engine}: {customers} customers, seed {seed}, batches of {batch}")
     rates = {}

@@ -45,7 +45,7 @@ def _replays(n_customers: int, seed: int) -> tuple[tuple[bytes, ...], tuple[byte
     """(true order, chaotic order) as webhook bodies; generated once per session, both engines."""
     events = generate_lifecycle(n_customers, seed)
     in_order = tuple(sp.body_of(evt) for evt in events)
-    return in_order, tuple(deliveries(events, seed, DUPLICATE_RATIO))
+    return in_order, tuple(deliveries(events, seed, DUPLICATE_RATIO, bodies_of_events=in_order))
 
 
 def _event_ids(bodies: Sequence[bytes]) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select
 
 from recovery.domain.cases import ACTIVE, CaseStatus, CloseReason, attribute_recovery
 from recovery.domain.experiments import arm_retry
@@ -44,18 +44,31 @@ def _invoice_of_payment(ctx: ProcessingContext, obj: Obj) -> str | None:
         obj.get("id") if obj.get("object") == "payment_intent" else ref(obj.get("payment_intent"))
     )
     if intent:
-        linked = ctx.session.scalar(
-            select(InvoicePayment.invoice_id).where(InvoicePayment.payment_intent_id == intent)
-        )
-        if linked:
-            return str(linked)
-        row = ctx.session.scalar(
-            select(PaymentAttempt.invoice_id).where(
-                PaymentAttempt.payment_intent_id == intent, PaymentAttempt.invoice_id.is_not(None)
-            )
-        )
-        return str(row) if row else None
+        found = ctx.session.scalar(_INVOICE_OF_INTENT, {"intent": intent})
+        return str(found) if found else None
     return None
+
+
+# The invoice that links the PaymentIntent, else the one an attempt of it names: one prepared
+# statement (two before, on every charge and PaymentIntent failure).
+_INVOICE_OF_INTENT = select(
+    func.coalesce(
+        func.nullif(
+            select(InvoicePayment.invoice_id)
+            .where(InvoicePayment.payment_intent_id == bindparam("intent"))
+            .limit(1)
+            .scalar_subquery(),
+            "",
+        ),
+        select(PaymentAttempt.invoice_id)
+        .where(
+            PaymentAttempt.payment_intent_id == bindparam("intent"),
+            PaymentAttempt.invoice_id.is_not(None),
+        )
+        .limit(1)
+        .scalar_subquery(),
+    )
+)
 
 
 def _steer(ctx: ProcessingContext, invoice_id: str, cause: str, *, may_open: bool) -> None:

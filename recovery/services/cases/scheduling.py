@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from recovery.domain import cases as machine
@@ -34,14 +34,17 @@ from recovery.services.messaging import outbox
 from recovery.services.work import due_actions
 
 
-def _pending_retries(session: Session, case: RecoveryCase) -> Sequence[DueAction]:
-    return session.scalars(
-        select(DueAction).where(
-            DueAction.subject == subject(case.id),
-            DueAction.kind == RETRY_KIND,
-            DueAction.status == ActionStatus.PENDING,
-        )
-    ).all()
+def _retries(session: Session, case: RecoveryCase) -> Sequence[DueAction]:
+    """Every retry action of the case, whatever its status: a handful over its life (one per
+    attempt; plan_retry is their only writer)."""
+    return session.scalars(_RETRIES, {"subject": subject(case.id), "kind": RETRY_KIND}).all()
+
+
+# Built once; one read for both what is pending and which keys shadow mode used up (two
+# statements before, on every decision).
+_RETRIES = select(DueAction).where(
+    DueAction.subject == bindparam("subject"), DueAction.kind == bindparam("kind")
+)
 
 
 def retry_key(case: RecoveryCase) -> str:
@@ -56,15 +59,13 @@ def stripe_key(action_key: str, payload: Mapping[str, Any]) -> str:
     return f"{action_key}:r{revival}" if revival else action_key
 
 
-def _past_shadows(session: Session, key: str) -> str:
+def _past_shadows(retries: Sequence[DueAction], key: str) -> str:
     """Shadow mode finishes a retry as `shadow` without charging, so the attempt it stood for is
     planned again (Stripe's next failure moves the plan): under a key of its own, since a shadow
     action is finished for good and never revived (`key`, then `key:s1`, `key:s2`...)."""
+    statuses = {action.dedupe_key: action.status for action in retries}
     n, candidate = 0, key
-    while (
-        session.scalar(select(DueAction.status).where(DueAction.dedupe_key == candidate))
-        == ActionStatus.SHADOW
-    ):
+    while statuses.get(candidate) == ActionStatus.SHADOW:
         n += 1
         candidate = f"{key}:s{n}"
     return candidate
@@ -78,9 +79,10 @@ def plan_retry(
     pause, skipped because Stripe was about to charge, refused) comes back: attempt n is not
     made until our_attempts says so, and its key must not stop it for good."""
     attempt = case.our_attempts + 1
-    key = _past_shadows(session, retry_key(case))
-    for action in _pending_retries(session, case):
-        if action.dedupe_key != key:
+    retries = _retries(session, case)
+    key = _past_shadows(retries, retry_key(case))
+    for action in retries:
+        if action.status == ActionStatus.PENDING and action.dedupe_key != key:
             action.status = ActionStatus.CANCELLED
             action.finished_at = now
     payload = {"case_id": case.id, "attempt": attempt, "reason": reason}
@@ -95,7 +97,9 @@ def plan_retry(
     ):
         return
     existing = session.scalars(
-        select(DueAction).where(DueAction.dedupe_key == key).with_for_update()
+        select(DueAction).where(DueAction.dedupe_key == key).with_for_update(),
+        # Loaded unlocked by _retries: take the row as it is now that it is locked.
+        execution_options={"populate_existing": True},
     ).one()
     if existing.status == ActionStatus.RUNNING:
         return  # its worker decides; the next decision follows from what it finds

@@ -25,10 +25,11 @@ event whose reactions ran; outside a batch, e.g. for a re-fetched object, they a
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import String, bindparam, literal, or_, select, union_all
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from recovery.domain import stripe_objects as so
@@ -186,6 +187,7 @@ def read_facts(session: Session, events: Sequence[Payload]) -> BatchFacts:
     """What the batch's events may act on, read when first needed, in one statement: the cases
     of its invoices, customers and subscriptions, the customers with an expiring-card notice
     pending, the customers with an open win-back."""
+    session.info.pop(_WIN_BACKS_LOADED, None)  # loaded before this batch: in what it reads
     invoices, customers, subscriptions = set(), set(), set()
     for event in events:
         obj = event["data"]["object"]
@@ -268,18 +270,28 @@ _CASE_KEYS = select(
 def grow_facts(
     session: Session, facts: Facts, moved_case_ids: set[int], event: Payload | None = None
 ) -> None:
-    """Cases opened or moved by an event of the batch: what the events after it may act on.
-    `event` ran its reactions, which may have planned a win-back for its customer: the events
-    after it in the batch take it that they did (a reaction that finds nothing to stop costs
-    less than reading again)."""
+    """Cases opened or moved by an event of the batch, and win-backs its reactions loaded (so
+    planned, or stopped: see `_win_back_loaded`): what the events after it may act on. (Taking
+    it that every event whose reactions ran planned a win-back sent the customer's every later
+    event in the batch down the slow path.)"""
     if moved_case_ids:
         where = RecoveryCase.id.in_(sorted(moved_case_ids))
         _add_cases(facts, session.execute(_CASE_KEYS.where(where)))
+    customers: set[str] = session.info.pop(_WIN_BACKS_LOADED, set())
     if event is not None and isinstance(facts, BatchFacts):
-        obj = event.get("data", {}).get("object")
-        customer = customer_of(obj) if isinstance(obj, Mapping) else None
-        if customer:
+        for customer in customers:
             facts.add_win_back(customer)
+
+
+_WIN_BACKS_LOADED = "recovery.batch_win_backs"
+
+
+@sa_event.listens_for(WinBack, "load")
+def _win_back_loaded(target: WinBack, context: Any) -> None:
+    """win_back.plan, the only writer of win-backs, loads the row it inserted; so does the
+    reaction that stops one. Noted per session for `grow_facts`."""
+    if target.customer_id:
+        context.session.info.setdefault(_WIN_BACKS_LOADED, set()).add(str(target.customer_id))
 
 
 def _add_cases(facts: Facts, rows: Iterable[Any]) -> None:

@@ -137,6 +137,35 @@ def store_event(session: Session, event: ParsedEvent, body: bytes, now: datetime
     return insert_or_ignore(session, StripeEvent, _row(event, body, now))
 
 
+def store_events(
+    session: Session, events: Sequence[tuple[ParsedEvent, bytes]], now: datetime
+) -> list[bool]:
+    """`store_event` for many bodies in one multi-row INSERT ... ON CONFLICT DO NOTHING
+    RETURNING (in the caller's transaction). Per body, whether it is new: the first of an id
+    not already stored; a repeat within `events` is not."""
+    rows: dict[str, dict[str, Any]] = {}
+    for event, body in events:
+        rows.setdefault(event.id, _row(event, body, now))
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect.name
+    stored = set(session.scalars(_store_many_statement(dialect), list(rows.values())))
+    new = []
+    for event, _ in events:
+        new.append(event.id in stored)
+        stored.discard(event.id)  # a repeat later in `events` is a redelivery
+    return new
+
+
+@functools.cache
+def _store_many_statement(dialect: str) -> Any:
+    # One statement for a chunk (SQLAlchemy's "insertmanyvalues": batched VALUES lists, the
+    # inserted ids returned): a statement per body was a fifth of the chaos replay's time.
+    table: Any = StripeEvent.__table__
+    insert_fn: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert_fn(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+
+
 @functools.cache
 def _ingest_statement(dialect: str) -> Any:
     table: Any = StripeEvent.__table__
@@ -253,12 +282,13 @@ def receive_events(
     def flush() -> None:
         now = clock.now()
         with processing.claimer(db), db.transaction() as session:
-            fresh: list[processing.Claimed] = []
-            for event, data, body in pending:
-                new = store_event(session, event, body, now)
-                results.append(new)
-                if new:
-                    fresh.append(processing.Claimed(event.id, 0, data))
+            stored = store_events(session, [(event, body) for event, _, body in pending], now)
+            results.extend(stored)
+            fresh = [
+                processing.Claimed(event.id, 0, data)
+                for (event, data, _), new in zip(pending, stored, strict=True)
+                if new
+            ]
             processing.apply(session, fresh, ctx_factory, now, db.dialect)
         pending.clear()
 
