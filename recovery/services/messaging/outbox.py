@@ -146,9 +146,10 @@ def cancel(session: Session, about: str, now: datetime, *, keep_confirmations: b
     rows = session.scalars(query.with_for_update()).all()
     for row in rows:
         _finish(row, MessageStatus.CANCELLED, now, None)
+    if rows:  # their send actions in one statement, not one per message
         session.execute(
             update(DueAction)
-            .where(DueAction.dedupe_key == f"outbox:{row.dedupe_key}")
+            .where(DueAction.dedupe_key.in_([f"outbox:{row.dedupe_key}" for row in rows]))
             .where(DueAction.status == ActionStatus.PENDING)
             .values(status=ActionStatus.CANCELLED, finished_at=now)
         )
