@@ -33,7 +33,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from recovery.config import Settings
-from recovery.db import execute_count
+from recovery.db import execute_count, insert_or_ignore
 from recovery.domain.cases import TERMINAL, CaseStatus
 from recovery.models import (
     CardUpdateLink,
@@ -143,22 +143,23 @@ def link_for_message(
     if (case_id is None) == (subscription_id is None):
         raise ValueError("a card-update link is bound to a case or to a subscription")
     token = message_token(settings.secret_key, message_key)
-    existing = session.scalar(
-        select(CardUpdateLink).where(CardUpdateLink.message_key == message_key)
+    # One insert-or-ignore, not a look-up then an insert: the token comes from the key, so a
+    # link issued already (kept as it is) gives the same URL. Runs for every reminder written.
+    session.flush()  # as before: what the session holds is written first
+    insert_or_ignore(
+        session,
+        CardUpdateLink,
+        {
+            "token_hash": token_hash(token),
+            "customer_id": customer_id,
+            "case_id": case_id,
+            "subscription_id": subscription_id,
+            "message_key": message_key,
+            "created_at": now,
+            "expires_at": max(now, sent_at or now) + timedelta(days=link_days(rules)),
+        },
+        ["message_key"],
     )
-    if existing is None:
-        session.add(
-            CardUpdateLink(
-                token_hash=token_hash(token),
-                customer_id=customer_id,
-                case_id=case_id,
-                subscription_id=subscription_id,
-                message_key=message_key,
-                created_at=now,
-                expires_at=max(now, sent_at or now) + timedelta(days=link_days(rules)),
-            )
-        )
-        session.flush()
     return url_for(settings, token)
 
 

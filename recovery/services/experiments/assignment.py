@@ -7,6 +7,7 @@ branches on it; the arms' effects themselves are pure (`recovery.domain.experime
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -62,6 +63,8 @@ def place(
     cancel session recorded under it. Idempotent: a second call for the same case or session
     changes nothing."""
     subject = f"case:{case_id}" if case_id is not None else f"cancel_session:{cancel_session_id}"
+    if case_id is not None:
+        _placements(session).pop(case_id, None)  # read again once written
     arm = arm_of_customer(session, experiment.key, customer_id)
     if arm is None:
         chosen = experiment.assign(customer_id, shares_now(session, experiment))
@@ -111,14 +114,40 @@ def _placed(rules: Rules, key: str, arm: str) -> Placement:
     return placement(experiment, arm) if experiment else Placement(key, arm, None)
 
 
+# A case's placement, remembered for the unit of work that read it: the retry decision, the
+# case's scheduling and the reminders planner each ask for it while one event is processed.
+# Valid only while the innermost transaction (or savepoint) that read it is the current one:
+# a savepoint rolled back, a commit or a new savepoint starts over with a fresh read, so a
+# placement written and then rolled back is never remembered; `place` forgets the case.
+_PLACEMENTS = "recovery.placements_of_cases"
+_UNREAD = object()
+
+
+def _placements(session: Session) -> dict[int, object]:
+    current = session.get_nested_transaction() or session.get_transaction()
+    held = session.info.get(_PLACEMENTS)
+    if held is None or held[0] is not current:
+        held = (current, {})
+        session.info[_PLACEMENTS] = held
+    cache: dict[int, object] = held[1]
+    return cache
+
+
 def placement_of_case(session: Session, rules: Rules, case_id: int) -> Placement | None:
     """The case's experiment and arm, or None when it is in none."""
-    row = session.execute(
-        select(ExperimentSubject.experiment_key, ExperimentSubject.arm).where(
-            ExperimentSubject.case_id == case_id
-        )
-    ).first()
-    return _placed(rules, str(row[0]), str(row[1])) if row else None
+    cache = _placements(session)
+    found = cache.get(case_id, _UNREAD)
+    if found is _UNREAD:
+        row = session.execute(
+            select(ExperimentSubject.experiment_key, ExperimentSubject.arm).where(
+                ExperimentSubject.case_id == case_id
+            )
+        ).first()
+        found = cache[case_id] = (str(row[0]), str(row[1])) if row else None
+    if found is None:
+        return None
+    key, arm = cast(tuple[str, str], found)
+    return _placed(rules, key, arm)  # from the rules given: the cache holds the rows only
 
 
 def placement_of_cancel_session(

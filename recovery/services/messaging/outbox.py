@@ -75,12 +75,17 @@ def enqueue(
     now: datetime,
     cap_zone: str | None = None,
     send_hour: int = 10,
+    key_checked: bool = False,
 ) -> OutboxMessage | None:
     """Write a message and its send action, once per dedupe key. With `cap_zone` it is a
     reminder: it takes the customer's local day, moving to the next free one (the unique
     (customer, day) constraint makes this safe against concurrent planners). Returns the row,
-    or None when the key was used already."""
-    if session.scalar(select(OutboxMessage.id).where(OutboxMessage.dedupe_key == dedupe_key)):
+    or None when the key was used already. `key_checked`: the caller found the key unused in
+    this transaction already (the reminders planner asks before it renders), so it is not
+    asked twice."""
+    if not key_checked and session.scalar(
+        select(OutboxMessage.id).where(OutboxMessage.dedupe_key == dedupe_key)
+    ):
         return None
     at = send_after
     for _ in range(60):
@@ -141,9 +146,10 @@ def cancel(session: Session, about: str, now: datetime, *, keep_confirmations: b
     rows = session.scalars(query.with_for_update()).all()
     for row in rows:
         _finish(row, MessageStatus.CANCELLED, now, None)
+    if rows:  # their send actions in one statement, not one per message
         session.execute(
             update(DueAction)
-            .where(DueAction.dedupe_key == f"outbox:{row.dedupe_key}")
+            .where(DueAction.dedupe_key.in_([f"outbox:{row.dedupe_key}" for row in rows]))
             .where(DueAction.status == ActionStatus.PENDING)
             .values(status=ActionStatus.CANCELLED, finished_at=now)
         )

@@ -172,6 +172,14 @@ def _recipient(
     return phone if may_text(session, customer, phone, rules.reminders) is None else None
 
 
+def _has_contacts(session: Session, customer: Customer | None) -> bool:
+    """Whether the customer has account contacts (most have none): asked once per plan rather
+    than once per message written."""
+    if customer is None or customer.deleted:
+        return False
+    return bool(contacts.active(session, customer.id))
+
+
 def _write(
     session: Session,
     case: RecoveryCase,
@@ -186,14 +194,21 @@ def _write(
     dedupe_key: str,
     capped: bool,
     card: PaymentMethod | EllipsisType | None = ...,
+    has_contacts: bool | None = None,
 ) -> OutboxMessage | None:
     """Write the message to the customer - or, for a business account with contacts, one copy
     per contact it is for (services/outreach/contacts.py), each with its own key and link.
-    `card`: the case's current card when the caller has it already (`...`: look it up)."""
+    `card`: the case's current card when the caller has it already (`...`: look it up);
+    `has_contacts`: whether the customer has any, when the caller knows (None: look it up)."""
     if isinstance(card, EllipsisType):
         card = case_evidence.current_card(session, case)
     customer = session.get(Customer, case.customer_id) if case.customer_id else None
-    targets = contacts.reminder_targets(session, customer, channel, template)
+    if has_contacts is None:
+        has_contacts = _has_contacts(session, customer)
+    # Without contacts there are no copies: the customer's own address (contacts.py's rule).
+    targets = (
+        contacts.reminder_targets(session, customer, channel, template) if has_contacts else []
+    )
     if channel == "sms":
         targets = [
             t for t in targets if may_text(session, customer, t.address, rules.reminders) is None
@@ -301,6 +316,7 @@ def _write_to(
         now=now,
         cap_zone=zone if capped else None,
         send_hour=rules.reminders.send_hour,
+        key_checked=True,  # asked at the top, in this transaction
     )
 
 
@@ -354,6 +370,7 @@ def plan_case(
         calendar=calendar_of(customer) if rules.retry.business_days else None,
     )
     card = case_evidence.current_card(session, case)  # the same for every step
+    has_contacts = _has_contacts(session, customer)  # and so are the customer's contacts
     for planned in steps:
         at = planned.at
         if planned.channel == "sms":
@@ -371,6 +388,7 @@ def plan_case(
             dedupe_key=f"case:{case.id}:reminder:{run}:{wanted}:{planned.index}",
             capped=True,
             card=card,
+            has_contacts=has_contacts,
         )
 
 
