@@ -16,12 +16,10 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Flask, Response, redirect, render_template, request
-from werkzeug.exceptions import HTTPException
 
-from recovery.adapters.stripe.errors import GatewayError
 from recovery.services.outreach import term_offers, unsubscribe, win_back
 from recovery.web import i18n as web_i18n
-from recovery.web import runtime, security
+from recovery.web import link_page_errors, runtime, security
 
 log = logging.getLogger(__name__)
 
@@ -134,27 +132,7 @@ def _errors(bp: Blueprint) -> None:
         web_i18n.speak_customers_language([])
         return _notice("unknown", 404)
 
-    @bp.errorhandler(security.CsrfFailed)
-    def csrf_failed(exc: security.CsrfFailed) -> Response:
-        web_i18n.speak_customers_language([])
-        return _notice("retry", 400)
-
-    @bp.errorhandler(GatewayError)
-    def stripe_failed(exc: GatewayError) -> Response:
-        log.warning("outreach page: Stripe call failed: %s", exc.__class__.__name__)
-        web_i18n.speak_customers_language([])
-        return _notice("unavailable", 503)
-
-    @bp.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        web_i18n.speak_customers_language([])
-        return _notice("unknown" if exc.code == 404 else "unavailable", exc.code or 400)
-
-    @bp.errorhandler(Exception)
-    def unexpected(exc: Exception) -> Response:
-        log.exception("outreach page: unexpected error")
-        web_i18n.speak_customers_language([])
-        return _notice("unavailable", 500)
+    link_page_errors.register(bp, _notice, "outreach")
 
 
 for _bp in (annual, come_back, unsubscribing):

@@ -11,12 +11,10 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Flask, Response, render_template, request
-from werkzeug.exceptions import HTTPException
 
-from recovery.adapters.stripe.errors import GatewayError
 from recovery.services.pauses import offer
 from recovery.web import i18n as web_i18n
-from recovery.web import runtime, security
+from recovery.web import link_page_errors, runtime, security
 
 log = logging.getLogger(__name__)
 
@@ -59,30 +57,7 @@ def refused(exc: offer.Refused) -> Response:
     return _notice(exc.kind, exc.status)
 
 
-@bp.errorhandler(security.CsrfFailed)
-def csrf_failed(exc: security.CsrfFailed) -> Response:
-    web_i18n.speak_customers_language([])
-    return _notice("retry", 400)
-
-
-@bp.errorhandler(GatewayError)
-def stripe_failed(exc: GatewayError) -> Response:
-    log.warning("pause page: Stripe call failed: %s", exc.__class__.__name__)
-    web_i18n.speak_customers_language([])
-    return _notice("unavailable", 503)
-
-
-@bp.errorhandler(HTTPException)
-def http_error(exc: HTTPException) -> Response:
-    web_i18n.speak_customers_language([])
-    return _notice("unknown" if exc.code == 404 else "unavailable", exc.code or 400)
-
-
-@bp.errorhandler(Exception)
-def unexpected(exc: Exception) -> Response:
-    log.exception("pause page: unexpected error")
-    web_i18n.speak_customers_language([])
-    return _notice("unavailable", 500)
+link_page_errors.register(bp, _notice, "pause")
 
 
 def init_app(app: Flask) -> None:

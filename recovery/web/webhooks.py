@@ -28,6 +28,7 @@ from werkzeug.wsgi import get_input_stream
 from recovery.domain.signature import SignatureError, verify
 from recovery.services.events import inbox
 from recovery.web import runtime
+from recovery.web.errors import ApiError
 
 if TYPE_CHECKING:
     from recovery.runtime import Runtime
@@ -47,29 +48,23 @@ _REASONS = {
 }
 
 
-class Refused(Exception):
-    """The request is answered with an error and nothing is stored."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-    def body(self) -> bytes:
-        return json.dumps({"error": {"code": self.code, "message": self.message}}).encode()
+def _body(error: ApiError) -> bytes:
+    """The JSON error body of recovery/web/errors.py, without Flask's app context."""
+    return json.dumps({"error": {"code": error.code, "message": error.message}}).encode()
 
 
 def accept(rt: Runtime, body: bytes, signature: str | None) -> tuple[bool, inbox.ParsedEvent]:
-    """Verify and store one delivery. Returns (new, event); raises Refused for a bad request.
+    """Verify and store one delivery. Returns (new, event); raises ApiError for a bad request.
     A database error propagates: the caller answers 503."""
     now = rt.clock.now()
     try:
         verify(body, signature, rt.settings.stripe_webhook_secrets, now.timestamp())
     except SignatureError as exc:
-        raise Refused(400, "invalid_signature", str(exc)) from exc
+        raise ApiError(400, "invalid_signature", str(exc)) from exc
     try:
         event, _ = inbox.parse_event(body)
     except ValueError as exc:
-        raise Refused(400, "invalid_event", str(exc)) from exc
+        raise ApiError(400, "invalid_event", str(exc)) from exc
     return inbox.ingest(rt.db, event, body, now), event
 
 
@@ -80,8 +75,8 @@ def stripe_webhook() -> tuple[Response, int]:
     body = request.get_data(cache=False)  # raw bytes; 413 past MAX_CONTENT_LENGTH
     try:
         new, event = accept(rt, body, request.headers.get("Stripe-Signature"))
-    except Refused as refused:
-        return Response(refused.body(), mimetype="application/json"), refused.status
+    except ApiError as refused:
+        return Response(_body(refused), mimetype="application/json"), refused.status
     if not new:
         return Response(_DUPLICATE, mimetype="application/json"), 200
     status = "pending"
@@ -121,23 +116,23 @@ class WebhookFastPath:
             limit = self.app.config.get("MAX_CONTENT_LENGTH")
             body = get_input_stream(environ, max_content_length=limit).read()
             new, _ = accept(rt, body, environ.get("HTTP_STRIPE_SIGNATURE"))
-        except Refused as refused:
-            return refused.status, refused.body()
+        except ApiError as refused:
+            return refused.status, _body(refused)
         except RequestEntityTooLarge:
             message = f"the body is larger than the {limit} bytes allowed"
-            return 413, Refused(413, "request_entity_too_large", message).body()
+            return 413, _body(ApiError(413, "request_entity_too_large", message))
         except DataError:
             # A value the database cannot hold (a NUL in text): the sender's mistake.
             log.info("webhook value refused by the database")
             message = "a parameter has a value not allowed"
-            return 400, Refused(400, "invalid_parameter", message).body()
+            return 400, _body(ApiError(400, "invalid_parameter", message))
         except (OperationalError, DBAPIError) as exc:
             # Not stored means not acknowledged: a 503 makes Stripe retry.
             log.error("database unavailable: %s", exc.__class__.__name__)
-            down = Refused(503, "database_unavailable", "the database is unavailable; retry")
-            return 503, down.body()
+            down = ApiError(503, "database_unavailable", "the database is unavailable; retry")
+            return 503, _body(down)
         except Exception:
             log.exception("unhandled error in the webhook")
-            failed = Refused(500, "internal_error", "unexpected error; it has been logged")
-            return 500, failed.body()
+            failed = ApiError(500, "internal_error", "unexpected error; it has been logged")
+            return 500, _body(failed)
         return 200, _PENDING if new else _DUPLICATE
