@@ -256,3 +256,19 @@ def median_days(session: Session, cohort: ColumnElement[bool]) -> float | None:
         return None
     values = [float(r[0]) for r in middle]
     return round(sum(values) / len(values) / 86400, 2)
+
+
+def status_sums(session: Session, where: ColumnElement[bool]) -> list[tuple[Any, ...]]:
+    """(currency, status, cases, amount due, amount collected) of the cases `where` selects."""
+    rows = session.execute(
+        select(
+            RecoveryCase.currency,
+            RecoveryCase.status,
+            func.count(),
+            func.coalesce(func.sum(RecoveryCase.amount_due), 0),
+            func.coalesce(func.sum(RecoveryCase.amount_recovered), 0),
+        )
+        .where(where)
+        .group_by(RecoveryCase.currency, RecoveryCase.status)
+    ).all()
+    return [tuple(r) for r in rows]

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select, text
+from sqlalchemy import and_, text
 from sqlalchemy.orm import Session
 
 from recovery.domain.cases import ACTIVE, CaseStatus
@@ -32,6 +32,7 @@ from recovery.services.reporting.metrics.cohort import (
     median_days,
     recovered_mrr,
     recovered_mrr_by_currency,
+    status_sums,
 )
 from recovery.services.reporting.metrics.expiring_cards import expiring_cards
 from recovery.services.reporting.metrics.outreach import outreach, pauses_by_currency
@@ -198,22 +199,6 @@ def _lowered(by_currency: dict[str, int]) -> dict[str, int]:
     for currency, amount in by_currency.items():
         out[currency.lower()] = out.get(currency.lower(), 0) + amount
     return out
-
-
-def status_sums(session: Session, where: ColumnElement[bool]) -> list[tuple[Any, ...]]:
-    """(currency, status, cases, amount due, amount collected) of the cases `where` selects."""
-    rows = session.execute(
-        select(
-            RecoveryCase.currency,
-            RecoveryCase.status,
-            func.count(),
-            func.coalesce(func.sum(RecoveryCase.amount_due), 0),
-            func.coalesce(func.sum(RecoveryCase.amount_recovered), 0),
-        )
-        .where(where)
-        .group_by(RecoveryCase.currency, RecoveryCase.status)
-    ).all()
-    return [tuple(r) for r in rows]
 
 
 def summaries_of(

@@ -183,7 +183,7 @@ def monthly_cases(
 def status_sums(
     session: Session, dirty: dict[str, set[date]], start: datetime, end: datetime
 ) -> list[tuple[Any, ...]]:
-    """`compute.status_sums`'s rows, every currency: a day dirty in one is read directly."""
+    """`cohort.status_sums`'s rows, every currency: a day dirty in one is read directly."""
     p = plan(set().union(*dirty.values()), start, end)
     rows = _rolled(
         session,
@@ -200,18 +200,7 @@ def status_sums(
     )
     if not p.direct:
         return rows
-    live = session.execute(
-        select(
-            RecoveryCase.currency,
-            RecoveryCase.status,
-            func.count(),
-            func.coalesce(func.sum(RecoveryCase.amount_due), 0),
-            func.coalesce(func.sum(RecoveryCase.amount_recovered), 0),
-        )
-        .where(p.live(RecoveryCase.opened_at))
-        .group_by(RecoveryCase.currency, RecoveryCase.status)
-    ).all()
-    return rows + [tuple(r) for r in live]
+    return rows + cohort.status_sums(session, p.live(RecoveryCase.opened_at))
 
 
 def channel_rows(session: Session, currency: str, p: Plan) -> list[tuple[Any, ...]]:
