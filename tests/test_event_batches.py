@@ -20,7 +20,7 @@ from recovery.adapters.stripe.errors import CardDeclined
 from recovery.adapters.stripe_fake import FakeStripeGateway
 from recovery.models import Customer, EventStatus, StripeEvent
 from recovery.runtime import Runtime
-from recovery.services.events import inbox
+from recovery.services.events import inbox, ingest
 from recovery.services.messaging import expiry, outbox
 from recovery.services.registry import build_runtime
 from recovery.worker import Worker
@@ -168,10 +168,14 @@ def test_notify_wakes_a_worker_of_another_process(
         now = int(clock.now().timestamp())
         evt = sp.event("customer.created", sp.customer("cus_N"), now)
         parsed, _ = inbox.parse_event(sp.body_of(evt))
-        row = inbox._row(parsed, sp.body_of(evt), clock.now())
+        row = ingest.row_of(parsed, sp.body_of(evt), clock.now())
         started = time.monotonic()
-        with rt.db.engine.begin() as conn:  # the ingest statement alone: no in-process flag
-            conn.execute(inbox._ingest_statement("postgresql"), row)
+        raw = rt.db.engine.raw_connection()  # the ingest statement alone: no in-process flag
+        try:
+            ingest.insert_rows(raw.driver_connection, [row])
+            raw.commit()
+        finally:
+            raw.close()
         _wait_processed(rt, str(evt["id"]))
         assert time.monotonic() - started < 1.0
     finally:

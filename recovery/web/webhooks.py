@@ -1,10 +1,11 @@
 """POST /webhooks/stripe: verify, store, acknowledge. A worker processes the event.
 
 Order matters: nothing is written before the signature and the JSON check pass, and 2xx is sent
-only after the raw event is committed - one INSERT ... ON CONFLICT DO NOTHING on a pooled
-connection (services/events/inbox.py `ingest`), which also wakes the workers. Nothing else runs
-here: no ORM session, no rate limiter, no session cookie, no template, no locale. A database
-that cannot be reached is a 503, never a lost event: Stripe retries what was not acknowledged.
+only after the raw event is committed - on PostgreSQL in one INSERT ... ON CONFLICT DO NOTHING
+with the rows of the process's other requests waiting at that moment (group commit,
+services/events/ingest.py), which also wakes the workers. Nothing else runs here: no ORM
+session, no rate limiter, no session cookie, no template, no locale. A database that cannot be
+reached is a 503, never a lost event: Stripe retries what was not acknowledged.
 
 In the default mode the request never enters Flask: `WebhookFastPath`, a WSGI middleware in
 front of the app, answers it (Flask's request context, session and limiter bookkeeping were
@@ -21,12 +22,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, request
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
 from recovery.domain.signature import SignatureError, verify
-from recovery.services.events import inbox
+from recovery.services.events import inbox, ingest
 from recovery.web import runtime
 from recovery.web.errors import ApiError
 
@@ -53,19 +53,25 @@ def _body(error: ApiError) -> bytes:
     return json.dumps({"error": {"code": error.code, "message": error.message}}).encode()
 
 
-def accept(rt: Runtime, body: bytes, signature: str | None) -> tuple[bool, inbox.ParsedEvent]:
-    """Verify and store one delivery. Returns (new, event); raises ApiError for a bad request.
-    A database error propagates: the caller answers 503."""
+def accept(rt: Runtime, body: bytes, signature: str | None) -> tuple[bool, ingest.ParsedEvent]:
+    """Verify and store one delivery. Returns (new, event); raises ApiError for a bad request
+    (400) and for a database that did not store it (503: Stripe retries)."""
     now = rt.clock.now()
     try:
         verify(body, signature, rt.settings.stripe_webhook_secrets, now.timestamp())
     except SignatureError as exc:
         raise ApiError(400, "invalid_signature", str(exc)) from exc
     try:
-        event, _ = inbox.parse_event(body)
+        event, _ = ingest.parse_event(body)
     except ValueError as exc:
         raise ApiError(400, "invalid_event", str(exc)) from exc
-    return inbox.ingest(rt.db, event, body, now), event
+    try:
+        return ingest.ingest(rt.db, event, body, now), event
+    except ingest.StoreRefused as exc:  # a value the database cannot hold: the sender's mistake
+        raise ApiError(400, "invalid_parameter", "a parameter has a value not allowed") from exc
+    except ingest.StoreUnavailable as exc:  # not stored means not acknowledged
+        log.error("webhook not stored: %s", exc)
+        raise ApiError(503, "database_unavailable", "the database is unavailable; retry") from exc
 
 
 @bp.post("/stripe")
@@ -121,16 +127,6 @@ class WebhookFastPath:
         except RequestEntityTooLarge:
             message = f"the body is larger than the {limit} bytes allowed"
             return 413, _body(ApiError(413, "request_entity_too_large", message))
-        except DataError:
-            # A value the database cannot hold (a NUL in text): the sender's mistake.
-            log.info("webhook value refused by the database")
-            message = "a parameter has a value not allowed"
-            return 400, _body(ApiError(400, "invalid_parameter", message))
-        except (OperationalError, DBAPIError) as exc:
-            # Not stored means not acknowledged: a 503 makes Stripe retry.
-            log.error("database unavailable: %s", exc.__class__.__name__)
-            down = ApiError(503, "database_unavailable", "the database is unavailable; retry")
-            return 503, _body(down)
         except Exception:
             log.exception("unhandled error in the webhook")
             failed = ApiError(500, "internal_error", "unexpected error; it has been logged")

@@ -1,12 +1,13 @@
 """The webhook inbox: store each verified event with one statement, acknowledge, and let the
 worker process stored events in batches.
 
-Receiving (`ingest`, the web request): one INSERT ... ON CONFLICT DO NOTHING on the event id
-through a pooled connection (no ORM session), commit, then 2xx. The same statement NOTIFYs the
-workers on PostgreSQL (`recovery_events`, delivered at the commit); in one process (SQLite's
-`recovery run`) `arrived` is set instead. Either wakes a worker, so an event is processed
-within a second of arriving, not at the next tick. A crash before the commit loses nothing:
-nothing was acknowledged, and Stripe delivers again.
+Receiving (`ingest`, the web request; services/events/ingest.py): the raw event stored by an
+INSERT ... ON CONFLICT DO NOTHING on the event id, committed, then 2xx - on PostgreSQL one
+statement for all the requests of a web process waiting at that moment, which also NOTIFYs the
+workers (`recovery_events`, delivered at the commit); in one process (SQLite's `recovery run`)
+`arrived` is set instead. Either wakes a worker, so an event is processed within a second of
+arriving, not at the next tick. A crash before the commit loses nothing: nothing was
+acknowledged, and Stripe delivers again.
 
 Processing (`process_pending`, the worker; services/events/processing.py): batches of pending
 events, oldest first, each in one transaction, one bad event rolled back alone. Any order,
@@ -20,24 +21,29 @@ same batch code, for that one event).
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import Clock
 from recovery.db import Database, insert_or_ignore
-from recovery.domain.stripe_objects import MAX_TIMESTAMP
 from recovery.models import EventStatus, StripeEvent
 from recovery.runtime import ContextFactory
 from recovery.services.events import processing
+from recovery.services.events.ingest import (  # re-exported: the worker, the CLI, tests
+    NOTIFY_CHANNEL,
+    InvalidEvent,
+    ParsedEvent,
+    arrived,
+    ingest,
+    parse_event,
+)
+from recovery.services.events.ingest import event_row as _row
 from recovery.services.events.processing import (  # re-exported: the worker, the CLI, tests
     BATCH,
     MAX_PROCESSING_ATTEMPTS,
@@ -51,7 +57,13 @@ from recovery.services.events.processing import (  # re-exported: the worker, th
 __all__ = [
     "BATCH",
     "MAX_PROCESSING_ATTEMPTS",
+    "NOTIFY_CHANNEL",
+    "InvalidEvent",
+    "ParsedEvent",
+    "arrived",
     "backoff",
+    "ingest",
+    "parse_event",
     "process_events",
     "process_pending",
     "process_stored_event",
@@ -59,76 +71,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-NOTIFY_CHANNEL = "recovery_events"
-
-arrived = threading.Event()
-"""Set when this process stored a new event: wakes a worker running in the same process."""
-
-
-class InvalidEvent(ValueError):
-    """The body is JSON but not a Stripe event."""
-
-
-@dataclass(frozen=True)
-class ParsedEvent:
-    id: str
-    type: str
-    created: int
-    api_version: str | None
-    livemode: bool
-    object_id: str | None
-
-
-def parse_event(body: bytes) -> tuple[ParsedEvent, dict[str, Any]]:
-    """Parse and sanity-check a webhook body. Raises ValueError (InvalidEvent) with a reason."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEvent(f"body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidEvent("body is not a JSON object")
-    evt_id, evt_type, created = data.get("id"), data.get("type"), data.get("created")
-    if not isinstance(evt_id, str) or not evt_id or len(evt_id) > 255:
-        raise InvalidEvent("event has no valid id")
-    if not isinstance(evt_type, str) or not evt_type or len(evt_type) > 100:
-        raise InvalidEvent("event has no valid type")
-    if not isinstance(created, int) or isinstance(created, bool):
-        raise InvalidEvent("event has no valid created timestamp")
-    if not 0 <= created <= MAX_TIMESTAMP:
-        raise InvalidEvent("event has no valid created timestamp")
-    obj = data.get("data", {}).get("object") if isinstance(data.get("data"), dict) else None
-    if not isinstance(obj, dict):
-        raise InvalidEvent("event has no data.object")
-    object_id = obj.get("id") if isinstance(obj.get("id"), str) else None
-    api_version = data.get("api_version")
-    return (
-        ParsedEvent(
-            id=evt_id,
-            type=evt_type,
-            created=created,
-            api_version=api_version[:40] if isinstance(api_version, str) else None,
-            livemode=data.get("livemode") is True,
-            object_id=object_id[:255] if object_id else None,
-        ),
-        data,
-    )
-
-
-def _row(event: ParsedEvent, body: bytes, now: datetime) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "type": event.type,
-        "api_version": event.api_version,
-        "created": event.created,
-        "livemode": event.livemode,
-        "object_id": event.object_id,
-        "payload": body.decode("utf-8"),
-        "received_at": now,
-        "status": EventStatus.PENDING,
-        "attempts": 0,
-        "next_attempt_at": now,  # due at once: the worker takes it from here
-    }
 
 
 def store_event(session: Session, event: ParsedEvent, body: bytes, now: datetime) -> bool:
@@ -164,57 +106,6 @@ def _store_many_statement(dialect: str) -> Any:
     table: Any = StripeEvent.__table__
     insert_fn: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return insert_fn(table).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
-
-
-@functools.cache
-def _ingest_statement(dialect: str) -> Any:
-    table: Any = StripeEvent.__table__
-    values = {c.name: bindparam(c.name, type_=c.type) for c in table.columns if c.name in _COLUMNS}
-    if dialect == "postgresql":
-        stored = (
-            postgresql.insert(table)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(table.c.id)
-            .cte("stored")
-        )
-        # The NOTIFY is queued only when a row was inserted, and sent at the commit.
-        return select(func.pg_notify(NOTIFY_CHANNEL, "")).select_from(stored)
-    insert = sqlite.insert(table).values(values).on_conflict_do_nothing(index_elements=["id"])
-    return insert.returning(table.c.id)
-
-
-_COLUMNS = frozenset(
-    (
-        "id",
-        "type",
-        "api_version",
-        "created",
-        "livemode",
-        "object_id",
-        "payload",
-        "received_at",
-        "status",
-        "attempts",
-        "next_attempt_at",
-    )
-)
-
-
-def ingest(db: Database, event: ParsedEvent, body: bytes, now: datetime) -> bool:
-    """Store one verified event: one statement on a pooled connection, committed by itself
-    (PostgreSQL: autocommit, so one round trip - no BEGIN, no COMMIT). True when it is new. A
-    database error propagates (the caller answers 503: not stored, not acknowledged)."""
-    statement, row = _ingest_statement(db.dialect), _row(event, body, now)
-    if db.is_postgres:
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            new = conn.execute(statement, row).first()
-    else:
-        with db.engine.begin() as conn:
-            new = conn.execute(statement, row).first()
-    if new is not None:
-        arrived.set()
-    return new is not None
 
 
 def reset_for_replay(
