@@ -30,6 +30,7 @@ acknowledged event stored. Not run in CI.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shlex
@@ -58,10 +59,12 @@ from bench.stack import (  # noqa: E402
     postmaster_pid,
     py_spy,
     run_loadgen,
+    tree_cpu,
 )
 from recovery.db import Base  # noqa: E402
 from recovery.migrate import upgrade  # noqa: E402
 from recovery.models import StripeEvent  # noqa: E402
+from recovery.services.events.processing import BATCH  # noqa: E402
 from tests.support.postgres import PostgresServer, start_postgres  # noqa: E402
 
 SECRET = "whsec_bench_" + "k" * 24
@@ -133,6 +136,57 @@ def check_inbox(url: str, ids_file: Path) -> dict[str, Any]:
         "missing_sample": sorted(missing)[:5],
         "statuses": statuses,
         "errors": [((e or "")[:200], n) for e, n in errors],
+    }
+
+
+def ingest_commits(url: str) -> dict[str, Any]:
+    """How many statements stored a closed-loop run's rows: rows one INSERT wrote share its
+    transaction id (`xmin`; only while no worker has updated them). The group commit's batch
+    size, seen from the database."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows, commits = conn.execute(
+            text("SELECT count(*), count(DISTINCT xmin::text) FROM stripe_events")
+        ).one()
+    engine.dispose()
+    return {
+        "rows": rows,
+        "commits": commits,
+        "rows_per_commit": round(rows / commits, 2) if commits else None,
+    }
+
+
+def worker_batches(url: str, ids_file: Path) -> dict[str, Any]:
+    """The worker's batches for a run's events: a batch's events share `processed_at` (the
+    moment it started), so consecutive starts give each batch's time. `busy_rate` is events per
+    second over batches followed at once by the next (the worker never idle between them):
+    the speed of processing itself, apart from waiting for events to arrive."""
+    acked = ids_file.read_text().split()
+    engine = create_engine(url)
+    query = text(
+        "SELECT processed_at, count(*) FROM stripe_events WHERE id = ANY(:ids) "
+        "AND processed_at IS NOT NULL GROUP BY processed_at ORDER BY processed_at"
+    )
+    with engine.connect() as conn:
+        batches = [(at.timestamp(), int(n)) for at, n in conn.execute(query, {"ids": acked})]
+    engine.dispose()
+    if not batches:
+        return {"batches": 0}
+    sizes = sorted(n for _, n in batches)
+    busy_events, busy_seconds = 0, 0.0
+    for (start, n), (following, _) in itertools.pairwise(batches):
+        if n >= BATCH:  # a full batch: the worker took the next at once, more were waiting
+            busy_events += n
+            busy_seconds += following - start
+    span = batches[-1][0] - batches[0][0]
+    return {
+        "batches": len(batches),
+        "events": sum(sizes),
+        "per_batch_p50": sizes[len(sizes) // 2],
+        "per_batch_p95": sizes[min(len(sizes) - 1, int(len(sizes) * 0.95))],
+        "per_batch_max": sizes[-1],
+        "span_s": round(span, 2),
+        "busy_rate": round(busy_events / busy_seconds, 1) if busy_seconds else None,
     }
 
 
@@ -256,9 +310,13 @@ class Bench:
                 closed["inbox"] = check_inbox(self.url, ids)
                 print(line(f"{mode} closed loop", closed), flush=True)
                 print(f"    inbox: {json.dumps(closed['inbox'])}", flush=True)
+                if not inline:
+                    closed["commits"] = ingest_commits(self.url)
+                    print(f"    ingest statements: {json.dumps(closed['commits'])}", flush=True)
                 truncate(self.url)
                 ids = self.work / f"acked-{mode}-rate.txt"
                 worker = None if inline else self.worker()
+                worker_cpu = sum(tree_cpu(worker.pid).values()) if worker else 0.0
                 try:
                     fixed = run_loadgen(
                         g.url + "/webhooks/stripe",
@@ -270,6 +328,12 @@ class Bench:
                     )
                     if worker is not None:
                         fixed["processed"] = processed_latency(self.url, ids)
+                        worker_cpu = sum(tree_cpu(worker.pid).values()) - worker_cpu
+                        fixed["worker"] = worker_batches(self.url, ids)
+                        done = fixed["processed"]["processed"]
+                        fixed["worker"]["cpu_ms_per_event"] = (
+                            round(worker_cpu / done * 1000, 3) if done else None
+                        )
                 finally:
                     if worker is not None:
                         stop_worker(worker)
@@ -278,6 +342,7 @@ class Bench:
                 print(f"    service time (from send, not due): {fixed['service_time_ms']}")
                 if "processed" in fixed:
                     print(f"    receipt to processed: {json.dumps(fixed['processed'])}")
+                    print(f"    worker: {json.dumps(fixed['worker'])}")
                 print(f"    inbox: {json.dumps(fixed['inbox'])}", flush=True)
             self.results[mode] = {"closed": closed, "rate": fixed}
 
