@@ -25,9 +25,12 @@ from recovery.models import (
     OverviewDirtyDay,
     RecoveryCase,
     Subscription,
+    SubscriptionItem,
 )
+from recovery.models.rollups import CurrencyDayRollup, RecoveredPrice
 from recovery.runtime import Runtime
 from recovery.services.reporting import metrics
+from recovery.services.reporting.metrics import parameters, rollups
 from recovery.services.reporting.metrics.compute import compute_overview_direct
 from recovery.services.reporting.metrics.rollup_refresh import refresh
 
@@ -36,6 +39,9 @@ SUBS = [f"sub_{i}" for i in range(4)]
 CURRENCIES = ("usd", "eur")
 SAVED = ("saved_by_discount", "saved_by_pause")
 TABLES = (
+    RecoveredPrice,
+    CurrencyDayRollup,
+    SubscriptionItem,
     ChannelDayRollup,
     OutboxMessage,
     HeldDayRollup,
@@ -69,6 +75,9 @@ op = st.one_of(
               st.sampled_from(["paid", "open", "void"]), st.integers(0, 20 * 24)),
     st.tuples(st.just("message"), st.integers(0, 30), st.sampled_from(["email", "sms"]),
               st.sampled_from(["sent", "failed"]), st.integers(-24, 10 * 24)),
+    st.tuples(st.just("items"), st.sampled_from(SUBS),
+              st.lists(st.tuples(st.integers(0, 5000), st.integers(1, 3),
+                                 st.sampled_from(["month", "year", None])), max_size=2)),
     st.tuples(st.just("refresh")),
 )  # fmt: skip
 
@@ -160,6 +169,24 @@ def _apply(rt: Runtime, step: tuple[Any, ...], serial: list[int]) -> None:
                 found = s.get(Subscription, sub)
             assert found is not None
             found.status, found.canceled_at = "canceled", at
+        elif kind == "items":  # the mirror replaces a subscription's items wholesale
+            _, sub, items = step
+            if s.get(Subscription, sub) is None:
+                s.add(Subscription(id=sub, customer_id=f"cus_{sub}", status="active"))
+                s.flush()
+            s.execute(delete(SubscriptionItem).where(SubscriptionItem.subscription_id == sub))
+            for i, (amount, quantity, interval) in enumerate(items):
+                s.add(
+                    SubscriptionItem(
+                        id=f"si_{n}_{i}",
+                        subscription_id=sub,
+                        unit_amount=amount,
+                        quantity=quantity,
+                        currency="usd",
+                        interval=interval,
+                        interval_count=1 + i,
+                    )
+                )
         elif kind == "invoice":
             _, sub, at, status, paid_after = step
             s.add(
@@ -178,6 +205,8 @@ def _apply(rt: Runtime, step: tuple[Any, ...], serial: list[int]) -> None:
 
 def _both(rt: Runtime, start: datetime, end: datetime, currency: str, now: datetime) -> Any:
     with rt.db.reading() as s:
+        # the currency picker's order and the default currency: rollups == source
+        assert rollups.use_counts(s, rollups.dirty_days(s)) == parameters.use_counts(s)
         return (
             metrics.compute_overview(s, start, end, currency, now),
             compute_overview_direct(s, start, end, currency, now),
@@ -317,3 +346,41 @@ def test_the_reminder_channel_before_a_payment_is_rolled_up(runtime: Runtime) ->
     rolled, direct = _both(runtime, start, end, "usd", now)
     assert rolled == direct
     assert {k.key: k.count for k in rolled.by_reminder_channel}["sms"] == 1
+
+
+def test_recovered_revenue_follows_the_current_price_and_counts_a_subscription_once(
+    runtime: Runtime,
+) -> None:
+    """A subscription recovered twice in the period counts once, at the price its items have
+    now: the mirror replacing its items moves the figure at once (the triggers' rows), a
+    reopened case leaves it, and the rollup path equals the direct join every time."""
+    opened = datetime(2026, 10, 5, 10, tzinfo=UTC)
+    serial = [0]
+    for step in (
+        ("items", "sub_0", [(2900, 1, "month"), (12000, 1, "year")]),
+        ("open", opened, "usd", "sub_0", 2900, "soft", "visa"),
+        ("open", opened + timedelta(days=9), "usd", "sub_0", 2900, "soft", "visa"),
+        ("open", opened, "usd", "sub_1", 900, "soft", "visa"),
+        ("recover", 0, 30, "our_retry"),
+        ("recover", 1, 30, "our_retry"),
+        ("recover", 2, 30, "our_retry"),
+        ("refresh",),
+    ):
+        _apply(runtime, step, serial)
+    start, end = metrics.period_of(date(2026, 10, 1), date(2026, 10, 31))
+    now = datetime(2026, 11, 2, 9, tzinfo=UTC)
+
+    def mrr() -> int:
+        rolled, direct = _both(runtime, start, end, "usd", now)
+        assert rolled == direct
+        assert rolled.by_currency[0].recovered_monthly_revenue == rolled.recovered_monthly_revenue
+        return int(rolled.recovered_monthly_revenue)
+
+    assert mrr() == 2900 + 12000 // 24  # once, not twice (a year every 2: 1/24 a month)
+    _apply(runtime, ("items", "sub_0", [(4900, 2, "month")]), serial)  # a new plan
+    _apply(runtime, ("items", "sub_1", [(900, 1, "month")]), serial)
+    assert mrr() == 9800 + 900
+    _apply(runtime, ("reopen", 0), serial)  # one of sub_0's two recoveries: still counted
+    assert mrr() == 9800 + 900
+    _apply(runtime, ("reopen", 1), serial)
+    assert mrr() == 900

@@ -11,12 +11,13 @@ the row); the reading side turns it back into None.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import BigInteger, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from recovery.db import Base
+from recovery.models.cancel_flow import CancelSession
 from recovery.models.cases import RecoveryCase
 from recovery.models.mirror import SubscriptionItem
 
@@ -115,6 +116,54 @@ class HeldDayRollup(Base):
     __table_args__ = (Index("ix_held_day_rollups_currency_day", "currency", "day"),)
 
 
+class CurrencyDayRollup(Base):
+    """Cases opened and cancel sessions created on `day` in `currency` (as stored): the
+    currency picker's order and the default currency, without counting every case per view."""
+
+    __tablename__ = "currency_day_rollups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date]
+    currency: Mapped[str] = mapped_column(String(3))
+    cases: Mapped[int] = mapped_column(BigInteger)
+    sessions: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_currency_day_rollups_currency_day", "currency", "day"),)
+
+
+class RecoveredPrice(Base):
+    """A recovered case's subscription at its current price, per billing cadence: its items'
+    unit amount x quantity summed per (interval, interval count), as `cohort.recovered_mrr`
+    joins them. Kept by triggers (migration 0020) on `recovery_cases` (a case recovered, or no
+    longer) and `subscription_items` (the mirror replaces a subscription's items whenever its
+    state is applied), so the recovered monthly revenue reads these rows alone - an index-only
+    scan of the period's recoveries - instead of joining every recovered subscription to its
+    items on every view."""
+
+    __tablename__ = "recovered_prices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    opened_at: Mapped[datetime]
+    subscription_id: Mapped[str] = mapped_column(String(255), index=True)
+    interval: Mapped[str | None] = mapped_column(String(10))
+    interval_count: Mapped[int]
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index(
+            "ix_recovered_prices_opened",
+            "opened_at",
+            "currency",
+            "subscription_id",
+            "interval",
+            "interval_count",
+            "amount",
+        ),
+    )
+
+
 # The overview's figures that are not sums (read directly whatever the rollups): the period's
 # recovered subscriptions and their monthly price, and the median days to recover, read from
 # these two indexes alone (index-only scans on PostgreSQL) rather than from the tables' rows.
@@ -135,4 +184,11 @@ OVERVIEW_INDEXES = (
         SubscriptionItem.unit_amount,
         SubscriptionItem.quantity,
     ),
+)
+
+# Migration 0020: the saves and recoveries whose 30/60/90-day window ends today are read
+# directly (whether it has ended depends on the hour): by the day they were decided / paid.
+WINDOW_END_INDEXES = (
+    Index("ix_recovery_cases_status_closed", RecoveryCase.status, RecoveryCase.closed_at),
+    Index("ix_cancel_sessions_decided_at", CancelSession.decided_at),
 )

@@ -36,7 +36,7 @@ from recovery.services.reporting.metrics.cohort import (
 )
 from recovery.services.reporting.metrics.expiring_cards import expiring_cards
 from recovery.services.reporting.metrics.outreach import outreach, pauses_by_currency
-from recovery.services.reporting.metrics.parameters import currencies_in_use, default_currency
+from recovery.services.reporting.metrics.parameters import by_use, most_used
 from recovery.services.reporting.metrics.reminder_channels import channels_of, reminder_channels
 from recovery.services.reporting.metrics.result import (
     CancelFlowStats,
@@ -63,8 +63,8 @@ def compute_overview(
     dirty = rollups.dirty_days(session)
     p = rollups.plan(dirty.get(currency, set()), period_from, period_to)
     tiles = figures_of(rollups.case_groups(session, currency, p))
-    in_period = and_(RecoveryCase.opened_at >= period_from, RecoveryCase.opened_at < period_to)
-    mrr = recovered_mrr_by_currency(session, in_period)  # the tile's figure among them
+    # the tile's figure among them
+    mrr = rollups.recovered_mrr_by_currency(session, period_from, period_to)
     summaries = summaries_of(
         rollups.status_sums(session, dirty, period_from, period_to),
         _lowered(mrr),
@@ -244,11 +244,13 @@ def overview(
             # cards' join crosses jit_above_cost, and compiling it took 200 ms of a 280 ms
             # statement at 1M invoices (bench/dashboard_scale.py --explain). For this read only.
             session.execute(text("SET LOCAL jit = off"))
-        currency = currency or default_currency(session)
+        if not currency:
+            currency = most_used(*rollups.use_counts(session, rollups.dirty_days(session)))
         return compute_overview(session, period_from, period_to, currency, now)
 
 
 def currencies(rt: Runtime) -> list[str]:
-    """Currencies that have cases, most used first (the page's currency picker)."""
+    """Currencies that have cases, most used first (the page's currency picker): from the
+    rollups (`parameters.currencies_in_use` counts them in the cases table)."""
     with rt.db.reading() as session:
-        return currencies_in_use(session)
+        return by_use(rollups.use_counts(session, rollups.dirty_days(session))[0])

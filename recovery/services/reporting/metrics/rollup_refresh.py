@@ -30,6 +30,7 @@ from recovery.models import (
     OverviewDirtyDay,
     RecoveryCase,
 )
+from recovery.models.rollups import CurrencyDayRollup
 from recovery.runtime import Runtime
 from recovery.services.reporting.metrics import by_month, validated
 from recovery.services.reporting.metrics.cancel_flow import session_groups
@@ -131,7 +132,13 @@ def refresh_chunk(session: Session) -> int:
 
 def recompute(session: Session, currency: str, days: Sequence[date]) -> None:
     """Replace the rollup rows of these days of `currency` by what the source tables say."""
-    for model in (CaseDayRollup, CancelDayRollup, HeldDayRollup, ChannelDayRollup):
+    for model in (
+        CaseDayRollup,
+        CancelDayRollup,
+        HeldDayRollup,
+        ChannelDayRollup,
+        CurrencyDayRollup,
+    ):
         session.execute(delete(model).where(model.currency == currency, model.day.in_(days)))
     ranges = day_ranges(days)
     cases = and_(RecoveryCase.currency == currency, within(RecoveryCase.opened_at, ranges))
@@ -156,6 +163,20 @@ def recompute(session: Session, currency: str, days: Sequence[date]) -> None:
     ]
     if rows:
         session.execute(insert(CancelDayRollup), rows)
+    counts: dict[date, dict[str, Any]] = {}
+    for column, where, name in (
+        (RecoveryCase.opened_at, cases, "cases"),
+        (CancelSession.created_at, sessions, "sessions"),
+    ):
+        day = func.date(column)
+        for found, n in session.execute(select(day, func.count()).where(where).group_by(day)):
+            slot = counts.setdefault(
+                as_date(found),
+                {"day": as_date(found), "currency": currency, "cases": 0, "sessions": 0},
+            )
+            slot[name] = int(n)
+    if counts:
+        session.execute(insert(CurrencyDayRollup), list(counts.values()))
     rows = _held_rows(session, currency, cases, sessions)
     if rows:
         session.execute(insert(HeldDayRollup), rows)

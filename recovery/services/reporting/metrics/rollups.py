@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from recovery.domain.cases import CaseStatus
 from recovery.domain.experiment_outcomes import WINDOWS, Held, HeldCounts, held
+from recovery.domain.offers import monthly_amount
 from recovery.models import (
     CancelDayRollup,
     CancelSession,
@@ -26,6 +27,7 @@ from recovery.models import (
     OverviewDirtyDay,
     RecoveryCase,
 )
+from recovery.models.rollups import CurrencyDayRollup, RecoveredPrice
 from recovery.services.reporting.metrics import (
     by_month,
     cancel_flow,
@@ -34,7 +36,7 @@ from recovery.services.reporting.metrics import (
     validated,
     weekly,
 )
-from recovery.services.reporting.metrics.rollup_refresh import as_date, within
+from recovery.services.reporting.metrics.rollup_refresh import as_date, day_ranges, within
 from recovery.services.reporting.metrics.validated import Validated
 
 
@@ -60,6 +62,75 @@ def dirty_days(session: Session) -> dict[str, set[date]]:
     query = select(OverviewDirtyDay.currency, OverviewDirtyDay.day).distinct()
     for currency, day in session.execute(query):
         out.setdefault(str(currency), set()).add(as_date(day))
+    return out
+
+
+def use_counts(
+    session: Session, dirty: dict[str, set[date]]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """`parameters.use_counts` - cases and sessions per currency - from the rollups, the dirty
+    days counted in the source tables: one statement, three with dirty days."""
+    stale = or_(
+        false(),
+        *(
+            and_(CurrencyDayRollup.currency == c, CurrencyDayRollup.day.in_(sorted(days)))
+            for c, days in dirty.items()
+        ),
+    )
+    cases: Counter[str] = Counter()
+    sessions: Counter[str] = Counter()
+    for currency, n, m in session.execute(
+        select(
+            CurrencyDayRollup.currency,
+            func.sum(CurrencyDayRollup.cases),
+            func.sum(CurrencyDayRollup.sessions),
+        )
+        .where(~stale)
+        .group_by(CurrencyDayRollup.currency)
+    ):
+        cases[str(currency)] += int(n)
+        sessions[str(currency)] += int(m)
+    if dirty:
+        for column, at, counts in (
+            (RecoveryCase.currency, RecoveryCase.opened_at, cases),
+            (CancelSession.currency, CancelSession.created_at, sessions),
+        ):
+            live = or_(*(and_(column == c, within(at, day_ranges(d))) for c, d in dirty.items()))
+            for currency, n in session.execute(
+                select(column, func.count()).where(live).group_by(column)
+            ):
+                counts[str(currency)] += int(n)
+    return (
+        {c: n for c, n in cases.items() if n},
+        {c: n for c, n in sessions.items() if n},
+    )
+
+
+def recovered_mrr_by_currency(session: Session, start: datetime, end: datetime) -> dict[str, int]:
+    """`cohort.recovered_mrr_by_currency` for the cases opened in [start, end), from the prices
+    the triggers keep (`RecoveredPrice`): the distinct (currency, subscription, cadence) rows
+    of an index-only scan, summed per cadence and rounded once per cadence, as there."""
+    per_subscription = (
+        select(
+            RecoveredPrice.currency,
+            RecoveredPrice.subscription_id,
+            RecoveredPrice.interval,
+            RecoveredPrice.interval_count,
+            RecoveredPrice.amount,
+        )
+        .where(RecoveredPrice.opened_at >= start, RecoveredPrice.opened_at < end)
+        .distinct()
+        .subquery()
+    )
+    c = per_subscription.c
+    out: dict[str, int] = {}
+    for currency, interval, count, amount in session.execute(
+        select(c.currency, c.interval, c.interval_count, func.sum(c.amount)).group_by(
+            c.currency, c.interval, c.interval_count
+        )
+    ):
+        key = str(currency)
+        out[key] = out.get(key, 0) + monthly_amount(int(amount), interval, int(count or 1))
     return out
 
 
@@ -270,7 +341,9 @@ def held_counts(session: Session, currency: str, p: Plan, now: datetime) -> Vali
             counts[(kind, days, Held.PENDING)] += int(n)
         else:
             counts[(kind, days, Held(outcome))] += int(n)
-    # Directly: the dirty and partial days, and the rolled-up windows that end today.
+    # Directly: the dirty and partial days, and the rolled-up windows that end today - each
+    # window's day its own part of one statement (an index range scan on decided_at /
+    # closed_at; an OR of them with the period's ranges read every save or recovery).
     ending_today = [
         (
             datetime.combine(today - timedelta(days=d), datetime.min.time(), UTC),
@@ -285,28 +358,32 @@ def held_counts(session: Session, currency: str, p: Plan, now: datetime) -> Vali
         )
         for a, b in p.clean
     ]
-    saves, recoveries, invoices = validated.read(
-        session,
+    saves_also = [
         [
             CancelSession.currency == currency,
-            or_(
-                p.live(CancelSession.created_at),
-                and_(
-                    within(CancelSession.created_at, clean),
-                    within(CancelSession.decided_at, ending_today),
-                ),
-            ),
-        ],
+            CancelSession.decided_at >= a,
+            CancelSession.decided_at < b,
+            within(CancelSession.created_at, clean),
+        ]
+        for a, b in ending_today
+    ]
+    recoveries_also = [
         [
             RecoveryCase.currency == currency,
-            or_(
-                p.live(RecoveryCase.opened_at),
-                and_(
-                    within(RecoveryCase.opened_at, clean),
-                    within(RecoveryCase.closed_at, ending_today),
-                ),
-            ),
-        ],
+            RecoveryCase.closed_at >= a,
+            RecoveryCase.closed_at < b,
+            within(RecoveryCase.opened_at, clean),
+        ]
+        for a, b in ending_today
+    ]
+    saves, recoveries, invoices = validated.read(
+        session,
+        [CancelSession.currency == currency, p.live(CancelSession.created_at)]
+        if p.direct
+        else None,
+        [RecoveryCase.currency == currency, p.live(RecoveryCase.opened_at)] if p.direct else None,
+        saves_also=saves_also if clean else (),
+        recoveries_also=recoveries_also if clean else (),
     )
     for kind, found in (("save", saves), ("recovery", recoveries)):
         for c in found:
