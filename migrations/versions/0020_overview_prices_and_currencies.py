@@ -11,6 +11,8 @@ Create Date: 2026-12-04 22:05:00
   fresh without joining every recovered subscription to its items on each view.
 - `currency_day_rollups`: cases and cancel sessions per day and currency, kept by the
   worker's refresh with the other rollups (migration 0019's dirty days); filled here.
+- `subscription_cards`: each subscription's renewal card and currency, kept by triggers on the
+  mirror's tables (models/rollups.py `SubscriptionCard`): the expiring cards read from it.
 - indexes by the day a recovery was paid and a save decided: the windows that end today.
 """
 
@@ -54,6 +56,114 @@ def _prices_of_subscription(sub: str) -> list[str]:
         f"GROUP BY c.id, c.currency, c.opened_at, c.subscription_id, {IV}, "
         f"i.interval_count",
     ]
+
+
+CARD_COLUMNS = (
+    "subscription_id, customer_id, currency, live, card_ref, card_id, exp_month, exp_year, "
+    "card_created, owned"
+)
+DEFAULT_CARD = (
+    "coalesce(s.default_payment_method_id, s.default_source_id, c.default_payment_method_id, "
+    "c.default_source_id)"
+)
+
+
+def _cards_of(where: str) -> str:
+    """The rows of the subscriptions `where` selects: their renewal's card (the same order as
+    services/expiry.default_card) and currency (its own, else its items', else usd)."""
+    return (
+        f"INSERT INTO subscription_cards ({CARD_COLUMNS}) "
+        f"SELECT s.id, s.customer_id, coalesce(s.currency, (SELECT min(i.currency) "
+        f"FROM subscription_items i WHERE i.subscription_id = s.id), 'usd'), "
+        f"s.status IN ('active', 'trialing') AND NOT s.cancel_at_period_end, "
+        f"{DEFAULT_CARD}, pm.id, pm.exp_month, pm.exp_year, pm.created, "
+        f"coalesce(pm.customer_id = s.customer_id, false) "
+        f"FROM subscriptions s LEFT JOIN customers c ON c.id = s.customer_id "
+        f"LEFT JOIN payment_methods pm ON pm.id = {DEFAULT_CARD} WHERE {where}"
+    )
+
+
+def _card_row(card: str) -> str:
+    """A card changed (expiry moved by the network, attached, deleted): the subscriptions that
+    charge it take its row as it is now."""
+    field = "(SELECT pm.{} FROM payment_methods pm WHERE pm.id = " + card + ")"
+    return (
+        f"UPDATE subscription_cards SET card_id = {field.format('id')}, "
+        f"exp_month = {field.format('exp_month')}, exp_year = {field.format('exp_year')}, "
+        f"card_created = {field.format('created')}, "
+        f"owned = coalesce({field.format('customer_id')} = subscription_cards.customer_id, false) "
+        f"WHERE card_ref = {card}"
+    )
+
+
+# (table, name, columns watched on update, statements for a row reference)
+CARD_WATCHED = (
+    (
+        "subscriptions",
+        "subscriptions",
+        "customer_id, status, cancel_at_period_end, currency, default_payment_method_id, "
+        "default_source_id",
+        lambda r: [
+            f"DELETE FROM subscription_cards WHERE subscription_id = {r}.id",
+            _cards_of(f"s.id = {r}.id"),
+        ],
+    ),
+    (
+        "customers",
+        "customers",
+        "default_payment_method_id, default_source_id",
+        lambda r: [
+            f"DELETE FROM subscription_cards WHERE customer_id = {r}.id",
+            _cards_of(f"s.customer_id = {r}.id"),
+        ],
+    ),
+    (
+        "subscription_items",
+        "items",
+        "subscription_id, currency",
+        lambda r: [
+            f"DELETE FROM subscription_cards WHERE subscription_id = {r}.subscription_id",
+            _cards_of(f"s.id = {r}.subscription_id"),
+        ],
+    ),
+    (
+        "payment_methods",
+        "cards",
+        "id, customer_id, exp_month, exp_year, created",
+        lambda r: [_card_row(f"{r}.id")],
+    ),
+)
+
+
+def _card_triggers(postgres: bool) -> None:
+    for table, name, columns, statements in CARD_WATCHED:
+        new, old = "; ".join(statements("NEW")), "; ".join(statements("OLD"))
+        if postgres:
+            op.execute(
+                f"""CREATE FUNCTION subscription_cards_{name}() RETURNS trigger AS $$
+                BEGIN
+                  IF TG_OP IN ('UPDATE', 'DELETE') THEN {old}; END IF;
+                  IF TG_OP IN ('INSERT', 'UPDATE') THEN {new}; END IF;
+                  RETURN NULL;
+                END $$ LANGUAGE plpgsql"""
+            )
+            op.execute(
+                f"CREATE TRIGGER subscription_cards_{name} AFTER INSERT OR DELETE OR UPDATE OF "
+                f"{columns} ON {table} FOR EACH ROW EXECUTE FUNCTION subscription_cards_{name}()"
+            )
+            continue
+        op.execute(
+            f"CREATE TRIGGER subscription_cards_{name}_insert AFTER INSERT ON {table} "
+            f"BEGIN {new}; END"
+        )
+        op.execute(
+            f"CREATE TRIGGER subscription_cards_{name}_update AFTER UPDATE OF {columns} "
+            f"ON {table} BEGIN {old}; {new}; END"
+        )
+        op.execute(
+            f"CREATE TRIGGER subscription_cards_{name}_delete AFTER DELETE ON {table} "
+            f"BEGIN {old}; END"
+        )
 
 
 CASE_COLUMNS = "status, currency, opened_at, subscription_id"
@@ -181,6 +291,30 @@ def upgrade() -> None:
         f"GROUP BY {created}, currency) x GROUP BY d, c"
     )
 
+    op.create_table(
+        "subscription_cards",
+        sa.Column("subscription_id", sa.String(length=255), nullable=False),
+        sa.Column("customer_id", sa.String(length=255), nullable=True),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("live", sa.Boolean(), nullable=False),
+        sa.Column("card_ref", sa.String(length=255), nullable=True),
+        sa.Column("card_id", sa.String(length=255), nullable=True),
+        sa.Column("exp_month", sa.Integer(), nullable=True),
+        sa.Column("exp_year", sa.Integer(), nullable=True),
+        sa.Column("card_created", sa.BigInteger(), nullable=True),
+        sa.Column("owned", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("subscription_id", name=op.f("pk_subscription_cards")),
+    )
+    op.create_index("ix_subscription_cards_customer_id", "subscription_cards", ["customer_id"])
+    op.create_index("ix_subscription_cards_card_ref", "subscription_cards", ["card_ref"])
+    op.create_index(
+        "ix_subscription_cards_expiring",
+        "subscription_cards",
+        ["currency", "exp_year", "exp_month", "live", "owned", "card_id"],
+    )
+    op.execute(_cards_of("true"))
+    _card_triggers(postgres)
+
     op.create_index("ix_recovery_cases_status_closed", "recovery_cases", ["status", "closed_at"])
     op.create_index("ix_cancel_sessions_decided_at", "cancel_sessions", ["decided_at"])
 
@@ -190,7 +324,18 @@ def downgrade() -> None:
     op.drop_index("ix_recovery_cases_status_closed", table_name="recovery_cases")
     op.drop_index("ix_currency_day_rollups_currency_day", table_name="currency_day_rollups")
     op.drop_table("currency_day_rollups")
-    if op.get_bind().dialect.name == "postgresql":
+    postgres = op.get_bind().dialect.name == "postgresql"
+    for table, name, _columns, _statements in CARD_WATCHED:
+        if postgres:
+            op.execute(f"DROP TRIGGER IF EXISTS subscription_cards_{name} ON {table}")
+            op.execute(f"DROP FUNCTION IF EXISTS subscription_cards_{name}()")
+        else:
+            for when in ("insert", "update", "delete"):
+                op.execute(f"DROP TRIGGER IF EXISTS subscription_cards_{name}_{when}")
+    for index in ("expiring", "card_ref", "customer_id"):
+        op.drop_index(f"ix_subscription_cards_{index}", table_name="subscription_cards")
+    op.drop_table("subscription_cards")
+    if postgres:
         op.execute("DROP TRIGGER IF EXISTS recovered_prices_items ON subscription_items")
         op.execute("DROP FUNCTION IF EXISTS recovered_prices_items()")
         op.execute("DROP TRIGGER IF EXISTS recovered_prices_cases ON recovery_cases")

@@ -164,6 +164,43 @@ class RecoveredPrice(Base):
     )
 
 
+class SubscriptionCard(Base):
+    """Each subscription with the card Stripe would charge at its renewal - the subscription's
+    default, else its customer's (`expiring_cards._default_card_id`) - and the currency it is
+    priced in (`expiring_cards._in_currency`). Kept by triggers (migration 0020) on
+    subscriptions, customers, payment_methods and subscription_items, in the same transaction
+    as whatever mirror write moves it, so the overview's expiring cards are an index range scan
+    of this table by currency and expiry month (the live subscriptions' cards expiring soon),
+    and a notified card's subscription one probe by customer, instead of joining cards,
+    subscriptions and customers on every view."""
+
+    __tablename__ = "subscription_cards"
+
+    subscription_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    live: Mapped[bool]  # active or trialing, not set to cancel at the period's end
+    card_ref: Mapped[str | None] = mapped_column(String(255), index=True)  # the default's id
+    # the card's row (None when it is not mirrored): its id, expiry and creation
+    card_id: Mapped[str | None] = mapped_column(String(255))
+    exp_month: Mapped[int | None]
+    exp_year: Mapped[int | None]
+    card_created: Mapped[int | None] = mapped_column(BigInteger)
+    owned: Mapped[bool]  # the card is attached to the subscription's customer
+
+    __table_args__ = (
+        Index(
+            "ix_subscription_cards_expiring",
+            "currency",
+            "exp_year",
+            "exp_month",
+            "live",
+            "owned",
+            "card_id",
+        ),
+    )
+
+
 # The overview's figures that are not sums (read directly whatever the rollups): the period's
 # recovered subscriptions and their monthly price, and the median days to recover, read from
 # these two indexes alone (index-only scans on PostgreSQL) rather than from the tables' rows.

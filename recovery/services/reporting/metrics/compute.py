@@ -34,13 +34,17 @@ from recovery.services.reporting.metrics.cohort import (
     recovered_mrr_by_currency,
     status_sums,
 )
-from recovery.services.reporting.metrics.expiring_cards import expiring_cards
+from recovery.services.reporting.metrics.expiring_cards import (
+    expiring_cards,
+    expiring_cards_kept,
+)
 from recovery.services.reporting.metrics.outreach import outreach, pauses_by_currency
 from recovery.services.reporting.metrics.parameters import by_use, most_used
 from recovery.services.reporting.metrics.reminder_channels import channels_of, reminder_channels
 from recovery.services.reporting.metrics.result import (
     CancelFlowStats,
     CurrencySummary,
+    ExpiringCards,
     Keyed,
     MonthRecovery,
     Overview,
@@ -89,6 +93,7 @@ def compute_overview(
         ),
         summaries=summaries,
         held=rollups.held_counts(session, currency, p, now),
+        cards=expiring_cards_kept(session, currency, period_from, period_to, now),
     )
 
 
@@ -114,6 +119,7 @@ def compute_overview_direct(
         months=by_month(session, currency, now),
         summaries=by_currency(session, period_from, period_to),
         held=validated(session, currency, period_from, period_to, now),
+        cards=expiring_cards(session, currency, period_from, period_to, now),
     )
 
 
@@ -132,6 +138,7 @@ def _overview(
     months: tuple[MonthRecovery, ...],
     summaries: tuple[CurrencySummary, ...],
     held: Validated,
+    cards: ExpiringCards,
 ) -> Overview:
     """The overview from its additive parts, however summed, and the figures read directly
     (not additive: distinct subscriptions, a median, the latest reminder, now's cards)."""
@@ -154,7 +161,7 @@ def _overview(
         by_trigger=tiles.by_trigger,
         by_reminder_channel=channels,
         weekly=weeks,
-        expiring_cards=expiring_cards(session, currency, period_from, period_to, now),
+        expiring_cards=cards,
         cancel_flow=cancel,
         generated_at=now,
         outreach=outreach(session, currency, period_from, period_to),
