@@ -291,8 +291,9 @@ def test_a_change_shows_at_once_and_after_the_refresh(runtime: Runtime) -> None:
 
 
 def test_a_window_ending_today_is_pending_until_its_hour(runtime: Runtime) -> None:
-    """A recovery paid at 15:00 is durable at 30 days from 15:00 on day 30, not at 10:00: the
-    rollups keep that day's windows apart and read them directly."""
+    """A recovery paid at 15:00 is durable at 30 days from 15:00 on day 30, not at 10:00 or
+    14:59: the rollups keep that day's windows by the hour they end and read the ones ending in
+    the current hour directly."""
     closed = datetime(2026, 9, 1, 15, tzinfo=UTC)
     with runtime.db.transaction() as s:
         s.add(Subscription(id="sub_1", customer_id="cus_1", status="active"))
@@ -311,8 +312,15 @@ def test_a_window_ending_today_is_pending_until_its_hour(runtime: Runtime) -> No
         )
     refresh(runtime)
     start, end = metrics.period_of(date(2026, 8, 1), date(2026, 9, 30))
-    for hour, expected in ((10, (0, 0, 1)), (16, (1, 0, 0))):
-        now = closed + timedelta(days=30) - timedelta(hours=15) + timedelta(hours=hour)
+    ends = closed + timedelta(days=30)
+    for hour, minute, expected in (
+        (10, 0, (0, 0, 1)),  # an hour to come: pending, from the rollup by the hour
+        (14, 59, (0, 0, 1)),
+        (15, 0, (1, 0, 0)),  # this hour: read directly
+        (15, 30, (1, 0, 0)),
+        (16, 0, (1, 0, 0)),  # an hour gone by: its outcome, from the rollup
+    ):
+        now = ends.replace(hour=hour, minute=minute)
         rolled, direct = _both(runtime, start, end, "usd", now)
         thirty = rolled.validated.recoveries[0]
         assert (thirty.held, thirty.not_held, thirty.pending) == expected

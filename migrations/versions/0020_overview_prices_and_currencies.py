@@ -13,7 +13,9 @@ Create Date: 2026-12-04 22:05:00
   worker's refresh with the other rollups (migration 0019's dirty days); filled here.
 - `subscription_cards`: each subscription's renewal card and currency, kept by triggers on the
   mirror's tables (models/rollups.py `SubscriptionCard`): the expiring cards read from it.
-- indexes by the day a recovery was paid and a save decided: the windows that end today.
+- `held_end_rollups`: the saves' and recoveries' 30/60/90-day windows by the hour they end,
+  for the windows that end today; computed by the worker (its days marked dirty here).
+- indexes by the time a recovery was paid and a save decided: the windows ending this hour.
 """
 
 from collections.abc import Sequence
@@ -315,6 +317,30 @@ def upgrade() -> None:
     op.execute(_cards_of("true"))
     _card_triggers(postgres)
 
+    op.create_table(
+        "held_end_rollups",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("window_days", sa.Integer(), nullable=False),
+        sa.Column("end_day", sa.Date(), nullable=False),
+        sa.Column("end_hour", sa.Integer(), nullable=False),
+        sa.Column("early", sa.Boolean(), nullable=False),
+        sa.Column("outcome", sa.String(length=10), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_held_end_rollups")),
+    )
+    op.create_index(
+        "ix_held_end_rollups_currency_end_day", "held_end_rollups", ["currency", "end_day"]
+    )
+    # Its rows come from held() (Python): the days that have saves or recoveries are dirty
+    # until the worker's next refresh computes them (and are read directly until then).
+    op.execute(
+        "INSERT INTO overview_dirty_days (day, currency) "
+        "SELECT DISTINCT day, currency FROM held_day_rollups"
+    )
+
     op.create_index("ix_recovery_cases_status_closed", "recovery_cases", ["status", "closed_at"])
     op.create_index("ix_cancel_sessions_decided_at", "cancel_sessions", ["decided_at"])
 
@@ -322,6 +348,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_cancel_sessions_decided_at", table_name="cancel_sessions")
     op.drop_index("ix_recovery_cases_status_closed", table_name="recovery_cases")
+    op.drop_index("ix_held_end_rollups_currency_end_day", table_name="held_end_rollups")
+    op.drop_table("held_end_rollups")
     op.drop_index("ix_currency_day_rollups_currency_day", table_name="currency_day_rollups")
     op.drop_table("currency_day_rollups")
     postgres = op.get_bind().dialect.name == "postgresql"

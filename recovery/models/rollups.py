@@ -116,6 +116,28 @@ class HeldDayRollup(Base):
     __table_args__ = (Index("ix_held_day_rollups_currency_day", "currency", "day"),)
 
 
+class HeldEndRollup(Base):
+    """`HeldDayRollup`'s rows by the hour (UTC) each window ends as well, read only for the
+    windows that end today: those ending in an hour gone by have their outcome, those ending
+    in an hour to come are pending, and only the ones ending in this hour are read directly -
+    a 24th of the day's saves and recoveries, instead of all of them with their invoices."""
+
+    __tablename__ = "held_end_rollups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date]
+    currency: Mapped[str] = mapped_column(String(3))
+    kind: Mapped[str] = mapped_column(String(10))
+    window_days: Mapped[int]
+    end_day: Mapped[date]
+    end_hour: Mapped[int]
+    early: Mapped[bool]
+    outcome: Mapped[str] = mapped_column(String(10))
+    count: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_held_end_rollups_currency_end_day", "currency", "end_day"),)
+
+
 class CurrencyDayRollup(Base):
     """Cases opened and cancel sessions created on `day` in `currency` (as stored): the
     currency picker's order and the default currency, without counting every case per view."""

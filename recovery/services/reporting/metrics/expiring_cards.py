@@ -20,6 +20,7 @@ The overview's words for these: `definitions.DEFINITIONS` (expiring_30/60, repla
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -267,12 +268,14 @@ def _renewal_of(key: str | None) -> datetime | None:
 
 def _needed_by(key: str | None, exp_month: int | None, exp_year: int | None) -> datetime | None:
     """When a replacement was needed: the later of the card's end and the notice's renewal."""
-    found = [
-        t
-        for t in (expiry.card_expires_at(_card(exp_month, exp_year)), _renewal_of(key))
-        if t is not None
-    ]
+    found = [t for t in (_expires(exp_month, exp_year), _renewal_of(key)) if t is not None]
     return max(found) if found else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _expires(exp_month: int | None, exp_year: int | None) -> datetime | None:
+    # a few dozen (month, year) pairs among the thousands of notified cards a view reads
+    return expiry.card_expires_at(_card(exp_month, exp_year))
 
 
 @dataclass(frozen=True)
@@ -303,7 +306,7 @@ def _replaced_in_time(
     if new_id == old_id:
         # A notice goes out only for a card expiring before a renewal at most HORIZON after
         # the scan that planned it, so an expiry later than that was moved by the network.
-        expires = expiry.card_expires_at(_card(new_month, new_year))
+        expires = _expires(new_month, new_year)
         return expires is not None and expires > first_sent + expiry.HORIZON
     needed_by = _needed_by(first_key, old_month, old_year)
     if needed_by is None or new_created is None:

@@ -30,7 +30,7 @@ from recovery.models import (
     OverviewDirtyDay,
     RecoveryCase,
 )
-from recovery.models.rollups import CurrencyDayRollup
+from recovery.models.rollups import CurrencyDayRollup, HeldEndRollup
 from recovery.runtime import Runtime
 from recovery.services.reporting.metrics import by_month, validated
 from recovery.services.reporting.metrics.cancel_flow import session_groups
@@ -138,6 +138,7 @@ def recompute(session: Session, currency: str, days: Sequence[date]) -> None:
         HeldDayRollup,
         ChannelDayRollup,
         CurrencyDayRollup,
+        HeldEndRollup,
     ):
         session.execute(delete(model).where(model.currency == currency, model.day.in_(days)))
     ranges = day_ranges(days)
@@ -177,9 +178,10 @@ def recompute(session: Session, currency: str, days: Sequence[date]) -> None:
             slot[name] = int(n)
     if counts:
         session.execute(insert(CurrencyDayRollup), list(counts.values()))
-    rows = _held_rows(session, currency, cases, sessions)
+    rows, by_hour = _held_rows(session, currency, cases, sessions)
     if rows:
         session.execute(insert(HeldDayRollup), rows)
+        session.execute(insert(HeldEndRollup), by_hour)
     rows = [
         {
             "day": as_date(day),
@@ -227,17 +229,22 @@ def _held_rows(
     currency: str,
     cases: ColumnElement[bool],
     sessions: ColumnElement[bool],
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`HeldDayRollup`'s rows and `HeldEndRollup`'s (the same, by the hour a window ends)."""
     saves, recoveries, invoices = validated.read(session, [sessions], [cases])
-    counts: Counter[tuple[str, date, int, date, bool, str]] = Counter()
+    counts: Counter[tuple[str, date, int, date, int, bool, str]] = Counter()
     for kind, found in (("save", saves), ("recovery", recoveries)):
         for c in found:
             dues = invoices.get(c.subscription_id or "", [])
             for days in WINDOWS:
                 end = c.start + timedelta(days=days)
                 early = c.cancelled_at is not None and c.cancelled_at < end
-                outcome = held(c.start, days, ENDED, c.cancelled_at, dues)
-                counts[(kind, c.opened.date(), days, end.date(), early, outcome.value)] += 1
+                ended = held(c.start, days, ENDED, c.cancelled_at, dues).value
+                key = (kind, c.opened.date(), days, end.date(), end.hour, early, ended)
+                counts[key] += 1
+    by_day: Counter[tuple[str, date, int, date, bool, str]] = Counter()
+    for (kind, day, days, end_day, _hour, early, outcome), n in counts.items():
+        by_day[(kind, day, days, end_day, early, outcome)] += n
     return [
         {
             "day": day,
@@ -249,5 +256,18 @@ def _held_rows(
             "outcome": outcome,
             "count": n,
         }
-        for (kind, day, days, end_day, early, outcome), n in counts.items()
+        for (kind, day, days, end_day, early, outcome), n in by_day.items()
+    ], [
+        {
+            "day": day,
+            "currency": currency,
+            "kind": kind,
+            "window_days": days,
+            "end_day": end_day,
+            "end_hour": hour,
+            "early": early,
+            "outcome": outcome,
+            "count": n,
+        }
+        for (kind, day, days, end_day, hour, early, outcome), n in counts.items()
     ]

@@ -27,7 +27,7 @@ from recovery.models import (
     OverviewDirtyDay,
     RecoveryCase,
 )
-from recovery.models.rollups import CurrencyDayRollup, RecoveredPrice
+from recovery.models.rollups import CurrencyDayRollup, HeldEndRollup, RecoveredPrice
 from recovery.services.reporting.metrics import (
     by_month,
     cancel_flow,
@@ -313,8 +313,8 @@ def session_groups(session: Session, currency: str, p: Plan) -> list[tuple[Any, 
 
 def held_counts(session: Session, currency: str, p: Plan, now: datetime) -> Validated:
     """Saves validated and recoveries durable: the rolled-up days' outcomes as of now (a window
-    ending today is read directly: whether it has ended depends on the hour), plus the
-    direct computation of the rest."""
+    ending today by the hour it ends, one ending in this hour read directly), plus the direct
+    computation of the rest."""
     today = now.date()
     keys = (
         HeldDayRollup.kind,
@@ -334,21 +334,53 @@ def held_counts(session: Session, currency: str, p: Plan, now: datetime) -> Vali
     for kind, days, end_day, early, outcome, n in rows:
         ends = as_date(end_day)
         if ends == today:
-            continue  # read directly below
+            continue  # by the hour, below
         if early:
             counts[(kind, days, Held.NOT_HELD)] += int(n)
         elif ends > today:
             counts[(kind, days, Held.PENDING)] += int(n)
         else:
             counts[(kind, days, Held(outcome))] += int(n)
-    # Directly: the dirty and partial days, and the rolled-up windows that end today - each
-    # window's day its own part of one statement (an index range scan on decided_at /
-    # closed_at; an OR of them with the period's ranges read every save or recovery).
-    ending_today = [
-        (
-            datetime.combine(today - timedelta(days=d), datetime.min.time(), UTC),
-            datetime.combine(today - timedelta(days=d - 1), datetime.min.time(), UTC),
+    # The rolled-up windows that end today, by the hour they end: before this hour they have
+    # their outcome, after it they are pending (a cancellation before the end decides at once).
+    hour = now.hour
+    when = case(
+        (HeldEndRollup.end_hour < hour, "ended"),
+        (HeldEndRollup.end_hour > hour, "to_come"),
+        else_="now",
+    )
+    today_keys = (
+        HeldEndRollup.kind,
+        HeldEndRollup.window_days,
+        HeldEndRollup.early,
+        HeldEndRollup.outcome,
+        when,
+    )
+    for kind, days, early, outcome, ends, n in _rolled(
+        session,
+        p,
+        select(*today_keys, func.sum(HeldEndRollup.count))
+        .where(
+            HeldEndRollup.currency == currency,
+            HeldEndRollup.end_day == today,
+            p.rolled(HeldEndRollup.day),
         )
+        .group_by(*today_keys),
+    ):
+        if ends == "now":
+            continue  # read directly below
+        if early:
+            counts[(kind, days, Held.NOT_HELD)] += int(n)
+        elif ends == "to_come":
+            counts[(kind, days, Held.PENDING)] += int(n)
+        else:
+            counts[(kind, days, Held(outcome))] += int(n)
+    # Directly: the dirty and partial days, and the rolled-up windows that end in this hour -
+    # each window's hour its own part of one statement (an index range scan on decided_at /
+    # closed_at; an OR of them with the period's ranges read every save or recovery).
+    this_hour = datetime(today.year, today.month, today.day, hour, tzinfo=UTC)
+    ending_now = [
+        (this_hour - timedelta(days=d), this_hour - timedelta(days=d) + timedelta(hours=1))
         for d in WINDOWS
     ]
     clean = [
@@ -365,7 +397,7 @@ def held_counts(session: Session, currency: str, p: Plan, now: datetime) -> Vali
             CancelSession.decided_at < b,
             within(CancelSession.created_at, clean),
         ]
-        for a, b in ending_today
+        for a, b in ending_now
     ]
     recoveries_also = [
         [
@@ -374,7 +406,7 @@ def held_counts(session: Session, currency: str, p: Plan, now: datetime) -> Vali
             RecoveryCase.closed_at < b,
             within(RecoveryCase.opened_at, clean),
         ]
-        for a, b in ending_today
+        for a, b in ending_now
     ]
     saves, recoveries, invoices = validated.read(
         session,
@@ -390,7 +422,8 @@ def held_counts(session: Session, currency: str, p: Plan, now: datetime) -> Vali
             rolled_up = not any(a <= c.opened < b for a, b in p.direct)
             dues = invoices.get(c.subscription_id or "", [])
             for days in WINDOWS:
-                if rolled_up and (c.start + timedelta(days=days)).date() != today:
+                ends = c.start + timedelta(days=days)
+                if rolled_up and (ends.date() != today or ends.hour != hour):
                     continue
                 counts[(kind, days, held(c.start, days, now, c.cancelled_at, dues))] += 1
     return Validated(
