@@ -392,3 +392,29 @@ def test_recovered_revenue_follows_the_current_price_and_counts_a_subscription_o
     assert mrr() == 9800 + 900
     _apply(runtime, ("reopen", 1), serial)
     assert mrr() == 900
+
+
+def test_the_median_reads_only_its_middle_day_and_equals_the_direct_one(runtime: Runtime) -> None:
+    """Recoveries taking 1 hour, 2 days 3 hours, 2 days 20 hours and 5 days: the median is the
+    mean of the middle two (2 days 11.5 hours = 2.48 days) from the rollups' histogram and the
+    middle day's read, rolled up or dirty; a fifth makes it the middle one."""
+    opened = datetime(2026, 10, 5, 10, tzinfo=UTC)
+    serial = [0]
+    steps: list[tuple[Any, ...]] = []
+    for i, hours in enumerate((1, 51, 68, 120)):
+        steps.append(("open", opened + timedelta(days=i), "usd", f"sub_{i}", 900, "soft", None))
+        steps.append(("recover", i, hours, "our_retry"))
+    for step in steps:
+        _apply(runtime, step, serial)
+    start, end = metrics.period_of(date(2026, 10, 1), date(2026, 10, 31))
+    now = datetime(2026, 11, 2, 9, tzinfo=UTC)
+    for refreshed in (False, True):
+        if refreshed:
+            refresh(runtime)
+        rolled, direct = _both(runtime, start, end, "usd", now)
+        assert rolled == direct
+        assert rolled.median_days_to_recover == round(59.5 / 24, 2)
+    _apply(runtime, ("open", opened, "usd", "sub_4", 900, "soft", None), serial)
+    _apply(runtime, ("recover", 4, 60, "our_retry"), serial)
+    rolled, direct = _both(runtime, start, end, "usd", now)
+    assert rolled == direct and rolled.median_days_to_recover == 2.5

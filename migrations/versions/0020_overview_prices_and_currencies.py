@@ -13,6 +13,7 @@ Create Date: 2026-12-04 22:05:00
   worker's refresh with the other rollups (migration 0019's dirty days); filled here.
 - `subscription_cards`: each subscription's renewal card and currency, kept by triggers on the
   mirror's tables (models/rollups.py `SubscriptionCard`): the expiring cards read from it.
+- `recovery_time_day_rollups`: recovered cases by whole days taken, the median's histogram.
 - `held_end_rollups`: the saves' and recoveries' 30/60/90-day windows by the hour they end,
   for the windows that end today; computed by the worker (its days marked dirty here).
 - indexes by the time a recovery was paid and a save decided: the windows ending this hour.
@@ -334,11 +335,27 @@ def upgrade() -> None:
     op.create_index(
         "ix_held_end_rollups_currency_end_day", "held_end_rollups", ["currency", "end_day"]
     )
-    # Its rows come from held() (Python): the days that have saves or recoveries are dirty
-    # until the worker's next refresh computes them (and are read directly until then).
+    op.create_table(
+        "recovery_time_day_rollups",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("days_taken", sa.Integer(), nullable=False),
+        sa.Column("cases", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_recovery_time_day_rollups")),
+    )
+    op.create_index(
+        "ix_recovery_time_day_rollups_currency_day",
+        "recovery_time_day_rollups",
+        ["currency", "day"],
+    )
+    # Their rows come from held() (Python) and the engine's date arithmetic: the days that
+    # have saves or recoveries are dirty until the worker's next refresh computes them (read
+    # directly until then).
     op.execute(
         "INSERT INTO overview_dirty_days (day, currency) "
-        "SELECT DISTINCT day, currency FROM held_day_rollups"
+        "SELECT DISTINCT day, currency FROM held_day_rollups UNION "
+        f"SELECT DISTINCT {opened}, currency FROM recovery_cases WHERE status = 'recovered'"
     )
 
     op.create_index("ix_recovery_cases_status_closed", "recovery_cases", ["status", "closed_at"])
@@ -348,6 +365,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_cancel_sessions_decided_at", table_name="cancel_sessions")
     op.drop_index("ix_recovery_cases_status_closed", table_name="recovery_cases")
+    op.drop_index(
+        "ix_recovery_time_day_rollups_currency_day", table_name="recovery_time_day_rollups"
+    )
+    op.drop_table("recovery_time_day_rollups")
     op.drop_index("ix_held_end_rollups_currency_end_day", table_name="held_end_rollups")
     op.drop_table("held_end_rollups")
     op.drop_index("ix_currency_day_rollups_currency_day", table_name="currency_day_rollups")

@@ -138,6 +138,22 @@ class HeldEndRollup(Base):
     __table_args__ = (Index("ix_held_end_rollups_currency_end_day", "currency", "end_day"),)
 
 
+class RecoveryTimeDayRollup(Base):
+    """Recovered cases opened on `day` in `currency` by whole days their recovery took (-1: a
+    payment recorded before the failure): the median's histogram. The overview finds the day
+    the middle case(s) fall in from it and reads only that day's recoveries, in order."""
+
+    __tablename__ = "recovery_time_day_rollups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date]
+    currency: Mapped[str] = mapped_column(String(3))
+    days_taken: Mapped[int]
+    cases: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_recovery_time_day_rollups_currency_day", "currency", "day"),)
+
+
 class CurrencyDayRollup(Base):
     """Cases opened and cancel sessions created on `day` in `currency` (as stored): the
     currency picker's order and the default currency, without counting every case per view."""

@@ -94,6 +94,7 @@ def compute_overview(
         summaries=summaries,
         held=rollups.held_counts(session, currency, p, now),
         cards=expiring_cards_kept(session, currency, period_from, period_to, now),
+        median=rollups.median_days(session, currency, p, period_from, period_to),
     )
 
 
@@ -120,6 +121,7 @@ def compute_overview_direct(
         summaries=by_currency(session, period_from, period_to),
         held=validated(session, currency, period_from, period_to, now),
         cards=expiring_cards(session, currency, period_from, period_to, now),
+        median=median_days(session, cohort),
     )
 
 
@@ -139,10 +141,11 @@ def _overview(
     summaries: tuple[CurrencySummary, ...],
     held: Validated,
     cards: ExpiringCards,
+    median: float | None,
 ) -> Overview:
     """The overview from its additive parts, however summed, and the figures read directly
-    (not additive: distinct subscriptions, a median, the latest reminder, now's cards)."""
-    cohort = cohort_of(currency, period_from, period_to)
+    and the ones that are not sums (distinct subscriptions, a median, now's cards), as each
+    path reads them."""
     return Overview(
         period_from=period_from,
         period_to=period_to,
@@ -155,7 +158,7 @@ def _overview(
         lost=tiles.lost,
         lost_reasons=tiles.lost_reasons,
         recovered_monthly_revenue=mrr,
-        median_days_to_recover=median_days(session, cohort),
+        median_days_to_recover=median,
         by_decline_category=tiles.by_decline_category,
         by_card_brand=tiles.by_card_brand,
         by_trigger=tiles.by_trigger,

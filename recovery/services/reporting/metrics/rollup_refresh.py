@@ -30,11 +30,11 @@ from recovery.models import (
     OverviewDirtyDay,
     RecoveryCase,
 )
-from recovery.models.rollups import CurrencyDayRollup, HeldEndRollup
+from recovery.models.rollups import CurrencyDayRollup, HeldEndRollup, RecoveryTimeDayRollup
 from recovery.runtime import Runtime
 from recovery.services.reporting.metrics import by_month, validated
 from recovery.services.reporting.metrics.cancel_flow import session_groups
-from recovery.services.reporting.metrics.cohort import GROUP_KEYS
+from recovery.services.reporting.metrics.cohort import GROUP_KEYS, days_taken
 from recovery.services.reporting.metrics.reminder_channels import last_channels
 
 JOB_NAME = "overview_rollups"
@@ -139,6 +139,7 @@ def recompute(session: Session, currency: str, days: Sequence[date]) -> None:
         ChannelDayRollup,
         CurrencyDayRollup,
         HeldEndRollup,
+        RecoveryTimeDayRollup,
     ):
         session.execute(delete(model).where(model.currency == currency, model.day.in_(days)))
     ranges = day_ranges(days)
@@ -178,6 +179,17 @@ def recompute(session: Session, currency: str, days: Sequence[date]) -> None:
             slot[name] = int(n)
     if counts:
         session.execute(insert(CurrencyDayRollup), list(counts.values()))
+    day, taken = func.date(RecoveryCase.opened_at), days_taken(session)
+    rows = [
+        {"day": as_date(d), "currency": currency, "days_taken": int(t), "cases": int(n)}
+        for d, t, n in session.execute(
+            select(day, taken, func.count())
+            .where(cases, RecoveryCase.status == "recovered", RecoveryCase.closed_at.is_not(None))
+            .group_by(day, taken)
+        )
+    ]
+    if rows:
+        session.execute(insert(RecoveryTimeDayRollup), rows)
     rows, by_hour = _held_rows(session, currency, cases, sessions)
     if rows:
         session.execute(insert(HeldDayRollup), rows)

@@ -27,7 +27,12 @@ from recovery.models import (
     OverviewDirtyDay,
     RecoveryCase,
 )
-from recovery.models.rollups import CurrencyDayRollup, HeldEndRollup, RecoveredPrice
+from recovery.models.rollups import (
+    CurrencyDayRollup,
+    HeldEndRollup,
+    RecoveredPrice,
+    RecoveryTimeDayRollup,
+)
 from recovery.services.reporting.metrics import (
     by_month,
     cancel_flow,
@@ -272,6 +277,57 @@ def status_sums(
     if not p.direct:
         return rows
     return rows + cohort.status_sums(session, p.live(RecoveryCase.opened_at))
+
+
+def median_days(
+    session: Session, currency: str, p: Plan, start: datetime, end: datetime
+) -> float | None:
+    """`cohort.median_days` of the cases opened in [start, end): the histogram of whole days
+    taken (rollups, and the source for the rest) says which day(s) the middle recoveries fall
+    in and how many come before; only those days' recoveries are read, in order."""
+    hist: Counter[int] = Counter()
+    for taken, n in _rolled(
+        session,
+        p,
+        select(RecoveryTimeDayRollup.days_taken, func.sum(RecoveryTimeDayRollup.cases))
+        .where(RecoveryTimeDayRollup.currency == currency, p.rolled(RecoveryTimeDayRollup.day))
+        .group_by(RecoveryTimeDayRollup.days_taken),
+    ):
+        hist[int(taken)] += int(n)
+    recovered = and_(
+        RecoveryCase.status == CaseStatus.RECOVERED, RecoveryCase.closed_at.is_not(None)
+    )
+    if p.direct:
+        taken = cohort.days_taken(session)
+        for days, n in session.execute(
+            select(taken, func.count()).where(_cases(currency, p), recovered).group_by(taken)
+        ):
+            hist[int(days)] += int(n)
+    n = sum(hist.values())
+    if not n:
+        return None
+    low, high = (n + 1) // 2, (n + 2) // 2  # 1-based ranks of the middle value(s)
+    first, last, before, seen = 0, 0, 0, 0
+    for days in sorted(hist):
+        if seen < low <= seen + hist[days]:
+            first, before = days, seen
+        if seen < high <= seen + hist[days]:
+            last = days
+            break
+        seen += hist[days]
+    seconds = cohort.seconds_between(session, RecoveryCase.opened_at, RecoveryCase.closed_at)
+    bounds = [seconds < (0 if last < 0 else (last + 1) * 86_400)]
+    if first >= 0:
+        bounds.append(seconds >= first * 86_400)
+    middle = session.scalars(
+        select(seconds)
+        .where(cohort.cohort_of(currency, start, end), recovered, *bounds)
+        .order_by(seconds)
+        .offset(low - 1 - before)
+        .limit(high - low + 1)
+    ).all()
+    values = [float(v) for v in middle]
+    return round(sum(values) / len(values) / 86400, 2)
 
 
 def channel_rows(session: Session, currency: str, p: Plan) -> list[tuple[Any, ...]]:
