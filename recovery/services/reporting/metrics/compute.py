@@ -254,6 +254,11 @@ def overview(
             # cards' join crosses jit_above_cost, and compiling it took 200 ms of a 280 ms
             # statement at 1M invoices (bench/dashboard_scale.py --explain). For this read only.
             session.execute(text("SET LOCAL jit = off"))
+            # psycopg prepares a statement run 5 times on a connection, and PostgreSQL may
+            # then plan it once for any period: a generic plan that cannot see how narrow
+            # a day's or an hour's range is (the windows ending this hour: 65 ms generic,
+            # 0.5 ms planned for the values, bench/dashboard_scale.py). Planning is ~1 ms.
+            session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         if not currency:
             currency = most_used(*rollups.use_counts(session, rollups.dirty_days(session)))
         return compute_overview(session, period_from, period_to, currency, now)
