@@ -124,9 +124,12 @@ CARD_WATCHED = (
         "subscription_items",
         "items",
         "subscription_id, currency",
+        # the items' currency counts only for a subscription without one of its own
         lambda r: [
-            f"DELETE FROM subscription_cards WHERE subscription_id = {r}.subscription_id",
-            _cards_of(f"s.id = {r}.subscription_id"),
+            f"DELETE FROM subscription_cards WHERE subscription_id = {r}.subscription_id "
+            f"AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = {r}.subscription_id "
+            f"AND s.currency IS NULL)",
+            _cards_of(f"s.id = {r}.subscription_id AND s.currency IS NULL"),
         ],
     ),
     (
@@ -138,6 +141,18 @@ CARD_WATCHED = (
 )
 
 
+def _moved(columns: str, postgres: bool) -> str:
+    """An UPDATE that changed one of `columns`: the mirror writes every column of an object it
+    applies, so most updates move none of them and their trigger does nothing."""
+    same = "IS DISTINCT FROM" if postgres else "IS NOT"
+    return " OR ".join(f"OLD.{c} {same} NEW.{c}" for c in (c.strip() for c in columns.split(",")))
+
+
+def _unless_moved(columns: str) -> str:
+    """plpgsql: leave an UPDATE that moved none of `columns`."""
+    return f"IF TG_OP = 'UPDATE' AND NOT ({_moved(columns, True)}) THEN RETURN NULL; END IF;"
+
+
 def _card_triggers(postgres: bool) -> None:
     for table, name, columns, statements in CARD_WATCHED:
         new, old = "; ".join(statements("NEW")), "; ".join(statements("OLD"))
@@ -145,6 +160,7 @@ def _card_triggers(postgres: bool) -> None:
             op.execute(
                 f"""CREATE FUNCTION subscription_cards_{name}() RETURNS trigger AS $$
                 BEGIN
+                  {_unless_moved(columns)}
                   IF TG_OP IN ('UPDATE', 'DELETE') THEN {old}; END IF;
                   IF TG_OP IN ('INSERT', 'UPDATE') THEN {new}; END IF;
                   RETURN NULL;
@@ -161,7 +177,7 @@ def _card_triggers(postgres: bool) -> None:
         )
         op.execute(
             f"CREATE TRIGGER subscription_cards_{name}_update AFTER UPDATE OF {columns} "
-            f"ON {table} BEGIN {old}; {new}; END"
+            f"ON {table} WHEN {_moved(columns, False)} BEGIN {old}; {new}; END"
         )
         op.execute(
             f"CREATE TRIGGER subscription_cards_{name}_delete AFTER DELETE ON {table} "
@@ -181,7 +197,8 @@ def _sqlite_triggers() -> None:
     )
     op.execute(
         f"CREATE TRIGGER recovered_prices_cases_update AFTER UPDATE OF {CASE_COLUMNS} "
-        f"ON recovery_cases BEGIN {forget}; {_prices_of_case('NEW')}; END"
+        f"ON recovery_cases WHEN {_moved(CASE_COLUMNS, False)} "
+        f"BEGIN {forget}; {_prices_of_case('NEW')}; END"
     )
     op.execute(
         "CREATE TRIGGER recovered_prices_cases_delete AFTER DELETE ON recovery_cases "
@@ -197,7 +214,8 @@ def _sqlite_triggers() -> None:
     )
     op.execute(
         f"CREATE TRIGGER recovered_prices_items_update AFTER UPDATE OF {ITEM_COLUMNS} "
-        f"ON subscription_items BEGIN {'; '.join(old + new)}; END"
+        f"ON subscription_items WHEN {_moved(ITEM_COLUMNS, False)} "
+        f"BEGIN {'; '.join(old + new)}; END"
     )
     op.execute(
         "CREATE TRIGGER recovered_prices_items_delete AFTER DELETE ON subscription_items "
@@ -205,10 +223,20 @@ def _sqlite_triggers() -> None:
     )
 
 
+def _recovered(row: str) -> str:
+    """plpgsql: the item's subscription has a recovered case (else it has no prices to keep:
+    most subscriptions' items are replaced with nothing to do but this probe)."""
+    return (
+        f"EXISTS (SELECT 1 FROM recovery_cases WHERE subscription_id = {row}.subscription_id "
+        f"AND status = 'recovered')"
+    )
+
+
 def _postgres_triggers() -> None:
     op.execute(
         f"""CREATE FUNCTION recovered_prices_cases() RETURNS trigger AS $$
         BEGIN
+          {_unless_moved(CASE_COLUMNS)}
           IF TG_OP IN ('UPDATE', 'DELETE') THEN
             DELETE FROM recovered_prices WHERE case_id = OLD.id;
           END IF;
@@ -224,8 +252,9 @@ def _postgres_triggers() -> None:
     op.execute(
         f"""CREATE FUNCTION recovered_prices_items() RETURNS trigger AS $$
         BEGIN
-          IF TG_OP IN ('UPDATE', 'DELETE') THEN {"; ".join(old)}; END IF;
-          IF TG_OP IN ('INSERT', 'UPDATE') THEN {"; ".join(new)}; END IF;
+          {_unless_moved(ITEM_COLUMNS)}
+          IF TG_OP IN ('UPDATE', 'DELETE') AND {_recovered("OLD")} THEN {"; ".join(old)}; END IF;
+          IF TG_OP IN ('INSERT', 'UPDATE') AND {_recovered("NEW")} THEN {"; ".join(new)}; END IF;
           RETURN NULL;
         END $$ LANGUAGE plpgsql"""
     )
