@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from recovery.domain.cases import ACTIVE, CaseStatus
 from recovery.models import RecoveryCase
 from recovery.runtime import Runtime
-from recovery.services.reporting.metrics import rollups
+from recovery.services.reporting.metrics import held_rollups, rollups
 from recovery.services.reporting.metrics.by_month import by_month, months_of
 from recovery.services.reporting.metrics.cancel_flow import (
     cancel_flow,
@@ -92,7 +92,7 @@ def compute_overview(
             rollups.monthly_cases(session, currency, dirty.get(currency, set()), now), now
         ),
         summaries=summaries,
-        held=rollups.held_counts(session, currency, p, now),
+        held=held_rollups.held_counts(session, currency, p, now),
         cards=expiring_cards_kept(session, currency, period_from, period_to, now),
         median=rollups.median_days(session, currency, p, period_from, period_to),
     )

@@ -16,20 +16,17 @@ from sqlalchemy import ColumnElement, Select, and_, case, false, func, or_, sele
 from sqlalchemy.orm import Session
 
 from recovery.domain.cases import CaseStatus
-from recovery.domain.experiment_outcomes import WINDOWS, Held, HeldCounts, held
 from recovery.domain.offers import monthly_amount
 from recovery.models import (
     CancelDayRollup,
     CancelSession,
     CaseDayRollup,
     ChannelDayRollup,
-    HeldDayRollup,
     OverviewDirtyDay,
     RecoveryCase,
 )
 from recovery.models.rollups import (
     CurrencyDayRollup,
-    HeldEndRollup,
     RecoveredPrice,
     RecoveryTimeDayRollup,
 )
@@ -38,11 +35,9 @@ from recovery.services.reporting.metrics import (
     cancel_flow,
     cohort,
     reminder_channels,
-    validated,
     weekly,
 )
 from recovery.services.reporting.metrics.rollup_refresh import as_date, day_ranges, within
-from recovery.services.reporting.metrics.validated import Validated
 
 
 @dataclass(frozen=True)
@@ -52,7 +47,7 @@ class Plan:
     clean: tuple[tuple[date, date], ...]  # [first, after) runs of clean days
     direct: tuple[tuple[datetime, datetime], ...]  # [from, to) instants
 
-    def rolled(self, day: Any) -> ColumnElement[bool]:
+    def rolled_up(self, day: Any) -> ColumnElement[bool]:
         if not self.clean:
             return false()
         return or_(*(and_(day >= a, day < b) for a, b in self.clean))
@@ -182,7 +177,7 @@ def case_groups(session: Session, currency: str, p: Plan) -> list[cohort.CaseGro
         CaseDayRollup.decline_category,
         CaseDayRollup.card_brand,
     )
-    rows = _rolled(
+    rows = rolled_up(
         session,
         p,
         select(
@@ -191,7 +186,7 @@ def case_groups(session: Session, currency: str, p: Plan) -> list[cohort.CaseGro
             func.sum(CaseDayRollup.amount_due),
             func.sum(CaseDayRollup.amount_recovered),
         )
-        .where(CaseDayRollup.currency == currency, p.rolled(CaseDayRollup.day))
+        .where(CaseDayRollup.currency == currency, p.rolled_up(CaseDayRollup.day))
         .group_by(*keys),
     )
     rolled = [
@@ -217,7 +212,7 @@ def _cases(currency: str, p: Plan) -> ColumnElement[bool]:
 def daily_cases(session: Session, currency: str, p: Plan) -> list[tuple[Any, int, int, int, int]]:
     """`weekly.daily`'s rows: per day, cases, failed amount, recovered cases and amount."""
     recovered = CaseDayRollup.status == CaseStatus.RECOVERED.value
-    rows = _rolled(
+    rows = rolled_up(
         session,
         p,
         select(
@@ -227,7 +222,7 @@ def daily_cases(session: Session, currency: str, p: Plan) -> list[tuple[Any, int
             func.sum(case((recovered, CaseDayRollup.cases), else_=0)),
             func.sum(case((recovered, CaseDayRollup.amount_recovered), else_=0)),
         )
-        .where(CaseDayRollup.currency == currency, p.rolled(CaseDayRollup.day))
+        .where(CaseDayRollup.currency == currency, p.rolled_up(CaseDayRollup.day))
         .group_by(CaseDayRollup.day),
     )
     rolled = [(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
@@ -239,7 +234,7 @@ def monthly_cases(
 ) -> list[tuple[Any, ...]]:
     """`by_month.daily`'s rows for the months shown: opened up to now, included."""
     p = plan(dirty, by_month.first_day(now), now + timedelta.resolution)
-    rows = _rolled(
+    rows = rolled_up(
         session,
         p,
         select(
@@ -250,7 +245,7 @@ def monthly_cases(
             func.sum(CaseDayRollup.recovered_60),
             func.sum(CaseDayRollup.recovered_90),
         )
-        .where(CaseDayRollup.currency == currency, p.rolled(CaseDayRollup.day))
+        .where(CaseDayRollup.currency == currency, p.rolled_up(CaseDayRollup.day))
         .group_by(CaseDayRollup.day),
     )
     return rows + (by_month.daily(session, _cases(currency, p)) if p.direct else [])
@@ -261,7 +256,7 @@ def status_sums(
 ) -> list[tuple[Any, ...]]:
     """`cohort.status_sums`'s rows, every currency: a day dirty in one is read directly."""
     p = plan(set().union(*dirty.values()), start, end)
-    rows = _rolled(
+    rows = rolled_up(
         session,
         p,
         select(
@@ -271,7 +266,7 @@ def status_sums(
             func.sum(CaseDayRollup.amount_due),
             func.sum(CaseDayRollup.amount_recovered),
         )
-        .where(p.rolled(CaseDayRollup.day))
+        .where(p.rolled_up(CaseDayRollup.day))
         .group_by(CaseDayRollup.currency, CaseDayRollup.status),
     )
     if not p.direct:
@@ -286,11 +281,11 @@ def median_days(
     taken (rollups, and the source for the rest) says which day(s) the middle recoveries fall
     in and how many come before; only those days' recoveries are read, in order."""
     hist: Counter[int] = Counter()
-    for taken, n in _rolled(
+    for taken, n in rolled_up(
         session,
         p,
         select(RecoveryTimeDayRollup.days_taken, func.sum(RecoveryTimeDayRollup.cases))
-        .where(RecoveryTimeDayRollup.currency == currency, p.rolled(RecoveryTimeDayRollup.day))
+        .where(RecoveryTimeDayRollup.currency == currency, p.rolled_up(RecoveryTimeDayRollup.day))
         .group_by(RecoveryTimeDayRollup.days_taken),
     ):
         hist[int(taken)] += int(n)
@@ -332,7 +327,7 @@ def median_days(
 
 def channel_rows(session: Session, currency: str, p: Plan) -> list[tuple[Any, ...]]:
     """`reminder_channels.last_channels`'s rows: (channel, recoveries, amount)."""
-    rows = _rolled(
+    rows = rolled_up(
         session,
         p,
         select(
@@ -340,7 +335,7 @@ def channel_rows(session: Session, currency: str, p: Plan) -> list[tuple[Any, ..
             func.sum(ChannelDayRollup.cases),
             func.sum(ChannelDayRollup.amount),
         )
-        .where(ChannelDayRollup.currency == currency, p.rolled(ChannelDayRollup.day))
+        .where(ChannelDayRollup.currency == currency, p.rolled_up(ChannelDayRollup.day))
         .group_by(ChannelDayRollup.channel),
     )
     live = reminder_channels.last_channels(session, _cases(currency, p)) if p.direct else []
@@ -350,7 +345,7 @@ def channel_rows(session: Session, currency: str, p: Plan) -> list[tuple[Any, ..
 def session_groups(session: Session, currency: str, p: Plan) -> list[tuple[Any, ...]]:
     """`cancel_flow.session_groups`'s rows."""
     keys = (CancelDayRollup.outcome, CancelDayRollup.reason, CancelDayRollup.reversed)
-    rows = _rolled(
+    rows = rolled_up(
         session,
         p,
         select(
@@ -359,7 +354,7 @@ def session_groups(session: Session, currency: str, p: Plan) -> list[tuple[Any, 
             func.sum(CancelDayRollup.mrr_before),
             func.sum(CancelDayRollup.mrr_after),
         )
-        .where(CancelDayRollup.currency == currency, p.rolled(CancelDayRollup.day))
+        .where(CancelDayRollup.currency == currency, p.rolled_up(CancelDayRollup.day))
         .group_by(*keys),
     )
     rolled = [(_none(r[0]), _none(r[1]), bool(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows]
@@ -367,139 +362,6 @@ def session_groups(session: Session, currency: str, p: Plan) -> list[tuple[Any, 
     return rolled + (cancel_flow.session_groups(session, live) if p.direct else [])
 
 
-def held_counts(session: Session, currency: str, p: Plan, now: datetime) -> Validated:
-    """Saves validated and recoveries durable: the rolled-up days' outcomes as of now (a window
-    ending today by the hour it ends, one ending in this hour read directly), plus the direct
-    computation of the rest."""
-    today = now.date()
-    keys = (
-        HeldDayRollup.kind,
-        HeldDayRollup.window_days,
-        HeldDayRollup.end_day,
-        HeldDayRollup.early,
-        HeldDayRollup.outcome,
-    )
-    rows = _rolled(
-        session,
-        p,
-        select(*keys, func.sum(HeldDayRollup.count))
-        .where(HeldDayRollup.currency == currency, p.rolled(HeldDayRollup.day))
-        .group_by(*keys),
-    )
-    counts: Counter[tuple[str, int, Held]] = Counter()
-    for kind, days, end_day, early, outcome, n in rows:
-        ends = as_date(end_day)
-        if ends == today:
-            continue  # by the hour, below
-        if early:
-            counts[(kind, days, Held.NOT_HELD)] += int(n)
-        elif ends > today:
-            counts[(kind, days, Held.PENDING)] += int(n)
-        else:
-            counts[(kind, days, Held(outcome))] += int(n)
-    # The rolled-up windows that end today, by the hour they end: before this hour they have
-    # their outcome, after it they are pending (a cancellation before the end decides at once).
-    hour = now.hour
-    when = case(
-        (HeldEndRollup.end_hour < hour, "ended"),
-        (HeldEndRollup.end_hour > hour, "to_come"),
-        else_="now",
-    )
-    today_keys = (
-        HeldEndRollup.kind,
-        HeldEndRollup.window_days,
-        HeldEndRollup.early,
-        HeldEndRollup.outcome,
-        when,
-    )
-    for kind, days, early, outcome, ends, n in _rolled(
-        session,
-        p,
-        select(*today_keys, func.sum(HeldEndRollup.count))
-        .where(
-            HeldEndRollup.currency == currency,
-            HeldEndRollup.end_day == today,
-            p.rolled(HeldEndRollup.day),
-        )
-        .group_by(*today_keys),
-    ):
-        if ends == "now":
-            continue  # read directly below
-        if early:
-            counts[(kind, days, Held.NOT_HELD)] += int(n)
-        elif ends == "to_come":
-            counts[(kind, days, Held.PENDING)] += int(n)
-        else:
-            counts[(kind, days, Held(outcome))] += int(n)
-    # Directly: the dirty and partial days, and the rolled-up windows that end in this hour -
-    # each window's hour its own part of one statement (an index range scan on decided_at /
-    # closed_at; an OR of them with the period's ranges read every save or recovery).
-    this_hour = datetime(today.year, today.month, today.day, hour, tzinfo=UTC)
-    ending_now = [
-        (this_hour - timedelta(days=d), this_hour - timedelta(days=d) + timedelta(hours=1))
-        for d in WINDOWS
-    ]
-    clean = [
-        (
-            datetime.combine(a, datetime.min.time(), UTC),
-            datetime.combine(b, datetime.min.time(), UTC),
-        )
-        for a, b in p.clean
-    ]
-    saves_also = [
-        [
-            CancelSession.currency == currency,
-            CancelSession.decided_at >= a,
-            CancelSession.decided_at < b,
-            within(CancelSession.created_at, clean),
-        ]
-        for a, b in ending_now
-    ]
-    recoveries_also = [
-        [
-            RecoveryCase.currency == currency,
-            RecoveryCase.closed_at >= a,
-            RecoveryCase.closed_at < b,
-            within(RecoveryCase.opened_at, clean),
-        ]
-        for a, b in ending_now
-    ]
-    saves, recoveries, invoices = validated.read(
-        session,
-        [CancelSession.currency == currency, p.live(CancelSession.created_at)]
-        if p.direct
-        else None,
-        [RecoveryCase.currency == currency, p.live(RecoveryCase.opened_at)] if p.direct else None,
-        saves_also=saves_also if clean else (),
-        recoveries_also=recoveries_also if clean else (),
-    )
-    for kind, found in (("save", saves), ("recovery", recoveries)):
-        for c in found:
-            rolled_up = not any(a <= c.opened < b for a, b in p.direct)
-            dues = invoices.get(c.subscription_id or "", [])
-            for days in WINDOWS:
-                ends = c.start + timedelta(days=days)
-                if rolled_up and (ends.date() != today or ends.hour != hour):
-                    continue
-                counts[(kind, days, held(c.start, days, now, c.cancelled_at, dues))] += 1
-    return Validated(
-        saves=_counts(counts, "save"),
-        recoveries=_counts(counts, "recovery"),
-    )
-
-
-def _counts(counts: Counter[tuple[str, int, Held]], kind: str) -> tuple[HeldCounts, ...]:
-    return tuple(
-        HeldCounts(
-            d,
-            counts[(kind, d, Held.HELD)],
-            counts[(kind, d, Held.NOT_HELD)],
-            counts[(kind, d, Held.PENDING)],
-        )
-        for d in WINDOWS
-    )
-
-
-def _rolled(session: Session, p: Plan, query: Select[*tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def rolled_up(session: Session, p: Plan, query: Select[*tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """The rollup rows `query` sums, when some day of the period is rolled up."""
     return [tuple(r) for r in session.execute(query).all()] if p.clean else []
