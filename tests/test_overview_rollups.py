@@ -25,9 +25,12 @@ from recovery.models import (
     OverviewDirtyDay,
     RecoveryCase,
     Subscription,
+    SubscriptionItem,
 )
+from recovery.models.rollups import CurrencyDayRollup, RecoveredPrice
 from recovery.runtime import Runtime
 from recovery.services.reporting import metrics
+from recovery.services.reporting.metrics import parameters, rollups
 from recovery.services.reporting.metrics.compute import compute_overview_direct
 from recovery.services.reporting.metrics.rollup_refresh import refresh
 
@@ -36,6 +39,9 @@ SUBS = [f"sub_{i}" for i in range(4)]
 CURRENCIES = ("usd", "eur")
 SAVED = ("saved_by_discount", "saved_by_pause")
 TABLES = (
+    RecoveredPrice,
+    CurrencyDayRollup,
+    SubscriptionItem,
     ChannelDayRollup,
     OutboxMessage,
     HeldDayRollup,
@@ -69,6 +75,9 @@ op = st.one_of(
               st.sampled_from(["paid", "open", "void"]), st.integers(0, 20 * 24)),
     st.tuples(st.just("message"), st.integers(0, 30), st.sampled_from(["email", "sms"]),
               st.sampled_from(["sent", "failed"]), st.integers(-24, 10 * 24)),
+    st.tuples(st.just("items"), st.sampled_from(SUBS),
+              st.lists(st.tuples(st.integers(0, 5000), st.integers(1, 3),
+                                 st.sampled_from(["month", "year", None])), max_size=2)),
     st.tuples(st.just("refresh")),
 )  # fmt: skip
 
@@ -160,6 +169,24 @@ def _apply(rt: Runtime, step: tuple[Any, ...], serial: list[int]) -> None:
                 found = s.get(Subscription, sub)
             assert found is not None
             found.status, found.canceled_at = "canceled", at
+        elif kind == "items":  # the mirror replaces a subscription's items wholesale
+            _, sub, items = step
+            if s.get(Subscription, sub) is None:
+                s.add(Subscription(id=sub, customer_id=f"cus_{sub}", status="active"))
+                s.flush()
+            s.execute(delete(SubscriptionItem).where(SubscriptionItem.subscription_id == sub))
+            for i, (amount, quantity, interval) in enumerate(items):
+                s.add(
+                    SubscriptionItem(
+                        id=f"si_{n}_{i}",
+                        subscription_id=sub,
+                        unit_amount=amount,
+                        quantity=quantity,
+                        currency="usd",
+                        interval=interval,
+                        interval_count=1 + i,
+                    )
+                )
         elif kind == "invoice":
             _, sub, at, status, paid_after = step
             s.add(
@@ -178,6 +205,8 @@ def _apply(rt: Runtime, step: tuple[Any, ...], serial: list[int]) -> None:
 
 def _both(rt: Runtime, start: datetime, end: datetime, currency: str, now: datetime) -> Any:
     with rt.db.reading() as s:
+        # the currency picker's order and the default currency: rollups == source
+        assert rollups.use_counts(s, rollups.dirty_days(s)) == parameters.use_counts(s)
         return (
             metrics.compute_overview(s, start, end, currency, now),
             compute_overview_direct(s, start, end, currency, now),
@@ -262,8 +291,9 @@ def test_a_change_shows_at_once_and_after_the_refresh(runtime: Runtime) -> None:
 
 
 def test_a_window_ending_today_is_pending_until_its_hour(runtime: Runtime) -> None:
-    """A recovery paid at 15:00 is durable at 30 days from 15:00 on day 30, not at 10:00: the
-    rollups keep that day's windows apart and read them directly."""
+    """A recovery paid at 15:00 is durable at 30 days from 15:00 on day 30, not at 10:00 or
+    14:59: the rollups keep that day's windows by the hour they end and read the ones ending in
+    the current hour directly."""
     closed = datetime(2026, 9, 1, 15, tzinfo=UTC)
     with runtime.db.transaction() as s:
         s.add(Subscription(id="sub_1", customer_id="cus_1", status="active"))
@@ -282,8 +312,15 @@ def test_a_window_ending_today_is_pending_until_its_hour(runtime: Runtime) -> No
         )
     refresh(runtime)
     start, end = metrics.period_of(date(2026, 8, 1), date(2026, 9, 30))
-    for hour, expected in ((10, (0, 0, 1)), (16, (1, 0, 0))):
-        now = closed + timedelta(days=30) - timedelta(hours=15) + timedelta(hours=hour)
+    ends = closed + timedelta(days=30)
+    for hour, minute, expected in (
+        (10, 0, (0, 0, 1)),  # an hour to come: pending, from the rollup by the hour
+        (14, 59, (0, 0, 1)),
+        (15, 0, (1, 0, 0)),  # this hour: read directly
+        (15, 30, (1, 0, 0)),
+        (16, 0, (1, 0, 0)),  # an hour gone by: its outcome, from the rollup
+    ):
+        now = ends.replace(hour=hour, minute=minute)
         rolled, direct = _both(runtime, start, end, "usd", now)
         thirty = rolled.validated.recoveries[0]
         assert (thirty.held, thirty.not_held, thirty.pending) == expected
@@ -317,3 +354,67 @@ def test_the_reminder_channel_before_a_payment_is_rolled_up(runtime: Runtime) ->
     rolled, direct = _both(runtime, start, end, "usd", now)
     assert rolled == direct
     assert {k.key: k.count for k in rolled.by_reminder_channel}["sms"] == 1
+
+
+def test_recovered_revenue_follows_the_current_price_and_counts_a_subscription_once(
+    runtime: Runtime,
+) -> None:
+    """A subscription recovered twice in the period counts once, at the price its items have
+    now: the mirror replacing its items moves the figure at once (the triggers' rows), a
+    reopened case leaves it, and the rollup path equals the direct join every time."""
+    opened = datetime(2026, 10, 5, 10, tzinfo=UTC)
+    serial = [0]
+    for step in (
+        ("items", "sub_0", [(2900, 1, "month"), (12000, 1, "year")]),
+        ("open", opened, "usd", "sub_0", 2900, "soft", "visa"),
+        ("open", opened + timedelta(days=9), "usd", "sub_0", 2900, "soft", "visa"),
+        ("open", opened, "usd", "sub_1", 900, "soft", "visa"),
+        ("recover", 0, 30, "our_retry"),
+        ("recover", 1, 30, "our_retry"),
+        ("recover", 2, 30, "our_retry"),
+        ("refresh",),
+    ):
+        _apply(runtime, step, serial)
+    start, end = metrics.period_of(date(2026, 10, 1), date(2026, 10, 31))
+    now = datetime(2026, 11, 2, 9, tzinfo=UTC)
+
+    def mrr() -> int:
+        rolled, direct = _both(runtime, start, end, "usd", now)
+        assert rolled == direct
+        assert rolled.by_currency[0].recovered_monthly_revenue == rolled.recovered_monthly_revenue
+        return int(rolled.recovered_monthly_revenue)
+
+    assert mrr() == 2900 + 12000 // 24  # once, not twice (a year every 2: 1/24 a month)
+    _apply(runtime, ("items", "sub_0", [(4900, 2, "month")]), serial)  # a new plan
+    _apply(runtime, ("items", "sub_1", [(900, 1, "month")]), serial)
+    assert mrr() == 9800 + 900
+    _apply(runtime, ("reopen", 0), serial)  # one of sub_0's two recoveries: still counted
+    assert mrr() == 9800 + 900
+    _apply(runtime, ("reopen", 1), serial)
+    assert mrr() == 900
+
+
+def test_the_median_reads_only_its_middle_day_and_equals_the_direct_one(runtime: Runtime) -> None:
+    """Recoveries taking 1 hour, 2 days 3 hours, 2 days 20 hours and 5 days: the median is the
+    mean of the middle two (2 days 11.5 hours = 2.48 days) from the rollups' histogram and the
+    middle day's read, rolled up or dirty; a fifth makes it the middle one."""
+    opened = datetime(2026, 10, 5, 10, tzinfo=UTC)
+    serial = [0]
+    steps: list[tuple[Any, ...]] = []
+    for i, hours in enumerate((1, 51, 68, 120)):
+        steps.append(("open", opened + timedelta(days=i), "usd", f"sub_{i}", 900, "soft", None))
+        steps.append(("recover", i, hours, "our_retry"))
+    for step in steps:
+        _apply(runtime, step, serial)
+    start, end = metrics.period_of(date(2026, 10, 1), date(2026, 10, 31))
+    now = datetime(2026, 11, 2, 9, tzinfo=UTC)
+    for refreshed in (False, True):
+        if refreshed:
+            refresh(runtime)
+        rolled, direct = _both(runtime, start, end, "usd", now)
+        assert rolled == direct
+        assert rolled.median_days_to_recover == round(59.5 / 24, 2)
+    _apply(runtime, ("open", opened, "usd", "sub_4", 900, "soft", None), serial)
+    _apply(runtime, ("recover", 4, 60, "our_retry"), serial)
+    rolled, direct = _both(runtime, start, end, "usd", now)
+    assert rolled == direct and rolled.median_days_to_recover == 2.5

@@ -11,12 +11,13 @@ the row); the reading side turns it back into None.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import BigInteger, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from recovery.db import Base
+from recovery.models.cancel_flow import CancelSession
 from recovery.models.cases import RecoveryCase
 from recovery.models.mirror import SubscriptionItem
 
@@ -115,6 +116,129 @@ class HeldDayRollup(Base):
     __table_args__ = (Index("ix_held_day_rollups_currency_day", "currency", "day"),)
 
 
+class HeldEndRollup(Base):
+    """`HeldDayRollup`'s rows by the hour (UTC) each window ends as well, read only for the
+    windows that end today: those ending in an hour gone by have their outcome, those ending
+    in an hour to come are pending, and only the ones ending in this hour are read directly -
+    a 24th of the day's saves and recoveries, instead of all of them with their invoices."""
+
+    __tablename__ = "held_end_rollups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date]
+    currency: Mapped[str] = mapped_column(String(3))
+    kind: Mapped[str] = mapped_column(String(10))
+    window_days: Mapped[int]
+    end_day: Mapped[date]
+    end_hour: Mapped[int]
+    early: Mapped[bool]
+    outcome: Mapped[str] = mapped_column(String(10))
+    count: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_held_end_rollups_currency_end_day", "currency", "end_day"),)
+
+
+class RecoveryTimeDayRollup(Base):
+    """Recovered cases opened on `day` in `currency` by whole days their recovery took (-1: a
+    payment recorded before the failure): the median's histogram. The overview finds the day
+    the middle case(s) fall in from it and reads only that day's recoveries, in order."""
+
+    __tablename__ = "recovery_time_day_rollups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date]
+    currency: Mapped[str] = mapped_column(String(3))
+    days_taken: Mapped[int]
+    cases: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_recovery_time_day_rollups_currency_day", "currency", "day"),)
+
+
+class CurrencyDayRollup(Base):
+    """Cases opened and cancel sessions created on `day` in `currency` (as stored): the
+    currency picker's order and the default currency, without counting every case per view."""
+
+    __tablename__ = "currency_day_rollups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date]
+    currency: Mapped[str] = mapped_column(String(3))
+    cases: Mapped[int] = mapped_column(BigInteger)
+    sessions: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_currency_day_rollups_currency_day", "currency", "day"),)
+
+
+class RecoveredPrice(Base):
+    """A recovered case's subscription at its current price, per billing cadence: its items'
+    unit amount x quantity summed per (interval, interval count), as `cohort.recovered_mrr`
+    joins them. Kept by triggers (migration 0020) on `recovery_cases` (a case recovered, or no
+    longer) and `subscription_items` (the mirror replaces a subscription's items whenever its
+    state is applied), so the recovered monthly revenue reads these rows alone - an index-only
+    scan of the period's recoveries - instead of joining every recovered subscription to its
+    items on every view."""
+
+    __tablename__ = "recovered_prices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    opened_at: Mapped[datetime]
+    subscription_id: Mapped[str] = mapped_column(String(255), index=True)
+    interval: Mapped[str | None] = mapped_column(String(10))
+    interval_count: Mapped[int]
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index(
+            "ix_recovered_prices_opened",
+            "opened_at",
+            "currency",
+            "subscription_id",
+            "interval",
+            "interval_count",
+            "amount",
+        ),
+    )
+
+
+class SubscriptionCard(Base):
+    """Each subscription with the card Stripe would charge at its renewal - the subscription's
+    default, else its customer's (`expiring_cards._default_card_id`) - and the currency it is
+    priced in (`expiring_cards._in_currency`). Kept by triggers (migration 0020) on
+    subscriptions, customers, payment_methods and subscription_items, in the same transaction
+    as whatever mirror write moves it, so the overview's expiring cards are an index range scan
+    of this table by currency and expiry month (the live subscriptions' cards expiring soon),
+    and a notified card's subscription one probe by customer, instead of joining cards,
+    subscriptions and customers on every view."""
+
+    __tablename__ = "subscription_cards"
+
+    subscription_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    live: Mapped[bool]  # active or trialing, not set to cancel at the period's end
+    card_ref: Mapped[str | None] = mapped_column(String(255), index=True)  # the default's id
+    # the card's row (None when it is not mirrored): its id, expiry and creation
+    card_id: Mapped[str | None] = mapped_column(String(255))
+    exp_month: Mapped[int | None]
+    exp_year: Mapped[int | None]
+    card_created: Mapped[int | None] = mapped_column(BigInteger)
+    owned: Mapped[bool]  # the card is attached to the subscription's customer
+
+    __table_args__ = (
+        Index(
+            "ix_subscription_cards_expiring",
+            "currency",
+            "exp_year",
+            "exp_month",
+            "live",
+            "owned",
+            "card_id",
+        ),
+    )
+
+
 # The overview's figures that are not sums (read directly whatever the rollups): the period's
 # recovered subscriptions and their monthly price, and the median days to recover, read from
 # these two indexes alone (index-only scans on PostgreSQL) rather than from the tables' rows.
@@ -135,4 +259,11 @@ OVERVIEW_INDEXES = (
         SubscriptionItem.unit_amount,
         SubscriptionItem.quantity,
     ),
+)
+
+# Migration 0020: the saves and recoveries whose 30/60/90-day window ends today are read
+# directly (whether it has ended depends on the hour): by the day they were decided / paid.
+WINDOW_END_INDEXES = (
+    Index("ix_recovery_cases_status_closed", RecoveryCase.status, RecoveryCase.closed_at),
+    Index("ix_cancel_sessions_decided_at", CancelSession.decided_at),
 )

@@ -14,7 +14,8 @@ group of figures, each with its definitions:
 - `expiring_cards`: cards about to stop working, notices sent, cards replaced in time;
 - `cancel_flow`: sessions, saves, reasons and revenue kept;
 - `rollups`: the sums above read per day from the rollups the worker keeps
-  (`rollup_refresh`), the days not rolled up yet computed directly;
+  (`rollup_refresh`), the days not rolled up yet computed directly; `held_rollups` the same
+  for the saves validated and recoveries durable;
 - `parameters`: the period and currency checks; `result`: the `Overview` shape;
   `compute`: all of them together, and the headline figures per currency side by side;
 - `definitions`: what each figure counts, in the words the overview prints under it.

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, extract, func, select
+from sqlalchemy import ColumnElement, Integer, and_, case, cast, extract, func, select
 from sqlalchemy.orm import Session
 
 from recovery.domain.cases import ACTIVE, CaseStatus, RecoveredVia
@@ -233,6 +233,17 @@ def seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[Any
     if session.get_bind().dialect.name == "postgresql":
         return func.round(extract("epoch", end - start))
     return func.round((func.julianday(end) - func.julianday(start)) * 86400)
+
+
+def days_taken(session: Session) -> ColumnElement[Any]:
+    """Whole days a recovery took (`seconds_between` floored; -1 when paid before it opened):
+    the median's histogram buckets (`rollups.median_days`)."""
+    seconds = seconds_between(session, RecoveryCase.opened_at, RecoveryCase.closed_at)
+    if session.get_bind().dialect.name == "postgresql":
+        whole = cast(func.floor(seconds / 86400), Integer)
+    else:  # round() gives a float; CAST truncates, which is floor for a non-negative one
+        whole = cast(seconds / 86400, Integer)
+    return case((seconds < 0, -1), else_=whole)
 
 
 def median_days(session: Session, cohort: ColumnElement[bool]) -> float | None:

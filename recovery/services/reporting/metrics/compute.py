@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from recovery.domain.cases import ACTIVE, CaseStatus
 from recovery.models import RecoveryCase
 from recovery.runtime import Runtime
-from recovery.services.reporting.metrics import rollups
+from recovery.services.reporting.metrics import held_rollups, rollups
 from recovery.services.reporting.metrics.by_month import by_month, months_of
 from recovery.services.reporting.metrics.cancel_flow import (
     cancel_flow,
@@ -34,13 +34,17 @@ from recovery.services.reporting.metrics.cohort import (
     recovered_mrr_by_currency,
     status_sums,
 )
-from recovery.services.reporting.metrics.expiring_cards import expiring_cards
+from recovery.services.reporting.metrics.expiring_cards import (
+    expiring_cards,
+    expiring_cards_kept,
+)
 from recovery.services.reporting.metrics.outreach import outreach, pauses_by_currency
-from recovery.services.reporting.metrics.parameters import currencies_in_use, default_currency
+from recovery.services.reporting.metrics.parameters import by_use, most_used
 from recovery.services.reporting.metrics.reminder_channels import channels_of, reminder_channels
 from recovery.services.reporting.metrics.result import (
     CancelFlowStats,
     CurrencySummary,
+    ExpiringCards,
     Keyed,
     MonthRecovery,
     Overview,
@@ -63,8 +67,8 @@ def compute_overview(
     dirty = rollups.dirty_days(session)
     p = rollups.plan(dirty.get(currency, set()), period_from, period_to)
     tiles = figures_of(rollups.case_groups(session, currency, p))
-    in_period = and_(RecoveryCase.opened_at >= period_from, RecoveryCase.opened_at < period_to)
-    mrr = recovered_mrr_by_currency(session, in_period)  # the tile's figure among them
+    # the tile's figure among them
+    mrr = rollups.recovered_mrr_by_currency(session, period_from, period_to)
     summaries = summaries_of(
         rollups.status_sums(session, dirty, period_from, period_to),
         _lowered(mrr),
@@ -88,7 +92,9 @@ def compute_overview(
             rollups.monthly_cases(session, currency, dirty.get(currency, set()), now), now
         ),
         summaries=summaries,
-        held=rollups.held_counts(session, currency, p, now),
+        held=held_rollups.held_counts(session, currency, p, now),
+        cards=expiring_cards_kept(session, currency, period_from, period_to, now),
+        median=rollups.median_days(session, currency, p, period_from, period_to),
     )
 
 
@@ -114,6 +120,8 @@ def compute_overview_direct(
         months=by_month(session, currency, now),
         summaries=by_currency(session, period_from, period_to),
         held=validated(session, currency, period_from, period_to, now),
+        cards=expiring_cards(session, currency, period_from, period_to, now),
+        median=median_days(session, cohort),
     )
 
 
@@ -132,10 +140,12 @@ def _overview(
     months: tuple[MonthRecovery, ...],
     summaries: tuple[CurrencySummary, ...],
     held: Validated,
+    cards: ExpiringCards,
+    median: float | None,
 ) -> Overview:
     """The overview from its additive parts, however summed, and the figures read directly
-    (not additive: distinct subscriptions, a median, the latest reminder, now's cards)."""
-    cohort = cohort_of(currency, period_from, period_to)
+    and the ones that are not sums (distinct subscriptions, a median, now's cards), as each
+    path reads them."""
     return Overview(
         period_from=period_from,
         period_to=period_to,
@@ -148,13 +158,13 @@ def _overview(
         lost=tiles.lost,
         lost_reasons=tiles.lost_reasons,
         recovered_monthly_revenue=mrr,
-        median_days_to_recover=median_days(session, cohort),
+        median_days_to_recover=median,
         by_decline_category=tiles.by_decline_category,
         by_card_brand=tiles.by_card_brand,
         by_trigger=tiles.by_trigger,
         by_reminder_channel=channels,
         weekly=weeks,
-        expiring_cards=expiring_cards(session, currency, period_from, period_to, now),
+        expiring_cards=cards,
         cancel_flow=cancel,
         generated_at=now,
         outreach=outreach(session, currency, period_from, period_to),
@@ -244,11 +254,18 @@ def overview(
             # cards' join crosses jit_above_cost, and compiling it took 200 ms of a 280 ms
             # statement at 1M invoices (bench/dashboard_scale.py --explain). For this read only.
             session.execute(text("SET LOCAL jit = off"))
-        currency = currency or default_currency(session)
+            # psycopg prepares a statement run 5 times on a connection, and PostgreSQL may
+            # then plan it once for any period: a generic plan that cannot see how narrow
+            # a day's or an hour's range is (the windows ending this hour: 65 ms generic,
+            # 0.5 ms planned for the values, bench/dashboard_scale.py). Planning is ~1 ms.
+            session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        if not currency:
+            currency = most_used(*rollups.use_counts(session, rollups.dirty_days(session)))
         return compute_overview(session, period_from, period_to, currency, now)
 
 
 def currencies(rt: Runtime) -> list[str]:
-    """Currencies that have cases, most used first (the page's currency picker)."""
+    """Currencies that have cases, most used first (the page's currency picker): from the
+    rollups (`parameters.currencies_in_use` counts them in the cases table)."""
     with rt.db.reading() as session:
-        return currencies_in_use(session)
+        return by_use(rollups.use_counts(session, rollups.dirty_days(session))[0])

@@ -20,6 +20,8 @@ The overview's words for these: `definitions.DEFINITIONS` (expiring_30/60, repla
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
@@ -34,6 +36,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     tuple_,
 )
 from sqlalchemy.orm import Session, aliased
@@ -46,6 +49,7 @@ from recovery.models import (
     Subscription,
     SubscriptionItem,
 )
+from recovery.models.rollups import SubscriptionCard
 from recovery.services.messaging import expiry
 from recovery.services.reporting.metrics.parameters import DEFAULT_CURRENCY
 from recovery.services.reporting.metrics.result import ExpiringCards
@@ -93,14 +97,40 @@ def _in_currency(currency: str) -> ColumnElement[bool]:
     )
 
 
-def expiring_cards(
-    session: Session, currency: str, period_from: datetime, period_to: datetime, now: datetime
-) -> ExpiringCards:
+def _months(now: datetime) -> tuple[int, int, int]:
     # A card expiring in month m stops working at the start of month m+1; that instant is after
     # now for m >= this month, and at most now+N days for m+1 <= the month of now+N.
     low = _month_index(now)
-    high30 = _month_index(now + timedelta(days=30)) - 1
-    high60 = _month_index(now + timedelta(days=60)) - 1
+    return (
+        low,
+        _month_index(now + timedelta(days=30)) - 1,
+        _month_index(now + timedelta(days=60)) - 1,
+    )
+
+
+def _notices(period_from: datetime, period_to: datetime) -> Any:
+    """The notices sent in the period, one row per (about, customer): the first one's time and
+    key."""
+    return (
+        select(
+            OutboxMessage.about.label("about"),
+            OutboxMessage.customer_id.label("customer_id"),
+            func.min(OutboxMessage.sent_at).label("first_sent"),
+            func.min(OutboxMessage.dedupe_key).label("first_key"),
+        )
+        .where(OutboxMessage.about.like("expiry:%"))
+        .where(OutboxMessage.status == MessageStatus.SENT)
+        .where(OutboxMessage.sent_at >= period_from, OutboxMessage.sent_at < period_to)
+        .group_by(OutboxMessage.about, OutboxMessage.customer_id)
+        .subquery()
+    )
+
+
+def expiring_cards(
+    session: Session, currency: str, period_from: datetime, period_to: datetime, now: datetime
+) -> ExpiringCards:
+    """From the mirror's tables (the reference `expiring_cards_kept` is held to)."""
+    low, high30, high60 = _months(now)
     month = PaymentMethod.exp_year * 12 + PaymentMethod.exp_month - 1
     live = and_(
         Subscription.status.in_(expiry.LIVE),
@@ -128,19 +158,7 @@ def expiring_cards(
         .where(live, expiring)
     ).one()
 
-    notices = (
-        select(
-            OutboxMessage.about.label("about"),
-            OutboxMessage.customer_id.label("customer_id"),
-            func.min(OutboxMessage.sent_at).label("first_sent"),
-            func.min(OutboxMessage.dedupe_key).label("first_key"),
-        )
-        .where(OutboxMessage.about.like("expiry:%"))
-        .where(OutboxMessage.status == MessageStatus.SENT)
-        .where(OutboxMessage.sent_at >= period_from, OutboxMessage.sent_at < period_to)
-        .group_by(OutboxMessage.about, OutboxMessage.customer_id)
-        .subquery()
-    )
+    notices = _notices(period_from, period_to)
     # about = "expiry:<subscription>:<card>"; the subscription is found among the customer's
     # (indexed), the notified card by the rest of the string.
     prefix = literal("expiry:") + Subscription.id + literal(":")
@@ -170,6 +188,64 @@ def expiring_cards(
         .outerjoin(new, new.id == _default_card_id())
         .where(_in_currency(currency))
     ).all()
+    return _figures(int(within[0]), int(within[1]), rows, now)
+
+
+def expiring_cards_kept(
+    session: Session, currency: str, period_from: datetime, period_to: datetime, now: datetime
+) -> ExpiringCards:
+    """The same figures from `subscription_cards` (models/rollups.py), which triggers keep in
+    step with the mirror: the expiring cards are one index range scan (currency, expiry month)
+    of the live subscriptions' renewal cards, and each notice finds its subscription, with
+    the card it charges now, in one probe by customer."""
+    low, high30, high60 = _months(now)
+    card = SubscriptionCard
+    month = card.exp_year * 12 + card.exp_month - 1
+    within = session.execute(
+        select(
+            func.count(distinct(case((month <= high30, card.card_id)))),
+            func.count(distinct(card.card_id)),
+        ).where(
+            card.currency == currency,
+            tuple_(card.exp_year, card.exp_month) >= tuple_(*_year_month(low)),
+            tuple_(card.exp_year, card.exp_month) <= tuple_(*_year_month(high60)),
+            card.live == true(),
+            card.owned == true(),
+            card.card_id.is_not(None),
+        )
+    ).one()
+    notices = _notices(period_from, period_to)
+    prefix = literal("expiry:") + card.subscription_id + literal(":")
+    old = aliased(PaymentMethod)
+    rows = session.execute(
+        select(
+            notices.c.first_sent,
+            notices.c.first_key,
+            old.id,
+            old.exp_month,
+            old.exp_year,
+            card.card_id,
+            card.exp_month,
+            card.exp_year,
+            card.card_created,
+        )
+        .select_from(notices)
+        .join(
+            card,
+            and_(
+                card.customer_id == notices.c.customer_id,
+                func.substr(notices.c.about, 1, func.length(prefix)) == prefix,
+            ),
+        )
+        .outerjoin(old, old.id == func.substr(notices.c.about, func.length(prefix) + 1))
+        .where(card.currency == currency)
+    ).all()
+    return _figures(int(within[0]), int(within[1]), rows, now)
+
+
+def _figures(
+    within_30: int, within_60: int, rows: Sequence[Sequence[Any]], now: datetime
+) -> ExpiringCards:
     replaced = pending = 0
     for r in rows:
         if _replaced_in_time(*r):
@@ -177,7 +253,7 @@ def expiring_cards(
         else:
             deadline = _needed_by(r[1], r[3], r[4])
             pending += deadline is not None and deadline > now
-    return ExpiringCards(int(within[0]), int(within[1]), len(rows), replaced, pending)
+    return ExpiringCards(within_30, within_60, len(rows), replaced, pending)
 
 
 def _renewal_of(key: str | None) -> datetime | None:
@@ -192,12 +268,14 @@ def _renewal_of(key: str | None) -> datetime | None:
 
 def _needed_by(key: str | None, exp_month: int | None, exp_year: int | None) -> datetime | None:
     """When a replacement was needed: the later of the card's end and the notice's renewal."""
-    found = [
-        t
-        for t in (expiry.card_expires_at(_card(exp_month, exp_year)), _renewal_of(key))
-        if t is not None
-    ]
+    found = [t for t in (_expires(exp_month, exp_year), _renewal_of(key)) if t is not None]
     return max(found) if found else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _expires(exp_month: int | None, exp_year: int | None) -> datetime | None:
+    # a few dozen (month, year) pairs among the thousands of notified cards a view reads
+    return expiry.card_expires_at(_card(exp_month, exp_year))
 
 
 @dataclass(frozen=True)
@@ -228,7 +306,7 @@ def _replaced_in_time(
     if new_id == old_id:
         # A notice goes out only for a card expiring before a renewal at most HORIZON after
         # the scan that planned it, so an expiry later than that was moved by the network.
-        expires = expiry.card_expires_at(_card(new_month, new_year))
+        expires = _expires(new_month, new_year)
         return expires is not None and expires > first_sent + expiry.HORIZON
     needed_by = _needed_by(first_key, old_month, old_year)
     if needed_by is None or new_created is None:

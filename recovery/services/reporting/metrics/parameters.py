@@ -4,6 +4,7 @@ query, and the currency to show when none is asked for."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 
 from babel.numbers import list_currencies
@@ -44,20 +45,33 @@ def period_of(day_from: date, day_to: date) -> tuple[datetime, datetime]:
 
 def default_currency(session: Session) -> str:
     """The currency most cases were in (then most cancel sessions), else usd."""
-    for column in (RecoveryCase.currency, CancelSession.currency):
-        row = session.execute(
-            select(column).group_by(column).order_by(func.count().desc(), column).limit(1)
-        ).first()
-        if row is not None and row[0]:
-            return str(row[0]).lower()
-    return DEFAULT_CURRENCY
+    return most_used(*use_counts(session))
 
 
 def currencies_in_use(session: Session) -> list[str]:
     """Currencies that have cases, most used first (for the page's picker)."""
-    rows = session.execute(
-        select(RecoveryCase.currency)
-        .group_by(RecoveryCase.currency)
-        .order_by(func.count().desc(), RecoveryCase.currency)
-    ).all()
-    return [str(r[0]).lower() for r in rows]
+    return by_use(use_counts(session)[0])
+
+
+def use_counts(session: Session) -> tuple[dict[str, int], dict[str, int]]:
+    """Cases and cancel sessions per currency as stored, counted in the source tables (the
+    overview reads them from the rollups: `rollups.use_counts`)."""
+    found = []
+    for column in (RecoveryCase.currency, CancelSession.currency):
+        rows = session.execute(select(column, func.count()).group_by(column)).all()
+        found.append({str(c): int(n) for c, n in rows if c is not None})
+    return found[0], found[1]
+
+
+def by_use(counts: Mapping[str, int]) -> list[str]:
+    """Most used first, then by code as stored; lower-cased."""
+    used = [c for c in counts if counts[c]]
+    return [c.lower() for c in sorted(used, key=lambda c: (-counts[c], c))]
+
+
+def most_used(cases: Mapping[str, int], sessions: Mapping[str, int]) -> str:
+    for counts in (cases, sessions):
+        ordered = by_use(counts)
+        if ordered and ordered[0]:
+            return ordered[0]
+    return DEFAULT_CURRENCY

@@ -30,10 +30,11 @@ from recovery.models import (
     OverviewDirtyDay,
     RecoveryCase,
 )
+from recovery.models.rollups import CurrencyDayRollup, HeldEndRollup, RecoveryTimeDayRollup
 from recovery.runtime import Runtime
 from recovery.services.reporting.metrics import by_month, validated
 from recovery.services.reporting.metrics.cancel_flow import session_groups
-from recovery.services.reporting.metrics.cohort import GROUP_KEYS
+from recovery.services.reporting.metrics.cohort import GROUP_KEYS, days_taken
 from recovery.services.reporting.metrics.reminder_channels import last_channels
 
 JOB_NAME = "overview_rollups"
@@ -131,7 +132,15 @@ def refresh_chunk(session: Session) -> int:
 
 def recompute(session: Session, currency: str, days: Sequence[date]) -> None:
     """Replace the rollup rows of these days of `currency` by what the source tables say."""
-    for model in (CaseDayRollup, CancelDayRollup, HeldDayRollup, ChannelDayRollup):
+    for model in (
+        CaseDayRollup,
+        CancelDayRollup,
+        HeldDayRollup,
+        ChannelDayRollup,
+        CurrencyDayRollup,
+        HeldEndRollup,
+        RecoveryTimeDayRollup,
+    ):
         session.execute(delete(model).where(model.currency == currency, model.day.in_(days)))
     ranges = day_ranges(days)
     cases = and_(RecoveryCase.currency == currency, within(RecoveryCase.opened_at, ranges))
@@ -156,9 +165,35 @@ def recompute(session: Session, currency: str, days: Sequence[date]) -> None:
     ]
     if rows:
         session.execute(insert(CancelDayRollup), rows)
-    rows = _held_rows(session, currency, cases, sessions)
+    counts: dict[date, dict[str, Any]] = {}
+    for column, where, name in (
+        (RecoveryCase.opened_at, cases, "cases"),
+        (CancelSession.created_at, sessions, "sessions"),
+    ):
+        day = func.date(column)
+        for found, n in session.execute(select(day, func.count()).where(where).group_by(day)):
+            slot = counts.setdefault(
+                as_date(found),
+                {"day": as_date(found), "currency": currency, "cases": 0, "sessions": 0},
+            )
+            slot[name] = int(n)
+    if counts:
+        session.execute(insert(CurrencyDayRollup), list(counts.values()))
+    day, taken = func.date(RecoveryCase.opened_at), days_taken(session)
+    rows = [
+        {"day": as_date(d), "currency": currency, "days_taken": int(t), "cases": int(n)}
+        for d, t, n in session.execute(
+            select(day, taken, func.count())
+            .where(cases, RecoveryCase.status == "recovered", RecoveryCase.closed_at.is_not(None))
+            .group_by(day, taken)
+        )
+    ]
+    if rows:
+        session.execute(insert(RecoveryTimeDayRollup), rows)
+    rows, by_hour = _held_rows(session, currency, cases, sessions)
     if rows:
         session.execute(insert(HeldDayRollup), rows)
+        session.execute(insert(HeldEndRollup), by_hour)
     rows = [
         {
             "day": as_date(day),
@@ -206,17 +241,22 @@ def _held_rows(
     currency: str,
     cases: ColumnElement[bool],
     sessions: ColumnElement[bool],
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`HeldDayRollup`'s rows and `HeldEndRollup`'s (the same, by the hour a window ends)."""
     saves, recoveries, invoices = validated.read(session, [sessions], [cases])
-    counts: Counter[tuple[str, date, int, date, bool, str]] = Counter()
+    counts: Counter[tuple[str, date, int, date, int, bool, str]] = Counter()
     for kind, found in (("save", saves), ("recovery", recoveries)):
         for c in found:
             dues = invoices.get(c.subscription_id or "", [])
             for days in WINDOWS:
                 end = c.start + timedelta(days=days)
                 early = c.cancelled_at is not None and c.cancelled_at < end
-                outcome = held(c.start, days, ENDED, c.cancelled_at, dues)
-                counts[(kind, c.opened.date(), days, end.date(), early, outcome.value)] += 1
+                ended = held(c.start, days, ENDED, c.cancelled_at, dues).value
+                key = (kind, c.opened.date(), days, end.date(), end.hour, early, ended)
+                counts[key] += 1
+    by_day: Counter[tuple[str, date, int, date, bool, str]] = Counter()
+    for (kind, day, days, end_day, _hour, early, outcome), n in counts.items():
+        by_day[(kind, day, days, end_day, early, outcome)] += n
     return [
         {
             "day": day,
@@ -228,5 +268,18 @@ def _held_rows(
             "outcome": outcome,
             "count": n,
         }
-        for (kind, day, days, end_day, early, outcome), n in counts.items()
+        for (kind, day, days, end_day, early, outcome), n in by_day.items()
+    ], [
+        {
+            "day": day,
+            "currency": currency,
+            "kind": kind,
+            "window_days": days,
+            "end_day": end_day,
+            "end_hour": hour,
+            "early": early,
+            "outcome": outcome,
+            "count": n,
+        }
+        for (kind, day, days, end_day, hour, early, outcome), n in counts.items()
     ]

@@ -16,26 +16,28 @@ from sqlalchemy import ColumnElement, Select, and_, case, false, func, or_, sele
 from sqlalchemy.orm import Session
 
 from recovery.domain.cases import CaseStatus
-from recovery.domain.experiment_outcomes import WINDOWS, Held, HeldCounts, held
+from recovery.domain.offers import monthly_amount
 from recovery.models import (
     CancelDayRollup,
     CancelSession,
     CaseDayRollup,
     ChannelDayRollup,
-    HeldDayRollup,
     OverviewDirtyDay,
     RecoveryCase,
+)
+from recovery.models.rollups import (
+    CurrencyDayRollup,
+    RecoveredPrice,
+    RecoveryTimeDayRollup,
 )
 from recovery.services.reporting.metrics import (
     by_month,
     cancel_flow,
     cohort,
     reminder_channels,
-    validated,
     weekly,
 )
-from recovery.services.reporting.metrics.rollup_refresh import as_date, within
-from recovery.services.reporting.metrics.validated import Validated
+from recovery.services.reporting.metrics.rollup_refresh import as_date, day_ranges, within
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Plan:
     clean: tuple[tuple[date, date], ...]  # [first, after) runs of clean days
     direct: tuple[tuple[datetime, datetime], ...]  # [from, to) instants
 
-    def rolled(self, day: Any) -> ColumnElement[bool]:
+    def rolled_up(self, day: Any) -> ColumnElement[bool]:
         if not self.clean:
             return false()
         return or_(*(and_(day >= a, day < b) for a, b in self.clean))
@@ -60,6 +62,75 @@ def dirty_days(session: Session) -> dict[str, set[date]]:
     query = select(OverviewDirtyDay.currency, OverviewDirtyDay.day).distinct()
     for currency, day in session.execute(query):
         out.setdefault(str(currency), set()).add(as_date(day))
+    return out
+
+
+def use_counts(
+    session: Session, dirty: dict[str, set[date]]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """`parameters.use_counts` - cases and sessions per currency - from the rollups, the dirty
+    days counted in the source tables: one statement, three with dirty days."""
+    stale = or_(
+        false(),
+        *(
+            and_(CurrencyDayRollup.currency == c, CurrencyDayRollup.day.in_(sorted(days)))
+            for c, days in dirty.items()
+        ),
+    )
+    cases: Counter[str] = Counter()
+    sessions: Counter[str] = Counter()
+    for currency, n, m in session.execute(
+        select(
+            CurrencyDayRollup.currency,
+            func.sum(CurrencyDayRollup.cases),
+            func.sum(CurrencyDayRollup.sessions),
+        )
+        .where(~stale)
+        .group_by(CurrencyDayRollup.currency)
+    ):
+        cases[str(currency)] += int(n)
+        sessions[str(currency)] += int(m)
+    if dirty:
+        for column, at, counts in (
+            (RecoveryCase.currency, RecoveryCase.opened_at, cases),
+            (CancelSession.currency, CancelSession.created_at, sessions),
+        ):
+            live = or_(*(and_(column == c, within(at, day_ranges(d))) for c, d in dirty.items()))
+            for currency, n in session.execute(
+                select(column, func.count()).where(live).group_by(column)
+            ):
+                counts[str(currency)] += int(n)
+    return (
+        {c: n for c, n in cases.items() if n},
+        {c: n for c, n in sessions.items() if n},
+    )
+
+
+def recovered_mrr_by_currency(session: Session, start: datetime, end: datetime) -> dict[str, int]:
+    """`cohort.recovered_mrr_by_currency` for the cases opened in [start, end), from the prices
+    the triggers keep (`RecoveredPrice`): the distinct (currency, subscription, cadence) rows
+    of an index-only scan, summed per cadence and rounded once per cadence, as there."""
+    per_subscription = (
+        select(
+            RecoveredPrice.currency,
+            RecoveredPrice.subscription_id,
+            RecoveredPrice.interval,
+            RecoveredPrice.interval_count,
+            RecoveredPrice.amount,
+        )
+        .where(RecoveredPrice.opened_at >= start, RecoveredPrice.opened_at < end)
+        .distinct()
+        .subquery()
+    )
+    c = per_subscription.c
+    out: dict[str, int] = {}
+    for currency, interval, count, amount in session.execute(
+        select(c.currency, c.interval, c.interval_count, func.sum(c.amount)).group_by(
+            c.currency, c.interval, c.interval_count
+        )
+    ):
+        key = str(currency)
+        out[key] = out.get(key, 0) + monthly_amount(int(amount), interval, int(count or 1))
     return out
 
 
@@ -106,7 +177,7 @@ def case_groups(session: Session, currency: str, p: Plan) -> list[cohort.CaseGro
         CaseDayRollup.decline_category,
         CaseDayRollup.card_brand,
     )
-    rows = _rolled(
+    rows = rolled_up(
         session,
         p,
         select(
@@ -115,7 +186,7 @@ def case_groups(session: Session, currency: str, p: Plan) -> list[cohort.CaseGro
             func.sum(CaseDayRollup.amount_due),
             func.sum(CaseDayRollup.amount_recovered),
         )
-        .where(CaseDayRollup.currency == currency, p.rolled(CaseDayRollup.day))
+        .where(CaseDayRollup.currency == currency, p.rolled_up(CaseDayRollup.day))
         .group_by(*keys),
     )
     rolled = [
@@ -141,7 +212,7 @@ def _cases(currency: str, p: Plan) -> ColumnElement[bool]:
 def daily_cases(session: Session, currency: str, p: Plan) -> list[tuple[Any, int, int, int, int]]:
     """`weekly.daily`'s rows: per day, cases, failed amount, recovered cases and amount."""
     recovered = CaseDayRollup.status == CaseStatus.RECOVERED.value
-    rows = _rolled(
+    rows = rolled_up(
         session,
         p,
         select(
@@ -151,7 +222,7 @@ def daily_cases(session: Session, currency: str, p: Plan) -> list[tuple[Any, int
             func.sum(case((recovered, CaseDayRollup.cases), else_=0)),
             func.sum(case((recovered, CaseDayRollup.amount_recovered), else_=0)),
         )
-        .where(CaseDayRollup.currency == currency, p.rolled(CaseDayRollup.day))
+        .where(CaseDayRollup.currency == currency, p.rolled_up(CaseDayRollup.day))
         .group_by(CaseDayRollup.day),
     )
     rolled = [(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
@@ -163,7 +234,7 @@ def monthly_cases(
 ) -> list[tuple[Any, ...]]:
     """`by_month.daily`'s rows for the months shown: opened up to now, included."""
     p = plan(dirty, by_month.first_day(now), now + timedelta.resolution)
-    rows = _rolled(
+    rows = rolled_up(
         session,
         p,
         select(
@@ -174,7 +245,7 @@ def monthly_cases(
             func.sum(CaseDayRollup.recovered_60),
             func.sum(CaseDayRollup.recovered_90),
         )
-        .where(CaseDayRollup.currency == currency, p.rolled(CaseDayRollup.day))
+        .where(CaseDayRollup.currency == currency, p.rolled_up(CaseDayRollup.day))
         .group_by(CaseDayRollup.day),
     )
     return rows + (by_month.daily(session, _cases(currency, p)) if p.direct else [])
@@ -185,7 +256,7 @@ def status_sums(
 ) -> list[tuple[Any, ...]]:
     """`cohort.status_sums`'s rows, every currency: a day dirty in one is read directly."""
     p = plan(set().union(*dirty.values()), start, end)
-    rows = _rolled(
+    rows = rolled_up(
         session,
         p,
         select(
@@ -195,7 +266,7 @@ def status_sums(
             func.sum(CaseDayRollup.amount_due),
             func.sum(CaseDayRollup.amount_recovered),
         )
-        .where(p.rolled(CaseDayRollup.day))
+        .where(p.rolled_up(CaseDayRollup.day))
         .group_by(CaseDayRollup.currency, CaseDayRollup.status),
     )
     if not p.direct:
@@ -203,9 +274,60 @@ def status_sums(
     return rows + cohort.status_sums(session, p.live(RecoveryCase.opened_at))
 
 
+def median_days(
+    session: Session, currency: str, p: Plan, start: datetime, end: datetime
+) -> float | None:
+    """`cohort.median_days` of the cases opened in [start, end): the histogram of whole days
+    taken (rollups, and the source for the rest) says which day(s) the middle recoveries fall
+    in and how many come before; only those days' recoveries are read, in order."""
+    hist: Counter[int] = Counter()
+    for taken, n in rolled_up(
+        session,
+        p,
+        select(RecoveryTimeDayRollup.days_taken, func.sum(RecoveryTimeDayRollup.cases))
+        .where(RecoveryTimeDayRollup.currency == currency, p.rolled_up(RecoveryTimeDayRollup.day))
+        .group_by(RecoveryTimeDayRollup.days_taken),
+    ):
+        hist[int(taken)] += int(n)
+    recovered = and_(
+        RecoveryCase.status == CaseStatus.RECOVERED, RecoveryCase.closed_at.is_not(None)
+    )
+    if p.direct:
+        taken = cohort.days_taken(session)
+        for days, n in session.execute(
+            select(taken, func.count()).where(_cases(currency, p), recovered).group_by(taken)
+        ):
+            hist[int(days)] += int(n)
+    n = sum(hist.values())
+    if not n:
+        return None
+    low, high = (n + 1) // 2, (n + 2) // 2  # 1-based ranks of the middle value(s)
+    first, last, before, seen = 0, 0, 0, 0
+    for days in sorted(hist):
+        if seen < low <= seen + hist[days]:
+            first, before = days, seen
+        if seen < high <= seen + hist[days]:
+            last = days
+            break
+        seen += hist[days]
+    seconds = cohort.seconds_between(session, RecoveryCase.opened_at, RecoveryCase.closed_at)
+    bounds = [seconds < (0 if last < 0 else (last + 1) * 86_400)]
+    if first >= 0:
+        bounds.append(seconds >= first * 86_400)
+    middle = session.scalars(
+        select(seconds)
+        .where(cohort.cohort_of(currency, start, end), recovered, *bounds)
+        .order_by(seconds)
+        .offset(low - 1 - before)
+        .limit(high - low + 1)
+    ).all()
+    values = [float(v) for v in middle]
+    return round(sum(values) / len(values) / 86400, 2)
+
+
 def channel_rows(session: Session, currency: str, p: Plan) -> list[tuple[Any, ...]]:
     """`reminder_channels.last_channels`'s rows: (channel, recoveries, amount)."""
-    rows = _rolled(
+    rows = rolled_up(
         session,
         p,
         select(
@@ -213,7 +335,7 @@ def channel_rows(session: Session, currency: str, p: Plan) -> list[tuple[Any, ..
             func.sum(ChannelDayRollup.cases),
             func.sum(ChannelDayRollup.amount),
         )
-        .where(ChannelDayRollup.currency == currency, p.rolled(ChannelDayRollup.day))
+        .where(ChannelDayRollup.currency == currency, p.rolled_up(ChannelDayRollup.day))
         .group_by(ChannelDayRollup.channel),
     )
     live = reminder_channels.last_channels(session, _cases(currency, p)) if p.direct else []
@@ -223,7 +345,7 @@ def channel_rows(session: Session, currency: str, p: Plan) -> list[tuple[Any, ..
 def session_groups(session: Session, currency: str, p: Plan) -> list[tuple[Any, ...]]:
     """`cancel_flow.session_groups`'s rows."""
     keys = (CancelDayRollup.outcome, CancelDayRollup.reason, CancelDayRollup.reversed)
-    rows = _rolled(
+    rows = rolled_up(
         session,
         p,
         select(
@@ -232,7 +354,7 @@ def session_groups(session: Session, currency: str, p: Plan) -> list[tuple[Any, 
             func.sum(CancelDayRollup.mrr_before),
             func.sum(CancelDayRollup.mrr_after),
         )
-        .where(CancelDayRollup.currency == currency, p.rolled(CancelDayRollup.day))
+        .where(CancelDayRollup.currency == currency, p.rolled_up(CancelDayRollup.day))
         .group_by(*keys),
     )
     rolled = [(_none(r[0]), _none(r[1]), bool(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows]
@@ -240,100 +362,6 @@ def session_groups(session: Session, currency: str, p: Plan) -> list[tuple[Any, 
     return rolled + (cancel_flow.session_groups(session, live) if p.direct else [])
 
 
-def held_counts(session: Session, currency: str, p: Plan, now: datetime) -> Validated:
-    """Saves validated and recoveries durable: the rolled-up days' outcomes as of now (a window
-    ending today is read directly: whether it has ended depends on the hour), plus the
-    direct computation of the rest."""
-    today = now.date()
-    keys = (
-        HeldDayRollup.kind,
-        HeldDayRollup.window_days,
-        HeldDayRollup.end_day,
-        HeldDayRollup.early,
-        HeldDayRollup.outcome,
-    )
-    rows = _rolled(
-        session,
-        p,
-        select(*keys, func.sum(HeldDayRollup.count))
-        .where(HeldDayRollup.currency == currency, p.rolled(HeldDayRollup.day))
-        .group_by(*keys),
-    )
-    counts: Counter[tuple[str, int, Held]] = Counter()
-    for kind, days, end_day, early, outcome, n in rows:
-        ends = as_date(end_day)
-        if ends == today:
-            continue  # read directly below
-        if early:
-            counts[(kind, days, Held.NOT_HELD)] += int(n)
-        elif ends > today:
-            counts[(kind, days, Held.PENDING)] += int(n)
-        else:
-            counts[(kind, days, Held(outcome))] += int(n)
-    # Directly: the dirty and partial days, and the rolled-up windows that end today.
-    ending_today = [
-        (
-            datetime.combine(today - timedelta(days=d), datetime.min.time(), UTC),
-            datetime.combine(today - timedelta(days=d - 1), datetime.min.time(), UTC),
-        )
-        for d in WINDOWS
-    ]
-    clean = [
-        (
-            datetime.combine(a, datetime.min.time(), UTC),
-            datetime.combine(b, datetime.min.time(), UTC),
-        )
-        for a, b in p.clean
-    ]
-    saves, recoveries, invoices = validated.read(
-        session,
-        [
-            CancelSession.currency == currency,
-            or_(
-                p.live(CancelSession.created_at),
-                and_(
-                    within(CancelSession.created_at, clean),
-                    within(CancelSession.decided_at, ending_today),
-                ),
-            ),
-        ],
-        [
-            RecoveryCase.currency == currency,
-            or_(
-                p.live(RecoveryCase.opened_at),
-                and_(
-                    within(RecoveryCase.opened_at, clean),
-                    within(RecoveryCase.closed_at, ending_today),
-                ),
-            ),
-        ],
-    )
-    for kind, found in (("save", saves), ("recovery", recoveries)):
-        for c in found:
-            rolled_up = not any(a <= c.opened < b for a, b in p.direct)
-            dues = invoices.get(c.subscription_id or "", [])
-            for days in WINDOWS:
-                if rolled_up and (c.start + timedelta(days=days)).date() != today:
-                    continue
-                counts[(kind, days, held(c.start, days, now, c.cancelled_at, dues))] += 1
-    return Validated(
-        saves=_counts(counts, "save"),
-        recoveries=_counts(counts, "recovery"),
-    )
-
-
-def _counts(counts: Counter[tuple[str, int, Held]], kind: str) -> tuple[HeldCounts, ...]:
-    return tuple(
-        HeldCounts(
-            d,
-            counts[(kind, d, Held.HELD)],
-            counts[(kind, d, Held.NOT_HELD)],
-            counts[(kind, d, Held.PENDING)],
-        )
-        for d in WINDOWS
-    )
-
-
-def _rolled(session: Session, p: Plan, query: Select[*tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def rolled_up(session: Session, p: Plan, query: Select[*tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """The rollup rows `query` sums, when some day of the period is rolled up."""
     return [tuple(r) for r in session.execute(query).all()] if p.clean else []

@@ -82,15 +82,22 @@ def read(
     session: Session,
     saves_where: Sequence[ColumnElement[bool]] | None,
     recoveries_where: Sequence[ColumnElement[bool]] | None,
+    *,
+    saves_also: Sequence[Sequence[ColumnElement[bool]]] = (),
+    recoveries_also: Sequence[Sequence[ColumnElement[bool]]] = (),
 ) -> tuple[list[Candidate], list[Candidate], dict[str, list[DueInvoice]]]:
     """The saves and recoveries matching each filter (None: none of that kind), in one
     statement, and their subscriptions' invoices in a second: two statements whatever their
-    number."""
+    number. `saves_also` / `recoveries_also`: more filters, each its own part of the same
+    statement (disjoint from the others: a row two parts select is read twice), so that each
+    part is one index range scan rather than the whole table for an OR of unlike ranges."""
     parts = []
     if saves_where is not None:
         parts.append(_saves(*saves_where))
+    parts.extend(_saves(*where) for where in saves_also)
     if recoveries_where is not None:
         parts.append(_recoveries(*recoveries_where))
+    parts.extend(_recoveries(*where) for where in recoveries_also)
     if not parts:
         return [], [], {}
     both = union_all(*parts).subquery()
