@@ -193,3 +193,37 @@ def test_chart_labels_are_escaped() -> None:
     svg = str(charts.horizontal_counts([('<img src=x onerror="alert(1)">', 2)], "n", 'a "b"'))
     assert "<img" not in svg and "&lt;img" in svg
     assert 'aria-label="a &#34;b&#34;"' in svg
+
+
+def test_a_chart_is_drawn_again_when_its_figures_change(seeded: Runtime, client: Any) -> None:
+    # Charts are memoized on their figures: a new recovery must still show in the chart.
+    sign_in_as(seeded, client)
+    before = client.get(OCTOBER).get_data(as_text=True)
+    svgs = re.findall(r"<svg .*?</svg>", before, re.S)
+    assert re.findall(r"<svg .*?</svg>", client.get(OCTOBER).get_data(as_text=True), re.S) == svgs
+    with seeded.db.transaction() as session:
+        add_case(
+            session,
+            "late_jcb",
+            status="recovered",
+            recovered_via="hosted_invoice_page",
+            amount_due=98_700,
+            amount_recovered=98_700,
+            opened_at=at(10, 20, 6),
+            closed_at=at(10, 21, 6),
+            card_brand="jcb",
+            subscription_id="sub_late_jcb",
+        )
+    after = client.get(OCTOBER).get_data(as_text=True)
+
+    weekly_before = svgs[0]  # failed and recovered per week: the week of the 21st moved
+    weekly_after = re.findall(r"<svg .*?</svg>", after, re.S)[0]
+    assert weekly_after != weekly_before
+
+
+def test_chart_memo_keys_on_nested_figures() -> None:
+    first = charts.horizontal_counts([("Too expensive", 2)], "Sessions", "by reason")
+    again = charts.horizontal_counts([("Too expensive", 2)], "Sessions", "by reason")
+    other = charts.horizontal_counts([("Too expensive", 3)], "Sessions", "by reason")
+    assert again is first
+    assert other != first and ">3<" in str(other)

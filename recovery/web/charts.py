@@ -9,10 +9,16 @@ An SVG scales with its box, text and all: one drawn for a 1,250 px column shrink
 letters on a 390 px phone. So each chart is drawn twice, for a wide box and for a phone's, and
 the page's CSS shows one (`.for-wide` / `.for-phone`). Value axes step by 1, 2 or 5 times a
 power of ten (`nice_ticks`), never 0/20/40/60/90.
+
+Drawing is the slow part of the overview (pygal builds each SVG as an element tree: ~15-25 ms a
+chart, 12 per page), while the figures behind a chart change only when money moves. So each chart
+is memoized on its figures (`_memo`): the figures are still computed fresh on every view, and a
+chart is drawn again whenever any of them differs.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -31,6 +37,26 @@ FAILED, RECOVERED, NEUTRAL = "#b3261e", "#137333", "#0b57d0"
 
 _SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
+
+
+def _frozen(value: Any) -> Any:
+    """A chart's figures as a hashable key: lists and tuples, nested, become tuples."""
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _memo(draw_chart: Callable[..., Markup]) -> Callable[..., Markup]:
+    """`draw_chart` memoized on its arguments (a few dozen charts: a dashboard's periods and
+    currencies; a memo entry is two SVGs of 5-30 kB)."""
+    cached = functools.lru_cache(maxsize=96)(draw_chart)
+
+    @functools.wraps(draw_chart)
+    def memoized(*args: Any, **kwargs: Any) -> Markup:
+        frozen = {k: _frozen(v) for k, v in kwargs.items()}
+        return cached(*(_frozen(a) for a in args), **frozen)
+
+    return memoized
 
 
 def _style(*colors: str, narrow: bool = False) -> Any:
@@ -135,6 +161,7 @@ def _top_down(rows: Sequence[Any]) -> list[Any]:
     return list(reversed(rows))
 
 
+@_memo
 def weekly_trend(
     weeks: Sequence[tuple[str, int, int]], currency: str, label: str = "Failed and recovered"
 ) -> Markup:
@@ -169,6 +196,7 @@ def weekly_trend(
     return _both(draw, f"{label} per week", 720)
 
 
+@_memo
 def recovery_by_month(rows: Sequence[tuple[str, tuple[float | None, ...]]], label: str) -> Markup:
     """Per month, the share recovered within 30, 60 and 90 days (0..1; None: window open)."""
 
@@ -199,6 +227,7 @@ def recovery_by_month(rows: Sequence[tuple[str, tuple[float | None, ...]]], labe
     return _both(draw, label, 720)
 
 
+@_memo
 def horizontal_amounts(
     rows: Sequence[tuple[str, int]], currency: str, series: str, label: str, color: str = NEUTRAL
 ) -> Markup:
@@ -225,6 +254,7 @@ def horizontal_amounts(
     return _both(draw, label, 480)
 
 
+@_memo
 def failed_vs_recovered(rows: Sequence[tuple[str, int, int]], currency: str, label: str) -> Markup:
     """(label, failed amount, recovered amount) per group, as side-by-side bars."""
     ticks = nice_ticks(
@@ -251,6 +281,7 @@ def failed_vs_recovered(rows: Sequence[tuple[str, int, int]], currency: str, lab
     return _both(draw, label, 480)
 
 
+@_memo
 def horizontal_counts(rows: Sequence[tuple[str, int]], series: str, label: str) -> Markup:
     top = max((r[1] for r in rows), default=0)
     ticks = [int(t) for t in nice_ticks(max(top, 1), most=4) if t == int(t)]
@@ -275,6 +306,7 @@ def horizontal_counts(rows: Sequence[tuple[str, int]], series: str, label: str) 
     return _both(draw, label, 480)
 
 
+@_memo
 def horizontal_rates(rows: Sequence[tuple[str, float | None]], series: str, label: str) -> Markup:
     """One horizontal bar per (label, rate 0..1; None: no finished outcome yet), in percent."""
 
