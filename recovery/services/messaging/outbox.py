@@ -23,12 +23,13 @@ after MAX_ATTEMPTS - about two days, so an SMTP or Twilio outage of a day loses 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, select, update
+from sqlalchemy import Integer, Table, bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from recovery.adapters.deadline import Deadline
@@ -41,7 +42,7 @@ from recovery.domain.reminders import local_day, next_day_at
 from recovery.domain.timezones import customer_timezone
 from recovery.models import ActionStatus, Customer, DueAction, MessageStatus, OutboxMessage
 from recovery.rules import Rules
-from recovery.runtime import ActionContext, Claimed, Providers, ThreePhase
+from recovery.runtime import ActionContext, Claimed, Providers, RecordTogether, ThreePhase
 from recovery.services.card_update import links as card_update_links
 from recovery.services.messaging.consent import may_text, set_opt_out
 from recovery.services.outreach import links as outreach_links
@@ -321,23 +322,47 @@ def call_send(providers: Providers, send: Send, deadline: Deadline) -> Sent:
         raise  # transient: the due action retries with backoff
 
 
+# Sent, whatever happened to the row meanwhile: the provider took it. Built once on the table
+# (no ORM bookkeeping), run for a round's sent messages in one executemany.
+_MESSAGES = cast(Table, OutboxMessage.__table__)
+_m = _MESSAGES.c
+_MARK_SENT = (
+    update(_MESSAGES)
+    .where(_m.id == bindparam("b_id"))
+    .values(
+        status=MessageStatus.SENT,
+        sent_at=bindparam("b_now", type_=_m.sent_at.type),
+        finished_at=bindparam("b_now", type_=_m.finished_at.type),
+        last_error=None,
+        provider_id=bindparam("b_provider", type_=_m.provider_id.type),
+        attempts=case(
+            (_m.attempts < bindparam("b_attempt", type_=Integer()), bindparam("b_attempt")),
+            else_=_m.attempts,
+        ),
+    )
+)
+
+
+def _sent_values(send: Send, sent: Sent, now: datetime) -> dict[str, Any]:
+    return {
+        "b_id": send.message_id,
+        "b_now": now,
+        "b_provider": sent.provider_id,
+        "b_attempt": send.attempt,
+    }
+
+
+def record_sent(ctx: ActionContext, items: Sequence[tuple[Claimed, Send, Sent]]) -> None:
+    """A round's sent messages marked sent in one statement (their actions are done already)."""
+    if items:
+        now = ctx.clock.now()
+        ctx.session.execute(_MARK_SENT, [_sent_values(send, sent, now) for _, send, sent in items])
+
+
 def record_send(ctx: ActionContext, action: Claimed, send: Send, sent: Sent) -> None:
     now = ctx.clock.now()
-    if sent.error is None:  # sent, whatever happened to the row meanwhile: the provider took it
-        attempts = OutboxMessage.attempts
-        ctx.session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == send.message_id)
-            .values(
-                status=MessageStatus.SENT,
-                sent_at=now,
-                finished_at=now,
-                last_error=None,
-                provider_id=sent.provider_id,
-                attempts=case((attempts < send.attempt, send.attempt), else_=attempts),
-            ),
-            execution_options={"synchronize_session": False},
-        )
+    if sent.error is None:
+        ctx.session.execute(_MARK_SENT, _sent_values(send, sent, now))
         return
     row = ctx.session.get(OutboxMessage, send.message_id, with_for_update=True)
     if row is None:
@@ -356,7 +381,12 @@ def _sent(row: OutboxMessage, now: datetime) -> None:
     row.last_error = None
 
 
-run_send = ThreePhase(decide=decide_send, call=call_send, record=record_send)
+run_send = ThreePhase(
+    decide=decide_send,
+    call=call_send,
+    record=record_send,
+    together=RecordTogether(applies=lambda sent: sent.error is None, record=record_sent),
+)
 
 
 # ---- reading --------------------------------------------------------------------------------

@@ -1,0 +1,181 @@
+"""The three steps of a due action, each on its own: decide (in the claim's transaction, a
+savepoint per action), call (no transaction open, under a deadline well inside the lease),
+record (in a later transaction, committed only while the lease is still ours).
+
+A round's common outcomes (`RecordTogether`: a message sent) are recorded together: one
+statement marks all their actions done while checking the leases, one writes their rows. The
+rest, and any group whose set-based write fails, go one by one, each in a savepoint.
+
+In shadow mode (RECOVERY_MODE=shadow) a three-step action that decided to call a provider is
+finished as `shadow` with a note of what it would have done (`services.work.shadow`), and
+nothing is called; a shadow action is finished for good and never claimed again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from recovery.adapters.deadline import Deadline
+from recovery.models import ActionStatus
+from recovery.runtime import Claimed, RecordTogether, Runtime, ThreePhase
+from recovery.services.work import shadow
+from recovery.services.work.claims import (
+    DATABASE_GONE,
+    LeaseLost,
+    PermanentError,
+    complete,
+    complete_many,
+    fail,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A three-phase action between its decision and its record: what to call."""
+
+    action: Claimed
+    handler: ThreePhase[Any, Any]
+    plan: Any
+
+
+@dataclass(frozen=True)
+class Called:
+    decided: Decided
+    outcome: Any = None
+    error: Exception | None = None
+
+
+def _in_shadow(runtime: Runtime, action: Claimed) -> bool:
+    """Shadow mode, and an action that would change something outside (not a mere read)."""
+    return runtime.settings.is_shadow and action.kind not in shadow.READS_ONLY
+
+
+def decide(runtime: Runtime, session: Session, action: Claimed, owner: str) -> str | Decided:
+    """Step 1, in the caller's transaction and a savepoint of its own: a one-phase handler
+    runs whole and completes; a three-phase one decides what to call (or completes when there
+    is nothing to call). Returns the action's status, or what to call."""
+    handler = runtime.handlers.actions.get(action.kind)
+    now = runtime.clock.now()
+    try:
+        with session.begin_nested():
+            if handler is None:
+                raise PermanentError(f"no handler for action kind {action.kind!r}")
+            ctx = runtime.action_context(session, owner)
+            if isinstance(handler, ThreePhase):
+                plan = handler.decide(ctx, action)
+                if plan is not None and _in_shadow(runtime, action):
+                    shadow.hold(session, action, owner, plan, now)
+                    return ActionStatus.SHADOW
+                if plan is not None:
+                    return Decided(action, handler, plan)
+            else:
+                handler(ctx, action)
+            complete(session, action, owner, now)
+        return ActionStatus.DONE
+    except (LeaseLost, shadow.ShadowLeaseLost):
+        log.warning("lease lost on action %s; another worker owns it", action.id)
+        return "lease_lost"
+    except DATABASE_GONE:
+        raise
+    except Exception as exc:
+        return fail(session, action, owner, exc, now)
+
+
+def call(runtime: Runtime, decided: Decided) -> Called:
+    """Step 2, with no transaction open: the provider call, under the deadline."""
+    try:
+        with Deadline(runtime.settings.provider_deadline_seconds) as deadline:
+            outcome = decided.handler.call(runtime.providers, decided.plan, deadline)
+        return Called(decided, outcome)
+    except Exception as exc:  # recorded as the action's failure in step 3
+        return Called(decided, error=exc)
+
+
+def record(runtime: Runtime, session: Session, called: Called, owner: str) -> str:
+    """Step 3, in the caller's transaction and a savepoint: the outcome, committed only while
+    the lease is still ours."""
+    action = called.decided.action
+    now = runtime.clock.now()
+    if called.error is not None:
+        return fail(session, action, owner, called.error, now)
+    try:
+        with session.begin_nested():
+            ctx = runtime.action_context(session, owner)
+            called.decided.handler.record(ctx, action, called.decided.plan, called.outcome)
+            complete(session, action, owner, now)
+        return ActionStatus.DONE
+    except LeaseLost:
+        log.warning("lease lost on action %s; another worker owns it", action.id)
+        return "lease_lost"
+    except DATABASE_GONE:
+        raise
+    except Exception as exc:
+        return fail(session, action, owner, exc, now)
+
+
+def fresh_for_the_next(session: Session) -> None:
+    """Several actions share a transaction: the next starts from what the database holds (the
+    mirror is written with plain statements, which loaded objects would not see)."""
+    session.flush()
+    session.expunge_all()
+
+
+def record_all(
+    runtime: Runtime, session: Session, calls: Sequence[Called], owner: str
+) -> list[str]:
+    """Step 3 for a round's calls, in the caller's transaction: the outcomes their handlers
+    record together first (`RecordTogether`), then the rest one by one. Returns their statuses."""
+    groups: dict[int, tuple[RecordTogether[Any, Any], list[Called]]] = {}
+    alone: list[Called] = []
+    for c in calls:
+        together = c.decided.handler.together
+        if c.error is None and together is not None and together.applies(c.outcome):
+            groups.setdefault(id(together), (together, []))[1].append(c)
+        else:
+            alone.append(c)
+    statuses: list[str] = []
+    for together, group in groups.values():
+        recorded = _record_together(runtime, session, together, group, owner)
+        if recorded is None:
+            alone += group  # one by one: a failure then stays with its own action
+        else:
+            statuses += recorded
+    for c in alone:
+        statuses.append(record(runtime, session, c, owner))
+        fresh_for_the_next(session)
+    return statuses
+
+
+def _record_together(
+    runtime: Runtime,
+    session: Session,
+    together: RecordTogether[Any, Any],
+    group: Sequence[Called],
+    owner: str,
+) -> list[str] | None:
+    now = runtime.clock.now()
+    try:
+        with session.begin_nested():
+            held = complete_many(session, [c.decided.action.id for c in group], owner, now)
+            items = [
+                (c.decided.action, c.decided.plan, c.outcome)
+                for c in group
+                if c.decided.action.id in held
+            ]
+            together.record(runtime.action_context(session, owner), items)
+    except DATABASE_GONE:
+        raise
+    except Exception:
+        log.exception("recording %d outcomes together failed; one by one instead", len(group))
+        return None
+    lost = len(group) - len(items)
+    if lost:
+        log.warning("lease lost on %d actions; another worker owns them", lost)
+    return [ActionStatus.DONE] * len(items) + ["lease_lost"] * lost
