@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import shlex
 import signal
@@ -178,7 +179,10 @@ def worker_main(args: argparse.Namespace) -> int:
     statements = Counter[str]()
 
     def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        statements[" ".join(statement.split()[:4])] += 1
+        # savepoints by what they are, not by their numbered names
+        statements[
+            re.sub(r"sa_savepoint_\d+", "sa_savepoint_N", " ".join(statement.split()[:4]))
+        ] += 1
 
     if args.profile:
         from sqlalchemy import event
@@ -211,7 +215,7 @@ def worker_main(args: argparse.Namespace) -> int:
         "first_claim": first,
         "last_done": last,
         "cpu_seconds": round(cpu, 2),
-        "statements": dict(statements.most_common(40)),
+        "statements": dict(statements.most_common(60)),
         "rss_ready_mib": round(rss_ready / 1024, 1),
         "rss_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
@@ -635,7 +639,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {json.dumps(r['check'])}", flush=True)
             if args.profile:
                 print_profile(work / f"t{n}-w0.pstats")
-                for statement, times in r["per_worker"][0]["statements"].items():
+                counted = r["per_worker"][0]["statements"]
+                print(f"    {sum(counted.values()) / r['actions']:6.2f}/action  in all")
+                for statement, times in counted.items():
                     print(f"    {times / r['actions']:6.2f}/action  {statement}")
         if args.latency_ms:
             lr, le = split(args.latency_actions, args.email_share)

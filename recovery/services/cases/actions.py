@@ -181,7 +181,10 @@ def record_retry(ctx: ActionContext, action: Claimed, plan: Retry, outcome: Retr
     if case is None:
         return
     now = ctx.clock.now()
-    if outcome.invoice is not None:
+    if outcome.invoice is not None and outcome.paid is None:
+        # Not when our charge paid it: the paid invoice, newer, is mirrored in `_succeeded`,
+        # and two states stamped with the same second would look like a tie that only a
+        # re-read from Stripe could settle (mirror.refetch_later: one more action per payment).
         mirror.apply_invoice(ctx.session, so.invoice_state(outcome.invoice), _now_ts(ctx))
     kind, attempt, key = outcome.kind, plan.attempt, plan.key
     if kind == "replayed" and outcome.paid is not None:
