@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--actions", type=int, default=20_000)
     parser.add_argument("--email-share", type=float, default=0.5)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="none: skip")
     parser.add_argument("--threads", type=int, default=8, help="RECOVERY_WORKER_THREADS")
     parser.add_argument("--batch", type=int, default=100, help="actions claimed at a time")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="then a run with this")

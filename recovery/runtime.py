@@ -192,6 +192,9 @@ class ThreePhase(Generic[PlanT, OutcomeT]):
     call: Callable[[Providers, PlanT, Deadline], OutcomeT]
     record: Callable[[ActionContext, Claimed, PlanT, OutcomeT], None]
     together: RecordTogether[PlanT, OutcomeT] | None = None
+    # `decide` for a round's actions of this kind at once, their rows read in one query per
+    # table; the plans (or None) in the actions' order, the same as `decide` one by one.
+    decide_many: Callable[[ActionContext, Sequence[Claimed]], Sequence[PlanT | None]] | None = None
 
 
 @dataclass(frozen=True)

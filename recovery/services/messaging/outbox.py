@@ -40,7 +40,14 @@ from recovery.db import insert_or_ignore
 from recovery.domain import sms as sms_rules
 from recovery.domain.reminders import local_day, next_day_at
 from recovery.domain.timezones import customer_timezone
-from recovery.models import ActionStatus, Customer, DueAction, MessageStatus, OutboxMessage
+from recovery.models import (
+    ActionStatus,
+    Customer,
+    DueAction,
+    MessageStatus,
+    OutboxMessage,
+    RecoveryCase,
+)
 from recovery.rules import Rules
 from recovery.runtime import ActionContext, Claimed, Providers, RecordTogether, ThreePhase
 from recovery.services.card_update import links as card_update_links
@@ -245,8 +252,26 @@ class Sent:
 
 
 def decide_send(ctx: ActionContext, action: Claimed) -> Send | None:
-    now = ctx.clock.now()
     row = ctx.session.get(OutboxMessage, int(action.payload["message_id"]), with_for_update=True)
+    return _decide_send(ctx, action, row)
+
+
+def decide_sends(ctx: ActionContext, actions: Sequence[Claimed]) -> list[Send | None]:
+    """`decide_send` for a round's sends: their messages locked in one query, and the cases
+    the relevance checks read (`still_wanted`) loaded in one more, so each check finds its
+    case in the session instead of asking the database again."""
+    ids = sorted({int(action.payload["message_id"]) for action in actions})
+    query = select(OutboxMessage).where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id)
+    rows = {row.id: row for row in ctx.session.scalars(query.with_for_update())}
+    case_ids = sorted({r.case_id for r in rows.values() if r.case_id is not None})
+    cases = ctx.session.scalars(select(RecoveryCase).where(RecoveryCase.id.in_(case_ids))).all()
+    plans = [_decide_send(ctx, a, rows.get(int(a.payload["message_id"]))) for a in actions]
+    del cases  # held until here: the session keeps only objects someone refers to
+    return plans
+
+
+def _decide_send(ctx: ActionContext, action: Claimed, row: OutboxMessage | None) -> Send | None:
+    now = ctx.clock.now()
     if row is None or row.status != MessageStatus.PENDING:
         return None
     check = ctx.runtime.handlers.still_wanted.get(row.about.partition(":")[0])
@@ -386,6 +411,7 @@ run_send = ThreePhase(
     call=call_send,
     record=record_send,
     together=RecordTogether(applies=lambda sent: sent.error is None, record=record_sent),
+    decide_many=decide_sends,
 )
 
 

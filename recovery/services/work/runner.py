@@ -6,21 +6,14 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
 from recovery.runtime import Claimed, Runtime
 from recovery.services.work.claims import DEFAULT_LEASE, claim_in, holds_lease
-from recovery.services.work.steps import (
-    Called,
-    Decided,
-    call,
-    decide,
-    fresh_for_the_next,
-    record_all,
-)
+from recovery.services.work.steps import Called, Decided, call, decide_all, record_all
 
 
 class ActionRunner:
@@ -62,15 +55,16 @@ class ActionRunner:
         self._statuses[status] = self._statuses.get(status, 0) + 1
 
     def _decide_all(
-        self, session: Session, actions: Iterable[Claimed], first: bool
+        self, session: Session, actions: Sequence[Claimed], fresh: set[int]
     ) -> list[Decided]:
-        decided = []
+        held = []
         for action in actions:
-            if not first and not holds_lease(session, action, self.owner):
+            if action.id not in fresh and not holds_lease(session, action, self.owner):
                 self._count("lease_lost")  # waited behind its subject past the lease
                 continue
-            result = decide(self.runtime, session, action, self.owner)
-            fresh_for_the_next(session)
+            held.append(action)
+        decided = []
+        for result in decide_all(self.runtime, session, held, self.owner):
             if isinstance(result, Decided):
                 decided.append(result)
             else:
@@ -125,13 +119,14 @@ class ActionRunner:
                         if not ready:
                             settled = bool(room) and not fresh
                             break
+                        next_up = []  # the first waiting action of each subject not busy
                         for subject in ready:
-                            action = waiting[subject].popleft()
+                            next_up.append(waiting[subject].popleft())
                             if not waiting[subject]:
                                 del waiting[subject]
-                            new = self._decide_all(session, [action], first=action.id in fresh)
-                            busy |= {d.action.subject for d in new}
-                            decided += new
+                        new = self._decide_all(session, next_up, fresh)
+                        busy |= {d.action.subject for d in new}
+                        decided += new
                         # A one-step action may have scheduled more for now: look again.
                         room = room_for_more(len(decided))
                         if not room:

@@ -88,6 +88,64 @@ def decide(runtime: Runtime, session: Session, action: Claimed, owner: str) -> s
         return fail(session, action, owner, exc, now)
 
 
+def decide_all(
+    runtime: Runtime, session: Session, actions: Sequence[Claimed], owner: str
+) -> list[str | Decided]:
+    """Step 1 for a round's actions, whose leases the caller knows are held: those of a kind
+    that decides together (`ThreePhase.decide_many`: its rows read in one query per table) in
+    one savepoint per kind, the rest one by one. Results in the order of `actions`."""
+    results: dict[int, str | Decided] = {}
+    groups: dict[str, list[Claimed]] = {}
+    for action in actions:
+        handler = runtime.handlers.actions.get(action.kind)
+        # Shadow mode holds each plan on its own (`shadow.hold`): one by one there.
+        if (
+            isinstance(handler, ThreePhase)
+            and handler.decide_many
+            and not runtime.settings.is_shadow
+        ):
+            groups.setdefault(action.kind, []).append(action)
+    for kind, group in groups.items():
+        handler = runtime.handlers.actions[kind]
+        assert isinstance(handler, ThreePhase)
+        together = _decide_together(runtime, session, handler, group, owner)
+        fresh_for_the_next(session)
+        results.update(together or {})
+    for action in actions:
+        if action.id not in results:
+            results[action.id] = decide(runtime, session, action, owner)
+            fresh_for_the_next(session)
+    return [results[action.id] for action in actions]
+
+
+def _decide_together(
+    runtime: Runtime,
+    session: Session,
+    handler: ThreePhase[Any, Any],
+    group: Sequence[Claimed],
+    owner: str,
+) -> dict[int, str | Decided] | None:
+    """None when any of them failed: they are then decided one by one, so a failure stays
+    with its own action (and its attempts and backoff)."""
+    assert handler.decide_many is not None
+    now = runtime.clock.now()
+    try:
+        with session.begin_nested():
+            plans = handler.decide_many(runtime.action_context(session, owner), group)
+            nothing = [a.id for a, plan in zip(group, plans, strict=True) if plan is None]
+            if len(complete_many(session, nothing, owner, now)) != len(nothing):
+                raise LeaseLost("taken over while deciding")
+    except DATABASE_GONE:
+        raise
+    except Exception:
+        log.exception("deciding %d %s actions together failed", len(group), group[0].kind)
+        return None
+    return {
+        a.id: ActionStatus.DONE if plan is None else Decided(a, handler, plan)
+        for a, plan in zip(group, plans, strict=True)
+    }
+
+
 def call(runtime: Runtime, decided: Decided) -> Called:
     """Step 2, with no transaction open: the provider call, under the deadline."""
     try:
