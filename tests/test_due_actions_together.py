@@ -5,6 +5,7 @@ falls back to one by one so it stays with its own action."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -159,3 +160,41 @@ def test_the_worker_sends_a_rounds_messages_with_the_same_outcome_as_one_by_one(
     assert recorded == []
     assert runner.statuses == {"done": 4}
     assert set(_statuses(runtime).values()) == {"done:worker-a"}
+
+
+def test_outcomes_recorded_in_one_savepoint_a_failing_one_fails_alone(runtime: Runtime) -> None:
+    """Outcomes no `RecordTogether` takes are recorded in one savepoint; when one of them
+    fails, all go one by one: the others are recorded, the failing one is retried later."""
+
+    def record(ctx: ActionContext, action: Claimed, plan: str, outcome: str) -> None:
+        now = ctx.clock.now()
+        due_actions.schedule(  # what a record writes: a follow-up, due later
+            ctx.session,
+            kind="test.later",
+            subject=action.subject,
+            dedupe_key=f"{plan}:follow-up",
+            due_at=now + timedelta(days=1),
+            now=now,
+        )
+        if plan == "b":
+            raise RuntimeError("b cannot be recorded")
+
+    handler: ThreePhase[str, str] = ThreePhase(
+        decide=lambda ctx, action: action.dedupe_key,
+        call=lambda providers, plan, deadline: "declined",
+        record=record,
+    )
+    runtime.handlers = runtime.handlers.with_action(KIND, handler)
+    calls = _decide_and_call(runtime, _claimed(runtime, ["a", "b", "c"]))
+
+    with runtime.db.transaction() as s:
+        statuses = steps.record_all(runtime, s, calls, OWNER)
+
+    assert sorted(statuses) == ["done", "done", "pending"]
+    assert _statuses(runtime) == {
+        "a": "done:worker-a",
+        "a:follow-up": "pending:None",
+        "b": "pending:None",  # retried later; what its record began is not kept
+        "c": "done:worker-a",
+        "c:follow-up": "pending:None",
+    }

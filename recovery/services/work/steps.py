@@ -205,10 +205,39 @@ def record_all(
             alone += group  # one by one: a failure then stays with its own action
         else:
             statuses += recorded
+    answered = [c for c in alone if c.error is None]
+    if len(answered) > 1 and _record_in_one_savepoint(runtime, session, answered, owner):
+        statuses += [ActionStatus.DONE] * len(answered)
+        alone = [c for c in alone if c.error is not None]
     for c in alone:
         statuses.append(record(runtime, session, c, owner))
         fresh_for_the_next(session)
     return statuses
+
+
+def _record_in_one_savepoint(
+    runtime: Runtime, session: Session, calls: Sequence[Called], owner: str
+) -> bool:
+    """The usual case, a round's outcomes that all record cleanly, without a savepoint and a
+    lease check each (three statements an action): one savepoint for them all, their leases
+    checked in one statement at the end. False (nothing written) when any of them failed or
+    lost its lease: they then go one by one, so the failure stays with its own action."""
+    try:
+        with session.begin_nested():
+            for c in calls:
+                ctx = runtime.action_context(session, owner)
+                c.decided.handler.record(ctx, c.decided.action, c.decided.plan, c.outcome)
+                fresh_for_the_next(session)
+            ids = [c.decided.action.id for c in calls]
+            if len(complete_many(session, ids, owner, runtime.clock.now())) != len(ids):
+                raise LeaseLost("an action was taken over")
+    except DATABASE_GONE:
+        raise
+    except Exception as exc:
+        log.info("recording %d outcomes at once failed (%s); one by one", len(calls), exc)
+        fresh_for_the_next(session)
+        return False
+    return True
 
 
 def _record_together(
