@@ -9,11 +9,15 @@ expires, then anyone reclaims them. Completing re-checks the lease in the same t
 the action's own writes, so a worker whose lease was taken over commits nothing.
 
 No transaction is ever open while a provider is called (`ActionRunner`): a batch is claimed and
-decided in one transaction (a savepoint per action), the provider calls of the batch run on a
-pool of threads with no transaction open, each under a deadline well inside the lease, and
-their outcomes are recorded in a second transaction, again a savepoint per action, each
-committing only while its lease is still held. Actions about one subject (a case, a message's
-case, a cancel session) run one after the other, in due order; different subjects at once.
+decided in one transaction, the provider calls of the batch run on a pool of threads with no
+transaction open, each under a deadline well inside the lease, and their outcomes are recorded
+in a second transaction, committing only while each lease is still held. Deciding and recording
+go by the round, not by the action: a kind with `decide_many` reads its rows for the round in
+one query per table, `RecordTogether` writes the common outcomes (a message sent) in set-based
+statements, the rest share one savepoint; any failure redoes its group one action at a time,
+each in a savepoint, so it stays with its own action. Actions about one subject (a case, a
+message's case, a cancel session) run one after the other, in due order; different subjects
+at once.
 
 In shadow mode (RECOVERY_MODE=shadow) a three-step action that decided to call a provider is
 finished as `shadow` with a note of what it would have done (`services.work.shadow`), and
