@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import shlex
 import signal
@@ -178,7 +179,10 @@ def worker_main(args: argparse.Namespace) -> int:
     statements = Counter[str]()
 
     def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        statements[" ".join(statement.split()[:4])] += 1
+        # savepoints by what they are, not by their numbered names
+        statements[
+            re.sub(r"sa_savepoint_\d+", "sa_savepoint_N", " ".join(statement.split()[:4]))
+        ] += 1
 
     if args.profile:
         from sqlalchemy import event
@@ -211,7 +215,7 @@ def worker_main(args: argparse.Namespace) -> int:
         "first_claim": first,
         "last_done": last,
         "cpu_seconds": round(cpu, 2),
-        "statements": dict(statements.most_common(40)),
+        "statements": dict(statements.most_common(60)),
         "rss_ready_mib": round(rss_ready / 1024, 1),
         "rss_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
@@ -583,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--actions", type=int, default=20_000)
     parser.add_argument("--email-share", type=float, default=0.5)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="none: skip")
     parser.add_argument("--threads", type=int, default=8, help="RECOVERY_WORKER_THREADS")
     parser.add_argument("--batch", type=int, default=100, help="actions claimed at a time")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="then a run with this")
@@ -635,7 +639,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {json.dumps(r['check'])}", flush=True)
             if args.profile:
                 print_profile(work / f"t{n}-w0.pstats")
-                for statement, times in r["per_worker"][0]["statements"].items():
+                counted = r["per_worker"][0]["statements"]
+                print(f"    {sum(counted.values()) / r['actions']:6.2f}/action  in all")
+                for statement, times in counted.items():
                     print(f"    {times / r['actions']:6.2f}/action  {statement}")
         if args.latency_ms:
             lr, le = split(args.latency_actions, args.email_share)

@@ -191,6 +191,20 @@ class ThreePhase(Generic[PlanT, OutcomeT]):
     decide: Callable[[ActionContext, Claimed], PlanT | None]
     call: Callable[[Providers, PlanT, Deadline], OutcomeT]
     record: Callable[[ActionContext, Claimed, PlanT, OutcomeT], None]
+    together: RecordTogether[PlanT, OutcomeT] | None = None
+    # `decide` for a round's actions of this kind at once, their rows read in one query per
+    # table; the plans (or None) in the actions' order, the same as `decide` one by one.
+    decide_many: Callable[[ActionContext, Sequence[Claimed]], Sequence[PlanT | None]] | None = None
+
+
+@dataclass(frozen=True)
+class RecordTogether(Generic[PlanT, OutcomeT]):
+    """The common outcomes of a round (a message sent) recorded in set-based statements, not
+    one action at a time: `record` gets the actions `applies` accepted whose lease held, already
+    marked done in the same transaction; the others go through `ThreePhase.record` one by one."""
+
+    applies: Callable[[OutcomeT], bool]
+    record: Callable[[ActionContext, Sequence[tuple[Claimed, PlanT, OutcomeT]]], None]
 
 
 ContextFactory = Callable[[Session], ProcessingContext]

@@ -7,6 +7,7 @@ a crash between Stripe's answer and our record replays safely.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,19 @@ class RetryOutcome:
 
 
 def decide_retry(ctx: ActionContext, action: Claimed) -> Retry | None:
-    case = _case(ctx, action)
+    return _decide_retry(ctx, action, _case(ctx, action))
+
+
+def decide_retries(ctx: ActionContext, actions: Sequence[Claimed]) -> list[Retry | None]:
+    """`decide_retry` for a round's retries: their cases locked in one query (in id order, as
+    any other locker of several cases would)."""
+    ids = sorted({int(action.payload["case_id"]) for action in actions})
+    query = select(RecoveryCase).where(RecoveryCase.id.in_(ids)).order_by(RecoveryCase.id)
+    cases = {case.id: case for case in ctx.session.scalars(query.with_for_update())}
+    return [_decide_retry(ctx, a, cases.get(int(a.payload["case_id"]))) for a in actions]
+
+
+def _decide_retry(ctx: ActionContext, action: Claimed, case: RecoveryCase | None) -> Retry | None:
     attempt = int(action.payload["attempt"])
     key = case_scheduling.stripe_key(action.dedupe_key, action.payload)
     plan = Retry(
@@ -181,7 +194,10 @@ def record_retry(ctx: ActionContext, action: Claimed, plan: Retry, outcome: Retr
     if case is None:
         return
     now = ctx.clock.now()
-    if outcome.invoice is not None:
+    if outcome.invoice is not None and outcome.paid is None:
+        # Not when our charge paid it: the paid invoice, newer, is mirrored in `_succeeded`,
+        # and two states stamped with the same second would look like a tie that only a
+        # re-read from Stripe could settle (mirror.refetch_later: one more action per payment).
         mirror.apply_invoice(ctx.session, so.invoice_state(outcome.invoice), _now_ts(ctx))
     kind, attempt, key = outcome.kind, plan.attempt, plan.key
     if kind == "replayed" and outcome.paid is not None:
@@ -227,7 +243,9 @@ def record_retry(ctx: ActionContext, action: Claimed, plan: Retry, outcome: Retr
         _succeeded(ctx, case, attempt, key, outcome.paid)
 
 
-run_retry = ThreePhase(decide=decide_retry, call=call_retry, record=record_retry)
+run_retry = ThreePhase(
+    decide=decide_retry, call=call_retry, record=record_retry, decide_many=decide_retries
+)
 
 
 def _succeeded(

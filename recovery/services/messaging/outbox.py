@@ -23,12 +23,13 @@ after MAX_ATTEMPTS - about two days, so an SMTP or Twilio outage of a day loses 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import case, select, update
+from sqlalchemy import Integer, Table, bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from recovery.adapters.deadline import Deadline
@@ -39,9 +40,16 @@ from recovery.db import insert_or_ignore
 from recovery.domain import sms as sms_rules
 from recovery.domain.reminders import local_day, next_day_at
 from recovery.domain.timezones import customer_timezone
-from recovery.models import ActionStatus, Customer, DueAction, MessageStatus, OutboxMessage
+from recovery.models import (
+    ActionStatus,
+    Customer,
+    DueAction,
+    MessageStatus,
+    OutboxMessage,
+    RecoveryCase,
+)
 from recovery.rules import Rules
-from recovery.runtime import ActionContext, Claimed, Providers, ThreePhase
+from recovery.runtime import ActionContext, Claimed, Providers, RecordTogether, ThreePhase
 from recovery.services.card_update import links as card_update_links
 from recovery.services.messaging.consent import may_text, set_opt_out
 from recovery.services.outreach import links as outreach_links
@@ -244,8 +252,26 @@ class Sent:
 
 
 def decide_send(ctx: ActionContext, action: Claimed) -> Send | None:
-    now = ctx.clock.now()
     row = ctx.session.get(OutboxMessage, int(action.payload["message_id"]), with_for_update=True)
+    return _decide_send(ctx, action, row)
+
+
+def decide_sends(ctx: ActionContext, actions: Sequence[Claimed]) -> list[Send | None]:
+    """`decide_send` for a round's sends: their messages locked in one query, and the cases
+    the relevance checks read (`still_wanted`) loaded in one more, so each check finds its
+    case in the session instead of asking the database again."""
+    ids = sorted({int(action.payload["message_id"]) for action in actions})
+    query = select(OutboxMessage).where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id)
+    rows = {row.id: row for row in ctx.session.scalars(query.with_for_update())}
+    case_ids = sorted({r.case_id for r in rows.values() if r.case_id is not None})
+    cases = ctx.session.scalars(select(RecoveryCase).where(RecoveryCase.id.in_(case_ids))).all()
+    plans = [_decide_send(ctx, a, rows.get(int(a.payload["message_id"]))) for a in actions]
+    del cases  # held until here: the session keeps only objects someone refers to
+    return plans
+
+
+def _decide_send(ctx: ActionContext, action: Claimed, row: OutboxMessage | None) -> Send | None:
+    now = ctx.clock.now()
     if row is None or row.status != MessageStatus.PENDING:
         return None
     check = ctx.runtime.handlers.still_wanted.get(row.about.partition(":")[0])
@@ -321,23 +347,47 @@ def call_send(providers: Providers, send: Send, deadline: Deadline) -> Sent:
         raise  # transient: the due action retries with backoff
 
 
+# Sent, whatever happened to the row meanwhile: the provider took it. Built once on the table
+# (no ORM bookkeeping), run for a round's sent messages in one executemany.
+_MESSAGES = cast(Table, OutboxMessage.__table__)
+_m = _MESSAGES.c
+_MARK_SENT = (
+    update(_MESSAGES)
+    .where(_m.id == bindparam("b_id"))
+    .values(
+        status=MessageStatus.SENT,
+        sent_at=bindparam("b_now", type_=_m.sent_at.type),
+        finished_at=bindparam("b_now", type_=_m.finished_at.type),
+        last_error=None,
+        provider_id=bindparam("b_provider", type_=_m.provider_id.type),
+        attempts=case(
+            (_m.attempts < bindparam("b_attempt", type_=Integer()), bindparam("b_attempt")),
+            else_=_m.attempts,
+        ),
+    )
+)
+
+
+def _sent_values(send: Send, sent: Sent, now: datetime) -> dict[str, Any]:
+    return {
+        "b_id": send.message_id,
+        "b_now": now,
+        "b_provider": sent.provider_id,
+        "b_attempt": send.attempt,
+    }
+
+
+def record_sent(ctx: ActionContext, items: Sequence[tuple[Claimed, Send, Sent]]) -> None:
+    """A round's sent messages marked sent in one statement (their actions are done already)."""
+    if items:
+        now = ctx.clock.now()
+        ctx.session.execute(_MARK_SENT, [_sent_values(send, sent, now) for _, send, sent in items])
+
+
 def record_send(ctx: ActionContext, action: Claimed, send: Send, sent: Sent) -> None:
     now = ctx.clock.now()
-    if sent.error is None:  # sent, whatever happened to the row meanwhile: the provider took it
-        attempts = OutboxMessage.attempts
-        ctx.session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == send.message_id)
-            .values(
-                status=MessageStatus.SENT,
-                sent_at=now,
-                finished_at=now,
-                last_error=None,
-                provider_id=sent.provider_id,
-                attempts=case((attempts < send.attempt, send.attempt), else_=attempts),
-            ),
-            execution_options={"synchronize_session": False},
-        )
+    if sent.error is None:
+        ctx.session.execute(_MARK_SENT, _sent_values(send, sent, now))
         return
     row = ctx.session.get(OutboxMessage, send.message_id, with_for_update=True)
     if row is None:
@@ -356,7 +406,13 @@ def _sent(row: OutboxMessage, now: datetime) -> None:
     row.last_error = None
 
 
-run_send = ThreePhase(decide=decide_send, call=call_send, record=record_send)
+run_send = ThreePhase(
+    decide=decide_send,
+    call=call_send,
+    record=record_send,
+    together=RecordTogether(applies=lambda sent: sent.error is None, record=record_sent),
+    decide_many=decide_sends,
+)
 
 
 # ---- reading --------------------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""A worker's due actions at full speed: claim and decide a batch in one transaction, call the
+providers on a pool of threads with no transaction open, record the outcomes in the
+transaction that claims the next round (`ActionRunner.drain`)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections import deque
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
+
+from recovery.runtime import Claimed, Runtime
+from recovery.services.work.claims import DEFAULT_LEASE, claim_in, holds_lease
+from recovery.services.work.steps import Called, Decided, call, decide_all, record_all
+
+
+class ActionRunner:
+    """Runs due actions for one worker: claims and decides in batches, calls providers on a
+    pool of `threads` threads (none open a transaction), records outcomes in batches.
+
+    Actions about one subject run one at a time in due order (a case's retry and its reminder
+    never race); the next waits, claimed, until the one before it is recorded. With one thread
+    the calls run in the caller's thread, in order.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        owner: str,
+        *,
+        threads: int | None = None,
+        batch_size: int = 50,
+        lease: timedelta = DEFAULT_LEASE,
+    ) -> None:
+        self.runtime, self.owner = runtime, owner
+        self.threads = max(1, threads if threads is not None else runtime.settings.worker_threads)
+        self.batch_size = batch_size
+        self.lease = lease
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._statuses: dict[str, int] = {}
+
+    @property
+    def statuses(self) -> dict[str, int]:
+        """How the actions run so far ended (done, pending again, failed, lease_lost)."""
+        return dict(self._statuses)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _count(self, status: str) -> None:
+        self._statuses[status] = self._statuses.get(status, 0) + 1
+
+    def _decide_all(
+        self, session: Session, actions: Sequence[Claimed], fresh: set[int]
+    ) -> list[Decided]:
+        held = []
+        for action in actions:
+            if action.id not in fresh and not holds_lease(session, action, self.owner):
+                self._count("lease_lost")  # waited behind its subject past the lease
+                continue
+            held.append(action)
+        decided = []
+        for result in decide_all(self.runtime, session, held, self.owner):
+            if isinstance(result, Decided):
+                decided.append(result)
+            else:
+                self._count(result)
+        return decided
+
+    def _record_in(self, session: Session, calls: Sequence[Called]) -> list[str]:
+        return record_all(self.runtime, session, calls, self.owner)
+
+    def drain(self) -> int:
+        """Run everything due now, including what comes due while running (a reminder that a
+        recorded outcome scheduled for now). Returns how many actions were claimed.
+
+        One transaction a round records the outcomes of the calls made since the last, then
+        claims and decides, and claims again while what it decided may have made more due now;
+        the calls follow, no transaction open. Done when a round's last claim found nothing."""
+        db, clock = self.runtime.db, self.runtime.clock
+        claimed_total = 0
+        waiting: dict[str, deque[Claimed]] = {}  # subject -> claimed, not yet decided
+        busy: set[str] = set()  # subjects with an action decided and not yet recorded
+        in_flight: dict[concurrent.futures.Future[Called], str] = {}
+        outcomes: list[Called] = []  # called, not yet recorded
+        exhausted = False  # the last claim found fewer due actions than it asked for
+
+        def room_for_more(decided: int) -> int:
+            room = self.batch_size - len(in_flight) - decided - sum(map(len, waiting.values()))
+            return room if room >= max(1, self.batch_size // 2) else 0
+
+        while True:
+            decided: list[Decided] = []
+            statuses: list[str] = []
+            settled = False  # this round's last claim came after all else and found nothing
+            room = 0 if exhausted else room_for_more(0)
+            if room or outcomes or any(s not in busy for s in waiting):
+                with db.transaction() as session:
+                    statuses = self._record_in(session, outcomes)
+                    busy -= {c.decided.action.subject for c in outcomes}
+                    outcomes = []
+                    while True:
+                        fresh: set[int] = set()
+                        if room:
+                            now = clock.now()
+                            batch = claim_in(
+                                session, db.is_postgres, self.owner, now, room, self.lease
+                            )
+                            claimed_total += len(batch)
+                            exhausted = len(batch) < room
+                            for action in batch:
+                                waiting.setdefault(action.subject, deque()).append(action)
+                                fresh.add(action.id)
+                        ready = [s for s in waiting if s not in busy]
+                        if not ready:
+                            settled = bool(room) and not fresh
+                            break
+                        next_up = []  # the first waiting action of each subject not busy
+                        for subject in ready:
+                            next_up.append(waiting[subject].popleft())
+                            if not waiting[subject]:
+                                del waiting[subject]
+                        new = self._decide_all(session, next_up, fresh)
+                        busy |= {d.action.subject for d in new}
+                        decided += new
+                        # A one-step action may have scheduled more for now: look again.
+                        room = room_for_more(len(decided))
+                        if not room:
+                            break
+            for status in statuses:  # counted once committed
+                self._count(status)
+            if self.threads == 1:
+                outcomes = [call(self.runtime, d) for d in decided]
+            else:
+                if decided:
+                    pool = self._pool or concurrent.futures.ThreadPoolExecutor(
+                        self.threads, thread_name_prefix="recovery-call"
+                    )
+                    self._pool = pool
+                    for d in decided:
+                        in_flight[pool.submit(call, self.runtime, d)] = d.action.subject
+                if in_flight:
+                    concurrent.futures.wait(
+                        list(in_flight), return_when=concurrent.futures.FIRST_COMPLETED
+                    )
+                    finished = [f for f in in_flight if f.done()]
+                    outcomes = [f.result() for f in finished]
+                    for f in finished:
+                        del in_flight[f]
+            if not (outcomes or in_flight or waiting):
+                if settled:
+                    return claimed_total
+                exhausted = False  # what just ran may have scheduled more for now: look again
+            elif outcomes:
+                exhausted = False  # what they record may be due now: look in the same round
