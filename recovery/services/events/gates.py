@@ -45,6 +45,7 @@ from recovery.runtime import (
     has_moved_cases,
     take_moved_cases,
 )
+from recovery.services.cases.reactions import reevaluate_deferred
 from recovery.services.messaging import expiry, reminders
 
 
@@ -128,6 +129,9 @@ def _reminders_for_moved_cases(ctx: ProcessingContext, event: Payload, obj: Payl
                 select(RecoveryCase.id).where(RecoveryCase.subscription_id.in_(sorted(ended)))
             )
         )
+    # A case's noted re-evaluation first: the reminders follow the decision.
+    if reevaluate_deferred(ctx.runtime, ctx.session, ids):
+        ids.update(take_moved_cases(ctx.session))
     sync_moved_cases(ctx.runtime, ctx.session, sorted(ids))
 
 

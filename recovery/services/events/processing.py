@@ -34,6 +34,7 @@ from recovery.runtime import (
     take_batch_moves,
     take_moved_cases,
 )
+from recovery.services.cases import reactions as case_reactions
 from recovery.services.events import gates
 from recovery.services.events.dispatch import process_payload
 from recovery.services.events.mirror_batch import MirrorBatch
@@ -80,8 +81,24 @@ def apply(
     (services/events/mirror_batch.py), in a savepoint per such run of events. Any other event
     runs whole - mirror and reactions - in a savepoint of its own, after the rows before it are
     written. An event that fails rolls back alone (a run whose write fails is replayed event by
-    event to find it) and is retried with backoff."""
+    event to find it) and is retried with backoff. A case's re-evaluation the events ask for is
+    made once (services/cases/reactions.py), at the latest here at the end; if it fails, the
+    events that asked are retried."""
     ctx = ctx_factory(session)
+    case_reactions.defer_reevaluations(session)
+    try:
+        return _apply(session, ctx, events, now, dialect)
+    finally:
+        case_reactions.stop_deferring(session)
+
+
+def _apply(
+    session: Session,
+    ctx: ProcessingContext,
+    events: Sequence[Claimed],
+    now: datetime,
+    dialect: str,
+) -> dict[str, str]:
     on_event = ctx.runtime.handlers.on_event
     take_batch_moves(session)
     items: list[tuple[Claimed, dict[str, Any] | None, list[Op] | None]] = []
@@ -104,6 +121,7 @@ def apply(
 
     def one(event: Claimed, data: dict[str, Any] | None) -> None:
         ctx.changes = Changes()
+        noted = _copy(case_reactions.deferred(session))
         try:
             with session.begin_nested():
                 process_payload(ctx, data if data is not None else json.loads(event.payload))
@@ -111,6 +129,8 @@ def apply(
             raise  # the database went away: the whole batch stays pending
         except Exception as exc:  # a processing bug or bad data: this event alone, later
             log.warning("processing event %s failed: %s", event.id, exc.__class__.__name__)
+            # What it asked for is rolled back, what it made of the others' asks must be redone.
+            case_reactions.restore_deferred(session, noted)
             statuses[event.id] = _record_failure(session, event, exc, now)
         else:
             statuses[event.id] = EventStatus.PROCESSED
@@ -146,6 +166,7 @@ def apply(
         write_run()
         one(event, data)
     write_run()
+    _reevaluate_noted(session, ctx, events, statuses, now)
     done = [event.id for event in events if statuses.get(event.id) == EventStatus.PROCESSED]
     if done:
         session.execute(_MARK_PROCESSED, {"ids": done, "now": now})
@@ -165,6 +186,39 @@ _MARK_PROCESSED = (
         last_error=None,
     )
 )
+
+
+def _copy(noted: dict[int, case_reactions.Deferred]) -> dict[int, case_reactions.Deferred]:
+    return {k: case_reactions.Deferred(v.cause, list(v.events)) for k, v in noted.items()}
+
+
+def _reevaluate_noted(
+    session: Session,
+    ctx: ProcessingContext,
+    events: Sequence[Claimed],
+    statuses: dict[str, str],
+    now: datetime,
+) -> None:
+    """The batch's noted re-evaluations, a savepoint per case, with the reminders each decision
+    calls for. One that fails is rolled back and the events that asked for it are retried."""
+    by_id = {event.id: event for event in events}
+    for case_id in sorted(case_reactions.deferred(session)):
+        noted = case_reactions.deferred(session).get(case_id)
+        if noted is None:
+            continue
+        try:
+            with session.begin_nested():
+                case_reactions.reevaluate_deferred(ctx.runtime, session, [case_id])
+                gates.sync_moved_cases(ctx.runtime, session, sorted(take_moved_cases(session)))
+        except _DATABASE_GONE:
+            raise
+        except Exception as exc:
+            log.warning("re-evaluating case %s failed: %s", case_id, exc.__class__.__name__)
+            for event_id in dict.fromkeys(noted.events):
+                event = by_id.get(event_id)
+                if event is not None and statuses.get(event_id) == EventStatus.PROCESSED:
+                    statuses[event_id] = _record_failure(session, event, exc, now)
+        session.expunge_all()
 
 
 def _read(event: Claimed) -> dict[str, Any] | None:
