@@ -95,12 +95,11 @@ def _steer(ctx: ProcessingContext, invoice_id: str, event: Obj, *, may_open: boo
     )
     if case is None:
         return
-    if invoice.status not in _CLOSING and not (
-        invoice.status == "open" and invoice.amount_remaining == 0
-    ):
+    if not _settled(invoice):
         _reevaluate(ctx, case, event)
         return
-    reevaluate_deferred(ctx.runtime, ctx.session, [case.id])  # in Stripe's order: first
+    # A re-evaluation noted for it is moot: it would read the invoice settled.
+    deferred(ctx.session).pop(case.id, None)
     if invoice.status == "paid":
         _recovered(ctx, case, invoice, {})
     elif invoice.status in ("void", "uncollectible", "deleted") or (
@@ -113,7 +112,11 @@ def _steer(ctx: ProcessingContext, invoice_id: str, event: Obj, *, may_open: boo
         case_state.mark_closed(ctx.session, case, reason, now)
 
 
-_CLOSING = ("paid", "void", "uncollectible", "deleted")
+def _settled(invoice: Invoice) -> bool:
+    """Paid, voided, written off, or nothing left to pay: the case closes, it is not steered."""
+    return invoice.status in ("paid", "void", "uncollectible", "deleted") or (
+        invoice.status == "open" and invoice.amount_remaining == 0
+    )
 
 
 def on_invoice_failure(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
@@ -283,6 +286,9 @@ def reevaluate_deferred(
     now = runtime.clock.now()
     cases = session.scalars(_CASES, {"ids": wanted}).all()
     for case in cases:
+        invoice = session.get(Invoice, case.invoice_id)
+        if invoice is not None and _settled(invoice):
+            continue  # the event that settled it closes the case (a batch's later event)
         case_scheduling.reevaluate(session, case, runtime.rules, now, taken[case.id].cause)
     return taken
 
