@@ -14,6 +14,7 @@ from recovery.runtime import Gated, Handlers, Payload, ProcessingContext, Reacti
 from recovery.services.cases import reactions as case
 from recovery.services.events import gates
 from recovery.services.events.mirror_handlers import MirrorHandler
+from recovery.services.outreach import contacts
 
 
 def is_handled(handlers: Handlers, event_type: str) -> bool:
@@ -35,9 +36,11 @@ def process_payload(ctx: ProcessingContext, event: Payload) -> bool:
     return bool(reactions)
 
 
-# The reactions that make a noted re-evaluation themselves before they read or move its case.
+# The reactions that make a noted re-evaluation themselves before they read or move its case,
+# and those that read no case's decision (a customer's contacts follow its metadata).
 _TAKE_DEFERRED: frozenset[object] = frozenset(
     (
+        contacts.on_customer,
         case.on_invoice_failure,
         case.on_invoice_action_required,
         case.on_payment_failure,
