@@ -10,6 +10,7 @@ database going away fails the whole batch, which stays pending.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -268,16 +269,29 @@ def _record_failure(session: Session, event: Claimed, exc: Exception, now: datet
 
 
 def _claim_due(session: Session, db: Database, now: datetime, limit: int) -> list[Claimed]:
-    query = (
-        select(StripeEvent.id, StripeEvent.attempts, StripeEvent.payload)
-        .where(StripeEvent.status == EventStatus.PENDING)
-        .where(StripeEvent.next_attempt_at <= now)
-        .order_by(StripeEvent.next_attempt_at, StripeEvent.created, StripeEvent.id)
-        .limit(limit)
+    rows = session.execute(_claim_statement(db.is_postgres), {"now": now, "limit": limit})
+    return [Claimed(r.id, r.attempts, None, r.payload) for r in rows]
+
+
+_ORDER = (_EVENTS.c.next_attempt_at, _EVENTS.c.created, _EVENTS.c.id)
+
+
+@functools.cache
+def _claim_statement(lock: bool) -> Any:
+    """The oldest due events: their ids are chosen (and locked) by a narrow subquery, then their
+    bodies read. Sorting the whole backlog with the bodies in it spilled to disk on PostgreSQL
+    (37 ms a batch with 13k events pending, a tenth of a batch's time)."""
+    due = (
+        select(_EVENTS.c.id)
+        .where(_EVENTS.c.status == EventStatus.PENDING)
+        .where(_EVENTS.c.next_attempt_at <= bindparam("now", type_=_EVENTS.c.next_attempt_at.type))
+        .order_by(*_ORDER)
+        .limit(bindparam("limit"))
     )
-    if db.is_postgres:
-        query = query.with_for_update(skip_locked=True)
-    return [Claimed(r.id, r.attempts, None, r.payload) for r in session.execute(query)]
+    if lock:
+        due = due.with_for_update(skip_locked=True)
+    columns = (_EVENTS.c.id, _EVENTS.c.attempts, _EVENTS.c.payload)
+    return select(*columns).where(_EVENTS.c.id.in_(due.scalar_subquery())).order_by(*_ORDER)
 
 
 def process_pending(
