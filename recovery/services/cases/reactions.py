@@ -3,14 +3,26 @@
 Failure signals open or re-steer a case; money closes it as recovered; a voided invoice or a
 subscription the business cancelled closes it; a new or updated card re-steers every active
 case of the customer (a needs-a-new-card case is retried at once).
+
+In a worker's batch an existing case is re-steered once, not once per event: an invoice's
+failure arrives as four or five events (charge.failed, payment_intent.payment_failed,
+invoice.updated, invoice.payment_failed, customer.subscription.updated), each of which asked
+the retry policy again - a quarter of the processing's CPU. The re-evaluation an event asks for
+is noted (`defer_reevaluations`) and made once, with everything the batch told, before anything
+else reads or moves the case: its reminders (services/events/gates.py), a payment or a closing
+(below), any other reaction (services/events/dispatch.py), or the batch's end
+(services/events/processing.py). A newly opened case is decided at once (its first reminders
+depend on it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import Session
 
 from recovery.domain.cases import ACTIVE, CaseStatus, CloseReason, attribute_recovery
 from recovery.domain.experiments import arm_retry
@@ -18,7 +30,7 @@ from recovery.domain.stripe_objects.fields import ref
 from recovery.domain.stripe_objects.states import invoice_state
 from recovery.models import Invoice, InvoicePayment, PaymentAttempt, RecoveryCase
 from recovery.rules import Rules
-from recovery.runtime import ProcessingContext
+from recovery.runtime import ProcessingContext, Runtime, has_moved_cases
 from recovery.services.cases import log as case_log
 from recovery.services.cases import opening as case_opening
 from recovery.services.cases import scheduling as case_scheduling
@@ -71,7 +83,7 @@ _INVOICE_OF_INTENT = select(
 )
 
 
-def _steer(ctx: ProcessingContext, invoice_id: str, cause: str, *, may_open: bool) -> None:
+def _steer(ctx: ProcessingContext, invoice_id: str, event: Obj, *, may_open: bool) -> None:
     invoice = ctx.session.get(Invoice, invoice_id)
     if invoice is None:
         return  # the invoice event that opens the case is on its way
@@ -83,6 +95,11 @@ def _steer(ctx: ProcessingContext, invoice_id: str, cause: str, *, may_open: boo
     )
     if case is None:
         return
+    if not _settled(invoice):
+        _reevaluate(ctx, case, event)
+        return
+    # A re-evaluation noted for it is moot: it would read the invoice settled.
+    deferred(ctx.session).pop(case.id, None)
     if invoice.status == "paid":
         _recovered(ctx, case, invoice, {})
     elif invoice.status in ("void", "uncollectible", "deleted") or (
@@ -93,18 +110,25 @@ def _steer(ctx: ProcessingContext, invoice_id: str, cause: str, *, may_open: boo
         if invoice.status == "uncollectible" and case.status == CaseStatus.LOST:
             return  # our own end of dunning wrote it off
         case_state.mark_closed(ctx.session, case, reason, now)
-    else:
-        case_scheduling.reevaluate(ctx.session, case, _rules(ctx), now, cause)
+
+
+def _settled(invoice: Invoice) -> bool:
+    """Paid, voided, written off, or nothing left to pay: the case closes, it is not steered."""
+    return invoice.status in ("paid", "void", "uncollectible", "deleted") or (
+        invoice.status == "open" and invoice.amount_remaining == 0
+    )
 
 
 def on_invoice_failure(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
     if obj.get("id"):
-        _steer(ctx, str(obj["id"]), event["type"], may_open=True)
+        _steer(ctx, str(obj["id"]), event, may_open=True)
 
 
 def on_invoice_action_required(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
     on_invoice_failure(ctx, event, obj)
     case = case_opening.lock_for_invoice(ctx.session, str(obj.get("id")))
+    if case is not None:
+        reevaluate_deferred(ctx.runtime, ctx.session, [case.id])  # decided, then awaiting
     if case is not None and case.status in ACTIVE:
         case_state.await_authentication(
             ctx.session, case, invoice_state(obj).hosted_invoice_url, ctx.clock.now()
@@ -114,16 +138,14 @@ def on_invoice_action_required(ctx: ProcessingContext, event: Obj, obj: Obj) -> 
 def on_payment_failure(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
     invoice_id = _invoice_of_payment(ctx, obj)
     if invoice_id:
-        _steer(ctx, invoice_id, event["type"], may_open=True)
+        _steer(ctx, invoice_id, event, may_open=True)
         return
     # No link to an invoice (current API versions): re-steer the customer's active cases,
     # whose attempt queries match the charge by customer and amount.
     customer_id = ref(obj.get("customer"))
     if customer_id:
         for case in case_opening.active_cases_of_customer(ctx.session, customer_id):
-            case_scheduling.reevaluate(
-                ctx.session, case, _rules(ctx), ctx.clock.now(), event["type"]
-            )
+            _reevaluate(ctx, case, event)
 
 
 def _recovered(ctx: ProcessingContext, case: RecoveryCase, invoice: Invoice, obj: Obj) -> None:
@@ -147,20 +169,24 @@ def on_invoice_paid(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
     invoice = ctx.session.get(Invoice, str(invoice_id))
     if case is None or invoice is None:
         return
-    if invoice.status == "paid":  # the mirror holds the newest state, whatever the order
+    if invoice.status == "paid":
+        reevaluate_deferred(
+            ctx.runtime, ctx.session, [case.id]
+        )  # the mirror holds the newest state, whatever the order
         _recovered(ctx, case, invoice, obj)
 
 
 def on_invoice_updated(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
     """invoice.updated fires on every change: only steer cases that already exist."""
     if obj.get("id"):
-        _steer(ctx, str(obj["id"]), event["type"], may_open=False)
+        _steer(ctx, str(obj["id"]), event, may_open=False)
 
 
 def on_subscription_deleted(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
     sub_id = obj.get("id")
     details = obj.get("cancellation_details") or {}
     now = ctx.clock.now()
+    reevaluate_deferred(ctx.runtime, ctx.session)  # what the ended subscription's cases were
     for case in ctx.session.scalars(
         select(RecoveryCase)
         .where(RecoveryCase.subscription_id == sub_id)
@@ -195,6 +221,81 @@ def on_card_change(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
         customer_id = ref(obj.get("customer"))
     if not customer_id:
         return
-    now = ctx.clock.now()
     for case in case_opening.active_cases_of_customer(ctx.session, str(customer_id)):
-        case_scheduling.reevaluate(ctx.session, case, _rules(ctx), now, event["type"])
+        _reevaluate(ctx, case, event)
+
+
+# ---- one re-evaluation per case per batch ------------------------------------------------------
+
+_DEFERRED = "recovery.deferred_reevaluations"
+
+
+@dataclass
+class Deferred:
+    """A case's re-evaluation asked for in this batch: the latest cause, and who asked."""
+
+    cause: str
+    events: list[str] = field(default_factory=list)
+
+
+def defer_reevaluations(session: Session) -> None:
+    """Until `stop_deferring`, note the re-evaluations events ask for (a worker's batch)."""
+    session.info[_DEFERRED] = {}
+
+
+def stop_deferring(session: Session) -> None:
+    session.info.pop(_DEFERRED, None)
+
+
+def deferred(session: Session) -> dict[int, Deferred]:
+    """The re-evaluations noted and not made yet, by case id (the live dict: empty outside a
+    batch)."""
+    pending: dict[int, Deferred] = session.info.get(_DEFERRED) or {}
+    return pending
+
+
+def restore_deferred(session: Session, saved: dict[int, Deferred]) -> None:
+    """Put back what was noted before an event whose savepoint was rolled back."""
+    if _DEFERRED in session.info:
+        session.info[_DEFERRED] = saved
+
+
+def _reevaluate(ctx: ProcessingContext, case: RecoveryCase, event: Obj) -> None:
+    cause = str(event["type"])
+    pending: dict[int, Deferred] | None = ctx.session.info.get(_DEFERRED)
+    # A case this event opened or moved is decided now: its reminders are planned next.
+    if pending is None or has_moved_cases(ctx.session) or case.status not in ACTIVE:
+        case_scheduling.reevaluate(ctx.session, case, _rules(ctx), ctx.clock.now(), cause)
+        return
+    entry = pending.setdefault(case.id, Deferred(cause))
+    entry.cause = cause
+    entry.events.append(str(event.get("id")))
+
+
+def reevaluate_deferred(
+    runtime: Runtime, session: Session, case_ids: Iterable[int] | None = None
+) -> dict[int, Deferred]:
+    """Make the noted re-evaluations of these cases (all when None) now. Returns those made."""
+    pending = deferred(session)
+    if not pending:
+        return {}
+    wanted = sorted(pending if case_ids is None else set(case_ids) & pending.keys())
+    taken = {case_id: pending.pop(case_id) for case_id in wanted}
+    if not taken:
+        return taken
+    now = runtime.clock.now()
+    cases = session.scalars(_CASES, {"ids": wanted}).all()
+    for case in cases:
+        invoice = session.get(Invoice, case.invoice_id)
+        if invoice is not None and _settled(invoice):
+            continue  # the event that settled it closes the case (a batch's later event)
+        case_scheduling.reevaluate(session, case, runtime.rules, now, taken[case.id].cause)
+    return taken
+
+
+_CASES = (
+    select(RecoveryCase)
+    .where(RecoveryCase.id.in_(bindparam("ids", expanding=True)))
+    .order_by(RecoveryCase.id)
+    .with_for_update()
+)

@@ -10,7 +10,11 @@ as a due action and done by the worker after commit.
 
 from __future__ import annotations
 
-from recovery.runtime import Handlers, Payload, ProcessingContext
+from recovery.runtime import Gated, Handlers, Payload, ProcessingContext, Reaction
+from recovery.services.cases import reactions as case
+from recovery.services.events import gates
+from recovery.services.events.mirror_handlers import MirrorHandler
+from recovery.services.outreach import contacts
 
 
 def is_handled(handlers: Handlers, event_type: str) -> bool:
@@ -22,5 +26,35 @@ def process_payload(ctx: ProcessingContext, event: Payload) -> bool:
     reactions = ctx.runtime.handlers.on_event.get(event["type"], ())
     obj = event["data"]["object"]
     for reaction in reactions:
+        if case.deferred(ctx.session) and not _takes_deferred(reaction):
+            # A reaction that may read or move a case: the batch's noted re-evaluations first,
+            # as if each had been made when asked (services/cases/reactions.py).
+            if isinstance(reaction, Gated) and not reaction.needed(ctx, event, obj):
+                continue
+            case.reevaluate_deferred(ctx.runtime, ctx.session)
         reaction(ctx, event, obj)
     return bool(reactions)
+
+
+# The reactions that make a noted re-evaluation themselves before they read or move its case,
+# and those that read no case's decision (a customer's contacts follow its metadata).
+_TAKE_DEFERRED: frozenset[object] = frozenset(
+    (
+        contacts.on_customer,
+        case.on_invoice_failure,
+        case.on_invoice_action_required,
+        case.on_payment_failure,
+        case.on_invoice_paid,
+        case.on_invoice_updated,
+        case.on_subscription_deleted,
+        case.on_card_change,
+        gates.reminders_for_moved_cases.reaction,
+    )
+)
+
+
+def _takes_deferred(reaction: Reaction) -> bool:
+    if isinstance(reaction, MirrorHandler):
+        return True
+    inner = reaction.reaction if isinstance(reaction, Gated) else reaction
+    return inner in _TAKE_DEFERRED

@@ -45,6 +45,7 @@ from recovery.runtime import (
     has_moved_cases,
     take_moved_cases,
 )
+from recovery.services.cases.reactions import reevaluate_deferred
 from recovery.services.messaging import expiry, reminders
 
 
@@ -108,26 +109,36 @@ def sync_moved_cases(runtime: Runtime, session: Session, case_ids: Sequence[int]
     take_moved_cases(session)  # the planner's own timeline lines are not moves to follow
 
 
-def _ended_with_cases(ctx: ProcessingContext) -> set[str]:
-    ended = ctx.changes.subscription_status
+# The statuses in which a lost case's subscription has ended (reminders._ended): a move to any
+# other (a renewal's past_due, active again) changes nothing the planner reads.
+_ENDED = frozenset(("canceled", "incomplete_expired", "unpaid"))
+
+
+def _ended_with_cases(ctx: ProcessingContext, obj: Payload) -> set[str]:
+    ended = set(ctx.changes.subscription_status)
+    if obj.get("object") == "subscription" and obj.get("status") not in _ENDED:
+        ended.discard(str(obj.get("id")))  # it moved to this event's state: not an ending
     if ctx.facts is None:
-        return set(ended)
+        return ended
     return ended & ctx.facts.subscriptions_with_cases
 
 
 def _reminders_needed(ctx: ProcessingContext, event: Payload, obj: Payload) -> bool:
-    return has_moved_cases(ctx.session) or bool(_ended_with_cases(ctx))
+    return has_moved_cases(ctx.session) or bool(_ended_with_cases(ctx, obj))
 
 
 def _reminders_for_moved_cases(ctx: ProcessingContext, event: Payload, obj: Payload) -> None:
     ids = take_moved_cases(ctx.session)
-    ended = _ended_with_cases(ctx)
+    ended = _ended_with_cases(ctx, obj)
     if ended:
         ids.update(
             ctx.session.scalars(
                 select(RecoveryCase.id).where(RecoveryCase.subscription_id.in_(sorted(ended)))
             )
         )
+    # A case's noted re-evaluation first: the reminders follow the decision.
+    if reevaluate_deferred(ctx.runtime, ctx.session, ids):
+        ids.update(take_moved_cases(ctx.session))
     sync_moved_cases(ctx.runtime, ctx.session, sorted(ids))
 
 

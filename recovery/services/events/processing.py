@@ -10,6 +10,7 @@ database going away fails the whole batch, which stays pending.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -34,6 +35,7 @@ from recovery.runtime import (
     take_batch_moves,
     take_moved_cases,
 )
+from recovery.services.cases import reactions as case_reactions
 from recovery.services.events import gates
 from recovery.services.events.dispatch import process_payload
 from recovery.services.events.mirror_batch import MirrorBatch
@@ -80,8 +82,24 @@ def apply(
     (services/events/mirror_batch.py), in a savepoint per such run of events. Any other event
     runs whole - mirror and reactions - in a savepoint of its own, after the rows before it are
     written. An event that fails rolls back alone (a run whose write fails is replayed event by
-    event to find it) and is retried with backoff."""
+    event to find it) and is retried with backoff. A case's re-evaluation the events ask for is
+    made once (services/cases/reactions.py), at the latest here at the end; if it fails, the
+    events that asked are retried."""
     ctx = ctx_factory(session)
+    case_reactions.defer_reevaluations(session)
+    try:
+        return _apply(session, ctx, events, now, dialect)
+    finally:
+        case_reactions.stop_deferring(session)
+
+
+def _apply(
+    session: Session,
+    ctx: ProcessingContext,
+    events: Sequence[Claimed],
+    now: datetime,
+    dialect: str,
+) -> dict[str, str]:
     on_event = ctx.runtime.handlers.on_event
     take_batch_moves(session)
     items: list[tuple[Claimed, dict[str, Any] | None, list[Op] | None]] = []
@@ -104,6 +122,7 @@ def apply(
 
     def one(event: Claimed, data: dict[str, Any] | None) -> None:
         ctx.changes = Changes()
+        noted = _copy(case_reactions.deferred(session))
         try:
             with session.begin_nested():
                 process_payload(ctx, data if data is not None else json.loads(event.payload))
@@ -111,6 +130,8 @@ def apply(
             raise  # the database went away: the whole batch stays pending
         except Exception as exc:  # a processing bug or bad data: this event alone, later
             log.warning("processing event %s failed: %s", event.id, exc.__class__.__name__)
+            # What it asked for is rolled back, what it made of the others' asks must be redone.
+            case_reactions.restore_deferred(session, noted)
             statuses[event.id] = _record_failure(session, event, exc, now)
         else:
             statuses[event.id] = EventStatus.PROCESSED
@@ -146,6 +167,7 @@ def apply(
         write_run()
         one(event, data)
     write_run()
+    _reevaluate_noted(session, ctx, events, statuses, now)
     done = [event.id for event in events if statuses.get(event.id) == EventStatus.PROCESSED]
     if done:
         session.execute(_MARK_PROCESSED, {"ids": done, "now": now})
@@ -165,6 +187,39 @@ _MARK_PROCESSED = (
         last_error=None,
     )
 )
+
+
+def _copy(noted: dict[int, case_reactions.Deferred]) -> dict[int, case_reactions.Deferred]:
+    return {k: case_reactions.Deferred(v.cause, list(v.events)) for k, v in noted.items()}
+
+
+def _reevaluate_noted(
+    session: Session,
+    ctx: ProcessingContext,
+    events: Sequence[Claimed],
+    statuses: dict[str, str],
+    now: datetime,
+) -> None:
+    """The batch's noted re-evaluations, a savepoint per case, with the reminders each decision
+    calls for. One that fails is rolled back and the events that asked for it are retried."""
+    by_id = {event.id: event for event in events}
+    for case_id in sorted(case_reactions.deferred(session)):
+        noted = case_reactions.deferred(session).get(case_id)
+        if noted is None:
+            continue
+        try:
+            with session.begin_nested():
+                case_reactions.reevaluate_deferred(ctx.runtime, session, [case_id])
+                gates.sync_moved_cases(ctx.runtime, session, sorted(take_moved_cases(session)))
+        except _DATABASE_GONE:
+            raise
+        except Exception as exc:
+            log.warning("re-evaluating case %s failed: %s", case_id, exc.__class__.__name__)
+            for event_id in dict.fromkeys(noted.events):
+                event = by_id.get(event_id)
+                if event is not None and statuses.get(event_id) == EventStatus.PROCESSED:
+                    statuses[event_id] = _record_failure(session, event, exc, now)
+        session.expunge_all()
 
 
 def _read(event: Claimed) -> dict[str, Any] | None:
@@ -214,16 +269,29 @@ def _record_failure(session: Session, event: Claimed, exc: Exception, now: datet
 
 
 def _claim_due(session: Session, db: Database, now: datetime, limit: int) -> list[Claimed]:
-    query = (
-        select(StripeEvent.id, StripeEvent.attempts, StripeEvent.payload)
-        .where(StripeEvent.status == EventStatus.PENDING)
-        .where(StripeEvent.next_attempt_at <= now)
-        .order_by(StripeEvent.next_attempt_at, StripeEvent.created, StripeEvent.id)
-        .limit(limit)
+    rows = session.execute(_claim_statement(db.is_postgres), {"now": now, "limit": limit})
+    return [Claimed(r.id, r.attempts, None, r.payload) for r in rows]
+
+
+_ORDER = (_EVENTS.c.next_attempt_at, _EVENTS.c.created, _EVENTS.c.id)
+
+
+@functools.cache
+def _claim_statement(lock: bool) -> Any:
+    """The oldest due events: their ids are chosen (and locked) by a narrow subquery, then their
+    bodies read. Sorting the whole backlog with the bodies in it spilled to disk on PostgreSQL
+    (37 ms a batch with 13k events pending, a tenth of a batch's time)."""
+    due = (
+        select(_EVENTS.c.id)
+        .where(_EVENTS.c.status == EventStatus.PENDING)
+        .where(_EVENTS.c.next_attempt_at <= bindparam("now", type_=_EVENTS.c.next_attempt_at.type))
+        .order_by(*_ORDER)
+        .limit(bindparam("limit"))
     )
-    if db.is_postgres:
-        query = query.with_for_update(skip_locked=True)
-    return [Claimed(r.id, r.attempts, None, r.payload) for r in session.execute(query)]
+    if lock:
+        due = due.with_for_update(skip_locked=True)
+    columns = (_EVENTS.c.id, _EVENTS.c.attempts, _EVENTS.c.payload)
+    return select(*columns).where(_EVENTS.c.id.in_(due.scalar_subquery())).order_by(*_ORDER)
 
 
 def process_pending(
