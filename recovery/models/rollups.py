@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Index, String
+from sqlalchemy import BigInteger, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from recovery.db import Base
@@ -266,4 +266,17 @@ OVERVIEW_INDEXES = (
 WINDOW_END_INDEXES = (
     Index("ix_recovery_cases_status_closed", RecoveryCase.status, RecoveryCase.closed_at),
     Index("ix_cancel_sessions_decided_at", CancelSession.decided_at),
+)
+
+# Migration 0021: the period's latest free-text cancel answers (`cancel_flow.recent_answers`)
+# from the sessions that have one, not every session of the period. (0021 also adds
+# ix_recovery_cases_recovery_seconds on PostgreSQL only: recovery/migrate.py.)
+ANSWER_INDEXES = (
+    Index(
+        "ix_cancel_sessions_answers",
+        CancelSession.currency,
+        CancelSession.created_at,
+        postgresql_where=text("reason_text IS NOT NULL AND reason_text <> ''"),
+        sqlite_where=text("reason_text IS NOT NULL AND reason_text <> ''"),
+    ),
 )

@@ -217,7 +217,9 @@ def expiring_cards_kept(
     notices = _notices(period_from, period_to)
     prefix = literal("expiry:") + card.subscription_id + literal(":")
     old = aliased(PaymentMethod)
-    rows = session.execute(
+    # On the session's connection, as plain rows: the ORM's result processing of 4,167 rows
+    # (the notices of 90 days, bench/dashboard_scale.py) took 12 ms of a 75 ms read.
+    rows = session.connection().execute(
         select(
             notices.c.first_sent,
             notices.c.first_key,
@@ -259,11 +261,17 @@ def _figures(
 def _renewal_of(key: str | None) -> datetime | None:
     """The renewal a notice was about, from its key (`...:<YYYY-MM-DD>:<step>`)."""
     parts = (key or "").rsplit(":", 2)
+    return _day(parts[-2]) if len(parts) == 3 else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _day(text: str) -> datetime | None:
+    # a few hundred renewal dates among the thousands of notices a view reads
     try:
-        day = date.fromisoformat(parts[-2]) if len(parts) == 3 else None
+        day = date.fromisoformat(text)
     except ValueError:
         return None
-    return datetime(day.year, day.month, day.day, tzinfo=UTC) if day else None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _needed_by(key: str | None, exp_month: int | None, exp_year: int | None) -> datetime | None:
