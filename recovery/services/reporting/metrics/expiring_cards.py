@@ -219,29 +219,33 @@ def expiring_cards_kept(
     old = aliased(PaymentMethod)
     # On the session's connection, as plain rows: the ORM's result processing of 4,167 rows
     # (the notices of 90 days, bench/dashboard_scale.py) took 12 ms of a 75 ms read.
-    rows = session.connection().execute(
-        select(
-            notices.c.first_sent,
-            notices.c.first_key,
-            old.id,
-            old.exp_month,
-            old.exp_year,
-            card.card_id,
-            card.exp_month,
-            card.exp_year,
-            card.card_created,
+    rows = (
+        session.connection()
+        .execute(
+            select(
+                notices.c.first_sent,
+                notices.c.first_key,
+                old.id,
+                old.exp_month,
+                old.exp_year,
+                card.card_id,
+                card.exp_month,
+                card.exp_year,
+                card.card_created,
+            )
+            .select_from(notices)
+            .join(
+                card,
+                and_(
+                    card.customer_id == notices.c.customer_id,
+                    func.substr(notices.c.about, 1, func.length(prefix)) == prefix,
+                ),
+            )
+            .outerjoin(old, old.id == func.substr(notices.c.about, func.length(prefix) + 1))
+            .where(card.currency == currency)
         )
-        .select_from(notices)
-        .join(
-            card,
-            and_(
-                card.customer_id == notices.c.customer_id,
-                func.substr(notices.c.about, 1, func.length(prefix)) == prefix,
-            ),
-        )
-        .outerjoin(old, old.id == func.substr(notices.c.about, func.length(prefix) + 1))
-        .where(card.currency == currency)
-    ).all()
+        .all()
+    )
     return _figures(int(within[0]), int(within[1]), rows, now)
 
 
