@@ -415,6 +415,35 @@ def deep_cursor(
     return cursor, offset // size + 2
 
 
+def overview_statements(rt: Any, n: int, log: StatementLog) -> list[dict[str, Any]]:
+    """Each statement of `metrics.overview` for 90 days (usd), its median over n runs after
+    2 warm-ups: where the 90-day overview's SQL time goes (issue 11 item 7)."""
+    from datetime import timedelta
+
+    from recovery.services.reporting import metrics
+
+    runs: list[list[tuple[float, str, Any]]] = []
+    for i in range(n + 2):
+        with log.capture() as rows:
+            metrics.overview(rt, NOW - timedelta(days=90), NOW, "usd", NOW)
+        if i >= 2:
+            runs.append(list(rows))
+    out = []
+    for k in range(min(len(r) for r in runs)):
+        ms = statistics.median(r[k][0] for r in runs) * 1000
+        out.append({"ms": round(ms, 1), "sql": " ".join(runs[0][k][1].split())})
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    total = sum(o["ms"] for o in out)
+    print(
+        f"\n== metrics.overview, 90 days, usd: {len(out)} statements, median of {n} runs, "
+        f"{total:.1f} ms in SQL; loadavg {load}",
+        flush=True,
+    )
+    for o in sorted(out, key=lambda o: -o["ms"])[:8]:
+        print(f"  {o['ms']:>6.1f} ms  {o['sql'][:110]}", flush=True)
+    return out
+
+
 # A day of changes (the bench's business: 200k cases a year, the last three weeks' in progress):
 # a day's share (1/21) of the last three weeks' cases paid or lost, a day's renewals paid, the
 # last two days' cancel sessions decided - through UPDATEs, so the triggers mark their days
@@ -624,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
                     figures["plan"] = plan
                     print("      " + plan.replace("\n", "\n      "))
         results["timings"] = timings
+        results["overview_statements"] = overview_statements(rt, args.requests, log)
         results["rollups"]["after_a_day"] = a_day_of_changes(rt, pages, args.requests, log)
         rt.db.dispose()
         pg = postgres_version(server.bin_dir if server else None)
