@@ -28,7 +28,8 @@ the search (issue 15): by part of a last name (thousands of customers), by part 
 address (one customer, a different one each time), by invoice, customer and case id, and the
 "open" filter; a customer page.
 For each page the slowest SQL statement of one request is shown; --explain (or a missed
-target) prints EXPLAIN ANALYZE of it. Target (issue 7): p95 < 200 ms.
+target) prints EXPLAIN ANALYZE of it. Target (issue 7): p95 < 200 ms. Then each statement of
+the 90-day overview (`metrics.overview`, usd), its median over --requests runs: the slowest.
 
 The overview's rollups (issue 11 item 7): after the fill (or on a reused database, after its
 migration) the worker's refresh is timed bringing every day up to date; after the pages, a day
