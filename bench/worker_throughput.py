@@ -4,14 +4,16 @@ plain loop, no database: the ceiling), then the worker with 1 and 2 processes; o
 simulated provider latency; then a worker's memory with 1k and 100k open cases.
 
     .venv/bin/python bench/worker_throughput.py [--actions 20000] [--workers 1 2]
-                                                [--latency-ms 0] [--threads 8] [--batch 100]
+                                                [--latency-ms 0] [--threads 8] [--loops 2]
+                                                [--batch 100]
                                                 [--memory-cases 1000 100000] [--memory-actions 1000]
 
 Prints, per worker count, `worker: N actions/s (P% of providers alone M/s)`.
 
 What runs is the real code: `due_actions.ActionRunner` (claim FOR UPDATE SKIP LOCKED and decide
 in one transaction, provider calls on `--threads` threads with no transaction open, outcomes
-recorded in a second transaction under the lease) with the handlers of
+recorded in a second transaction under the lease; `--loops` such loops per process, sharing the
+threads) with the handlers of
 `recovery.services.registry`:
 - `case.retry` (recovery/services/cases/actions.py): re-read the invoice from Stripe, mirror it,
   `Invoice.pay` with the idempotency key `case:<id>:attempt:1`, then on success close the case
@@ -173,7 +175,12 @@ def worker_main(args: argparse.Namespace) -> int:
     from recovery.services.work.due_actions import ActionRunner
 
     gateway = BenchGateway(Path(args.keylog), args.latency_ms / 1000)
-    settings = Settings(database_url=args.url, smtp_url=args.smtp_url, worker_threads=args.threads)
+    settings = Settings(
+        database_url=args.url,
+        smtp_url=args.smtp_url,
+        worker_threads=args.threads,
+        worker_loops=args.loops,
+    )
     runtime = build_runtime(settings, clock=SystemClock(), gateway=gateway)
     runner = ActionRunner(runtime, args.worker_id, batch_size=args.batch)
     statements = Counter[str]()
@@ -438,6 +445,7 @@ def run(
         command = [sys.executable, __file__, "_worker", "--url", url, "--worker-id"]
         command += [f"{label}-w{i}", "--smtp-url", sink.url, "--keylog", str(keylog)]
         command += ["--batch", str(args.batch), "--out", str(out), "--threads", str(threads)]
+        command += ["--loops", str(args.loops)]
         command += ["--latency-ms", str(latency_ms)]
         if profile and i == 0:
             command += ["--profile", str(work / f"{label}-w0.pstats")]
@@ -501,6 +509,7 @@ def run(
     return {
         "workers": workers,
         "threads": threads,
+        "loops": args.loops,
         "latency_ms": latency_ms,
         "actions": actions,
         "active_seconds": round(last - first, 2),
@@ -559,7 +568,8 @@ def worker_line(r: dict[str, Any], alone: dict[str, Any]) -> str:
 def detail(r: dict[str, Any]) -> str:
     rss = ", ".join(f"{w['rss_peak_mib']}" for w in r["per_worker"])
     return (
-        f"    {r['workers']} process(es) x {r['threads']} threads, latency {r['latency_ms']:g} ms: "
+        f"    {r['workers']} process(es) x {r['loops']} loops x {r['threads']} threads, "
+        f"latency {r['latency_ms']:g} ms: "
         f"{r['actions']} actions in {r['active_seconds']} s; worker CPU "
         f"{r['worker_cpu_ms_per_action']} ms/action; peak RSS (MiB) {rss}; exactly once: "
         f"{exactly_once(r)}; {r['loadavg_before']} -> {r['loadavg_after']}"
@@ -579,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         w.add_argument(name, required=True)
     w.add_argument("--batch", type=int, default=100)
     w.add_argument("--threads", type=int, default=8)
+    w.add_argument("--loops", type=int, default=2)
     w.add_argument("--latency-ms", type=float, default=0.0)
     w.add_argument("--profile", default="")
     s = sub.add_parser("_sink")
@@ -589,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--email-share", type=float, default=0.5)
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="none: skip")
     parser.add_argument("--threads", type=int, default=8, help="RECOVERY_WORKER_THREADS")
+    parser.add_argument("--loops", type=int, default=2, help="RECOVERY_WORKER_LOOPS")
     parser.add_argument("--batch", type=int, default=100, help="actions claimed at a time")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="then a run with this")
     parser.add_argument("--latency-actions", type=int, default=4_000)

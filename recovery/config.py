@@ -78,6 +78,7 @@ EXAMPLES = {
     "RECOVERY_PROCESS_INLINE": "0 (or 1)",
     "RECOVERY_WORKER_TICK_SECONDS": "1",
     "RECOVERY_WORKER_THREADS": "8",
+    "RECOVERY_WORKER_LOOPS": "2",
     "RECOVERY_PROVIDER_DEADLINE_SECONDS": "60",
     "RECOVERY_RETENTION_DAYS": "90",
     "RECOVERY_LOG_LEVEL": "INFO",
@@ -193,6 +194,10 @@ class Settings:
     # Threads per worker process: provider calls (Stripe, SMTP, Twilio) of different subjects run
     # at once, each with no database transaction open.
     worker_threads: int = 8
+    # Claim/decide/record loops per worker process on PostgreSQL, each on its own connection and
+    # sharing the threads above: one loop waits on database round trips most of its time.
+    # SQLite (one writer) always runs one.
+    worker_loops: int = 2
     # The most one provider call may take, the SDK's own retries included: well inside the
     # 5-minute lease on a due action, so no other worker takes it over while it runs.
     provider_deadline_seconds: float = 60.0
@@ -257,6 +262,7 @@ class Settings:
         max_bytes = _number(env, "RECOVERY_WEBHOOK_MAX_BYTES", 1024 * 1024, int, problems)
         tick = _number(env, "RECOVERY_WORKER_TICK_SECONDS", 1.0, float, problems)
         threads = _number(env, "RECOVERY_WORKER_THREADS", 8, int, problems)
+        loops = _number(env, "RECOVERY_WORKER_LOOPS", 2, int, problems)
         deadline = _number(env, "RECOVERY_PROVIDER_DEADLINE_SECONDS", 60.0, float, problems)
         retention = _number(env, "RECOVERY_RETENTION_DAYS", 90, int, problems)
         settings = cls(
@@ -275,6 +281,7 @@ class Settings:
             process_inline=FLAGS.get(env.get("RECOVERY_PROCESS_INLINE", "0").lower(), False),
             worker_tick_seconds=float(tick),
             worker_threads=int(threads),
+            worker_loops=int(loops),
             provider_deadline_seconds=float(deadline),
             retention_days=int(retention),
             log_level=env.get("RECOVERY_LOG_LEVEL", "INFO").upper(),
@@ -335,6 +342,8 @@ class Settings:
             add(problem("RECOVERY_WORKER_TICK_SECONDS", "must be from 0.05 to 60"))
         if not 1 <= self.worker_threads <= 256:
             add(problem("RECOVERY_WORKER_THREADS", "must be from 1 to 256"))
+        if not 1 <= self.worker_loops <= 8:  # each holds a connection of the pool
+            add(problem("RECOVERY_WORKER_LOOPS", "must be from 1 to 8"))
         # the 5-minute lease must outlive a provider call, or another worker would take it over
         if not 1 <= self.provider_deadline_seconds <= 240:
             add(problem("RECOVERY_PROVIDER_DEADLINE_SECONDS", "must be from 1 to 240"))

@@ -8,6 +8,7 @@ processes can run against one PostgreSQL and a crashed one loses nothing:
   and processes them in batches, so an event is processed within a second of arriving;
 - due actions: claimed and decided in batches, their provider calls run on a pool of
   `RECOVERY_WORKER_THREADS` threads with no transaction open (services/work/due_actions.py);
+  on PostgreSQL `RECOVERY_WORKER_LOOPS` such claim/decide/record loops share that pool;
 - APScheduler ticks: each second the due actions and any events left (a missed notification,
   a failed event whose backoff passed), every ten minutes the daily jobs, every minute the
   periodic ones (the overview's rollups). Jobs that must run
@@ -264,9 +265,10 @@ class Worker:
         if self.runtime.db.is_postgres:
             self._start_thread(self._listen_loop, "recovery-listen")
         log.info(
-            "worker %s starting (tick %.1fs, %d threads for provider calls)",
+            "worker %s starting (tick %.1fs, %d loops, %d threads for provider calls)",
             self.worker_id,
             tick,
+            self.actions.loops,
             self.actions.threads,
         )
         scheduler.start()

@@ -116,8 +116,9 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         "secret_key": "test-secret-key-" + "x" * 32,
         "public_url": "http://recovery.test",
         # Provider calls in the test's own thread, in order: the in-memory Stripe fake is not
-        # thread-safe. The crash drill and tests/test_worker_threads.py run the default pool.
+        # thread-safe. The crash drill runs the default pool.
         "worker_threads": 1,
+        "worker_loops": 1,  # likewise one claim/decide/record loop (tests/test_worker_loops.py)
     }
     values.update(overrides)
     return Settings(**values)

@@ -16,7 +16,17 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Integer, Table, and_, bindparam, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
@@ -99,12 +109,19 @@ def cancel_pending(
 
 
 @functools.cache
-def _claim_statement(is_postgres: bool) -> Any:
+def _claim_statement(is_postgres: bool, lane: bool = False) -> Any:
     now = bindparam("b_now", type_=_c.due_at.type)
     claimable = or_(
         and_(_c.status == ActionStatus.PENDING, _c.due_at <= now),
         and_(_c.status == ActionStatus.RUNNING, _c.lease_expires_at < now),
     )
+    if lane:  # PostgreSQL only: the subjects whose hash falls in this lane (see claim_in)
+        lanes = bindparam("b_lanes", type_=Integer())
+        claimable = and_(
+            claimable,
+            (func.hashtext(_c.subject).op("&")(0x7FFFFFFF)) % lanes
+            == bindparam("b_lane", type_=Integer()),
+        )
     due = (
         select(_c.id)
         .where(claimable)
@@ -140,12 +157,25 @@ def claim_in(
     now: datetime,
     limit: int = 50,
     lease: timedelta = DEFAULT_LEASE,
+    lane: tuple[int, int] | None = None,
 ) -> list[Claimed]:
     """Claim up to `limit` due actions in the caller's transaction, oldest due first: one
     UPDATE ... RETURNING. PostgreSQL skips rows another worker is claiming (SKIP LOCKED);
-    SQLite has one writer, whose BEGIN IMMEDIATE makes the select and the update one step."""
-    params = {"b_now": now, "b_limit": limit, "b_owner": owner, "b_expires": now + lease}
-    rows = session.execute(_claim_statement(is_postgres), params).all()
+    SQLite has one writer, whose BEGIN IMMEDIATE makes the select and the update one step.
+
+    `lane=(k, n)` (PostgreSQL): only actions whose subject hashes to lane k of n, so the n
+    loops of one worker process never hold actions about the same subject at once."""
+    params: dict[str, Any] = {
+        "b_now": now,
+        "b_limit": limit,
+        "b_owner": owner,
+        "b_expires": now + lease,
+    }
+    parted = lane is not None and lane[1] > 1 and is_postgres
+    if parted:
+        assert lane is not None
+        params["b_lane"], params["b_lanes"] = lane
+    rows = session.execute(_claim_statement(is_postgres, parted), params).all()
     return sorted(
         (
             Claimed(

@@ -1,10 +1,13 @@
 """A worker's due actions at full speed: claim and decide a batch in one transaction, call the
 providers on a pool of threads with no transaction open, record the outcomes in the
-transaction that claims the next round (`ActionRunner.drain`)."""
+transaction that claims the next round (`ActionRunner.drain`). On PostgreSQL several such loops
+("lanes") run at once, each on its own connection, sharing the pool: one loop spends most of
+its time waiting on database round trips, which the others fill."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
@@ -23,6 +26,10 @@ class ActionRunner:
     Actions about one subject run one at a time in due order (a case's retry and its reminder
     never race); the next waits, claimed, until the one before it is recorded. With one thread
     the calls run in the caller's thread, in order.
+
+    With `loops` > 1 on PostgreSQL, `drain` runs that many claim/decide/record loops at once,
+    each claiming only the subjects that hash to its lane (so a subject stays with one loop);
+    SQLite has one writer, so it always runs one.
     """
 
     def __init__(
@@ -33,12 +40,16 @@ class ActionRunner:
         threads: int | None = None,
         batch_size: int = 50,
         lease: timedelta = DEFAULT_LEASE,
+        loops: int | None = None,
     ) -> None:
         self.runtime, self.owner = runtime, owner
         self.threads = max(1, threads if threads is not None else runtime.settings.worker_threads)
+        wanted = loops if loops is not None else runtime.settings.worker_loops
+        self.loops = max(1, wanted) if runtime.db.is_postgres else 1
         self.batch_size = batch_size
         self.lease = lease
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()  # the pool and the counts, shared by the loops
         self._statuses: dict[str, int] = {}
 
     @property
@@ -47,12 +58,22 @@ class ActionRunner:
         return dict(self._statuses)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def _count(self, status: str) -> None:
-        self._statuses[status] = self._statuses.get(status, 0) + 1
+        with self._lock:
+            self._statuses[status] = self._statuses.get(status, 0) + 1
+
+    def _call_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    self.threads, thread_name_prefix="recovery-call"
+                )
+            return self._pool
 
     def _decide_all(
         self, session: Session, actions: Sequence[Claimed], fresh: set[int]
@@ -77,6 +98,35 @@ class ActionRunner:
     def drain(self) -> int:
         """Run everything due now, including what comes due while running (a reminder that a
         recorded outcome scheduled for now). Returns how many actions were claimed.
+
+        With several loops, each runs `_drain_lane` on its own thread (this one runs the
+        first) and all have finished when it returns; the first error is raised again."""
+        if self.loops == 1:
+            return self._drain_lane(None)
+        totals = [0] * self.loops
+        errors: list[BaseException] = []
+
+        def run(k: int) -> None:
+            try:
+                totals[k] = self._drain_lane((k, self.loops))
+            except BaseException as exc:  # raised again in the caller's thread below
+                errors.append(exc)
+
+        others = [
+            threading.Thread(target=run, args=(k,), name=f"recovery-lane-{k}", daemon=True)
+            for k in range(1, self.loops)
+        ]
+        for thread in others:
+            thread.start()
+        run(0)
+        for thread in others:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return sum(totals)
+
+    def _drain_lane(self, lane: tuple[int, int] | None) -> int:
+        """One claim/decide/record loop over the subjects of `lane` (all when None).
 
         One transaction a round records the outcomes of the calls made since the last, then
         claims and decides, and claims again while what it decided may have made more due now;
@@ -108,7 +158,7 @@ class ActionRunner:
                         if room:
                             now = clock.now()
                             batch = claim_in(
-                                session, db.is_postgres, self.owner, now, room, self.lease
+                                session, db.is_postgres, self.owner, now, room, self.lease, lane
                             )
                             claimed_total += len(batch)
                             exhausted = len(batch) < room
@@ -137,10 +187,7 @@ class ActionRunner:
                 outcomes = [call(self.runtime, d) for d in decided]
             else:
                 if decided:
-                    pool = self._pool or concurrent.futures.ThreadPoolExecutor(
-                        self.threads, thread_name_prefix="recovery-call"
-                    )
-                    self._pool = pool
+                    pool = self._call_pool()
                     for d in decided:
                         in_flight[pool.submit(call, self.runtime, d)] = d.action.subject
                 if in_flight:
