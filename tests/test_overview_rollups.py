@@ -27,7 +27,7 @@ from recovery.models import (
     Subscription,
     SubscriptionItem,
 )
-from recovery.models.rollups import CurrencyDayRollup, RecoveredPrice
+from recovery.models.rollups import CaseStatusDayRollup, CurrencyDayRollup, RecoveredPrice
 from recovery.runtime import Runtime
 from recovery.services.reporting import metrics
 from recovery.services.reporting.metrics import parameters, rollups
@@ -47,6 +47,7 @@ TABLES = (
     HeldDayRollup,
     CancelDayRollup,
     CaseDayRollup,
+    CaseStatusDayRollup,
     OverviewDirtyDay,
     Invoice,
     CancelSession,

@@ -79,6 +79,27 @@ class CancelDayRollup(Base):
     __table_args__ = (Index("ix_cancel_day_rollups_currency_day", "currency", "day"),)
 
 
+class CaseStatusDayRollup(Base):
+    """`CaseDayRollup`'s sums per day, currency and status alone (migration 0022): the reads
+    that need no other dimension - recovery by failure month (12 months), the headline sums
+    per currency, the weekly trend - sum a row per status and day, not ~90."""
+
+    __tablename__ = "case_status_day_rollups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    day: Mapped[date]
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(30))
+    cases: Mapped[int] = mapped_column(BigInteger)
+    amount_due: Mapped[int] = mapped_column(BigInteger)
+    amount_recovered: Mapped[int] = mapped_column(BigInteger)
+    recovered_30: Mapped[int] = mapped_column(BigInteger)
+    recovered_60: Mapped[int] = mapped_column(BigInteger)
+    recovered_90: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_case_status_day_rollups_currency_day", "currency", "day"),)
+
+
 class ChannelDayRollup(Base):
     """Of the recoveries the customer made among the cases opened on `day`, per channel of the
     last reminder sent before the payment (reminder_channels.py)."""
@@ -188,13 +209,17 @@ class RecoveredPrice(Base):
     interval: Mapped[str | None] = mapped_column(String(10))
     interval_count: Mapped[int]
     amount: Mapped[int] = mapped_column(BigInteger)
+    # The opening of this subscription's previous row with the same currency, cadence and
+    # amount (ties by id), kept by triggers on this table (migration 0022): a row counts in a
+    # period when it is its key's first there, i.e. this is None or before the period.
+    prev_opened_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index(
-            "ix_recovered_prices_opened",
+            "ix_recovered_prices_first",
             "opened_at",
+            "prev_opened_at",
             "currency",
-            "subscription_id",
             "interval",
             "interval_count",
             "amount",

@@ -30,7 +30,12 @@ from recovery.models import (
     OverviewDirtyDay,
     RecoveryCase,
 )
-from recovery.models.rollups import CurrencyDayRollup, HeldEndRollup, RecoveryTimeDayRollup
+from recovery.models.rollups import (
+    CaseStatusDayRollup,
+    CurrencyDayRollup,
+    HeldEndRollup,
+    RecoveryTimeDayRollup,
+)
 from recovery.runtime import Runtime
 from recovery.services.reporting.metrics import by_month, validated
 from recovery.services.reporting.metrics.cancel_flow import session_groups
@@ -134,6 +139,7 @@ def recompute(session: Session, currency: str, days: Sequence[date]) -> None:
     """Replace the rollup rows of these days of `currency` by what the source tables say."""
     for model in (
         CaseDayRollup,
+        CaseStatusDayRollup,
         CancelDayRollup,
         HeldDayRollup,
         ChannelDayRollup,
@@ -148,6 +154,7 @@ def recompute(session: Session, currency: str, days: Sequence[date]) -> None:
     rows = _case_rows(session, currency, cases)
     if rows:
         session.execute(insert(CaseDayRollup), rows)
+        session.execute(insert(CaseStatusDayRollup), _by_status(rows))
     rows = [
         {
             "day": as_date(day),
@@ -234,6 +241,30 @@ def _case_rows(session: Session, currency: str, cases: ColumnElement[bool]) -> l
         }
         for r in found
     ]
+
+
+CASE_SUMS = (
+    "cases",
+    "amount_due",
+    "amount_recovered",
+    "recovered_30",
+    "recovered_60",
+    "recovered_90",
+)
+
+
+def _by_status(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`CaseStatusDayRollup`'s rows: the case rows summed per day and status."""
+    out: dict[tuple[date, str], dict[str, Any]] = {}
+    for r in rows:
+        slot = out.setdefault(
+            (r["day"], r["status"]),
+            {"day": r["day"], "currency": r["currency"], "status": r["status"]}
+            | dict.fromkeys(CASE_SUMS, 0),
+        )
+        for name in CASE_SUMS:
+            slot[name] += r[name]
+    return list(out.values())
 
 
 def _held_rows(

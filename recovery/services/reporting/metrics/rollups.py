@@ -26,6 +26,7 @@ from recovery.models import (
     RecoveryCase,
 )
 from recovery.models.rollups import (
+    CaseStatusDayRollup,
     CurrencyDayRollup,
     RecoveredPrice,
     RecoveryTimeDayRollup,
@@ -108,26 +109,21 @@ def use_counts(
 
 def recovered_mrr_by_currency(session: Session, start: datetime, end: datetime) -> dict[str, int]:
     """`cohort.recovered_mrr_by_currency` for the cases opened in [start, end), from the prices
-    the triggers keep (`RecoveredPrice`): the distinct (currency, subscription, cadence) rows
-    of an index-only scan, summed per cadence and rounded once per cadence, as there."""
-    per_subscription = (
-        select(
-            RecoveredPrice.currency,
-            RecoveredPrice.subscription_id,
-            RecoveredPrice.interval,
-            RecoveredPrice.interval_count,
-            RecoveredPrice.amount,
-        )
-        .where(RecoveredPrice.opened_at >= start, RecoveredPrice.opened_at < end)
-        .distinct()
-        .subquery()
-    )
-    c = per_subscription.c
+    the triggers keep (`RecoveredPrice`): each (currency, subscription, cadence, amount) once -
+    its first row in the period, the one whose previous row (`prev_opened_at`) is none or
+    before it - summed per cadence as the rows come off the index, rounded once per cadence as
+    there (a DISTINCT of the 46k rows of 90 days took 26-35 ms, bench/dashboard_scale.py)."""
+    first = or_(RecoveredPrice.prev_opened_at.is_(None), RecoveredPrice.prev_opened_at < start)
     out: dict[str, int] = {}
     for currency, interval, count, amount in session.execute(
-        select(c.currency, c.interval, c.interval_count, func.sum(c.amount)).group_by(
-            c.currency, c.interval, c.interval_count
+        select(
+            RecoveredPrice.currency,
+            RecoveredPrice.interval,
+            RecoveredPrice.interval_count,
+            func.sum(RecoveredPrice.amount),
         )
+        .where(RecoveredPrice.opened_at >= start, RecoveredPrice.opened_at < end, first)
+        .group_by(RecoveredPrice.currency, RecoveredPrice.interval, RecoveredPrice.interval_count)
     ):
         key = str(currency)
         out[key] = out.get(key, 0) + monthly_amount(int(amount), interval, int(count or 1))
@@ -211,19 +207,20 @@ def _cases(currency: str, p: Plan) -> ColumnElement[bool]:
 
 def daily_cases(session: Session, currency: str, p: Plan) -> list[tuple[Any, int, int, int, int]]:
     """`weekly.daily`'s rows: per day, cases, failed amount, recovered cases and amount."""
-    recovered = CaseDayRollup.status == CaseStatus.RECOVERED.value
+    t = CaseStatusDayRollup
+    recovered = t.status == CaseStatus.RECOVERED.value
     rows = rolled_up(
         session,
         p,
         select(
-            CaseDayRollup.day,
-            func.sum(CaseDayRollup.cases),
-            func.sum(CaseDayRollup.amount_due),
-            func.sum(case((recovered, CaseDayRollup.cases), else_=0)),
-            func.sum(case((recovered, CaseDayRollup.amount_recovered), else_=0)),
+            t.day,
+            func.sum(t.cases),
+            func.sum(t.amount_due),
+            func.sum(case((recovered, t.cases), else_=0)),
+            func.sum(case((recovered, t.amount_recovered), else_=0)),
         )
-        .where(CaseDayRollup.currency == currency, p.rolled_up(CaseDayRollup.day))
-        .group_by(CaseDayRollup.day),
+        .where(t.currency == currency, p.rolled_up(t.day))
+        .group_by(t.day),
     )
     rolled = [(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
     return rolled + (weekly.daily(session, _cases(currency, p)) if p.direct else [])
@@ -234,19 +231,20 @@ def monthly_cases(
 ) -> list[tuple[Any, ...]]:
     """`by_month.daily`'s rows for the months shown: opened up to now, included."""
     p = plan(dirty, by_month.first_day(now), now + timedelta.resolution)
+    t = CaseStatusDayRollup
     rows = rolled_up(
         session,
         p,
         select(
-            CaseDayRollup.day,
-            func.sum(CaseDayRollup.cases),
-            func.sum(CaseDayRollup.amount_due),
-            func.sum(CaseDayRollup.recovered_30),
-            func.sum(CaseDayRollup.recovered_60),
-            func.sum(CaseDayRollup.recovered_90),
+            t.day,
+            func.sum(t.cases),
+            func.sum(t.amount_due),
+            func.sum(t.recovered_30),
+            func.sum(t.recovered_60),
+            func.sum(t.recovered_90),
         )
-        .where(CaseDayRollup.currency == currency, p.rolled_up(CaseDayRollup.day))
-        .group_by(CaseDayRollup.day),
+        .where(t.currency == currency, p.rolled_up(t.day))
+        .group_by(t.day),
     )
     return rows + (by_month.daily(session, _cases(currency, p)) if p.direct else [])
 
@@ -256,18 +254,19 @@ def status_sums(
 ) -> list[tuple[Any, ...]]:
     """`cohort.status_sums`'s rows, every currency: a day dirty in one is read directly."""
     p = plan(set().union(*dirty.values()), start, end)
+    t = CaseStatusDayRollup
     rows = rolled_up(
         session,
         p,
         select(
-            CaseDayRollup.currency,
-            CaseDayRollup.status,
-            func.sum(CaseDayRollup.cases),
-            func.sum(CaseDayRollup.amount_due),
-            func.sum(CaseDayRollup.amount_recovered),
+            t.currency,
+            t.status,
+            func.sum(t.cases),
+            func.sum(t.amount_due),
+            func.sum(t.amount_recovered),
         )
-        .where(p.rolled_up(CaseDayRollup.day))
-        .group_by(CaseDayRollup.currency, CaseDayRollup.status),
+        .where(p.rolled_up(t.day))
+        .group_by(t.currency, t.status),
     )
     if not p.direct:
         return rows
