@@ -33,7 +33,12 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 # own date arithmetic). They are not in the models, so comparing the database with the models
 # (`alembic check`) must not ask to drop them.
 DATABASE_ONLY_INDEXES = frozenset(
-    {"ix_customers_email_trgm", "ix_customers_name_trgm", "ix_recovery_cases_recovery_seconds"}
+    {
+        "ix_customers_email_trgm",
+        "ix_customers_name_trgm",
+        "ix_recovery_cases_recovery_seconds",
+        "ix_outbox_messages_expiry_sent",  # 0022: PostgreSQL's INCLUDE, the sent notices
+    }
 )
 
 

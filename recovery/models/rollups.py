@@ -240,7 +240,7 @@ class SubscriptionCard(Base):
     __tablename__ = "subscription_cards"
 
     subscription_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
     currency: Mapped[str] = mapped_column(String(3))
     live: Mapped[bool]  # active or trialing, not set to cancel at the period's end
     card_ref: Mapped[str | None] = mapped_column(String(255), index=True)  # the default's id
@@ -252,6 +252,20 @@ class SubscriptionCard(Base):
     owned: Mapped[bool]  # the card is attached to the subscription's customer
 
     __table_args__ = (
+        # A notice's subscription and the card it charges now, by customer: on PostgreSQL an
+        # index-only probe (migration 0022; the 90-day overview makes 4,167 of them).
+        Index(
+            "ix_subscription_cards_customer_id",
+            "customer_id",
+            postgresql_include=[
+                "subscription_id",
+                "currency",
+                "card_id",
+                "exp_month",
+                "exp_year",
+                "card_created",
+            ],
+        ),
         Index(
             "ix_subscription_cards_expiring",
             "currency",

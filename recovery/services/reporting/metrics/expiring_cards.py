@@ -260,7 +260,35 @@ def expiring_cards_kept(
         )
         .all()
     )
-    return _figures(int(within[0]), int(within[1]), [_unpacked(*r) for r in rows], now)
+    return _kept_figures(int(within[0]), int(within[1]), rows, now)
+
+
+def _kept_figures(
+    within_30: int, within_60: int, rows: Sequence[Sequence[Any]], now: datetime
+) -> ExpiringCards:
+    """`_figures` of the kept read's rows: a notified card that is still its subscription's
+    card (most of them) is decided here without unpacking the row into the direct read's shape
+    (at 90 days 4,167 rows a view: the unpacking was a third of the notices' client CPU)."""
+    replaced = pending = 0
+    horizon = expiry.HORIZON
+    for r in rows:
+        if r[2] is None and r[3] is not None:  # the same card: its expiry is the kept one
+            expires = _expires(r[4], r[5])
+            if expires is not None and expires > r[0] + horizon:
+                replaced += 1
+                continue
+            renewal = _renewal_of(r[1])  # needed by the later of the two (`_needed_by`)
+            if expires is None or (renewal is not None and renewal > expires):
+                expires = renewal
+            pending += expires is not None and expires > now
+            continue
+        full = _unpacked(*r)
+        if _replaced_in_time(*full):
+            replaced += 1
+        else:
+            deadline = _needed_by(full[1], full[3], full[4])
+            pending += deadline is not None and deadline > now
+    return ExpiringCards(within_30, within_60, len(rows), replaced, pending)
 
 
 def _unpacked(
