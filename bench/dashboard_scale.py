@@ -29,7 +29,8 @@ address (one customer, a different one each time), by invoice, customer and case
 "open" filter; a customer page.
 For each page the slowest SQL statement of one request is shown; --explain (or a missed
 target) prints EXPLAIN ANALYZE of it. Target (issue 7): p95 < 200 ms. Then each statement of
-the 90-day overview (`metrics.overview`, usd), its median over --requests runs: the slowest.
+the 90-day overview (`metrics.overview`, usd, the page's period), its median over --requests
+runs: the slowest; and the view and the two 90-day pages per phase (wall, CPU, SQL).
 
 The overview's rollups (issue 11 item 7): after the fill (or on a reused database, after its
 migration) the worker's refresh is timed bringing every day up to date; after the pages, a day
@@ -416,19 +417,43 @@ def deep_cursor(
     return cursor, offset // size + 2
 
 
-def overview_statements(rt: Any, n: int, log: StatementLog) -> list[dict[str, Any]]:
-    """Each statement of `metrics.overview` for 90 days (usd), its median over n runs after
-    2 warm-ups: where the 90-day overview's SQL time goes (issue 11 item 7)."""
+def overview_statements(
+    rt: Any, n: int, log: StatementLog, pages: dict[str, Callable[[int], Any]]
+) -> dict[str, Any]:
+    """Where the 90-day overview's time goes (issue 11 item 7): each statement of
+    `metrics.overview` (usd, the page's period: the 90 calendar days to today), its median
+    over n runs after 2 warm-ups, and per phase - wall, this process's CPU, the time in SQL
+    statements (the server's work and the result rows' processing) - for the view alone and
+    for the two 90-day pages around it (their rest: the currency picker, the template, the
+    charts, the JSON)."""
     from datetime import timedelta
 
     from recovery.services.reporting import metrics
 
-    runs: list[list[tuple[float, str, Any]]] = []
-    for i in range(n + 2):
-        with log.capture() as rows:
-            metrics.overview(rt, NOW - timedelta(days=90), NOW, "usd", NOW)
-        if i >= 2:
-            runs.append(list(rows))
+    today = NOW.date()
+    start, end = metrics.period_of(today - timedelta(days=89), today)
+
+    def phases(run: Callable[[], Any]) -> tuple[dict[str, float], list[list[Any]]]:
+        walls, cpus, sqls, runs = [], [], [], []
+        for i in range(n + 2):
+            with log.capture() as rows:
+                c0, t0 = time.process_time(), time.perf_counter()
+                run()
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            if i >= 2:
+                walls.append(wall * 1000)
+                cpus.append(cpu * 1000)
+                sqls.append(sum(r[0] for r in rows) * 1000)
+                runs.append(list(rows))
+        return {
+            "wall_p50_ms": round(statistics.median(walls), 1),
+            "wall_p95_ms": round(pct(walls, 95), 1),
+            "cpu_p50_ms": round(statistics.median(cpus), 1),
+            "sql_p50_ms": round(statistics.median(sqls), 1),
+            "statements": len(runs[0]),
+        }, runs
+
+    view, runs = phases(lambda: metrics.overview(rt, start, end, "usd", NOW))
     out = []
     for k in range(min(len(r) for r in runs)):
         ms = statistics.median(r[k][0] for r in runs) * 1000
@@ -442,7 +467,18 @@ def overview_statements(rt: Any, n: int, log: StatementLog) -> list[dict[str, An
     )
     for o in sorted(out, key=lambda o: -o["ms"])[:8]:
         print(f"  {o['ms']:>6.1f} ms  {o['sql'][:110]}", flush=True)
-    return out
+    split = {"metrics.overview": view}
+    for name in ("/dashboard (90 days)", "/api/v1/metrics (90 days)"):
+        split[name], _ = phases(lambda get=pages[name]: get(0))
+    print("  per phase, medians (wall p95): wall, this process's CPU, SQL", flush=True)
+    for name, f in split.items():
+        print(
+            f"  {name:<28} wall {f['wall_p50_ms']:>6.1f} ms ({f['wall_p95_ms']:>6.1f})  CPU "
+            f"{f['cpu_p50_ms']:>6.1f} ms  SQL {f['sql_p50_ms']:>6.1f} ms in "
+            f"{f['statements']} statements",
+            flush=True,
+        )
+    return {"statements": out, "phases": split}
 
 
 # A day of changes (the bench's business: 200k cases a year, the last three weeks' in progress):
@@ -654,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
                     figures["plan"] = plan
                     print("      " + plan.replace("\n", "\n      "))
         results["timings"] = timings
-        results["overview_statements"] = overview_statements(rt, args.requests, log)
+        results["overview_statements"] = overview_statements(rt, args.requests, log, pages)
         results["rollups"]["after_a_day"] = a_day_of_changes(rt, pages, args.requests, log)
         rt.db.dispose()
         pg = postgres_version(server.bin_dir if server else None)
