@@ -11,9 +11,9 @@ The two slowest reads left in the 90-day overview (bench/dashboard_scale.py, 1M 
   holds `prev_opened_at`, the opening of the same subscription's previous row of the same
   (currency, cadence, amount) (ties by id); a row is its key's first in [start, end) exactly
   when that is NULL or before start, so the read sums those rows as they come off the index.
-  Kept by triggers on `recovered_prices` itself: whenever a row of a subscription comes or
-  goes (a case recovered or reopened, the mirror replacing its items), its few rows are
-  numbered again.
+  Kept by triggers on `recovered_prices` itself: whenever rows of a subscription come or
+  go (a case recovered or reopened, the mirror replacing its items), its few rows are
+  numbered again (PostgreSQL: once per statement; SQLite: per row).
 - the recovery by failure month (12 months), the headline sums per currency and the weekly
   trend summed `case_day_rollups` (90 rows a day and currency, one per status x reason x
   trigger x category x brand): 32k rows for the months alone, 10 ms. `case_status_day_rollups`
@@ -69,20 +69,28 @@ def upgrade() -> None:
         ["opened_at", "prev_opened_at", "currency", "interval", "interval_count", "amount"],
     )
     if postgres:
-        op.execute(
-            f"""CREATE FUNCTION recovered_prices_first() RETURNS trigger AS $$
-            DECLARE sub text;
-            BEGIN
-              IF TG_OP = 'DELETE' THEN sub := OLD.subscription_id;
-              ELSE sub := NEW.subscription_id; END IF;
-              {_renumber("subscription_id = sub", postgres)};
-              RETURN NULL;
-            END $$ LANGUAGE plpgsql"""
-        )
-        op.execute(
-            "CREATE TRIGGER recovered_prices_first AFTER INSERT OR DELETE ON recovered_prices "
-            "FOR EACH ROW EXECUTE FUNCTION recovered_prices_first()"
-        )
+        # Once per statement over the subscriptions it touched (transition tables): the
+        # mirror replacing a subscription's items deletes and inserts all its rows, and a
+        # renumbering per row cost twice as much as the rows' own writes (bench/
+        # dashboard_scale.py's database: 5,000 subscriptions' items updated).
+        for when, rows, changed in (("insert", "NEW", "added"), ("delete", "OLD", "removed")):
+            touched = f"subscription_id IN (SELECT subscription_id FROM {changed})"
+            op.execute(
+                f"""CREATE FUNCTION recovered_prices_first_{when}() RETURNS trigger AS $$
+                BEGIN
+                  -- a statement trigger fires for no rows too: 0020's case trigger runs its
+                  -- INSERT for every case written, recovered or not
+                  IF EXISTS (SELECT 1 FROM {changed}) THEN
+                    {_renumber(touched, True)};
+                  END IF;
+                  RETURN NULL;
+                END $$ LANGUAGE plpgsql"""
+            )
+            op.execute(
+                f"CREATE TRIGGER recovered_prices_first_{when} AFTER {when.upper()} ON "
+                f"recovered_prices REFERENCING {rows} TABLE AS {changed} FOR EACH STATEMENT "
+                f"EXECUTE FUNCTION recovered_prices_first_{when}()"
+            )
     else:
         for when, row in (("insert", "NEW"), ("delete", "OLD")):
             op.execute(
@@ -134,8 +142,9 @@ def downgrade() -> None:
         op.drop_index("ix_subscription_cards_customer_id", table_name="subscription_cards")
         op.create_index("ix_subscription_cards_customer_id", "subscription_cards", ["customer_id"])
         op.execute("DROP INDEX IF EXISTS ix_outbox_messages_expiry_sent")
-        op.execute("DROP TRIGGER IF EXISTS recovered_prices_first ON recovered_prices")
-        op.execute("DROP FUNCTION IF EXISTS recovered_prices_first()")
+        for when in ("insert", "delete"):
+            op.execute(f"DROP TRIGGER IF EXISTS recovered_prices_first_{when} ON recovered_prices")
+            op.execute(f"DROP FUNCTION IF EXISTS recovered_prices_first_{when}()")
     else:
         for when in ("insert", "delete"):
             op.execute(f"DROP TRIGGER IF EXISTS recovered_prices_first_{when}")
