@@ -164,3 +164,22 @@ def test_a_card_the_network_updates_leaves_the_expiring_ones_at_once(runtime: Ru
         counted = expiring_cards_kept(s, "usd", now - timedelta(days=30), now, now)
         assert counted == expiring_cards(s, "usd", now - timedelta(days=30), now, now)
     assert (counted.within_30_days, counted.within_60_days) == (0, 0)
+
+
+def test_a_notice_about_a_card_not_mirrored_is_not_replaced_in_time(runtime: Runtime) -> None:
+    """The subscription charges pm_0 (expiring long after the notice), the notice named pm_1,
+    of which the mirror has no row: not "the same card, moved by the network" (the kept read
+    probes the notified card only when it differs; a miss there is not a match)."""
+    for n, step in enumerate(
+        [
+            ("card", "pm_0", "cus_0", 1, 2027, 0),
+            ("subscription", "sub_3", "cus_0", "active", False, "usd", "pm_0", None),
+            ("notice", "sub_3", "pm_1", 0, 0),
+        ]
+    ):
+        _apply(runtime, step, n)
+    now = BASE + timedelta(hours=13)
+    with runtime.db.reading() as s:
+        kept = expiring_cards_kept(s, "usd", BASE, BASE + timedelta(days=1), now)
+        assert kept == expiring_cards(s, "usd", BASE, BASE + timedelta(days=1), now)
+    assert (kept.notified, kept.replaced_in_time) == (1, 0)

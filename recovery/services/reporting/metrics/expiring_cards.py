@@ -242,7 +242,8 @@ def expiring_cards_kept(
             select(
                 notices.c.first_sent,
                 notices.c.first_key,
-                case((card.card_id == notified, None), else_=old),
+                # NULL only for the same card: '' when the notified card is not mirrored
+                case((card.card_id == notified, None), else_=func.coalesce(old, literal(""))),
                 card.card_id,
                 card.exp_month,
                 card.exp_year,
@@ -301,7 +302,8 @@ def _unpacked(
     created: int | None,
 ) -> tuple[Any, ...]:
     """The direct read's row shape from the kept one: the notified card is either the card
-    charged now (`old` None with `card_id` set, see above) or `old` packed "id:month:year"."""
+    charged now (`old` None, see above), or `old` packed "id:month:year", or not mirrored
+    (`old` '')."""
     if old is None and card_id is not None:
         return (
             first_sent,
@@ -315,7 +317,7 @@ def _unpacked(
             created,
         )
     old_id = old_month = old_year = None
-    if old is not None:
+    if old:
         old_id, month, year = old.rsplit(":", 2)
         old_month, old_year = (int(month) if month else None), (int(year) if year else None)
     return (
