@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from recovery.adapters.clock import FrozenClock
-from recovery.models import ActionStatus, CaseEvent, DueAction
+from recovery.models import ActionStatus, CaseEvent, DueAction, Invoice
 from recovery.runtime import Runtime
+from recovery.services.work import due_actions
 from tests.conftest import API_KEY
 from tests.support.scenario import Story
 
@@ -101,6 +102,36 @@ def test_declined_retry_records_details_and_schedules_the_next(story: Story) -> 
         ours = s.scalars(select(CaseEvent).where(CaseEvent.kind == "our_attempt")).all()
         assert [e.data["decline_code"] for e in ours] == ["do_not_honor"]
         assert ours[0].data["network_advice_code"] == "24"
+
+
+def test_a_declined_retry_keeps_the_newer_invoice_its_webhooks_brought(story: Story) -> None:
+    """The invoice read before our charge is stale once the charge is declined. When the
+    charge's webhooks (one attempt more) were processed before our record, recording must not
+    put the stale read back over them."""
+    b = story.customer()
+    story.deliver()
+    story.stripe_charges(b.invoice, decline_code="do_not_honor")
+    story.run_due()  # Stripe's own retries off
+    due = story.next_due("case.retry")
+    assert due is not None
+    story.clock.set(due)
+    story.fake.fail_next_payment(b.invoice, decline_code="do_not_honor")
+    claimed = due_actions.claim(story.rt.db, "w", story.clock.now())
+    [action] = [a for a in claimed if a.kind == "case.retry"]
+    with story.rt.db.transaction() as s:
+        decided = due_actions.decide(story.rt, s, action, "w")
+    assert isinstance(decided, due_actions.Decided)
+    called = due_actions.call(story.rt, decided)
+    assert called.outcome.kind == "declined"
+    story.clock.advance(timedelta(seconds=2))
+    story.deliver()  # the decline's webhooks, processed before our record
+    with story.rt.db.transaction() as s:
+        assert due_actions.record(story.rt, s, called, "w") == "done"
+    with story.rt.db.transaction() as s:
+        invoice = s.get(Invoice, b.invoice)
+        assert invoice is not None
+        assert invoice.attempt_count == story.fake.store["invoice"][b.invoice]["attempt_count"]
+    assert story.case(b.invoice).our_attempts == 1
 
 
 def test_a_retry_skipped_for_stripes_own_attempt_comes_back_after_it_fails(

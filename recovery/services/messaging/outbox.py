@@ -209,20 +209,47 @@ def _filled(ctx: ActionContext, row: OutboxMessage, text: str) -> str:
     return card_update_links.fill(ctx.session, text, row.dedupe_key, ctx.runtime.settings)
 
 
-def _email(ctx: ActionContext, row: OutboxMessage) -> EmailMessage:
+@dataclass(frozen=True)
+class Letter:
+    """An email's parts, decided in the claim's transaction; the message itself is built in the
+    call step, on a provider thread (building one is most of an email's CPU, and the loop that
+    claims, decides and records is the worker's limit)."""
+
+    sender: tuple[str, str]  # display name, address
+    reply_to: tuple[str, str]
+    to: str
+    subject: str
+    body: str
+    dedupe_key: str  # the Message-ID derives from it: the same on every attempt
+    date: datetime
+    list_unsubscribe: str | None
+
+    def build(self) -> EmailMessage:
+        return build(
+            sender=address(*self.sender),
+            reply_to=address(*self.reply_to),
+            to=address("", self.to),
+            subject=self.subject,
+            body=self.body,
+            dedupe_key=self.dedupe_key,
+            date=self.date,
+            list_unsubscribe=self.list_unsubscribe,
+        )
+
+
+def _email(ctx: ActionContext, row: OutboxMessage) -> Letter:
     rules: Rules = ctx.runtime.rules
     settings: Settings = ctx.runtime.settings
     business = rules.business
     # RECOVERY_MAIL_FROM may be a bare address or "Dana at Acme <billing@acme.example>"; its
     # display name, when it has one, replaces the one built from the rules.
-    sender = address(
-        settings.mail_from_name or f"{business.sender_name} at {business.name}",
-        settings.mail_from_address or business.sender_email,
-    )
-    return build(
-        sender=sender,
-        reply_to=address(f"{business.sender_name} at {business.name}", business.reply_to),
-        to=address("", row.recipient),
+    return Letter(
+        sender=(
+            settings.mail_from_name or f"{business.sender_name} at {business.name}",
+            settings.mail_from_address or business.sender_email,
+        ),
+        reply_to=(f"{business.sender_name} at {business.name}", business.reply_to),
+        to=row.recipient,
         subject=_filled(ctx, row, row.subject),
         body=_filled(ctx, row, row.body),
         dedupe_key=row.dedupe_key,
@@ -237,7 +264,7 @@ class Send:
 
     message_id: int
     channel: str
-    email: EmailMessage | None = None  # the whole message; its Message-ID is stable
+    email: Letter | None = None  # built in the call step; its Message-ID is stable
     to: str = ""  # SMS
     text: str = ""  # SMS, the same on every attempt (the link's token is derived)
     look_up_since: datetime | None = None  # SMS: ask Twilio first, an earlier try may have gone
@@ -331,7 +358,7 @@ def call_send(providers: Providers, send: Send, deadline: Deadline) -> Sent:
     try:
         if send.email is not None:
             assert providers.mailer is not None
-            return Sent(providers.mailer.send(send.email))
+            return Sent(providers.mailer.send(send.email.build()))
         assert providers.sms is not None
         if send.look_up_since is not None:
             found = providers.sms.find_sent(send.to, send.text, send.look_up_since)
