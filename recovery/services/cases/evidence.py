@@ -5,6 +5,7 @@ usual payment days."""
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -128,15 +129,21 @@ def decline_of(row: PaymentAttempt) -> Decline:
 
 
 def _case_lines(session: Session, case: RecoveryCase) -> list[Any]:
-    """The timeline lines the policy's evidence reads (our charges, cards saved on the
-    card-update page and their declines), newest first, in one statement prepared once."""
+    """The timeline lines a decision reads (our charges, cards saved on the card-update page
+    and their declines, the customer's bank calls, the decisions made already), newest first,
+    in one statement prepared once."""
     return list(session.execute(_CASE_LINES, {"case_id": case.id}))
 
 
+DECISION_KIND = "decision"
 _CASE_LINES = (
     select(CaseEvent.id, CaseEvent.kind, CaseEvent.data, CaseEvent.dedupe_key, CaseEvent.at)
     .where(CaseEvent.case_id == bindparam("case_id"))
-    .where(CaseEvent.kind.in_(("our_attempt", "card_updated", "card_update_declined")))
+    .where(
+        CaseEvent.kind.in_(
+            ("our_attempt", "card_updated", "card_update_declined", BANK_CALL_KIND, DECISION_KIND)
+        )
+    )
     .order_by(CaseEvent.id.desc())
 )
 
@@ -195,6 +202,11 @@ _CURRENT_CARD = (
     .select_from(_CARD_ID)
     .outerjoin(PaymentMethod, PaymentMethod.id == _CARD_ID.c.pm_id)
 )
+# A decision's card and the customer's country and locales (their zone, their payment days), in
+# one statement: a decision loaded the customer with a statement of its own.
+_CARD_AND_CUSTOMER = _CURRENT_CARD.add_columns(
+    Customer.address_country, Customer.preferred_locales
+).outerjoin(Customer, Customer.id == bindparam("customer_id"))
 
 
 _FUNDING: dict[str | None, Funding] = {"credit": "credit", "debit": "debit", "prepaid": "prepaid"}
@@ -204,15 +216,33 @@ def _funding(value: str | None) -> Funding:
     return _FUNDING.get(value, "unknown")
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What a decision reads: the policy's context, the invoice's failed attempts (oldest
+    first), and the dedupe keys of the decisions on the case's timeline already."""
+
+    ctx: RetryContext
+    failed: list[PaymentAttempt]
+    decided: frozenset[str]
+
+
 def retry_context(
     session: Session, case: RecoveryCase, invoice: Invoice, now: datetime
 ) -> tuple[RetryContext, list[PaymentAttempt]]:
+    found = evidence(session, case, invoice, now)
+    return found.ctx, found.failed
+
+
+def evidence(session: Session, case: RecoveryCase, invoice: Invoice, now: datetime) -> Evidence:
+    """Everything a decision reads, in at most five statements, each prepared once: the
+    attempts on the invoice, the case's timeline lines, the card with the customer, the same
+    card's attempts elsewhere, the customer's paid renewals."""
     rows = attempts_for(session, case, invoice)
     lines = _case_lines(session, case)
     ours = _our_charge_ids(lines)
     failed = sorted((r for r in rows if r.status == "failed"), key=lambda r: r.created or 0)
     last_failed = failed[-1] if failed else None
-    pm = current_card(session, case)
+    pm, country, locales = _card_and_customer(session, case)
     card = None
     if pm is not None:
         card = CardInfo(brand=pm.brand, funding=_funding(pm.funding), fingerprint=pm.fingerprint)
@@ -235,18 +265,10 @@ def retry_context(
     row_ids = {r.id for r in rows}
     since = int((now - CAP_PERIOD).timestamp())
     same_card_elsewhere = (
-        session.scalars(
-            select(PaymentAttempt).where(
-                PaymentAttempt.card_fingerprint.in_(fingerprints),
-                PaymentAttempt.created >= since,
-            )
-        ).all()
+        session.scalars(_SAME_CARD, {"fingerprints": sorted(fingerprints), "since": since}).all()
         if fingerprints
         else []
     )
-    customer = session.get(Customer, case.customer_id) if case.customer_id else None
-    country = customer.address_country if customer else None
-    locales = customer.preferred_locales if customer else ()
     zone = customer_timezone(country, locales)
     attempts = [_to_attempt(r, ours, True) for r in rows] + [
         _to_attempt(r, ours, False) for r in same_card_elsewhere if r.id not in row_ids
@@ -266,9 +288,42 @@ def retry_context(
         past_success_days=first_attempt_success_days(session, case.customer_id, ZoneInfo(zone)),
         customer_country=customer_country(country, locales or ()),
         retries_made=case.our_attempts,
-        bank_calls=bank_calls(session, case),
+        bank_calls=_bank_calls_in(case, lines),
     )
-    return ctx, failed
+    decided = frozenset(
+        line.dedupe_key for line in lines if line.kind == DECISION_KIND and line.dedupe_key
+    )
+    return Evidence(ctx, failed, decided)
+
+
+# Built once (a fresh statement per decision cost more than running it).
+_SAME_CARD = select(PaymentAttempt).where(
+    PaymentAttempt.card_fingerprint.in_(bindparam("fingerprints", expanding=True)),
+    PaymentAttempt.created >= bindparam("since"),
+)
+
+
+def _card_and_customer(
+    session: Session, case: RecoveryCase
+) -> tuple[PaymentMethod | None, str | None, list[str]]:
+    """The card Stripe will charge (as `current_card`) and the customer's country and locales
+    (none: no customer)."""
+    if not case.subscription_id and not case.customer_id:
+        return None, None, []
+    pm_id, pm, country, locales = session.execute(
+        _CARD_AND_CUSTOMER,
+        {"subscription_id": case.subscription_id, "customer_id": case.customer_id},
+    ).one()
+    if pm_id and pm is None:
+        pm = PaymentMethod(id=pm_id)  # known by id only: a card still
+    return (pm if pm_id else None), country, list(locales or ())
+
+
+def _bank_calls_in(case: RecoveryCase, lines: list[Any]) -> tuple[datetime, ...]:
+    """`bank_calls`, from the lines read already."""
+    if case.decline_category != "needs_customer":
+        return ()
+    return tuple(sorted(line.at for line in lines if line.kind == BANK_CALL_KIND))
 
 
 def bank_calls(session: Session, case: RecoveryCase) -> tuple[datetime, ...]:

@@ -27,7 +27,7 @@ from recovery.models import (
     RecoveryCase,
 )
 from recovery.rules import Rules
-from recovery.services.cases.evidence import decline_of, retry_context
+from recovery.services.cases.evidence import decline_of, evidence
 from recovery.services.cases.log import END_OF_DUNNING_KIND, RETRY_KIND, record, subject
 from recovery.services.experiments.assignment import placement_of_case
 from recovery.services.messaging import outbox
@@ -85,8 +85,11 @@ def plan_retry(
         if action.status == ActionStatus.PENDING and action.dedupe_key != key:
             action.status = ActionStatus.CANCELLED
             action.finished_at = now
+    mine = next((action for action in retries if action.dedupe_key == key), None)
+    if mine is not None and mine.status == ActionStatus.PENDING and mine.due_at == due_at:
+        return  # planned so already (the usual answer): nothing to write, nothing to lock
     payload = {"case_id": case.id, "attempt": attempt, "reason": reason}
-    if due_actions.schedule(
+    if mine is None and due_actions.schedule(
         session,
         kind=RETRY_KIND,
         subject=subject(case.id),
@@ -135,7 +138,8 @@ def reevaluate(
     invoice = session.get(Invoice, case.invoice_id)
     if invoice is None:
         return None
-    ctx, failed = retry_context(session, case, invoice, now)
+    found = evidence(session, case, invoice, now)
+    ctx, failed = found.ctx, found.failed
     # An experiment's arm: a fixed schedule, or (the holdout) Stripe's retries alone.
     placed = placement_of_case(session, rules, case.id)
     retry, fixed_days = arm_retry(rules.retry, placed)
@@ -168,20 +172,22 @@ def reevaluate(
     else:
         due_actions.cancel_pending(session, subject(case.id), now, (RETRY_KIND,))
     digest = hashlib.sha256(decision.reason.encode()).hexdigest()[:12]
-    record(
-        session,
-        case,
-        now,
-        "decision",
-        decision.reason,
-        {
-            "cause": cause,
-            "next_retry_at": decision.at.isoformat() if decision.at else None,
-            "stop": decision.stop,
-            "wait_for_new_card": decision.wait_for_new_card,
-        },
-        f"case:{case.id}:decision:{case.our_attempts}:{len(failed)}:{digest}",
-    )
+    key = f"case:{case.id}:decision:{case.our_attempts}:{len(failed)}:{digest}"
+    if key not in found.decided:  # the same decision again (the usual answer): no line, no move
+        record(
+            session,
+            case,
+            now,
+            "decision",
+            decision.reason,
+            {
+                "cause": cause,
+                "next_retry_at": decision.at.isoformat() if decision.at else None,
+                "stop": decision.stop,
+                "wait_for_new_card": decision.wait_for_new_card,
+            },
+            key,
+        )
     if step.end_dunning:
         case.closed_at = now
         due_actions.cancel_pending(session, subject(case.id), now)
