@@ -5,12 +5,25 @@ usual payment days."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, func, or_, select, union
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    type_coerce,
+    union,
+    union_all,
+)
 from sqlalchemy.orm import Session, aliased
 
 from recovery.db import utcnow_from
@@ -27,6 +40,7 @@ from recovery.domain.timezones import customer_timezone
 from recovery.models import (
     CaseEvent,
     Customer,
+    ExperimentSubject,
     Invoice,
     InvoicePayment,
     PaymentAttempt,
@@ -34,6 +48,7 @@ from recovery.models import (
     RecoveryCase,
     Subscription,
 )
+from recovery.services.experiments.assignment import remember_placement
 
 CAP_PERIOD = timedelta(days=30)
 BANK_CALL_KIND = "bank_called"  # the timeline line of "I've contacted my bank - try again"
@@ -128,24 +143,54 @@ def decline_of(row: PaymentAttempt) -> Decline:
     )
 
 
-def _case_lines(session: Session, case: RecoveryCase) -> list[Any]:
+def _case_lines(session: Session, case: RecoveryCase) -> tuple[list[Any], list[datetime]]:
     """The timeline lines a decision reads (our charges, cards saved on the card-update page
     and their declines, the customer's bank calls, the decisions made already), newest first,
-    in one statement prepared once."""
-    return list(session.execute(_CASE_LINES, {"case_id": case.id}))
+    and when the customer's recent renewals were paid at the first attempt (newest first: see
+    `first_attempt_success_days`), in one statement prepared once."""
+    rows = session.execute(
+        _case_lines_statement(), {"case_id": case.id, "customer_id": case.customer_id}
+    )
+    lines: list[Any] = []
+    paid: list[Any] = []
+    for row in rows:
+        (paid if row.kind == _PAID_RENEWAL else lines).append(row)
+    lines.sort(key=lambda line: line.id, reverse=True)
+    paid.sort(key=lambda row: row.id or 0, reverse=True)  # by the invoice's creation
+    return lines, [row.at for row in paid if row.at is not None]
 
 
 DECISION_KIND = "decision"
-_CASE_LINES = (
-    select(CaseEvent.id, CaseEvent.kind, CaseEvent.data, CaseEvent.dedupe_key, CaseEvent.at)
-    .where(CaseEvent.case_id == bindparam("case_id"))
-    .where(
-        CaseEvent.kind.in_(
-            ("our_attempt", "card_updated", "card_update_declined", BANK_CALL_KIND, DECISION_KIND)
+_PAID_RENEWAL = "paid renewal"  # a tag, not a timeline kind: the renewals' rows in the union
+
+
+@functools.cache
+def _case_lines_statement() -> Any:
+    lines = (
+        select(CaseEvent.id, CaseEvent.kind, CaseEvent.data, CaseEvent.dedupe_key, CaseEvent.at)
+        .where(CaseEvent.case_id == bindparam("case_id"))
+        .where(
+            CaseEvent.kind.in_(
+                (
+                    "our_attempt",
+                    "card_updated",
+                    "card_update_declined",
+                    BANK_CALL_KIND,
+                    DECISION_KIND,
+                )
+            )
         )
     )
-    .order_by(CaseEvent.id.desc())
-)
+    # The renewals' columns under the lines' names: the invoice's creation as `id` (their order).
+    paid = _paid_renewals_statement().add_columns(Invoice.created).subquery("paid")
+    renewals = select(
+        paid.c.created,
+        literal(_PAID_RENEWAL, String),
+        type_coerce(null(), CaseEvent.data.type),
+        type_coerce(null(), String),
+        paid.c.paid_at,
+    )
+    return union_all(lines, renewals)
 
 
 def _our_charge_ids(lines: list[Any]) -> set[str]:
@@ -202,11 +247,19 @@ _CURRENT_CARD = (
     .select_from(_CARD_ID)
     .outerjoin(PaymentMethod, PaymentMethod.id == _CARD_ID.c.pm_id)
 )
-# A decision's card and the customer's country and locales (their zone, their payment days), in
-# one statement: a decision loaded the customer with a statement of its own.
-_CARD_AND_CUSTOMER = _CURRENT_CARD.add_columns(
-    Customer.address_country, Customer.preferred_locales
-).outerjoin(Customer, Customer.id == bindparam("customer_id"))
+# A decision's card, the customer's country and locales (their zone, their payment days) and the
+# case's experiment arm, in one statement: a decision read the customer and the arm with a
+# statement each.
+_CARD_AND_CUSTOMER = (
+    _CURRENT_CARD.add_columns(
+        Customer.address_country,
+        Customer.preferred_locales,
+        ExperimentSubject.experiment_key,
+        ExperimentSubject.arm,
+    )
+    .outerjoin(Customer, Customer.id == bindparam("customer_id"))
+    .outerjoin(ExperimentSubject, ExperimentSubject.case_id == bindparam("case_id"))
+)
 
 
 _FUNDING: dict[str | None, Funding] = {"credit": "credit", "debit": "debit", "prepaid": "prepaid"}
@@ -238,7 +291,7 @@ def evidence(session: Session, case: RecoveryCase, invoice: Invoice, now: dateti
     attempts on the invoice, the case's timeline lines, the card with the customer, the same
     card's attempts elsewhere, the customer's paid renewals."""
     rows = attempts_for(session, case, invoice)
-    lines = _case_lines(session, case)
+    lines, paid = _case_lines(session, case)
     ours = _our_charge_ids(lines)
     failed = sorted((r for r in rows if r.status == "failed"), key=lambda r: r.created or 0)
     last_failed = failed[-1] if failed else None
@@ -285,7 +338,7 @@ def evidence(session: Session, case: RecoveryCase, invoice: Invoice, now: dateti
         customer_timezone=zone,
         amount=invoice.amount_remaining,
         currency=invoice.currency,
-        past_success_days=first_attempt_success_days(session, case.customer_id, ZoneInfo(zone)),
+        past_success_days=_days_of(paid, ZoneInfo(zone)),
         customer_country=customer_country(country, locales or ()),
         retries_made=case.our_attempts,
         bank_calls=_bank_calls_in(case, lines),
@@ -309,11 +362,17 @@ def _card_and_customer(
     """The card Stripe will charge (as `current_card`) and the customer's country and locales
     (none: no customer)."""
     if not case.subscription_id and not case.customer_id:
-        return None, None, []
-    pm_id, pm, country, locales = session.execute(
+        return None, None, []  # (a case always has both: the placement is read when asked)
+    pm_id, pm, country, locales, experiment, arm = session.execute(
         _CARD_AND_CUSTOMER,
-        {"subscription_id": case.subscription_id, "customer_id": case.customer_id},
+        {
+            "subscription_id": case.subscription_id,
+            "customer_id": case.customer_id,
+            "case_id": case.id,
+        },
     ).one()
+    # The decision asks for it next, and the reminders planner after: read here, remembered.
+    remember_placement(session, case.id, experiment, arm)
     if pm_id and pm is None:
         pm = PaymentMethod(id=pm_id)  # known by id only: a card still
     return (pm if pm_id else None), country, list(locales or ())
@@ -354,6 +413,10 @@ def first_attempt_success_days(
     if not customer_id:
         return []
     paid = session.scalars(_paid_renewals_statement(), {"customer_id": customer_id}).all()
+    return _days_of(paid, zone)
+
+
+def _days_of(paid: Sequence[datetime | None], zone: ZoneInfo) -> list[int]:
     return [_aware(at).astimezone(zone).day for at in paid if at is not None]
 
 

@@ -352,7 +352,8 @@ def plan_case(
     placed = placement_of_case(session, rules, case.id)
     if placed is not None and placed.holdout:
         return  # the holdout hears nothing from us: what Stripe alone achieves
-    outbox.cancel(session, case_log.subject(case.id), now)
+    if current is not None:  # a first plan has nothing to replace (only plans write these)
+        outbox.cancel(session, case_log.subject(case.id), now)
     run = count + 1
     # Added now: the run is new, so none of its messages' keys is taken (each asked before).
     fresh = case_log.record(
