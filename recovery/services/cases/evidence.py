@@ -247,6 +247,27 @@ _CURRENT_CARD = (
     .select_from(_CARD_ID)
     .outerjoin(PaymentMethod, PaymentMethod.id == _CARD_ID.c.pm_id)
 )
+
+
+def card_and_customer(
+    session: Session, case: RecoveryCase
+) -> tuple[PaymentMethod | None, Customer | None]:
+    """`current_card` and the case's customer, in one statement (the reminders planner needs
+    both for every plan and every confirmation)."""
+    if not case.subscription_id and not case.customer_id:
+        return None, None
+    pm_id, pm, customer = session.execute(
+        _CARD_WITH_CUSTOMER,
+        {"subscription_id": case.subscription_id, "customer_id": case.customer_id},
+    ).one()
+    if not pm_id:
+        return None, customer
+    return (pm if pm is not None else PaymentMethod(id=pm_id)), customer
+
+
+_CARD_WITH_CUSTOMER = _CURRENT_CARD.add_columns(Customer).outerjoin(
+    Customer, Customer.id == bindparam("customer_id")
+)
 # A decision's card, the customer's country and locales (their zone, their payment days) and the
 # case's experiment arm, in one statement: a decision read the customer and the arm with a
 # statement each.

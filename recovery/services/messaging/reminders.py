@@ -203,8 +203,9 @@ def _write(
     `has_contacts`: whether the customer has any, when the caller knows (None: look it up);
     `fresh`: no message can have this key yet (its plan's timeline line was just added)."""
     if isinstance(card, EllipsisType):
-        card = case_evidence.current_card(session, case)
-    customer = session.get(Customer, case.customer_id) if case.customer_id else None
+        card, customer = case_evidence.card_and_customer(session, case)
+    else:
+        customer = session.get(Customer, case.customer_id) if case.customer_id else None
     if has_contacts is None:
         has_contacts = _has_contacts(session, customer)
     # Without contacts there are no copies: the customer's own address (contacts.py's rule).
@@ -365,7 +366,8 @@ def plan_case(
         {"sequence": wanted, "replaces": current},
         f"case:{case.id}:reminders:{run}",
     )
-    customer = session.get(Customer, case.customer_id) if case.customer_id else None
+    # The card is the same for every step, and so is the customer.
+    card, customer = case_evidence.card_and_customer(session, case)
     sequence, started_at = config.sequences[wanted], now
     if placed is not None:  # an experiment's arm: its own steps, channels and first delay
         options = placed.dunning
@@ -380,7 +382,6 @@ def plan_case(
         send_hour=config.send_hour,
         calendar=calendar_of(customer) if rules.retry.business_days else None,
     )
-    card = case_evidence.current_card(session, case)  # the same for every step
     has_contacts = _has_contacts(session, customer)  # and so are the customer's contacts
     for planned in steps:
         at = planned.at
