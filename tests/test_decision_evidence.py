@@ -8,14 +8,15 @@ from __future__ import annotations
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 
 from recovery.adapters.clock import FrozenClock
 from recovery.db import Database
+from recovery.domain.cases import ACTIVE
 from recovery.domain.timezones import customer_timezone
 from recovery.models import CaseEvent, Customer, ExperimentSubject, Invoice, RecoveryCase
 from recovery.runtime import Runtime
-from recovery.services.cases import evidence
+from recovery.services.cases import evidence, scheduling
 from recovery.services.events import inbox
 from recovery.services.experiments.assignment import placement_of_case
 from tests.support import stripe_payloads as sp
@@ -106,7 +107,9 @@ def test_the_decisions_few_reads_say_what_the_separate_reads_say(
 def test_the_renewals_read_with_the_lines_go_by_the_customer_index(sqlite_url: str) -> None:
     """The union keeps the paid renewals' read on the customer's own invoices
     (tests/test_decision_reads.py says why)."""
-    statement = evidence._case_lines_statement().params(case_id=1, customer_id="cus_1")
+    statement = evidence._case_lines_statement().params(
+        case_id=1, customer_id="cus_1", subject="case:1"
+    )
     db = Database(sqlite_url)
     try:
         sql = statement.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True})
@@ -117,3 +120,36 @@ def test_the_renewals_read_with_the_lines_go_by_the_customer_index(sqlite_url: s
     plan = "\n".join(str(row[-1]) for row in rows)
     assert "ix_invoices_customer_id" in plan, plan
     assert "ix_invoices_status" not in plan, plan
+
+
+def test_a_decision_made_again_on_the_same_facts_writes_nothing(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    """The usual re-evaluation (another event of the same failure) finds the same decision:
+    no timeline line, no retry moved or re-inserted, no case update - only its reads."""
+    _process_lifecycle(runtime, clock)
+    now = clock.now()
+    active = [s.value for s in ACTIVE]
+    with runtime.db.transaction() as s:
+        cases = s.scalars(
+            select(RecoveryCase).where(RecoveryCase.status.in_(active)).order_by(RecoveryCase.id)
+        ).all()
+        assert cases, "the lifecycle ends with cases in dunning"
+        retrying = 0
+        for case in cases:
+            scheduling.reevaluate(s, case, runtime.rules, now, "first")
+            s.flush()
+            lines = s.scalar(select(func.count()).where(CaseEvent.case_id == case.id))
+            statements: list[str] = []
+
+            def count(*args: object, statements: list[str] = statements) -> None:
+                statements.append(str(args[2]).lstrip().split()[0].upper())
+
+            event.listen(s.connection(), "before_cursor_execute", count)
+            decision = scheduling.reevaluate(s, case, runtime.rules, now, "again")
+            s.flush()
+            event.remove(s.connection(), "before_cursor_execute", count)
+            retrying += decision is not None and decision.at is not None
+            assert set(statements) <= {"SELECT"}, statements
+            assert s.scalar(select(func.count()).where(CaseEvent.case_id == case.id)) == lines
+        assert retrying, "some of them have a retry planned"

@@ -8,7 +8,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -40,6 +40,7 @@ from recovery.domain.timezones import customer_timezone
 from recovery.models import (
     CaseEvent,
     Customer,
+    DueAction,
     ExperimentSubject,
     Invoice,
     InvoicePayment,
@@ -48,6 +49,7 @@ from recovery.models import (
     RecoveryCase,
     Subscription,
 )
+from recovery.services.cases.log import RETRY_KIND, subject
 from recovery.services.experiments.assignment import remember_placement
 
 CAP_PERIOD = timedelta(days=30)
@@ -143,31 +145,51 @@ def decline_of(row: PaymentAttempt) -> Decline:
     )
 
 
-def _case_lines(session: Session, case: RecoveryCase) -> tuple[list[Any], list[datetime]]:
+class RetryRow(NamedTuple):
+    """One of the case's retry actions, as a decision reads it."""
+
+    id: int
+    dedupe_key: str
+    status: str
+    due_at: datetime
+
+
+def _case_lines(
+    session: Session, case: RecoveryCase
+) -> tuple[list[Any], list[datetime], tuple[RetryRow, ...]]:
     """The timeline lines a decision reads (our charges, cards saved on the card-update page
-    and their declines, the customer's bank calls, the decisions made already), newest first,
-    and when the customer's recent renewals were paid at the first attempt (newest first: see
-    `first_attempt_success_days`), in one statement prepared once."""
-    rows = session.execute(
-        _case_lines_statement(), {"case_id": case.id, "customer_id": case.customer_id}
-    )
+    and their declines, the customer's bank calls, the decisions made already), newest first;
+    when the customer's recent renewals were paid at the first attempt (newest first: see
+    `first_attempt_success_days`); the case's retry actions, whatever their status - in one
+    statement prepared once."""
+    params = {"case_id": case.id, "customer_id": case.customer_id, "subject": subject(case.id)}
     lines: list[Any] = []
     paid: list[Any] = []
-    for row in rows:
-        (paid if row.kind == _PAID_RENEWAL else lines).append(row)
+    retries: list[RetryRow] = []
+    for row in session.execute(_case_lines_statement(), params):
+        if row.kind == _PAID_RENEWAL:
+            paid.append(row)
+        elif row.kind == _RETRY:
+            retries.append(RetryRow(row.id, row.dedupe_key, row.status, row.at))
+        else:
+            lines.append(row)
     lines.sort(key=lambda line: line.id, reverse=True)
     paid.sort(key=lambda row: row.id or 0, reverse=True)  # by the invoice's creation
-    return lines, [row.at for row in paid if row.at is not None]
+    retries.sort(key=lambda retry: retry.id)
+    return lines, [row.at for row in paid if row.at is not None], tuple(retries)
 
 
 DECISION_KIND = "decision"
-_PAID_RENEWAL = "paid renewal"  # a tag, not a timeline kind: the renewals' rows in the union
+# Tags, not timeline kinds: the renewals' and the retries' rows in the union.
+_PAID_RENEWAL = "paid renewal"
+_RETRY = "retry action"
 
 
 @functools.cache
 def _case_lines_statement() -> Any:
     lines = (
         select(CaseEvent.id, CaseEvent.kind, CaseEvent.data, CaseEvent.dedupe_key, CaseEvent.at)
+        .add_columns(type_coerce(null(), String).label("status"))  # the retries' only
         .where(CaseEvent.case_id == bindparam("case_id"))
         .where(
             CaseEvent.kind.in_(
@@ -189,8 +211,17 @@ def _case_lines_statement() -> Any:
         type_coerce(null(), CaseEvent.data.type),
         type_coerce(null(), String),
         paid.c.paid_at,
+        type_coerce(null(), String),
     )
-    return union_all(lines, renewals)
+    retries = select(
+        DueAction.id,
+        literal(_RETRY, String),
+        type_coerce(null(), CaseEvent.data.type),
+        DueAction.dedupe_key,
+        DueAction.due_at,
+        DueAction.status,
+    ).where(DueAction.subject == bindparam("subject"), DueAction.kind == RETRY_KIND)
+    return union_all(lines, renewals, retries)
 
 
 def _our_charge_ids(lines: list[Any]) -> set[str]:
@@ -293,11 +324,13 @@ def _funding(value: str | None) -> Funding:
 @dataclass(frozen=True)
 class Evidence:
     """What a decision reads: the policy's context, the invoice's failed attempts (oldest
-    first), and the dedupe keys of the decisions on the case's timeline already."""
+    first), the dedupe keys of the decisions on the case's timeline already, and the case's
+    retry actions."""
 
     ctx: RetryContext
     failed: list[PaymentAttempt]
     decided: frozenset[str]
+    retries: tuple[RetryRow, ...]
 
 
 def retry_context(
@@ -312,7 +345,7 @@ def evidence(session: Session, case: RecoveryCase, invoice: Invoice, now: dateti
     attempts on the invoice, the case's timeline lines, the card with the customer, the same
     card's attempts elsewhere, the customer's paid renewals."""
     rows = attempts_for(session, case, invoice)
-    lines, paid = _case_lines(session, case)
+    lines, paid, retries = _case_lines(session, case)
     ours = _our_charge_ids(lines)
     failed = sorted((r for r in rows if r.status == "failed"), key=lambda r: r.created or 0)
     last_failed = failed[-1] if failed else None
@@ -367,7 +400,7 @@ def evidence(session: Session, case: RecoveryCase, invoice: Invoice, now: dateti
     decided = frozenset(
         line.dedupe_key for line in lines if line.kind == DECISION_KIND and line.dedupe_key
     )
-    return Evidence(ctx, failed, decided)
+    return Evidence(ctx, failed, decided, retries)
 
 
 # Built once (a fresh statement per decision cost more than running it).
