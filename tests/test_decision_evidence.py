@@ -5,7 +5,7 @@ of a generated lifecycle, on both engines."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import event, func, select
@@ -14,7 +14,14 @@ from recovery.adapters.clock import FrozenClock
 from recovery.db import Database
 from recovery.domain.cases import ACTIVE
 from recovery.domain.timezones import customer_timezone
-from recovery.models import CaseEvent, Customer, ExperimentSubject, Invoice, RecoveryCase
+from recovery.models import (
+    CaseEvent,
+    Customer,
+    ExperimentSubject,
+    Invoice,
+    PaymentAttempt,
+    RecoveryCase,
+)
 from recovery.runtime import Runtime
 from recovery.services.cases import evidence, scheduling
 from recovery.services.events import inbox
@@ -35,8 +42,11 @@ def test_the_decisions_few_reads_say_what_the_separate_reads_say(
     runtime: Runtime, clock: FrozenClock
 ) -> None:
     _process_lifecycle(runtime, clock)
-    now = clock.now()
     with runtime.db.transaction() as s:
+        # The lifecycle's last day: the same cards' recent attempts elsewhere are in the window.
+        latest = s.scalar(select(func.max(PaymentAttempt.created)))
+        assert latest is not None
+        now = datetime.fromtimestamp(latest, UTC) + timedelta(days=1)
         cases = s.scalars(select(RecoveryCase).order_by(RecoveryCase.id)).all()
         assert len(cases) >= 5
         # One case with a bank call and an experiment arm (the lifecycle has neither).
@@ -57,7 +67,7 @@ def test_the_decisions_few_reads_say_what_the_separate_reads_say(
             )
         )
         s.flush()
-        with_paydays = 0
+        with_paydays = with_elsewhere = 0
         for case in cases:
             invoice = s.get(Invoice, case.invoice_id)
             assert invoice is not None
@@ -87,6 +97,24 @@ def test_the_decisions_few_reads_say_what_the_separate_reads_say(
                     card.brand,
                     card.fingerprint,
                 )
+            # The attempts: the invoice's, and the same cards' elsewhere (read apart before).
+            on_invoice = evidence.attempts_for(s, case, invoice)
+            cards = {r.card_fingerprint for r in on_invoice if r.card_fingerprint}
+            if card is not None and card.fingerprint:
+                cards.add(card.fingerprint)
+            since = int((now - evidence.CAP_PERIOD).timestamp())
+            elsewhere = s.scalars(
+                select(PaymentAttempt.id).where(
+                    PaymentAttempt.card_fingerprint.in_(cards), PaymentAttempt.created >= since
+                )
+            ).all()
+            mine = {r.id for r in on_invoice}
+            assert sum(a.on_this_invoice for a in found.ctx.attempts) == len(mine)
+            assert len(found.ctx.attempts) == len(mine | set(elsewhere))
+            assert {r.id for r in found.failed} == {
+                r.id for r in on_invoice if r.status == "failed"
+            }
+            with_elsewhere += bool(set(elsewhere) - mine)
             decisions = s.scalars(
                 select(CaseEvent.dedupe_key).where(
                     CaseEvent.case_id == case.id, CaseEvent.kind == "decision"
@@ -102,6 +130,7 @@ def test_the_decisions_few_reads_say_what_the_separate_reads_say(
             else:
                 assert placed is None
         assert with_paydays, "the lifecycle's customers pay renewals at the first attempt"
+        assert with_elsewhere, "some cards were tried on other invoices in the period"
 
 
 def test_the_renewals_read_with_the_lines_go_by_the_customer_index(sqlite_url: str) -> None:
@@ -150,6 +179,6 @@ def test_a_decision_made_again_on_the_same_facts_writes_nothing(
             s.flush()
             event.remove(s.connection(), "before_cursor_execute", count)
             retrying += decision is not None and decision.at is not None
-            assert set(statements) <= {"SELECT"}, statements
+            assert set(statements) <= {"SELECT", "WITH"}, statements  # reads only
             assert s.scalar(select(func.count()).where(CaseEvent.case_id == case.id)) == lines
         assert retrying, "some of them have a retry planned"

@@ -62,9 +62,13 @@ def attempts_for(session: Session, case: RecoveryCase, invoice: Invoice) -> list
     invoice was created is taken to be this invoice's - but only until the invoice was paid,
     and only until the customer's next invoice for that amount was created (a renewal's
     charges are the renewal's, not the month before's)."""
+    return list(session.scalars(_attempts_statement(), _attempt_params(case, invoice)))
+
+
+def _attempt_params(case: RecoveryCase, invoice: Invoice) -> dict[str, Any]:
     # The charge that paid it is at most a moment before Stripe marks it paid.
     paid = int(invoice.paid_at.timestamp()) + 60 if invoice.paid_at is not None else None
-    params = {
+    return {
         "invoice_id": invoice.id,
         "customer_id": case.customer_id,
         "amount": invoice.amount_due,
@@ -72,13 +76,42 @@ def attempts_for(session: Session, case: RecoveryCase, invoice: Invoice) -> list
         "created": invoice.created or 0,
         "paid": MAX_TIMESTAMP if paid is None else paid,
     }
-    return list(session.scalars(_attempts_statement(), params))
 
 
 @functools.cache
 def _attempts_statement() -> Any:
     """Built once, with parameters: run for every decision and every case page, and as a fresh
     statement each time most of its cost was building it."""
+    return select(PaymentAttempt).where(PaymentAttempt.id.in_(_attempt_ids()))
+
+
+@functools.cache
+def _attempts_and_same_card_statement() -> Any:
+    """A decision's attempts: those on the invoice (`on_invoice`), and the same cards' in the
+    last CAP_PERIOD elsewhere (the cards tried on it and the current one), in one statement
+    (two before, on every decision)."""
+    on_invoice = _attempt_ids().cte("on_invoice")
+    cards = (
+        select(PaymentAttempt.card_fingerprint)
+        .where(PaymentAttempt.id.in_(select(on_invoice.c.id)))
+        .where(PaymentAttempt.card_fingerprint.is_not(None), PaymentAttempt.card_fingerprint != "")
+    )
+    since = PaymentAttempt.created >= bindparam("since")
+    # Each branch on its own index (see _attempt_ids).
+    ids = union(
+        select(on_invoice.c.id),
+        select(PaymentAttempt.id).where(PaymentAttempt.card_fingerprint.in_(cards), since),
+        select(PaymentAttempt.id).where(
+            PaymentAttempt.card_fingerprint == bindparam("card_fingerprint"), since
+        ),
+    )
+    return select(
+        PaymentAttempt, PaymentAttempt.id.in_(select(on_invoice.c.id)).label("on_invoice")
+    ).where(PaymentAttempt.id.in_(ids))
+
+
+@functools.cache
+def _attempt_ids() -> Any:
     invoice_id: Any = bindparam("invoice_id")
     customer_id: Any = bindparam("customer_id")
     amount: Any = bindparam("amount")
@@ -124,12 +157,11 @@ def _attempts_statement() -> Any:
     )
     # Three branches, each on its own index (invoice, payment intent, customer), as a UNION:
     # written as one OR, PostgreSQL read all 300k charges of bench/dashboard_scale.py per case.
-    ids = union(
+    return union(
         select(PaymentAttempt.id).where(PaymentAttempt.invoice_id == invoice_id),
         select(PaymentAttempt.id).where(PaymentAttempt.payment_intent_id.in_(linked_intents)),
         select(PaymentAttempt.id).where(unlinked_same_amount),
     )
-    return select(PaymentAttempt).where(PaymentAttempt.id.in_(ids))
 
 
 def decline_of(row: PaymentAttempt) -> Decline:
@@ -341,15 +373,23 @@ def retry_context(
 
 
 def evidence(session: Session, case: RecoveryCase, invoice: Invoice, now: datetime) -> Evidence:
-    """Everything a decision reads, in at most five statements, each prepared once: the
-    attempts on the invoice, the case's timeline lines, the card with the customer, the same
-    card's attempts elsewhere, the customer's paid renewals."""
-    rows = attempts_for(session, case, invoice)
+    """Everything a decision reads, in three statements, each prepared once: the card with the
+    customer and the case's experiment arm; the attempts on the invoice with the same cards'
+    elsewhere; the case's timeline lines with the customer's paid renewals and the case's
+    retry actions."""
+    pm, country, locales = _card_and_customer(session, case)
+    since = int((now - CAP_PERIOD).timestamp())
+    params = _attempt_params(case, invoice)
+    # ('' is no fingerprint, as NULL is: it names no card)
+    params.update(since=since, card_fingerprint=(pm.fingerprint or None) if pm else None)
+    rows: list[PaymentAttempt] = []
+    same_card_elsewhere: list[PaymentAttempt] = []
+    for attempt, on_invoice in session.execute(_attempts_and_same_card_statement(), params):
+        (rows if on_invoice else same_card_elsewhere).append(attempt)
     lines, paid, retries = _case_lines(session, case)
     ours = _our_charge_ids(lines)
     failed = sorted((r for r in rows if r.status == "failed"), key=lambda r: r.created or 0)
     last_failed = failed[-1] if failed else None
-    pm, country, locales = _card_and_customer(session, case)
     card = None
     if pm is not None:
         card = CardInfo(brand=pm.brand, funding=_funding(pm.funding), fingerprint=pm.fingerprint)
@@ -366,19 +406,9 @@ def evidence(session: Session, case: RecoveryCase, invoice: Invoice, now: dateti
             # the card updater or the customer changed this card after it failed
             or (pm.version_ts or 0) > (last_failed.created or 0)
         )
-    fingerprints = {r.card_fingerprint for r in rows if r.card_fingerprint}
-    if pm is not None and pm.fingerprint:
-        fingerprints.add(pm.fingerprint)
-    row_ids = {r.id for r in rows}
-    since = int((now - CAP_PERIOD).timestamp())
-    same_card_elsewhere = (
-        session.scalars(_SAME_CARD, {"fingerprints": sorted(fingerprints), "since": since}).all()
-        if fingerprints
-        else []
-    )
     zone = customer_timezone(country, locales)
     attempts = [_to_attempt(r, ours, True) for r in rows] + [
-        _to_attempt(r, ours, False) for r in same_card_elsewhere if r.id not in row_ids
+        _to_attempt(r, ours, False) for r in same_card_elsewhere
     ]
     tried = _tried_by_the_card_update_page(lines, pm, rows)
     if tried is not None:
@@ -401,13 +431,6 @@ def evidence(session: Session, case: RecoveryCase, invoice: Invoice, now: dateti
         line.dedupe_key for line in lines if line.kind == DECISION_KIND and line.dedupe_key
     )
     return Evidence(ctx, failed, decided, retries)
-
-
-# Built once (a fresh statement per decision cost more than running it).
-_SAME_CARD = select(PaymentAttempt).where(
-    PaymentAttempt.card_fingerprint.in_(bindparam("fingerprints", expanding=True)),
-    PaymentAttempt.created >= bindparam("since"),
-)
 
 
 def _card_and_customer(
