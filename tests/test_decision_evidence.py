@@ -23,7 +23,7 @@ from recovery.models import (
     RecoveryCase,
 )
 from recovery.runtime import Runtime
-from recovery.services.cases import evidence, scheduling
+from recovery.services.cases import attempts, evidence, scheduling
 from recovery.services.events import inbox
 from recovery.services.experiments.assignment import placement_of_case
 from tests.support import stripe_payloads as sp
@@ -187,7 +187,7 @@ def test_a_decision_made_again_on_the_same_facts_writes_nothing(
 def test_the_attempts_read_with_the_same_cards_go_by_indexes(sqlite_url: str) -> None:
     """The invoice's attempts and the same cards' elsewhere: every branch probes an index, none
     walks the charges table (at 300k charges a walk per decision was seconds)."""
-    statement = evidence._attempts_and_same_card_statement().params(
+    statement = attempts.attempts_and_same_card_statement().params(
         invoice_id="in_1",
         customer_id="cus_1",
         amount=1000,
