@@ -5,12 +5,23 @@ usual payment days."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, func, or_, select, union
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import (
+    String,
+    bindparam,
+    func,
+    literal,
+    null,
+    select,
+    type_coerce,
+    union_all,
+)
+from sqlalchemy.orm import Session
 
 from recovery.db import utcnow_from
 from recovery.domain.business_days import customer_country
@@ -21,97 +32,25 @@ from recovery.domain.retry_policy import (
     Funding,
     RetryContext,
 )
-from recovery.domain.stripe_objects.fields import MAX_TIMESTAMP
 from recovery.domain.timezones import customer_timezone
 from recovery.models import (
     CaseEvent,
     Customer,
+    DueAction,
+    ExperimentSubject,
     Invoice,
-    InvoicePayment,
     PaymentAttempt,
     PaymentMethod,
     RecoveryCase,
     Subscription,
 )
+from recovery.services.cases.attempts import attempt_params, attempts_and_same_card_statement
+from recovery.services.cases.attempts import attempts_for as attempts_for
+from recovery.services.cases.log import RETRY_KIND, subject
+from recovery.services.experiments.assignment import remember_placement
 
 CAP_PERIOD = timedelta(days=30)
 BANK_CALL_KIND = "bank_called"  # the timeline line of "I've contacted my bank - try again"
-
-
-def attempts_for(session: Session, case: RecoveryCase, invoice: Invoice) -> list[PaymentAttempt]:
-    """Attempts on this invoice. Since API 2025-03-31 a charge no longer names its invoice:
-    besides explicit links, a charge of the same customer for the same amount since the
-    invoice was created is taken to be this invoice's - but only until the invoice was paid,
-    and only until the customer's next invoice for that amount was created (a renewal's
-    charges are the renewal's, not the month before's)."""
-    # The charge that paid it is at most a moment before Stripe marks it paid.
-    paid = int(invoice.paid_at.timestamp()) + 60 if invoice.paid_at is not None else None
-    params = {
-        "invoice_id": invoice.id,
-        "customer_id": case.customer_id,
-        "amount": invoice.amount_due,
-        "currency": invoice.currency,
-        "created": invoice.created or 0,
-        "paid": MAX_TIMESTAMP if paid is None else paid,
-    }
-    return list(session.scalars(_attempts_statement(), params))
-
-
-@functools.cache
-def _attempts_statement() -> Any:
-    """Built once, with parameters: run for every decision and every case page, and as a fresh
-    statement each time most of its cost was building it."""
-    invoice_id: Any = bindparam("invoice_id")
-    customer_id: Any = bindparam("customer_id")
-    amount: Any = bindparam("amount")
-    currency: Any = bindparam("currency")
-    created: Any = bindparam("created")
-    linked_intents = select(InvoicePayment.payment_intent_id).where(
-        InvoicePayment.invoice_id == invoice_id
-    )
-    # Correlated, so it probes the payment_intent_id index once per candidate row; a plain
-    # NOT IN (all other invoices' payments) read the whole table on every failure - quadratic
-    # over a mirror's life.
-    paid_elsewhere = (
-        select(InvoicePayment.id)
-        .where(InvoicePayment.payment_intent_id == PaymentAttempt.payment_intent_id)
-        .where(InvoicePayment.invoice_id != invoice_id)
-        .exists()
-    )
-    # Another invoice of the customer for the same amount, created after this one and no later
-    # than the attempt: the attempt is that invoice's.
-    later = aliased(Invoice)
-    later_invoice_for_same_amount = (
-        select(later.id)
-        .where(later.customer_id == customer_id)
-        .where(later.id != invoice_id)
-        .where(later.amount_due == amount, later.currency == currency)
-        .where(later.created > created)
-        .where(later.created <= PaymentAttempt.created)
-        .exists()
-    )
-    unlinked_same_amount = and_(
-        PaymentAttempt.invoice_id.is_(None),
-        PaymentAttempt.customer_id == customer_id,
-        PaymentAttempt.amount == amount,
-        PaymentAttempt.currency == currency,
-        PaymentAttempt.created >= created,
-        # Until the invoice was paid (an unpaid one: the largest timestamp there is).
-        PaymentAttempt.created <= bindparam("paid"),
-        or_(
-            PaymentAttempt.payment_intent_id.is_(None),
-            ~paid_elsewhere,
-        ),
-        ~later_invoice_for_same_amount,
-    )
-    # Three branches, each on its own index (invoice, payment intent, customer), as a UNION:
-    # written as one OR, PostgreSQL read all 300k charges of bench/dashboard_scale.py per case.
-    ids = union(
-        select(PaymentAttempt.id).where(PaymentAttempt.invoice_id == invoice_id),
-        select(PaymentAttempt.id).where(PaymentAttempt.payment_intent_id.in_(linked_intents)),
-        select(PaymentAttempt.id).where(unlinked_same_amount),
-    )
-    return select(PaymentAttempt).where(PaymentAttempt.id.in_(ids))
 
 
 def decline_of(row: PaymentAttempt) -> Decline:
@@ -127,18 +66,83 @@ def decline_of(row: PaymentAttempt) -> Decline:
     )
 
 
-def _case_lines(session: Session, case: RecoveryCase) -> list[Any]:
-    """The timeline lines the policy's evidence reads (our charges, cards saved on the
-    card-update page and their declines), newest first, in one statement prepared once."""
-    return list(session.execute(_CASE_LINES, {"case_id": case.id}))
+class RetryRow(NamedTuple):
+    """One of the case's retry actions, as a decision reads it."""
+
+    id: int
+    dedupe_key: str
+    status: str
+    due_at: datetime
 
 
-_CASE_LINES = (
-    select(CaseEvent.id, CaseEvent.kind, CaseEvent.data, CaseEvent.dedupe_key, CaseEvent.at)
-    .where(CaseEvent.case_id == bindparam("case_id"))
-    .where(CaseEvent.kind.in_(("our_attempt", "card_updated", "card_update_declined")))
-    .order_by(CaseEvent.id.desc())
-)
+def _case_lines(
+    session: Session, case: RecoveryCase
+) -> tuple[list[Any], list[datetime], tuple[RetryRow, ...]]:
+    """The timeline lines a decision reads (our charges, cards saved on the card-update page
+    and their declines, the customer's bank calls, the decisions made already), newest first;
+    when the customer's recent renewals were paid at the first attempt (newest first: see
+    `first_attempt_success_days`); the case's retry actions, whatever their status - in one
+    statement prepared once."""
+    params = {"case_id": case.id, "customer_id": case.customer_id, "subject": subject(case.id)}
+    lines: list[Any] = []
+    paid: list[Any] = []
+    retries: list[RetryRow] = []
+    for row in session.execute(_case_lines_statement(), params):
+        if row.kind == _PAID_RENEWAL:
+            paid.append(row)
+        elif row.kind == _RETRY:
+            retries.append(RetryRow(row.id, row.dedupe_key, row.status, row.at))
+        else:
+            lines.append(row)
+    lines.sort(key=lambda line: line.id, reverse=True)
+    paid.sort(key=lambda row: row.id or 0, reverse=True)  # by the invoice's creation
+    retries.sort(key=lambda retry: retry.id)
+    return lines, [row.at for row in paid if row.at is not None], tuple(retries)
+
+
+DECISION_KIND = "decision"
+# Tags, not timeline kinds: the renewals' and the retries' rows in the union.
+_PAID_RENEWAL = "paid renewal"
+_RETRY = "retry action"
+
+
+@functools.cache
+def _case_lines_statement() -> Any:
+    lines = (
+        select(CaseEvent.id, CaseEvent.kind, CaseEvent.data, CaseEvent.dedupe_key, CaseEvent.at)
+        .add_columns(type_coerce(null(), String).label("status"))  # the retries' only
+        .where(CaseEvent.case_id == bindparam("case_id"))
+        .where(
+            CaseEvent.kind.in_(
+                (
+                    "our_attempt",
+                    "card_updated",
+                    "card_update_declined",
+                    BANK_CALL_KIND,
+                    DECISION_KIND,
+                )
+            )
+        )
+    )
+    # The renewals' columns under the lines' names: the invoice's creation as `id` (their order).
+    paid = _paid_renewals_statement().add_columns(Invoice.created).subquery("paid")
+    renewals = select(
+        paid.c.created,
+        literal(_PAID_RENEWAL, String),
+        type_coerce(null(), CaseEvent.data.type),
+        type_coerce(null(), String),
+        paid.c.paid_at,
+        type_coerce(null(), String),
+    )
+    retries = select(
+        DueAction.id,
+        literal(_RETRY, String),
+        type_coerce(null(), CaseEvent.data.type),
+        DueAction.dedupe_key,
+        DueAction.due_at,
+        DueAction.status,
+    ).where(DueAction.subject == bindparam("subject"), DueAction.kind == RETRY_KIND)
+    return union_all(lines, renewals, retries)
 
 
 def _our_charge_ids(lines: list[Any]) -> set[str]:
@@ -197,6 +201,40 @@ _CURRENT_CARD = (
 )
 
 
+def card_and_customer(
+    session: Session, case: RecoveryCase
+) -> tuple[PaymentMethod | None, Customer | None]:
+    """`current_card` and the case's customer, in one statement (the reminders planner needs
+    both for every plan and every confirmation)."""
+    if not case.subscription_id and not case.customer_id:
+        return None, None
+    pm_id, pm, customer = session.execute(
+        _CARD_WITH_CUSTOMER,
+        {"subscription_id": case.subscription_id, "customer_id": case.customer_id},
+    ).one()
+    if not pm_id:
+        return None, customer
+    return (pm if pm is not None else PaymentMethod(id=pm_id)), customer
+
+
+_CARD_WITH_CUSTOMER = _CURRENT_CARD.add_columns(Customer).outerjoin(
+    Customer, Customer.id == bindparam("customer_id")
+)
+# A decision's card, the customer's country and locales (their zone, their payment days) and the
+# case's experiment arm, in one statement: a decision read the customer and the arm with a
+# statement each.
+_CARD_AND_CUSTOMER = (
+    _CURRENT_CARD.add_columns(
+        Customer.address_country,
+        Customer.preferred_locales,
+        ExperimentSubject.experiment_key,
+        ExperimentSubject.arm,
+    )
+    .outerjoin(Customer, Customer.id == bindparam("customer_id"))
+    .outerjoin(ExperimentSubject, ExperimentSubject.case_id == bindparam("case_id"))
+)
+
+
 _FUNDING: dict[str | None, Funding] = {"credit": "credit", "debit": "debit", "prepaid": "prepaid"}
 
 
@@ -204,15 +242,43 @@ def _funding(value: str | None) -> Funding:
     return _FUNDING.get(value, "unknown")
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What a decision reads: the policy's context, the invoice's failed attempts (oldest
+    first), the dedupe keys of the decisions on the case's timeline already, and the case's
+    retry actions."""
+
+    ctx: RetryContext
+    failed: list[PaymentAttempt]
+    decided: frozenset[str]
+    retries: tuple[RetryRow, ...]
+
+
 def retry_context(
     session: Session, case: RecoveryCase, invoice: Invoice, now: datetime
 ) -> tuple[RetryContext, list[PaymentAttempt]]:
-    rows = attempts_for(session, case, invoice)
-    lines = _case_lines(session, case)
+    found = evidence(session, case, invoice, now)
+    return found.ctx, found.failed
+
+
+def evidence(session: Session, case: RecoveryCase, invoice: Invoice, now: datetime) -> Evidence:
+    """Everything a decision reads, in three statements, each prepared once: the card with the
+    customer and the case's experiment arm; the attempts on the invoice with the same cards'
+    elsewhere; the case's timeline lines with the customer's paid renewals and the case's
+    retry actions."""
+    pm, country, locales = _card_and_customer(session, case)
+    since = int((now - CAP_PERIOD).timestamp())
+    params = attempt_params(case, invoice)
+    # ('' is no fingerprint, as NULL is: it names no card)
+    params.update(since=since, card_fingerprint=(pm.fingerprint or None) if pm else None)
+    rows: list[PaymentAttempt] = []
+    same_card_elsewhere: list[PaymentAttempt] = []
+    for attempt, on_invoice in session.execute(attempts_and_same_card_statement(), params):
+        (rows if on_invoice else same_card_elsewhere).append(attempt)
+    lines, paid, retries = _case_lines(session, case)
     ours = _our_charge_ids(lines)
     failed = sorted((r for r in rows if r.status == "failed"), key=lambda r: r.created or 0)
     last_failed = failed[-1] if failed else None
-    pm = current_card(session, case)
     card = None
     if pm is not None:
         card = CardInfo(brand=pm.brand, funding=_funding(pm.funding), fingerprint=pm.fingerprint)
@@ -229,27 +295,9 @@ def retry_context(
             # the card updater or the customer changed this card after it failed
             or (pm.version_ts or 0) > (last_failed.created or 0)
         )
-    fingerprints = {r.card_fingerprint for r in rows if r.card_fingerprint}
-    if pm is not None and pm.fingerprint:
-        fingerprints.add(pm.fingerprint)
-    row_ids = {r.id for r in rows}
-    since = int((now - CAP_PERIOD).timestamp())
-    same_card_elsewhere = (
-        session.scalars(
-            select(PaymentAttempt).where(
-                PaymentAttempt.card_fingerprint.in_(fingerprints),
-                PaymentAttempt.created >= since,
-            )
-        ).all()
-        if fingerprints
-        else []
-    )
-    customer = session.get(Customer, case.customer_id) if case.customer_id else None
-    country = customer.address_country if customer else None
-    locales = customer.preferred_locales if customer else ()
     zone = customer_timezone(country, locales)
     attempts = [_to_attempt(r, ours, True) for r in rows] + [
-        _to_attempt(r, ours, False) for r in same_card_elsewhere if r.id not in row_ids
+        _to_attempt(r, ours, False) for r in same_card_elsewhere
     ]
     tried = _tried_by_the_card_update_page(lines, pm, rows)
     if tried is not None:
@@ -263,12 +311,44 @@ def retry_context(
         customer_timezone=zone,
         amount=invoice.amount_remaining,
         currency=invoice.currency,
-        past_success_days=first_attempt_success_days(session, case.customer_id, ZoneInfo(zone)),
+        past_success_days=_days_of(paid, ZoneInfo(zone)),
         customer_country=customer_country(country, locales or ()),
         retries_made=case.our_attempts,
-        bank_calls=bank_calls(session, case),
+        bank_calls=_bank_calls_in(case, lines),
     )
-    return ctx, failed
+    decided = frozenset(
+        line.dedupe_key for line in lines if line.kind == DECISION_KIND and line.dedupe_key
+    )
+    return Evidence(ctx, failed, decided, retries)
+
+
+def _card_and_customer(
+    session: Session, case: RecoveryCase
+) -> tuple[PaymentMethod | None, str | None, list[str]]:
+    """The card Stripe will charge (as `current_card`) and the customer's country and locales
+    (none: no customer)."""
+    if not case.subscription_id and not case.customer_id:
+        return None, None, []  # (a case always has both: the placement is read when asked)
+    pm_id, pm, country, locales, experiment, arm = session.execute(
+        _CARD_AND_CUSTOMER,
+        {
+            "subscription_id": case.subscription_id,
+            "customer_id": case.customer_id,
+            "case_id": case.id,
+        },
+    ).one()
+    # The decision asks for it next, and the reminders planner after: read here, remembered.
+    remember_placement(session, case.id, experiment, arm)
+    if pm_id and pm is None:
+        pm = PaymentMethod(id=pm_id)  # known by id only: a card still
+    return (pm if pm_id else None), country, list(locales or ())
+
+
+def _bank_calls_in(case: RecoveryCase, lines: list[Any]) -> tuple[datetime, ...]:
+    """`bank_calls`, from the lines read already."""
+    if case.decline_category != "needs_customer":
+        return ()
+    return tuple(sorted(line.at for line in lines if line.kind == BANK_CALL_KIND))
 
 
 def bank_calls(session: Session, case: RecoveryCase) -> tuple[datetime, ...]:
@@ -299,6 +379,10 @@ def first_attempt_success_days(
     if not customer_id:
         return []
     paid = session.scalars(_paid_renewals_statement(), {"customer_id": customer_id}).all()
+    return _days_of(paid, zone)
+
+
+def _days_of(paid: Sequence[datetime | None], zone: ZoneInfo) -> list[int]:
     return [_aware(at).astimezone(zone).day for at in paid if at is not None]
 
 

@@ -7,9 +7,9 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from recovery.domain import cases as machine
@@ -27,23 +27,36 @@ from recovery.models import (
     RecoveryCase,
 )
 from recovery.rules import Rules
-from recovery.services.cases.evidence import decline_of, retry_context
+from recovery.services.cases.evidence import RetryRow, decline_of, evidence
 from recovery.services.cases.log import END_OF_DUNNING_KIND, RETRY_KIND, record, subject
 from recovery.services.experiments.assignment import placement_of_case
 from recovery.services.messaging import outbox
 from recovery.services.work import due_actions
 
 
-def _retries(session: Session, case: RecoveryCase) -> Sequence[DueAction]:
+def _retries(session: Session, case: RecoveryCase) -> list[RetryRow]:
     """Every retry action of the case, whatever its status: a handful over its life (one per
-    attempt; plan_retry is their only writer)."""
-    return session.scalars(_RETRIES, {"subject": subject(case.id), "kind": RETRY_KIND}).all()
+    attempt; plan_retry is their only writer). A decision reads them with its evidence."""
+    rows = session.execute(_RETRIES, {"subject": subject(case.id), "kind": RETRY_KIND})
+    return [RetryRow(*row) for row in rows]
 
 
 # Built once; one read for both what is pending and which keys shadow mode used up (two
 # statements before, on every decision).
-_RETRIES = select(DueAction).where(
-    DueAction.subject == bindparam("subject"), DueAction.kind == bindparam("kind")
+_RETRIES = (
+    select(DueAction.id, DueAction.dedupe_key, DueAction.status, DueAction.due_at)
+    .where(DueAction.subject == bindparam("subject"), DueAction.kind == bindparam("kind"))
+    .order_by(DueAction.id)
+)
+# The other pending attempts a new plan replaces.
+_ACTIONS = cast(Table, DueAction.__table__)  # Core: no ORM bookkeeping for rows not loaded
+_CANCEL = (
+    update(_ACTIONS)
+    .where(_ACTIONS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=ActionStatus.CANCELLED,
+        finished_at=bindparam("now", type_=_ACTIONS.c.finished_at.type),
+    )
 )
 
 
@@ -59,7 +72,7 @@ def stripe_key(action_key: str, payload: Mapping[str, Any]) -> str:
     return f"{action_key}:r{revival}" if revival else action_key
 
 
-def _past_shadows(retries: Sequence[DueAction], key: str) -> str:
+def _past_shadows(retries: Sequence[RetryRow], key: str) -> str:
     """Shadow mode finishes a retry as `shadow` without charging, so the attempt it stood for is
     planned again (Stripe's next failure moves the plan): under a key of its own, since a shadow
     action is finished for good and never revived (`key`, then `key:s1`, `key:s2`...)."""
@@ -72,21 +85,30 @@ def _past_shadows(retries: Sequence[DueAction], key: str) -> str:
 
 
 def plan_retry(
-    session: Session, case: RecoveryCase, due_at: datetime, now: datetime, reason: str
+    session: Session,
+    case: RecoveryCase,
+    due_at: datetime,
+    now: datetime,
+    reason: str,
+    retries: Sequence[RetryRow] | None = None,
 ) -> None:
     """Make the case's next attempt due at `due_at`: a pending one moves, any other pending
     retry is cancelled. An action for this attempt that ended without charging (cancelled by a
     pause, skipped because Stripe was about to charge, refused) comes back: attempt n is not
-    made until our_attempts says so, and its key must not stop it for good."""
+    made until our_attempts says so, and its key must not stop it for good. `retries`: the
+    case's retry actions when the caller has read them in this transaction (None: read them)."""
     attempt = case.our_attempts + 1
-    retries = _retries(session, case)
+    if retries is None:
+        retries = _retries(session, case)
     key = _past_shadows(retries, retry_key(case))
-    for action in retries:
-        if action.status == ActionStatus.PENDING and action.dedupe_key != key:
-            action.status = ActionStatus.CANCELLED
-            action.finished_at = now
+    others = [a.id for a in retries if a.status == ActionStatus.PENDING and a.dedupe_key != key]
+    if others:
+        session.execute(_CANCEL, {"ids": others, "now": now})
+    mine = next((action for action in retries if action.dedupe_key == key), None)
+    if mine is not None and mine.status == ActionStatus.PENDING and mine.due_at == due_at:
+        return  # planned so already (the usual answer): nothing to write, nothing to lock
     payload = {"case_id": case.id, "attempt": attempt, "reason": reason}
-    if due_actions.schedule(
+    if mine is None and due_actions.schedule(
         session,
         kind=RETRY_KIND,
         subject=subject(case.id),
@@ -98,7 +120,7 @@ def plan_retry(
         return
     existing = session.scalars(
         select(DueAction).where(DueAction.dedupe_key == key).with_for_update(),
-        # Loaded unlocked by _retries: take the row as it is now that it is locked.
+        # Read unlocked before (maybe loaded): take the row as it is now that it is locked.
         execution_options={"populate_existing": True},
     ).one()
     if existing.status == ActionStatus.RUNNING:
@@ -120,10 +142,14 @@ def plan_retry(
 
 
 def _schedule_retry(
-    session: Session, case: RecoveryCase, decision: RetryDecision, now: datetime
+    session: Session,
+    case: RecoveryCase,
+    decision: RetryDecision,
+    now: datetime,
+    retries: Sequence[RetryRow],
 ) -> None:
     assert decision.at is not None
-    plan_retry(session, case, decision.at, now, decision.reason)
+    plan_retry(session, case, decision.at, now, decision.reason, retries)
 
 
 def reevaluate(
@@ -135,7 +161,8 @@ def reevaluate(
     invoice = session.get(Invoice, case.invoice_id)
     if invoice is None:
         return None
-    ctx, failed = retry_context(session, case, invoice, now)
+    found = evidence(session, case, invoice, now)
+    ctx, failed = found.ctx, found.failed
     # An experiment's arm: a fixed schedule, or (the holdout) Stripe's retries alone.
     placed = placement_of_case(session, rules, case.id)
     retry, fixed_days = arm_retry(rules.retry, placed)
@@ -164,24 +191,27 @@ def reevaluate(
     case.next_retry_at = decision.at
     case.next_step_reason = decision.reason
     if decision.at is not None:
-        _schedule_retry(session, case, decision, now)
-    else:
+        _schedule_retry(session, case, decision, now, found.retries)
+    elif any(retry.status == ActionStatus.PENDING for retry in found.retries):
+        # (plan_retry is their only writer, and the case is locked: none came since the read)
         due_actions.cancel_pending(session, subject(case.id), now, (RETRY_KIND,))
     digest = hashlib.sha256(decision.reason.encode()).hexdigest()[:12]
-    record(
-        session,
-        case,
-        now,
-        "decision",
-        decision.reason,
-        {
-            "cause": cause,
-            "next_retry_at": decision.at.isoformat() if decision.at else None,
-            "stop": decision.stop,
-            "wait_for_new_card": decision.wait_for_new_card,
-        },
-        f"case:{case.id}:decision:{case.our_attempts}:{len(failed)}:{digest}",
-    )
+    key = f"case:{case.id}:decision:{case.our_attempts}:{len(failed)}:{digest}"
+    if key not in found.decided:  # the same decision again (the usual answer): no line, no move
+        record(
+            session,
+            case,
+            now,
+            "decision",
+            decision.reason,
+            {
+                "cause": cause,
+                "next_retry_at": decision.at.isoformat() if decision.at else None,
+                "stop": decision.stop,
+                "wait_for_new_card": decision.wait_for_new_card,
+            },
+            key,
+        )
     if step.end_dunning:
         case.closed_at = now
         due_actions.cancel_pending(session, subject(case.id), now)

@@ -133,6 +133,12 @@ def _placements(session: Session) -> dict[int, object]:
     return cache
 
 
+def remember_placement(session: Session, case_id: int, key: str | None, arm: str | None) -> None:
+    """The case's placement as a caller read it (None: in no experiment), for this unit of work:
+    the retry decision reads it with its other facts (services/cases/evidence.py)."""
+    _placements(session)[case_id] = (key, arm) if key is not None and arm is not None else None
+
+
 def placement_of_case(session: Session, rules: Rules, case_id: int) -> Placement | None:
     """The case's experiment and arm, or None when it is in none."""
     cache = _placements(session)

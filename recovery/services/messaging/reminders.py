@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from types import EllipsisType
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from recovery import i18n
@@ -195,14 +195,17 @@ def _write(
     capped: bool,
     card: PaymentMethod | EllipsisType | None = ...,
     has_contacts: bool | None = None,
+    fresh: bool = False,
 ) -> OutboxMessage | None:
     """Write the message to the customer - or, for a business account with contacts, one copy
     per contact it is for (services/outreach/contacts.py), each with its own key and link.
     `card`: the case's current card when the caller has it already (`...`: look it up);
-    `has_contacts`: whether the customer has any, when the caller knows (None: look it up)."""
+    `has_contacts`: whether the customer has any, when the caller knows (None: look it up);
+    `fresh`: no message can have this key yet (its plan's timeline line was just added)."""
     if isinstance(card, EllipsisType):
-        card = case_evidence.current_card(session, case)
-    customer = session.get(Customer, case.customer_id) if case.customer_id else None
+        card, customer = case_evidence.card_and_customer(session, case)
+    else:
+        customer = session.get(Customer, case.customer_id) if case.customer_id else None
     if has_contacts is None:
         has_contacts = _has_contacts(session, customer)
     # Without contacts there are no copies: the customer's own address (contacts.py's rule).
@@ -234,6 +237,7 @@ def _write(
             dedupe_key=f"{dedupe_key}{target.suffix}",
             capped=capped and index == 0,  # the copies go with the first, on its day
             card=card,
+            fresh=fresh,
         )
         first = first or row
     return first
@@ -256,8 +260,9 @@ def _write_to(
     dedupe_key: str,
     capped: bool,
     card: PaymentMethod | None,
+    fresh: bool = False,
 ) -> OutboxMessage | None:
-    if session.scalar(select(OutboxMessage.id).where(OutboxMessage.dedupe_key == dedupe_key)):
+    if not fresh and session.scalar(_MESSAGE_WITH_KEY, {"key": dedupe_key}):
         return None
     link, ours = "", False
     if template == "authentication_needed" and case.hosted_invoice_url:
@@ -320,12 +325,17 @@ def _write_to(
     )
 
 
+# Built once, with parameters: the planner runs on every move of a case.
+_MESSAGE_WITH_KEY = select(OutboxMessage.id).where(OutboxMessage.dedupe_key == bindparam("key"))
+_PLANS = (
+    select(CaseEvent.data)
+    .where(CaseEvent.case_id == bindparam("case_id"), CaseEvent.kind == "reminders")
+    .order_by(CaseEvent.id)
+)
+
+
 def _current_sequence(session: Session, case: RecoveryCase) -> tuple[str | None, int]:
-    rows = session.scalars(
-        select(CaseEvent.data)
-        .where(CaseEvent.case_id == case.id, CaseEvent.kind == "reminders")
-        .order_by(CaseEvent.id)
-    ).all()
+    rows = session.scalars(_PLANS, {"case_id": case.id}).all()
     return (str(rows[-1].get("sequence")) if rows else None), len(rows)
 
 
@@ -343,9 +353,11 @@ def plan_case(
     placed = placement_of_case(session, rules, case.id)
     if placed is not None and placed.holdout:
         return  # the holdout hears nothing from us: what Stripe alone achieves
-    outbox.cancel(session, case_log.subject(case.id), now)
+    if current is not None:  # a first plan has nothing to replace (only plans write these)
+        outbox.cancel(session, case_log.subject(case.id), now)
     run = count + 1
-    case_log.record(
+    # Added now: the run is new, so none of its messages' keys is taken (each asked before).
+    fresh = case_log.record(
         session,
         case,
         now,
@@ -354,7 +366,8 @@ def plan_case(
         {"sequence": wanted, "replaces": current},
         f"case:{case.id}:reminders:{run}",
     )
-    customer = session.get(Customer, case.customer_id) if case.customer_id else None
+    # The card is the same for every step, and so is the customer.
+    card, customer = case_evidence.card_and_customer(session, case)
     sequence, started_at = config.sequences[wanted], now
     if placed is not None:  # an experiment's arm: its own steps, channels and first delay
         options = placed.dunning
@@ -369,7 +382,6 @@ def plan_case(
         send_hour=config.send_hour,
         calendar=calendar_of(customer) if rules.retry.business_days else None,
     )
-    card = case_evidence.current_card(session, case)  # the same for every step
     has_contacts = _has_contacts(session, customer)  # and so are the customer's contacts
     for planned in steps:
         at = planned.at
@@ -389,6 +401,7 @@ def plan_case(
             capped=True,
             card=card,
             has_contacts=has_contacts,
+            fresh=fresh,
         )
 
 
@@ -414,9 +427,7 @@ def close_case(
     elif _ended(session, case):
         template = "subscription_ended"
     # Said already (the usual answer: a closed case's timeline keeps moving) is asked first.
-    if template is None or session.scalar(
-        select(OutboxMessage.id).where(OutboxMessage.dedupe_key == f"case:{case.id}:{template}")
-    ):
+    if template is None or session.scalar(_MESSAGE_WITH_KEY, {"key": f"case:{case.id}:{template}"}):
         return
     placed = placement_of_case(session, rules, case.id)
     if placed is not None and placed.holdout:
