@@ -10,6 +10,8 @@ as a due action and done by the worker after commit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from recovery.runtime import Gated, Handlers, Payload, ProcessingContext, Reaction
 from recovery.services.cases import reactions as case
 from recovery.services.events import gates
@@ -21,11 +23,21 @@ def is_handled(handlers: Handlers, event_type: str) -> bool:
     return bool(handlers.on_event.get(event_type))
 
 
-def process_payload(ctx: ProcessingContext, event: Payload) -> bool:
-    """Apply one event. False when its type is not one we act on (stored, nothing to do)."""
+MirrorWriter = Callable[[MirrorHandler, Payload], None]
+
+
+def process_payload(
+    ctx: ProcessingContext, event: Payload, write_mirror: MirrorWriter | None = None
+) -> bool:
+    """Apply one event. False when its type is not one we act on (stored, nothing to do).
+    `write_mirror`, when given, writes the event's mirror rows in place of its mirror handler
+    (the worker's batch does, with the rows it has read already)."""
     reactions = ctx.runtime.handlers.on_event.get(event["type"], ())
     obj = event["data"]["object"]
     for reaction in reactions:
+        if write_mirror is not None and isinstance(reaction, MirrorHandler):
+            write_mirror(reaction, event)
+            continue
         if case.deferred(ctx.session) and not _takes_deferred(reaction):
             # A reaction that may read or move a case: the batch's noted re-evaluations first,
             # as if each had been made when asked (services/cases/reactions.py).

@@ -120,12 +120,23 @@ def _apply(
     statuses: dict[str, str] = {}
     run: list[Claimed] = []  # events whose rows are pending in `batch`
 
-    def one(event: Claimed, data: dict[str, Any] | None) -> None:
+    def one(event: Claimed, data: dict[str, Any] | None, ops: list[Op] | None) -> None:
         ctx.changes = Changes()
         noted = _copy(case_reactions.deferred(session))
+
+        def write_mirror(handler: MirrorHandler, payload: dict[str, Any]) -> None:
+            # Through the batch: its rows are read (and locked) already, and written one
+            # statement per table, where the handler reads and writes each row on its own.
+            if ops is None:  # its ops raised: the handler tells why
+                handler(ctx, payload, payload["data"]["object"])
+                return
+            batch.commit(batch.plan(ops, ctx.changes))
+            batch.flush()
+
         try:
             with session.begin_nested():
-                process_payload(ctx, data if data is not None else json.loads(event.payload))
+                payload = data if data is not None else json.loads(event.payload)
+                process_payload(ctx, payload, write_mirror)
         except _DATABASE_GONE:
             raise  # the database went away: the whole batch stays pending
         except Exception as exc:  # a processing bug or bad data: this event alone, later
@@ -155,8 +166,8 @@ def _apply(
         except Exception as exc:  # a value the database refused: find whose, one by one
             log.warning("writing %d events' rows failed: %s", len(pending), exc.__class__.__name__)
             batch.forget_pending()
-            for event, data, _ in [i for i in items if i[0] in pending]:
-                one(event, data)
+            for event, data, ops in [i for i in items if i[0] in pending]:
+                one(event, data, ops)
             return
         statuses.update((event.id, EventStatus.PROCESSED) for event in pending)
 
@@ -165,7 +176,7 @@ def _apply(
             run.append(event)
             continue
         write_run()
-        one(event, data)
+        one(event, data, ops)
     write_run()
     _reevaluate_noted(session, ctx, events, statuses, now)
     done = [event.id for event in events if statuses.get(event.id) == EventStatus.PROCESSED]
