@@ -31,6 +31,7 @@ from recovery.runtime import (
     Changes,
     ContextFactory,
     Gated,
+    Payload,
     ProcessingContext,
     take_batch_moves,
     take_moved_cases,
@@ -124,7 +125,7 @@ def _apply(
         ctx.changes = Changes()
         noted = _copy(case_reactions.deferred(session))
 
-        def write_mirror(handler: MirrorHandler, payload: dict[str, Any]) -> None:
+        def write_mirror(handler: MirrorHandler, payload: Payload) -> None:
             # Through the batch: its rows are read (and locked) already, and written one
             # statement per table, where the handler reads and writes each row on its own.
             if ops is None:  # its ops raised: the handler tells why
