@@ -6,6 +6,7 @@ of a generated lifecycle, on both engines."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import event, func, select
@@ -139,14 +140,7 @@ def test_the_renewals_read_with_the_lines_go_by_the_customer_index(sqlite_url: s
     statement = evidence._case_lines_statement().params(
         case_id=1, customer_id="cus_1", subject="case:1"
     )
-    db = Database(sqlite_url)
-    try:
-        sql = statement.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True})
-        with db.engine.connect() as conn:
-            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").all()
-    finally:
-        db.dispose()
-    plan = "\n".join(str(row[-1]) for row in rows)
+    plan = _sqlite_plan(sqlite_url, statement)
     assert "ix_invoices_customer_id" in plan, plan
     assert "ix_invoices_status" not in plan, plan
 
@@ -197,6 +191,13 @@ def test_the_attempts_read_with_the_same_cards_go_by_indexes(sqlite_url: str) ->
         since=0,
         card_fingerprint="fp_1",
     )
+    plan = _sqlite_plan(sqlite_url, statement)
+    assert "ix_payment_attempts_card_fingerprint" in plan, plan
+    assert "SCAN payment_attempts" not in plan, plan
+
+
+def _sqlite_plan(sqlite_url: str, statement: Any) -> str:
+    """SQLite's plan for `statement` with its parameters bound."""
     db = Database(sqlite_url)
     try:
         sql = statement.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True})
@@ -204,6 +205,4 @@ def test_the_attempts_read_with_the_same_cards_go_by_indexes(sqlite_url: str) ->
             rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").all()
     finally:
         db.dispose()
-    plan = "\n".join(str(row[-1]) for row in rows)
-    assert "ix_payment_attempts_card_fingerprint" in plan, plan
-    assert "SCAN payment_attempts" not in plan, plan
+    return "\n".join(str(row[-1]) for row in rows)
