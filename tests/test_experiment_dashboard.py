@@ -45,6 +45,8 @@ def test_the_page_shows_each_experiment_as_a_table_and_a_chart(rt: Runtime) -> N
     assert 'aria-current="page">Experiments</a>' in html
     assert html.count("<svg") == 4  # two experiments, each drawn wide and for a phone
     assert 'aria-label="dunning-q1: Recovery rate by arm (USD)"' in html
+    # the chart shows one currency of several: its caption says which, in words a reader sees
+    assert '<p class="hint">Recovery rate by arm (USD)</p>' in html
     assert "better than the holdout" in html and "not enough data yet" in html
     assert "70.0 %" in html and "70 %" in html  # smart's recovery rate
     assert "+50.0 points" in html  # its lift over the holdout

@@ -66,7 +66,7 @@ def interval(pair: list[float] | None, scale: float = 100.0, unit: str = " %") -
 
 def _chart(experiment: dict[str, Any]) -> Markup:
     """The arms' rates: the recovery rate in the currency with the most cases, or the save
-    rate."""
+    rate, with a caption that says which (the chart shows one currency of several)."""
     rows: list[tuple[str, float | None]] = []
     if experiment["applies_to"] == "dunning":
         totals: dict[str, int] = {}
@@ -81,7 +81,8 @@ def _chart(experiment: dict[str, Any]) -> Markup:
     else:
         rows = [(arm["name"], arm.get("save_rate")) for arm in experiment["arms"]]
         what = "Save rate by arm"
-    return charts.horizontal_rates(rows, "Rate", f"{experiment['key']}: {what}")
+    drawn = charts.horizontal_rates(rows, "Rate", f"{experiment['key']}: {what}")
+    return Markup('<p class="hint">{}</p>{}').format(what, drawn)
 
 
 @bp.get("/dashboard/experiments")
