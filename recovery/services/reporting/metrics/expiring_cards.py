@@ -271,6 +271,7 @@ def _kept_figures(
     card (most of them) is decided here without unpacking the row into the direct read's shape
     (at 90 days 4,167 rows a view: the unpacking was a third of the notices' client CPU)."""
     replaced = pending = 0
+    others: list[Sequence[Any]] = []  # the rest, decided by `_figures` in the direct shape
     horizon = expiry.HORIZON
     for r in rows:
         if r[2] is None and r[3] is not None:  # the same card: its expiry is the kept one
@@ -283,13 +284,11 @@ def _kept_figures(
                 expires = renewal
             pending += expires is not None and expires > now
             continue
-        full = _unpacked(*r)
-        if _replaced_in_time(*full):
-            replaced += 1
-        else:
-            deadline = _needed_by(full[1], full[3], full[4])
-            pending += deadline is not None and deadline > now
-    return ExpiringCards(within_30, within_60, len(rows), replaced, pending)
+        others.append(_unpacked(*r))
+    rest = _figures(within_30, within_60, others, now)
+    return ExpiringCards(
+        within_30, within_60, len(rows), replaced + rest.replaced_in_time, pending + rest.pending
+    )
 
 
 def _unpacked(
