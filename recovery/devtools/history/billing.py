@@ -19,6 +19,8 @@ from recovery.devtools.history.model import (
     GIVE_UP_WEIGHT,
     OPEN_AT_END_DAYS,
     OUTCOMES,
+    STORY_FLOOR_BEFORE_END,
+    STORY_FLOOR_FROM_DAY,
     Decline,
     Subscriber,
 )
@@ -157,6 +159,7 @@ class Billing(CustomersActing):
         """Stripe's automatic charge of a renewal, failing as the model says."""
         card = self.current_card(s)
         decline: Decline | None = None
+        owed: str | None = None  # the outcome a story floor gives this failure
         if card is not None and self.card_expires(card) <= self.now:
             decline = EXPIRED
         elif card is not None and card["id"] in self.bad_cards:
@@ -166,6 +169,9 @@ class Billing(CustomersActing):
         elif self.open_at_end and self.now > self.end.timestamp() - OPEN_AT_END_DAYS * DAY:
             # A few customers who have not acted yet: open cases with reminders still to come.
             decline = self.open_at_end.pop()
+        elif self.story_floors and self.story_floor_due() and s.number not in self.scripted:
+            owed, decline = self.story_floors.popitem()
+            self.scripted.add(s.number)  # no cancel-flow story for this one
         if decline is not None and card is not None:
             self.program_decline(invoice_id, card, decline)
         try:
@@ -182,6 +188,10 @@ class Billing(CustomersActing):
         outcome = self.rng.choices(OUTCOMES, weights=weights)[0]
         if self.now > self.end.timestamp() - OPEN_AT_END_DAYS * DAY:
             outcome = "none"  # whatever they will do, they have not done it yet
+        elif owed is not None:
+            outcome = owed
+        if self.now < self.end.timestamp() - STORY_FLOOR_BEFORE_END:
+            self.story_floors.pop(outcome, None)  # the dice told this story in time
         self.report.outcomes[outcome] = self.report.outcomes.get(outcome, 0) + 1
         if outcome == "heal":
             low, high = decline.heal_days
@@ -192,6 +202,12 @@ class Billing(CustomersActing):
         elif outcome == "hosted":
             delay = self.rng.uniform(0.2, 10) * DAY
             self.at(self.now + delay, lambda: self.pay_hosted(s, invoice_id))
+
+    def story_floor_due(self) -> bool:
+        since_start = self.now - self.start.timestamp()
+        return since_start >= STORY_FLOOR_FROM_DAY * DAY and (
+            self.now < self.end.timestamp() - STORY_FLOOR_BEFORE_END
+        )
 
     def program_decline(self, invoice_id: str, card: dict[str, Any], decline: Decline) -> None:
         """This charge fails with the decline's full detail; later charges on the same card
