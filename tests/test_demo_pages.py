@@ -227,18 +227,20 @@ def test_history_is_the_same_for_a_seed(sqlite_template: Path, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("seed", [3, 5])
-def test_every_history_has_a_lost_case_and_a_recovery_by_retry(
+def test_every_history_tells_the_whole_story(
     sqlite_template: Path, tmp_path: Path, seed: int
 ) -> None:
-    """Whatever the dice say: a few customers over four months still show a newcomer a case
-    nobody answered (lost) and one the bank approved at our retry. Before the story floors,
-    `recovery demo --customers 60` ending on 2026-12-05 had 15 failures and not one lost."""
+    """Whatever the dice say: a few customers over five months still show a newcomer a case
+    nobody answered (lost), recoveries by our retry and by the card-update link, and a
+    reminder by SMS. Before the story floors, `recovery demo --customers 60` ending on
+    2026-12-05 had 15 failures and not one lost; on 2026-12-14, no SMS; on 2027-02-13, no
+    recovery by a link."""
     path = tmp_path / "history.db"
     shutil.copy(sqlite_template, path)
     clock = FrozenClock(START)
     fake = FakeStripeGateway(clock=clock)
     rt = _runtime(f"sqlite:///{path}", tmp_path, clock, fake)
-    History(rt, fake, clock, customers=10, seed=seed, end=START, days=120).run()
+    History(rt, fake, clock, customers=20, seed=seed, end=START, days=150).run()
     with rt.db.transaction() as session:
         statuses = dict(
             session.execute(
@@ -246,6 +248,12 @@ def test_every_history_has_a_lost_case_and_a_recovery_by_retry(
             ).all()
         )
         via = set(session.scalars(select(RecoveryCase.recovered_via)))
+        case_sms = session.scalar(
+            select(func.count())
+            .select_from(OutboxMessage)
+            .where(OutboxMessage.channel == "sms", OutboxMessage.case_id.is_not(None))
+        )
     rt.db.dispose()
     assert statuses.get("lost", 0) >= 1, statuses
-    assert "our_retry" in via, (via, statuses)
+    assert {"our_retry", "card_update_link"} <= via, (via, statuses)
+    assert case_sms >= 1, statuses  # the outbox shows a newcomer a reminder by SMS

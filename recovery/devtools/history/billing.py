@@ -7,6 +7,8 @@ import dataclasses
 import functools
 from typing import Any
 
+from sqlalchemy import select
+
 from recovery.adapters.stripe.errors import AuthenticationRequired, CardDeclined
 from recovery.adapters.stripe_fake.store import clone
 from recovery.devtools import population as pop
@@ -21,9 +23,12 @@ from recovery.devtools.history.model import (
     OUTCOMES,
     STORY_FLOOR_BEFORE_END,
     STORY_FLOOR_FROM_DAY,
+    STORY_RECHECK,
     Decline,
+    Story,
     Subscriber,
 )
+from recovery.models import OutboxMessage, RecoveryCase
 
 
 class Billing(CustomersActing):
@@ -169,8 +174,10 @@ class Billing(CustomersActing):
         elif self.open_at_end and self.now > self.end.timestamp() - OPEN_AT_END_DAYS * DAY:
             # A few customers who have not acted yet: open cases with reminders still to come.
             decline = self.open_at_end.pop()
-        elif self.story_floors and self.story_floor_due() and s.number not in self.scripted:
-            owed, decline = self.story_floors.popitem()
+        elif (story := self.owed_story(s)) is not None:
+            owed = story.outcome
+            decline = next(d for d in DECLINES if d.name == story.decline)
+            self.story_recheck[story.name] = self.now + STORY_RECHECK
             self.scripted.add(s.number)  # no cancel-flow story for this one
         if decline is not None and card is not None:
             self.program_decline(invoice_id, card, decline)
@@ -190,8 +197,8 @@ class Billing(CustomersActing):
             outcome = "none"  # whatever they will do, they have not done it yet
         elif owed is not None:
             outcome = owed
-        if self.now < self.end.timestamp() - STORY_FLOOR_BEFORE_END:
-            self.story_floors.pop(outcome, None)  # the dice told this story in time
+        if outcome == "none" and self.now < self.end.timestamp() - STORY_FLOOR_BEFORE_END:
+            self.left_alone_in_time = True  # its retry window ends before the history does
         self.report.outcomes[outcome] = self.report.outcomes.get(outcome, 0) + 1
         if outcome == "heal":
             low, high = decline.heal_days
@@ -203,11 +210,37 @@ class Billing(CustomersActing):
             delay = self.rng.uniform(0.2, 10) * DAY
             self.at(self.now + delay, lambda: self.pay_hosted(s, invoice_id))
 
-    def story_floor_due(self) -> bool:
+    def owed_story(self, s: Subscriber) -> Story | None:
+        """The first story (see Story) the history still owes that `s` can tell now."""
         since_start = self.now - self.start.timestamp()
-        return since_start >= STORY_FLOOR_FROM_DAY * DAY and (
-            self.now < self.end.timestamp() - STORY_FLOOR_BEFORE_END
-        )
+        if since_start < STORY_FLOOR_FROM_DAY * DAY or s.number in self.scripted:
+            return None
+        if self.now >= self.end.timestamp() - STORY_FLOOR_BEFORE_END:
+            return None
+        for story in list(self.stories_owed):
+            if self.now < self.story_recheck.get(story.name, 0):
+                continue
+            if story.needs_sms_consent and not s.person.sms_consent:
+                continue
+            if self.story_told(story):
+                self.stories_owed.remove(story)
+                continue
+            return story
+        return None
+
+    def story_told(self, story: Story) -> bool:
+        with self.rt.db.transaction() as session:
+            if story.name == "lost":  # or on its way: a failure nobody acts on, in time
+                if self.left_alone_in_time:
+                    return True
+                told = select(RecoveryCase.id).where(RecoveryCase.status == "lost")
+            elif story.name == "sms":  # a case's SMS, planned or sent (retention keeps those)
+                told = select(OutboxMessage.id).where(
+                    OutboxMessage.channel == "sms", OutboxMessage.case_id.is_not(None)
+                )
+            else:
+                told = select(RecoveryCase.id).where(RecoveryCase.recovered_via == story.name)
+            return session.scalar(told.limit(1)) is not None
 
     def program_decline(self, invoice_id: str, card: dict[str, Any], decline: Decline) -> None:
         """This charge fails with the decline's full detail; later charges on the same card

@@ -25,14 +25,9 @@ OPEN_AT_END = (
     "insufficient_funds",
     "authentication_required",
 )
-# Whatever the dice say, every history has a case the customer never answers (lost) and one
-# the bank approves at our retry (recovered by it), so the demo shows both: from this day on,
-# while the dice have not given a failure that outcome early enough for its retry window to
-# run out before the end, the next routine charge fails with that outcome. (At 60 customers,
-# some end dates gave 15 failures and none lost, or no recovery by a retry.)
 STORY_FLOOR_FROM_DAY = 60
 STORY_FLOOR_BEFORE_END = 40 * DAY  # the retry window (28 days) and its last reminder fit
-STORY_FLOORS = (("none", "insufficient_funds"), ("heal", "insufficient_funds"))
+STORY_RECHECK = 14 * DAY  # a forced story's reminders and outcome take days to show
 EXISTING_SHARE = 0.75  # customers who were subscribers before the history starts
 CANCEL_FLOW_PER_DAY = 0.0013  # about 4% of active subscribers open the cancel flow a month
 # Of the subscribers who accept an offer, some cancel after all within a few weeks: the
@@ -123,6 +118,30 @@ EXPIRED = next(d for d in DECLINES if d.name == "expired_card")
 # should show a newcomer).
 GIVE_UP_WEIGHT = 0.55
 OUTCOMES = ("heal", "link", "hosted", "none")
+
+
+@dataclass(frozen=True)
+class Story:
+    """What every history shows a newcomer, whatever the dice say (as the scripted cancel flows
+    do): a case nobody answered (lost), recoveries by our retry and by the card-update link,
+    a reminder by SMS. From STORY_FLOOR_FROM_DAY on, while the database does not show one yet
+    (`told`, an SQL condition), the next routine charge of a customer who can tell it fails
+    with `decline` and ends as `outcome`; then it looks again after STORY_RECHECK (the
+    experiment's holdout gets no reminders, its email-only arm no SMS). At 60 customers, some
+    end dates gave 15 failures and none lost, no recovery by a retry or by a link, or no SMS."""
+
+    name: str
+    outcome: str  # as in OUTCOMES
+    decline: str
+    needs_sms_consent: bool = False
+
+
+STORIES = (
+    Story("lost", "none", "insufficient_funds"),
+    Story("our_retry", "heal", "insufficient_funds"),
+    Story("card_update_link", "link", "insufficient_funds"),
+    Story("sms", "none", "insufficient_funds", needs_sms_consent=True),
+)
 
 
 @dataclass

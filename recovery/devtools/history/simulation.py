@@ -21,7 +21,7 @@ from recovery.devtools.history.model import (
     DECLINES,
     HISTORY_DAYS,
     OPEN_AT_END,
-    STORY_FLOORS,
+    STORIES,
     Decline,
     HistoryReport,
     Subscriber,
@@ -69,10 +69,9 @@ class Simulation:
         # A floor, not a share: at 300 customers a share made a spike of failures in the
         # last week that no real business has.
         self.open_at_end = [next(d for d in DECLINES if d.name == name) for name in OPEN_AT_END]
-        # The outcomes the history still owes (see STORY_FLOORS), with the decline that tells it.
-        self.story_floors: dict[str, Decline] = {
-            outcome: next(d for d in DECLINES if d.name == name) for outcome, name in STORY_FLOORS
-        }
+        self.stories_owed = list(STORIES)  # see Story; told ones leave the list
+        self.story_recheck: dict[str, int] = {}  # story -> not before (unix seconds)
+        self.left_alone_in_time = False  # a failure nobody acts on, early enough to end lost
         self.quiet: set[str] = set()  # routine renewals' invoices and events (see `deliver`)
         self.scripted: set[int] = {1}  # customers in a scripted story (1: the banner's)
 
