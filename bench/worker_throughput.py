@@ -383,20 +383,21 @@ class Sink:
 def providers_alone(work: Path, retries: int, emails: int, latency_ms: float) -> dict[str, Any]:
     """The ceiling: the Stripe fake calls of the retries and the SMTP sends of the emails, in a
     plain loop in this process - no database, no worker."""
-    from recovery.adapters.email import SmtpMailer, address, build, parse_smtp_url
+    from recovery.adapters.email import Email, SmtpMailer, parse_smtp_url
     from recovery.adapters.stripe.errors import CardDeclined
 
     sink = Sink(work, latency_ms)
     gateway = BenchGateway(None, latency_ms / 1000)
     mailer = SmtpMailer(parse_smtp_url(sink.url))
-    sender = address("Dana at Acme", "billing@acme.example")
+    sender = ("Dana at Acme", "billing@acme.example")
     now = datetime.now(UTC)
     body = "Hello,\n\nyour payment of 20.00 USD did not go through. Please update your card."
+    # what the outbox hands the mailer (the bytes are made in the send, as the worker does)
     messages = [
-        build(
+        Email(
             sender=sender,
             reply_to=sender,
-            to=address("", f"c{g}@example.com"),
+            to=f"c{g}@example.com",
             subject="Your payment did not go through",
             body=body,
             dedupe_key=f"alone:{g}",
