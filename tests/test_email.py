@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from email.generator import BytesGenerator
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 
 from recovery import i18n
 from recovery.adapters.clock import FrozenClock
-from recovery.adapters.email import Email, SmtpMailer, address, build, parse_smtp_url
+from recovery.adapters.email import Email, Outgoing, SmtpMailer, address, build, parse_smtp_url
 from recovery.domain.reminders import TEMPLATES
 from recovery.runtime import Runtime
 from recovery.services.messaging import reminders
@@ -159,7 +158,7 @@ class DiesAfterSending:
     def __init__(self, inner: SmtpMailer) -> None:
         self.inner, self.died = inner, False
 
-    def send(self, message: EmailMessage) -> str:
+    def send(self, message: Outgoing) -> str:
         result = self.inner.send(message)
         if not self.died:
             self.died = True
