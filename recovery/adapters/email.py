@@ -1,9 +1,12 @@
 """Plain-text email over SMTP.
 
 Messages are built with `email.message.EmailMessage` and `email.headerregistry.Address`, never
-by pasting strings into headers: CR/LF in a display name cannot add a header (bpo-39073,
-docs/messaging.md), and we strip them before CPython has to refuse them. The Message-ID is derived
-from the outbox dedupe key, so a message re-sent after a crash carries the same id and
+by pasting arbitrary strings into headers: CR/LF in a display name cannot add a header
+(bpo-39073, docs/messaging.md), and we strip them before CPython has to refuse them. An outbox
+email (`Email`) is written to bytes directly (`Email.wire`), but only a value of printable
+ASCII words goes into a header as it is; every other value, and every display name, goes
+through the email package, so the bytes are the ones `send_message` writes. The Message-ID is
+derived from the outbox dedupe key, so a message re-sent after a crash carries the same id and
 receivers (and our own tests) can tell it is the same message.
 
 Each worker thread keeps one SMTP connection open (logged in once) and reuses it for every
