@@ -326,6 +326,8 @@ def _emails() -> Iterator[Email]:
         "kim@localhost",
         "kim@exämple.com",
         " kim@example.com ",
+        "a=?b?=@example.com",
+        "o'neil/x{y}@example.com",
     ]:
         yield replace(base, to=to)
     yield replace(base, to=f"{'k' * 70}@example.com")

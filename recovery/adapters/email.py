@@ -236,8 +236,8 @@ def _wire(email: Email) -> Wire | None:
     to = _one_line(email.to)
     if not (_PLAIN_ADDRESS.fullmatch(to) and _PLAIN_ADDRESS.fullmatch(sender.addr_spec)):
         return None
-    to_line = f"To: {to}\r\n"
-    if len(to_line) - 2 > _MAX_LINE:
+    to_line = f"To: {to}\r\n"  # as it is only when the email package would write it so
+    if len(to_line) - 2 > _MAX_LINE or "=?" in to:
         return None
     cte, payload = _encode_text(email.body, "utf-8", None, policy.default)
     parts = [
