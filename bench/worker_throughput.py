@@ -29,7 +29,9 @@ late, as a distant provider would.
 The database is filled with plain INSERT ... SELECT generate_series (customers, cards, open
 invoices with one failed charge each, open cases, outbox rows, due actions, all due now), and
 refilled before each run. Each worker process drains everything due,
-and reports its actions, CPU time and peak RSS (getrusage ru_maxrss).
+and reports its actions, CPU time and peak RSS (getrusage ru_maxrss). The CPU PostgreSQL (the
+postmaster and its backends) and the SMTP sink used meanwhile is read from /proc, per action:
+the three share the machine's cores.
 
 Afterwards, exactly once is checked from the outside: every retry's idempotency key reached the
 Stripe fake once (each worker logs the keys of the pay calls it made), every email reached the
@@ -357,6 +359,32 @@ def fill(url: str, cases: int, retries: int, emails: int) -> float:
 # ---- one run -----------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU seconds (user + system) a process used, with its children that ended (reaped), and
+    with `children` its live children too: PostgreSQL's postmaster and its backends, so the
+    two cores can be accounted for (/proc/<pid>/stat, proc(5))."""
+
+    def fields(p: int | str) -> list[str]:
+        # after the command's closing parenthesis: state, ppid, ... utime is the 14th field
+        return Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+
+    own = fields(pid)
+    ticks = sum(int(x) for x in own[11:15])  # utime, stime, cutime, cstime
+    if children:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError):
+                    child = fields(entry.name)
+                    if int(child[1]) == pid:
+                        ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postmaster_pid(data_dir: Path | None) -> int | None:
+    pid_file = data_dir / "postmaster.pid" if data_dir else None
+    return int(pid_file.read_text().split()[0]) if pid_file and pid_file.exists() else None
+
+
 class Sink:
     def __init__(self, work: Path, latency_ms: float = 0.0) -> None:
         from bench.stack import free_port
@@ -383,20 +411,21 @@ class Sink:
 def providers_alone(work: Path, retries: int, emails: int, latency_ms: float) -> dict[str, Any]:
     """The ceiling: the Stripe fake calls of the retries and the SMTP sends of the emails, in a
     plain loop in this process - no database, no worker."""
-    from recovery.adapters.email import SmtpMailer, address, build, parse_smtp_url
+    from recovery.adapters.email import Email, SmtpMailer, parse_smtp_url
     from recovery.adapters.stripe.errors import CardDeclined
 
     sink = Sink(work, latency_ms)
     gateway = BenchGateway(None, latency_ms / 1000)
     mailer = SmtpMailer(parse_smtp_url(sink.url))
-    sender = address("Dana at Acme", "billing@acme.example")
+    sender = ("Dana at Acme", "billing@acme.example")
     now = datetime.now(UTC)
     body = "Hello,\n\nyour payment of 20.00 USD did not go through. Please update your card."
+    # what the outbox hands the mailer (the bytes are made in the send, as the worker does)
     messages = [
-        build(
+        Email(
             sender=sender,
             reply_to=sender,
-            to=address("", f"c{g}@example.com"),
+            to=f"c{g}@example.com",
             subject="Your payment did not go through",
             body=body,
             dedupe_key=f"alone:{g}",
@@ -435,6 +464,7 @@ def run(
     threads: int,
     latency_ms: float = 0.0,
     profile: bool = False,
+    pg_pid: int | None = None,
 ) -> dict[str, Any]:
     """Start the sink and `workers` processes, let them drain everything due, check once-ness."""
     sink = Sink(work, latency_ms)
@@ -460,6 +490,8 @@ def run(
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("a worker did not start")
     load_before = loadavg()
+    pg_cpu = cpu_seconds(pg_pid, children=True) if pg_pid else 0.0
+    sink_cpu = cpu_seconds(sink.proc.pid)
     started = time.time()
     for proc in procs:
         assert proc.stdin is not None
@@ -469,6 +501,8 @@ def run(
         if proc.wait(timeout=7200) != 0:
             raise RuntimeError(f"worker exited with {proc.returncode}")
     wall = time.time() - started
+    pg_cpu = cpu_seconds(pg_pid, children=True) - pg_cpu if pg_pid else 0.0
+    sink_cpu = cpu_seconds(sink.proc.pid) - sink_cpu
     load_after = loadavg()
     emails = sink.stop()
     results = [json.loads(o.read_text()) for o in outs]
@@ -519,6 +553,9 @@ def run(
             sum(r["cpu_seconds"] for r in results) / max(actions, 1) * 1000, 2
         ),
         "per_worker": results,
+        # the other two users of the machine's cores, for the same actions
+        "postgres_cpu_ms_per_action": round(pg_cpu / max(actions, 1) * 1000, 2),
+        "sink_cpu_ms_per_action": round(sink_cpu / max(actions, 1) * 1000, 2),
         "loadavg_before": load_before,
         "loadavg_after": load_after,
         "check": {
@@ -571,7 +608,9 @@ def detail(r: dict[str, Any]) -> str:
         f"    {r['workers']} process(es) x {r['loops']} loops x {r['threads']} threads, "
         f"latency {r['latency_ms']:g} ms: "
         f"{r['actions']} actions in {r['active_seconds']} s; worker CPU "
-        f"{r['worker_cpu_ms_per_action']} ms/action; peak RSS (MiB) {rss}; exactly once: "
+        f"{r['worker_cpu_ms_per_action']} ms/action (PostgreSQL "
+        f"{r['postgres_cpu_ms_per_action']} ms, SMTP sink {r['sink_cpu_ms_per_action']} ms); "
+        f"peak RSS (MiB) {rss}; exactly once: "
         f"{exactly_once(r)}; {r['loadavg_before']} -> {r['loadavg_after']}"
     )
 
@@ -644,7 +683,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{emails} emails (filled in {took:.1f} s)",
                 flush=True,
             )
-            r = run(server.url, work, n, f"t{n}", args, threads=args.threads, profile=args.profile)
+            r = run(
+                server.url,
+                work,
+                n,
+                f"t{n}",
+                args,
+                threads=args.threads,
+                profile=args.profile,
+                pg_pid=postmaster_pid(server.data_dir),
+            )
             results["throughput"].append(r)
             lines += [worker_line(r, alone), detail(r)]
             print(lines[-2] + "\n" + lines[-1], flush=True)
@@ -675,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
                 args,
                 threads=args.latency_threads,
                 latency_ms=args.latency_ms,
+                pg_pid=postmaster_pid(server.data_dir),
             )
             results["latency"].append({**r, "alone": slow_alone})
             lines += [worker_line(r, slow_alone), detail(r)]

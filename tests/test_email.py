@@ -3,9 +3,11 @@ the link; header injection; a hard bounce; and a worker killed between SMTP and 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
-from datetime import timedelta
-from email.message import EmailMessage
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from email.generator import BytesGenerator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 
 from recovery import i18n
 from recovery.adapters.clock import FrozenClock
-from recovery.adapters.email import SmtpMailer, address, build, parse_smtp_url
+from recovery.adapters.email import Email, Outgoing, SmtpMailer, address, build, parse_smtp_url
 from recovery.domain.reminders import TEMPLATES
 from recovery.runtime import Runtime
 from recovery.services.messaging import reminders
@@ -156,7 +158,7 @@ class DiesAfterSending:
     def __init__(self, inner: SmtpMailer) -> None:
         self.inner, self.died = inner, False
 
-    def send(self, message: EmailMessage) -> str:
+    def send(self, message: Outgoing) -> str:
         result = self.inner.send(message)
         if not self.died:
             self.died = True
@@ -273,3 +275,91 @@ def test_the_stored_message_never_holds_the_links_token(
     client = create_app(runtime=mail_runtime).test_client()
     page = client.get(f"/update/{token}")
     assert page.status_code == 200 and "Visa ending in 4242" in page.text
+
+
+# ---- the bytes of an outbox email: written directly, the same as EmailMessage's -------------
+
+
+def _reference_bytes(email: Email) -> bytes:
+    """What `SMTP.send_message` hands to `sendmail` for the EmailMessage (smtplib's own steps)."""
+    out = io.BytesIO()
+    BytesGenerator(out).flatten(email.message(), linesep="\r\n")
+    return out.getvalue()
+
+
+def _emails() -> Iterator[Email]:
+    """Every template in every locale, and the header values where writing them directly could
+    go wrong: non-ASCII, quoting, encoded-word look-alikes, long lines, line breaks."""
+    when = datetime(2026, 12, 5, 3, 0, 7, tzinfo=UTC)
+    base = Email(
+        sender=("Dana at Acme", "billing@acme.example"),
+        reply_to=("Dana at Acme", "help@acme.example"),
+        to="kim@example.com",
+        subject="Your payment did not go through",
+        body="Hello,\n\nyour payment did not go through.\n",
+        dedupe_key="case:1:reminder:1",
+        date=when,
+    )
+    for locale in i18n.SUPPORTED_LOCALES:
+        for template in sorted(TEMPLATES):
+            rendered = reminders.render_email(template, locale, _context(locale))
+            yield replace(base, subject=rendered.subject, body=rendered.body)
+    long_word = "x" * 90
+    for subject in [
+        "",
+        "  spaced\tout \r\n twice  ",
+        "=?utf-8?q?looks_encoded?=",
+        "Ihre Zahlung über 12,00 €",
+        'a (comment) "quoted" <angle> [x]; semi, comma: colon',
+        "word " * 20,
+        long_word,
+        "Ünïcode " * 12,
+        "Hello\r\nBcc: more@evil.example",
+    ]:
+        yield replace(base, subject=subject)
+    for body in ["", "one line", "x" * 200, "crlf\r\nlines\rmixed\n", "é" * 100, "\u2028sep"]:
+        yield replace(base, body=body)
+    for sender in [("Acme, Inc.", "billing@acme.example"), ("Zoë", "billing@acme.example")]:
+        yield replace(base, sender=sender, reply_to=sender)
+    for to in [
+        "Kim.Lee+tag@Example.CO.uk",
+        "kim@localhost",
+        "kim@exämple.com",
+        " kim@example.com ",
+        "a=?b?=@example.com",
+        "o'neil/x{y}@example.com",
+    ]:
+        yield replace(base, to=to)
+    yield replace(base, to=f"{'k' * 70}@example.com")
+    yield replace(base, date=datetime(2026, 12, 5, 4, 0, tzinfo=timezone(timedelta(hours=1))))
+    yield replace(base, date=datetime(2026, 12, 5, 3, 0))  # naive: -0000
+    for link in ["https://acme.example/u/abc", "https://acme.example/unsubscribe/" + "t" * 80]:
+        yield replace(base, list_unsubscribe=link)
+
+
+def test_an_email_written_directly_is_byte_for_byte_the_email_package_s() -> None:
+    written = 0
+    for email in _emails():
+        wire = email.wire()
+        if wire is None:  # an address beyond plain ASCII: sent as an EmailMessage
+            continue
+        written += 1
+        assert wire.data == _reference_bytes(email), email
+        assert (wire.sender, wire.recipient) == ("billing@acme.example", email.to.strip())
+    assert written >= 8 * len(TEMPLATES)
+
+
+def test_an_outbox_email_arrives_as_the_email_package_would_send_it(sink: SmtpSink) -> None:
+    """Over SMTP, the directly written email and the EmailMessage arrive the same."""
+    mailer = SmtpMailer(parse_smtp_url(sink.url))
+    emails = list(_emails())
+    try:
+        for email in emails:
+            assert mailer.send(email) == email.message_id
+            mailer.send(email.message())
+    finally:
+        mailer.close()
+    assert len(sink.messages) == 2 * len(emails)
+    for direct, reference in zip(sink.messages[::2], sink.messages[1::2], strict=True):
+        assert direct.as_bytes() == reference.as_bytes()
+    assert sink.envelopes[::2] == sink.envelopes[1::2]

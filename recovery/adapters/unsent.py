@@ -6,7 +6,8 @@ mode skips every provider call."""
 from __future__ import annotations
 
 from datetime import datetime
-from email.message import EmailMessage
+
+from recovery.adapters.email import Outgoing
 
 
 class NeverSent(RuntimeError):
@@ -14,7 +15,7 @@ class NeverSent(RuntimeError):
 
 
 class UnsentMailer:
-    def send(self, message: EmailMessage) -> str:
+    def send(self, message: Outgoing) -> str:
         raise NeverSent("shadow mode sends no email")
 
 

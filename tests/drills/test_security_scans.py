@@ -165,7 +165,7 @@ class _RecordingMailer:
             self.sent.append(None)
             raise SendError("recipient refused ([550])", permanent=True, code=550)
         self.sent.append(message)
-        return str(message["Message-ID"])
+        return str(message.message_id)
 
 
 @pytest.fixture

@@ -26,14 +26,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
 from typing import Any, cast
 
 from sqlalchemy import Integer, Table, bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from recovery.adapters.deadline import Deadline
-from recovery.adapters.email import SendError, address, build
+from recovery.adapters.email import Email, SendError
 from recovery.adapters.sms import OPTED_OUT
 from recovery.config import Settings
 from recovery.db import insert_or_ignore
@@ -209,41 +208,16 @@ def _filled(ctx: ActionContext, row: OutboxMessage, text: str) -> str:
     return card_update_links.fill(ctx.session, text, row.dedupe_key, ctx.runtime.settings)
 
 
-@dataclass(frozen=True)
-class Letter:
-    """An email's parts, decided in the claim's transaction; the message itself is built in the
-    call step, on a provider thread (building one is most of an email's CPU, and the loop that
-    claims, decides and records is the worker's limit)."""
-
-    sender: tuple[str, str]  # display name, address
-    reply_to: tuple[str, str]
-    to: str
-    subject: str
-    body: str
-    dedupe_key: str  # the Message-ID derives from it: the same on every attempt
-    date: datetime
-    list_unsubscribe: str | None
-
-    def build(self) -> EmailMessage:
-        return build(
-            sender=address(*self.sender),
-            reply_to=address(*self.reply_to),
-            to=address("", self.to),
-            subject=self.subject,
-            body=self.body,
-            dedupe_key=self.dedupe_key,
-            date=self.date,
-            list_unsubscribe=self.list_unsubscribe,
-        )
-
-
-def _email(ctx: ActionContext, row: OutboxMessage) -> Letter:
+def _email(ctx: ActionContext, row: OutboxMessage) -> Email:
+    """An email's parts, decided in the claim's transaction; the mailer makes it into bytes in
+    the call step, on a provider thread: the loop that claims, decides and records is the
+    worker's limit."""
     rules: Rules = ctx.runtime.rules
     settings: Settings = ctx.runtime.settings
     business = rules.business
     # RECOVERY_MAIL_FROM may be a bare address or "Dana at Acme <billing@acme.example>"; its
     # display name, when it has one, replaces the one built from the rules.
-    return Letter(
+    return Email(
         sender=(
             settings.mail_from_name or f"{business.sender_name} at {business.name}",
             settings.mail_from_address or business.sender_email,
@@ -264,7 +238,7 @@ class Send:
 
     message_id: int
     channel: str
-    email: Letter | None = None  # built in the call step; its Message-ID is stable
+    email: Email | None = None  # made into bytes in the call step; its Message-ID is stable
     to: str = ""  # SMS
     text: str = ""  # SMS, the same on every attempt (the link's token is derived)
     look_up_since: datetime | None = None  # SMS: ask Twilio first, an earlier try may have gone
@@ -358,7 +332,7 @@ def call_send(providers: Providers, send: Send, deadline: Deadline) -> Sent:
     try:
         if send.email is not None:
             assert providers.mailer is not None
-            return Sent(providers.mailer.send(send.email.build()))
+            return Sent(providers.mailer.send(send.email))
         assert providers.sms is not None
         if send.look_up_since is not None:
             found = providers.sms.find_sent(send.to, send.text, send.look_up_since)
