@@ -146,6 +146,7 @@ class Billing(CustomersActing):
                 and not (card and self.card_expires(card) <= start + length + FINAL_WINDOW)
             ):
                 routine = self.fake.events[-1]["id"]
+                self.hold(routine)
         amount = int(price["unit_amount"]) * int(sub["items"]["data"][0]["quantity"])
         if s.discount_renewals > 0:
             s.discount_renewals -= 1
@@ -177,9 +178,10 @@ class Billing(CustomersActing):
         try:
             self.fake.pay_invoice(invoice_id, idempotency_key=f"renewal:{invoice_id}")
             self.quiet.update((invoice_id, routine) if routine else (invoice_id,))
+            self.release(routine, alone=False)
             return
         except (CardDeclined, AuthenticationRequired):
-            pass
+            self.release(routine, alone=True)
         assert decline is not None and card is not None
         self.report.failed_renewals += 1
         self.report.declines[decline.name] = self.report.declines.get(decline.name, 0) + 1

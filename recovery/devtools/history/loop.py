@@ -89,6 +89,7 @@ class History(Billing):
                 action()
                 self.deliver()
         self.clock.set(self.end)
+        self.release_all()
         self.settle()
         self.report.seconds = time.perf_counter() - started
         self.count_cases()
