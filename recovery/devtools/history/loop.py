@@ -50,8 +50,11 @@ class History(Billing):
     # ---- the run -----------------------------------------------------------------------------
 
     def run(self) -> HistoryReport:
-        with _fewer_collections():
-            return self._run()
+        try:
+            with _fewer_collections():
+                return self._run()
+        finally:
+            self.close()
 
     def _run(self) -> HistoryReport:
         started = time.perf_counter()
