@@ -46,7 +46,8 @@ PRIOR_BETA = 1.0
 # ~1e-30 of a Beta's mass lies), so a posterior of a million outcomes, a few thousandths wide, is
 # as finely resolved as the flat prior. The error is below 1e-5 a share (tests/domain/
 # test_experiments.py checks it against scipy's adaptive quadrature); the 10,000 Monte Carlo
-# draws used before had a standard error of up to 0.5 points (5e-3) and cost ~20 times the CPU.
+# draws used before had a standard error of up to 0.5 points (5e-3) and cost ~10 times the CPU
+# (two arms: 31 ms against 2.8 ms).
 GRID_POINTS = 1000
 BULK_SDS = 12.0
 
