@@ -697,9 +697,6 @@ ROUTING_PER_DAY = 100  # failed payments a day. ASSUMPTION: a business with ~3,0
 ROUTING_REPLICATIONS = 10
 ROUTING_HOLDOUT = 0.10  # as in the example
 ROUTING_MIN_SHARE = 0.10
-# Posterior draws per reassignment. The service uses DEFAULT_DRAWS (10,000); 2,000 keeps ten
-# replications quick and moves a share by about one point at most (its standard error).
-ROUTING_DRAWS = 2_000
 ROUTING_TABLE_EVERY = 14  # days between rows of the routing table
 # What Stripe alone does for the holdout: Smart Retries, for which "8 retries evenly in 14 days"
 # stands in (BASELINES above). ASSUMPTION, as there.
@@ -777,7 +774,7 @@ def route(
                 run.finished[run.arms[i]][0 if population[i][run.arms[i]] else 1] += 1
             if experiment.routing == "thompson":
                 counts = {name: Outcomes(*run.finished[name]) for name in ROUTING_ARMS}
-                reassignment = thompson_shares(experiment, counts, rng, ROUTING_DRAWS)
+                reassignment = thompson_shares(experiment, counts)
                 run.reassignments[day] = reassignment
                 shares = reassignment.shares
         run.shares.append(shares)

@@ -257,3 +257,42 @@ def test_every_history_tells_the_whole_story(
     assert statuses.get("lost", 0) >= 1, statuses
     assert {"our_retry", "card_update_link"} <= via, (via, statuses)
     assert case_sms >= 1, statuses  # the outbox shows a newcomer a reminder by SMS
+
+
+def test_every_renewal_reaches_the_service_even_one_the_end_cut_off(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    """A renewal's customer.subscription.updated waits for the renewal's charge an hour later
+    and goes to the inbox with it (one batch, not two). None may be lost: every period event
+    the account emitted is stored, and one still waiting when the history ends goes then, so
+    the renewal dates the service shows are Stripe's."""
+    path = tmp_path / "history.db"
+    shutil.copy(sqlite_template, path)
+    clock = FrozenClock(START)
+    fake = FakeStripeGateway(clock=clock)
+    rt = _runtime(f"sqlite:///{path}", tmp_path, clock, fake)
+    history = History(rt, fake, clock, customers=12, seed=4, end=START, days=62)
+    history.run()
+
+    def stored() -> set[str]:
+        with rt.db.transaction() as session:
+            return set(
+                session.scalars(
+                    select(StripeEvent.id).where(
+                        StripeEvent.type == "customer.subscription.updated"
+                    )
+                )
+            )
+
+    emitted = {e["id"] for e in fake.events if e["type"] == "customer.subscription.updated"}
+    assert history.report.renewals > 0 and emitted <= stored()
+    # A renewal whose charge the end cut off: held, then sent when the history ends.
+    sub = fake.store["subscription"][history.subscribers[0].subscription_id]
+    event = fake.add_event("customer.subscription.updated", sub)
+    history.hold(event["id"])
+    history.deliver()
+    assert event["id"] not in stored()
+    history.release_all()
+    history.deliver()
+    assert event["id"] in stored()
+    rt.db.dispose()

@@ -11,8 +11,10 @@ With `routing = "thompson"` the arms' shares come from Thompson sampling (Thomps
 al., "A Tutorial on Thompson Sampling", 2018, ch. 3): each arm's recovered / not-recovered counts
 give a Beta posterior, and each arm gets the probability that it is the best arm - the share of
 customers per-customer Thompson sampling would send it - on top of a floor of `min_share`, while
-the holdout keeps its fixed share. A customer's arm is recorded when it is first assigned and never
-changes (the caller records it); this module only maps a customer to an arm for given shares.
+the holdout keeps its fixed share. That probability is computed, not sampled: the integral of
+one arm's density times the other arms' distribution functions (`best_arm_probabilities`). A
+customer's arm is recorded when it is first assigned and never changes (the caller records it);
+this module only maps a customer to an arm for given shares.
 
 The rules format is in `recovery.domain.experiment_rules`; intervals and verdicts in
 `recovery.domain.stats`.
@@ -21,8 +23,9 @@ The rules format is in `recovery.domain.experiment_rules`; intervals and verdict
 from __future__ import annotations
 
 import hashlib
-import random
-from collections.abc import Mapping
+import itertools
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -38,9 +41,15 @@ HOLDOUT = "holdout"  # the holdout's name wherever arms are named; no arm may ta
 # Beta(1, 1): uniform before any outcome, so an arm without data is as likely best as any other.
 PRIOR_ALPHA = 1.0
 PRIOR_BETA = 1.0
-# Monte Carlo draws per reassignment: the standard error of a share is at most
-# sqrt(0.25 / 10,000) = 0.5 points, well below what moves a recovery rate.
-DEFAULT_DRAWS = 10_000
+# The integration grid of `best_arm_probabilities`: this many points evenly over [0, 1], and as
+# many again over each posterior's bulk (its mean +- BULK_SDS standard deviations, where all but
+# ~1e-30 of a Beta's mass lies), so a posterior of a million outcomes, a few thousandths wide, is
+# as finely resolved as the flat prior. The error is below 1e-5 a share (tests/domain/
+# test_experiments.py checks it against scipy's adaptive quadrature); the 10,000 Monte Carlo
+# draws used before had a standard error of up to 0.5 points (5e-3) and cost ~10 times the CPU
+# (two arms: 31 ms against 2.8 ms).
+GRID_POINTS = 1000
+BULK_SDS = 12.0
 
 
 @dataclass(frozen=True)
@@ -178,7 +187,7 @@ class Posterior:
     not_recovered: int
     alpha: float
     beta: float
-    p_best: float  # share of posterior draws in which this arm had the highest rate
+    p_best: float  # probability that this arm's rate is the highest, under the posteriors
 
     @property
     def mean(self) -> float:
@@ -192,13 +201,11 @@ class Reassignment:
     experiment: str
     shares: Shares
     posteriors: tuple[Posterior, ...]
-    draws: int
 
     def as_log(self) -> dict[str, Any]:
         return {
             "experiment": self.experiment,
             "shares": {name: round(share, 4) for name, share in self.shares.as_dict().items()},
-            "draws": self.draws,
             "posteriors": [
                 {
                     "arm": p.arm,
@@ -214,45 +221,96 @@ class Reassignment:
         }
 
 
-def thompson_shares(
-    experiment: Experiment,
-    outcomes: Mapping[str, Outcomes],
-    rng: random.Random,
-    draws: int = DEFAULT_DRAWS,
-) -> Reassignment:
+def thompson_shares(experiment: Experiment, outcomes: Mapping[str, Outcomes]) -> Reassignment:
     """The arms' next shares: `min_share` each, and what is left of (1 - holdout) split by each
     arm's probability of being best under its Beta posterior. `outcomes` has an entry per arm
-    with data (a missing arm has none yet); `rng` is the caller's, seeded, so a reassignment can
-    be replayed."""
+    with data (a missing arm has none yet). The same counts always give the same shares."""
     if experiment.routing != "thompson":
         raise ValueError(f"experiment {experiment.key} routes fixed shares")
     names = [a.name for a in experiment.arms]
     unknown = sorted(set(outcomes) - set(names))
     if unknown:
         raise ValueError(f"experiment {experiment.key} has no arm {unknown[0]}")
-    if draws < 1:
-        raise ValueError("draws must be at least 1")
     counts = [outcomes.get(name, Outcomes()) for name in names]
     if any(c.recovered < 0 or c.not_recovered < 0 for c in counts):
         raise ValueError("outcome counts cannot be negative")
     params = [(PRIOR_ALPHA + c.recovered, PRIOR_BETA + c.not_recovered) for c in counts]
-    wins = [0] * len(names)
-    for _ in range(draws):
-        sampled = [rng.betavariate(a, b) for a, b in params]
-        wins[max(range(len(sampled)), key=sampled.__getitem__)] += 1
+    best = best_arm_probabilities(params)
     free = max(0.0, 1.0 - experiment.holdout - experiment.min_share * len(names))
     shares = Shares(
         experiment.holdout,
-        tuple(
-            (name, experiment.min_share + free * won / draws)
-            for name, won in zip(names, wins, strict=True)
-        ),
+        tuple((name, experiment.min_share + free * p) for name, p in zip(names, best, strict=True)),
     )
     posteriors = tuple(
-        Posterior(name, c.recovered, c.not_recovered, a, b, won / draws)
-        for name, c, (a, b), won in zip(names, counts, params, wins, strict=True)
+        Posterior(name, c.recovered, c.not_recovered, a, b, p)
+        for name, c, (a, b), p in zip(names, counts, params, best, strict=True)
     )
-    return Reassignment(experiment.key, shares, posteriors, draws)
+    return Reassignment(experiment.key, shares, posteriors)
+
+
+def best_arm_probabilities(params: Sequence[tuple[float, float]]) -> tuple[float, ...]:
+    """For independent Beta(a, b) rates, the probability that each is the highest:
+    P_i = integral over [0, 1] of f_i(x) * prod_{j != i} F_j(x) dx (f the density, F the
+    distribution function), by the trapezoid rule on a grid fine wherever any density has mass.
+    Each F is the running integral of its own f on the same grid, so the P_i sum to 1 up to
+    rounding (and are normalised to exactly that). Needs a, b >= 1 (the prior is Beta(1, 1)):
+    every density is then finite on [0, 1]."""
+    if not params:
+        return ()
+    if any(a < 1 or b < 1 for a, b in params):
+        raise ValueError("Beta parameters below 1 are not supported")
+    grid = _grid(params)
+    steps = [right - left for left, right in itertools.pairwise(grid)]
+    densities = [_beta_density(grid, a, b) for a, b in params]
+    cdfs, masses = [], []
+    for f in densities:
+        running, cdf = 0.0, [0.0]
+        for step, left, right in zip(steps, f, f[1:], strict=False):
+            running += step * (left + right) / 2
+            cdf.append(running)
+        masses.append(running)  # the grid's own normalisation: each F ends at exactly 1
+        cdfs.append([value / running for value in cdf])
+    raw = []
+    for i, f in enumerate(densities):
+        integrand = [value / masses[i] for value in f]
+        for j, cdf in enumerate(cdfs):
+            if j != i:
+                integrand = [value * below for value, below in zip(integrand, cdf, strict=True)]
+        raw.append(
+            sum(
+                step * (left + right)
+                for step, left, right in zip(steps, integrand, integrand[1:], strict=False)
+            )
+            / 2
+        )
+    total = sum(raw)
+    return tuple(p / total for p in raw)
+
+
+def _grid(params: Sequence[tuple[float, float]]) -> list[float]:
+    points = {k / GRID_POINTS for k in range(GRID_POINTS + 1)}
+    for a, b in params:
+        mean = a / (a + b)
+        sd = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+        low, high = max(0.0, mean - BULK_SDS * sd), min(1.0, mean + BULK_SDS * sd)
+        points.update(low + (high - low) * k / GRID_POINTS for k in range(GRID_POINTS + 1))
+    return sorted(points)
+
+
+def _beta_density(grid: Sequence[float], a: float, b: float) -> list[float]:
+    log_norm = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    out = []
+    for x in grid:
+        if (x <= 0.0 and a > 1) or (x >= 1.0 and b > 1):
+            out.append(0.0)
+            continue
+        log_f = log_norm
+        if a != 1:
+            log_f += (a - 1) * math.log(x)
+        if b != 1:
+            log_f += (b - 1) * math.log1p(-x)
+        out.append(math.exp(log_f))
+    return out
 
 
 # ---- what an arm changes ------------------------------------------------------------------------

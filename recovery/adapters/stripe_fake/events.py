@@ -15,7 +15,7 @@ class FakeEvents(FakeStore):
         self, event_type: str, obj: Mapping[str, Any], *, created: int | None = None
     ) -> StripeDict:
         """An event in the account's history (what `iter_events` lists)."""
-        self._emit(event_type, clone(dict(obj)))
+        self._emit(event_type, dict(obj))  # `_emit` stores a copy
         if created is not None:
             self.events[-1]["created"] = created
         return clone(self.events[-1])

@@ -158,7 +158,7 @@ class FakePayments(FakeStore):
         now = self._now()
         charge: StripeDict = {}
         if charge_id is not None:
-            charge = self.put(
+            charge = self._insert(
                 {
                     "id": charge_id,
                     "object": "charge",
@@ -203,7 +203,7 @@ class FakePayments(FakeStore):
                     "status": status,
                 }
             )
-        self.put(
+        self._insert(
             {
                 "id": intent_id,
                 "object": "payment_intent",
@@ -230,7 +230,7 @@ class FakePayments(FakeStore):
                 "status": {"failed": "requires_payment_method"}.get(status, status),
             }
         )
-        self.put(
+        self._insert(
             {
                 "id": self.new_id("inpay"),
                 "object": "invoice_payment",

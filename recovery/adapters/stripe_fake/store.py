@@ -133,6 +133,15 @@ class FakeStore:
         self.store[kind][oid] = stored
         return clone(stored)
 
+    def _insert(self, obj: StripeDict) -> StripeDict:
+        """Store an object the fake has just built, which nobody else holds: `put` without its
+        two copies (three per payment attempt). Returns the stored object itself."""
+        kind, oid = obj["object"], obj["id"]
+        if oid not in self.store[kind]:
+            self._seq[oid] = len(self._seq)
+        self.store[kind][oid] = obj
+        return obj
+
     def _get(self, kind: str, oid: str, param: str | None = None) -> StripeDict:
         obj = self.store[kind].get(oid)
         if obj is None:

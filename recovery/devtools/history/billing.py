@@ -17,7 +17,6 @@ from recovery.devtools.history.model import (
     DAY,
     DECLINES,
     EXPIRED,
-    FINAL_WINDOW,
     GIVE_UP_WEIGHT,
     OPEN_AT_END_DAYS,
     OUTCOMES,
@@ -139,18 +138,13 @@ class Billing(CustomersActing):
             # Paused with behavior=void: Stripe voids the period's invoice; nothing is owed.
             self.fake.add_event("customer.subscription.updated", sub)
             return
-        routine: str | None = None  # the period's event, if it may be left out when paid
+        period_event: str | None = None  # held until the charge (see `Simulation.hold`)
         if pause:
             self.fake.resume_subscription(sid, idempotency_key=f"resume:{sid}:{start}")
         else:
             self.fake.add_event("customer.subscription.updated", sub)
-            card = self.current_card(s)
-            if (
-                length < 365 * DAY
-                and start + length + FINAL_WINDOW < self.end.timestamp()
-                and not (card and self.card_expires(card) <= start + length + FINAL_WINDOW)
-            ):
-                routine = self.fake.events[-1]["id"]
+            period_event = self.fake.events[-1]["id"]
+            self.hold(period_event)
         amount = int(price["unit_amount"]) * int(sub["items"]["data"][0]["quantity"])
         if s.discount_renewals > 0:
             s.discount_renewals -= 1
@@ -158,9 +152,10 @@ class Billing(CustomersActing):
         invoice = self.fake.add_invoice(s.customer_id, subscription_id=sid, amount_due=amount)
         self.report.renewals += 1
         # Stripe attempts payment about an hour after the renewal invoice is created.
-        self.at(self.now + 3600, functools.partial(self.charge_renewal, s, invoice["id"], routine))
+        charge = functools.partial(self.charge_renewal, s, invoice["id"], period_event)
+        self.at(self.now + 3600, charge)
 
-    def charge_renewal(self, s: Subscriber, invoice_id: str, routine: str | None) -> None:
+    def charge_renewal(self, s: Subscriber, invoice_id: str, period_event: str | None) -> None:
         """Stripe's automatic charge of a renewal, failing as the model says."""
         card = self.current_card(s)
         decline: Decline | None = None
@@ -183,10 +178,11 @@ class Billing(CustomersActing):
             self.program_decline(invoice_id, card, decline)
         try:
             self.fake.pay_invoice(invoice_id, idempotency_key=f"renewal:{invoice_id}")
-            self.quiet.update((invoice_id, routine) if routine else (invoice_id,))
+            self.quiet.add(invoice_id)
+            self.release(period_event, alone=False)
             return
         except (CardDeclined, AuthenticationRequired):
-            pass
+            self.release(period_event, alone=True)
         assert decline is not None and card is not None
         self.report.failed_renewals += 1
         self.report.declines[decline.name] = self.report.declines.get(decline.name, 0) + 1

@@ -4,8 +4,11 @@ a due action, the daily jobs) from the start of the history to its end."""
 from __future__ import annotations
 
 import functools
+import gc
 import heapq
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
@@ -21,11 +24,39 @@ from recovery.devtools.history.model import (
 from recovery.models import RecoveryCase
 from recovery.services.events.sync import sync_from_stripe
 
+# Young collections every this many allocations (CPython's default: 700), while the history runs.
+YOUNG_COLLECTION_EVERY = 10_000
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """The history's objects live as long as it does (the fake's customers and events, the
+    ORM's cached statements, the app), and CPython's cyclic collector walked them again and
+    again: 1.1 s of the demo's ~13 CPU s, most of it in full collections. What exists before the
+    run is frozen (never walked, https://docs.python.org/3/library/gc.html#gc.freeze; no
+    collection first: that alone cost 0.1 s) and young collections come less often: 0.45 s.
+    Cycles made during the run are still collected; the settings are restored after it."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, before[1], before[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
 
 class History(Billing):
     # ---- the run -----------------------------------------------------------------------------
 
     def run(self) -> HistoryReport:
+        try:
+            with _fewer_collections():
+                return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> HistoryReport:
         started = time.perf_counter()
         self.clock.set(self.start)
         self.setup_catalogue()
@@ -61,6 +92,7 @@ class History(Billing):
                 action()
                 self.deliver()
         self.clock.set(self.end)
+        self.release_all()
         self.settle()
         self.report.seconds = time.perf_counter() - started
         self.count_cases()

@@ -15,7 +15,6 @@ DAILY_JOBS_HOUR = 6  # UTC
 # every notice before its first send date; each run reads every subscription (~0.3 s at 300),
 # and 182 of them would double the seeding time.
 DAILY_JOBS_EVERY = 14
-FINAL_WINDOW = 35 * DAY  # every renewal's period event from here on reaches the service
 # Renewals failing in the last days are left to their reminders (the customer has not acted
 # yet), and these declines are added among them, so a few cases are open at the end.
 OPEN_AT_END_DAYS = 10

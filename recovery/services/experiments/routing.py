@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -80,9 +79,8 @@ def reroute(session: Session, experiment: Experiment, rules: Rules, now: datetim
         counts = cancel_flow_outcomes(session, experiment)
     arms = {a.name for a in experiment.arms}
     counts = {arm: c for arm, c in counts.items() if arm in arms}  # the holdout is not routed
-    # Seeded by experiment and day: a rerun of the same day's job gives the same shares.
-    rng = random.Random(f"{experiment.key}:{now.date().isoformat()}")
-    reassignment = thompson_shares(experiment, counts, rng)
+    # Computed, not sampled: a rerun of the same day's job gives the same shares.
+    reassignment = thompson_shares(experiment, counts)
     record = reassignment.as_log()
     session.add(
         ExperimentRouting(
