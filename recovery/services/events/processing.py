@@ -167,7 +167,7 @@ def _apply(
                 with contextlib.suppress(Exception):  # the one-event path records why
                     ops = reactions[0].ops(data, data["data"]["object"])
         items.append((event, data, ops))
-    batch = MirrorBatch(session, dialect)
+    batch = MirrorBatch(session, dialect, keeps_writes=not careful)
     batch.prefetch(op for _, _, ops in items for op in ops or ())
     ctx.facts = gates.read_facts(session, [d for _, d, ops in items if d and ops is not None])
     statuses: dict[str, str] = {}
