@@ -232,8 +232,16 @@ def _apply(
         if ops is not None and data is not None and _mirror_only(ctx, batch, data, ops):
             run.append(event)
             continue
-        write_run()
+        if careful or ops is None:
+            write_run()
+            one(event, data, ops)
+            continue
+        # Without savepoints the run's rows need no statements of their own: they go with
+        # this event's, which its mirror handler writes (through the batch) before any of its
+        # reactions reads.
         one(event, data, ops)
+        statuses.update((done.id, EventStatus.PROCESSED) for done in run)
+        run.clear()
     write_run()
     _reevaluate_noted(session, ctx, events, statuses, now, careful)
     done = [event.id for event in events if statuses.get(event.id) == EventStatus.PROCESSED]
