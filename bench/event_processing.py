@@ -3,6 +3,7 @@ worker's batches, no HTTP.
 
     .venv/bin/python bench/event_processing.py [--customers 300] [--engine sqlite|postgres|both]
                                                [--batch 200] [--profile]
+                                               [--webhook-mix 10000]
 
 What the worker does with stored events (`inbox.process_pending`: claim a batch FOR UPDATE SKIP
 LOCKED, apply the mirror and every feature's reactions - cases, retries, reminders, expiry - in
@@ -13,7 +14,10 @@ one transaction with a savepoint per event), timed on the lifecycle the chaos re
 1. storing: every event through `inbox.ingest`, as the webhook does (one statement each);
 2. in order: each event once, in Stripe's order (the most work: every reaction acts);
 3. shuffled: the same lifecycle shuffled with 35 % duplicates (the chaos replay's order; the
-   duplicates are dropped when stored), processed in arrival order.
+   duplicates are dropped when stored), processed in arrival order;
+4. (--webhook-mix N) the webhook bench's events (bench/event_mix.py: a third of them payment
+   failures over 2,000 customers; each body sent with a fresh id and `created` as 500 a second
+   would), N of them: what the worker of `bench/webhook_ingest.py` processes, without HTTP.
 
 Prints events/s, CPU ms and SQL statements per event of this process (PostgreSQL's own CPU is
 not included), and the machine's load average. Target (issue 16): >= 1,000 events/s processed
@@ -110,8 +114,28 @@ def _line(label: str, result: tuple[int, float, float, int]) -> str:
     )
 
 
+def _webhook_mix(count: int, rate: int = 500) -> list[bytes]:
+    """`count` bodies of bench/webhook_ingest.py's mix, in the load generator's order, ids and
+    `created` as a run at `rate` events a second gives them."""
+    from bench.event_mix import build_templates
+
+    templates = build_templates()
+    start = int(START.timestamp())
+    return [
+        templates[n % len(templates)].body(f"evt_mix{n:010d}", start + n // rate)
+        for n in range(count)
+    ]
+
+
 def bench(
-    engine: str, url: str, tmp: Path, customers: int, seed: int, batch: int, profile: bool
+    engine: str,
+    url: str,
+    tmp: Path,
+    customers: int,
+    seed: int,
+    batch: int,
+    profile: bool,
+    webhook_mix: int = 0,
 ) -> dict[str, float]:
     events = generate_lifecycle(customers, seed)
     in_order = [sp.body_of(e) for e in events]
@@ -119,7 +143,10 @@ def bench(
     upgrade(url)
     print(f"{engine}: {customers} customers, seed {seed}, batches of {batch}")
     rates = {}
-    for label, bodies in (("in order", in_order), ("shuffled, 35% duplicates", shuffled)):
+    runs = [("in order", in_order), ("shuffled, 35% duplicates", shuffled)]
+    if webhook_mix:
+        runs.append(("webhook mix", _webhook_mix(webhook_mix)))
+    for label, bodies in runs:
         run = Run(url, tmp)
         stored = run.timed(functools.partial(run.store, bodies))
         print(_line(f"{label}: storing", stored))
@@ -143,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--engine", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--batch", type=int, default=inbox.BATCH)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--webhook-mix", type=int, default=0, metavar="N", help="also N events of that mix"
+    )
     args = parser.parse_args(argv)
     print(f"bench/event_processing.py {' '.join(sys.argv[1:])}  (python {sys.version.split()[0]})")
     tmp = Path(tempfile.mkdtemp(prefix="event_processing_"))
@@ -164,7 +194,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     for engine, url_of, stop in runs:
         try:
             rates = bench(
-                engine, url_of(), tmp, args.customers, args.seed, args.batch, args.profile
+                engine,
+                url_of(),
+                tmp,
+                args.customers,
+                args.seed,
+                args.batch,
+                args.profile,
+                args.webhook_mix,
             )
         finally:
             stop()

@@ -10,12 +10,13 @@ database going away fails the whole batch, which stays pending.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import json
 import logging
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -85,13 +86,63 @@ def apply(
     written. An event that fails rolls back alone (a run whose write fails is replayed event by
     event to find it) and is retried with backoff. A case's re-evaluation the events ask for is
     made once (services/cases/reactions.py), at the latest here at the end; if it fails, the
-    events that asked are retried."""
+    events that asked are retried.
+
+    The savepoints are only needed when something fails, which is rare, and they were a quarter
+    of a batch's statements on PostgreSQL (a SAVEPOINT and a RELEASE, each a round trip, per
+    event that runs its reactions, per run of mirror-only events and per re-evaluated case). So
+    the batch runs first under one savepoint alone; if anything in it fails, that savepoint is
+    rolled back and the batch runs again with a savepoint per event, as described above - the
+    same end state either way."""
+    info = _copy_info(session)
+    try:
+        with session.begin_nested():
+            return _apply_deferring(session, ctx_factory, events, now, dialect, careful=False)
+    except _DATABASE_GONE:
+        raise
+    except Exception as exc:  # who failed, and how, the careful run finds out and records
+        log.info("batch of %d events failed (%s); again event by event", len(events), exc)
+    session.info.clear()
+    session.info.update(info)
+    session.expunge_all()
+    return _apply_deferring(session, ctx_factory, events, now, dialect, careful=True)
+
+
+def _copy_info(session: Session) -> dict[Any, Any]:
+    """What the session remembers before a batch (services/cases/reactions.py, gates.py and
+    others keep a batch's notes there), copied deep enough to put back."""
+    return {
+        k: copy.copy(v) if isinstance(v, dict | set | list) else v for k, v in session.info.items()
+    }
+
+
+def _apply_deferring(
+    session: Session,
+    ctx_factory: ContextFactory,
+    events: Sequence[Claimed],
+    now: datetime,
+    dialect: str,
+    *,
+    careful: bool,
+) -> dict[str, str]:
     ctx = ctx_factory(session)
     case_reactions.defer_reevaluations(session)
     try:
-        return _apply(session, ctx, events, now, dialect)
+        return _apply(session, ctx, events, now, dialect, careful)
     finally:
         case_reactions.stop_deferring(session)
+
+
+@contextlib.contextmanager
+def _guarded(session: Session, careful: bool) -> Iterator[None]:
+    """A savepoint when running event by event; else only the flush its release would make
+    (the caller expunges the session's objects next, which would drop unflushed ones)."""
+    if careful:
+        with session.begin_nested():
+            yield
+    else:
+        yield
+        session.flush()
 
 
 def _apply(
@@ -100,6 +151,7 @@ def _apply(
     events: Sequence[Claimed],
     now: datetime,
     dialect: str,
+    careful: bool,
 ) -> dict[str, str]:
     on_event = ctx.runtime.handlers.on_event
     take_batch_moves(session)
@@ -115,7 +167,7 @@ def _apply(
                 with contextlib.suppress(Exception):  # the one-event path records why
                     ops = reactions[0].ops(data, data["data"]["object"])
         items.append((event, data, ops))
-    batch = MirrorBatch(session, dialect)
+    batch = MirrorBatch(session, dialect, keeps_writes=not careful)
     batch.prefetch(op for _, _, ops in items for op in ops or ())
     ctx.facts = gates.read_facts(session, [d for _, d, ops in items if d and ops is not None])
     statuses: dict[str, str] = {}
@@ -135,12 +187,14 @@ def _apply(
             batch.flush()
 
         try:
-            with session.begin_nested():
+            with _guarded(session, careful):
                 payload = data if data is not None else json.loads(event.payload)
                 process_payload(ctx, payload, write_mirror)
         except _DATABASE_GONE:
             raise  # the database went away: the whole batch stays pending
         except Exception as exc:  # a processing bug or bad data: this event alone, later
+            if not careful:
+                raise
             log.warning("processing event %s failed: %s", event.id, exc.__class__.__name__)
             # What it asked for is rolled back, what it made of the others' asks must be redone.
             case_reactions.restore_deferred(session, noted)
@@ -160,11 +214,13 @@ def _apply(
         pending = list(run)
         run.clear()
         try:
-            with session.begin_nested():
+            with _guarded(session, careful):
                 batch.flush()
         except _DATABASE_GONE:
             raise
         except Exception as exc:  # a value the database refused: find whose, one by one
+            if not careful:
+                raise
             log.warning("writing %d events' rows failed: %s", len(pending), exc.__class__.__name__)
             batch.forget_pending()
             for event, data, ops in [i for i in items if i[0] in pending]:
@@ -176,10 +232,18 @@ def _apply(
         if ops is not None and data is not None and _mirror_only(ctx, batch, data, ops):
             run.append(event)
             continue
-        write_run()
+        if careful or ops is None:
+            write_run()
+            one(event, data, ops)
+            continue
+        # Without savepoints the run's rows need no statements of their own: they go with
+        # this event's, which its mirror handler writes (through the batch) before any of its
+        # reactions reads.
         one(event, data, ops)
+        statuses.update((done.id, EventStatus.PROCESSED) for done in run)
+        run.clear()
     write_run()
-    _reevaluate_noted(session, ctx, events, statuses, now)
+    _reevaluate_noted(session, ctx, events, statuses, now, careful)
     done = [event.id for event in events if statuses.get(event.id) == EventStatus.PROCESSED]
     if done:
         session.execute(_MARK_PROCESSED, {"ids": done, "now": now})
@@ -211,21 +275,25 @@ def _reevaluate_noted(
     events: Sequence[Claimed],
     statuses: dict[str, str],
     now: datetime,
+    careful: bool,
 ) -> None:
-    """The batch's noted re-evaluations, a savepoint per case, with the reminders each decision
-    calls for. One that fails is rolled back and the events that asked for it are retried."""
+    """The batch's noted re-evaluations, a savepoint per case (when `careful`), with the
+    reminders each decision calls for. One that fails is rolled back and the events that asked
+    for it are retried."""
     by_id = {event.id: event for event in events}
     for case_id in sorted(case_reactions.deferred(session)):
         noted = case_reactions.deferred(session).get(case_id)
         if noted is None:
             continue
         try:
-            with session.begin_nested():
+            with _guarded(session, careful):
                 case_reactions.reevaluate_deferred(ctx.runtime, session, [case_id])
                 gates.sync_moved_cases(ctx.runtime, session, sorted(take_moved_cases(session)))
         except _DATABASE_GONE:
             raise
         except Exception as exc:
+            if not careful:
+                raise
             log.warning("re-evaluating case %s failed: %s", case_id, exc.__class__.__name__)
             for event_id in dict.fromkeys(noted.events):
                 event = by_id.get(event_id)
