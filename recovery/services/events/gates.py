@@ -17,7 +17,13 @@ most of the work of an event:
   and is not run;
 - the win-back reaction to a live subscription runs only for a customer with a win-back it
   would stop or count as reactivated (every renewal's customer.subscription.updated ran it,
-  which made every renewal the slow path).
+  which made every renewal the slow path);
+- a customer's metadata contacts are synced only when the event names some or the customer
+  has some to keep or remove (every customer.created and customer.updated ran it: 3
+  statements, and the one-event path, for the customers - nearly all - with none);
+- a subscription's update re-steers the customer's active cases only when it changed the
+  card Stripe will charge (its default card): that is all a decision reads of a subscription
+  (services/cases/evidence.py), where every past_due update of a failure re-steered them.
 The checks read the batch's `Facts` (read once per batch, grown as cases open and after every
 event whose reactions ran; outside a batch, e.g. for a re-fetched object, they always say yes).
 """
@@ -34,7 +40,8 @@ from sqlalchemy.orm import Session
 
 from recovery.domain import stripe_objects as so
 from recovery.domain.cases import ACTIVE
-from recovery.models import MessageStatus, OutboxMessage, RecoveryCase, WinBack
+from recovery.domain.outreach import metadata_contacts
+from recovery.models import AccountContact, MessageStatus, OutboxMessage, RecoveryCase, WinBack
 from recovery.runtime import (
     Facts,
     Gated,
@@ -77,6 +84,26 @@ def _customer_has_win_back(ctx: ProcessingContext, event: Payload, obj: Payload)
     return not isinstance(facts, BatchFacts) or customer_of(obj) in facts.customers_with_win_backs
 
 
+def _card_moved_for_active_case(ctx: ProcessingContext, event: Payload, obj: Payload) -> bool:
+    if ctx.facts is None:
+        return True
+    changes = ctx.changes
+    return (changes.default_card or changes.cards) and _customer_has_active_case(ctx, event, obj)
+
+
+def _contacts_to_sync(ctx: ProcessingContext, event: Payload, obj: Payload) -> bool:
+    """The event's customer names metadata contacts, or has some that may have to go."""
+    facts = ctx.facts
+    if not isinstance(facts, BatchFacts) or metadata_contacts(_metadata(obj)):
+        return True
+    return customer_of(obj) in facts.customers_with_metadata_contacts
+
+
+def _metadata(obj: Payload) -> Payload | None:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else None
+
+
 def if_invoice_has_case(reaction: Reaction) -> Gated:
     return Gated(_invoice_has_case, reaction)
 
@@ -91,6 +118,17 @@ def if_subscription_has_case(reaction: Reaction) -> Gated:
 
 def if_customer_has_win_back(reaction: Reaction) -> Gated:
     return Gated(_customer_has_win_back, reaction)
+
+
+def if_card_moved_for_active_case(reaction: Reaction) -> Gated:
+    """For a subscription's update: its default card changed, and the customer has an active
+    case."""
+    return Gated(_card_moved_for_active_case, reaction)
+
+
+def if_metadata_contacts(reaction: Reaction) -> Gated:
+    """For the metadata contacts' sync (services/outreach/contacts.py, `on_customer`)."""
+    return Gated(_contacts_to_sync, reaction)
 
 
 # ---- the planners --------------------------------------------------------------------------
@@ -171,14 +209,16 @@ _OPEN_WIN_BACK = ("planned", "stopped")
 
 
 class BatchFacts(Facts):
-    """`Facts`, and which customers have an open win-back. All three are read together, by one
-    prepared statement, when the first of them is asked: a batch is often a single event (the
-    demo, an inline webhook), and three statements each built anew cost more than the event."""
+    """`Facts`, which customers have an open win-back and which have metadata contacts. All are
+    read together, by one prepared statement, when the first of them is asked: a batch is often
+    a single event (the demo, an inline webhook), and a statement each built anew cost more
+    than the event."""
 
     def __init__(self, read: Callable[[BatchFacts], None]) -> None:
         self._read_all: Callable[[BatchFacts], None] | None = read
         super().__init__(self._read, self._read)
         self._win_backs: set[str] = set()
+        self._contacts: set[str] = set()
 
     def _read(self, _facts: Facts | None = None) -> None:
         read, self._read_all = self._read_all, None
@@ -193,11 +233,19 @@ class BatchFacts(Facts):
     def add_win_back(self, customer_id: str) -> None:
         self._win_backs.add(customer_id)
 
+    @property
+    def customers_with_metadata_contacts(self) -> set[str]:
+        self._read()
+        return self._contacts
+
+    def add_metadata_contacts(self, customer_id: str) -> None:
+        self._contacts.add(customer_id)
+
 
 def read_facts(session: Session, events: Sequence[Payload]) -> BatchFacts:
     """What the batch's events may act on, read when first needed, in one statement: the cases
     of its invoices, customers and subscriptions, the customers with an expiring-card notice
-    pending, the customers with an open win-back."""
+    pending, the customers with an open win-back, the customers with metadata contacts."""
     session.info.pop(_WIN_BACKS_LOADED, None)  # loaded before this batch: in what it reads
     invoices, customers, subscriptions = set(), set(), set()
     for event in events:
@@ -228,6 +276,8 @@ def read_facts(session: Session, events: Sequence[Payload]) -> BatchFacts:
                 facts.add_case(invoice_id, customer_id, subscription_id, status in active)
             elif what == "notice":
                 facts.add_notices((str(customer_id),))
+            elif what == "contacts":
+                facts.add_metadata_contacts(str(customer_id))
             else:
                 facts.add_win_back(str(customer_id))
 
@@ -267,7 +317,14 @@ def _facts_statement() -> Any:
         .where(WinBack.status.in_(_OPEN_WIN_BACK))
         .distinct()
     )
-    return union_all(cases, notices, win_backs)
+    # (A removed one matters only when the metadata names it again: the event says so.)
+    contacts = (
+        select(literal("contacts", String), none, AccountContact.customer_id, none, none)
+        .where(AccountContact.customer_id.in_(customers))
+        .where(AccountContact.source == "metadata", AccountContact.removed_at.is_(None))
+        .distinct()
+    )
+    return union_all(cases, notices, win_backs, contacts)
 
 
 _CASE_KEYS = select(
@@ -281,8 +338,9 @@ _CASE_KEYS = select(
 def grow_facts(
     session: Session, facts: Facts, moved_case_ids: set[int], event: Payload | None = None
 ) -> None:
-    """Cases opened or moved by an event of the batch, and win-backs its reactions loaded (so
-    planned, or stopped: see `_win_back_loaded`): what the events after it may act on. (Taking
+    """Cases opened or moved by an event of the batch, win-backs its reactions loaded (so
+    planned, or stopped: see `_win_back_loaded`) and metadata contacts it synced: what the
+    events after it may act on. (Taking
     it that every event whose reactions ran planned a win-back sent the customer's every later
     event in the batch down the slow path.)"""
     if moved_case_ids:
@@ -292,6 +350,10 @@ def grow_facts(
     if event is not None and isinstance(facts, BatchFacts):
         for customer in customers:
             facts.add_win_back(customer)
+        obj = event["data"]["object"]
+        named = customer_of(obj)
+        if named and obj.get("object") == "customer" and metadata_contacts(_metadata(obj)):
+            facts.add_metadata_contacts(named)  # synced: the batch's later events keep them
 
 
 _WIN_BACKS_LOADED = "recovery.batch_win_backs"
