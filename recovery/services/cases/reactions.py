@@ -83,21 +83,26 @@ _INVOICE_OF_INTENT = select(
 )
 
 
-def _steer(ctx: ProcessingContext, invoice_id: str, event: Obj, *, may_open: bool) -> None:
-    invoice = ctx.session.get(Invoice, invoice_id)
-    if invoice is None:
-        return  # the invoice event that opens the case is on its way
-    now = ctx.clock.now()
-    case = (
-        case_opening.open_case(ctx.session, invoice, _rules(ctx), now)
-        if may_open
-        else case_opening.lock_for_invoice(ctx.session, invoice_id)
-    )
+def _steer(
+    ctx: ProcessingContext, invoice_id: str, event: Obj, *, may_open: bool
+) -> RecoveryCase | None:
+    """Open (when `may_open`), re-steer or close the invoice's case. Returns the case, locked."""
+    case, invoice = case_and_invoice(ctx.session, invoice_id)
     if case is None:
-        return
+        if not may_open:
+            return None
+        invoice = ctx.session.get(Invoice, invoice_id)
+        if invoice is None:
+            return None  # the invoice event that opens the case is on its way
+        case = case_opening.open_case(ctx.session, invoice, _rules(ctx), ctx.clock.now())
+        if case is None:
+            return None
+        _hold(ctx.session, case)
+    assert invoice is not None
+    now = ctx.clock.now()
     if not _settled(invoice):
         _reevaluate(ctx, case, event)
-        return
+        return case
     # A re-evaluation noted for it is moot: it would read the invoice settled.
     deferred(ctx.session).pop(case.id, None)
     if invoice.status == "paid":
@@ -108,8 +113,30 @@ def _steer(ctx: ProcessingContext, invoice_id: str, event: Obj, *, may_open: boo
         reasons = {"void": CloseReason.VOIDED, "deleted": CloseReason.DELETED}
         reason = reasons.get(invoice.status or "", CloseReason.UNCOLLECTIBLE)
         if invoice.status == "uncollectible" and case.status == CaseStatus.LOST:
-            return  # our own end of dunning wrote it off
+            return case  # our own end of dunning wrote it off
         case_state.mark_closed(ctx.session, case, reason, now)
+    return case
+
+
+def case_and_invoice(
+    session: Session, invoice_id: str
+) -> tuple[RecoveryCase | None, Invoice | None]:
+    """The invoice's case, locked, with the invoice: one statement (a read of the invoice and
+    a locking read of the case before, on every event that steers a case). (None, None) when
+    it has no case."""
+    row = session.execute(_CASE_AND_INVOICE, {"invoice_id": invoice_id}).first()
+    if row is None:
+        return None, None
+    _hold(session, row[0])
+    return row[0], row[1]
+
+
+_CASE_AND_INVOICE = (
+    select(RecoveryCase, Invoice)
+    .join(Invoice, Invoice.id == RecoveryCase.invoice_id)
+    .where(RecoveryCase.invoice_id == bindparam("invoice_id"))
+    .with_for_update(of=RecoveryCase)
+)
 
 
 def _settled(invoice: Invoice) -> bool:
@@ -125,8 +152,7 @@ def on_invoice_failure(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
 
 
 def on_invoice_action_required(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
-    on_invoice_failure(ctx, event, obj)
-    case = case_opening.lock_for_invoice(ctx.session, str(obj.get("id")))
+    case = _steer(ctx, str(obj["id"]), event, may_open=True) if obj.get("id") else None
     if case is not None:
         reevaluate_deferred(ctx.runtime, ctx.session, [case.id])  # decided, then awaiting
     if case is not None and case.status in ACTIVE:
@@ -165,8 +191,7 @@ def on_invoice_paid(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
     invoice_id = obj.get("id")
     if not invoice_id:
         return
-    case = case_opening.lock_for_invoice(ctx.session, str(invoice_id))
-    invoice = ctx.session.get(Invoice, str(invoice_id))
+    case, invoice = case_and_invoice(ctx.session, str(invoice_id))
     if case is None or invoice is None:
         return
     if invoice.status == "paid":
@@ -186,13 +211,18 @@ def on_subscription_deleted(ctx: ProcessingContext, event: Obj, obj: Obj) -> Non
     sub_id = obj.get("id")
     details = obj.get("cancellation_details") or {}
     now = ctx.clock.now()
-    reevaluate_deferred(ctx.runtime, ctx.session)  # what the ended subscription's cases were
-    for case in ctx.session.scalars(
+    cases = ctx.session.scalars(
         select(RecoveryCase)
         .where(RecoveryCase.subscription_id == sub_id)
         .where(RecoveryCase.status.in_([s.value for s in ACTIVE]))
+        .order_by(RecoveryCase.id)
         .with_for_update()
-    ):
+    ).all()
+    # What the ended subscription's cases were: their noted decisions first (only theirs).
+    reevaluate_deferred(ctx.runtime, ctx.session, [case.id for case in cases])
+    for case in cases:
+        if case.status not in ACTIVE:
+            continue  # the noted decision ended it
         if isinstance(details, Mapping) and details.get("reason") == "payment_failed":
             # Stripe's own dunning ran out and cancelled it: lost, not closed.
             case.status = CaseStatus.LOST
@@ -232,19 +262,36 @@ _DEFERRED = "recovery.deferred_reevaluations"
 
 @dataclass
 class Deferred:
-    """A case's re-evaluation asked for in this batch: the latest cause, and who asked."""
+    """A case's re-evaluation asked for in this batch: the latest cause, who asked, and the
+    case's customer (a reaction about a customer needs only that customer's made first)."""
 
     cause: str
     events: list[str] = field(default_factory=list)
+    customer_id: str | None = None
 
 
 def defer_reevaluations(session: Session) -> None:
     """Until `stop_deferring`, note the re-evaluations events ask for (a worker's batch)."""
     session.info[_DEFERRED] = {}
+    session.info[_HELD] = {}
 
 
 def stop_deferring(session: Session) -> None:
     session.info.pop(_DEFERRED, None)
+    session.info.pop(_HELD, None)
+
+
+_HELD = "recovery.cases_held"
+
+
+def _hold(session: Session, case: RecoveryCase) -> None:
+    """Keep a case this batch loaded in its session's identity map (which holds clean objects
+    weakly): the reminders planner that follows its move takes it from there rather than
+    reading it again (services/events/gates.py). The batch's expunge after each event lets go
+    of it in the session; this only keeps the object alive until the batch ends."""
+    held: dict[int, RecoveryCase] | None = session.info.get(_HELD)
+    if held is not None:
+        held[case.id] = case
 
 
 def deferred(session: Session) -> dict[int, Deferred]:
@@ -267,26 +314,34 @@ def _reevaluate(ctx: ProcessingContext, case: RecoveryCase, event: Obj) -> None:
     if pending is None or has_moved_cases(ctx.session) or case.status not in ACTIVE:
         case_scheduling.reevaluate(ctx.session, case, _rules(ctx), ctx.clock.now(), cause)
         return
-    entry = pending.setdefault(case.id, Deferred(cause))
+    entry = pending.setdefault(case.id, Deferred(cause, customer_id=case.customer_id))
     entry.cause = cause
     entry.events.append(str(event.get("id")))
 
 
 def reevaluate_deferred(
-    runtime: Runtime, session: Session, case_ids: Iterable[int] | None = None
+    runtime: Runtime,
+    session: Session,
+    case_ids: Iterable[int] | None = None,
+    *,
+    customer: str | None = None,
 ) -> dict[int, Deferred]:
-    """Make the noted re-evaluations of these cases (all when None) now. Returns those made."""
+    """Make the noted re-evaluations of these cases (all when None; with `customer`, that
+    customer's) now. Returns those made."""
     pending = deferred(session)
     if not pending:
         return {}
     wanted = sorted(pending if case_ids is None else set(case_ids) & pending.keys())
+    if customer is not None:  # (a case noted without its customer counts as anyone's)
+        wanted = [i for i in wanted if pending[i].customer_id in (customer, None)]
     taken = {case_id: pending.pop(case_id) for case_id in wanted}
     if not taken:
         return taken
     now = runtime.clock.now()
-    cases = session.scalars(_CASES, {"ids": wanted}).all()
-    for case in cases:
-        invoice = session.get(Invoice, case.invoice_id)
+    # The cases with their invoices in one statement (scheduling.reevaluate finds each
+    # invoice in the session: it read it with another statement per case).
+    for case, invoice in session.execute(_CASES, {"ids": wanted}).all():
+        _hold(session, case)
         if invoice is not None and _settled(invoice):
             continue  # the event that settled it closes the case (a batch's later event)
         case_scheduling.reevaluate(session, case, runtime.rules, now, taken[case.id].cause)
@@ -294,8 +349,9 @@ def reevaluate_deferred(
 
 
 _CASES = (
-    select(RecoveryCase)
+    select(RecoveryCase, Invoice)
+    .outerjoin(Invoice, Invoice.id == RecoveryCase.invoice_id)
     .where(RecoveryCase.id.in_(bindparam("ids", expanding=True)))
     .order_by(RecoveryCase.id)
-    .with_for_update()
+    .with_for_update(of=RecoveryCase)
 )

@@ -139,12 +139,26 @@ def sync_moved_cases(runtime: Runtime, session: Session, case_ids: Sequence[int]
     if not case_ids:
         return
     now = runtime.clock.now()
-    cases = session.scalars(
-        select(RecoveryCase).where(RecoveryCase.id.in_(case_ids)).order_by(RecoveryCase.id)
-    ).all()
-    for case in cases:
+    for case in _cases(session, case_ids):
         reminders.sync_case(session, case, runtime.rules, runtime.settings, now)
     take_moved_cases(session)  # the planner's own timeline lines are not moves to follow
+
+
+def _cases(session: Session, case_ids: Sequence[int]) -> list[RecoveryCase]:
+    """The cases by id, in id order: those the unit of work holds already (the usual: it just
+    moved them) from the session, the others in one statement."""
+    held: dict[int, RecoveryCase] = {}
+    for case_id in case_ids:
+        found = session.identity_map.get(Session.identity_key(RecoveryCase, case_id))
+        if isinstance(found, RecoveryCase):
+            held[case_id] = found
+    missing = sorted(set(case_ids) - held.keys())
+    if missing:
+        held.update((c.id, c) for c in session.scalars(_CASES_BY_ID, {"ids": missing}))
+    return [held[case_id] for case_id in sorted(held)]
+
+
+_CASES_BY_ID = select(RecoveryCase).where(RecoveryCase.id.in_(bindparam("ids", expanding=True)))
 
 
 # The statuses in which a lost case's subscription has ended (reminders._ended): a move to any
