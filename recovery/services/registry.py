@@ -57,6 +57,8 @@ when_active_case = gates.if_customer_has_active_case
 when_subscription_case = gates.if_subscription_has_case
 # A renewal's subscription update stops no win-back unless the customer has one.
 when_win_back = gates.if_customer_has_win_back
+# An invoice's update whose case's re-evaluation can wait for the batch's end is noted only.
+when_update_steers = gates.if_invoice_update_steers
 # A subscription's update re-steers cases only when its default card changed.
 when_card_moved = gates.if_card_moved_for_active_case
 # The metadata contacts follow a customer that names some or has some.
@@ -129,7 +131,11 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     # invoices: a failure opens or steers a case, a payment closes it
     "invoice.created": (into_mirror.invoice,),
     "invoice.finalized": (into_mirror.invoice, when_case(case.on_invoice_updated), plan_reminders),
-    "invoice.updated": (into_mirror.invoice, when_case(case.on_invoice_updated), plan_reminders),
+    "invoice.updated": (
+        into_mirror.invoice,
+        when_update_steers(case.on_invoice_updated),
+        plan_reminders,
+    ),
     "invoice.payment_failed": (into_mirror.invoice, case.on_invoice_failure, plan_reminders),
     "invoice.payment_action_required": (
         into_mirror.invoice,

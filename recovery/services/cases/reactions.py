@@ -344,6 +344,20 @@ def _reevaluate(ctx: ProcessingContext, case: RecoveryCase, event: Obj) -> None:
     entry.events.append(str(event.get("id")))
 
 
+def note_reevaluation(session: Session, case_id: int, customer_id: str | None, event: Obj) -> bool:
+    """Note an active case's re-evaluation for later, as `_reevaluate` does, without loading
+    the case (a batch's gate that knows it, services/events/gates.py). False when it cannot
+    be noted (no batch, or this event moved a case already): the reaction must run."""
+    pending: dict[int, Deferred] | None = session.info.get(_DEFERRED)
+    if pending is None or has_moved_cases(session):
+        return False
+    cause = str(event["type"])
+    entry = pending.setdefault(case_id, Deferred(cause, customer_id=customer_id))
+    entry.cause = cause
+    entry.events.append(str(event.get("id")))
+    return True
+
+
 def reevaluate_deferred(
     runtime: Runtime,
     session: Session,

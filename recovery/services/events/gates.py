@@ -34,7 +34,7 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import String, bindparam, literal, or_, select, union_all
+from sqlalchemy import Integer, String, bindparam, literal, or_, select, union_all
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
@@ -52,7 +52,7 @@ from recovery.runtime import (
     has_moved_cases,
     take_moved_cases,
 )
-from recovery.services.cases.reactions import reevaluate_deferred
+from recovery.services.cases.reactions import note_reevaluation, reevaluate_deferred
 from recovery.services.messaging import expiry, reminders
 
 
@@ -104,6 +104,32 @@ def _metadata(obj: Payload) -> Payload | None:
     return metadata if isinstance(metadata, dict) else None
 
 
+def _invoice_update_steers(ctx: ProcessingContext, event: Payload, obj: Payload) -> bool:
+    """An update of an invoice with a case steers it - unless, in a batch, the case is active,
+    the invoice still owed and the case's re-evaluation can be noted for later
+    (services/cases/reactions.py): then noting it is all the reaction would do, and the event
+    is written with the batch's mirror-only ones (an invoice's failure sends one of these with
+    every attempt; each took the one-event path to note what the failure's other events note
+    too)."""
+    if not _invoice_has_case(ctx, event, obj):
+        return False
+    facts = ctx.facts
+    if not isinstance(facts, BatchFacts) or not _still_owed(obj):
+        return True
+    found = facts.active_case_of_invoice(str(obj.get("id")))
+    if found is None:
+        return True
+    case_id, customer_id = found
+    return not note_reevaluation(ctx.session, case_id, customer_id, event)
+
+
+def _still_owed(obj: Payload) -> bool:
+    """Open with money left to pay: an invoice a case is steered on, not closed on (as the
+    reaction tells it, `reactions._settled`; anything else runs the reaction)."""
+    remaining = obj.get("amount_remaining")
+    return obj.get("status") == "open" and isinstance(remaining, int) and remaining > 0
+
+
 def if_invoice_has_case(reaction: Reaction) -> Gated:
     return Gated(_invoice_has_case, reaction)
 
@@ -118,6 +144,11 @@ def if_subscription_has_case(reaction: Reaction) -> Gated:
 
 def if_customer_has_win_back(reaction: Reaction) -> Gated:
     return Gated(_customer_has_win_back, reaction)
+
+
+def if_invoice_update_steers(reaction: Reaction) -> Gated:
+    """For `on_invoice_updated` on invoice.updated (see `_invoice_update_steers`)."""
+    return Gated(_invoice_update_steers, reaction)
 
 
 def if_card_moved_for_active_case(reaction: Reaction) -> Gated:
@@ -233,6 +264,7 @@ class BatchFacts(Facts):
         super().__init__(self._read, self._read)
         self._win_backs: set[str] = set()
         self._contacts: set[str] = set()
+        self._active_cases: dict[str, tuple[int, str | None]] = {}
 
     def _read(self, _facts: Facts | None = None) -> None:
         read, self._read_all = self._read_all, None
@@ -254,6 +286,19 @@ class BatchFacts(Facts):
 
     def add_metadata_contacts(self, customer_id: str) -> None:
         self._contacts.add(customer_id)
+
+    def active_case_of_invoice(self, invoice_id: str) -> tuple[int, str | None] | None:
+        """The invoice's case (its id and customer) when it is active, as last read."""
+        self._read()
+        return self._active_cases.get(invoice_id)
+
+    def note_case(
+        self, case_id: int, invoice_id: str, customer_id: str | None, active: bool
+    ) -> None:
+        if active:
+            self._active_cases[invoice_id] = (case_id, customer_id)
+        else:
+            self._active_cases.pop(invoice_id, None)
 
 
 def read_facts(session: Session, events: Sequence[Payload]) -> BatchFacts:
@@ -284,10 +329,9 @@ def read_facts(session: Session, events: Sequence[Payload]) -> BatchFacts:
                 "subscriptions": sorted(subscriptions),
             },
         )
-        active = {s.value for s in ACTIVE}
-        for what, invoice_id, customer_id, subscription_id, status in rows:
+        for what, invoice_id, customer_id, subscription_id, status, case_id in rows:
             if what == "case":
-                facts.add_case(invoice_id, customer_id, subscription_id, status in active)
+                _add_case(facts, case_id, invoice_id, customer_id, subscription_id, status)
             elif what == "notice":
                 facts.add_notices((str(customer_id),))
             elif what == "contacts":
@@ -305,12 +349,14 @@ def _facts_statement() -> Any:
     customers: Any = bindparam("customers", expanding=True)
     subscriptions: Any = bindparam("subscriptions", expanding=True)
     none = literal(None, String)
+    no_id = literal(None, Integer)
     cases = select(
         literal("case", String),
         RecoveryCase.invoice_id,
         RecoveryCase.customer_id,
         RecoveryCase.subscription_id,
         RecoveryCase.status,
+        RecoveryCase.id,
     ).where(
         or_(
             RecoveryCase.invoice_id.in_(invoices),
@@ -319,21 +365,21 @@ def _facts_statement() -> Any:
         )
     )
     notices = (
-        select(literal("notice", String), none, OutboxMessage.customer_id, none, none)
+        select(literal("notice", String), none, OutboxMessage.customer_id, none, none, no_id)
         .where(OutboxMessage.customer_id.in_(customers))
         .where(OutboxMessage.status == MessageStatus.PENDING)
         .where(OutboxMessage.about.like("expiry:%"))
         .distinct()
     )
     win_backs = (
-        select(literal("win_back", String), none, WinBack.customer_id, none, none)
+        select(literal("win_back", String), none, WinBack.customer_id, none, none, no_id)
         .where(WinBack.customer_id.in_(customers))
         .where(WinBack.status.in_(_OPEN_WIN_BACK))
         .distinct()
     )
     # (A removed one matters only when the metadata names it again: the event says so.)
     contacts = (
-        select(literal("contacts", String), none, AccountContact.customer_id, none, none)
+        select(literal("contacts", String), none, AccountContact.customer_id, none, none, no_id)
         .where(AccountContact.customer_id.in_(customers))
         .where(AccountContact.source == "metadata", AccountContact.removed_at.is_(None))
         .distinct()
@@ -342,6 +388,7 @@ def _facts_statement() -> Any:
 
 
 _CASE_KEYS = select(
+    RecoveryCase.id,
     RecoveryCase.invoice_id,
     RecoveryCase.customer_id,
     RecoveryCase.subscription_id,
@@ -382,6 +429,21 @@ def _win_back_loaded(target: WinBack, context: Any) -> None:
 
 
 def _add_cases(facts: Facts, rows: Iterable[Any]) -> None:
-    active = {s.value for s in ACTIVE}
-    for invoice_id, customer_id, subscription_id, status in rows:
-        facts.add_case(invoice_id, customer_id, subscription_id, status in active)
+    for case_id, invoice_id, customer_id, subscription_id, status in rows:
+        _add_case(facts, case_id, invoice_id, customer_id, subscription_id, status)
+
+
+_ACTIVE = frozenset(s.value for s in ACTIVE)
+
+
+def _add_case(
+    facts: Facts,
+    case_id: int,
+    invoice_id: str,
+    customer_id: str | None,
+    subscription_id: str | None,
+    status: str,
+) -> None:
+    facts.add_case(invoice_id, customer_id, subscription_id, status in _ACTIVE)
+    if isinstance(facts, BatchFacts):
+        facts.note_case(case_id, invoice_id, customer_id, status in _ACTIVE)
