@@ -28,14 +28,20 @@ from recovery.domain.cases import ACTIVE, CaseStatus, CloseReason, attribute_rec
 from recovery.domain.experiments import arm_retry
 from recovery.domain.stripe_objects.fields import ref
 from recovery.domain.stripe_objects.states import invoice_state
-from recovery.models import Invoice, InvoicePayment, PaymentAttempt, RecoveryCase
+from recovery.models import (
+    ExperimentSubject,
+    Invoice,
+    InvoicePayment,
+    PaymentAttempt,
+    RecoveryCase,
+)
 from recovery.rules import Rules
 from recovery.runtime import ProcessingContext, Runtime, has_moved_cases
 from recovery.services.cases import log as case_log
 from recovery.services.cases import opening as case_opening
 from recovery.services.cases import scheduling as case_scheduling
 from recovery.services.cases import state as case_state
-from recovery.services.experiments.assignment import placement_of_case
+from recovery.services.experiments.assignment import placement_of_case, remember_placement
 from recovery.services.messaging import outbox
 from recovery.services.work import due_actions
 
@@ -127,13 +133,18 @@ def case_and_invoice(
     row = session.execute(_CASE_AND_INVOICE, {"invoice_id": invoice_id}).first()
     if row is None:
         return None, None
-    _hold(session, row[0])
-    return row[0], row[1]
+    case, invoice, experiment, arm = row
+    _hold(session, case)
+    # Its experiment arm, which a recovery's attribution and the reminders planner ask next
+    # (a statement of its own on every recovery).
+    remember_placement(session, case.id, experiment, arm)
+    return case, invoice
 
 
 _CASE_AND_INVOICE = (
-    select(RecoveryCase, Invoice)
+    select(RecoveryCase, Invoice, ExperimentSubject.experiment_key, ExperimentSubject.arm)
     .join(Invoice, Invoice.id == RecoveryCase.invoice_id)
+    .outerjoin(ExperimentSubject, ExperimentSubject.case_id == RecoveryCase.id)
     .where(RecoveryCase.invoice_id == bindparam("invoice_id"))
     .with_for_update(of=RecoveryCase)
 )
