@@ -16,9 +16,9 @@ from sqlalchemy import select
 from recovery.adapters.clock import FrozenClock
 from recovery.adapters.stripe.errors import CardDeclined
 from recovery.adapters.stripe_fake import FakeStripeGateway
-from recovery.models import AccountContact
+from recovery.models import AccountContact, EventStatus, StripeEvent
 from recovery.runtime import Runtime
-from recovery.services.cases import reactions
+from recovery.services.cases import reactions, scheduling
 from recovery.services.outreach import contacts
 from recovery.services.registry import build_runtime
 from tests.conftest import make_settings
@@ -136,3 +136,85 @@ def test_a_subscription_update_re_steers_cases_only_when_its_default_card_moved(
     )
     story.deliver()
     assert steered == ["customer.subscription.updated"]
+
+
+def test_an_invoice_update_of_an_active_case_is_noted_and_decided_once_at_the_batch_end(
+    runtime_with_cases: Runtime,
+    fake_gateway: FakeStripeGateway,
+    clock: FrozenClock,
+    monkeypatch: Any,
+) -> None:
+    story = Story(runtime_with_cases, fake_gateway, clock)
+    b = story.customer()
+    story.deliver()
+    assert story.stripe_charges(b.invoice, decline_code="generic_decline") == "declined"
+    case_before = story.case(b.invoice)
+    clock.advance(timedelta(hours=20))
+    # Stripe's retry is declined for another reason; the invoice's update comes alone after it.
+    fake_gateway.fail_next_payment(b.invoice, "insufficient_funds")
+    with pytest.raises(CardDeclined):
+        fake_gateway.pay_invoice(b.invoice, idempotency_key="stripe-retry")
+    fake_gateway.add_event("invoice.updated", fake_gateway.retrieve_invoice(b.invoice))
+    steered: list[str] = []
+    real = reactions._steer
+
+    def counting(ctx: Any, invoice_id: str, event: Any, **kwargs: Any) -> Any:
+        steered.append(str(event["type"]))
+        return real(ctx, invoice_id, event, **kwargs)
+
+    monkeypatch.setattr(reactions, "_steer", counting)
+    story.deliver()
+    assert "invoice.updated" not in steered  # noted by its gate: no reaction of its own
+    case = story.case(b.invoice)
+    # ... and the case was decided on the second decline all the same
+    assert case.status == "retrying"
+    assert case.decline_code == "insufficient_funds" != case_before.decline_code
+
+
+def test_the_batch_end_decides_its_noted_cases_together_and_one_by_one_when_one_fails(
+    runtime_with_cases: Runtime,
+    fake_gateway: FakeStripeGateway,
+    clock: FrozenClock,
+    monkeypatch: Any,
+) -> None:
+    story = Story(runtime_with_cases, fake_gateway, clock)
+    kim, lee = story.customer(), story.customer()
+    story.deliver()
+    for b in (kim, lee):
+        assert story.stripe_charges(b.invoice, decline_code="generic_decline") == "declined"
+    clock.advance(timedelta(hours=20))
+    real = scheduling.reevaluate
+    decided: list[str] = []
+
+    def broken(session: Any, case: Any, *args: Any) -> Any:
+        if case.invoice_id == kim.invoice:
+            raise RuntimeError("a bug in the retry policy")
+        decided.append(case.invoice_id)
+        return real(session, case, *args)
+
+    monkeypatch.setattr(scheduling, "reevaluate", broken)
+    together: list[list[int]] = []
+    real_deferred = reactions.reevaluate_deferred
+
+    def counting(runtime: Any, session: Any, case_ids: Any = None, **kwargs: Any) -> Any:
+        together.append(sorted(case_ids or ()))
+        return real_deferred(runtime, session, case_ids, **kwargs)
+
+    monkeypatch.setattr(reactions, "reevaluate_deferred", counting)
+    for b in (kim, lee):  # both cases' re-evaluations noted in one batch
+        fake_gateway.fail_next_payment(b.invoice, "insufficient_funds")
+        with pytest.raises(CardDeclined):
+            fake_gateway.pay_invoice(b.invoice, idempotency_key=f"stripe-retry-{b.invoice}")
+    story.deliver()
+    # Kim's case failed together with Lee's, then alone: Lee's was decided all the same ...
+    kim_case, lee_case = story.case(kim.invoice).id, story.case(lee.invoice).id
+    assert together == [sorted((kim_case, lee_case)), [kim_case], [lee_case]]
+    assert story.case(lee.invoice).decline_code == "insufficient_funds"
+    assert decided[-1] == lee.invoice
+    # ... and Kim's events that asked are retried later, its case as it was.
+    assert story.case(kim.invoice).decline_code != "insufficient_funds"
+    with runtime_with_cases.db.transaction() as s:
+        pending = s.scalars(
+            select(StripeEvent.id).where(StripeEvent.status == EventStatus.PENDING)
+        ).all()
+    assert pending

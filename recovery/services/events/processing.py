@@ -10,6 +10,7 @@ database going away fails the whole batch, which stays pending.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -202,7 +203,7 @@ _MARK_PROCESSED = (
 
 
 def _copy(noted: dict[int, case_reactions.Deferred]) -> dict[int, case_reactions.Deferred]:
-    return {k: case_reactions.Deferred(v.cause, list(v.events)) for k, v in noted.items()}
+    return {k: dataclasses.replace(v, events=list(v.events)) for k, v in noted.items()}
 
 
 def _reevaluate_noted(
@@ -212,9 +213,22 @@ def _reevaluate_noted(
     statuses: dict[str, str],
     now: datetime,
 ) -> None:
-    """The batch's noted re-evaluations, a savepoint per case, with the reminders each decision
-    calls for. One that fails is rolled back and the events that asked for it are retried."""
+    """The batch's noted re-evaluations with the reminders each decision calls for: all in one
+    savepoint, or, if that fails, a savepoint per case. One that fails is rolled back and the
+    events that asked for it are retried."""
     by_id = {event.id: event for event in events}
+    every = _copy(case_reactions.deferred(session))
+    if len(every) > 1:  # all in one savepoint (two statements a case); one by one if it fails
+        try:
+            with session.begin_nested():
+                case_reactions.reevaluate_deferred(ctx.runtime, session, sorted(every))
+                gates.sync_moved_cases(ctx.runtime, session, sorted(take_moved_cases(session)))
+        except _DATABASE_GONE:
+            raise
+        except Exception:
+            take_moved_cases(session)
+            case_reactions.restore_deferred(session, every)
+        session.expunge_all()
     for case_id in sorted(case_reactions.deferred(session)):
         noted = case_reactions.deferred(session).get(case_id)
         if noted is None:
