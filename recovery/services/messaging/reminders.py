@@ -328,6 +328,7 @@ def _write_to(
 
 # Built once, with parameters: the planner runs on every move of a case.
 _MESSAGE_WITH_KEY = select(OutboxMessage.id).where(OutboxMessage.dedupe_key == bindparam("key"))
+_SUBSCRIPTION_STATUS = select(Subscription.status).where(Subscription.id == bindparam("id"))
 _PLANS = (
     select(CaseEvent.data)
     .where(CaseEvent.case_id == bindparam("case_id"), CaseEvent.kind == "reminders")
@@ -408,12 +409,8 @@ def plan_case(
 def _ended(session: Session, case: RecoveryCase) -> bool:
     if case.status != CaseStatus.LOST or not case.subscription_id:
         return False
-    # Its status alone (loading the subscription loaded its items too).
-    status = session.scalar(_SUBSCRIPTION_STATUS, {"id": case.subscription_id})
+    status = session.scalar(_SUBSCRIPTION_STATUS, {"id": case.subscription_id})  # not its items
     return status in ("canceled", "incomplete_expired", "unpaid")
-
-
-_SUBSCRIPTION_STATUS = select(Subscription.status).where(Subscription.id == bindparam("id"))
 
 
 def close_case(
