@@ -164,7 +164,8 @@ def test_an_invoice_update_of_an_active_case_is_noted_and_decided_once_at_the_ba
 
     monkeypatch.setattr(reactions, "_steer", counting)
     story.deliver()
-    assert "invoice.updated" not in steered  # noted by its gate: no reaction of its own
+    # noted by their gates: no reaction of their own
+    assert "invoice.updated" not in steered and "invoice.payment_failed" not in steered
     case = story.case(b.invoice)
     # ... and the case was decided on the second decline all the same
     assert case.status == "retrying"

@@ -59,6 +59,7 @@ when_subscription_case = gates.if_subscription_has_case
 when_win_back = gates.if_customer_has_win_back
 # An invoice's update whose case's re-evaluation can wait for the batch's end is noted only.
 when_update_steers = gates.if_invoice_update_steers
+when_failure_steers = gates.if_invoice_failure_steers  # (a failure with no case opens one)
 # A subscription's update re-steers cases only when its default card changed.
 when_card_moved = gates.if_card_moved_for_active_case
 # The metadata contacts follow a customer that names some or has some.
@@ -136,7 +137,11 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
         when_update_steers(case.on_invoice_updated),
         plan_reminders,
     ),
-    "invoice.payment_failed": (into_mirror.invoice, case.on_invoice_failure, plan_reminders),
+    "invoice.payment_failed": (
+        into_mirror.invoice,
+        when_failure_steers(case.on_invoice_failure),
+        plan_reminders,
+    ),
     "invoice.payment_action_required": (
         into_mirror.invoice,
         case.on_invoice_action_required,

@@ -105,22 +105,31 @@ def _metadata(obj: Payload) -> Payload | None:
 
 
 def _invoice_update_steers(ctx: ProcessingContext, event: Payload, obj: Payload) -> bool:
-    """An update of an invoice with a case steers it - unless, in a batch, the case is active,
-    the invoice still owed and the case's re-evaluation can be noted for later
-    (services/cases/reactions.py): then noting it is all the reaction would do, and the event
-    is written with the batch's mirror-only ones (an invoice's failure sends one of these with
-    every attempt; each took the one-event path to note what the failure's other events note
-    too)."""
-    if not _invoice_has_case(ctx, event, obj):
-        return False
+    """An update of an invoice with a case steers it - unless its re-evaluation is noted
+    instead (`_noted_instead`)."""
+    return _invoice_has_case(ctx, event, obj) and not _noted_instead(ctx, event, obj)
+
+
+def _invoice_failure_steers(ctx: ProcessingContext, event: Payload, obj: Payload) -> bool:
+    """A failure opens or steers the invoice's case - unless its re-evaluation is noted instead
+    (`_noted_instead`): Stripe's every retry of the invoice sends one."""
+    return not _noted_instead(ctx, event, obj)
+
+
+def _noted_instead(ctx: ProcessingContext, event: Payload, obj: Payload) -> bool:
+    """In a batch, when the invoice's case is active, the invoice still owed and the case's
+    re-evaluation can be noted for later (services/cases/reactions.py): noting it is all the
+    case reaction would do, so it is noted here and the event is written with the batch's
+    mirror-only ones (an invoice's failure sends an update and a failure with every attempt;
+    each took the one-event path to note what the failure's other events note too)."""
     facts = ctx.facts
     if not isinstance(facts, BatchFacts) or not _still_owed(obj):
-        return True
+        return False
     found = facts.active_case_of_invoice(str(obj.get("id")))
     if found is None:
-        return True
+        return False
     case_id, customer_id = found
-    return not note_reevaluation(ctx.session, case_id, customer_id, event)
+    return note_reevaluation(ctx.session, case_id, customer_id, event)
 
 
 def _still_owed(obj: Payload) -> bool:
@@ -149,6 +158,11 @@ def if_customer_has_win_back(reaction: Reaction) -> Gated:
 def if_invoice_update_steers(reaction: Reaction) -> Gated:
     """For `on_invoice_updated` on invoice.updated (see `_invoice_update_steers`)."""
     return Gated(_invoice_update_steers, reaction)
+
+
+def if_invoice_failure_steers(reaction: Reaction) -> Gated:
+    """For `on_invoice_failure` on invoice.payment_failed (see `_invoice_failure_steers`)."""
+    return Gated(_invoice_failure_steers, reaction)
 
 
 def if_card_moved_for_active_case(reaction: Reaction) -> Gated:
