@@ -57,15 +57,22 @@ when_active_case = gates.if_customer_has_active_case
 when_subscription_case = gates.if_subscription_has_case
 # A renewal's subscription update stops no win-back unless the customer has one.
 when_win_back = gates.if_customer_has_win_back
+# An invoice's update whose case's re-evaluation can wait for the batch's end is noted only.
+when_update_steers = gates.if_invoice_update_steers
+when_failure_steers = gates.if_invoice_failure_steers  # (a failure with no case opens one)
+# A subscription's update re-steers cases only when its default card changed.
+when_card_moved = gates.if_card_moved_for_active_case
+# The metadata contacts follow a customer that names some or has some.
+when_contacts = gates.if_metadata_contacts
 
 # ---- Stripe events ------------------------------------------------------------------------------
 
 ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     # customers and their cards
-    "customer.created": (into_mirror.customer, contacts.on_customer),
+    "customer.created": (into_mirror.customer, when_contacts(contacts.on_customer)),
     "customer.updated": (
         into_mirror.customer,
-        contacts.on_customer,  # metadata contacts first: reminders planned next reach them
+        when_contacts(contacts.on_customer),  # first: reminders planned next reach them
         when_active_case(case.on_card_change),
         plan_reminders,
         plan_expiry,
@@ -106,7 +113,7 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     ),
     "customer.subscription.updated": (
         into_mirror.subscription,
-        when_active_case(case.on_card_change),
+        when_card_moved(case.on_card_change),
         plan_reminders,
         plan_expiry,
         when_win_back(win_back.on_subscription_started),
@@ -125,8 +132,16 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     # invoices: a failure opens or steers a case, a payment closes it
     "invoice.created": (into_mirror.invoice,),
     "invoice.finalized": (into_mirror.invoice, when_case(case.on_invoice_updated), plan_reminders),
-    "invoice.updated": (into_mirror.invoice, when_case(case.on_invoice_updated), plan_reminders),
-    "invoice.payment_failed": (into_mirror.invoice, case.on_invoice_failure, plan_reminders),
+    "invoice.updated": (
+        into_mirror.invoice,
+        when_update_steers(case.on_invoice_updated),
+        plan_reminders,
+    ),
+    "invoice.payment_failed": (
+        into_mirror.invoice,
+        when_failure_steers(case.on_invoice_failure),
+        plan_reminders,
+    ),
     "invoice.payment_action_required": (
         into_mirror.invoice,
         case.on_invoice_action_required,
@@ -159,7 +174,11 @@ ON_EVENT: dict[str, tuple[Reaction, ...]] = {
     "payment_intent.succeeded": (into_mirror.payment_intent,),
     "payment_intent.requires_action": (into_mirror.payment_intent,),
     # our own events: an object re-read from Stripe (`events.refetch`) after a doubtful update
-    "recovery.refetched.customer": (when_active_case(case.on_card_change), plan_reminders),
+    "recovery.refetched.customer": (
+        when_contacts(contacts.on_customer),  # its contacts follow, as on every customer event
+        when_active_case(case.on_card_change),
+        plan_reminders,
+    ),
     "recovery.refetched.payment_method": (when_active_case(case.on_card_change), plan_reminders),
     "recovery.refetched.subscription": (when_active_case(case.on_card_change), plan_reminders),
     "recovery.refetched.invoice": (when_case(case.on_invoice_updated), plan_reminders),

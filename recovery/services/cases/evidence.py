@@ -34,6 +34,7 @@ from recovery.domain.retry_policy import (
 )
 from recovery.domain.timezones import customer_timezone
 from recovery.models import (
+    AccountContact,
     CaseEvent,
     Customer,
     DueAction,
@@ -203,23 +204,33 @@ _CURRENT_CARD = (
 
 def card_and_customer(
     session: Session, case: RecoveryCase
-) -> tuple[PaymentMethod | None, Customer | None]:
-    """`current_card` and the case's customer, in one statement (the reminders planner needs
-    both for every plan and every confirmation)."""
+) -> tuple[PaymentMethod | None, Customer | None, bool]:
+    """`current_card`, the case's customer and whether the customer has account contacts (most
+    have none), in one statement: the reminders planner needs all three for every plan and
+    every confirmation (the contacts were a statement of their own, built anew each time)."""
     if not case.subscription_id and not case.customer_id:
-        return None, None
-    pm_id, pm, customer = session.execute(
+        return None, None, False
+    pm_id, pm, customer, has_contacts = session.execute(
         _CARD_WITH_CUSTOMER,
         {"subscription_id": case.subscription_id, "customer_id": case.customer_id},
     ).one()
+    # (a deleted customer's contacts get nothing: contacts.py's rule)
+    has_contacts = bool(has_contacts) and customer is not None and not customer.deleted
     if not pm_id:
-        return None, customer
-    return (pm if pm is not None else PaymentMethod(id=pm_id)), customer
+        return None, customer, has_contacts
+    return (pm if pm is not None else PaymentMethod(id=pm_id)), customer, has_contacts
 
 
-_CARD_WITH_CUSTOMER = _CURRENT_CARD.add_columns(Customer).outerjoin(
-    Customer, Customer.id == bindparam("customer_id")
-)
+_CARD_WITH_CUSTOMER = _CURRENT_CARD.add_columns(
+    Customer,
+    select(AccountContact.id)
+    .where(
+        AccountContact.customer_id == bindparam("customer_id"),
+        AccountContact.removed_at.is_(None),
+    )
+    .exists()
+    .label("has_contacts"),
+).outerjoin(Customer, Customer.id == bindparam("customer_id"))
 # A decision's card, the customer's country and locales (their zone, their payment days) and the
 # case's experiment arm, in one statement: a decision read the customer and the arm with a
 # statement each.

@@ -28,14 +28,20 @@ from recovery.domain.cases import ACTIVE, CaseStatus, CloseReason, attribute_rec
 from recovery.domain.experiments import arm_retry
 from recovery.domain.stripe_objects.fields import ref
 from recovery.domain.stripe_objects.states import invoice_state
-from recovery.models import Invoice, InvoicePayment, PaymentAttempt, RecoveryCase
+from recovery.models import (
+    ExperimentSubject,
+    Invoice,
+    InvoicePayment,
+    PaymentAttempt,
+    RecoveryCase,
+)
 from recovery.rules import Rules
 from recovery.runtime import ProcessingContext, Runtime, has_moved_cases
 from recovery.services.cases import log as case_log
 from recovery.services.cases import opening as case_opening
 from recovery.services.cases import scheduling as case_scheduling
 from recovery.services.cases import state as case_state
-from recovery.services.experiments.assignment import placement_of_case
+from recovery.services.experiments.assignment import placement_of_case, remember_placement
 from recovery.services.messaging import outbox
 from recovery.services.work import due_actions
 
@@ -47,18 +53,11 @@ def _rules(ctx: ProcessingContext) -> Rules:
     return rules
 
 
-def _invoice_of_payment(ctx: ProcessingContext, obj: Obj) -> str | None:
-    """The invoice a charge or PaymentIntent event is about, when we can tell."""
-    invoice_id = ref(obj.get("invoice"))
-    if invoice_id:
-        return invoice_id
-    intent = (
-        obj.get("id") if obj.get("object") == "payment_intent" else ref(obj.get("payment_intent"))
-    )
-    if intent:
-        found = ctx.session.scalar(_INVOICE_OF_INTENT, {"intent": intent})
-        return str(found) if found else None
-    return None
+def _intent_of(obj: Obj) -> str | None:
+    """The PaymentIntent a charge or PaymentIntent event is about."""
+    if obj.get("object") == "payment_intent":
+        return str(obj["id"]) if obj.get("id") else None
+    return ref(obj.get("payment_intent"))
 
 
 # The invoice that links the PaymentIntent, else the one an attempt of it names: one prepared
@@ -83,21 +82,33 @@ _INVOICE_OF_INTENT = select(
 )
 
 
-def _steer(ctx: ProcessingContext, invoice_id: str, event: Obj, *, may_open: bool) -> None:
-    invoice = ctx.session.get(Invoice, invoice_id)
-    if invoice is None:
-        return  # the invoice event that opens the case is on its way
-    now = ctx.clock.now()
-    case = (
-        case_opening.open_case(ctx.session, invoice, _rules(ctx), now)
-        if may_open
-        else case_opening.lock_for_invoice(ctx.session, invoice_id)
-    )
+def _steer(
+    ctx: ProcessingContext,
+    invoice_id: str,
+    event: Obj,
+    *,
+    may_open: bool,
+    found: tuple[RecoveryCase | None, Invoice | None] | None = None,
+) -> RecoveryCase | None:
+    """Open (when `may_open`), re-steer or close the invoice's case. Returns the case, locked.
+    `found`: the case (locked) and invoice when the caller has read them ((None, None): it has
+    no case)."""
+    case, invoice = found if found is not None else case_and_invoice(ctx.session, invoice_id)
     if case is None:
-        return
+        if not may_open:
+            return None
+        invoice = ctx.session.get(Invoice, invoice_id)
+        if invoice is None:
+            return None  # the invoice event that opens the case is on its way
+        case = case_opening.open_case(ctx.session, invoice, _rules(ctx), ctx.clock.now())
+        if case is None:
+            return None
+        _hold(ctx.session, case)
+    assert invoice is not None
+    now = ctx.clock.now()
     if not _settled(invoice):
         _reevaluate(ctx, case, event)
-        return
+        return case
     # A re-evaluation noted for it is moot: it would read the invoice settled.
     deferred(ctx.session).pop(case.id, None)
     if invoice.status == "paid":
@@ -108,8 +119,42 @@ def _steer(ctx: ProcessingContext, invoice_id: str, event: Obj, *, may_open: boo
         reasons = {"void": CloseReason.VOIDED, "deleted": CloseReason.DELETED}
         reason = reasons.get(invoice.status or "", CloseReason.UNCOLLECTIBLE)
         if invoice.status == "uncollectible" and case.status == CaseStatus.LOST:
-            return  # our own end of dunning wrote it off
+            return case  # our own end of dunning wrote it off
         case_state.mark_closed(ctx.session, case, reason, now)
+    return case
+
+
+def case_and_invoice(
+    session: Session, invoice_id: str
+) -> tuple[RecoveryCase | None, Invoice | None]:
+    """The invoice's case, locked, with the invoice: one statement (a read of the invoice and
+    a locking read of the case before, on every event that steers a case). (None, None) when
+    it has no case."""
+    row = session.execute(_CASE_AND_INVOICE, {"invoice_id": invoice_id}).first()
+    if row is None:
+        return None, None
+    case, invoice, experiment, arm = row
+    _hold(session, case)
+    # Its experiment arm, which a recovery's attribution and the reminders planner ask next
+    # (a statement of its own on every recovery).
+    remember_placement(session, case.id, experiment, arm)
+    return case, invoice
+
+
+_CASE_AND_INVOICE = (
+    select(RecoveryCase, Invoice, ExperimentSubject.experiment_key, ExperimentSubject.arm)
+    .join(Invoice, Invoice.id == RecoveryCase.invoice_id)
+    .outerjoin(ExperimentSubject, ExperimentSubject.case_id == RecoveryCase.id)
+    .where(RecoveryCase.invoice_id == bindparam("invoice_id"))
+    .with_for_update(of=RecoveryCase)
+)
+_ACTIVE_CASES_AND_LINK = (
+    select(RecoveryCase, _INVOICE_OF_INTENT.scalar_subquery().label("linked"))
+    .where(RecoveryCase.customer_id == bindparam("customer_id"))
+    .where(RecoveryCase.status.in_([s.value for s in ACTIVE]))
+    .order_by(RecoveryCase.id)
+    .with_for_update(of=RecoveryCase)
+)
 
 
 def _settled(invoice: Invoice) -> bool:
@@ -125,8 +170,7 @@ def on_invoice_failure(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
 
 
 def on_invoice_action_required(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
-    on_invoice_failure(ctx, event, obj)
-    case = case_opening.lock_for_invoice(ctx.session, str(obj.get("id")))
+    case = _steer(ctx, str(obj["id"]), event, may_open=True) if obj.get("id") else None
     if case is not None:
         reevaluate_deferred(ctx.runtime, ctx.session, [case.id])  # decided, then awaiting
     if case is not None and case.status in ACTIVE:
@@ -136,16 +180,34 @@ def on_invoice_action_required(ctx: ProcessingContext, event: Obj, obj: Obj) -> 
 
 
 def on_payment_failure(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
-    invoice_id = _invoice_of_payment(ctx, obj)
+    invoice_id = ref(obj.get("invoice"))
     if invoice_id:
         _steer(ctx, invoice_id, event, may_open=True)
         return
+    intent, customer_id = _intent_of(obj), ref(obj.get("customer"))
+    cases: list[RecoveryCase] = []
+    linked = None
+    if intent and customer_id:
+        # The customer's active cases, each row with the intent's invoice: one statement where
+        # the usual (a charge of current API versions, which names no invoice) took two.
+        rows = ctx.session.execute(
+            _ACTIVE_CASES_AND_LINK, {"customer_id": customer_id, "intent": intent}
+        ).all()
+        cases, linked = [row[0] for row in rows], (rows[0][1] if rows else None)
+        if not rows:  # (no row, no link read)
+            linked = ctx.session.scalar(_INVOICE_OF_INTENT, {"intent": intent})
+    elif intent:
+        linked = ctx.session.scalar(_INVOICE_OF_INTENT, {"intent": intent})
+    elif customer_id:
+        cases = list(case_opening.active_cases_of_customer(ctx.session, customer_id))
+    if linked:
+        _steer(ctx, str(linked), event, may_open=True)
+        return
     # No link to an invoice (current API versions): re-steer the customer's active cases,
     # whose attempt queries match the charge by customer and amount.
-    customer_id = ref(obj.get("customer"))
-    if customer_id:
-        for case in case_opening.active_cases_of_customer(ctx.session, customer_id):
-            _reevaluate(ctx, case, event)
+    for case in cases:
+        _hold(ctx.session, case)
+        _reevaluate(ctx, case, event)
 
 
 def _recovered(ctx: ProcessingContext, case: RecoveryCase, invoice: Invoice, obj: Obj) -> None:
@@ -165,8 +227,7 @@ def on_invoice_paid(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
     invoice_id = obj.get("id")
     if not invoice_id:
         return
-    case = case_opening.lock_for_invoice(ctx.session, str(invoice_id))
-    invoice = ctx.session.get(Invoice, str(invoice_id))
+    case, invoice = case_and_invoice(ctx.session, str(invoice_id))
     if case is None or invoice is None:
         return
     if invoice.status == "paid":
@@ -186,13 +247,18 @@ def on_subscription_deleted(ctx: ProcessingContext, event: Obj, obj: Obj) -> Non
     sub_id = obj.get("id")
     details = obj.get("cancellation_details") or {}
     now = ctx.clock.now()
-    reevaluate_deferred(ctx.runtime, ctx.session)  # what the ended subscription's cases were
-    for case in ctx.session.scalars(
+    cases = ctx.session.scalars(
         select(RecoveryCase)
         .where(RecoveryCase.subscription_id == sub_id)
         .where(RecoveryCase.status.in_([s.value for s in ACTIVE]))
+        .order_by(RecoveryCase.id)
         .with_for_update()
-    ):
+    ).all()
+    # What the ended subscription's cases were: their noted decisions first (only theirs).
+    reevaluate_deferred(ctx.runtime, ctx.session, [case.id for case in cases])
+    for case in cases:
+        if case.status not in ACTIVE:
+            continue  # the noted decision ended it
         if isinstance(details, Mapping) and details.get("reason") == "payment_failed":
             # Stripe's own dunning ran out and cancelled it: lost, not closed.
             case.status = CaseStatus.LOST
@@ -232,19 +298,36 @@ _DEFERRED = "recovery.deferred_reevaluations"
 
 @dataclass
 class Deferred:
-    """A case's re-evaluation asked for in this batch: the latest cause, and who asked."""
+    """A case's re-evaluation asked for in this batch: the latest cause, who asked, and the
+    case's customer (a reaction about a customer needs only that customer's made first)."""
 
     cause: str
     events: list[str] = field(default_factory=list)
+    customer_id: str | None = None
 
 
 def defer_reevaluations(session: Session) -> None:
     """Until `stop_deferring`, note the re-evaluations events ask for (a worker's batch)."""
     session.info[_DEFERRED] = {}
+    session.info[_HELD] = {}
 
 
 def stop_deferring(session: Session) -> None:
     session.info.pop(_DEFERRED, None)
+    session.info.pop(_HELD, None)
+
+
+_HELD = "recovery.cases_held"
+
+
+def _hold(session: Session, case: RecoveryCase) -> None:
+    """Keep a case this batch loaded in its session's identity map (which holds clean objects
+    weakly): the reminders planner that follows its move takes it from there rather than
+    reading it again (services/events/gates.py). The batch's expunge after each event lets go
+    of it in the session; this only keeps the object alive until the batch ends."""
+    held: dict[int, RecoveryCase] | None = session.info.get(_HELD)
+    if held is not None:
+        held[case.id] = case
 
 
 def deferred(session: Session) -> dict[int, Deferred]:
@@ -267,26 +350,48 @@ def _reevaluate(ctx: ProcessingContext, case: RecoveryCase, event: Obj) -> None:
     if pending is None or has_moved_cases(ctx.session) or case.status not in ACTIVE:
         case_scheduling.reevaluate(ctx.session, case, _rules(ctx), ctx.clock.now(), cause)
         return
-    entry = pending.setdefault(case.id, Deferred(cause))
+    entry = pending.setdefault(case.id, Deferred(cause, customer_id=case.customer_id))
     entry.cause = cause
     entry.events.append(str(event.get("id")))
 
 
+def note_reevaluation(session: Session, case_id: int, customer_id: str | None, event: Obj) -> bool:
+    """Note an active case's re-evaluation for later, as `_reevaluate` does, without loading
+    the case (a batch's gate that knows it, services/events/gates.py). False when it cannot
+    be noted (no batch, or this event moved a case already): the reaction must run."""
+    pending: dict[int, Deferred] | None = session.info.get(_DEFERRED)
+    if pending is None or has_moved_cases(session):
+        return False
+    cause = str(event["type"])
+    entry = pending.setdefault(case_id, Deferred(cause, customer_id=customer_id))
+    entry.cause = cause
+    entry.events.append(str(event.get("id")))
+    return True
+
+
 def reevaluate_deferred(
-    runtime: Runtime, session: Session, case_ids: Iterable[int] | None = None
+    runtime: Runtime,
+    session: Session,
+    case_ids: Iterable[int] | None = None,
+    *,
+    customer: str | None = None,
 ) -> dict[int, Deferred]:
-    """Make the noted re-evaluations of these cases (all when None) now. Returns those made."""
+    """Make the noted re-evaluations of these cases (all when None; with `customer`, that
+    customer's) now. Returns those made."""
     pending = deferred(session)
     if not pending:
         return {}
     wanted = sorted(pending if case_ids is None else set(case_ids) & pending.keys())
+    if customer is not None:  # (a case noted without its customer counts as anyone's)
+        wanted = [i for i in wanted if pending[i].customer_id in (customer, None)]
     taken = {case_id: pending.pop(case_id) for case_id in wanted}
     if not taken:
         return taken
     now = runtime.clock.now()
-    cases = session.scalars(_CASES, {"ids": wanted}).all()
-    for case in cases:
-        invoice = session.get(Invoice, case.invoice_id)
+    # The cases with their invoices in one statement (scheduling.reevaluate finds each
+    # invoice in the session: it read it with another statement per case).
+    for case, invoice in session.execute(_CASES, {"ids": wanted}).all():
+        _hold(session, case)
         if invoice is not None and _settled(invoice):
             continue  # the event that settled it closes the case (a batch's later event)
         case_scheduling.reevaluate(session, case, runtime.rules, now, taken[case.id].cause)
@@ -294,8 +399,9 @@ def reevaluate_deferred(
 
 
 _CASES = (
-    select(RecoveryCase)
+    select(RecoveryCase, Invoice)
+    .outerjoin(Invoice, Invoice.id == RecoveryCase.invoice_id)
     .where(RecoveryCase.id.in_(bindparam("ids", expanding=True)))
     .order_by(RecoveryCase.id)
-    .with_for_update()
+    .with_for_update(of=RecoveryCase)
 )

@@ -40,10 +40,11 @@ def process_payload(
             continue
         if case.deferred(ctx.session) and not _takes_deferred(reaction):
             # A reaction that may read or move a case: the batch's noted re-evaluations first,
-            # as if each had been made when asked (services/cases/reactions.py).
+            # as if each had been made when asked (services/cases/reactions.py); those of the
+            # event's customer, whose cases are all such a reaction reads.
             if isinstance(reaction, Gated) and not reaction.needed(ctx, event, obj):
                 continue
-            case.reevaluate_deferred(ctx.runtime, ctx.session)
+            case.reevaluate_deferred(ctx.runtime, ctx.session, customer=gates.customer_of(obj))
         reaction(ctx, event, obj)
     return bool(reactions)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import json
 import logging
@@ -266,7 +267,7 @@ _MARK_PROCESSED = (
 
 
 def _copy(noted: dict[int, case_reactions.Deferred]) -> dict[int, case_reactions.Deferred]:
-    return {k: case_reactions.Deferred(v.cause, list(v.events)) for k, v in noted.items()}
+    return {k: dataclasses.replace(v, events=list(v.events)) for k, v in noted.items()}
 
 
 def _reevaluate_noted(
@@ -277,10 +278,29 @@ def _reevaluate_noted(
     now: datetime,
     careful: bool,
 ) -> None:
-    """The batch's noted re-evaluations, a savepoint per case (when `careful`), with the
-    reminders each decision calls for. One that fails is rolled back and the events that asked
-    for it are retried."""
+    """The batch's noted re-evaluations with the reminders each decision calls for. Not
+    `careful`: all at once, no savepoint (a failure fails the batch, which runs again carefully).
+    `careful`: all in one savepoint, or, if that fails, a savepoint per case; one that fails is
+    rolled back and the events that asked for it are retried."""
     by_id = {event.id: event for event in events}
+    every = _copy(case_reactions.deferred(session))
+    if not careful:
+        if every:
+            case_reactions.reevaluate_deferred(ctx.runtime, session, sorted(every))
+            gates.sync_moved_cases(ctx.runtime, session, sorted(take_moved_cases(session)))
+            session.expunge_all()
+        return
+    if len(every) > 1:  # all in one savepoint (two statements a case); one by one if it fails
+        try:
+            with session.begin_nested():
+                case_reactions.reevaluate_deferred(ctx.runtime, session, sorted(every))
+                gates.sync_moved_cases(ctx.runtime, session, sorted(take_moved_cases(session)))
+        except _DATABASE_GONE:
+            raise
+        except Exception:
+            take_moved_cases(session)
+            case_reactions.restore_deferred(session, every)
+        session.expunge_all()
     for case_id in sorted(case_reactions.deferred(session)):
         noted = case_reactions.deferred(session).get(case_id)
         if noted is None:

@@ -203,7 +203,8 @@ def _write(
     `has_contacts`: whether the customer has any, when the caller knows (None: look it up);
     `fresh`: no message can have this key yet (its plan's timeline line was just added)."""
     if isinstance(card, EllipsisType):
-        card, customer = case_evidence.card_and_customer(session, case)
+        card, customer, known = case_evidence.card_and_customer(session, case)
+        has_contacts = known if has_contacts is None else has_contacts
     else:
         customer = session.get(Customer, case.customer_id) if case.customer_id else None
     if has_contacts is None:
@@ -327,6 +328,7 @@ def _write_to(
 
 # Built once, with parameters: the planner runs on every move of a case.
 _MESSAGE_WITH_KEY = select(OutboxMessage.id).where(OutboxMessage.dedupe_key == bindparam("key"))
+_SUBSCRIPTION_STATUS = select(Subscription.status).where(Subscription.id == bindparam("id"))
 _PLANS = (
     select(CaseEvent.data)
     .where(CaseEvent.case_id == bindparam("case_id"), CaseEvent.kind == "reminders")
@@ -366,8 +368,8 @@ def plan_case(
         {"sequence": wanted, "replaces": current},
         f"case:{case.id}:reminders:{run}",
     )
-    # The card is the same for every step, and so is the customer.
-    card, customer = case_evidence.card_and_customer(session, case)
+    # The card is the same for every step, and so are the customer and their contacts.
+    card, customer, has_contacts = case_evidence.card_and_customer(session, case)
     sequence, started_at = config.sequences[wanted], now
     if placed is not None:  # an experiment's arm: its own steps, channels and first delay
         options = placed.dunning
@@ -382,7 +384,6 @@ def plan_case(
         send_hour=config.send_hour,
         calendar=calendar_of(customer) if rules.retry.business_days else None,
     )
-    has_contacts = _has_contacts(session, customer)  # and so are the customer's contacts
     for planned in steps:
         at = planned.at
         if planned.channel == "sms":
@@ -408,8 +409,8 @@ def plan_case(
 def _ended(session: Session, case: RecoveryCase) -> bool:
     if case.status != CaseStatus.LOST or not case.subscription_id:
         return False
-    sub = session.get(Subscription, case.subscription_id)
-    return sub is not None and sub.status in ("canceled", "incomplete_expired", "unpaid")
+    status = session.scalar(_SUBSCRIPTION_STATUS, {"id": case.subscription_id})  # not its items
+    return status in ("canceled", "incomplete_expired", "unpaid")
 
 
 def close_case(
