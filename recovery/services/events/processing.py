@@ -286,8 +286,9 @@ def _reevaluate_noted(
     every = _copy(case_reactions.deferred(session))
     if not careful:
         if every:
-            case_reactions.reevaluate_deferred(ctx.runtime, session, sorted(every))
-            gates.sync_moved_cases(ctx.runtime, session, sorted(take_moved_cases(session)))
+            with _guarded(session, careful):  # flushes: expunging would drop the decisions
+                case_reactions.reevaluate_deferred(ctx.runtime, session, sorted(every))
+                gates.sync_moved_cases(ctx.runtime, session, sorted(take_moved_cases(session)))
             session.expunge_all()
         return
     if len(every) > 1:  # all in one savepoint (two statements a case); one by one if it fails
