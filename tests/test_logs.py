@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from apscheduler.events import EVENT_JOB_REMOVED
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from recovery.logs import configure_logging
@@ -58,9 +59,13 @@ def _tick_lines(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> list[str]
         ran.set()
 
     scheduler = BackgroundScheduler(timezone="UTC")
+    # A one-off job is removed by the scheduler's thread after it is handed to the executor;
+    # shutting down before that made the thread fail with JobLookupError (a warning in CI).
+    removed = threading.Event()
+    scheduler.add_listener(lambda _event: removed.set(), EVENT_JOB_REMOVED)
     scheduler.add_job(tick, id="tick")  # no trigger: once, now
     scheduler.start()
-    assert ran.wait(30)
+    assert ran.wait(30) and removed.wait(30)
     scheduler.shutdown(wait=True)  # the executor logs before its future completes
     return [r.getMessage() for r in caplog.records if r.name.startswith("apscheduler.executors")]
 
