@@ -7,11 +7,11 @@ a crash between Stripe's answer and our record replays safely.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from recovery.adapters.deadline import Deadline
 from recovery.adapters.stripe.errors import (
@@ -25,11 +25,12 @@ from recovery.domain import stripe_objects as so
 from recovery.domain.cases import TERMINAL, CaseStatus, CloseReason, RecoveredVia
 from recovery.models import DunningPause, PaymentMethod, RecoveryCase
 from recovery.rules import Rules
-from recovery.runtime import ActionContext, Claimed, Providers, ThreePhase
+from recovery.runtime import ActionContext, Claimed, Providers, RecordTogether, ThreePhase
 from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
 from recovery.services.cases import scheduling as case_scheduling
 from recovery.services.cases import state as case_state
+from recovery.services.cases.lines import Line, record_lines
 from recovery.services.events import mirror
 
 log = logging.getLogger(__name__)
@@ -249,47 +250,114 @@ def record_retry(ctx: ActionContext, action: Claimed, plan: Retry, outcome: Retr
         _succeeded(ctx, case, attempt, key, outcome.paid)
 
 
+def _recorded_together(outcome: RetryOutcome) -> bool:
+    """The common outcomes of our charge: paid, or declined (the rest go one by one)."""
+    if outcome.kind == "paid":
+        return outcome.paid is not None
+    return outcome.kind == "declined" and isinstance(outcome.error, CardDeclined)
+
+
+def record_retries(
+    ctx: ActionContext, items: Sequence[tuple[Claimed, Retry, RetryOutcome]]
+) -> None:
+    """`record_retry` for a round's paid and declined charges, set-based: their cases locked in
+    one statement (in id order), the declines' cards read in one, the timeline lines written in
+    one statement a step, the recoveries closed together, the declined cases re-planned
+    together (`scheduling.reevaluate_many`). The same writes as one by one."""
+    session, now = ctx.session, ctx.clock.now()
+    ids = sorted({plan.case_id for _, plan, _ in items})
+    query = select(RecoveryCase).where(RecoveryCase.id.in_(ids)).order_by(RecoveryCase.id)
+    locked = query.with_for_update().execution_options(populate_existing=True)
+    cases = {case.id: case for case in session.scalars(locked)}
+    declines = [o.error for _, _, o in items if isinstance(o.error, CardDeclined)]
+    pm_ids = sorted({e.payment_method_id for e in declines if e.payment_method_id})
+    cards = {pm.id: pm for pm in session.scalars(_CARDS, {"ids": pm_ids})} if pm_ids else {}
+    lines: list[Line] = []
+    recovered: list[tuple[RecoveryCase, RecoveredVia, int]] = []
+    steer: list[tuple[RecoveryCase, str]] = []
+    for _, plan, outcome in items:
+        case = cases.get(plan.case_id)
+        if case is None:
+            continue
+        if outcome.paid is not None:
+            lines.append(_payment(ctx, case, plan.attempt, plan.key, outcome.paid))
+            if outcome.paid.get("status") == "paid":
+                amount = int(outcome.paid.get("amount_paid") or case.amount_due)
+                recovered.append((case, RecoveredVia.OUR_RETRY, amount))
+        elif isinstance(outcome.error, CardDeclined):
+            case.our_attempts = max(case.our_attempts, plan.attempt)
+            card = _card(ctx, case, outcome.error, cards)
+            lines.append(_attempt(ctx, case, plan.attempt, outcome.error, card))
+            if case.status not in TERMINAL:  # (settled while we charged: nothing to steer)
+                steer.append((case, f"our attempt {plan.attempt} declined"))
+    record_lines(session, lines)
+    case_state.mark_recovered_many(session, recovered, now, override=True)
+    case_scheduling.reevaluate_many(session, steer, _rules(ctx), now)
+
+
+_CARDS = select(PaymentMethod).where(PaymentMethod.id.in_(bindparam("ids", expanding=True)))
+
 run_retry = ThreePhase(
-    decide=decide_retry, call=call_retry, record=record_retry, decide_many=decide_retries
+    decide=decide_retry,
+    call=call_retry,
+    record=record_retry,
+    decide_many=decide_retries,
+    together=RecordTogether(_recorded_together, record_retries),
 )
 
 
 def _succeeded(
     ctx: ActionContext, case: RecoveryCase, attempt: int, key: str, paid: dict[str, Any]
 ) -> None:
-    now = ctx.clock.now()
-    case.our_attempts = attempt
-    mirror.apply_invoice(ctx.session, so.invoice_state(paid), _now_ts(ctx))  # before webhooks
-    case_log.record(
-        ctx.session,
-        case,
-        now,
-        "our_attempt",
-        f"our retry {attempt} succeeded",
-        {"attempt": attempt, "succeeded": True},
-        f"{key}:result",
-    )
+    record_lines(ctx.session, [_payment(ctx, case, attempt, key, paid)])
     if paid.get("status") == "paid":
+        amount = int(paid.get("amount_paid") or case.amount_due)
         case_state.mark_recovered(
-            ctx.session,
-            case,
-            RecoveredVia.OUR_RETRY,
-            int(paid.get("amount_paid") or case.amount_due),
-            now,
-            override=True,
+            ctx.session, case, RecoveredVia.OUR_RETRY, amount, ctx.clock.now(), override=True
         )
+
+
+def _payment(
+    ctx: ActionContext, case: RecoveryCase, attempt: int, key: str, paid: dict[str, Any]
+) -> Line:
+    """Our payment mirrored (before its webhooks); its timeline line returned, to be written."""
+    case.our_attempts = attempt
+    mirror.apply_invoice(ctx.session, so.invoice_state(paid), _now_ts(ctx))
+    data = {"attempt": attempt, "succeeded": True}
+    summary = f"our retry {attempt} succeeded"
+    return Line(case.id, ctx.clock.now(), "our_attempt", summary, f"{key}:result", data)
 
 
 def _record_attempt(
     ctx: ActionContext, case: RecoveryCase, attempt: int, exc: CardDeclined | AuthenticationRequired
 ) -> None:
     """Keep the decline details now: the webhooks with them may arrive later, or never."""
+    record_lines(ctx.session, [_attempt(ctx, case, attempt, exc, _card(ctx, case, exc, {}))])
+
+
+def _card(
+    ctx: ActionContext,
+    case: RecoveryCase,
+    exc: CardDeclined | AuthenticationRequired,
+    cards: Mapping[str, PaymentMethod],
+) -> PaymentMethod | None:
+    """The card as we know it: without its fingerprint the policy could not count this attempt
+    against the card's limit (an intent that needs 3D Secure has no charge to tell it later).
+    `cards`: those read for a round already, by id."""
+    pm_id = exc.payment_method_id
+    card = (cards.get(pm_id) or ctx.session.get(PaymentMethod, pm_id)) if pm_id else None
+    return card if card is not None else case_evidence.current_card(ctx.session, case)
+
+
+def _attempt(
+    ctx: ActionContext,
+    case: RecoveryCase,
+    attempt: int,
+    exc: CardDeclined | AuthenticationRequired,
+    card: PaymentMethod | None,
+) -> Line:
+    """The declined attempt mirrored; its timeline line returned, to be written."""
     attempt_id = exc.charge_id or f"{exc.payment_intent_id or case.invoice_id}:{attempt}"
-    # The card as we know it: without its fingerprint the policy could not count this attempt
-    # against the card's limit (an intent that needs 3D Secure has no charge to tell it later).
-    card = ctx.session.get(PaymentMethod, exc.payment_method_id) if exc.payment_method_id else None
-    if card is None:
-        card = case_evidence.current_card(ctx.session, case)
     state = so.AttemptState(
         id=attempt_id,
         payment_intent_id=exc.payment_intent_id,
@@ -316,22 +384,16 @@ def _record_attempt(
     )
     mirror.apply_attempt(ctx.session, state, _now_ts(ctx))
     summary = f"our retry {attempt} declined: {exc.decline_code or exc.code or 'declined'}"
-    case_log.record(
-        ctx.session,
-        case,
-        ctx.clock.now(),
-        "our_attempt",
-        summary,
-        {
-            "attempt": attempt,
-            "attempt_id": attempt_id,
-            "succeeded": False,
-            "decline_code": exc.decline_code,
-            "failure_code": exc.code,
-            "network_advice_code": exc.network_advice_code,
-        },
-        f"case:{case.id}:attempt:{attempt}:result",
-    )
+    data = {
+        "attempt": attempt,
+        "attempt_id": attempt_id,
+        "succeeded": False,
+        "decline_code": exc.decline_code,
+        "failure_code": exc.code,
+        "network_advice_code": exc.network_advice_code,
+    }
+    key = f"case:{case.id}:attempt:{attempt}:result"
+    return Line(case.id, ctx.clock.now(), "our_attempt", summary, key, data)
 
 
 # ---- Stripe's own retries off, the window's end, the end of dunning -------------------------

@@ -28,6 +28,7 @@ from recovery.models import (
 )
 from recovery.rules import Rules
 from recovery.services.cases.evidence import RetryRow, decline_of, evidence
+from recovery.services.cases.lines import Line, record_lines
 from recovery.services.cases.log import END_OF_DUNNING_KIND, RETRY_KIND, record, subject
 from recovery.services.experiments.assignment import placement_of_case
 from recovery.services.messaging import outbox
@@ -161,6 +162,60 @@ def reevaluate(
     invoice = session.get(Invoice, case.invoice_id)
     if invoice is None:
         return None
+    decision, line = _steer(session, case, invoice, rules, now, cause)
+    if line is not None:
+        record_lines(session, [line])
+    return decision
+
+
+def reevaluate_many(
+    session: Session, cases: Sequence[tuple[RecoveryCase, str]], rules: Rules, now: datetime
+) -> None:
+    """`reevaluate` for a round's cases (each with its cause), in id order: their invoices read
+    in one statement (those the unit of work holds from the session), their decision lines
+    written in one. Each case's own evidence is read as for one."""
+    todo = sorted(
+        (
+            (c, cause)
+            for c, cause in cases
+            if c.status not in machine.TERMINAL and not c.dunning_paused
+        ),
+        key=lambda item: item[0].id,
+    )
+    if not todo:
+        return
+    invoices = _invoices(session, [case.invoice_id for case, _ in todo])
+    lines = []
+    for case, cause in todo:
+        invoice = invoices.get(case.invoice_id)
+        if invoice is None:
+            continue
+        line = _steer(session, case, invoice, rules, now, cause)[1]
+        if line is not None:
+            lines.append(line)
+    record_lines(session, lines)
+
+
+def _invoices(session: Session, ids: Sequence[str]) -> dict[str, Invoice]:
+    held: dict[str, Invoice] = {}
+    for invoice_id in ids:
+        found = session.identity_map.get(Session.identity_key(Invoice, invoice_id))
+        if isinstance(found, Invoice):
+            held[invoice_id] = found
+    missing = sorted(set(ids) - held.keys())
+    if missing:
+        held.update((i.id, i) for i in session.scalars(_INVOICES, {"ids": missing}))
+    return held
+
+
+_INVOICES = select(Invoice).where(Invoice.id.in_(bindparam("ids", expanding=True)))
+
+
+def _steer(
+    session: Session, case: RecoveryCase, invoice: Invoice, rules: Rules, now: datetime, cause: str
+) -> tuple[RetryDecision, Line | None]:
+    """The decision for an active case made so; its timeline line returned to be written
+    (None: the same decision again, or written already because dunning ended after it)."""
     found = evidence(session, case, invoice, now)
     ctx, failed = found.ctx, found.failed
     # An experiment's arm: a fixed schedule, or (the holdout) Stripe's retries alone.
@@ -197,22 +252,19 @@ def reevaluate(
         due_actions.cancel_pending(session, subject(case.id), now, (RETRY_KIND,))
     digest = hashlib.sha256(decision.reason.encode()).hexdigest()[:12]
     key = f"case:{case.id}:decision:{case.our_attempts}:{len(failed)}:{digest}"
+    line = None
     if key not in found.decided:  # the same decision again (the usual answer): no line, no move
-        record(
-            session,
-            case,
-            now,
-            "decision",
-            decision.reason,
-            {
-                "cause": cause,
-                "next_retry_at": decision.at.isoformat() if decision.at else None,
-                "stop": decision.stop,
-                "wait_for_new_card": decision.wait_for_new_card,
-            },
-            key,
-        )
+        data = {
+            "cause": cause,
+            "next_retry_at": decision.at.isoformat() if decision.at else None,
+            "stop": decision.stop,
+            "wait_for_new_card": decision.wait_for_new_card,
+        }
+        line = Line(case.id, now, "decision", decision.reason, key, data)
     if step.end_dunning:
+        if line is not None:  # before the end's line, in the timeline's order
+            record_lines(session, [line])
+            line = None
         case.closed_at = now
         due_actions.cancel_pending(session, subject(case.id), now)
         outbox.cancel(session, subject(case.id), now)
@@ -234,4 +286,4 @@ def reevaluate(
                 now=now,
                 payload={"case_id": case.id, "apply": retry.end_of_dunning},
             )
-    return decision
+    return decision, line

@@ -174,6 +174,33 @@ def cancel(session: Session, about: str, now: datetime, *, keep_confirmations: b
     return len(rows)
 
 
+def cancel_many(session: Session, abouts: Sequence[str], now: datetime) -> None:
+    """`cancel` for many subjects at once (confirmations kept): one statement per table."""
+    if not abouts:
+        return
+    rows = session.execute(_cancel_many(), {"abouts": sorted(set(abouts)), "now": now}).all()
+    for message_id, _ in rows:  # a loaded one would keep its old status
+        held = session.identity_map.get(Session.identity_key(OutboxMessage, message_id))
+        if held is not None:
+            session.expire(held)
+    if rows:
+        keys = [f"outbox:{key}" for _, key in rows]
+        due_actions.cancel_by_keys(session, keys, now)
+
+
+@functools.cache
+def _cancel_many() -> Any:
+    c = _MESSAGES.c
+    return (
+        update(_MESSAGES)
+        .where(c.about.in_(bindparam("abouts", expanding=True)), c.step != CONFIRMATION)
+        .where(c.status == MessageStatus.PENDING)
+        .values(status=MessageStatus.CANCELLED, cap_day=None)
+        .values(finished_at=bindparam("now", type_=c.finished_at.type))
+        .returning(c.id, c.dedupe_key)
+    )
+
+
 # ---- providers ------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -106,6 +107,45 @@ def cancel_pending(
     if kinds:
         params["b_kinds"] = list(kinds)
     return _rowcount(session, _cancel_statement(bool(kinds)), params)
+
+
+@functools.cache
+def _cancel_many_statement() -> Any:
+    return (
+        update(_ACTIONS)
+        .where(_c.subject.in_(bindparam("b_subjects", expanding=True)))
+        .where(_c.status == ActionStatus.PENDING)
+        .values(
+            status=ActionStatus.CANCELLED, finished_at=bindparam("b_now", type_=_c.finished_at.type)
+        )
+        .returning(_c.subject)
+    )
+
+
+def cancel_pending_many(session: Session, subjects: Sequence[str], now: datetime) -> Counter[str]:
+    """`cancel_pending` for many subjects in one statement; how many each had cancelled."""
+    if not subjects:
+        return Counter()
+    params = {"b_subjects": sorted(set(subjects)), "b_now": now}
+    return Counter(session.scalars(_cancel_many_statement(), params))
+
+
+@functools.cache
+def _cancel_by_keys_statement() -> Any:
+    return (
+        update(_ACTIONS)
+        .where(_c.dedupe_key.in_(bindparam("b_keys", expanding=True)))
+        .where(_c.status == ActionStatus.PENDING)
+        .values(
+            status=ActionStatus.CANCELLED, finished_at=bindparam("b_now", type_=_c.finished_at.type)
+        )
+    )
+
+
+def cancel_by_keys(session: Session, dedupe_keys: Sequence[str], now: datetime) -> None:
+    """Cancel the pending actions with these dedupe keys, in one statement."""
+    if dedupe_keys:
+        session.execute(_cancel_by_keys_statement(), {"b_keys": list(dedupe_keys), "b_now": now})
 
 
 @functools.cache

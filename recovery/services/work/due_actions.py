@@ -31,7 +31,9 @@ from recovery.services.work.claims import DEFAULT_LEASE as DEFAULT_LEASE
 from recovery.services.work.claims import LeaseLost as LeaseLost
 from recovery.services.work.claims import PermanentError as PermanentError
 from recovery.services.work.claims import action_backoff as action_backoff
+from recovery.services.work.claims import cancel_by_keys as cancel_by_keys
 from recovery.services.work.claims import cancel_pending as cancel_pending
+from recovery.services.work.claims import cancel_pending_many as cancel_pending_many
 from recovery.services.work.claims import claim as claim
 from recovery.services.work.claims import claim_in as claim_in
 from recovery.services.work.claims import schedule as schedule

@@ -201,6 +201,7 @@ def record_all(
     statuses: list[str] = []
     for together, group in groups.values():
         recorded = _record_together(runtime, session, together, group, owner)
+        fresh_for_the_next(session)
         if recorded is None:
             alone += group  # one by one: a failure then stays with its own action
         else:
