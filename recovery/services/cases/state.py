@@ -50,6 +50,7 @@ def mark_recovered_many(
     """`mark_recovered` for a round's cases (each once): what is pending for them cancelled in
     one statement per table, their timeline lines written in one. Returns the cases it moved."""
     lines: list[Line] = []
+    data: dict[str, object]
     closing: list[tuple[RecoveryCase, RecoveredVia, int]] = []
     moved: set[int] = set()
     for case, via, amount in recoveries:
