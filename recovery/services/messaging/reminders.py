@@ -8,7 +8,7 @@ the case just became decides what is written to the outbox (services/outbox.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from types import EllipsisType
 from typing import Any
@@ -25,6 +25,7 @@ from recovery.domain.stripe_objects.fields import ref
 from recovery.models import (
     CaseEvent,
     Customer,
+    ExperimentSubject,
     OutboxMessage,
     PaymentMethod,
     RecoveryCase,
@@ -36,7 +37,7 @@ from recovery.services.card_update import links as card_update_links
 from recovery.services.card_update import reminder_links
 from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
-from recovery.services.experiments.assignment import placement_of_case
+from recovery.services.experiments.assignment import placement_of_case, remember_placement
 from recovery.services.messaging import outbox
 from recovery.services.messaging.consent import may_text
 from recovery.services.messaging.wording import LINKED as LINKED
@@ -229,10 +230,18 @@ def _write_to(
 
 # Built once, with parameters: the planner runs on every move of a case.
 _MESSAGE_WITH_KEY = select(OutboxMessage.id).where(OutboxMessage.dedupe_key == bindparam("key"))
+_MESSAGES_WITH_KEYS = select(OutboxMessage.dedupe_key).where(
+    OutboxMessage.dedupe_key.in_(bindparam("keys", expanding=True))
+)
 _SUBSCRIPTION_STATUS = select(Subscription.status).where(Subscription.id == bindparam("id"))
 _PLANS = (
     select(CaseEvent.data)
     .where(CaseEvent.case_id == bindparam("case_id"), CaseEvent.kind == "reminders")
+    .order_by(CaseEvent.id)
+)
+_PLANS_OF_CASES = (
+    select(CaseEvent.case_id, CaseEvent.data)
+    .where(CaseEvent.case_id.in_(bindparam("ids", expanding=True)), CaseEvent.kind == "reminders")
     .order_by(CaseEvent.id)
 )
 
@@ -242,15 +251,32 @@ def _current_sequence(session: Session, case: RecoveryCase) -> tuple[str | None,
     return (str(rows[-1].get("sequence")) if rows else None), len(rows)
 
 
+def _current_sequences(session: Session, ids: Sequence[int]) -> dict[int, tuple[str | None, int]]:
+    """`_current_sequence` of many cases in one statement."""
+    plans: dict[int, list[Any]] = {}
+    for case_id, data in session.execute(_PLANS_OF_CASES, {"ids": list(ids)}):
+        plans.setdefault(case_id, []).append(data)
+    return {i: (str(rows[-1].get("sequence")), len(rows)) for i, rows in plans.items()}
+
+
 def plan_case(
-    session: Session, case: RecoveryCase, rules: Rules, settings: Settings, now: datetime
+    session: Session,
+    case: RecoveryCase,
+    rules: Rules,
+    settings: Settings,
+    now: datetime,
+    plans: Mapping[int, tuple[str | None, int]] | None = None,
 ) -> None:
-    """Make the case's planned reminders match what it needs now."""
+    """Make the case's planned reminders match what it needs now. `plans`: the current
+    sequences of a round's cases read together (`_current_sequences`), None: read this one's."""
     config = rules.reminders
     if not config.enabled or case.status not in ACTIVE or case.dunning_paused:
         return  # a paused case is re-planned when it is resumed (case_admin.resume)
     wanted = planner.sequence_for(case.awaiting, case.decline_category)
-    current, count = _current_sequence(session, case)
+    if plans is None:
+        current, count = _current_sequence(session, case)
+    else:
+        current, count = plans.get(case.id, (None, 0))
     if current == wanted:
         return  # planned already: the usual answer when a case's timeline moves
     placed = placement_of_case(session, rules, case.id)
@@ -318,44 +344,89 @@ def close_case(
     session: Session, case: RecoveryCase, rules: Rules, settings: Settings, now: datetime
 ) -> None:
     """The case is over: nothing pending goes out; say thank you, or that it ended."""
-    outbox.cancel(session, case_log.subject(case.id), now)
+    close_cases(session, [case], rules, settings, now)
+
+
+def close_cases(
+    session: Session, cases: Sequence[RecoveryCase], rules: Rules, settings: Settings, now: datetime
+) -> None:
+    """`close_case` for a round's closed cases: their pending messages cancelled in one
+    statement per table, which confirmations went out already read in one, and their
+    experiment placements in one."""
+    if not cases:
+        return
+    outbox.cancel_many(session, [case_log.subject(case.id) for case in cases], now)
     if not rules.reminders.confirmations:
         return
-    if case.closed_at is not None and now - case.closed_at > RECENT:
-        return
-    template = None
-    if case.status == CaseStatus.RECOVERED:
-        template = "recovered"
-    elif _ended(session, case):
-        template = "subscription_ended"
+    wanted: dict[str, tuple[RecoveryCase, str]] = {}
+    for case in cases:
+        if case.closed_at is not None and now - case.closed_at > RECENT:
+            continue
+        template = None
+        if case.status == CaseStatus.RECOVERED:
+            template = "recovered"
+        elif _ended(session, case):
+            template = "subscription_ended"
+        if template is not None:
+            wanted[f"case:{case.id}:{template}"] = (case, template)
     # Said already (the usual answer: a closed case's timeline keeps moving) is asked first.
-    if template is None or session.scalar(_MESSAGE_WITH_KEY, {"key": f"case:{case.id}:{template}"}):
+    for key in session.scalars(_MESSAGES_WITH_KEYS, {"keys": sorted(wanted)}) if wanted else ():
+        del wanted[key]
+    _read_placements(session, sorted({case.id for case, _ in wanted.values()}))
+    for key, (case, template) in wanted.items():
+        placed = placement_of_case(session, rules, case.id)
+        if placed is not None and placed.holdout:
+            continue
+        _write(
+            session,
+            case,
+            rules,
+            settings,
+            now,
+            channel="email",
+            template=template,
+            step=outbox.CONFIRMATION,
+            at=now,
+            dedupe_key=key,
+            capped=False,
+            fresh=True,  # (asked above; a contact's copy is written once by its own key)
+        )
+
+
+def _read_placements(session: Session, ids: Sequence[int]) -> None:
+    """The cases' experiment placements in one statement, remembered for `placement_of_case`."""
+    if not ids:
         return
-    placed = placement_of_case(session, rules, case.id)
-    if placed is not None and placed.holdout:
-        return
-    _write(
-        session,
-        case,
-        rules,
-        settings,
-        now,
-        channel="email",
-        template=template,
-        step=outbox.CONFIRMATION,
-        at=now,
-        dedupe_key=f"case:{case.id}:{template}",
-        capped=False,
-    )
+    found = {row[0]: (row[1], row[2]) for row in session.execute(_PLACED, {"ids": list(ids)})}
+    for case_id in ids:
+        remember_placement(session, case_id, *found.get(case_id, (None, None)))
+
+
+_PLACED = select(
+    ExperimentSubject.case_id, ExperimentSubject.experiment_key, ExperimentSubject.arm
+).where(ExperimentSubject.case_id.in_(bindparam("ids", expanding=True)))
 
 
 def sync_case(
     session: Session, case: RecoveryCase, rules: Rules, settings: Settings, now: datetime
 ) -> None:
-    if case.status in TERMINAL:
-        close_case(session, case, rules, settings, now)
-    else:
-        plan_case(session, case, rules, settings, now)
+    sync_cases(session, [case], rules, settings, now)
+
+
+def sync_cases(
+    session: Session, cases: Sequence[RecoveryCase], rules: Rules, settings: Settings, now: datetime
+) -> None:
+    """Make the reminders of these cases match their state now: the closed ones closed
+    together first (`close_cases`), then the active ones planned, their current plans read
+    in one statement."""
+    close_cases(session, [case for case in cases if case.status in TERMINAL], rules, settings, now)
+    active = [case for case in cases if case.status not in TERMINAL]
+    if len(active) == 1:
+        plan_case(session, active[0], rules, settings, now)
+    elif active:
+        plans = _current_sequences(session, [case.id for case in active])
+        for case in active:
+            plan_case(session, case, rules, settings, now, plans)
 
 
 # ---- wiring ---------------------------------------------------------------------------------
