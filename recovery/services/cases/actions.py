@@ -272,27 +272,31 @@ def record_retries(
     declines = [o.error for _, _, o in items if isinstance(o.error, CardDeclined)]
     pm_ids = sorted({e.payment_method_id for e in declines if e.payment_method_id})
     cards = {pm.id: pm for pm in session.scalars(_CARDS, {"ids": pm_ids})} if pm_ids else {}
-    lines: list[Line] = []
-    recovered: list[tuple[RecoveryCase, RecoveredVia, int]] = []
-    steer: list[tuple[RecoveryCase, str]] = []
-    for _, plan, outcome in items:
-        case = cases.get(plan.case_id)
-        if case is None:
-            continue
-        if outcome.paid is not None:
-            lines.append(_payment(ctx, case, plan.attempt, plan.key, outcome.paid))
-            if outcome.paid.get("status") == "paid":
-                amount = int(outcome.paid.get("amount_paid") or case.amount_due)
-                recovered.append((case, RecoveredVia.OUR_RETRY, amount))
-        elif isinstance(outcome.error, CardDeclined):
-            case.our_attempts = max(case.our_attempts, plan.attempt)
-            card = _card(ctx, case, outcome.error, cards)
-            lines.append(_attempt(ctx, case, plan.attempt, outcome.error, card))
-            if case.status not in TERMINAL:  # (settled while we charged: nothing to steer)
-                steer.append((case, f"our attempt {plan.attempt} declined"))
-    record_lines(session, lines)
-    case_state.mark_recovered_many(session, recovered, now, override=True)
-    case_scheduling.reevaluate_many(session, steer, _rules(ctx), now)
+    # The cases' own columns flushed once at the end, not each time a statement follows a
+    # change (twice a decline): nothing here reads them back from the database.
+    with session.no_autoflush:
+        lines: list[Line] = []
+        recovered: list[tuple[RecoveryCase, RecoveredVia, int]] = []
+        steer: list[tuple[RecoveryCase, str]] = []
+        for _, plan, outcome in items:
+            case = cases.get(plan.case_id)
+            if case is None:
+                continue
+            if outcome.paid is not None:
+                lines.append(_payment(ctx, case, plan.attempt, plan.key, outcome.paid))
+                if outcome.paid.get("status") == "paid":
+                    amount = int(outcome.paid.get("amount_paid") or case.amount_due)
+                    recovered.append((case, RecoveredVia.OUR_RETRY, amount))
+            elif isinstance(outcome.error, CardDeclined):
+                case.our_attempts = max(case.our_attempts, plan.attempt)
+                card = _card(ctx, case, outcome.error, cards)
+                lines.append(_attempt(ctx, case, plan.attempt, outcome.error, card))
+                if case.status not in TERMINAL:  # (settled while we charged: nothing to steer)
+                    steer.append((case, f"our attempt {plan.attempt} declined"))
+        record_lines(session, lines)
+        case_state.mark_recovered_many(session, recovered, now, override=True)
+        case_scheduling.reevaluate_many(session, steer, _rules(ctx), now)
+    session.flush()
 
 
 _CARDS = select(PaymentMethod).where(PaymentMethod.id.in_(bindparam("ids", expanding=True)))

@@ -92,12 +92,14 @@ def plan_retry(
     now: datetime,
     reason: str,
     retries: Sequence[RetryRow] | None = None,
+    new: list[dict[str, Any]] | None = None,
 ) -> None:
     """Make the case's next attempt due at `due_at`: a pending one moves, any other pending
     retry is cancelled. An action for this attempt that ended without charging (cancelled by a
     pause, skipped because Stripe was about to charge, refused) comes back: attempt n is not
     made until our_attempts says so, and its key must not stop it for good. `retries`: the
-    case's retry actions when the caller has read them in this transaction (None: read them)."""
+    case's retry actions when the caller has read them in this transaction (None: read them).
+    `new`: a round's list to add a new action to, written with the others' (`reevaluate_many`)."""
     attempt = case.our_attempts + 1
     if retries is None:
         retries = _retries(session, case)
@@ -109,15 +111,12 @@ def plan_retry(
     if mine is not None and mine.status == ActionStatus.PENDING and mine.due_at == due_at:
         return  # planned so already (the usual answer): nothing to write, nothing to lock
     payload = {"case_id": case.id, "attempt": attempt, "reason": reason}
-    if mine is None and due_actions.schedule(
-        session,
-        kind=RETRY_KIND,
-        subject=subject(case.id),
-        dedupe_key=key,
-        due_at=due_at,
-        now=now,
-        payload=payload,
-    ):
+    values: dict[str, Any] = {"kind": RETRY_KIND, "subject": subject(case.id)}
+    values.update(dedupe_key=key, due_at=due_at)
+    if mine is None and new is not None:
+        new.append({**values, "payload": payload})
+        return
+    if mine is None and due_actions.schedule(session, **values, now=now, payload=payload):
         return
     existing = session.scalars(
         select(DueAction).where(DueAction.dedupe_key == key).with_for_update(),
@@ -148,9 +147,10 @@ def _schedule_retry(
     decision: RetryDecision,
     now: datetime,
     retries: Sequence[RetryRow],
+    new: list[dict[str, Any]] | None = None,
 ) -> None:
     assert decision.at is not None
-    plan_retry(session, case, decision.at, now, decision.reason, retries)
+    plan_retry(session, case, decision.at, now, decision.reason, retries, new)
 
 
 def reevaluate(
@@ -186,13 +186,22 @@ def reevaluate_many(
         return
     invoices = _invoices(session, [case.invoice_id for case, _ in todo])
     lines = []
+    new: list[dict[str, Any]] = []  # the cases' next retries, written together
+    planned: dict[str, tuple[RecoveryCase, Any]] = {}
     for case, cause in todo:
         invoice = invoices.get(case.invoice_id)
         if invoice is None:
             continue
-        line = _steer(session, case, invoice, rules, now, cause)[1]
+        before = len(new)
+        decision, line = _steer(session, case, invoice, rules, now, cause, new)
+        if len(new) > before:
+            planned[new[-1]["dedupe_key"]] = (case, decision)
         if line is not None:
             lines.append(line)
+    added = due_actions.schedule_many(session, new, now)
+    for key in planned.keys() - added:  # (a row the case's read did not see: as for one)
+        case, decision = planned[key]
+        plan_retry(session, case, decision.at, now, decision.reason)
     record_lines(session, lines)
 
 
@@ -212,7 +221,13 @@ _INVOICES = select(Invoice).where(Invoice.id.in_(bindparam("ids", expanding=True
 
 
 def _steer(
-    session: Session, case: RecoveryCase, invoice: Invoice, rules: Rules, now: datetime, cause: str
+    session: Session,
+    case: RecoveryCase,
+    invoice: Invoice,
+    rules: Rules,
+    now: datetime,
+    cause: str,
+    new: list[dict[str, Any]] | None = None,
 ) -> tuple[RetryDecision, Line | None]:
     """The decision for an active case made so; its timeline line returned to be written
     (None: the same decision again, or written already because dunning ended after it)."""
@@ -246,7 +261,7 @@ def _steer(
     case.next_retry_at = decision.at
     case.next_step_reason = decision.reason
     if decision.at is not None:
-        _schedule_retry(session, case, decision, now, found.retries)
+        _schedule_retry(session, case, decision, now, found.retries, new)
     elif any(retry.status == ActionStatus.PENDING for retry in found.retries):
         # (plan_retry is their only writer, and the case is locked: none came since the read)
         due_actions.cancel_pending(session, subject(case.id), now, (RETRY_KIND,))

@@ -28,6 +28,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
@@ -72,6 +73,42 @@ def schedule(
         "created_at": now,
     }
     return insert_or_ignore(session, DueAction, values, ["dedupe_key"])
+
+
+def schedule_many(
+    session: Session, actions: Sequence[Mapping[str, Any]], now: datetime
+) -> set[str]:
+    """`schedule` for many actions (each a dict of `schedule`'s keyword arguments but `now`) in
+    one multi-row statement; returns the dedupe keys of those added."""
+    if not actions:
+        return set()
+    rows = [
+        {
+            "kind": a["kind"],
+            "subject": a["subject"],
+            "dedupe_key": a["dedupe_key"],
+            "due_at": a["due_at"],
+            "status": ActionStatus.PENDING,
+            "attempts": 0,
+            "max_attempts": a.get("max_attempts", 8),
+            "payload": dict(a.get("payload") or {}),
+            "created_at": now,
+        }
+        for a in actions
+    ]
+    statement = _schedule_many_statement(session.get_bind().dialect.name)
+    return set(session.scalars(statement, rows))
+
+
+@functools.cache
+def _schedule_many_statement(dialect: str) -> Any:
+    # Executed with a list of rows: one multi-row INSERT ("insertmanyvalues").
+    insert_fn: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert_fn(_ACTIONS)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(_ACTIONS.c.dedupe_key)
+    )
 
 
 # The worker's own statements, built once on the table (not the ORM entity): SQLAlchemy then
