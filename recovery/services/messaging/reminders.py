@@ -98,12 +98,15 @@ def _write(
     card: PaymentMethod | EllipsisType | None = ...,
     has_contacts: bool | None = None,
     fresh: bool = False,
+    later: list[dict[str, Any]] | None = None,
 ) -> OutboxMessage | None:
     """Write the message to the customer - or, for a business account with contacts, one copy
     per contact it is for (services/outreach/contacts.py), each with its own key and link.
     `card`: the case's current card when the caller has it already (`...`: look it up);
     `has_contacts`: whether the customer has any, when the caller knows (None: look it up);
-    `fresh`: no message can have this key yet (its plan's timeline line was just added)."""
+    `fresh`: no message can have this key yet (its plan's timeline line was just added);
+    `later`: a round's list to add an uncapped message to, enqueued with the others'
+    (`outbox.enqueue_many`) - nothing is returned then."""
     if isinstance(card, EllipsisType):
         card, customer, known = case_evidence.card_and_customer(session, case)
         has_contacts = known if has_contacts is None else has_contacts
@@ -141,6 +144,7 @@ def _write(
             capped=capped and index == 0,  # the copies go with the first, on its day
             card=card,
             fresh=fresh,
+            later=later,
         )
         first = first or row
     return first
@@ -164,6 +168,7 @@ def _write_to(
     capped: bool,
     card: PaymentMethod | None,
     fresh: bool = False,
+    later: list[dict[str, Any]] | None = None,
 ) -> OutboxMessage | None:
     if not fresh and session.scalar(_MESSAGE_WITH_KEY, {"key": dedupe_key}):
         return None
@@ -207,20 +212,26 @@ def _write_to(
     about = case_log.subject(case.id)
     if step == outbox.CONFIRMATION:
         about = f"notice:{about}"
+    message: dict[str, Any] = {
+        "about": about,
+        "case_id": case.id,
+        "customer_id": case.customer_id,
+        "channel": channel,
+        "template": template,
+        "step": step,
+        "locale": locale,
+        "recipient": recipient,
+        "subject": subject,
+        "body": body,
+        "send_after": at,
+        "dedupe_key": dedupe_key,
+    }
+    if later is not None and not capped:
+        later.append(message)
+        return None
     return outbox.enqueue(
         session,
-        about=about,
-        case_id=case.id,
-        customer_id=case.customer_id,
-        channel=channel,
-        template=template,
-        step=step,
-        locale=locale,
-        recipient=recipient,
-        subject=subject,
-        body=body,
-        send_after=at,
-        dedupe_key=dedupe_key,
+        **message,
         now=now,
         cap_zone=zone if capped else None,
         send_hour=rules.reminders.send_hour,
@@ -373,6 +384,7 @@ def close_cases(
     for key in session.scalars(_MESSAGES_WITH_KEYS, {"keys": sorted(wanted)}) if wanted else ():
         del wanted[key]
     _read_placements(session, sorted({case.id for case, _ in wanted.values()}))
+    thanks: list[dict[str, Any]] = []  # enqueued together
     for key, (case, template) in wanted.items():
         placed = placement_of_case(session, rules, case.id)
         if placed is not None and placed.holdout:
@@ -390,7 +402,9 @@ def close_cases(
             dedupe_key=key,
             capped=False,
             fresh=True,  # (asked above; a contact's copy is written once by its own key)
+            later=thanks,
         )
+    outbox.enqueue_many(session, thanks, now)
 
 
 def _read_placements(session: Session, ids: Sequence[int]) -> None:
