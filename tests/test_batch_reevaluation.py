@@ -79,14 +79,14 @@ def _two_failures(tmp_path: Path, template: Path, chunk: int, monkeypatch: Any) 
         fake.add_event("customer.subscription.updated", fake.retrieve_subscription(b.subscription))
         told = [e["type"] for e in fake.events[before:]]
         asked = []
-        real = scheduling.reevaluate
+        real = scheduling.steer
 
         def counted(session: Any, case: RecoveryCase, *args: Any) -> Any:
             asked.append(case.id)
             return real(session, case, *args)
 
         with monkeypatch.context() as patched:
-            patched.setattr(scheduling, "reevaluate", counted)
+            patched.setattr(scheduling, "steer", counted)
             story.deliver()
         case = story.case(b.invoice)
         retries = [(a.kind, a.dedupe_key, a.due_at) for a in story.pending(case.id)]
@@ -158,14 +158,14 @@ def test_a_re_evaluation_that_fails_sends_the_events_that_asked_for_it_back(
     story.deliver()
     assert story.stripe_charges(b.invoice, decline_code="generic_decline") == "declined"
     clock.advance(timedelta(hours=20))
-    real = scheduling.reevaluate
+    real = scheduling.steer
 
     def broken(session: Any, case: RecoveryCase, *args: Any) -> Any:
         if case.invoice_id == b.invoice:
             raise RuntimeError("a bug in the retry policy")
         return real(session, case, *args)
 
-    monkeypatch.setattr(scheduling, "reevaluate", broken)
+    monkeypatch.setattr(scheduling, "steer", broken)
     before = len(fake_gateway.events)
     fake_gateway.add_event("invoice.updated", fake_gateway.retrieve_invoice(b.invoice))
     fake_gateway.add_event("customer.updated", fake_gateway.retrieve_customer(other.customer))

@@ -184,7 +184,7 @@ def test_the_batch_end_decides_its_noted_cases_together_and_one_by_one_when_one_
     for b in (kim, lee):
         assert story.stripe_charges(b.invoice, decline_code="generic_decline") == "declined"
     clock.advance(timedelta(hours=20))
-    real = scheduling.reevaluate
+    real = scheduling.steer
     decided: list[str] = []
 
     def broken(session: Any, case: Any, *args: Any) -> Any:
@@ -193,7 +193,7 @@ def test_the_batch_end_decides_its_noted_cases_together_and_one_by_one_when_one_
         decided.append(case.invoice_id)
         return real(session, case, *args)
 
-    monkeypatch.setattr(scheduling, "reevaluate", broken)
+    monkeypatch.setattr(scheduling, "steer", broken)
     together: list[list[int]] = []
     real_deferred = reactions.reevaluate_deferred
 

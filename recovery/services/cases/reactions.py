@@ -387,14 +387,15 @@ def reevaluate_deferred(
     taken = {case_id: pending.pop(case_id) for case_id in wanted}
     if not taken:
         return taken
-    now = runtime.clock.now()
-    # The cases with their invoices in one statement (scheduling.reevaluate finds each
-    # invoice in the session: it read it with another statement per case).
+    # The cases with their invoices in one statement, re-planned together (their decision
+    # lines and next retries written in one statement each: `reevaluate_many`).
+    steer = []
     for case, invoice in session.execute(_CASES, {"ids": wanted}).all():
         _hold(session, case)
         if invoice is not None and _settled(invoice):
             continue  # the event that settled it closes the case (a batch's later event)
-        case_scheduling.reevaluate(session, case, runtime.rules, now, taken[case.id].cause)
+        steer.append((case, taken[case.id].cause))
+    case_scheduling.reevaluate_many(session, steer, runtime.rules, runtime.clock.now())
     return taken
 
 

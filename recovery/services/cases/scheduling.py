@@ -162,7 +162,7 @@ def reevaluate(
     invoice = session.get(Invoice, case.invoice_id)
     if invoice is None:
         return None
-    decision, line = _steer(session, case, invoice, rules, now, cause)
+    decision, line = steer(session, case, invoice, rules, now, cause)
     if line is not None:
         record_lines(session, [line])
     return decision
@@ -193,7 +193,7 @@ def reevaluate_many(
         if invoice is None:
             continue
         before = len(new)
-        decision, line = _steer(session, case, invoice, rules, now, cause, new)
+        decision, line = steer(session, case, invoice, rules, now, cause, new)
         if len(new) > before:
             planned[new[-1]["dedupe_key"]] = (case, decision)
         if line is not None:
@@ -220,7 +220,7 @@ def _invoices(session: Session, ids: Sequence[str]) -> dict[str, Invoice]:
 _INVOICES = select(Invoice).where(Invoice.id.in_(bindparam("ids", expanding=True)))
 
 
-def _steer(
+def steer(
     session: Session,
     case: RecoveryCase,
     invoice: Invoice,
