@@ -2,9 +2,10 @@
 savepoint per action), call (no transaction open, under a deadline well inside the lease),
 record (in a later transaction, committed only while the lease is still ours).
 
-A round's common outcomes (`RecordTogether`: a message sent) are recorded together: one
-statement marks all their actions done while checking the leases, one writes their rows. The
-rest, and any group whose set-based write fails, go one by one, each in a savepoint.
+A round's common outcomes (`RecordTogether`: a message sent, a charge paid or declined) are
+recorded together: one statement marks all their actions done while checking the leases, one
+statement per table writes their rows. The rest, and any group whose set-based write fails, go
+one by one, each in a savepoint.
 
 In shadow mode (RECOVERY_MODE=shadow) a three-step action that decided to call a provider is
 finished as `shadow` with a note of what it would have done (`services.work.shadow`), and
