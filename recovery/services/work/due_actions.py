@@ -14,10 +14,10 @@ transaction open, each under a deadline well inside the lease, and their outcome
 in a second transaction, committing only while each lease is still held. Deciding and recording
 go by the round, not by the action: a kind with `decide_many` reads its rows for the round in
 one query per table, `RecordTogether` writes the common outcomes (a message sent, a charge
-paid or declined) in set-based statements, the rest share one savepoint; any failure redoes its group one action at a time,
-each in a savepoint, so it stays with its own action. Actions about one subject (a case, a
-message's case, a cancel session) run one after the other, in due order; different subjects
-at once.
+paid or declined) in set-based statements, the rest share one savepoint; any failure redoes
+its group one action at a time, each in a savepoint, so it stays with its own action. Actions
+about one subject (a case, a message's case, a cancel session) run one after the other, in due
+order; different subjects at once.
 
 In shadow mode (RECOVERY_MODE=shadow) a three-step action that decided to call a provider is
 finished as `shadow` with a note of what it would have done (`services.work.shadow`), and
