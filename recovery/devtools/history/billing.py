@@ -113,7 +113,7 @@ class Billing(CustomersActing):
     # ---- renewals ----------------------------------------------------------------------------
 
     def plan_renewal(self, s: Subscriber, ts: int) -> None:
-        self.at(ts, lambda: self.renew(s))
+        self.at(ts, lambda: self.renew(s), reads_service=False)
         self.plan_expiry_response(s, ts)
 
     def renew(self, s: Subscriber) -> None:
@@ -153,7 +153,7 @@ class Billing(CustomersActing):
         self.report.renewals += 1
         # Stripe attempts payment about an hour after the renewal invoice is created.
         charge = functools.partial(self.charge_renewal, s, invoice["id"], period_event)
-        self.at(self.now + 3600, charge)
+        self.at(self.now + 3600, charge, reads_service=False)
 
     def charge_renewal(self, s: Subscriber, invoice_id: str, period_event: str | None) -> None:
         """Stripe's automatic charge of a renewal, failing as the model says."""
@@ -179,6 +179,7 @@ class Billing(CustomersActing):
         try:
             self.fake.pay_invoice(invoice_id, idempotency_key=f"renewal:{invoice_id}")
             self.quiet.add(invoice_id)
+            self.paid_at_once = True
             self.release(period_event, alone=False)
             return
         except (CardDeclined, AuthenticationRequired):
@@ -198,7 +199,8 @@ class Billing(CustomersActing):
         self.report.outcomes[outcome] = self.report.outcomes.get(outcome, 0) + 1
         if outcome == "heal":
             low, high = decline.heal_days
-            self.at(self.now + self.rng.uniform(low, high) * DAY, lambda: self.heal(card))
+            healed = functools.partial(self.heal, card)
+            self.at(self.now + self.rng.uniform(low, high) * DAY, healed, reads_service=False)
         elif outcome == "link":
             delay = self.rng.uniform(0.3, 12) * DAY
             self.at(self.now + delay, lambda: self.update_card_for_case(s, invoice_id, 3))
