@@ -176,14 +176,14 @@ class Billing(CustomersActing):
             self.scripted.add(s.number)  # no cancel-flow story for this one
         if decline is not None and card is not None:
             self.program_decline(invoice_id, card, decline)
+        self.release(period_event)
         try:
             self.fake.pay_invoice(invoice_id, idempotency_key=f"renewal:{invoice_id}")
             self.quiet.add(invoice_id)
             self.paid_at_once = True
-            self.release(period_event, alone=False)
             return
         except (CardDeclined, AuthenticationRequired):
-            self.release(period_event, alone=True)
+            pass
         assert decline is not None and card is not None
         self.report.failed_renewals += 1
         self.report.declines[decline.name] = self.report.declines.get(decline.name, 0) + 1

@@ -145,24 +145,18 @@ class Simulation:
         fingerprint of bench/demo_seed.py is the same). `release` says when."""
         self._to_hold.add(event_id)
 
-    def release(self, event_id: str | None, *, alone: bool) -> None:
-        """The held event goes with the next delivery (`alone`: now, on its own, before what
-        the charge emitted - a declined renewal's case opens on the period it renewed)."""
+    def release(self, event_id: str | None) -> None:
+        """The held event goes first in the next delivery, with what the charge emits (a
+        declined renewal's too: its case opens on the period it renewed, the batch processing
+        the events in order; it went in a batch of its own before, with the same figures)."""
         event = self._held.pop(event_id, None) if event_id else None
-        if event is None:
-            return
-        if alone:  # after the renewals held back, which came first
-            events, self._backlog = [*self._backlog, event], []
-            bodies = [json.dumps(e).encode() for e in events]
-            receive_events(self.rt.db, bodies, self.rt.processing_context, self.clock)
-            self.report.events += len(events)
-        else:
+        if event is not None:
             self._first.append(event)
 
     def release_all(self) -> None:
         """At the end: whatever is still held goes out (a charge after the end never came)."""
         for event_id in list(self._held):
-            self.release(event_id, alone=False)
+            self.release(event_id)
 
     def settle(self) -> int | None:
         """Deliver events and run whatever is due now, until neither has anything left.
