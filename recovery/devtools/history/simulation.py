@@ -36,6 +36,10 @@ _NEXT_DUE = select(func.min(DueAction.due_at)).where(DueAction.status == ActionS
 
 
 class Simulation:
+    # Renewals paid at once held back until something reads the service (see `deliver`);
+    # False delivers each at once (the same database: tests/test_history_delivery.py).
+    hold_back_renewals = True
+
     def __init__(
         self,
         runtime: Runtime,
@@ -81,6 +85,7 @@ class Simulation:
         self._first: list[dict[str, Any]] = []
         self.paid_at_once = False  # the step was a renewal paid at its first attempt
         self._backlog: list[dict[str, Any]] = []  # such renewals' events (see `deliver`)
+        self.renewals_held = 0
         self.scripted: set[int] = {1}  # customers in a scripted story (1: the banner's)
 
     # ---- plumbing ----------------------------------------------------------------------------
@@ -124,8 +129,9 @@ class Simulation:
                 fresh.append(e)
         self._delivered = len(self.fake.events)
         paid_at_once, self.paid_at_once = self.paid_at_once, False
-        if paid_at_once and [e["type"] for e in fresh] == RENEWED:
+        if paid_at_once and self.hold_back_renewals and [e["type"] for e in fresh] == RENEWED:
             self._backlog += fresh
+            self.renewals_held += 1
             return 0
         if fresh or flush:
             fresh, self._backlog = self._backlog + fresh, []
