@@ -68,7 +68,9 @@ class History(Billing):
         sync_from_stripe(self.rt.db, self.fake, self.clock, progress=False, requests_per_second=1e9)
         for number in range(existing, self.n_customers):
             ts = self.start.timestamp() + self.rng.uniform(1, self.days - 3) * DAY
-            self.at(ts, functools.partial(self.sign_up, number, existing=False))
+            self.at(
+                ts, functools.partial(self.sign_up, number, existing=False), reads_service=False
+            )
         self.plan_scripted_cancel_flows()
         end = int(self.end.timestamp())
         next_daily = int(self.start.replace(hour=DAILY_JOBS_HOUR, minute=0, second=0).timestamp())
