@@ -180,7 +180,9 @@ class Billing(CustomersActing):
         try:
             self.fake.pay_invoice(invoice_id, idempotency_key=f"renewal:{invoice_id}")
             self.quiet.add(invoice_id)
-            self.paid_at_once = True
+            # Held back (`Simulation.deliver`) unless the card runs out before the next renewal:
+            # then the period event plans expiry notices, written at the moment it arrives.
+            self.paid_at_once = card is not None and self.card_expires(card) > self.renewal_of(s)
             return
         except (CardDeclined, AuthenticationRequired):
             pass
@@ -207,6 +209,11 @@ class Billing(CustomersActing):
         elif outcome == "hosted":
             delay = self.rng.uniform(0.2, 10) * DAY
             self.at(self.now + delay, lambda: self.pay_hosted(s, invoice_id))
+
+    def renewal_of(self, s: Subscriber) -> int:
+        """When the subscription's current period ends (unix seconds)."""
+        sub = self.fake.store["subscription"][s.subscription_id]
+        return int(sub["items"]["data"][0]["current_period_end"])
 
     def owed_story(self, s: Subscriber) -> Story | None:
         """The first story (see Story) the history still owes that `s` can tell now."""

@@ -114,11 +114,12 @@ class Simulation:
         the next delivery of anything else or `flush` - which the history calls before every
         step that reads the service (a due action, the daily jobs, a customer's page) and
         before a retention cutoff (`History.retention_cutoffs`). They touch no case (a past-due
-        subscription's renewal also emits its status change, and goes at once); only the mirror
-        and the expiry planner read them, so the service is where it would be whenever anything
-        looks. One batch for many renewals instead of a transaction each (they were 1,127 of
-        the 1,775 batches, ~2.5 ms each); every table bench/demo_seed.py's history writes is
-        the same but for the events' receipt times.
+        subscription's renewal also emits its status change, and goes at once) and plan no
+        expiry notice (a card running out before the next renewal goes at once): only the
+        mirror reads them, so the service is where it would be whenever anything looks. One
+        batch for many renewals instead of a transaction each (they were 1,127 of the 1,775
+        batches, ~2.5 ms each); every table bench/demo_seed.py's history writes is the same but
+        for the events' receipt times (`--against`, tests/test_history_delivery.py).
         """
         fresh, self._first = self._first, []
         for e in self.fake.events[self._delivered :]:
