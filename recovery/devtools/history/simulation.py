@@ -96,7 +96,9 @@ class Simulation:
 
     def at(self, ts: float, action: Callable[[], None], *, reads_service: bool = True) -> None:
         """Do `action` at `ts` (unix seconds), if that is before the end of the history.
-        `reads_service=False`: it reads and writes only the fake (see `deliver`)."""
+        `reads_service=False`: it reads nothing the renewals held back (`deliver`) would change
+        - only the fake (a renewal's charge also asks whether a story was told: cases and their
+        SMS, which those renewals do not touch)."""
         ts = max(int(ts), self.now)
         if ts < self.end.timestamp():
             heapq.heappush(self._queue, (ts, next(self._seq), action, reads_service))
