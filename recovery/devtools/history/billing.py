@@ -208,7 +208,8 @@ class Billing(CustomersActing):
             self.at(self.now + delay, lambda: self.update_card_for_case(s, invoice_id, 3))
         elif outcome == "hosted":
             delay = self.rng.uniform(0.2, 10) * DAY
-            self.at(self.now + delay, lambda: self.pay_hosted(s, invoice_id))
+            pays = functools.partial(self.pay_hosted, s, invoice_id)
+            self.at(self.now + delay, pays, reads_service=False)  # the case, then the fake
 
     def renewal_of(self, s: Subscriber) -> int:
         """When the subscription's current period ends (unix seconds)."""
