@@ -3,6 +3,7 @@ fingerprint of what it produced.
 
     .venv/bin/python bench/demo_seed.py [--customers 300] [--end 2026-12-04T15:00:00+00:00]
                                         [--profile out.prof] [--figures] [--split]
+                                        [--tables FILE] [--against FILE]
 
 `recovery demo` ends its history at the moment it starts, so two runs of it tell slightly
 different stories (other weekdays, holidays, month lengths) and are not comparable. This plays
@@ -18,6 +19,11 @@ and prints:
   (`--figures` prints the figures themselves);
 - with `--split`, where the history's CPU went: the events' processing (the inbox), the due
   actions, the daily jobs, and the rest (the Stripe fake, the customers' pages, the schedule).
+
+`--tables FILE` writes every table of the seeded database (recovery/devtools/snapshot.py: random
+parts and the events' receipt times left out) and `--against FILE` compares with such a file,
+table by table: run it on main with `--tables`, then on a branch with `--against`, for a check
+row by row where the fingerprint only sums.
 
 `--profile` times by CPU (not wall) time: on a shared machine the wall clock also counts the
 other processes' turns. cProfile's own cost is per Python call, so it overstates code made of
@@ -52,6 +58,7 @@ from sqlalchemy.engine import Engine  # noqa: E402
 
 from recovery import worker  # noqa: E402
 from recovery.adapters.clock import FrozenClock  # noqa: E402
+from recovery.devtools import snapshot  # noqa: E402
 from recovery.devtools.demo import prepare_environment, seed_history  # noqa: E402
 from recovery.devtools.demo_gateway import DemoStripeGateway  # noqa: E402
 from recovery.devtools.history import simulation  # noqa: E402
@@ -134,6 +141,14 @@ def figures(url: str) -> dict[str, list[list[Any]]]:
         engine.dispose()
 
 
+def tables(url: str) -> dict[str, list[str]]:
+    engine = create_engine(url)
+    try:
+        return snapshot.tables(engine)
+    finally:
+        engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=300)
@@ -142,6 +157,8 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write a cProfile of the history here")
     parser.add_argument("--figures", action="store_true", help="print the figures themselves")
     parser.add_argument("--split", action="store_true", help="print where the history's CPU went")
+    parser.add_argument("--tables", type=Path, help="write every table of the database here")
+    parser.add_argument("--against", type=Path, help="compare every table with a --tables file")
     args = parser.parse_args()
     end = datetime.fromisoformat(args.end)
 
@@ -175,6 +192,7 @@ def main() -> None:
         history_thread = time.thread_time() - history_thread
         wall, cpu = time.perf_counter() - started, _cpu() - cpu_started
         found = figures(settings.database_url)
+        rows = tables(settings.database_url) if args.tables or args.against else {}
     load_after = os.getloadavg()
     digest = hashlib.sha256(json.dumps(found, default=str).encode()).hexdigest()[:16]
     print(f"history: {report.summary()}")
@@ -190,6 +208,12 @@ def main() -> None:
     print(f"target: under {TARGET_SECONDS:.0f} s on an idle 2-core machine")
     if args.figures:
         print(json.dumps(found, indent=1, default=str))
+    if args.tables:
+        args.tables.write_text(json.dumps(rows, indent=0), encoding="utf-8")
+    if args.against:
+        before = json.loads(args.against.read_text(encoding="utf-8"))
+        differ = snapshot.differences(before, rows)
+        print(f"tables against {args.against}: {'; '.join(differ) or 'every row the same'}")
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ class Billing(CustomersActing):
     # ---- renewals ----------------------------------------------------------------------------
 
     def plan_renewal(self, s: Subscriber, ts: int) -> None:
-        self.at(ts, lambda: self.renew(s))
+        self.at(ts, lambda: self.renew(s), reads_service=False)
         self.plan_expiry_response(s, ts)
 
     def renew(self, s: Subscriber) -> None:
@@ -153,7 +153,7 @@ class Billing(CustomersActing):
         self.report.renewals += 1
         # Stripe attempts payment about an hour after the renewal invoice is created.
         charge = functools.partial(self.charge_renewal, s, invoice["id"], period_event)
-        self.at(self.now + 3600, charge)
+        self.at(self.now + 3600, charge, reads_service=False)
 
     def charge_renewal(self, s: Subscriber, invoice_id: str, period_event: str | None) -> None:
         """Stripe's automatic charge of a renewal, failing as the model says."""
@@ -176,13 +176,16 @@ class Billing(CustomersActing):
             self.scripted.add(s.number)  # no cancel-flow story for this one
         if decline is not None and card is not None:
             self.program_decline(invoice_id, card, decline)
+        self.release(period_event)
         try:
             self.fake.pay_invoice(invoice_id, idempotency_key=f"renewal:{invoice_id}")
             self.quiet.add(invoice_id)
-            self.release(period_event, alone=False)
+            # Held back (`Simulation.deliver`) unless the card runs out before the next renewal:
+            # then the period event plans expiry notices, written at the moment it arrives.
+            self.paid_at_once = card is not None and self.card_expires(card) > self.renewal_of(s)
             return
         except (CardDeclined, AuthenticationRequired):
-            self.release(period_event, alone=True)
+            pass
         assert decline is not None and card is not None
         self.report.failed_renewals += 1
         self.report.declines[decline.name] = self.report.declines.get(decline.name, 0) + 1
@@ -198,13 +201,20 @@ class Billing(CustomersActing):
         self.report.outcomes[outcome] = self.report.outcomes.get(outcome, 0) + 1
         if outcome == "heal":
             low, high = decline.heal_days
-            self.at(self.now + self.rng.uniform(low, high) * DAY, lambda: self.heal(card))
+            healed = functools.partial(self.heal, card)
+            self.at(self.now + self.rng.uniform(low, high) * DAY, healed, reads_service=False)
         elif outcome == "link":
             delay = self.rng.uniform(0.3, 12) * DAY
             self.at(self.now + delay, lambda: self.update_card_for_case(s, invoice_id, 3))
         elif outcome == "hosted":
             delay = self.rng.uniform(0.2, 10) * DAY
-            self.at(self.now + delay, lambda: self.pay_hosted(s, invoice_id))
+            pays = functools.partial(self.pay_hosted, s, invoice_id)
+            self.at(self.now + delay, pays, reads_service=False)  # the case, then the fake
+
+    def renewal_of(self, s: Subscriber) -> int:
+        """When the subscription's current period ends (unix seconds)."""
+        sub = self.fake.store["subscription"][s.subscription_id]
+        return int(sub["items"]["data"][0]["current_period_end"])
 
     def owed_story(self, s: Subscriber) -> Story | None:
         """The first story (see Story) the history still owes that `s` can tell now."""

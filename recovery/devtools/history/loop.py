@@ -68,35 +68,62 @@ class History(Billing):
         sync_from_stripe(self.rt.db, self.fake, self.clock, progress=False, requests_per_second=1e9)
         for number in range(existing, self.n_customers):
             ts = self.start.timestamp() + self.rng.uniform(1, self.days - 3) * DAY
-            self.at(ts, functools.partial(self.sign_up, number, existing=False))
+            self.at(
+                ts, functools.partial(self.sign_up, number, existing=False), reads_service=False
+            )
         self.plan_scripted_cancel_flows()
         end = int(self.end.timestamp())
         next_daily = int(self.start.replace(hour=DAILY_JOBS_HOUR, minute=0, second=0).timestamp())
         if next_daily < self.now:
             next_daily += DAY
-        day = 0
+        daily_jobs = set(self.daily_jobs_runs(next_daily, end))
+        cutoffs = self.retention_cutoffs(daily_jobs)
         while True:
             due = self.settle()  # nothing is due now: the next due action is in the future
             ts = min(end, next_daily, due or end, self._queue[0][0] if self._queue else end)
             if ts >= end:
                 break
+            if ts in cutoffs:
+                self.flush()  # before the clock reaches it (see `retention_cutoffs`)
             self.clock.set(datetime.fromtimestamp(max(ts, self.now), UTC))
             if ts == next_daily:
-                if day % DAILY_JOBS_EVERY == 0 or next_daily + DAY >= end:
+                if next_daily in daily_jobs:
+                    self.flush()
                     self.worker.run_daily_jobs()
                 self.daily()
                 next_daily += DAY
-                day += 1
             while self._queue and self._queue[0][0] <= self.now:
-                _, _, action = heapq.heappop(self._queue)
+                _, _, action, reads_service = heapq.heappop(self._queue)
+                if reads_service:
+                    self.flush()
                 action()
                 self.deliver()
         self.clock.set(self.end)
         self.release_all()
+        self.flush()
         self.settle()
         self.report.seconds = time.perf_counter() - started
         self.count_cases()
         return self.report
+
+    @staticmethod
+    def daily_jobs_runs(first: int, end: int) -> list[int]:
+        """When the history runs the worker's daily jobs (unix seconds; `first`: the first
+        day's DAILY_JOBS_HOUR): every DAILY_JOBS_EVERY days and on the last day."""
+        runs = list(range(first, end, DAY * DAILY_JOBS_EVERY))
+        last = first + (end - 1 - first) // DAY * DAY
+        return runs if last in runs or last < first else [*runs, last]
+
+    def retention_cutoffs(self, daily_jobs: set[int]) -> set[int]:
+        """The moments before which the daily jobs' retention deletes processed events
+        (services/work/retention.py: received more than `retention_days` before a run). A
+        renewal's events held back (`Simulation.deliver`) are delivered before the clock passes
+        one, so each is received on the side of it where it was made, and the same events are
+        kept as when each went at once."""
+        days = self.rt.settings.retention_days
+        if days <= 0:
+            return set()
+        return {run - days * DAY for run in daily_jobs}
 
     def count_cases(self) -> None:
         with self.rt.db.transaction() as session:
