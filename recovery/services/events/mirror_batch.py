@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from recovery.db import as_columns
-from recovery.models import InvoicePayment, PaymentAttempt
+from recovery.models import InvoicePayment, PaymentAttempt, Subscription, SubscriptionItem
 from recovery.runtime import Changes
 from recovery.services.events import mirror
 from recovery.services.events.mirror_handlers import Attempt, Link, Op
@@ -100,6 +100,20 @@ def _attempts_statement(lock: bool) -> Any:
     return stmt.with_for_update() if lock else stmt
 
 
+_ITEMS: Any = SubscriptionItem.__table__
+_ITEM_COLUMNS = tuple(c.name for c in _ITEMS.columns)
+Items = frozenset[tuple[Any, ...]]  # a subscription's items as rows, in _ITEM_COLUMNS order
+
+
+def _items_of(rows: Iterable[dict[str, Any]]) -> Items:
+    return frozenset(tuple(row[c] for c in _ITEM_COLUMNS) for row in rows)
+
+
+_ITEMS_STATEMENT = select(*_ITEMS.columns).where(
+    _ITEMS.c.subscription_id.in_(bindparam("ids", expanding=True))
+)
+
+
 @functools.cache
 def _links_statement() -> Any:
     table = InvoicePayment.__table__
@@ -122,6 +136,10 @@ class MirrorBatch:
         self._stored: dict[Key, mirror.Stored | None] = {}
         self._attempts: dict[str, dict[str, Any] | None] = {}
         self._in_db: set[str] = set()  # attempts the database holds (so: merge on write)
+        # The items the database holds for the batch's stored subscriptions (locked with them on
+        # PostgreSQL): a subscription's update restates them unchanged most of the time, and
+        # replacing them was two statements (a DELETE and an INSERT) on every write.
+        self._items: dict[str, Items] = {}
         self._pending = Plan()
 
     # ---- reading ---------------------------------------------------------------------------
@@ -141,6 +159,8 @@ class MirrorBatch:
                 links.add((op.invoice_id, op.payment_intent_id))
         for model, ids in wanted.items():
             self._read(model, sorted(ids - {k[1] for k in self._stored if k[0] is model}))
+        stored = {k[1] for k, v in self._stored.items() if k[0] is Subscription and v is not None}
+        self._read_items(sorted(stored - set(self._items)))
         self._read_attempts(sorted(attempts - set(self._attempts)))
         if len(links) > 1:  # one link is as cheap to insert as to look up
             invoices = sorted({invoice for invoice, _ in links})
@@ -156,6 +176,14 @@ class MirrorBatch:
             found[row[0]] = mirror.Stored(mirror.Version(row[1], row[2]), watched)
         for oid in ids:
             self._stored[(model, oid)] = found.get(oid)
+
+    def _read_items(self, subscription_ids: list[str]) -> None:
+        if not subscription_ids:
+            return
+        found: dict[str, list[dict[str, Any]]] = {oid: [] for oid in subscription_ids}
+        for row in self.session.execute(_ITEMS_STATEMENT, {"ids": subscription_ids}).mappings():
+            found[row["subscription_id"]].append(dict(row))
+        self._items.update((oid, _items_of(rows)) for oid, rows in found.items())
 
     def _read_attempts(self, ids: list[str]) -> None:
         if not ids:
@@ -231,13 +259,16 @@ class MirrorBatch:
         pending.links |= plan.links
         pending.ties += plan.ties
 
-    def forget(self, mirrored: Iterable[tuple[str, str]]) -> None:
+    def forget(self, mirrored: Iterable[tuple[str, str]], *, items: bool = True) -> None:
         """Rows written outside the batch (an event run on the one-event path): read them
-        again when next needed."""
+        again when next needed. `items`: whether its subscriptions' items may have been written
+        outside the batch too (only a mirror handler run on its own writes them)."""
         for table, oid in mirrored:
             if table == "payment_attempts":
                 self._attempts.pop(oid, None)
                 self._in_db.discard(oid)
+            if table == "subscriptions" and items:
+                self._items.pop(oid, None)
             for key in [k for k in self._stored if k[1] == oid and k[0].__tablename__ == table]:
                 del self._stored[key]
 
@@ -246,6 +277,7 @@ class MirrorBatch:
         pending, self._pending = self._pending, Plan()
         for key in pending.writes:
             self._stored.pop(key, None)
+            self._items.pop(key[1], None)
         for oid in pending.attempts:
             self._attempts.pop(oid, None)
             self._in_db.discard(oid)
@@ -273,7 +305,7 @@ class MirrorBatch:
                 "version_tiebreak": write.version.tiebreak,
             }
             by_model.setdefault(model, []).append(as_columns(model, values))
-            if write.items is not None:
+            if write.items is not None and self._items_moved(oid, write.items):
                 replaced.append(oid)
                 items += write.items
         for model, rows in by_model.items():
@@ -284,6 +316,19 @@ class MirrorBatch:
             self._write_attempts(pending.attempts)
         for model, oid, ts in pending.ties:
             mirror.refetch_later(session, model, oid, ts)
+
+    def _items_moved(self, oid: str, items: Iterable[dict[str, Any]]) -> bool:
+        """Whether a subscription's items must be replaced: unless the database is known to
+        hold these very rows. Known afterwards only if nothing the batch writes is rolled back
+        alone (`keeps_writes`)."""
+        new = _items_of(items)
+        if self._items.get(oid) == new:
+            return False
+        if self._keeps_writes:
+            self._items[oid] = new
+        else:
+            self._items.pop(oid, None)
+        return True
 
     def _write_attempts(self, attempts: dict[str, dict[str, Any]]) -> None:
         known = [{"id": oid, **row} for oid, row in attempts.items() if oid in self._in_db]

@@ -202,7 +202,7 @@ def _apply(
             statuses[event.id] = _record_failure(session, event, exc, now)
         else:
             statuses[event.id] = EventStatus.PROCESSED
-        batch.forget(ctx.changes.mirrored)
+        batch.forget(ctx.changes.mirrored, items=ops is None)
         assert ctx.facts is not None
         gates.grow_facts(session, ctx.facts, take_batch_moves(session), data)
         # The mirror is written with plain statements, which the session's loaded objects do
