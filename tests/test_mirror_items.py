@@ -48,7 +48,7 @@ def _items(rt: Runtime) -> list[tuple[Any, ...]]:
                 SubscriptionItem.current_period_start,
             ).where(SubscriptionItem.subscription_id == SUB)
         )
-        return [(r[0], r[1], int(r[2].timestamp())) for r in rows]
+        return [(r[0], r[1], int(r[2].timestamp()) if r[2] else None) for r in rows]
 
 
 @contextmanager
