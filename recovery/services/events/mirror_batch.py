@@ -21,15 +21,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select, tuple_
+from sqlalchemy import String, any_, bindparam, delete, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from recovery.db import as_columns
 from recovery.models import InvoicePayment, PaymentAttempt, Subscription, SubscriptionItem
 from recovery.runtime import Changes
-from recovery.services.events import mirror
+from recovery.services.events import mirror, pipeline
 from recovery.services.events.mirror_handlers import Attempt, Link, Op
+from recovery.services.events.pipeline import Write
 
 Key = tuple[Any, str]  # (model, id)
 _ATTEMPT_COLUMNS = (*mirror.ATTEMPT_FIELDS, "status", "version_ts")
@@ -107,6 +109,17 @@ Items = frozenset[tuple[Any, ...]]  # a subscription's items as rows, in _ITEM_C
 
 def _items_of(rows: Iterable[dict[str, Any]]) -> Items:
     return frozenset(tuple(row[c] for c in _ITEM_COLUMNS) for row in rows)
+
+
+_INSERT_ITEMS = insert(_ITEMS)
+
+
+@functools.cache
+def _delete_items(dialect: str) -> Any:
+    column = _ITEMS.c.subscription_id
+    if dialect == "postgresql":  # one array parameter: the same SQL for any number of ids
+        return delete(_ITEMS).where(column == any_(bindparam("ids", type_=ARRAY(String))))
+    return delete(_ITEMS).where(column.in_(bindparam("ids", expanding=True)))
 
 
 _ITEMS_STATEMENT = select(*_ITEMS.columns).where(
@@ -285,13 +298,16 @@ class MirrorBatch:
     # ---- writing -----------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write what is pending: one statement per table (executemany)."""
+        """Write what is pending: one statement per table (executemany); on PostgreSQL, when
+        nothing the batch writes is rolled back alone, all of them in one round trip
+        (services/events/pipeline.py)."""
         pending, self._pending = self._pending, Plan()
-        session, dialect = self.session, self.dialect
+        dialect = self.dialect
+        writes: list[Write] = []
         links = pending.links - self._links
         if links:
             rows = [{"invoice_id": i, "payment_intent_id": p} for i, p in sorted(links)]
-            session.execute(_insert_link(dialect), rows)
+            writes.append(Write(_insert_link(dialect), rows))
             if self._keeps_writes:
                 self._links |= links
         by_model: dict[Any, list[dict[str, Any]]] = {}
@@ -308,14 +324,46 @@ class MirrorBatch:
             if write.items is not None and self._items_moved(oid, write.items):
                 replaced.append(oid)
                 items += write.items
-        for model, rows in by_model.items():
-            session.execute(_upsert(dialect, model), rows)
+        writes += [Write(_upsert(dialect, model), rows) for model, rows in by_model.items()]
         if replaced:
-            mirror.replace_items(session, replaced, items)
+            writes.append(Write(_delete_items(dialect), [{"ids": replaced}]))
+            writes.append(Write(_INSERT_ITEMS, items))
+        new: list[dict[str, Any]] = []
         if pending.attempts:
-            self._write_attempts(pending.attempts)
+            known: list[dict[str, Any]] = []
+            for oid, row in pending.attempts.items():
+                (known if oid in self._in_db else new).append(
+                    {"id": oid, "version_tiebreak": "", **row}
+                )
+            writes.append(Write(_replace_attempt(dialect), known))
+            writes.append(Write(_insert_attempt(dialect), new, returning=True))
+        inserted = self._send(writes)
+        if new:
+            self._merge_conflicts(new, set(inserted[0]) if inserted else set())
+            self._in_db.update(row["id"] for row in new)
+        self._in_db.update(pending.attempts)
         for model, oid, ts in pending.ties:
-            mirror.refetch_later(session, model, oid, ts)
+            mirror.refetch_later(self.session, model, oid, ts)
+
+    def _send(self, writes: list[Write]) -> list[list[Any]]:
+        if self._lock and self._keeps_writes:
+            return pipeline.send(self.session, writes)
+        results = []
+        for write in writes:
+            if not write.rows:
+                continue
+            if write.returning:
+                results.append(list(self.session.scalars(write.statement, list(write.rows))))
+            else:
+                self.session.execute(write.statement, list(write.rows))
+        return results
+
+    def _merge_conflicts(self, new: list[dict[str, Any]], inserted: set[str]) -> None:
+        for row in new:
+            oid = row["id"]
+            if oid not in inserted:  # another worker stored it meanwhile: merge into it
+                values = {k: row[k] for k in mirror.ATTEMPT_FIELDS}
+                mirror.merge_attempt(self.session, oid, values, row["status"], row["version_ts"])
 
     def _items_moved(self, oid: str, items: Iterable[dict[str, Any]]) -> bool:
         """Whether a subscription's items must be replaced: unless the database is known to
@@ -329,23 +377,3 @@ class MirrorBatch:
         else:
             self._items.pop(oid, None)
         return True
-
-    def _write_attempts(self, attempts: dict[str, dict[str, Any]]) -> None:
-        known = [{"id": oid, **row} for oid, row in attempts.items() if oid in self._in_db]
-        new = [{"id": oid, **row} for oid, row in attempts.items() if oid not in self._in_db]
-        for rows in (known, new):
-            for row in rows:
-                row.setdefault("version_tiebreak", "")
-        if known:
-            self.session.execute(_replace_attempt(self.dialect), known)
-        if new:
-            inserted = set(self.session.scalars(_insert_attempt(self.dialect), new))
-            for row in new:
-                oid = row["id"]
-                if oid not in inserted:  # another worker stored it meanwhile: merge into it
-                    values = {k: row[k] for k in mirror.ATTEMPT_FIELDS}
-                    mirror.merge_attempt(
-                        self.session, oid, values, row["status"], row["version_ts"]
-                    )
-            self._in_db.update(row["id"] for row in new)
-        self._in_db.update(row["id"] for row in known)
