@@ -154,6 +154,7 @@ class MirrorBatch:
         # replacing them was two statements (a DELETE and an INSERT) on every write.
         self._items: dict[str, Items] = {}
         self._pending = Plan()
+        self._writing = Plan()  # what the flush under way writes (forgotten if it fails)
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -286,14 +287,18 @@ class MirrorBatch:
                 del self._stored[key]
 
     def forget_pending(self) -> None:
-        """The pending writes failed and rolled back: forget what they put in memory."""
-        pending, self._pending = self._pending, Plan()
-        for key in pending.writes:
-            self._stored.pop(key, None)
-            self._items.pop(key[1], None)
-        for oid in pending.attempts:
-            self._attempts.pop(oid, None)
-            self._in_db.discard(oid)
+        """The pending writes failed and rolled back: forget what they put in memory - those
+        of the flush that failed included (forgetting only what was pending after it, as
+        before, left its rows in memory as if stored: the run's events, replayed one by one,
+        then found nothing to write, and were marked processed without their rows)."""
+        for pending in (self._pending, self._writing):
+            for key in pending.writes:
+                self._stored.pop(key, None)
+                self._items.pop(key[1], None)
+            for oid in pending.attempts:
+                self._attempts.pop(oid, None)
+                self._in_db.discard(oid)
+        self._pending, self._writing = Plan(), Plan()
 
     # ---- writing -----------------------------------------------------------------------------
 
@@ -301,7 +306,8 @@ class MirrorBatch:
         """Write what is pending: one statement per table (executemany); on PostgreSQL, when
         nothing the batch writes is rolled back alone, all of them in one round trip
         (services/events/pipeline.py)."""
-        pending, self._pending = self._pending, Plan()
+        pending = self._writing = self._pending
+        self._pending = Plan()
         dialect = self.dialect
         writes: list[Write] = []
         links = pending.links - self._links
@@ -344,6 +350,7 @@ class MirrorBatch:
         self._in_db.update(pending.attempts)
         for model, oid, ts in pending.ties:
             mirror.refetch_later(self.session, model, oid, ts)
+        self._writing = Plan()
 
     def _send(self, writes: list[Write]) -> list[list[Any]]:
         if self._lock and self._keeps_writes:
