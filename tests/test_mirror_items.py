@@ -1,8 +1,8 @@
-"""A subscription's items are written only when they changed: a batch knows the items the
-database holds for the subscriptions it read (services/events/mirror_batch.py), and an update
-that restates them (most do: a status moved, the items did not) writes none. Whatever the
-batch skips, the items stored are those of the newest state, in one batch or across batches,
-with or without a failed event in the batch."""
+"""A subscription's items are written only when they changed: a batch with several states of
+subscriptions reads the items the database holds for them (services/events/mirror_batch.py),
+and an update that restates them (most do: a status moved, the items did not) writes none.
+Whatever the batch skips, the items stored are those of the newest state, in one batch or
+across batches, with or without a failed event in the batch."""
 
 from __future__ import annotations
 
@@ -76,12 +76,14 @@ def test_restated_items_are_not_written_again_and_the_newest_win(runtime: Runtim
     assert _items(runtime) == [(f"si_{SUB[-12:]}", 2000, START_TS)]
 
     with _item_writes(runtime) as writes:  # a status moves, the items are restated as they are
-        _deliver(runtime, [sp.event("customer.subscription.updated", _sub(0), now + 2)])
         _deliver(
             runtime,
-            [sp.event("customer.subscription.updated", _sub(0, status="past_due"), now + 3)],
+            [
+                sp.event("customer.subscription.updated", _sub(0), now + 2),
+                sp.event("customer.subscription.updated", _sub(0, status="past_due"), now + 3),
+            ],
         )
-    assert writes == []
+    assert writes == []  # (a batch with one state writes it at once: a read would not pay)
     assert _items(runtime) == [(f"si_{SUB[-12:]}", 2000, START_TS)]
 
     with _item_writes(runtime) as writes:  # in one batch: restated, renewed, restated, repriced

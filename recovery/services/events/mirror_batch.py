@@ -163,9 +163,11 @@ class MirrorBatch:
         wanted: dict[Any, set[str]] = {}
         attempts: set[str] = set()
         links: set[tuple[str, str]] = set()
+        states = 0  # of subscriptions
         for op in ops:
             if isinstance(op, mirror.Versioned):
                 wanted.setdefault(op.model, set()).add(op.oid)
+                states += op.model is Subscription
                 links.update((op.oid, intent) for intent in op.links)
             elif isinstance(op, Attempt):
                 attempts.add(op.state.id)
@@ -173,8 +175,9 @@ class MirrorBatch:
                 links.add((op.invoice_id, op.payment_intent_id))
         for model, ids in wanted.items():
             self._read(model, sorted(ids - {k[1] for k in self._stored if k[0] is model}))
-        stored = {k[1] for k, v in self._stored.items() if k[0] is Subscription and v is not None}
-        self._read_items(sorted(stored - set(self._items)))
+        if states > 1:  # a lone state is written at once: reading its items would not pay
+            stored = {k[1] for k, v in self._stored.items() if k[0] is Subscription and v}
+            self._read_items(sorted(stored - set(self._items)))
         self._read_attempts(sorted(attempts - set(self._attempts)))
         if len(links) > 1:  # one link is as cheap to insert as to look up
             invoices = sorted({invoice for invoice, _ in links})
