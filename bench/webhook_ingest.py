@@ -15,7 +15,8 @@ recovery.migrate.upgrade:
    closed-loop run (throughput, latency) and a run at a fixed --rate (p99 measured from when
    each event was due); after each, every event id answered 2xx must be in `stripe_events`. In
    the default mode a worker runs during the fixed-rate run, and the time from each event's
-   receipt to its processing (`processed_at - received_at`) is reported.
+   receipt to its processing (`processed_at - received_at`; the worker stamps `processed_at`
+   as the event's batch ends, just before its commit) is reported.
 4. (--profile, or automatically when a target is missed) py-spy on the web workers during a
    closed-loop run of the default mode; prints the hot spots.
 
@@ -158,9 +159,10 @@ def ingest_commits(url: str) -> dict[str, Any]:
 
 def worker_batches(url: str, ids_file: Path) -> dict[str, Any]:
     """The worker's batches for a run's events: a batch's events share `processed_at` (the
-    moment it started), so consecutive starts give each batch's time. `busy_rate` is events per
-    second over batches followed at once by the next (the worker never idle between them):
-    the speed of processing itself, apart from waiting for events to arrive."""
+    moment it ended, just before its commit), so consecutive ends give each batch's time.
+    `busy_rate` is events per second over batches that followed a full one at once (the worker
+    never idle between them): the speed of processing itself, apart from waiting for events to
+    arrive."""
     acked = ids_file.read_text().split()
     engine = create_engine(url)
     query = text(
@@ -174,10 +176,10 @@ def worker_batches(url: str, ids_file: Path) -> dict[str, Any]:
         return {"batches": 0}
     sizes = sorted(n for _, n in batches)
     busy_events, busy_seconds = 0, 0.0
-    for (start, n), (following, _) in itertools.pairwise(batches):
+    for (end, n), (following, m) in itertools.pairwise(batches):
         if n >= BATCH:  # a full batch: the worker took the next at once, more were waiting
-            busy_events += n
-            busy_seconds += following - start
+            busy_events += m
+            busy_seconds += following - end
     span = batches[-1][0] - batches[0][0]
     return {
         "batches": len(batches),

@@ -21,15 +21,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, select, tuple_
+from sqlalchemy import String, any_, bindparam, delete, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from recovery.db import as_columns
-from recovery.models import InvoicePayment, PaymentAttempt
+from recovery.models import InvoicePayment, PaymentAttempt, Subscription, SubscriptionItem
 from recovery.runtime import Changes
-from recovery.services.events import mirror
+from recovery.services.events import mirror, pipeline
 from recovery.services.events.mirror_handlers import Attempt, Link, Op
+from recovery.services.events.pipeline import Write
 
 Key = tuple[Any, str]  # (model, id)
 _ATTEMPT_COLUMNS = (*mirror.ATTEMPT_FIELDS, "status", "version_ts")
@@ -100,6 +102,31 @@ def _attempts_statement(lock: bool) -> Any:
     return stmt.with_for_update() if lock else stmt
 
 
+_ITEMS: Any = SubscriptionItem.__table__
+_ITEM_COLUMNS = tuple(c.name for c in _ITEMS.columns)
+Items = frozenset[tuple[Any, ...]]  # a subscription's items as rows, in _ITEM_COLUMNS order
+
+
+def _items_of(rows: Iterable[dict[str, Any]]) -> Items:
+    return frozenset(tuple(row[c] for c in _ITEM_COLUMNS) for row in rows)
+
+
+_INSERT_ITEMS = insert(_ITEMS)
+
+
+@functools.cache
+def _delete_items(dialect: str) -> Any:
+    column = _ITEMS.c.subscription_id
+    if dialect == "postgresql":  # one array parameter: the same SQL for any number of ids
+        return delete(_ITEMS).where(column == any_(bindparam("ids", type_=ARRAY(String))))
+    return delete(_ITEMS).where(column.in_(bindparam("ids", expanding=True)))
+
+
+_ITEMS_STATEMENT = select(*_ITEMS.columns).where(
+    _ITEMS.c.subscription_id.in_(bindparam("ids", expanding=True))
+)
+
+
 @functools.cache
 def _links_statement() -> Any:
     table = InvoicePayment.__table__
@@ -122,7 +149,12 @@ class MirrorBatch:
         self._stored: dict[Key, mirror.Stored | None] = {}
         self._attempts: dict[str, dict[str, Any] | None] = {}
         self._in_db: set[str] = set()  # attempts the database holds (so: merge on write)
+        # The items the database holds for the batch's stored subscriptions (locked with them on
+        # PostgreSQL): a subscription's update restates them unchanged most of the time, and
+        # replacing them was two statements (a DELETE and an INSERT) on every write.
+        self._items: dict[str, Items] = {}
         self._pending = Plan()
+        self._writing = Plan()  # what the flush under way writes (forgotten if it fails)
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -131,9 +163,11 @@ class MirrorBatch:
         wanted: dict[Any, set[str]] = {}
         attempts: set[str] = set()
         links: set[tuple[str, str]] = set()
+        states = 0  # of subscriptions
         for op in ops:
             if isinstance(op, mirror.Versioned):
                 wanted.setdefault(op.model, set()).add(op.oid)
+                states += op.model is Subscription
                 links.update((op.oid, intent) for intent in op.links)
             elif isinstance(op, Attempt):
                 attempts.add(op.state.id)
@@ -141,6 +175,9 @@ class MirrorBatch:
                 links.add((op.invoice_id, op.payment_intent_id))
         for model, ids in wanted.items():
             self._read(model, sorted(ids - {k[1] for k in self._stored if k[0] is model}))
+        if states > 1:  # a lone state is written at once: reading its items would not pay
+            stored = {k[1] for k, v in self._stored.items() if k[0] is Subscription and v}
+            self._read_items(sorted(stored - set(self._items)))
         self._read_attempts(sorted(attempts - set(self._attempts)))
         if len(links) > 1:  # one link is as cheap to insert as to look up
             invoices = sorted({invoice for invoice, _ in links})
@@ -156,6 +193,14 @@ class MirrorBatch:
             found[row[0]] = mirror.Stored(mirror.Version(row[1], row[2]), watched)
         for oid in ids:
             self._stored[(model, oid)] = found.get(oid)
+
+    def _read_items(self, subscription_ids: list[str]) -> None:
+        if not subscription_ids:
+            return
+        found: dict[str, list[dict[str, Any]]] = {oid: [] for oid in subscription_ids}
+        for row in self.session.execute(_ITEMS_STATEMENT, {"ids": subscription_ids}).mappings():
+            found[row["subscription_id"]].append(dict(row))
+        self._items.update((oid, _items_of(rows)) for oid, rows in found.items())
 
     def _read_attempts(self, ids: list[str]) -> None:
         if not ids:
@@ -231,35 +276,47 @@ class MirrorBatch:
         pending.links |= plan.links
         pending.ties += plan.ties
 
-    def forget(self, mirrored: Iterable[tuple[str, str]]) -> None:
+    def forget(self, mirrored: Iterable[tuple[str, str]], *, items: bool = True) -> None:
         """Rows written outside the batch (an event run on the one-event path): read them
-        again when next needed."""
+        again when next needed. `items`: whether its subscriptions' items may have been written
+        outside the batch too (only a mirror handler run on its own writes them)."""
         for table, oid in mirrored:
             if table == "payment_attempts":
                 self._attempts.pop(oid, None)
                 self._in_db.discard(oid)
+            if table == "subscriptions" and items:
+                self._items.pop(oid, None)
             for key in [k for k in self._stored if k[1] == oid and k[0].__tablename__ == table]:
                 del self._stored[key]
 
     def forget_pending(self) -> None:
-        """The pending writes failed and rolled back: forget what they put in memory."""
-        pending, self._pending = self._pending, Plan()
-        for key in pending.writes:
-            self._stored.pop(key, None)
-        for oid in pending.attempts:
-            self._attempts.pop(oid, None)
-            self._in_db.discard(oid)
+        """The pending writes failed and rolled back: forget what they put in memory - those
+        of the flush that failed included (forgetting only what was pending after it, as
+        before, left its rows in memory as if stored: the run's events, replayed one by one,
+        then found nothing to write, and were marked processed without their rows)."""
+        for pending in (self._pending, self._writing):
+            for key in pending.writes:
+                self._stored.pop(key, None)
+                self._items.pop(key[1], None)
+            for oid in pending.attempts:
+                self._attempts.pop(oid, None)
+                self._in_db.discard(oid)
+        self._pending, self._writing = Plan(), Plan()
 
     # ---- writing -----------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write what is pending: one statement per table (executemany)."""
-        pending, self._pending = self._pending, Plan()
-        session, dialect = self.session, self.dialect
+        """Write what is pending: one statement per table (executemany); on PostgreSQL, when
+        nothing the batch writes is rolled back alone, all of them in one round trip
+        (services/events/pipeline.py)."""
+        pending = self._writing = self._pending
+        self._pending = Plan()
+        dialect = self.dialect
+        writes: list[Write] = []
         links = pending.links - self._links
         if links:
             rows = [{"invoice_id": i, "payment_intent_id": p} for i, p in sorted(links)]
-            session.execute(_insert_link(dialect), rows)
+            writes.append(Write(_insert_link(dialect), rows))
             if self._keeps_writes:
                 self._links |= links
         by_model: dict[Any, list[dict[str, Any]]] = {}
@@ -273,34 +330,60 @@ class MirrorBatch:
                 "version_tiebreak": write.version.tiebreak,
             }
             by_model.setdefault(model, []).append(as_columns(model, values))
-            if write.items is not None:
+            if write.items is not None and self._items_moved(oid, write.items):
                 replaced.append(oid)
                 items += write.items
-        for model, rows in by_model.items():
-            session.execute(_upsert(dialect, model), rows)
+        writes += [Write(_upsert(dialect, model), rows) for model, rows in by_model.items()]
         if replaced:
-            mirror.replace_items(session, replaced, items)
+            writes.append(Write(_delete_items(dialect), [{"ids": replaced}]))
+            writes.append(Write(_INSERT_ITEMS, items))
+        new: list[dict[str, Any]] = []
         if pending.attempts:
-            self._write_attempts(pending.attempts)
-        for model, oid, ts in pending.ties:
-            mirror.refetch_later(session, model, oid, ts)
-
-    def _write_attempts(self, attempts: dict[str, dict[str, Any]]) -> None:
-        known = [{"id": oid, **row} for oid, row in attempts.items() if oid in self._in_db]
-        new = [{"id": oid, **row} for oid, row in attempts.items() if oid not in self._in_db]
-        for rows in (known, new):
-            for row in rows:
-                row.setdefault("version_tiebreak", "")
-        if known:
-            self.session.execute(_replace_attempt(self.dialect), known)
+            known: list[dict[str, Any]] = []
+            for oid, row in pending.attempts.items():
+                (known if oid in self._in_db else new).append(
+                    {"id": oid, "version_tiebreak": "", **row}
+                )
+            writes.append(Write(_replace_attempt(dialect), known))
+            writes.append(Write(_insert_attempt(dialect), new, returning=True))
+        inserted = self._send(writes)
         if new:
-            inserted = set(self.session.scalars(_insert_attempt(self.dialect), new))
-            for row in new:
-                oid = row["id"]
-                if oid not in inserted:  # another worker stored it meanwhile: merge into it
-                    values = {k: row[k] for k in mirror.ATTEMPT_FIELDS}
-                    mirror.merge_attempt(
-                        self.session, oid, values, row["status"], row["version_ts"]
-                    )
+            self._merge_conflicts(new, set(inserted[0]) if inserted else set())
             self._in_db.update(row["id"] for row in new)
-        self._in_db.update(row["id"] for row in known)
+        self._in_db.update(pending.attempts)
+        for model, oid, ts in pending.ties:
+            mirror.refetch_later(self.session, model, oid, ts)
+        self._writing = Plan()
+
+    def _send(self, writes: list[Write]) -> list[list[Any]]:
+        if self._lock and self._keeps_writes:
+            return pipeline.send(self.session, writes)
+        results = []
+        for write in writes:
+            if not write.rows:
+                continue
+            if write.returning:
+                results.append(list(self.session.scalars(write.statement, list(write.rows))))
+            else:
+                self.session.execute(write.statement, list(write.rows))
+        return results
+
+    def _merge_conflicts(self, new: list[dict[str, Any]], inserted: set[str]) -> None:
+        for row in new:
+            oid = row["id"]
+            if oid not in inserted:  # another worker stored it meanwhile: merge into it
+                values = {k: row[k] for k in mirror.ATTEMPT_FIELDS}
+                mirror.merge_attempt(self.session, oid, values, row["status"], row["version_ts"])
+
+    def _items_moved(self, oid: str, items: Iterable[dict[str, Any]]) -> bool:
+        """Whether a subscription's items must be replaced: unless the database is known to
+        hold these very rows. Known afterwards only if nothing the batch writes is rolled back
+        alone (`keeps_writes`)."""
+        new = _items_of(items)
+        if self._items.get(oid) == new:
+            return False
+        if self._keeps_writes:
+            self._items[oid] = new
+        else:
+            self._items.pop(oid, None)
+        return True
