@@ -149,6 +149,12 @@ def tables(url: str) -> dict[str, list[str]]:
         engine.dispose()
 
 
+def _speed() -> str:
+    from bench.stack import python_speed_ms
+
+    return f"this machine's plain-Python speed {python_speed_ms()} ms (bench/stack.py)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=300)
@@ -204,7 +210,7 @@ def main() -> None:
     if split:
         print(split.summary(history_thread))
     before, after = (" ".join(f"{n:.2f}" for n in load) for load in (load_before, load_after))
-    print(f"load average before {before}, after {after}")
+    print(f"load average before {before}, after {after}; {_speed()}")
     print(f"target: under {TARGET_SECONDS:.0f} s on an idle 2-core machine")
     if args.figures:
         print(json.dumps(found, indent=1, default=str))

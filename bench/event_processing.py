@@ -174,7 +174,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--webhook-mix", type=int, default=0, metavar="N", help="also N events of that mix"
     )
     args = parser.parse_args(argv)
-    print(f"bench/event_processing.py {' '.join(sys.argv[1:])}  (python {sys.version.split()[0]})")
+    from bench.stack import python_speed_ms
+
+    print(
+        f"bench/event_processing.py {' '.join(sys.argv[1:])}  (python {sys.version.split()[0]}, "
+        f"plain-Python speed {python_speed_ms()} ms: bench/stack.py)"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="event_processing_"))
     runs: list[tuple[str, Callable[[], str], Callable[[], None]]] = []
     if args.engine in ("sqlite", "both"):

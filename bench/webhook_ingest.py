@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/webhook_ingest.py [--seconds 60] [--rate 500] [--tune]
                                              [--model gthread:2x4] [--modes default inline]
-                                             [--profile]
+                                             [--profile] [--event-workers 1]
 
 One run measures, against a throwaway PostgreSQL (tests/support/postgres.py) migrated with
 recovery.migrate.upgrade:
@@ -16,7 +16,8 @@ recovery.migrate.upgrade:
    each event was due); after each, every event id answered 2xx must be in `stripe_events`. In
    the default mode a worker runs during the fixed-rate run, and the time from each event's
    receipt to its processing (`processed_at - received_at`; the worker stamps `processed_at`
-   as the event's batch ends, just before its commit) is reported.
+   as the event's batch ends, just before its commit) is reported. `--event-workers N` runs N
+   worker processes, which split the events (SKIP LOCKED).
 4. (--profile, or automatically when a target is missed) py-spy on the web workers during a
    closed-loop run of the default mode; prints the hot spots.
 
@@ -288,8 +289,8 @@ class Bench:
         print(f"  -> best: {best[1].label}", flush=True)
         return best[1]
 
-    def worker(self) -> subprocess.Popen[bytes]:
-        return start_worker(self.url, self.work)
+    def workers(self) -> list[subprocess.Popen[bytes]]:
+        return [start_worker(self.url, self.work) for _ in range(self.args.event_workers)]
 
     def run(self, model: WorkerModel) -> None:
         seconds, rate = self.args.seconds, self.args.rate
@@ -317,8 +318,8 @@ class Bench:
                     print(f"    ingest statements: {json.dumps(closed['commits'])}", flush=True)
                 truncate(self.url)
                 ids = self.work / f"acked-{mode}-rate.txt"
-                worker = None if inline else self.worker()
-                worker_cpu = sum(tree_cpu(worker.pid).values()) if worker else 0.0
+                workers = [] if inline else self.workers()
+                worker_cpu = sum(sum(tree_cpu(w.pid).values()) for w in workers)
                 try:
                     fixed = run_loadgen(
                         g.url + "/webhooks/stripe",
@@ -328,17 +329,19 @@ class Bench:
                         ids_out=ids,
                         meter=self.meter(g),
                     )
-                    if worker is not None:
+                    if workers:
                         fixed["processed"] = processed_latency(self.url, ids)
-                        worker_cpu = sum(tree_cpu(worker.pid).values()) - worker_cpu
+                        worker_cpu = (
+                            sum(sum(tree_cpu(w.pid).values()) for w in workers) - worker_cpu
+                        )
                         fixed["worker"] = worker_batches(self.url, ids)
                         done = fixed["processed"]["processed"]
                         fixed["worker"]["cpu_ms_per_event"] = (
                             round(worker_cpu / done * 1000, 3) if done else None
                         )
                 finally:
-                    if worker is not None:
-                        stop_worker(worker)
+                    for w in workers:
+                        stop_worker(w)
                 fixed["inbox"] = check_inbox(self.url, ids)
                 print(line(f"{mode} fixed {rate:g}/s", fixed), flush=True)
                 print(f"    service time (from send, not due): {fixed['service_time_ms']}")
@@ -502,6 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-seconds", type=float, default=20.0)
     parser.add_argument("--top", type=int, default=35)
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument(
+        "--event-workers",
+        type=int,
+        default=1,
+        help="`recovery worker` processes beside gunicorn in the default mode (they split the "
+        "events: SKIP LOCKED)",
+    )
     args = parser.parse_args(argv)
 
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -535,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         if done:
             print(
                 f"  {name}: processed within p50 {done['p50_ms']} ms, p95 {done['p95_ms']} ms, "
-                f"p99 {done['p99_ms']} ms"
+                f"p99 {done['p99_ms']} ms ({args.event_workers} worker process(es))"
             )
     print("\n== targets")
     for label, ok, detail in checks:
