@@ -63,6 +63,33 @@ def test_daily_scan_plans_the_expiring_sequence_once(story: Story) -> None:
     assert len(messages(story.rt, about=f"expiry:{sub}:{pm}")) == 2
 
 
+def test_the_scan_follows_the_card_stripe_charges_at_renewal(story: Story) -> None:
+    """The subscription's own default card comes before its customer's: the customer's expiring
+    default is noticed only for a subscription without a card of its own."""
+    fake = story.fake
+    price = fake.add_price(unit_amount=1500)
+    subs: dict[str, tuple[str, str]] = {}
+    for name, own_card in (("kim", False), ("lee", True)):
+        cus = fake.add_customer(email=f"{name}@example.com", name=name.title(), country="DE")
+        old = fake.add_payment_method(cus["id"], exp_month=11, exp_year=2026, last4="1111")
+        new = fake.add_payment_method(cus["id"], exp_month=5, exp_year=2029, last4="2222")
+        fake.update_customer_default_payment_method(cus["id"], old["id"], idempotency_key=name)
+        sub = fake.add_subscription(
+            cus["id"], price_id=price["id"], default_payment_method=new["id"] if own_card else None
+        )
+        fake.add_event("customer.created", fake.retrieve_customer(cus["id"]))
+        for pm in (old, new):
+            fake.add_event("payment_method.attached", pm)
+        fake.add_event("customer.subscription.created", sub)
+        subs[name] = (sub["id"], old["id"])
+    story.deliver()
+    story.worker.run_daily_jobs()
+    kim_sub, kim_card = subs["kim"]
+    assert len(messages(story.rt, about=f"expiry:{kim_sub}:{kim_card}")) == 2
+    lee_sub, _ = subs["lee"]
+    assert [m.about for m in messages(story.rt) if m.about.startswith(f"expiry:{lee_sub}:")] == []
+
+
 def test_a_new_card_cancels_the_pending_notices(story: Story) -> None:
     cus, pm, sub = _subscriber_with_expiring_card(story)
     story.worker.run_daily_jobs()

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from recovery.config import Settings
@@ -148,11 +148,28 @@ def plan_subscription(
 
 def scan(session: Session, rules: Rules, settings: Settings, now: datetime) -> int:
     """Plan the expiring-card sequence for every subscription that needs it. Idempotent."""
+    # Only subscriptions whose renewal card runs out by the horizon's month can need it: the
+    # database finds them (the default card in `default_card`'s order), `plan_subscription`
+    # decides exactly. Loading every live subscription with its customer and card to keep a
+    # few was most of the scan (the demo's daily jobs: ~300 a day for a handful).
+    horizon = now + HORIZON
+    renewal_card = func.coalesce(
+        Subscription.default_payment_method_id,
+        Subscription.default_source_id,
+        Customer.default_payment_method_id,
+        Customer.default_source_id,
+    )
     subs = session.scalars(
         select(Subscription)
+        .outerjoin(Customer, Customer.id == Subscription.customer_id)
+        .join(PaymentMethod, PaymentMethod.id == renewal_card)
         .where(Subscription.status.in_(LIVE))
         .where(Subscription.current_period_end > now)
-        .where(Subscription.current_period_end <= now + HORIZON)
+        .where(Subscription.current_period_end <= horizon)
+        .where(
+            PaymentMethod.exp_year * 12 + PaymentMethod.exp_month
+            <= horizon.year * 12 + horizon.month
+        )
         .order_by(Subscription.id)
     ).all()
     loaded = _cards_of(session, subs)  # held: the session keeps loaded rows only while referenced
