@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from recovery.adapters.clock import FrozenClock
 from recovery.app import create_app
-from recovery.models import CardUpdateLink
+from recovery.models import CardUpdateLink, Subscription
 from recovery.runtime import Runtime
 from recovery.services.card_update import links
 from recovery.services.messaging import expiry
@@ -88,6 +88,18 @@ def test_the_scan_follows_the_card_stripe_charges_at_renewal(story: Story) -> No
     assert len(messages(story.rt, about=f"expiry:{kim_sub}:{kim_card}")) == 2
     lee_sub, _ = subs["lee"]
     assert [m.about for m in messages(story.rt) if m.about.startswith(f"expiry:{lee_sub}:")] == []
+
+
+def test_an_empty_card_id_on_the_subscription_names_no_card(story: Story) -> None:
+    """A subscription whose default card id is '' in the mirror renews on its customer's
+    default card, as `default_card` reads it: that card's expiry is noticed."""
+    _, pm, sub = _subscriber_with_expiring_card(story)
+    with story.rt.db.transaction() as session:
+        session.execute(
+            update(Subscription).where(Subscription.id == sub).values(default_payment_method_id="")
+        )
+    story.worker.run_daily_jobs()
+    assert len(messages(story.rt, about=f"expiry:{sub}:{pm}")) >= 1
 
 
 def test_a_new_card_cancels_the_pending_notices(story: Story) -> None:

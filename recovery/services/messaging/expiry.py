@@ -167,11 +167,11 @@ def scan(session: Session, rules: Rules, settings: Settings, now: datetime) -> i
     # decides exactly. Loading every live subscription with its customer and card to keep a
     # few was most of the scan (the demo's daily jobs: ~300 a day for a handful).
     horizon = now + HORIZON
-    renewal_card = func.coalesce(
-        Subscription.default_payment_method_id,
-        Subscription.default_source_id,
-        Customer.default_payment_method_id,
-        Customer.default_source_id,
+    renewal_card = func.coalesce(  # ('' names no card, as NULL does: `default_card` skips it)
+        func.nullif(Subscription.default_payment_method_id, ""),
+        func.nullif(Subscription.default_source_id, ""),
+        func.nullif(Customer.default_payment_method_id, ""),
+        func.nullif(Customer.default_source_id, ""),
     )
     subs = session.scalars(
         select(Subscription)
