@@ -96,13 +96,16 @@ def _write(
     dedupe_key: str,
     capped: bool,
     card: PaymentMethod | EllipsisType | None = ...,
+    customer: Customer | EllipsisType | None = ...,
     has_contacts: bool | None = None,
     fresh: bool = False,
     later: list[dict[str, Any]] | None = None,
 ) -> OutboxMessage | None:
     """Write the message to the customer - or, for a business account with contacts, one copy
     per contact it is for (services/outreach/contacts.py), each with its own key and link.
-    `card`: the case's current card when the caller has it already (`...`: look it up);
+    `card`, `customer`: the case's current card and its customer when the caller has them
+    already (`...`: look them up; a plan read them for all its steps, and a customer not in the
+    mirror was asked again for each);
     `has_contacts`: whether the customer has any, when the caller knows (None: look it up);
     `fresh`: no message can have this key yet (its plan's timeline line was just added);
     `later`: a round's list to add an uncapped message to, enqueued with the others'
@@ -110,7 +113,7 @@ def _write(
     if isinstance(card, EllipsisType):
         card, customer, known = case_evidence.card_and_customer(session, case)
         has_contacts = known if has_contacts is None else has_contacts
-    else:
+    elif isinstance(customer, EllipsisType):
         customer = session.get(Customer, case.customer_id) if case.customer_id else None
     if has_contacts is None:
         has_contacts = _has_contacts(session, customer)
@@ -339,6 +342,7 @@ def plan_case(
             dedupe_key=f"case:{case.id}:reminder:{run}:{wanted}:{planned.index}",
             capped=True,
             card=card,
+            customer=customer,
             has_contacts=has_contacts,
             fresh=fresh,
         )

@@ -1,0 +1,73 @@
+"""What opening a case and planning its reminders cost in statements: an invoice's failure
+opens a case on ~1 event in 8 of the webhook mix, and every opened case has its reminders
+planned at once (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from recovery.adapters.clock import FrozenClock
+from recovery.models import CaseEvent, Invoice, OutboxMessage
+from recovery.runtime import Runtime
+from recovery.services.cases.opening import open_case
+from recovery.services.messaging import reminders
+
+
+@contextmanager
+def _statements(session: Session) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def count(*args: object) -> None:
+        seen.append(" ".join(str(args[2]).split()))
+
+    connection = session.connection()
+    event.listen(connection, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(connection, "before_cursor_execute", count)
+
+
+def _invoice(session: Session, invoice_id: str, customer_id: str) -> Invoice:
+    invoice = Invoice(
+        id=invoice_id,
+        customer_id=customer_id,
+        subscription_id=f"sub_{invoice_id}",
+        status="open",
+        currency="eur",
+        amount_due=2500,
+        amount_remaining=2500,
+        collection_method="charge_automatically",
+    )
+    session.add(invoice)
+    session.flush()
+    return invoice
+
+
+def test_a_plan_for_a_customer_not_in_the_mirror_reads_the_customer_once(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    """The customer's events may come later: each step of the plan asked for it again."""
+    now = clock.now()
+    with runtime.db.transaction() as s:
+        invoice = _invoice(s, "in_plan1", "cus_not_mirrored")
+        case = open_case(s, invoice, runtime.rules, now)
+        assert case is not None
+        case.decline_category = "soft"
+        s.flush()
+        with _statements(s) as seen:
+            reminders.plan_case(s, case, runtime.rules, runtime.settings, now)
+        reads = [sql for sql in seen if "FROM customers" in sql and "candidate" not in sql]
+        assert reads == [], reads
+        # Planned (its line), with nobody to write to.
+        plans = s.scalars(
+            select(CaseEvent.kind).where(
+                CaseEvent.case_id == case.id, CaseEvent.kind == "reminders"
+            )
+        ).all()
+        assert plans == ["reminders"]
+        assert s.scalars(select(OutboxMessage.id)).all() == []
