@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import FrozenClock
-from recovery.models import CaseEvent, Invoice, OutboxMessage
+from recovery.models import CaseEvent, DueAction, Invoice, OutboxMessage, RecoveryCase
 from recovery.runtime import Runtime
 from recovery.services.cases.opening import open_case
 from recovery.services.messaging import reminders
@@ -46,6 +47,47 @@ def _invoice(session: Session, invoice_id: str, customer_id: str) -> Invoice:
     session.add(invoice)
     session.flush()
     return invoice
+
+
+def test_a_case_opens_with_one_statement_for_it_and_one_for_its_due_actions(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    now = clock.now()
+    with runtime.db.transaction() as s:
+        invoice = _invoice(s, "in_open1", "cus_open1")
+        with _statements(s) as seen:
+            case = open_case(s, invoice, runtime.rules, now)
+        assert case is not None
+        # The case (written and read back at once), its opened line, its two due actions.
+        assert sum("recovery_cases" in sql.split(" VALUES ")[0] for sql in seen) == 1, seen
+        assert sum(sql.startswith("INSERT INTO due_actions") for sql in seen) == 1, seen
+        assert (
+            case.invoice_id,
+            case.status,
+            case.amount_due,
+            case.our_attempts,
+            case.amount_recovered,
+            case.dunning_paused,
+        ) == ("in_open1", "open", 2500, 0, 0, False)
+        lines = s.scalars(select(CaseEvent.kind).where(CaseEvent.case_id == case.id)).all()
+        assert lines == ["opened"]
+        actions = s.execute(
+            select(DueAction.dedupe_key, DueAction.due_at, DueAction.payload)
+            .where(DueAction.subject == f"case:{case.id}")
+            .order_by(DueAction.id)
+        ).all()
+        window = now + timedelta(days=runtime.rules.retry.window_days)
+        assert [tuple(a) for a in actions] == [
+            (f"case:{case.id}:window_end", window, {"case_id": case.id}),
+            (f"case:{case.id}:auto_advance_off", now, {"case_id": case.id}),
+        ]
+        case_id = case.id
+    with runtime.db.transaction() as s:
+        # Asked again: the same case, nothing added.
+        again = open_case(s, s.get(Invoice, "in_open1"), runtime.rules, now)  # type: ignore[arg-type]
+        assert again is not None and again.id == case_id
+        assert s.scalar(select(RecoveryCase.id).where(RecoveryCase.invoice_id == "in_open1"))
+        assert len(s.scalars(select(DueAction.id)).all()) == 2
 
 
 def test_a_plan_for_a_customer_not_in_the_mirror_reads_the_customer_once(
