@@ -113,3 +113,35 @@ def test_a_plan_for_a_customer_not_in_the_mirror_reads_the_customer_once(
         ).all()
         assert plans == ["reminders"]
         assert s.scalars(select(OutboxMessage.id)).all() == []
+
+
+def test_a_case_just_opened_is_planned_without_reading_its_plans_and_re_planned_after(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    """The first plan of a case this unit of work opened has nothing to replace: its plans are
+    not read. The next plan, in the same unit, reads the first and replaces it."""
+    now = clock.now()
+    with runtime.db.transaction() as s:
+        invoice = _invoice(s, "in_fresh1", "cus_fresh1")
+        case = open_case(s, invoice, runtime.rules, now)
+        assert case is not None
+        case.decline_category = "soft"
+        s.flush()
+        with _statements(s) as first:
+            reminders.sync_cases(s, [case], runtime.rules, runtime.settings, now)
+        case.decline_category = "needs_new_card"
+        s.flush()
+        with _statements(s) as second:
+            reminders.sync_cases(s, [case], runtime.rules, runtime.settings, now)
+        plans = s.execute(
+            select(CaseEvent.dedupe_key, CaseEvent.data)
+            .where(CaseEvent.case_id == case.id, CaseEvent.kind == "reminders")
+            .order_by(CaseEvent.id)
+        ).all()
+    read_plans = "FROM case_events WHERE case_events.case_id"
+    assert not [sql for sql in first if read_plans in sql], first
+    assert [sql for sql in second if read_plans in sql], second
+    assert [(key, data["sequence"], data["replaces"]) for key, data in plans] == [
+        (f"case:{case.id}:reminders:1", "soft", None),
+        (f"case:{case.id}:reminders:2", "new_card", "soft"),
+    ]

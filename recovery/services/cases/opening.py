@@ -63,6 +63,7 @@ def open_case(
     if not isinstance(inserted, RecoveryCase):
         return lock_for_invoice(session, invoice.id)
     case = inserted
+    session.info.setdefault(_OPENED, set()).add(case.id)
     amount = f"{invoice.amount_remaining / 100:.2f} {invoice.currency.upper()}"
     if record(
         session,
@@ -108,6 +109,20 @@ def open_case(
             )
         due_actions.schedule_many(session, actions, now)
     return case
+
+
+_OPENED = "recovery.cases_opened"
+
+
+def take_just_opened(session: Session, case_id: int) -> bool:
+    """Whether this unit of work opened the case and nobody asked since: its timeline holds
+    only what the opening wrote (the reminders planner, which runs next, then need not read
+    the case's plans: there are none). True once."""
+    opened: set[int] | None = session.info.get(_OPENED)
+    if opened is None or case_id not in opened:
+        return False
+    opened.discard(case_id)
+    return True
 
 
 def _dialect(session: Session) -> str:

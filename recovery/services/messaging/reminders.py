@@ -37,6 +37,7 @@ from recovery.services.card_update import links as card_update_links
 from recovery.services.card_update import reminder_links
 from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
+from recovery.services.cases import opening as case_opening
 from recovery.services.experiments.assignment import placement_of_case, remember_placement
 from recovery.services.messaging import outbox
 from recovery.services.messaging.consent import may_text
@@ -287,10 +288,12 @@ def plan_case(
     if not config.enabled or case.status not in ACTIVE or case.dunning_paused:
         return  # a paused case is re-planned when it is resumed (case_admin.resume)
     wanted = planner.sequence_for(case.awaiting, case.decline_category)
-    if plans is None:
-        current, count = _current_sequence(session, case)
-    else:
+    if plans is not None:
         current, count = plans.get(case.id, (None, 0))
+    elif case_opening.take_just_opened(session, case.id):
+        current, count = None, 0  # opened in this unit of work: no plan yet, nothing to read
+    else:
+        current, count = _current_sequence(session, case)
     if current == wanted:
         return  # planned already: the usual answer when a case's timeline moves
     placed = placement_of_case(session, rules, case.id)
@@ -442,7 +445,8 @@ def sync_cases(
     if len(active) == 1:
         plan_case(session, active[0], rules, settings, now)
     elif active:
-        plans = _current_sequences(session, [case.id for case in active])
+        read = [case.id for case in active if not case_opening.take_just_opened(session, case.id)]
+        plans = _current_sequences(session, read) if read else {}
         for case in active:
             plan_case(session, case, rules, settings, now, plans)
 
