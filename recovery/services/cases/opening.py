@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from recovery.db import insert_or_ignore
 from recovery.domain import cases as machine
 from recovery.domain.cases import CaseStatus
 from recovery.domain.experiments import Placement
@@ -42,9 +44,8 @@ def open_case(
     session: Session, invoice: Invoice, rules: Rules, now: datetime
 ) -> RecoveryCase | None:
     """The case for this invoice, opened now if it has none and is worth recovering."""
-    existing = lock_for_invoice(session, invoice.id)
-    if existing is not None or not is_recoverable(invoice):
-        return existing
+    if not is_recoverable(invoice):
+        return lock_for_invoice(session, invoice.id)
     values = {
         "invoice_id": invoice.id,
         "customer_id": invoice.customer_id,
@@ -55,9 +56,14 @@ def open_case(
         "opened_at": now,
         "hosted_invoice_url": invoice.hosted_invoice_url,
     }
-    insert_or_ignore(session, RecoveryCase, values, ["invoice_id"])
-    case = lock_for_invoice(session, invoice.id)
-    assert case is not None
+    # Inserted and read back in one statement (a locking read, the insert and the same read
+    # again before; the caller found no case). A row of ours is locked until commit; the
+    # invoice's case that another transaction opened is read, and locked, as before.
+    inserted = session.scalars(_insert_case_statement(_dialect(session)), values).one_or_none()
+    if not isinstance(inserted, RecoveryCase):
+        return lock_for_invoice(session, invoice.id)
+    case = inserted
+    session.info.setdefault(_OPENED, set()).add(case.id)
     amount = f"{invoice.amount_remaining / 100:.2f} {invoice.currency.upper()}"
     if record(
         session,
@@ -68,16 +74,16 @@ def open_case(
         {"invoice": invoice.id},
         f"case:{case.id}:opened",
     ):
-        window_end = now + timedelta(days=rules.retry.window_days)
-        due_actions.schedule(
-            session,
-            kind=WINDOW_END_KIND,
-            subject=subject(case.id),
-            dedupe_key=f"case:{case.id}:window_end",
-            due_at=window_end,
-            now=now,
-            payload={"case_id": case.id},
-        )
+        # Its due actions written together, in this order, after its placement.
+        actions: list[dict[str, Any]] = [
+            {
+                "kind": WINDOW_END_KIND,
+                "subject": subject(case.id),
+                "dedupe_key": f"case:{case.id}:window_end",
+                "due_at": now + timedelta(days=rules.retry.window_days),
+                "payload": {"case_id": case.id},
+            }
+        ]
         placed = place_case(session, rules, case.id, case.customer_id, now)
         if placed is not None:
             record(
@@ -92,16 +98,46 @@ def open_case(
         # A holdout case is left to Stripe: its auto_advance stays as Stripe set it.
         if rules.retry.retry_owner == "recovery" and not (placed and placed.holdout):
             # Stripe must stop its own attempts on this invoice, or the two collide.
-            due_actions.schedule(
-                session,
-                kind=AUTO_ADVANCE_KIND,
-                subject=subject(case.id),
-                dedupe_key=f"case:{case.id}:auto_advance_off",
-                due_at=now,
-                now=now,
-                payload={"case_id": case.id},
+            actions.append(
+                {
+                    "kind": AUTO_ADVANCE_KIND,
+                    "subject": subject(case.id),
+                    "dedupe_key": f"case:{case.id}:auto_advance_off",
+                    "due_at": now,
+                    "payload": {"case_id": case.id},
+                }
             )
+        due_actions.schedule_many(session, actions, now)
     return case
+
+
+_OPENED = "recovery.cases_opened"
+
+
+def take_just_opened(session: Session, case_id: int) -> bool:
+    """Whether this unit of work opened the case and nobody asked since: its timeline holds
+    only what the opening wrote (the reminders planner, which runs next, then need not read
+    the case's plans: there are none). True once."""
+    opened: set[int] | None = session.info.get(_OPENED)
+    if opened is None or case_id not in opened:
+        return False
+    opened.discard(case_id)
+    return True
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+@functools.cache
+def _insert_case_statement(dialect: str) -> Any:
+    # Built once per dialect, the values passed as parameters: compiled once.
+    insert_fn: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert_fn(RecoveryCase)
+        .on_conflict_do_nothing(index_elements=["invoice_id"])
+        .returning(RecoveryCase)
+    )
 
 
 def _in_experiment(placed: Placement) -> str:

@@ -37,6 +37,7 @@ from recovery.services.card_update import links as card_update_links
 from recovery.services.card_update import reminder_links
 from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
+from recovery.services.cases import opening as case_opening
 from recovery.services.experiments.assignment import placement_of_case, remember_placement
 from recovery.services.messaging import outbox
 from recovery.services.messaging.consent import may_text
@@ -96,13 +97,16 @@ def _write(
     dedupe_key: str,
     capped: bool,
     card: PaymentMethod | EllipsisType | None = ...,
+    customer: Customer | EllipsisType | None = ...,
     has_contacts: bool | None = None,
     fresh: bool = False,
     later: list[dict[str, Any]] | None = None,
 ) -> OutboxMessage | None:
     """Write the message to the customer - or, for a business account with contacts, one copy
     per contact it is for (services/outreach/contacts.py), each with its own key and link.
-    `card`: the case's current card when the caller has it already (`...`: look it up);
+    `card`, `customer`: the case's current card and its customer when the caller has them
+    already (`...`: look them up; a plan read them for all its steps, and a customer not in the
+    mirror was asked again for each);
     `has_contacts`: whether the customer has any, when the caller knows (None: look it up);
     `fresh`: no message can have this key yet (its plan's timeline line was just added);
     `later`: a round's list to add an uncapped message to, enqueued with the others'
@@ -110,7 +114,7 @@ def _write(
     if isinstance(card, EllipsisType):
         card, customer, known = case_evidence.card_and_customer(session, case)
         has_contacts = known if has_contacts is None else has_contacts
-    else:
+    elif isinstance(customer, EllipsisType):
         customer = session.get(Customer, case.customer_id) if case.customer_id else None
     if has_contacts is None:
         has_contacts = _has_contacts(session, customer)
@@ -284,10 +288,12 @@ def plan_case(
     if not config.enabled or case.status not in ACTIVE or case.dunning_paused:
         return  # a paused case is re-planned when it is resumed (case_admin.resume)
     wanted = planner.sequence_for(case.awaiting, case.decline_category)
-    if plans is None:
-        current, count = _current_sequence(session, case)
-    else:
+    if plans is not None:
         current, count = plans.get(case.id, (None, 0))
+    elif case_opening.take_just_opened(session, case.id):
+        current, count = None, 0  # opened in this unit of work: no plan yet, nothing to read
+    else:
+        current, count = _current_sequence(session, case)
     if current == wanted:
         return  # planned already: the usual answer when a case's timeline moves
     placed = placement_of_case(session, rules, case.id)
@@ -339,6 +345,7 @@ def plan_case(
             dedupe_key=f"case:{case.id}:reminder:{run}:{wanted}:{planned.index}",
             capped=True,
             card=card,
+            customer=customer,
             has_contacts=has_contacts,
             fresh=fresh,
         )
@@ -438,7 +445,8 @@ def sync_cases(
     if len(active) == 1:
         plan_case(session, active[0], rules, settings, now)
     elif active:
-        plans = _current_sequences(session, [case.id for case in active])
+        read = [case.id for case in active if not case_opening.take_just_opened(session, case.id)]
+        plans = _current_sequences(session, read) if read else {}
         for case in active:
             plan_case(session, case, rules, settings, now, plans)
 

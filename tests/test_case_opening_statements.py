@@ -1,0 +1,147 @@
+"""What opening a case and planning its reminders cost in statements: an invoice's failure
+opens a case on ~1 event in 8 of the webhook mix, and every opened case has its reminders
+planned at once (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from recovery.adapters.clock import FrozenClock
+from recovery.models import CaseEvent, DueAction, Invoice, OutboxMessage, RecoveryCase
+from recovery.runtime import Runtime
+from recovery.services.cases.opening import open_case
+from recovery.services.messaging import reminders
+
+
+@contextmanager
+def _statements(session: Session) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def count(*args: object) -> None:
+        seen.append(" ".join(str(args[2]).split()))
+
+    connection = session.connection()
+    event.listen(connection, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(connection, "before_cursor_execute", count)
+
+
+def _invoice(session: Session, invoice_id: str, customer_id: str) -> Invoice:
+    invoice = Invoice(
+        id=invoice_id,
+        customer_id=customer_id,
+        subscription_id=f"sub_{invoice_id}",
+        status="open",
+        currency="eur",
+        amount_due=2500,
+        amount_remaining=2500,
+        collection_method="charge_automatically",
+    )
+    session.add(invoice)
+    session.flush()
+    return invoice
+
+
+def test_a_case_opens_with_one_statement_for_it_and_one_for_its_due_actions(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    now = clock.now()
+    with runtime.db.transaction() as s:
+        invoice = _invoice(s, "in_open1", "cus_open1")
+        with _statements(s) as seen:
+            case = open_case(s, invoice, runtime.rules, now)
+        assert case is not None
+        # The case (written and read back at once), its opened line, its two due actions.
+        assert sum("recovery_cases" in sql.split(" VALUES ")[0] for sql in seen) == 1, seen
+        assert sum(sql.startswith("INSERT INTO due_actions") for sql in seen) == 1, seen
+        assert (
+            case.invoice_id,
+            case.status,
+            case.amount_due,
+            case.our_attempts,
+            case.amount_recovered,
+            case.dunning_paused,
+        ) == ("in_open1", "open", 2500, 0, 0, False)
+        lines = s.scalars(select(CaseEvent.kind).where(CaseEvent.case_id == case.id)).all()
+        assert lines == ["opened"]
+        actions = s.execute(
+            select(DueAction.dedupe_key, DueAction.due_at, DueAction.payload)
+            .where(DueAction.subject == f"case:{case.id}")
+            .order_by(DueAction.id)
+        ).all()
+        window = now + timedelta(days=runtime.rules.retry.window_days)
+        assert [tuple(a) for a in actions] == [
+            (f"case:{case.id}:window_end", window, {"case_id": case.id}),
+            (f"case:{case.id}:auto_advance_off", now, {"case_id": case.id}),
+        ]
+        case_id = case.id
+    with runtime.db.transaction() as s:
+        # Asked again: the same case, nothing added.
+        again = open_case(s, s.get(Invoice, "in_open1"), runtime.rules, now)  # type: ignore[arg-type]
+        assert again is not None and again.id == case_id
+        assert s.scalar(select(RecoveryCase.id).where(RecoveryCase.invoice_id == "in_open1"))
+        assert len(s.scalars(select(DueAction.id)).all()) == 2
+
+
+def test_a_plan_for_a_customer_not_in_the_mirror_reads_the_customer_once(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    """The customer's events may come later: each step of the plan asked for it again."""
+    now = clock.now()
+    with runtime.db.transaction() as s:
+        invoice = _invoice(s, "in_plan1", "cus_not_mirrored")
+        case = open_case(s, invoice, runtime.rules, now)
+        assert case is not None
+        case.decline_category = "soft"
+        s.flush()
+        with _statements(s) as seen:
+            reminders.plan_case(s, case, runtime.rules, runtime.settings, now)
+        reads = [sql for sql in seen if "FROM customers" in sql and "candidate" not in sql]
+        assert reads == [], reads
+        # Planned (its line), with nobody to write to.
+        plans = s.scalars(
+            select(CaseEvent.kind).where(
+                CaseEvent.case_id == case.id, CaseEvent.kind == "reminders"
+            )
+        ).all()
+        assert plans == ["reminders"]
+        assert s.scalars(select(OutboxMessage.id)).all() == []
+
+
+def test_a_case_just_opened_is_planned_without_reading_its_plans_and_re_planned_after(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    """The first plan of a case this unit of work opened has nothing to replace: its plans are
+    not read. The next plan, in the same unit, reads the first and replaces it."""
+    now = clock.now()
+    with runtime.db.transaction() as s:
+        invoice = _invoice(s, "in_fresh1", "cus_fresh1")
+        case = open_case(s, invoice, runtime.rules, now)
+        assert case is not None
+        case.decline_category = "soft"
+        s.flush()
+        with _statements(s) as first:
+            reminders.sync_cases(s, [case], runtime.rules, runtime.settings, now)
+        case.decline_category = "needs_new_card"
+        s.flush()
+        with _statements(s) as second:
+            reminders.sync_cases(s, [case], runtime.rules, runtime.settings, now)
+        plans = s.execute(
+            select(CaseEvent.dedupe_key, CaseEvent.data)
+            .where(CaseEvent.case_id == case.id, CaseEvent.kind == "reminders")
+            .order_by(CaseEvent.id)
+        ).all()
+    read_plans = "FROM case_events WHERE case_events.case_id"
+    assert not [sql for sql in first if read_plans in sql], first
+    assert [sql for sql in second if read_plans in sql], second
+    assert [(key, data["sequence"], data["replaces"]) for key, data in plans] == [
+        (f"case:{case.id}:reminders:1", "soft", None),
+        (f"case:{case.id}:reminders:2", "new_card", "soft"),
+    ]
