@@ -412,16 +412,22 @@ def processed_latency(url: str, ids_file: Path, wait: float = 60.0) -> dict[str,
     engine = create_engine(url)
     query = text(
         "SELECT EXTRACT(EPOCH FROM (processed_at - received_at)) * 1000 FROM stripe_events "
-        "WHERE id = ANY(:ids) AND status = 'processed'"
+        "WHERE id = ANY(:ids) AND status = 'processed' ORDER BY received_at"
     )
     deadline = time.monotonic() + wait
     while True:
         with engine.connect() as conn:
-            values = sorted(float(v) for v in conn.scalars(query, {"ids": acked}))
-        if len(values) >= len(acked) or time.monotonic() > deadline:
+            in_arrival = [float(v) for v in conn.scalars(query, {"ids": acked})]
+        if len(in_arrival) >= len(acked) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     engine.dispose()
+    values = sorted(in_arrival)
+    # p95 of each fifth of the run by arrival: a lag that grows fifth after fifth is a worker
+    # slower than the rate; one that shrinks is a start-up backlog being drained.
+    size = max(1, len(in_arrival) // 5)
+    fifths = [sorted(in_arrival[i : i + size]) for i in range(0, size * 5, size)]
+    by_fifth = [round(f[min(len(f) - 1, int(len(f) * 0.95))], 1) for f in fifths if f]
 
     def pct(q: float) -> float | None:
         if not values:
@@ -435,6 +441,7 @@ def processed_latency(url: str, ids_file: Path, wait: float = 60.0) -> dict[str,
         "p95_ms": pct(95),
         "p99_ms": pct(99),
         "max_ms": round(values[-1], 1) if values else None,
+        "p95_by_fifth_ms": by_fifth,
     }
 
 
