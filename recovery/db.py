@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from sqlalchemy import (
     inspect,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -166,19 +167,26 @@ def as_columns(model: Any, values: dict[str, Any]) -> dict[str, Any]:
     return {keys[name]: value for name, value in values.items()}
 
 
+def dialect_insert(dialect: str) -> Any:
+    """The INSERT construct of the dialect, the one with ON CONFLICT clauses."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def insert_ignoring(dialect: str, target: Any, conflict: Sequence[str] = ()) -> Any:
+    """INSERT ... ON CONFLICT [(conflict)] DO NOTHING into a table or a model; the caller adds
+    its RETURNING and builds the statement once (functools.cache): executed with the values as
+    parameters, SQLAlchemy compiles it once and reuses it (values baked into the statement cost
+    a fresh cache key over every value on every call - most of the time of a webhook, measured)."""
+    return dialect_insert(dialect)(target).on_conflict_do_nothing(
+        index_elements=list(conflict) or None
+    )
+
+
 @functools.cache
 def _insert_or_ignore_statement(dialect: str, model: Any, conflict: tuple[str, ...]) -> Any:
-    # Built once per table: the values go in as execute() parameters, so SQLAlchemy compiles
-    # the statement once and reuses it (values baked into the statement cost a fresh cache key
-    # over every value on every call - most of the time of a webhook, measured).
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    insert_fn: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table = model.__table__
     pk = next(iter(table.primary_key.columns))
-    return (
-        insert_fn(table).on_conflict_do_nothing(index_elements=list(conflict) or None).returning(pk)
-    )
+    return insert_ignoring(dialect, table, conflict).returning(pk)
 
 
 def insert_or_ignore(

@@ -11,9 +11,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from recovery.db import insert_ignoring
 from recovery.models import CaseEvent
 from recovery.runtime import note_case_moved
 
@@ -36,11 +36,8 @@ class Line:
 def _insert(dialect: str) -> Any:
     # Built once: executed with a list of rows, SQLAlchemy sends them as one multi-row INSERT
     # ("insertmanyvalues") and returns the keys of the rows it added.
-    insert_fn: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        insert_fn(_LINES)
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(_LINES.c.case_id, _LINES.c.dedupe_key)
+    return insert_ignoring(dialect, _LINES, ["dedupe_key"]).returning(
+        _LINES.c.case_id, _LINES.c.dedupe_key
     )
 
 

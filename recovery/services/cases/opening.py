@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from recovery.db import insert_ignoring
 from recovery.domain import cases as machine
 from recovery.domain.cases import CaseStatus
 from recovery.domain.experiments import Placement
@@ -132,12 +132,7 @@ def _dialect(session: Session) -> str:
 @functools.cache
 def _insert_case_statement(dialect: str) -> Any:
     # Built once per dialect, the values passed as parameters: compiled once.
-    insert_fn: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        insert_fn(RecoveryCase)
-        .on_conflict_do_nothing(index_elements=["invoice_id"])
-        .returning(RecoveryCase)
-    )
+    return insert_ignoring(dialect, RecoveryCase, ["invoice_id"]).returning(RecoveryCase)
 
 
 def _in_experiment(placed: Placement) -> str:

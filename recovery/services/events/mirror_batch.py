@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import String, any_, bindparam, delete, insert, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
-from recovery.db import as_columns
+from recovery.db import as_columns, dialect_insert
 from recovery.models import InvoicePayment, PaymentAttempt, Subscription, SubscriptionItem
 from recovery.runtime import Changes
 from recovery.services.events import mirror, pipeline
@@ -48,16 +47,12 @@ class Plan:
     ties: list[tuple[Any, str, int]] = field(default_factory=list)
 
 
-def _insert_fn(dialect: str) -> Any:
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
 @functools.cache
 def _upsert(dialect: str, model: Any) -> Any:
     """INSERT ... ON CONFLICT (id) DO UPDATE, only over an older version (another worker may
     have inserted the row since it was read)."""
     table = model.__table__
-    stmt = _insert_fn(dialect)(table)
+    stmt = dialect_insert(dialect)(table)
     newer = tuple_(table.c.version_ts, table.c.version_tiebreak) < tuple_(
         stmt.excluded.version_ts, stmt.excluded.version_tiebreak
     )
@@ -68,7 +63,7 @@ def _upsert(dialect: str, model: Any) -> Any:
 @functools.cache
 def _replace_attempt(dialect: str) -> Any:
     table = PaymentAttempt.__table__
-    stmt = _insert_fn(dialect)(table)
+    stmt = dialect_insert(dialect)(table)
     updated = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != "id"}
     return stmt.on_conflict_do_update(index_elements=["id"], set_=updated)
 
@@ -76,13 +71,13 @@ def _replace_attempt(dialect: str) -> Any:
 @functools.cache
 def _insert_attempt(dialect: str) -> Any:
     table = PaymentAttempt.__table__
-    stmt = _insert_fn(dialect)(table).on_conflict_do_nothing(index_elements=["id"])
+    stmt = dialect_insert(dialect)(table).on_conflict_do_nothing(index_elements=["id"])
     return stmt.returning(table.c.id)
 
 
 @functools.cache
 def _insert_link(dialect: str) -> Any:
-    stmt = _insert_fn(dialect)(InvoicePayment.__table__)
+    stmt = dialect_insert(dialect)(InvoicePayment.__table__)
     return stmt.on_conflict_do_nothing(index_elements=["invoice_id", "payment_intent_id"])
 
 

@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from recovery.db import insert_ignoring
 from recovery.domain.reminders import local_day, next_day_at
 from recovery.models import ActionStatus, DueAction, MessageStatus, OutboxMessage
 from recovery.services.work import due_actions
@@ -123,13 +123,8 @@ def enqueue_many(session: Session, messages: Sequence[Mapping[str, Any]], now: d
 
 @functools.cache
 def _insert_messages(dialect: str) -> Any:
-    insert_fn: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
     c = _MESSAGES.c
-    return (
-        insert_fn(_MESSAGES)
-        .on_conflict_do_nothing()
-        .returning(c.id, c.about, c.dedupe_key, c.send_after)
-    )
+    return insert_ignoring(dialect, _MESSAGES).returning(c.id, c.about, c.dedupe_key, c.send_after)
 
 
 @functools.cache
@@ -137,8 +132,7 @@ def _insert_message(dialect: str) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING the row as the ORM's object: one statement
     where an insert and then a read of the row it wrote were two (a tenth of a reminder's
     statements in the events' batches). Built once, the values go in as parameters."""
-    insert_fn: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert_fn(OutboxMessage).on_conflict_do_nothing().returning(OutboxMessage)
+    return insert_ignoring(dialect, OutboxMessage).returning(OutboxMessage)
 
 
 def finish(row: OutboxMessage, status: MessageStatus, now: datetime, error: str | None) -> None:

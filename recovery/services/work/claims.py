@@ -28,11 +28,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
-from recovery.db import Database, insert_or_ignore
+from recovery.db import Database, insert_ignoring, insert_or_ignore
 from recovery.models import ActionStatus, DueAction
 from recovery.runtime import Claimed
 
@@ -103,12 +102,7 @@ def schedule_many(
 @functools.cache
 def _schedule_many_statement(dialect: str) -> Any:
     # Executed with a list of rows: one multi-row INSERT ("insertmanyvalues").
-    insert_fn: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        insert_fn(_ACTIONS)
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(_ACTIONS.c.dedupe_key)
-    )
+    return insert_ignoring(dialect, _ACTIONS, ["dedupe_key"]).returning(_ACTIONS.c.dedupe_key)
 
 
 # The worker's own statements, built once on the table (not the ORM entity): SQLAlchemy then
