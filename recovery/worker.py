@@ -1,7 +1,8 @@
 """The worker: processes stored events as they arrive, runs due actions, and the daily jobs.
 
 The work itself lives in our tables (pending events, due actions), so any number of worker
-processes can run against one PostgreSQL and a crashed one loses nothing:
+processes can run against one PostgreSQL and a crashed one loses nothing (their batches of
+events take turns with each other and with action rounds: db.take_writers_turn):
 
 - events: a thread waits for new ones - PostgreSQL's LISTEN (the webhook's insert NOTIFYs
   `recovery_events`), or in one process (SQLite's `recovery run`) the inbox's `arrived` flag -

@@ -1,10 +1,11 @@
 """Processing stored events in batches: what the worker does with the inbox.
 
-A batch of pending events, oldest first, is claimed `FOR UPDATE SKIP LOCKED` on PostgreSQL (any
-number of workers split the events; SQLite has one writer and one claimer per process) and
-applied in one transaction. An event whose processing raises rolls back alone (its savepoint)
-and is retried with backoff until it succeeds or is parked as `failed`; the others commit. The
-database going away fails the whole batch, which stays pending.
+A batch of pending events, oldest first, is claimed `FOR UPDATE SKIP LOCKED` on PostgreSQL and
+applied in one transaction while no other batch and no action round writes
+(db.take_writers_turn: their row locks, taken in different orders, deadlocked); SQLite has one
+writer and one claimer per process. An event whose processing raises rolls back alone (its
+savepoint) and is retried with backoff until it succeeds or is parked as `failed`; the others
+commit. The database going away fails the whole batch, which stays pending.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackErro
 from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import Clock
-from recovery.db import Database
+from recovery.db import Database, take_writers_turn
 from recovery.models import EventStatus, StripeEvent
 from recovery.runtime import (
     Changes,
@@ -405,6 +406,7 @@ def process_pending(
     """Claim and process one batch of due pending events (new ones, and failed ones whose
     backoff has passed). Returns how many were claimed."""
     with claimer(db), db.transaction() as session:
+        take_writers_turn(session, exclusive=True)
         now = clock.now()
         events = _claim_due(session, db, now, limit)
         apply(session, events, ctx_factory, now, db.dialect)
@@ -431,6 +433,7 @@ def process_events(
     processor holds right now stays "pending"."""
     statuses: dict[str, str] = {}
     with claimer(db), db.transaction() as session:
+        take_writers_turn(session, exclusive=True)
         query = select(
             StripeEvent.id, StripeEvent.attempts, StripeEvent.payload, StripeEvent.status
         ).where(StripeEvent.id.in_(list(event_ids)))

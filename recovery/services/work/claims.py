@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
-from recovery.db import Database, insert_ignoring, insert_or_ignore
+from recovery.db import Database, insert_ignoring, insert_or_ignore, take_writers_turn
 from recovery.models import ActionStatus, DueAction
 from recovery.runtime import Claimed
 
@@ -218,6 +218,7 @@ def claim(
     db: Database, owner: str, now: datetime, limit: int = 50, lease: timedelta = DEFAULT_LEASE
 ) -> list[Claimed]:
     with db.transaction() as session:
+        take_writers_turn(session, exclusive=False)
         return claim_in(session, db.is_postgres, owner, now, limit, lease)
 
 

@@ -26,6 +26,7 @@ nothing is called; a shadow action is finished for good and never claimed again.
 
 from __future__ import annotations
 
+from recovery.db import take_writers_turn
 from recovery.runtime import Claimed, Runtime
 from recovery.services.work.claims import DEFAULT_LEASE as DEFAULT_LEASE
 from recovery.services.work.claims import LeaseLost as LeaseLost
@@ -49,9 +50,11 @@ from recovery.services.work.steps import record as record
 def run_claimed(runtime: Runtime, action: Claimed, owner: str) -> str:
     """Run one claimed action through its steps, each transaction on its own (tests, drills)."""
     with runtime.db.transaction() as session:
+        take_writers_turn(session, exclusive=False)
         decided = decide(runtime, session, action, owner)
     if not isinstance(decided, Decided):
         return decided
     called = call(runtime, decided)
     with runtime.db.transaction() as session:
+        take_writers_turn(session, exclusive=False)
         return record(runtime, session, called, owner)

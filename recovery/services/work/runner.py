@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from recovery.db import take_writers_turn
 from recovery.runtime import Claimed, Runtime
 from recovery.services.work.claims import DEFAULT_LEASE, claim_in, holds_lease
 from recovery.services.work.steps import Called, Decided, call, decide_all, record_all
@@ -150,6 +151,7 @@ class ActionRunner:
             room = 0 if exhausted else room_for_more(0)
             if room or outcomes or any(s not in busy for s in waiting):
                 with db.transaction() as session:
+                    take_writers_turn(session, exclusive=False)
                     statuses = self._record_in(session, outcomes)
                     busy -= {c.decided.action.subject for c in outcomes}
                     outcomes = []
