@@ -113,6 +113,9 @@ class Database:
             # webhook, which Stripe retries - after which SQLAlchemy discards every connection
             # older than the failure, so the next checkout connects afresh.
             kwargs.update(pool_size=pool_size, max_overflow=10, pool_recycle=POOL_RECYCLE_SECONDS)
+            from recovery.pg_cursor import DescribingCursor
+
+            kwargs["connect_args"] = {"cursor_factory": DescribingCursor}
             kwargs["json_serializer"] = json.dumps
         self.engine = create_engine(url, **kwargs)
         if self.dialect == "sqlite":
