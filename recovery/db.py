@@ -20,6 +20,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     MetaData,
+    any_,
     bindparam,
     create_engine,
     event,
@@ -174,6 +175,17 @@ def as_columns(model: Any, values: dict[str, Any]) -> dict[str, Any]:
 def dialect_insert(dialect: str) -> Any:
     """The INSERT construct of the dialect, the one with ON CONFLICT clauses."""
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def in_list(column: Any, name: str, dialect: str) -> Any:
+    """`column IN :name` for a list given when executed. On PostgreSQL `column = ANY(:name)`,
+    the list one array parameter: the same SQL text whatever its length, so psycopg prepares it
+    and PostgreSQL plans it once. An expanding IN is a new statement for every length, parsed
+    and planned each time: 2.5 ms of planning for a batch's read of 200 invoices' cases, where
+    running it took 0.3 ms. SQLite has no arrays: the expanding IN."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 def insert_ignoring(dialect: str, target: Any, conflict: Sequence[str] = ()) -> Any:

@@ -38,6 +38,7 @@ from sqlalchemy import Integer, String, bindparam, literal, or_, select, union_a
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from recovery.db import in_list
 from recovery.domain import stripe_objects as so
 from recovery.domain.cases import ACTIVE
 from recovery.domain.outreach import metadata_contacts
@@ -337,7 +338,7 @@ def read_facts(session: Session, events: Sequence[Payload]) -> BatchFacts:
         if not (invoices or customers or subscriptions):
             return
         rows = session.execute(
-            _facts_statement(),
+            _facts_statement(session.get_bind().dialect.name),
             {
                 "invoices": sorted(invoices),
                 "customers": sorted(customers),
@@ -358,11 +359,17 @@ def read_facts(session: Session, events: Sequence[Payload]) -> BatchFacts:
 
 
 @functools.cache
-def _facts_statement() -> Any:
-    # Built once, with expanding IN parameters: compiled once and reused for every batch.
-    invoices: Any = bindparam("invoices", expanding=True)
-    customers: Any = bindparam("customers", expanding=True)
-    subscriptions: Any = bindparam("subscriptions", expanding=True)
+def _facts_statement(dialect: str) -> Any:
+    # Built once, the lists as parameters (db.in_list): compiled once and reused every batch.
+    def invoices(column: Any) -> Any:
+        return in_list(column, "invoices", dialect)
+
+    def customers(column: Any) -> Any:
+        return in_list(column, "customers", dialect)
+
+    def subscriptions(column: Any) -> Any:
+        return in_list(column, "subscriptions", dialect)
+
     none = literal(None, String)
     no_id = literal(None, Integer)
     cases = select(
@@ -374,28 +381,28 @@ def _facts_statement() -> Any:
         RecoveryCase.id,
     ).where(
         or_(
-            RecoveryCase.invoice_id.in_(invoices),
-            RecoveryCase.customer_id.in_(customers),
-            RecoveryCase.subscription_id.in_(subscriptions),
+            invoices(RecoveryCase.invoice_id),
+            customers(RecoveryCase.customer_id),
+            subscriptions(RecoveryCase.subscription_id),
         )
     )
     notices = (
         select(literal("notice", String), none, OutboxMessage.customer_id, none, none, no_id)
-        .where(OutboxMessage.customer_id.in_(customers))
+        .where(customers(OutboxMessage.customer_id))
         .where(OutboxMessage.status == MessageStatus.PENDING)
         .where(OutboxMessage.about.like("expiry:%"))
         .distinct()
     )
     win_backs = (
         select(literal("win_back", String), none, WinBack.customer_id, none, none, no_id)
-        .where(WinBack.customer_id.in_(customers))
+        .where(customers(WinBack.customer_id))
         .where(WinBack.status.in_(_OPEN_WIN_BACK))
         .distinct()
     )
     # (A removed one matters only when the metadata names it again: the event says so.)
     contacts = (
         select(literal("contacts", String), none, AccountContact.customer_id, none, none, no_id)
-        .where(AccountContact.customer_id.in_(customers))
+        .where(customers(AccountContact.customer_id))
         .where(AccountContact.source == "metadata", AccountContact.removed_at.is_(None))
         .distinct()
     )

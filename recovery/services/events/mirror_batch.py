@@ -21,11 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import String, any_, bindparam, delete, insert, select, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
-from recovery.db import as_columns, dialect_insert
+from recovery.db import as_columns, dialect_insert, in_list
 from recovery.models import InvoicePayment, PaymentAttempt, Subscription, SubscriptionItem
 from recovery.runtime import Changes
 from recovery.services.events import mirror, pipeline
@@ -82,17 +81,19 @@ def _insert_link(dialect: str) -> Any:
 
 
 @functools.cache
-def _rows_statement(model: Any, lock: bool) -> Any:
+def _rows_statement(model: Any, dialect: str) -> Any:
+    lock = dialect == "postgresql"
     columns = [model.id, model.version_ts, model.version_tiebreak]
     columns += [getattr(model, name) for name in mirror.WATCHED[model]]
-    stmt = select(*columns).where(model.id.in_(bindparam("ids", expanding=True)))
+    stmt = select(*columns).where(in_list(model.id, "ids", dialect))
     return stmt.order_by(model.id).with_for_update() if lock else stmt.order_by(model.id)
 
 
 @functools.cache
-def _attempts_statement(lock: bool) -> Any:
+def _attempts_statement(dialect: str) -> Any:
+    lock = dialect == "postgresql"
     columns = [PaymentAttempt.id, *(getattr(PaymentAttempt, c) for c in _ATTEMPT_COLUMNS)]
-    stmt = select(*columns).where(PaymentAttempt.id.in_(bindparam("ids", expanding=True)))
+    stmt = select(*columns).where(in_list(PaymentAttempt.id, "ids", dialect))
     stmt = stmt.order_by(PaymentAttempt.id)
     return stmt.with_for_update() if lock else stmt
 
@@ -111,22 +112,19 @@ _INSERT_ITEMS = insert(_ITEMS)
 
 @functools.cache
 def _delete_items(dialect: str) -> Any:
-    column = _ITEMS.c.subscription_id
-    if dialect == "postgresql":  # one array parameter: the same SQL for any number of ids
-        return delete(_ITEMS).where(column == any_(bindparam("ids", type_=ARRAY(String))))
-    return delete(_ITEMS).where(column.in_(bindparam("ids", expanding=True)))
-
-
-_ITEMS_STATEMENT = select(*_ITEMS.columns).where(
-    _ITEMS.c.subscription_id.in_(bindparam("ids", expanding=True))
-)
+    return delete(_ITEMS).where(in_list(_ITEMS.c.subscription_id, "ids", dialect))
 
 
 @functools.cache
-def _links_statement() -> Any:
+def _items_statement(dialect: str) -> Any:
+    return select(*_ITEMS.columns).where(in_list(_ITEMS.c.subscription_id, "ids", dialect))
+
+
+@functools.cache
+def _links_statement(dialect: str) -> Any:
     table = InvoicePayment.__table__
     return select(table.c.invoice_id, table.c.payment_intent_id).where(
-        table.c.invoice_id.in_(bindparam("ids", expanding=True))
+        in_list(table.c.invoice_id, "ids", dialect)
     )
 
 
@@ -176,14 +174,14 @@ class MirrorBatch:
         self._read_attempts(sorted(attempts - set(self._attempts)))
         if len(links) > 1:  # one link is as cheap to insert as to look up
             invoices = sorted({invoice for invoice, _ in links})
-            found = self.session.execute(_links_statement(), {"ids": invoices})
+            found = self.session.execute(_links_statement(self.dialect), {"ids": invoices})
             self._links.update((row[0], row[1]) for row in found)
 
     def _read(self, model: Any, ids: list[str]) -> None:
         if not ids:
             return
         found = {}
-        for row in self.session.execute(_rows_statement(model, self._lock), {"ids": ids}):
+        for row in self.session.execute(_rows_statement(model, self.dialect), {"ids": ids}):
             watched = dict(zip(mirror.WATCHED[model], row[3:], strict=True))
             found[row[0]] = mirror.Stored(mirror.Version(row[1], row[2]), watched)
         for oid in ids:
@@ -193,14 +191,16 @@ class MirrorBatch:
         if not subscription_ids:
             return
         found: dict[str, list[dict[str, Any]]] = {oid: [] for oid in subscription_ids}
-        for row in self.session.execute(_ITEMS_STATEMENT, {"ids": subscription_ids}).mappings():
+        for row in self.session.execute(
+            _items_statement(self.dialect), {"ids": subscription_ids}
+        ).mappings():
             found[row["subscription_id"]].append(dict(row))
         self._items.update((oid, _items_of(rows)) for oid, rows in found.items())
 
     def _read_attempts(self, ids: list[str]) -> None:
         if not ids:
             return
-        for row in self.session.execute(_attempts_statement(self._lock), {"ids": ids}):
+        for row in self.session.execute(_attempts_statement(self.dialect), {"ids": ids}):
             self._attempts[row[0]] = dict(zip(_ATTEMPT_COLUMNS, row[1:], strict=True))
             self._in_db.add(row[0])
         for oid in ids:

@@ -28,7 +28,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackErro
 from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import Clock
-from recovery.db import Database, take_writers_turn
+from recovery.db import Database, in_list, take_writers_turn
 from recovery.models import EventStatus, StripeEvent
 from recovery.runtime import (
     Changes,
@@ -252,23 +252,27 @@ def _apply(
         # to `processed_at` is then how long an event really waited (a batch of 200 takes a
         # few hundred milliseconds, which the claim's time left out).
         done_at = max(now, ctx.runtime.clock.now())
-        session.execute(_MARK_PROCESSED, {"ids": done, "now": done_at})
+        session.execute(_mark_processed(dialect), {"ids": done, "now": done_at})
     return statuses
 
 
 _EVENTS: Any = StripeEvent.__table__
+
+
 # A Core statement built once: the ORM's bulk UPDATE path cost more than the update itself, once
 # per batch (and a demo's or an inline webhook's batch is one event).
-_MARK_PROCESSED = (
-    update(_EVENTS)
-    .where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        status=EventStatus.PROCESSED,
-        attempts=_EVENTS.c.attempts + 1,
-        processed_at=bindparam("now", type_=_EVENTS.c.processed_at.type),
-        last_error=None,
+@functools.cache
+def _mark_processed(dialect: str) -> Any:
+    return (
+        update(_EVENTS)
+        .where(in_list(_EVENTS.c.id, "ids", dialect))
+        .values(
+            status=EventStatus.PROCESSED,
+            attempts=_EVENTS.c.attempts + 1,
+            processed_at=bindparam("now", type_=_EVENTS.c.processed_at.type),
+            last_error=None,
+        )
     )
-)
 
 
 def _copy(noted: dict[int, case_reactions.Deferred]) -> dict[int, case_reactions.Deferred]:
