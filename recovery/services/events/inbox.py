@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import Clock
-from recovery.db import Database, insert_ignoring, insert_or_ignore, take_writers_turn
+from recovery.db import Database, insert_ignoring, insert_or_ignore
 from recovery.models import EventStatus, StripeEvent
 from recovery.runtime import ContextFactory
 from recovery.services.events import processing
@@ -170,8 +170,7 @@ def receive_events(
 
     def flush() -> None:
         now = clock.now()
-        with processing.claimer(db), db.transaction() as session:
-            take_writers_turn(session, exclusive=True)
+        with processing.batch_transaction(db) as session:
             stored = store_events(session, [(event, body) for event, _, body in pending], now)
             results.extend(stored)
             fresh = [

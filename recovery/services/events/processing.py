@@ -409,24 +409,25 @@ def process_pending(
 ) -> int:
     """Claim and process one batch of due pending events (new ones, and failed ones whose
     backoff has passed). Returns how many were claimed."""
-    with claimer(db), db.transaction() as session:
-        take_writers_turn(session, exclusive=True)
+    with batch_transaction(db) as session:
         now = clock.now()
         events = _claim_due(session, db, now, limit)
         apply(session, events, ctx_factory, now, db.dialect)
     return len(events)
 
 
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def claimer(db: Database) -> Any:
-    return _NoLock() if db.is_postgres else _SQLITE_CLAIMER
+@contextlib.contextmanager
+def batch_transaction(db: Database) -> Iterator[Session]:
+    """The transaction a batch of events is claimed and applied in, one batch at a time: on
+    PostgreSQL across every process (the writers' turn, db.take_writers_turn), on SQLite
+    within this one (its single writer does the rest)."""
+    if db.is_postgres:
+        with db.transaction() as session:
+            take_writers_turn(session, exclusive=True)
+            yield session
+    else:
+        with _SQLITE_CLAIMER, db.transaction() as session:
+            yield session
 
 
 def process_events(
@@ -436,8 +437,7 @@ def process_events(
     Returns each id's status afterwards ("missing" for an unknown id); an event another
     processor holds right now stays "pending"."""
     statuses: dict[str, str] = {}
-    with claimer(db), db.transaction() as session:
-        take_writers_turn(session, exclusive=True)
+    with batch_transaction(db) as session:
         query = select(
             StripeEvent.id, StripeEvent.attempts, StripeEvent.payload, StripeEvent.status
         ).where(StripeEvent.id.in_(list(event_ids)))
