@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from psycopg import pq
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -40,7 +41,9 @@ from recovery.services.events.ingest import (  # re-exported: the worker, the CL
     ParsedEvent,
     arrived,
     ingest,
+    insert_rows,
     parse_event,
+    row_of,
 )
 from recovery.services.events.ingest import event_row as _row
 from recovery.services.events.processing import (  # re-exported: the worker, the CLI, tests
@@ -84,18 +87,37 @@ def store_events(
     """`store_event` for many bodies in one multi-row INSERT ... ON CONFLICT DO NOTHING
     RETURNING (in the caller's transaction). Per body, whether it is new: the first of an id
     not already stored; a repeat within `events` is not."""
-    rows: dict[str, dict[str, Any]] = {}
-    for event, body in events:
-        rows.setdefault(event.id, _row(event, body, now))
-    if not rows:
+    if not events:
         return []
     dialect = session.get_bind().dialect.name
-    stored = set(session.scalars(_store_many_statement(dialect), list(rows.values())))
+    if dialect == "postgresql":
+        stored = _store_through_libpq(session, events, now)
+    else:
+        rows: dict[str, dict[str, Any]] = {}
+        for event, body in events:
+            rows.setdefault(event.id, _row(event, body, now))
+        stored = set(session.scalars(_store_many_statement(dialect), list(rows.values())))
     new = []
     for event, _ in events:
         new.append(event.id in stored)
         stored.discard(event.id)  # a repeat later in `events` is a redelivery
     return new
+
+
+def _store_through_libpq(
+    session: Session, events: Sequence[tuple[ParsedEvent, bytes]], now: datetime
+) -> set[str]:
+    """The webhook path's INSERT (ingest.insert_rows: the values as text straight to libpq),
+    in the session's transaction, without waking the workers: these events are processed in
+    this transaction. Through SQLAlchemy's insertmanyvalues and psycopg's adaptation it cost
+    70 us of CPU a row, a tenth of the chaos replay's CPU on PostgreSQL (measured). Unnamed, not
+    prepared: psycopg deallocates every prepared statement of the connection when a
+    transaction rolls back."""
+    conn: Any = session.connection().connection.driver_connection
+    if conn.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        conn.execute("SELECT 1")  # psycopg opens the session's transaction (BEGIN) first
+    rows = [row_of(event, body, now) for event, body in events]
+    return {event_id.decode() for event_id in insert_rows(conn, rows, None, notify=False)}
 
 
 @functools.cache

@@ -189,7 +189,7 @@ _COLUMNS = 8  # parameters per row; next_attempt_at = received_at: due at once
 
 
 @functools.cache
-def _insert_sql(rows: int) -> bytes:
+def _insert_sql(rows: int, notify: bool = True) -> bytes:
     values = ", ".join(
         "({}, '{}', 0, ${})".format(
             ", ".join(f"${r * _COLUMNS + c}" for c in range(1, _COLUMNS + 1)),
@@ -203,15 +203,24 @@ def _insert_sql(rows: int) -> bytes:
         "created, livemode, object_id, payload, received_at, status, attempts, next_attempt_at) "
         f"VALUES {values} ON CONFLICT (id) DO NOTHING RETURNING id) "
         # NOTIFY per inserted row; PostgreSQL sends one per transaction for identical payloads.
-        f"SELECT stored.id, pg_notify('{NOTIFY_CHANNEL}', '') FROM stored"
+        + (
+            f"SELECT stored.id, pg_notify('{NOTIFY_CHANNEL}', '') FROM stored"
+            if notify
+            else "SELECT stored.id FROM stored"
+        )
     ).encode()
 
 
 def insert_rows(
-    conn: psycopg.Connection[Any], rows: Sequence[Row], prepared: set[int] | None = None
+    conn: psycopg.Connection[Any],
+    rows: Sequence[Row],
+    prepared: set[int] | None = None,
+    *,
+    notify: bool = True,
 ) -> set[bytes]:
-    """One INSERT ... ON CONFLICT DO NOTHING of these rows, NOTIFYing the workers if one is new;
-    committed on return when the connection is in autocommit. The ids inserted.
+    """One INSERT ... ON CONFLICT DO NOTHING of these rows, NOTIFYing the workers if one is new
+    (unless not `notify`); committed on return when the connection is in autocommit. The ids
+    inserted.
 
     Straight through libpq (psycopg.pq): the values are text already, and psycopg's cursor,
     adaptation and result layers cost more CPU than the statement (65 against 27 us a row,
@@ -227,11 +236,11 @@ def insert_rows(
         raise psycopg.DataError("a value holds a NUL character")
     pgconn, size = conn.pgconn, len(unique)
     if prepared is None:
-        result = _checked(pgconn.exec_params(_insert_sql(size), params))
+        result = _checked(pgconn.exec_params(_insert_sql(size, notify), params))
     else:
-        name = b"recovery_ingest_%d" % size
+        name = b"recovery_ingest_%d%s" % (size, b"" if notify else b"_quiet")
         if size not in prepared:
-            _checked(pgconn.prepare(name, _insert_sql(size)))
+            _checked(pgconn.prepare(name, _insert_sql(size, notify)))
             prepared.add(size)
         # None is NULL, as for exec_params: psycopg's stub for exec_prepared omits it.
         result = _checked(pgconn.exec_prepared(name, params))  # type: ignore[arg-type]
