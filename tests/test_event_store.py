@@ -4,10 +4,11 @@ path's own INSERT (ingest.insert_rows), on SQLite through SQLAlchemy."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from recovery.db import Database
 from recovery.models import EventStatus, StripeEvent
@@ -81,5 +82,29 @@ def test_full_chunks_again_and_again_on_one_connection(database_url: str) -> Non
         with db.transaction() as session:  # a full chunk of events already stored
             assert store_events(session, deliveries[:RECEIVE_CHUNK], NOW) == [False] * 100
         assert len(_stored(db)) == 3 * RECEIVE_CHUNK
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_large_bodies_are_compressed_with_lz4_on_postgresql(postgres_url: str) -> None:
+    db = Database(postgres_url)
+    try:
+        with db.reading() as session:
+            values = session.execute(
+                text("SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")
+            ).scalar()
+        if "lz4" not in (values or []):
+            pytest.skip("this PostgreSQL server was built without LZ4 (migration 0023 skips)")
+        event, body = _delivery(7, pad=4_000)
+        with db.transaction() as session:
+            session.execute(text("DELETE FROM stripe_events"))
+            assert store_events(session, [(event, body)], NOW) == [True]
+        with db.reading() as session:
+            method, payload = session.execute(
+                text("SELECT pg_column_compression(payload), payload FROM stripe_events")
+            ).one()
+        assert method == "lz4"
+        assert json.loads(payload) == json.loads(body) and payload == body.decode()
     finally:
         db.dispose()
