@@ -575,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "  PostgreSQL: throwaway, tests/support/postgres.py options (fsync=off, "
-        "synchronous_commit=off, full_page_writes=off) - durability settings of a test server"
+        "synchronous_commit=off, full_page_writes=off: durability settings of a test server; "
+        "autovacuum_naptime=1s: tables filled from empty are analyzed as they grow)"
     )
     print(
         f"  load: bench/loadgen.py (aiohttp, 1 process) closed loop {args.connections} "

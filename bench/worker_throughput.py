@@ -782,7 +782,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  machine: {json.dumps(machine)}; {loadavg()} at end")
     print(f"  versions: {json.dumps(versions)}; {pg}")
     print(
-        "  PostgreSQL: throwaway (tests/support/postgres.py: fsync=off, synchronous_commit=off);"
+        "  PostgreSQL: throwaway (tests/support/postgres.py: fsync=off, synchronous_commit=off,"
+        " autovacuum_naptime=1s);"
         f" claim batch {args.batch}, lease 5 min; SMTP sink: aiosmtpd in its own process; "
         "the providers-alone loop runs in this process"
     )
