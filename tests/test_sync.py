@@ -1,4 +1,5 @@
-"""The Stripe backfill: against the fake gateway into SQLite (schema by create_all)."""
+"""The Stripe backfill: against the fake gateway into SQLite (schema by create_all); its
+planner statistics on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -323,3 +324,35 @@ def test_a_refused_cursor_or_another_accounts_state_starts_over(
     state.write_text(json.dumps({"version": 1, "phases": done, "livemode": True}))
     report = run(db, fake, clock, state)  # a live-mode state, a test-mode key
     assert not report.resumed and (report.customers, report.subscriptions) == (5, 5)
+
+
+@pytest.mark.postgres
+def test_a_finished_backfill_gathers_planner_statistics_on_postgresql(
+    postgres_url: str, fake: FakeStripeGateway, clock: FrozenClock, tmp_path: Path
+) -> None:
+    """Tables filled from empty are planned as empty until analyzed (autovacuum gets there a
+    minute or more later): the backfill analyzes them when it is done."""
+    from sqlalchemy import text
+
+    from tests.conftest import _truncate_all
+
+    _truncate_all(postgres_url)
+    database = Database(postgres_url)
+    analyzed = text(
+        "SELECT relname, last_analyze FROM pg_stat_user_tables "
+        "WHERE relname IN ('customers', 'invoices', 'payment_methods', 'stripe_events')"
+    )
+    try:
+        with database.reading() as session:
+            before = {r.relname: r.last_analyze for r in session.execute(analyzed)}
+            started = session.execute(text("SELECT now()")).scalar_one()
+        report = run(database, fake, clock, tmp_path / "state.json")
+        assert report.completed and report.customers == 5
+        with database.reading() as session:
+            after = {r.relname: r.last_analyze for r in session.execute(analyzed)}
+        assert set(after) == {"customers", "invoices", "payment_methods", "stripe_events"}
+        for table, when in after.items():
+            assert when is not None and when >= started, (table, before.get(table), when)
+    finally:
+        database.dispose()
+        _truncate_all(postgres_url)
