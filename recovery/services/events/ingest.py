@@ -226,7 +226,7 @@ def insert_rows(
     adaptation and result layers cost more CPU than the statement (65 against 27 us a row,
     measured); the GIL is released while libpq waits. `prepared`: the batch sizes already
     prepared on this connection (a statement per batch size, prepared on first use), or None
-    for an unnamed statement."""
+    for an unnamed statement (as every statement without `notify` is)."""
     unique: dict[bytes, Row] = {}
     for row in rows:
         unique.setdefault(row[0], row)
@@ -235,12 +235,12 @@ def insert_rows(
         # libpq's text parameters end at a NUL: the value would be cut short, not refused.
         raise psycopg.DataError("a value holds a NUL character")
     pgconn, size = conn.pgconn, len(unique)
-    if prepared is None:
+    if prepared is None or not notify:
         result = _checked(pgconn.exec_params(_insert_sql(size, notify), params))
     else:
-        name = b"recovery_ingest_%d%s" % (size, b"" if notify else b"_quiet")
+        name = b"recovery_ingest_%d" % size
         if size not in prepared:
-            _checked(pgconn.prepare(name, _insert_sql(size, notify)))
+            _checked(pgconn.prepare(name, _insert_sql(size)))
             prepared.add(size)
         # None is NULL, as for exec_params: psycopg's stub for exec_prepared omits it.
         result = _checked(pgconn.exec_prepared(name, params))  # type: ignore[arg-type]
