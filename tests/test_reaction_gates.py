@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from recovery.adapters.clock import FrozenClock
 from recovery.adapters.stripe.errors import CardDeclined
 from recovery.adapters.stripe_fake import FakeStripeGateway
-from recovery.models import AccountContact, EventStatus, StripeEvent
+from recovery.models import AccountContact, CaseEvent, EventStatus, StripeEvent
 from recovery.runtime import Runtime
 from recovery.services.cases import reactions, scheduling
 from recovery.services.outreach import contacts
@@ -221,3 +221,50 @@ def test_the_batch_end_decides_its_noted_cases_together_and_one_by_one_when_one_
             select(StripeEvent.id).where(StripeEvent.status == EventStatus.PENDING)
         ).all()
     assert pending
+
+
+def test_a_first_failure_in_a_batch_opens_its_case_without_looking_for_one(
+    runtime_with_cases: Runtime, fake_gateway: FakeStripeGateway, clock: FrozenClock
+) -> None:
+    """The batch knows which invoices and customers have cases: a renewal's first failure (its
+    charge, its PaymentIntent, its invoice) opens the case without the locking reads that would
+    find none, and what the opening moved is taken from the session rather than read back. The
+    case is the same for it: opened, decided, its reminders planned; the next failure finds it."""
+    story = Story(runtime_with_cases, fake_gateway, clock)
+    b = story.customer()
+    story.deliver()
+    seen: list[str] = []
+
+    def count(*args: Any) -> None:
+        seen.append(" ".join(str(args[2]).split()))
+
+    engine = runtime_with_cases.db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert story.stripe_charges(b.invoice, decline_code="generic_decline") == "declined"
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    # the invoice's case (with its invoice), the customer's active cases, the moved case's keys
+    lookups = [
+        sql
+        for sql in seen
+        if "FROM recovery_cases JOIN invoices" in sql
+        or ("FROM recovery_cases" in sql and "recovery_cases.status IN" in sql)
+        or sql.startswith(
+            "SELECT recovery_cases.id, recovery_cases.invoice_id, recovery_cases.customer_id, "
+            "recovery_cases.subscription_id, recovery_cases.status FROM recovery_cases WHERE"
+        )
+    ]
+    assert lookups == [], lookups
+    first = story.case(b.invoice)
+    assert (first.status, first.decline_code) == ("retrying", "generic_decline")
+    with runtime_with_cases.db.transaction() as s:
+        kinds = s.scalars(
+            select(CaseEvent.kind).where(CaseEvent.case_id == first.id).order_by(CaseEvent.id)
+        ).all()
+    assert kinds[0] == "opened" and "decision" in kinds and "reminders" in kinds, kinds
+    clock.advance(timedelta(hours=20))
+    assert story.stripe_charges(b.invoice, decline_code="insufficient_funds") == "declined"
+    second = story.case(b.invoice)
+    assert second.id == first.id
+    assert second.decline_code == "insufficient_funds"

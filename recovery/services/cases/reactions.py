@@ -93,6 +93,8 @@ def _steer(
     """Open (when `may_open`), re-steer or close the invoice's case. Returns the case, locked.
     `found`: the case (locked) and invoice when the caller has read them ((None, None): it has
     no case)."""
+    if found is None and ctx.facts is not None and invoice_id not in ctx.facts.invoices_with_cases:
+        found = (None, None)  # the batch knows it has none (its first failure): nothing to lock
     case, invoice = found if found is not None else case_and_invoice(ctx.session, invoice_id)
     if case is None:
         if not may_open:
@@ -187,7 +189,11 @@ def on_payment_failure(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
     intent, customer_id = _intent_of(obj), ref(obj.get("customer"))
     cases: list[RecoveryCase] = []
     linked = None
-    if intent and customer_id:
+    if intent and customer_id and _without_active_case(ctx, customer_id):
+        # The batch knows the customer has no active case (a renewal's first failure, the
+        # usual): the link alone, where the statement below found no row and read it next.
+        linked = ctx.session.scalar(_INVOICE_OF_INTENT, {"intent": intent})
+    elif intent and customer_id:
         # The customer's active cases, each row with the intent's invoice: one statement where
         # the usual (a charge of current API versions, which names no invoice) took two.
         rows = ctx.session.execute(
@@ -208,6 +214,13 @@ def on_payment_failure(ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
     for case in cases:
         _hold(ctx.session, case)
         _reevaluate(ctx, case, event)
+
+
+def _without_active_case(ctx: ProcessingContext, customer_id: str) -> bool:
+    """In a batch, whether the customer has no active case: the batch's facts name every
+    customer that may have one (read for its events' customers, grown as its events open and
+    move cases; services/events/gates.py)."""
+    return ctx.facts is not None and customer_id not in ctx.facts.customers_with_active_cases
 
 
 def _recovered(ctx: ProcessingContext, case: RecoveryCase, invoice: Invoice, obj: Obj) -> None:
