@@ -3,7 +3,7 @@ worker's batches, no HTTP.
 
     .venv/bin/python bench/event_processing.py [--customers 300] [--engine sqlite|postgres|both]
                                                [--batch 200] [--profile]
-                                               [--webhook-mix 10000]
+                                               [--webhook-mix 10000] [--mix-parts 1]
 
 What the worker does with stored events (`inbox.process_pending`: claim a batch FOR UPDATE SKIP
 LOCKED, apply the mirror and every feature's reactions - cases, retries, reminders, expiry - in
@@ -18,10 +18,15 @@ one transaction with a savepoint per event), timed on the lifecycle the chaos re
 4. (--webhook-mix N) the webhook bench's events (bench/event_mix.py: a third of them payment
    failures over 2,000 customers; each body sent with a fresh id and `created` as 500 a second
    would), N of them: what the worker of `bench/webhook_ingest.py` processes, without HTTP.
+   With `--mix-parts K` they are stored and processed in K consecutive parts, each timed: the
+   mix's 4,000 templates repeat, so its first pass meets every customer and invoice new (cases
+   opened, first decisions, first reminders planned: a renewal run, where every failure is a
+   new one) and the later passes mostly states seen before (cases re-decided, or nothing).
 
 Prints events/s, CPU ms and SQL statements per event of this process (PostgreSQL's own CPU is
 not included), and the machine's load average. Target (issue 16): >= 1,000 events/s processed
-on PostgreSQL, in order and shuffled.
+on PostgreSQL, in order and shuffled (the webhook mix is for information: its target is the
+receipt-to-processed time of bench/webhook_ingest.py).
 """
 
 from __future__ import annotations
@@ -136,6 +141,7 @@ def bench(
     batch: int,
     profile: bool,
     webhook_mix: int = 0,
+    mix_parts: int = 1,
 ) -> dict[str, float]:
     events = generate_lifecycle(customers, seed)
     in_order = [sp.body_of(e) for e in events]
@@ -148,17 +154,22 @@ def bench(
         runs.append(("webhook mix", _webhook_mix(webhook_mix)))
     for label, bodies in runs:
         run = Run(url, tmp)
-        stored = run.timed(functools.partial(run.store, bodies))
-        print(_line(f"{label}: storing", stored))
-        prof = cProfile.Profile() if profile else None
-        if prof is not None:
-            prof.enable()
-        processed = run.timed(functools.partial(run.process, batch))
-        if prof is not None:
-            prof.disable()
-            pstats.Stats(prof).sort_stats("cumulative").print_stats(35)
-        print(_line(f"{label}: processed", processed))
-        rates[label] = processed[0] / processed[1]
+        parts = mix_parts if label == "webhook mix" else 1
+        size = -(-len(bodies) // parts)
+        for part in range(parts):
+            name = label if parts == 1 else f"{label} {part + 1}/{parts}"
+            chunk = bodies[part * size : (part + 1) * size]
+            stored = run.timed(functools.partial(run.store, chunk))
+            print(_line(f"{name}: storing", stored))
+            prof = cProfile.Profile() if profile else None
+            if prof is not None:
+                prof.enable()
+            processed = run.timed(functools.partial(run.process, batch))
+            if prof is not None:
+                prof.disable()
+                pstats.Stats(prof).sort_stats("cumulative").print_stats(35)
+            print(_line(f"{name}: processed", processed))
+            rates[name] = processed[0] / processed[1]
         run.rt.db.dispose()
     return rates
 
@@ -172,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
         "--webhook-mix", type=int, default=0, metavar="N", help="also N events of that mix"
+    )
+    parser.add_argument(
+        "--mix-parts", type=int, default=1, metavar="K", help="the mix in K parts, each timed"
     )
     args = parser.parse_args(argv)
     from bench.stack import python_speed_ms
@@ -207,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 args.batch,
                 args.profile,
                 args.webhook_mix,
+                args.mix_parts,
             )
         finally:
             stop()
@@ -215,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for engine, label, rate in summary:
         print(f"  {engine}, {label}: {rate:.0f} events/s processed")
     for engine, label, rate in summary:
-        if engine == "postgres":
+        if engine == "postgres" and not label.startswith("webhook mix"):
             verdict = "met" if rate >= TARGET else "MISSED"
             print(f"  [{verdict}] >= 1,000 events/s on PostgreSQL, {label}: {rate:.0f}/s")
 
