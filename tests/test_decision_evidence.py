@@ -5,6 +5,7 @@ of a generated lifecycle, on both engines."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,7 +25,7 @@ from recovery.models import (
     RecoveryCase,
 )
 from recovery.runtime import Runtime
-from recovery.services.cases import attempts, evidence, scheduling
+from recovery.services.cases import attempts, decision_lines, evidence, scheduling
 from recovery.services.events import inbox
 from recovery.services.experiments.assignment import placement_of_case
 from tests.support import stripe_payloads as sp
@@ -39,35 +40,40 @@ def _process_lifecycle(runtime: Runtime, clock: FrozenClock) -> None:
         pass
 
 
+def _cases_with_a_bank_call_and_an_arm(s: Any) -> tuple[datetime, Sequence[RecoveryCase]]:
+    """The lifecycle's cases on its last day (the same cards' recent attempts elsewhere are in
+    the window), the first with two bank calls and an experiment arm (the lifecycle has
+    neither)."""
+    latest = s.scalar(select(func.max(PaymentAttempt.created)))
+    assert latest is not None
+    now = datetime.fromtimestamp(latest, UTC) + timedelta(days=1)
+    cases = s.scalars(select(RecoveryCase).order_by(RecoveryCase.id)).all()
+    assert len(cases) >= 5
+    first = cases[0]
+    first.decline_category = "needs_customer"
+    s.add(CaseEvent(case_id=first.id, at=now, kind="bank_called", summary="", data={}))
+    s.add(CaseEvent(case_id=first.id, at=now - timedelta(hours=1), kind="bank_called", summary=""))
+    assert first.customer_id is not None
+    s.add(
+        ExperimentSubject(
+            experiment_key="gone",
+            arm="holdout",
+            customer_id=first.customer_id,
+            case_id=first.id,
+            assigned_at=now,
+        )
+    )
+    s.flush()
+    return now, cases
+
+
 def test_the_decisions_few_reads_say_what_the_separate_reads_say(
     runtime: Runtime, clock: FrozenClock
 ) -> None:
     _process_lifecycle(runtime, clock)
     with runtime.db.transaction() as s:
-        # The lifecycle's last day: the same cards' recent attempts elsewhere are in the window.
-        latest = s.scalar(select(func.max(PaymentAttempt.created)))
-        assert latest is not None
-        now = datetime.fromtimestamp(latest, UTC) + timedelta(days=1)
-        cases = s.scalars(select(RecoveryCase).order_by(RecoveryCase.id)).all()
-        assert len(cases) >= 5
-        # One case with a bank call and an experiment arm (the lifecycle has neither).
+        now, cases = _cases_with_a_bank_call_and_an_arm(s)
         first = cases[0]
-        first.decline_category = "needs_customer"
-        s.add(CaseEvent(case_id=first.id, at=now, kind="bank_called", summary="", data={}))
-        s.add(
-            CaseEvent(case_id=first.id, at=now - timedelta(hours=1), kind="bank_called", summary="")
-        )
-        assert first.customer_id is not None
-        s.add(
-            ExperimentSubject(
-                experiment_key="gone",
-                arm="holdout",
-                customer_id=first.customer_id,
-                case_id=first.id,
-                assigned_at=now,
-            )
-        )
-        s.flush()
         with_paydays = with_elsewhere = 0
         for case in cases:
             invoice = s.get(Invoice, case.invoice_id)
@@ -137,7 +143,7 @@ def test_the_decisions_few_reads_say_what_the_separate_reads_say(
 def test_the_renewals_read_with_the_lines_go_by_the_customer_index(sqlite_url: str) -> None:
     """The union keeps the paid renewals' read on the customer's own invoices
     (tests/test_decision_reads.py says why)."""
-    statement = evidence._case_lines_statement().params(
+    statement = decision_lines.case_lines_statement().params(
         case_id=1, customer_id="cus_1", subject="case:1"
     )
     plan = _sqlite_plan(sqlite_url, statement)
@@ -206,3 +212,40 @@ def _sqlite_plan(sqlite_url: str, statement: Any) -> str:
     finally:
         db.dispose()
     return "\n".join(str(row[-1]) for row in rows)
+
+
+def test_a_rounds_evidence_read_together_says_what_each_cases_own_reads_say(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    """`evidence_many` (a worker's round of declined retries, a batch's noted re-evaluations)
+    reads the cards, customers and arms of all the round's cases in one statement and their
+    lines, renewals and retry actions in another: each case's evidence must be what its own
+    reads give - customers with several cases, paid renewals, retries, an experiment arm, bank
+    calls and decisions included."""
+    _process_lifecycle(runtime, clock)
+    with runtime.db.transaction() as s:
+        now, cases = _cases_with_a_bank_call_and_an_arm(s)
+        first = cases[0]
+        pairs = [(case, s.get(Invoice, case.invoice_id)) for case in cases]
+        round_ = [(case, invoice) for case, invoice in pairs if invoice is not None]
+        assert len(round_) >= 5
+        customers = [case.customer_id for case, _ in round_]
+        assert len(set(customers)) < len(customers), "a customer with several cases"
+        statements: list[str] = []
+
+        def count(*args: object) -> None:
+            statements.append(str(args[2]))
+
+        event.listen(s.connection(), "before_cursor_execute", count)
+        together = evidence.evidence_many(s, round_, now)
+        event.remove(s.connection(), "before_cursor_execute", count)
+        # two statements for the round, and each case's attempts
+        assert len(statements) == 2 + len(round_), statements
+        alone = {case.id: evidence.evidence(s, case, invoice, now) for case, invoice in round_}
+    assert together.keys() == alone.keys()
+    for case_id, found in together.items():
+        assert found == alone[case_id], case_id
+    assert any(found.ctx.past_success_days for found in together.values())
+    assert any(found.retries for found in together.values())
+    assert any(found.decided for found in together.values())
+    assert together[first.id].ctx.bank_calls

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from recovery.db import Database
-from recovery.services.cases import evidence
+from recovery.services.cases import decision_lines
 
 
 def _plan(db: Database, statement: Any, values: dict[str, Any]) -> str:
@@ -24,7 +24,7 @@ def _plan(db: Database, statement: Any, values: dict[str, Any]) -> str:
 def test_a_customers_paid_renewals_are_read_by_the_customer_index(sqlite_url: str) -> None:
     db = Database(sqlite_url)
     try:
-        plan = _plan(db, evidence._paid_renewals_statement(), {"customer_id": "cus_1"})
+        plan = _plan(db, decision_lines.paid_renewals_statement(), {"customer_id": "cus_1"})
     finally:
         db.dispose()
     assert "ix_invoices_customer_id" in plan, plan

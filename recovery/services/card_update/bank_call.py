@@ -16,10 +16,10 @@ from recovery.domain.bank_calls import BANK_CALLS_PER_CASE, answer_bank_call
 from recovery.models import CardUpdateLink, Invoice, RecoveryCase
 from recovery.rules import Rules
 from recovery.services.card_update.reminder_links import offers_bank_call
-from recovery.services.cases import evidence, scheduling
+from recovery.services.cases import decision_lines, evidence, scheduling
 from recovery.services.cases import log as case_log
 
-BANK_CALL_KIND = evidence.BANK_CALL_KIND
+BANK_CALL_KIND = decision_lines.BANK_CALL_KIND
 
 
 @dataclass(frozen=True)

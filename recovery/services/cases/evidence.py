@@ -8,22 +8,17 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
-    String,
     bindparam,
     func,
-    literal,
-    null,
     select,
-    type_coerce,
-    union_all,
 )
 from sqlalchemy.orm import Session
 
-from recovery.db import utcnow_from
+from recovery.db import in_list, utcnow_from
 from recovery.domain.business_days import customer_country
 from recovery.domain.declines import Decline
 from recovery.domain.retry_policy import (
@@ -37,7 +32,6 @@ from recovery.models import (
     AccountContact,
     CaseEvent,
     Customer,
-    DueAction,
     ExperimentSubject,
     Invoice,
     PaymentAttempt,
@@ -47,11 +41,18 @@ from recovery.models import (
 )
 from recovery.services.cases.attempts import attempt_params, attempts_and_same_card_statement
 from recovery.services.cases.attempts import attempts_for as attempts_for
-from recovery.services.cases.log import RETRY_KIND, subject
+from recovery.services.cases.decision_lines import (
+    BANK_CALL_KIND,
+    DECISION_KIND,
+    CaseLines,
+    RetryRow,
+    case_lines,
+    case_lines_many,
+    paid_renewals_statement,
+)
 from recovery.services.experiments.assignment import remember_placement
 
 CAP_PERIOD = timedelta(days=30)
-BANK_CALL_KIND = "bank_called"  # the timeline line of "I've contacted my bank - try again"
 
 
 def decline_of(row: PaymentAttempt) -> Decline:
@@ -65,85 +66,6 @@ def decline_of(row: PaymentAttempt) -> Decline:
         outcome_type=row.outcome_type,
         outcome_reason=row.outcome_reason,
     )
-
-
-class RetryRow(NamedTuple):
-    """One of the case's retry actions, as a decision reads it."""
-
-    id: int
-    dedupe_key: str
-    status: str
-    due_at: datetime
-
-
-def _case_lines(
-    session: Session, case: RecoveryCase
-) -> tuple[list[Any], list[datetime], tuple[RetryRow, ...]]:
-    """The timeline lines a decision reads (our charges, cards saved on the card-update page
-    and their declines, the customer's bank calls, the decisions made already), newest first;
-    when the customer's recent renewals were paid at the first attempt (newest first: see
-    `first_attempt_success_days`); the case's retry actions, whatever their status - in one
-    statement prepared once."""
-    params = {"case_id": case.id, "customer_id": case.customer_id, "subject": subject(case.id)}
-    lines: list[Any] = []
-    paid: list[Any] = []
-    retries: list[RetryRow] = []
-    for row in session.execute(_case_lines_statement(), params):
-        if row.kind == _PAID_RENEWAL:
-            paid.append(row)
-        elif row.kind == _RETRY:
-            retries.append(RetryRow(row.id, row.dedupe_key, row.status, row.at))
-        else:
-            lines.append(row)
-    lines.sort(key=lambda line: line.id, reverse=True)
-    paid.sort(key=lambda row: row.id or 0, reverse=True)  # by the invoice's creation
-    retries.sort(key=lambda retry: retry.id)
-    return lines, [row.at for row in paid if row.at is not None], tuple(retries)
-
-
-DECISION_KIND = "decision"
-# Tags, not timeline kinds: the renewals' and the retries' rows in the union.
-_PAID_RENEWAL = "paid renewal"
-_RETRY = "retry action"
-
-
-@functools.cache
-def _case_lines_statement() -> Any:
-    lines = (
-        select(CaseEvent.id, CaseEvent.kind, CaseEvent.data, CaseEvent.dedupe_key, CaseEvent.at)
-        .add_columns(type_coerce(null(), String).label("status"))  # the retries' only
-        .where(CaseEvent.case_id == bindparam("case_id"))
-        .where(
-            CaseEvent.kind.in_(
-                (
-                    "our_attempt",
-                    "card_updated",
-                    "card_update_declined",
-                    BANK_CALL_KIND,
-                    DECISION_KIND,
-                )
-            )
-        )
-    )
-    # The renewals' columns under the lines' names: the invoice's creation as `id` (their order).
-    paid = _paid_renewals_statement().add_columns(Invoice.created).subquery("paid")
-    renewals = select(
-        paid.c.created,
-        literal(_PAID_RENEWAL, String),
-        type_coerce(null(), CaseEvent.data.type),
-        type_coerce(null(), String),
-        paid.c.paid_at,
-        type_coerce(null(), String),
-    )
-    retries = select(
-        DueAction.id,
-        literal(_RETRY, String),
-        type_coerce(null(), CaseEvent.data.type),
-        DueAction.dedupe_key,
-        DueAction.due_at,
-        DueAction.status,
-    ).where(DueAction.subject == bindparam("subject"), DueAction.kind == RETRY_KIND)
-    return union_all(lines, renewals, retries)
 
 
 def _our_charge_ids(lines: list[Any]) -> set[str]:
@@ -277,7 +199,38 @@ def evidence(session: Session, case: RecoveryCase, invoice: Invoice, now: dateti
     customer and the case's experiment arm; the attempts on the invoice with the same cards'
     elsewhere; the case's timeline lines with the customer's paid renewals and the case's
     retry actions."""
-    pm, country, locales = _card_and_customer(session, case)
+    return _evidence(session, case, invoice, now, _card_and_customer(session, case), None)
+
+
+def evidence_many(
+    session: Session, cases: Sequence[tuple[RecoveryCase, Invoice]], now: datetime
+) -> dict[int, Evidence]:
+    """`evidence` for a round's cases (by case id): the cards, customers and experiment arms of
+    all of them in one statement, their timeline lines, paid renewals and retry actions in
+    another; the attempts still one statement a case (each invoice's own rules). Three
+    statements a case before - most of the worker's statements in a round of declined retries.
+    The reads come before any of the round's decisions is made, as each decision reads only
+    its own case's rows, which the others' do not write."""
+    if len(cases) < 2:
+        return {case.id: evidence(session, case, invoice, now) for case, invoice in cases}
+    only = [case for case, _ in cases]
+    cards = _cards_and_customers(session, only)
+    lines = case_lines_many(session, only)
+    return {
+        case.id: _evidence(session, case, invoice, now, cards[case.id], lines[case.id])
+        for case, invoice in cases
+    }
+
+
+def _evidence(
+    session: Session,
+    case: RecoveryCase,
+    invoice: Invoice,
+    now: datetime,
+    card_read: tuple[PaymentMethod | None, str | None, list[str]],
+    lines_read: CaseLines | None,
+) -> Evidence:
+    pm, country, locales = card_read
     since = int((now - CAP_PERIOD).timestamp())
     params = attempt_params(case, invoice)
     # ('' is no fingerprint, as NULL is: it names no card)
@@ -286,7 +239,7 @@ def evidence(session: Session, case: RecoveryCase, invoice: Invoice, now: dateti
     same_card_elsewhere: list[PaymentAttempt] = []
     for attempt, on_invoice in session.execute(attempts_and_same_card_statement(), params):
         (rows if on_invoice else same_card_elsewhere).append(attempt)
-    lines, paid, retries = _case_lines(session, case)
+    lines, paid, retries = lines_read if lines_read is not None else case_lines(session, case)
     ours = _our_charge_ids(lines)
     failed = sorted((r for r in rows if r.status == "failed"), key=lambda r: r.created or 0)
     last_failed = failed[-1] if failed else None
@@ -355,6 +308,60 @@ def _card_and_customer(
     return (pm if pm_id else None), country, list(locales or ())
 
 
+def _cards_and_customers(
+    session: Session, cases: Sequence[RecoveryCase]
+) -> dict[int, tuple[PaymentMethod | None, str | None, list[str]]]:
+    """`_card_and_customer` for many cases, in one statement (by the cases' rows: their
+    subscription and customer never change)."""
+    found: dict[int, tuple[PaymentMethod | None, str | None, list[str]]] = {}
+    ids = []
+    for case in cases:
+        if not case.subscription_id and not case.customer_id:
+            found[case.id] = (None, None, [])  # as for one: its placement read when asked
+        else:
+            ids.append(case.id)
+    if not ids:
+        return found
+    statement = _cards_and_customers_statement(session.get_bind().dialect.name)
+    for case_id, pm_id, pm, country, locales, experiment, arm in session.execute(
+        statement, {"ids": sorted(ids)}
+    ):
+        remember_placement(session, case_id, experiment, arm)
+        if pm_id and pm is None:
+            pm = PaymentMethod(id=pm_id)  # known by id only: a card still
+        found[case_id] = ((pm if pm_id else None), country, list(locales or ()))
+    return found
+
+
+@functools.cache
+def _cards_and_customers_statement(dialect: str) -> Any:
+    # Stripe's order, as _CARD_ID: the subscription's default card, its default source, then
+    # the customer's ('' is no card, as NULL is).
+    pm_id = func.coalesce(
+        func.nullif(Subscription.default_payment_method_id, ""),
+        func.nullif(Subscription.default_source_id, ""),
+        func.nullif(Customer.default_payment_method_id, ""),
+        func.nullif(Customer.default_source_id, ""),
+    )
+    return (
+        select(
+            RecoveryCase.id,
+            pm_id.label("pm_id"),
+            PaymentMethod,
+            Customer.address_country,
+            Customer.preferred_locales,
+            ExperimentSubject.experiment_key,
+            ExperimentSubject.arm,
+        )
+        .select_from(RecoveryCase)
+        .outerjoin(Subscription, Subscription.id == RecoveryCase.subscription_id)
+        .outerjoin(Customer, Customer.id == RecoveryCase.customer_id)
+        .outerjoin(PaymentMethod, PaymentMethod.id == pm_id)
+        .outerjoin(ExperimentSubject, ExperimentSubject.case_id == RecoveryCase.id)
+        .where(in_list(RecoveryCase.id, "ids", dialect))
+    )
+
+
 def _bank_calls_in(case: RecoveryCase, lines: list[Any]) -> tuple[datetime, ...]:
     """`bank_calls`, from the lines read already."""
     if case.decline_category != "needs_customer":
@@ -376,10 +383,6 @@ def bank_calls(session: Session, case: RecoveryCase) -> tuple[datetime, ...]:
     )
 
 
-# How many renewals back the own-payment-day pattern looks (two years of monthly renewals).
-PATTERN_RENEWALS = 24
-
-
 def first_attempt_success_days(
     session: Session, customer_id: str | None, zone: ZoneInfo
 ) -> list[int]:
@@ -389,32 +392,12 @@ def first_attempt_success_days(
     we chose."""
     if not customer_id:
         return []
-    paid = session.scalars(_paid_renewals_statement(), {"customer_id": customer_id}).all()
+    paid = session.scalars(paid_renewals_statement(), {"customer_id": customer_id}).all()
     return _days_of(paid, zone)
 
 
 def _days_of(paid: Sequence[datetime | None], zone: ZoneInfo) -> list[int]:
     return [_aware(at).astimezone(zone).day for at in paid if at is not None]
-
-
-@functools.cache
-def _paid_renewals_statement() -> Any:
-    return (
-        select(Invoice.paid_at)
-        .where(
-            Invoice.customer_id == bindparam("customer_id"),
-            # `status || ''`, so not by the status index: SQLite, without statistics, took it
-            # and walked every paid invoice of every customer on each decision (the replay's
-            # costliest statement, growing with the mirror); a customer's invoices are few.
-            Invoice.status.concat("") == "paid",
-            Invoice.billing_reason == "subscription_cycle",
-            Invoice.attempt_count <= 1,
-            Invoice.amount_paid > 0,
-            Invoice.paid_at.is_not(None),
-        )
-        .order_by(Invoice.created.desc())
-        .limit(PATTERN_RENEWALS)
-    )
 
 
 def _tried_by_the_card_update_page(

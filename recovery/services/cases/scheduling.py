@@ -27,7 +27,8 @@ from recovery.models import (
     RecoveryCase,
 )
 from recovery.rules import Rules
-from recovery.services.cases.evidence import RetryRow, decline_of, evidence
+from recovery.services.cases.decision_lines import RetryRow
+from recovery.services.cases.evidence import Evidence, decline_of, evidence, evidence_many
 from recovery.services.cases.lines import Line, record_lines
 from recovery.services.cases.log import END_OF_DUNNING_KIND, RETRY_KIND, record, subject
 from recovery.services.experiments.assignment import placement_of_case
@@ -172,8 +173,9 @@ def reevaluate_many(
     session: Session, cases: Sequence[tuple[RecoveryCase, str]], rules: Rules, now: datetime
 ) -> None:
     """`reevaluate` for a round's cases (each with its cause), in id order: their invoices read
-    in one statement (those the unit of work holds from the session), their decision lines
-    written in one. Each case's own evidence is read as for one."""
+    in one statement (those the unit of work holds from the session), their evidence read
+    together (`evidence_many`: two statements for all, plus each one's attempts), their
+    decision lines written in one."""
     todo = sorted(
         (
             (c, cause)
@@ -185,6 +187,9 @@ def reevaluate_many(
     if not todo:
         return
     invoices = _invoices(session, [case.invoice_id for case, _ in todo])
+    found = evidence_many(
+        session, [(c, invoices[c.invoice_id]) for c, _ in todo if c.invoice_id in invoices], now
+    )
     lines = []
     new: list[dict[str, Any]] = []  # the cases' next retries, written together
     planned: dict[str, tuple[RecoveryCase, Any]] = {}
@@ -193,7 +198,9 @@ def reevaluate_many(
         if invoice is None:
             continue
         before = len(new)
-        decision, line = steer(session, case, invoice, rules, now, cause, new)
+        # (a case twice in the round: its second decision reads what its first wrote)
+        known = found.pop(case.id, None)
+        decision, line = steer(session, case, invoice, rules, now, cause, new, known)
         if len(new) > before:
             planned[new[-1]["dedupe_key"]] = (case, decision)
         if line is not None:
@@ -228,10 +235,12 @@ def steer(
     now: datetime,
     cause: str,
     new: list[dict[str, Any]] | None = None,
+    known: Evidence | None = None,
 ) -> tuple[RetryDecision, Line | None]:
     """The decision for an active case made so; its timeline line returned to be written
-    (None: the same decision again, or written already because dunning ended after it)."""
-    found = evidence(session, case, invoice, now)
+    (None: the same decision again, or written already because dunning ended after it).
+    `known`: its evidence, read already with a round's others (`evidence_many`)."""
+    found = known if known is not None else evidence(session, case, invoice, now)
     ctx, failed = found.ctx, found.failed
     # An experiment's arm: a fixed schedule, or (the holdout) Stripe's retries alone.
     placed = placement_of_case(session, rules, case.id)
