@@ -118,14 +118,15 @@ def case_lines_many(session: Session, cases: Sequence[RecoveryCase]) -> dict[int
         "customers": customers,
         "subjects": sorted(subject(case.id) for case in cases),
     }
-    by_owner: dict[str, list[Any]] = {}
+    # Keyed by what the owner is as well: a customer's id is never taken for a case's.
+    by_owner: dict[tuple[bool, str], list[Any]] = {}
     for row in session.execute(_case_lines_many_statement(dialect), params):
-        by_owner.setdefault(row.owner, []).append(row)
+        by_owner.setdefault((row.kind == _PAID_RENEWAL, row.owner), []).append(row)
     return {
         case.id: _sorted_lines(
-            by_owner.get(str(case.id), [])
-            + by_owner.get(subject(case.id), [])
-            + (by_owner.get(case.customer_id, []) if case.customer_id else [])
+            by_owner.get((False, str(case.id)), [])
+            + by_owner.get((False, subject(case.id)), [])
+            + (by_owner.get((True, case.customer_id), []) if case.customer_id else [])
         )
         for case in cases
     }
