@@ -31,11 +31,12 @@ event whose reactions ran; outside a batch, e.g. for a re-fetched object, they a
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Integer, String, bindparam, literal, or_, select, union_all
 from sqlalchemy import event as sa_event
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from recovery.db import in_list
@@ -409,6 +410,15 @@ def _facts_statement(dialect: str) -> Any:
     return union_all(cases, notices, win_backs, contacts)
 
 
+_CASE_KEYS = select(
+    RecoveryCase.id,
+    RecoveryCase.invoice_id,
+    RecoveryCase.customer_id,
+    RecoveryCase.subscription_id,
+    RecoveryCase.status,
+)
+
+
 def grow_facts(
     session: Session, facts: Facts, moved_case_ids: set[int], event: Payload | None = None
 ) -> None:
@@ -418,13 +428,7 @@ def grow_facts(
     it that every event whose reactions ran planned a win-back sent the customer's every later
     event in the batch down the slow path.)"""
     if moved_case_ids:
-        # From the cases the session holds (the event just moved them, and its flush is done:
-        # `processing._guarded`; one expired by a savepoint's rollback reloads itself), not a
-        # statement per moving event - 5 % of the webhook mix's first pass.
-        for case in _cases(session, sorted(moved_case_ids)):
-            _add_case(
-                facts, case.id, case.invoice_id, case.customer_id, case.subscription_id, case.status
-            )
+        _add_cases(facts, _case_keys(session, moved_case_ids))
     customers: set[str] = session.info.pop(_WIN_BACKS_LOADED, set())
     if event is not None and isinstance(facts, BatchFacts):
         for customer in customers:
@@ -435,6 +439,27 @@ def grow_facts(
             facts.add_metadata_contacts(named)  # synced: the batch's later events keep them
 
 
+def _case_keys(session: Session, case_ids: set[int]) -> list[Any]:
+    """The moved cases' keys, from the cases the session holds (the event just moved them, and
+    its flush is done: `processing._guarded`); those it does not hold, or holds expired (a
+    savepoint rolled back), read. A statement per moving event before - 5 % of the webhook
+    mix's first pass (bench/event_processing.py)."""
+    rows: list[Any] = []
+    missing = []
+    for case_id in sorted(case_ids):
+        case = session.identity_map.get(Session.identity_key(RecoveryCase, case_id))
+        if isinstance(case, RecoveryCase) and not (sa_inspect(case).unloaded & _KEY_NAMES):
+            rows.append(
+                (case.id, case.invoice_id, case.customer_id, case.subscription_id, case.status)
+            )
+        else:
+            missing.append(case_id)
+    if missing:
+        rows.extend(session.execute(_CASE_KEYS.where(RecoveryCase.id.in_(missing))))
+    return rows
+
+
+_KEY_NAMES = frozenset(("id", "invoice_id", "customer_id", "subscription_id", "status"))
 _WIN_BACKS_LOADED = "recovery.batch_win_backs"
 
 
@@ -444,6 +469,11 @@ def _win_back_loaded(target: WinBack, context: Any) -> None:
     reaction that stops one. Noted per session for `grow_facts`."""
     if target.customer_id:
         context.session.info.setdefault(_WIN_BACKS_LOADED, set()).add(str(target.customer_id))
+
+
+def _add_cases(facts: Facts, rows: Iterable[Any]) -> None:
+    for case_id, invoice_id, customer_id, subscription_id, status in rows:
+        _add_case(facts, case_id, invoice_id, customer_id, subscription_id, status)
 
 
 _ACTIVE = frozenset(s.value for s in ACTIVE)
