@@ -1,19 +1,32 @@
 """A round's charge retries recorded together (`actions.record_retries`: cases locked in one
 statement, timeline lines, recoveries, re-plans and thank-you emails written set-based) leave
 every case exactly as recording them one by one does: the same status, attempts, next retry,
-timeline, pending actions and messages. Two identical groups of cases, one recorded each way,
-on SQLite and PostgreSQL."""
+timeline, pending actions and messages, and the same mirror rows (the paid invoice, the declined
+attempts, the invoice's links), written in one statement a table. Two identical groups of cases,
+one recorded each way, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from recovery.adapters.clock import FrozenClock
-from recovery.models import ActionStatus, CaseEvent, DueAction, OutboxMessage, RecoveryCase
+from recovery.models import (
+    ActionStatus,
+    CaseEvent,
+    DueAction,
+    Invoice,
+    InvoicePayment,
+    OutboxMessage,
+    PaymentAttempt,
+    RecoveryCase,
+)
 from recovery.runtime import ActionContext, RecordTogether, Runtime, ThreePhase
 from recovery.services.cases import actions as case_actions
 from recovery.services.cases.log import RETRY_KIND
@@ -54,6 +67,25 @@ def _charge_now(story: Story, cases: Sequence[tuple[int, str]]) -> None:
     assert runner.statuses.get("done", 0) >= len(case_ids)
 
 
+@contextlib.contextmanager
+def _mirror_writes(runtime: Runtime) -> Iterator[collections.Counter[str]]:
+    """How many statements wrote each mirror table a retry's result writes."""
+    writes: collections.Counter[str] = collections.Counter()
+    pattern = re.compile(
+        r"^\s*(?:INSERT INTO|UPDATE) (invoices|payment_attempts|invoice_payments)\b"
+    )
+
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if found := pattern.match(statement):
+            writes[found.group(1)] += 1
+
+    event.listen(runtime.db.engine, "before_cursor_execute", count)
+    try:
+        yield writes
+    finally:
+        event.remove(runtime.db.engine, "before_cursor_execute", count)
+
+
 def _snapshot(runtime: Runtime, case_id: int) -> dict[str, Any]:
     """What a case's page and its pending work show, its id taken out of keys and texts."""
 
@@ -78,6 +110,16 @@ def _snapshot(runtime: Runtime, case_id: int) -> dict[str, Any]:
             select(OutboxMessage)
             .where(OutboxMessage.case_id == case_id)
             .order_by(OutboxMessage.dedupe_key)
+        )
+        invoice = s.get(Invoice, case.invoice_id)
+        assert invoice is not None
+        attempts = s.scalars(
+            select(PaymentAttempt)
+            .where(PaymentAttempt.invoice_id == case.invoice_id)
+            .order_by(PaymentAttempt.created, PaymentAttempt.status, PaymentAttempt.id)
+        )
+        links = s.scalars(
+            select(InvoicePayment.id).where(InvoicePayment.invoice_id == case.invoice_id)
         )
         return {
             "case": (
@@ -108,6 +150,33 @@ def _snapshot(runtime: Runtime, case_id: int) -> dict[str, Any]:
                 (m.template, m.step, m.status, plain(m.dedupe_key), m.send_after, m.subject)
                 for m in messages
             ],
+            # What the dashboard's figures and the next decisions read: the invoice as our
+            # payment left it, each attempt as its decline told it, the invoice's links.
+            "mirror": (
+                (
+                    invoice.status,
+                    invoice.amount_paid,
+                    invoice.amount_remaining,
+                    invoice.attempt_count,
+                    invoice.paid_at,
+                    invoice.version_ts,
+                ),
+                [
+                    (
+                        a.status,
+                        a.amount,
+                        a.currency,
+                        a.failure_code,
+                        a.decline_code,
+                        a.card_brand,
+                        a.card_last4,
+                        a.created,
+                        a.version_ts,
+                    )
+                    for a in attempts
+                ],
+                len(list(links)),
+            ),
         }
 
 
@@ -128,8 +197,12 @@ def test_a_rounds_retries_recorded_together_as_one_by_one(
     runtime.handlers = runtime.handlers.with_action(
         RETRY_KIND, dataclasses.replace(handler, together=together)
     )
-    _charge_now(story, together_group)
+    with _mirror_writes(runtime) as writes:
+        _charge_now(story, together_group)
     assert rounds == [len(OUTCOMES)]  # all of them in one set-based record
+    # Two payments and three declines mirrored in one statement a table (one by one: five
+    # invoice and attempt writes and three links, each its own statement).
+    assert writes == {"invoices": 1, "payment_attempts": 1, "invoice_payments": 1}
 
     one_by_one: ThreePhase[Any, Any] = dataclasses.replace(handler, together=None)
     runtime.handlers = runtime.handlers.with_action(RETRY_KIND, one_by_one)

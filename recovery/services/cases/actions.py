@@ -7,11 +7,11 @@ a crash between Stripe's answer and our record replays safely.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 
 from recovery.adapters.deadline import Deadline
 from recovery.adapters.stripe.errors import (
@@ -23,15 +23,16 @@ from recovery.adapters.stripe.errors import (
 )
 from recovery.domain import stripe_objects as so
 from recovery.domain.cases import TERMINAL, CaseStatus, CloseReason, RecoveredVia
-from recovery.models import DunningPause, PaymentMethod, RecoveryCase
+from recovery.models import DunningPause, RecoveryCase
 from recovery.rules import Rules
 from recovery.runtime import ActionContext, Claimed, Providers, RecordTogether, ThreePhase
-from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
+from recovery.services.cases import retry_results
 from recovery.services.cases import scheduling as case_scheduling
 from recovery.services.cases import state as case_state
 from recovery.services.cases.lines import Line, record_lines
 from recovery.services.events import mirror
+from recovery.services.events.mirror_handlers import Op
 
 log = logging.getLogger(__name__)
 
@@ -271,11 +272,12 @@ def record_retries(
     cases = {case.id: case for case in session.scalars(locked)}
     declines = [o.error for _, _, o in items if isinstance(o.error, CardDeclined)]
     pm_ids = sorted({e.payment_method_id for e in declines if e.payment_method_id})
-    cards = {pm.id: pm for pm in session.scalars(_CARDS, {"ids": pm_ids})} if pm_ids else {}
+    cards = retry_results.cards_by_id(session, pm_ids)
     # The cases' own columns flushed once at the end, not each time a statement follows a
     # change (twice a decline): nothing here reads them back from the database.
     with session.no_autoflush:
         lines: list[Line] = []
+        ops: list[Op] = []
         recovered: list[tuple[RecoveryCase, RecoveredVia, int]] = []
         steer: list[tuple[RecoveryCase, str]] = []
         for _, plan, outcome in items:
@@ -283,23 +285,32 @@ def record_retries(
             if case is None:
                 continue
             if outcome.paid is not None:
-                lines.append(_payment(ctx, case, plan.attempt, plan.key, outcome.paid))
+                line, paid_ops = retry_results.payment_result(
+                    ctx, case, plan.attempt, plan.key, outcome.paid
+                )
+                lines.append(line)
+                ops += paid_ops
                 if outcome.paid.get("status") == "paid":
                     amount = int(outcome.paid.get("amount_paid") or case.amount_due)
                     recovered.append((case, RecoveredVia.OUR_RETRY, amount))
             elif isinstance(outcome.error, CardDeclined):
                 case.our_attempts = max(case.our_attempts, plan.attempt)
-                card = _card(ctx, case, outcome.error, cards)
-                lines.append(_attempt(ctx, case, plan.attempt, outcome.error, card))
+                card = retry_results.card_of(ctx, case, outcome.error, cards)
+                line, declined_ops = retry_results.declined_result(
+                    ctx, case, plan.attempt, outcome.error, card
+                )
+                lines.append(line)
+                ops += declined_ops
                 if case.status not in TERMINAL:  # (settled while we charged: nothing to steer)
                     steer.append((case, f"our attempt {plan.attempt} declined"))
+        # The round's invoices, attempts and links mirrored together - read and locked in one
+        # statement a table, written in one - before the re-plans read the attempts back.
+        retry_results.mirror_together(session, ops)
         record_lines(session, lines)
         case_state.mark_recovered_many(session, recovered, now, override=True)
         case_scheduling.reevaluate_many(session, steer, _rules(ctx), now)
     session.flush()
 
-
-_CARDS = select(PaymentMethod).where(PaymentMethod.id.in_(bindparam("ids", expanding=True)))
 
 run_retry = ThreePhase(
     decide=decide_retry,
@@ -313,7 +324,9 @@ run_retry = ThreePhase(
 def _succeeded(
     ctx: ActionContext, case: RecoveryCase, attempt: int, key: str, paid: dict[str, Any]
 ) -> None:
-    record_lines(ctx.session, [_payment(ctx, case, attempt, key, paid)])
+    line, ops = retry_results.payment_result(ctx, case, attempt, key, paid)
+    retry_results.mirror_now(ctx.session, ops)
+    record_lines(ctx.session, [line])
     if paid.get("status") == "paid":
         amount = int(paid.get("amount_paid") or case.amount_due)
         case_state.mark_recovered(
@@ -321,83 +334,14 @@ def _succeeded(
         )
 
 
-def _payment(
-    ctx: ActionContext, case: RecoveryCase, attempt: int, key: str, paid: dict[str, Any]
-) -> Line:
-    """Our payment mirrored (before its webhooks); its timeline line returned, to be written."""
-    case.our_attempts = attempt
-    mirror.apply_invoice(ctx.session, so.invoice_state(paid), _now_ts(ctx))
-    data = {"attempt": attempt, "succeeded": True}
-    summary = f"our retry {attempt} succeeded"
-    return Line(case.id, ctx.clock.now(), "our_attempt", summary, f"{key}:result", data)
-
-
 def _record_attempt(
     ctx: ActionContext, case: RecoveryCase, attempt: int, exc: CardDeclined | AuthenticationRequired
 ) -> None:
     """Keep the decline details now: the webhooks with them may arrive later, or never."""
-    record_lines(ctx.session, [_attempt(ctx, case, attempt, exc, _card(ctx, case, exc, {}))])
-
-
-def _card(
-    ctx: ActionContext,
-    case: RecoveryCase,
-    exc: CardDeclined | AuthenticationRequired,
-    cards: Mapping[str, PaymentMethod],
-) -> PaymentMethod | None:
-    """The card as we know it: without its fingerprint the policy could not count this attempt
-    against the card's limit (an intent that needs 3D Secure has no charge to tell it later).
-    `cards`: those read for a round already, by id."""
-    pm_id = exc.payment_method_id
-    card = (cards.get(pm_id) or ctx.session.get(PaymentMethod, pm_id)) if pm_id else None
-    return card if card is not None else case_evidence.current_card(ctx.session, case)
-
-
-def _attempt(
-    ctx: ActionContext,
-    case: RecoveryCase,
-    attempt: int,
-    exc: CardDeclined | AuthenticationRequired,
-    card: PaymentMethod | None,
-) -> Line:
-    """The declined attempt mirrored; its timeline line returned, to be written."""
-    attempt_id = exc.charge_id or f"{exc.payment_intent_id or case.invoice_id}:{attempt}"
-    state = so.AttemptState(
-        id=attempt_id,
-        payment_intent_id=exc.payment_intent_id,
-        invoice_id=case.invoice_id,
-        customer_id=case.customer_id,
-        payment_method_id=exc.payment_method_id,
-        status="failed",
-        amount=case.amount_due,
-        currency=case.currency,
-        failure_code=exc.code,
-        failure_message=exc.message[:1000] if exc.message else None,
-        decline_code=exc.decline_code,
-        outcome_type=None,
-        outcome_reason=None,
-        network_status=None,
-        advice_code=exc.advice_code,
-        network_advice_code=exc.network_advice_code,
-        network_decline_code=exc.network_decline_code,
-        card_brand=so.normalize_brand(exc.card_brand or (card.brand if card else None)),
-        card_last4=card.last4 if card else None,
-        card_funding=card.funding if card else None,
-        card_fingerprint=card.fingerprint if card else None,
-        created=_now_ts(ctx),
-    )
-    mirror.apply_attempt(ctx.session, state, _now_ts(ctx))
-    summary = f"our retry {attempt} declined: {exc.decline_code or exc.code or 'declined'}"
-    data = {
-        "attempt": attempt,
-        "attempt_id": attempt_id,
-        "succeeded": False,
-        "decline_code": exc.decline_code,
-        "failure_code": exc.code,
-        "network_advice_code": exc.network_advice_code,
-    }
-    key = f"case:{case.id}:attempt:{attempt}:result"
-    return Line(case.id, ctx.clock.now(), "our_attempt", summary, key, data)
+    card = retry_results.card_of(ctx, case, exc, {})
+    line, ops = retry_results.declined_result(ctx, case, attempt, exc, card)
+    retry_results.mirror_now(ctx.session, ops)
+    record_lines(ctx.session, [line])
 
 
 # ---- Stripe's own retries off, the window's end, the end of dunning -------------------------
