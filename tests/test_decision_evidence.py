@@ -17,12 +17,14 @@ from recovery.db import Database
 from recovery.domain.cases import ACTIVE
 from recovery.domain.timezones import customer_timezone
 from recovery.models import (
+    AccountContact,
     CaseEvent,
     Customer,
     ExperimentSubject,
     Invoice,
     PaymentAttempt,
     RecoveryCase,
+    Subscription,
 )
 from recovery.runtime import Runtime
 from recovery.services.cases import attempts, decision_lines, evidence, scheduling
@@ -249,3 +251,61 @@ def test_a_rounds_evidence_read_together_says_what_each_cases_own_reads_say(
     assert any(found.retries for found in together.values())
     assert any(found.decided for found in together.values())
     assert together[first.id].ctx.bank_calls
+
+
+def test_a_rounds_cards_for_its_messages_read_together_are_each_cases_own(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    """`cards_and_customers` (the thank-you notes of a round's recovered cases) reads every
+    case's current card, customer and whether it has account contacts in one statement: each
+    must be what the case's own read gives - a customer with contacts, a deleted one with
+    contacts (who gets nothing), a card known by id only, a customer with several cases."""
+    _process_lifecycle(runtime, clock)
+    with runtime.db.transaction() as s:
+        _, cases = _cases_with_a_bank_call_and_an_arm(s)
+        first, second, third = cases[0], cases[1], cases[2]
+        assert first.customer_id and second.customer_id and third.customer_id
+        assert len({first.customer_id, second.customer_id, third.customer_id}) == 3
+        for customer_id in (first.customer_id, second.customer_id):
+            s.add(
+                AccountContact(
+                    customer_id=customer_id,
+                    role="billing",
+                    email="billing@example.com",
+                    source="api",
+                    created_at=clock.now(),
+                )
+            )
+        deleted = s.get(Customer, second.customer_id)
+        assert deleted is not None
+        deleted.deleted = True
+        unmirrored = s.get(Customer, third.customer_id)
+        assert unmirrored is not None
+        unmirrored.default_payment_method_id = "pm_not_in_the_mirror"
+        if third.subscription_id:  # the customer's card is the one charged
+            subscription = s.get(Subscription, third.subscription_id)
+            assert subscription is not None
+            subscription.default_payment_method_id = None
+            subscription.default_source_id = None
+        s.flush()
+        statements: list[str] = []
+
+        def count(*args: object) -> None:
+            statements.append(str(args[2]))
+
+        event.listen(s.connection(), "before_cursor_execute", count)
+        together = evidence.cards_and_customers(s, cases)
+        event.remove(s.connection(), "before_cursor_execute", count)
+        assert len(statements) == 1, statements
+
+        def plain(found: tuple[Any, Any, bool]) -> tuple[str | None, str | None, bool]:
+            card, customer, contacts = found
+            return (card.id if card else None, customer.id if customer else None, contacts)
+
+        alone = {case.id: plain(evidence.card_and_customer(s, case)) for case in cases}
+    assert {case_id: plain(found) for case_id, found in together.items()} == alone
+    assert alone[first.id][2] is True  # contacts
+    assert alone[second.id][2] is False  # deleted: its contacts get nothing
+    assert alone[third.id][0] == "pm_not_in_the_mirror"
+    customers = [case.customer_id for case in cases]
+    assert len(set(customers)) < len(customers), "a customer with several cases"

@@ -20,6 +20,7 @@ from recovery.adapters.clock import FrozenClock
 from recovery.models import (
     ActionStatus,
     CaseEvent,
+    Customer,
     DueAction,
     Invoice,
     InvoicePayment,
@@ -111,6 +112,9 @@ def _snapshot(runtime: Runtime, case_id: int) -> dict[str, Any]:
             .where(OutboxMessage.case_id == case_id)
             .order_by(OutboxMessage.dedupe_key)
         )
+        customer = s.get(Customer, case.customer_id)
+        assert customer is not None and customer.email
+        name = customer.name or "(no name)"
         invoice = s.get(Invoice, case.invoice_id)
         assert invoice is not None
         attempts = s.scalars(
@@ -146,8 +150,19 @@ def _snapshot(runtime: Runtime, case_id: int) -> dict[str, Any]:
             "actions": [
                 (a.kind, plain(a.dedupe_key), a.status, a.due_at, a.attempts) for a in actions
             ],
+            # (each to its own customer, in their words)
             "messages": [
-                (m.template, m.step, m.status, plain(m.dedupe_key), m.send_after, m.subject)
+                (
+                    m.template,
+                    m.step,
+                    m.status,
+                    plain(m.dedupe_key),
+                    m.send_after,
+                    m.subject,
+                    m.recipient == customer.email,
+                    m.locale,
+                    plain(m.body).replace(name, "#"),
+                )
                 for m in messages
             ],
             # What the dashboard's figures and the next decisions read: the invoice as our

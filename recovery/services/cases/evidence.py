@@ -333,10 +333,10 @@ def _cards_and_customers(
     return found
 
 
-@functools.cache
-def _cards_and_customers_statement(dialect: str) -> Any:
-    # Stripe's order, as _CARD_ID: the subscription's default card, its default source, then
-    # the customer's ('' is no card, as NULL is).
+def _cases_cards(*columns: Any) -> Any:
+    """Each case's row with its current card (`pm_id` and the PaymentMethod, as `_CARD_ID`:
+    the subscription's default card, its default source, then the customer's; '' is no card,
+    as NULL is) and its customer joined, then `columns`."""
     pm_id = func.coalesce(
         func.nullif(Subscription.default_payment_method_id, ""),
         func.nullif(Subscription.default_source_id, ""),
@@ -344,21 +344,60 @@ def _cards_and_customers_statement(dialect: str) -> Any:
         func.nullif(Customer.default_source_id, ""),
     )
     return (
-        select(
-            RecoveryCase.id,
-            pm_id.label("pm_id"),
-            PaymentMethod,
+        select(RecoveryCase.id, pm_id.label("pm_id"), PaymentMethod, *columns)
+        .select_from(RecoveryCase)
+        .outerjoin(Subscription, Subscription.id == RecoveryCase.subscription_id)
+        .outerjoin(Customer, Customer.id == RecoveryCase.customer_id)
+        .outerjoin(PaymentMethod, PaymentMethod.id == pm_id)
+    )
+
+
+@functools.cache
+def _cards_and_customers_statement(dialect: str) -> Any:
+    return (
+        _cases_cards(
             Customer.address_country,
             Customer.preferred_locales,
             ExperimentSubject.experiment_key,
             ExperimentSubject.arm,
         )
-        .select_from(RecoveryCase)
-        .outerjoin(Subscription, Subscription.id == RecoveryCase.subscription_id)
-        .outerjoin(Customer, Customer.id == RecoveryCase.customer_id)
-        .outerjoin(PaymentMethod, PaymentMethod.id == pm_id)
         .outerjoin(ExperimentSubject, ExperimentSubject.case_id == RecoveryCase.id)
         .where(in_list(RecoveryCase.id, "ids", dialect))
+    )
+
+
+def cards_and_customers(
+    session: Session, cases: Sequence[RecoveryCase]
+) -> dict[int, tuple[PaymentMethod | None, Customer | None, bool]]:
+    """`card_and_customer` for many cases in one statement: a round's messages (the thank-you
+    notes of the cases its payments recovered) read them together."""
+    found: dict[int, tuple[PaymentMethod | None, Customer | None, bool]] = {
+        case.id: (None, None, False) for case in cases
+    }
+    ids = sorted({case.id for case in cases if case.subscription_id or case.customer_id})
+    if not ids:
+        return found
+    statement = _cards_for_messages_statement(session.get_bind().dialect.name)
+    for case_id, pm_id, pm, customer, has_contacts in session.execute(statement, {"ids": ids}):
+        # (a deleted customer's contacts get nothing: contacts.py's rule)
+        contacts = bool(has_contacts) and customer is not None and not customer.deleted
+        card = (pm if pm is not None else PaymentMethod(id=pm_id)) if pm_id else None
+        found[case_id] = (card, customer, contacts)
+    return found
+
+
+@functools.cache
+def _cards_for_messages_statement(dialect: str) -> Any:
+    contacts = (
+        select(AccountContact.id)
+        .where(
+            AccountContact.customer_id == RecoveryCase.customer_id,
+            AccountContact.removed_at.is_(None),
+        )
+        .exists()
+    )
+    return _cases_cards(Customer, contacts.label("has_contacts")).where(
+        in_list(RecoveryCase.id, "ids", dialect)
     )
 
 

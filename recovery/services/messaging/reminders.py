@@ -25,7 +25,6 @@ from recovery.domain.stripe_objects.fields import ref
 from recovery.models import (
     CaseEvent,
     Customer,
-    ExperimentSubject,
     OutboxMessage,
     PaymentMethod,
     RecoveryCase,
@@ -38,7 +37,7 @@ from recovery.services.card_update import reminder_links
 from recovery.services.cases import evidence as case_evidence
 from recovery.services.cases import log as case_log
 from recovery.services.cases import opening as case_opening
-from recovery.services.experiments.assignment import placement_of_case, remember_placement
+from recovery.services.experiments.assignment import placement_of_case, read_placements
 from recovery.services.messaging import outbox
 from recovery.services.messaging.consent import may_text
 from recovery.services.messaging.wording import LINKED as LINKED
@@ -390,12 +389,19 @@ def close_cases(
     # Said already (the usual answer: a closed case's timeline keeps moving) is asked first.
     for key in session.scalars(_MESSAGES_WITH_KEYS, {"keys": sorted(wanted)}) if wanted else ():
         del wanted[key]
-    _read_placements(session, sorted({case.id for case, _ in wanted.values()}))
+    read_placements(session, sorted({case.id for case, _ in wanted.values()}))
+    # Their cards and customers in one statement too (one: the single case's own read).
+    known = (
+        case_evidence.cards_and_customers(session, [case for case, _ in wanted.values()])
+        if len(wanted) > 1
+        else {}
+    )
     thanks: list[dict[str, Any]] = []  # enqueued together
     for key, (case, template) in wanted.items():
         placed = placement_of_case(session, rules, case.id)
         if placed is not None and placed.holdout:
             continue
+        card, customer, has_contacts = known.get(case.id, (..., ..., None))
         _write(
             session,
             case,
@@ -410,22 +416,11 @@ def close_cases(
             capped=False,
             fresh=True,  # (asked above; a contact's copy is written once by its own key)
             later=thanks,
+            card=card,
+            customer=customer,
+            has_contacts=has_contacts,
         )
     outbox.enqueue_many(session, thanks, now)
-
-
-def _read_placements(session: Session, ids: Sequence[int]) -> None:
-    """The cases' experiment placements in one statement, remembered for `placement_of_case`."""
-    if not ids:
-        return
-    found = {row[0]: (row[1], row[2]) for row in session.execute(_PLACED, {"ids": list(ids)})}
-    for case_id in ids:
-        remember_placement(session, case_id, *found.get(case_id, (None, None)))
-
-
-_PLACED = select(
-    ExperimentSubject.case_id, ExperimentSubject.experiment_key, ExperimentSubject.arm
-).where(ExperimentSubject.case_id.in_(bindparam("ids", expanding=True)))
 
 
 def sync_case(
