@@ -32,7 +32,7 @@ from recovery.services.cases import scheduling as case_scheduling
 from recovery.services.cases import state as case_state
 from recovery.services.cases.lines import Line, record_lines
 from recovery.services.events import mirror
-from recovery.services.events.mirror_handlers import Op
+from recovery.services.events.mirror_handlers import Op, apply_ops
 
 log = logging.getLogger(__name__)
 
@@ -304,8 +304,12 @@ def record_retries(
                 if case.status not in TERMINAL:  # (settled while we charged: nothing to steer)
                     steer.append((case, f"our attempt {plan.attempt} declined"))
         # The round's invoices, attempts and links mirrored together - read and locked in one
-        # statement a table, written in one - before the re-plans read the attempts back.
-        retry_results.mirror_together(session, ops)
+        # statement a table, written in one - before the re-plans read the attempts back. A
+        # round of one writes its rows as one action does: reading them first would cost more.
+        if len(lines) > 1:
+            retry_results.mirror_together(session, ops)
+        else:
+            apply_ops(session, ops)
         record_lines(session, lines)
         case_state.mark_recovered_many(session, recovered, now, override=True)
         case_scheduling.reevaluate_many(session, steer, _rules(ctx), now)
@@ -325,7 +329,7 @@ def _succeeded(
     ctx: ActionContext, case: RecoveryCase, attempt: int, key: str, paid: dict[str, Any]
 ) -> None:
     line, ops = retry_results.payment_result(ctx, case, attempt, key, paid)
-    retry_results.mirror_now(ctx.session, ops)
+    apply_ops(ctx.session, ops)
     record_lines(ctx.session, [line])
     if paid.get("status") == "paid":
         amount = int(paid.get("amount_paid") or case.amount_due)
@@ -340,7 +344,7 @@ def _record_attempt(
     """Keep the decline details now: the webhooks with them may arrive later, or never."""
     card = retry_results.card_of(ctx, case, exc, {})
     line, ops = retry_results.declined_result(ctx, case, attempt, exc, card)
-    retry_results.mirror_now(ctx.session, ops)
+    apply_ops(ctx.session, ops)
     record_lines(ctx.session, [line])
 
 

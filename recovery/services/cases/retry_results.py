@@ -2,9 +2,9 @@
 the mirror rows behind it (the paid invoice; the declined attempt and its invoice's link to the
 PaymentIntent) - kept now, because the webhooks with the same facts may come later, or never.
 
-One action writes its rows at once (`mirror_now`, a statement or two each, as a webhook's
-would); a round's recording writes all of its rows together through the events' batch writer
-(`mirror_together`: one statement a table to read and lock them, one to write them).
+One action writes its rows at once (`mirror_handlers.apply_ops`, a statement or two each, as a
+webhook's would); a round's recording writes all of its rows together through the events' batch
+writer (`mirror_together`: one statement a table to read and lock them, one to write them).
 """
 
 from __future__ import annotations
@@ -49,37 +49,14 @@ def payment_result(
     return line, [mirror.invoice_write(so.invoice_state(paid), now_ts(ctx))]
 
 
-def mirror_now(session: Session, ops: Sequence[Op]) -> None:
-    """One action's mirror writes, a statement or two each (as a webhook's would be)."""
-    for op in ops:
-        if isinstance(op, mirror.Versioned):
-            mirror.apply(session, op)
-        elif isinstance(op, Link):
-            mirror.link_invoice_payment(session, op.invoice_id, op.payment_intent_id)
-        else:
-            mirror.apply_attempt(session, op.state, op.ts, with_card=False)
-
-
 def mirror_together(session: Session, ops: Sequence[Op]) -> None:
     """A round's mirror writes through the events' batch writer: the same rules (newest
-    version wins, a tie asks Stripe, an attempt merges field by field), the same end state.
-    One action's take the one-action path: reading its rows first would cost a statement."""
-    if len({_owner(op) for op in ops}) < 2:
-        mirror_now(session, ops)
-        return
+    version wins, a tie asks Stripe, an attempt merges field by field), the same end state as
+    writing them one by one (`mirror_handlers.apply_ops`)."""
     batch = MirrorBatch(session, session.get_bind().dialect.name, keeps_writes=True)
     batch.prefetch(ops)
     batch.commit(batch.plan(list(ops), Changes()))
     batch.flush()
-
-
-def _owner(op: Op) -> str:
-    """The invoice an op is about."""
-    if isinstance(op, mirror.Versioned):
-        return op.oid
-    if isinstance(op, Link):
-        return op.invoice_id
-    return op.state.invoice_id or op.state.id
 
 
 def card_of(

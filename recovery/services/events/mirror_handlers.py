@@ -9,12 +9,14 @@ both write the same rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from recovery.domain import stripe_objects as so
-from recovery.runtime import ProcessingContext
+from recovery.runtime import Changes, ProcessingContext
 from recovery.services.events import mirror
 
 Obj = Mapping[str, Any]
@@ -40,14 +42,15 @@ Op = mirror.Versioned | Link | Attempt
 Ops = Callable[[Obj, Obj], list[Op]]
 
 
-def apply_ops(ctx: ProcessingContext, ops: list[Op]) -> None:
+def apply_ops(session: Session, ops: Sequence[Op], changes: Changes | None = None) -> None:
+    """The ops written one by one, a statement or two each (one event's, one action's)."""
     for op in ops:
         if isinstance(op, mirror.Versioned):
-            mirror.apply(ctx.session, op, ctx.changes)
+            mirror.apply(session, op, changes)
         elif isinstance(op, Link):
-            mirror.link_invoice_payment(ctx.session, op.invoice_id, op.payment_intent_id)
+            mirror.link_invoice_payment(session, op.invoice_id, op.payment_intent_id)
         else:
-            mirror.apply_attempt(ctx.session, op.state, op.ts, ctx.changes, with_card=False)
+            mirror.apply_attempt(session, op.state, op.ts, changes, with_card=False)
 
 
 def _attempt_ops(attempt: so.AttemptState | None, ts: int) -> list[Op]:
@@ -122,7 +125,7 @@ class MirrorHandler:
         self.__name__ = self.__qualname__ = name
 
     def __call__(self, ctx: ProcessingContext, event: Obj, obj: Obj) -> None:
-        apply_ops(ctx, self.ops(event, obj))
+        apply_ops(ctx.session, self.ops(event, obj), ctx.changes)
 
 
 customer = MirrorHandler(customer_ops, "customer")
