@@ -342,6 +342,9 @@ def test_timelines_are_sentences_with_their_zones(site: Site, browser: Any, widt
     assert page.locator("ol.timeline > li.src-link").count() == 0
     assert page.get_by_role("button", name="Retry now").count() == 0
     assert "Nothing to do: the case is recovered." in page.inner_text("main")
+    # the header's card is the one that was declined, not the one that paid after
+    facts = page.locator(".facts dt").all_inner_texts()
+    assert "Declined card" in facts and "Card" not in facts, facts
     page.context.close()
 
 
