@@ -12,10 +12,14 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import FrozenClock
+from recovery.domain.stripe_objects.states import card_state, customer_state
 from recovery.models import CaseEvent, DueAction, Invoice, OutboxMessage, RecoveryCase
 from recovery.runtime import Runtime
+from recovery.services.cases import evidence
 from recovery.services.cases.opening import open_case
+from recovery.services.events import mirror
 from recovery.services.messaging import reminders
+from tests.support import stripe_payloads as sp
 
 
 @contextmanager
@@ -145,3 +149,61 @@ def test_a_case_just_opened_is_planned_without_reading_its_plans_and_re_planned_
         (f"case:{case.id}:reminders:1", "soft", None),
         (f"case:{case.id}:reminders:2", "new_card", "soft"),
     ]
+
+
+def _mirror_customer(session: Session, cid: str, card_id: str, last4: str, ts: int) -> None:
+    """The customer and their default card as their webhooks write them."""
+    card = sp.card_payment_method(card_id, cid, brand="visa", last4=last4)
+    mirror.apply_card(session, card_state(card), ts)
+    obj = sp.customer(
+        cid,
+        email=f"{cid}@example.com",
+        invoice_settings={"default_payment_method": card_id},
+        preferred_locales=["en"],
+    )
+    mirror.apply_customer(session, customer_state(obj), ts)
+
+
+def _reminder_bodies(session: Session, case: RecoveryCase) -> list[str]:
+    return list(
+        session.scalars(
+            select(OutboxMessage.body)
+            .where(OutboxMessage.case_id == case.id)
+            .order_by(OutboxMessage.id)
+        )
+    )
+
+
+def test_a_decision_and_its_reminder_plan_read_the_card_once_unless_it_changes(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    """A decision reads the case's card and customer, and the reminders planner, next, needs
+    them too: it reads them again only when the mirror was written in between - and then its
+    reminders name the card the customer has now."""
+    now = clock.now()
+    ts = int(now.timestamp())
+    read_card = "AS candidate"  # the current-card read (cards.py)
+    with runtime.db.transaction() as s:
+        for n in (1, 2):
+            _mirror_customer(s, f"cus_read{n}", f"pm_old{n}", "1111", ts - 60)
+        for n, changed in ((1, False), (2, True)):
+            invoice = _invoice(s, f"in_read{n}", f"cus_read{n}")
+            case = open_case(s, invoice, runtime.rules, now)
+            assert case is not None
+            case.decline_category = "soft"
+            s.flush()
+            with _statements(s) as seen:
+                evidence.evidence(s, case, invoice, now)
+                if changed:  # the customer's new default card arrives between the two
+                    _mirror_customer(s, f"cus_read{n}", f"pm_new{n}", "4444", ts)
+                reminders.plan_case(s, case, runtime.rules, runtime.settings, now)
+            reads = [sql for sql in seen if read_card in sql]
+            bodies = _reminder_bodies(s, case)
+            assert bodies, "the plan wrote its reminders"
+            if changed:
+                assert len(reads) == 2, reads
+                assert "Visa card ending in 4444" in bodies[0], bodies[0]
+                assert not any("1111" in body for body in bodies)
+            else:
+                assert len(reads) == 1, reads  # the decision's, with the customer and contacts
+                assert "Visa card ending in 1111" in bodies[0], bodies[0]

@@ -27,7 +27,7 @@ from recovery.models import (
     Subscription,
 )
 from recovery.runtime import Runtime
-from recovery.services.cases import attempts, decision_lines, evidence, scheduling
+from recovery.services.cases import attempts, cards, decision_lines, evidence, scheduling
 from recovery.services.events import inbox
 from recovery.services.experiments.assignment import placement_of_case
 from tests.support import stripe_payloads as sp
@@ -99,7 +99,7 @@ def test_the_decisions_few_reads_say_what_the_separate_reads_say(
             assert sorted(found.ctx.past_success_days) == sorted(paid)
             with_paydays += bool(paid)
             assert found.ctx.bank_calls == evidence.bank_calls(s, case)
-            card = evidence.current_card(s, case)
+            card = cards.current_card(s, case)
             if card is not None:
                 assert found.ctx.card is not None
                 assert (found.ctx.card.brand, found.ctx.card.fingerprint) == (
@@ -108,13 +108,14 @@ def test_the_decisions_few_reads_say_what_the_separate_reads_say(
                 )
             # The attempts: the invoice's, and the same cards' elsewhere (read apart before).
             on_invoice = evidence.attempts_for(s, case, invoice)
-            cards = {r.card_fingerprint for r in on_invoice if r.card_fingerprint}
+            fingerprints = {r.card_fingerprint for r in on_invoice if r.card_fingerprint}
             if card is not None and card.fingerprint:
-                cards.add(card.fingerprint)
+                fingerprints.add(card.fingerprint)
             since = int((now - evidence.CAP_PERIOD).timestamp())
             elsewhere = s.scalars(
                 select(PaymentAttempt.id).where(
-                    PaymentAttempt.card_fingerprint.in_(cards), PaymentAttempt.created >= since
+                    PaymentAttempt.card_fingerprint.in_(fingerprints),
+                    PaymentAttempt.created >= since,
                 )
             ).all()
             mine = {r.id for r in on_invoice}
@@ -294,7 +295,7 @@ def test_a_rounds_cards_for_its_messages_read_together_are_each_cases_own(
             statements.append(str(args[2]))
 
         event.listen(s.connection(), "before_cursor_execute", count)
-        together = evidence.cards_and_customers(s, cases)
+        together = cards.cards_and_customers(s, cases)
         event.remove(s.connection(), "before_cursor_execute", count)
         assert len(statements) == 1, statements
 
@@ -302,7 +303,7 @@ def test_a_rounds_cards_for_its_messages_read_together_are_each_cases_own(
             card, customer, contacts = found
             return (card.id if card else None, customer.id if customer else None, contacts)
 
-        alone = {case.id: plain(evidence.card_and_customer(s, case)) for case in cases}
+        alone = {case.id: plain(cards.card_and_customer(s, case)) for case in cases}
     assert {case_id: plain(found) for case_id, found in together.items()} == alone
     assert alone[first.id][2] is True  # contacts
     assert alone[second.id][2] is False  # deleted: its contacts get nothing

@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     bindparam,
-    func,
     select,
 )
 from sqlalchemy.orm import Session
@@ -29,16 +28,14 @@ from recovery.domain.retry_policy import (
 )
 from recovery.domain.timezones import customer_timezone
 from recovery.models import (
-    AccountContact,
     CaseEvent,
-    Customer,
     ExperimentSubject,
     Invoice,
     PaymentAttempt,
     PaymentMethod,
     RecoveryCase,
-    Subscription,
 )
+from recovery.services.cases import cards
 from recovery.services.cases.attempts import attempt_params, attempts_and_same_card_statement
 from recovery.services.cases.attempts import attempts_for as attempts_for
 from recovery.services.cases.decision_lines import (
@@ -88,84 +85,13 @@ def _to_attempt(row: PaymentAttempt, ours: set[str], on_invoice: bool) -> Attemp
     )
 
 
-def current_card(session: Session, case: RecoveryCase) -> PaymentMethod | None:
-    """The card Stripe will charge: the subscription's default, else the customer's."""
-    if not case.subscription_id and not case.customer_id:
-        return None
-    # The first of the four candidates and its card, in one prepared statement, rather than
-    # loading the subscription and the customer (a statement each) and then the card: this
-    # runs on every decision and every reminder written.
-    pm_id, pm = session.execute(
-        _CURRENT_CARD, {"subscription_id": case.subscription_id, "customer_id": case.customer_id}
-    ).one()
-    if not pm_id:
-        return None
-    return pm if pm is not None else PaymentMethod(id=pm_id)  # known by id only: a card still
-
-
-def _card_id(column: Any, model: Any, key: str) -> Any:
-    # '' is no card, as NULL is (the first truthy candidate counts).
-    return func.nullif(select(column).where(model.id == bindparam(key)).scalar_subquery(), "")
-
-
-# Stripe's order: the subscription's default card, its default source, then the customer's.
-_CARD_ID = select(
-    func.coalesce(
-        _card_id(Subscription.default_payment_method_id, Subscription, "subscription_id"),
-        _card_id(Subscription.default_source_id, Subscription, "subscription_id"),
-        _card_id(Customer.default_payment_method_id, Customer, "customer_id"),
-        _card_id(Customer.default_source_id, Customer, "customer_id"),
-    ).label("pm_id")
-).subquery("candidate")
-_CURRENT_CARD = (
-    select(_CARD_ID.c.pm_id, PaymentMethod)
-    .select_from(_CARD_ID)
-    .outerjoin(PaymentMethod, PaymentMethod.id == _CARD_ID.c.pm_id)
-)
-
-
-def card_and_customer(
-    session: Session, case: RecoveryCase
-) -> tuple[PaymentMethod | None, Customer | None, bool]:
-    """`current_card`, the case's customer and whether the customer has account contacts (most
-    have none), in one statement: the reminders planner needs all three for every plan and
-    every confirmation (the contacts were a statement of their own, built anew each time)."""
-    if not case.subscription_id and not case.customer_id:
-        return None, None, False
-    pm_id, pm, customer, has_contacts = session.execute(
-        _CARD_WITH_CUSTOMER,
-        {"subscription_id": case.subscription_id, "customer_id": case.customer_id},
-    ).one()
-    # (a deleted customer's contacts get nothing: contacts.py's rule)
-    has_contacts = bool(has_contacts) and customer is not None and not customer.deleted
-    if not pm_id:
-        return None, customer, has_contacts
-    return (pm if pm is not None else PaymentMethod(id=pm_id)), customer, has_contacts
-
-
-_CARD_WITH_CUSTOMER = _CURRENT_CARD.add_columns(
-    Customer,
-    select(AccountContact.id)
-    .where(
-        AccountContact.customer_id == bindparam("customer_id"),
-        AccountContact.removed_at.is_(None),
-    )
-    .exists()
-    .label("has_contacts"),
-).outerjoin(Customer, Customer.id == bindparam("customer_id"))
-# A decision's card, the customer's country and locales (their zone, their payment days) and the
-# case's experiment arm, in one statement: a decision read the customer and the arm with a
-# statement each.
-_CARD_AND_CUSTOMER = (
-    _CURRENT_CARD.add_columns(
-        Customer.address_country,
-        Customer.preferred_locales,
-        ExperimentSubject.experiment_key,
-        ExperimentSubject.arm,
-    )
-    .outerjoin(Customer, Customer.id == bindparam("customer_id"))
-    .outerjoin(ExperimentSubject, ExperimentSubject.case_id == bindparam("case_id"))
-)
+# A decision's card, its customer (their country and locales: their zone, their payment days;
+# the reminders planner, next, needs the rest), whether the customer has contacts and the case's
+# experiment arm, in one statement: a decision read the customer and the arm with a statement
+# each, and the planner the card and the customer again.
+_DECISION_READ = cards.CARD_WITH_CUSTOMER.add_columns(
+    ExperimentSubject.experiment_key, ExperimentSubject.arm
+).outerjoin(ExperimentSubject, ExperimentSubject.case_id == bindparam("case_id"))
 
 
 _FUNDING: dict[str | None, Funding] = {"credit": "credit", "debit": "debit", "prepaid": "prepaid"}
@@ -290,11 +216,11 @@ def _card_and_customer(
     session: Session, case: RecoveryCase
 ) -> tuple[PaymentMethod | None, str | None, list[str]]:
     """The card Stripe will charge (as `current_card`) and the customer's country and locales
-    (none: no customer)."""
+    (none: no customer); the card and the customer remembered for the reminders planner."""
     if not case.subscription_id and not case.customer_id:
         return None, None, []  # (a case always has both: the placement is read when asked)
-    pm_id, pm, country, locales, experiment, arm = session.execute(
-        _CARD_AND_CUSTOMER,
+    *read, experiment, arm = session.execute(
+        _DECISION_READ,
         {
             "subscription_id": case.subscription_id,
             "customer_id": case.customer_id,
@@ -303,9 +229,17 @@ def _card_and_customer(
     ).one()
     # The decision asks for it next, and the reminders planner after: read here, remembered.
     remember_placement(session, case.id, experiment, arm)
-    if pm_id and pm is None:
-        pm = PaymentMethod(id=pm_id)  # known by id only: a card still
-    return (pm if pm_id else None), country, list(locales or ())
+    return _remembered(session, case.id, cards.read_as(*read))
+
+
+def _remembered(
+    session: Session, case_id: int, found: cards.CardAndCustomer
+) -> tuple[PaymentMethod | None, str | None, list[str]]:
+    cards.remember(session, case_id, found)
+    card, customer, _ = found
+    if customer is None:
+        return card, None, []
+    return card, customer.address_country, list(customer.preferred_locales or ())
 
 
 def _cards_and_customers(
@@ -323,81 +257,18 @@ def _cards_and_customers(
     if not ids:
         return found
     statement = _cards_and_customers_statement(session.get_bind().dialect.name)
-    for case_id, pm_id, pm, country, locales, experiment, arm in session.execute(
-        statement, {"ids": sorted(ids)}
-    ):
+    for case_id, *read, experiment, arm in session.execute(statement, {"ids": sorted(ids)}):
         remember_placement(session, case_id, experiment, arm)
-        if pm_id and pm is None:
-            pm = PaymentMethod(id=pm_id)  # known by id only: a card still
-        found[case_id] = ((pm if pm_id else None), country, list(locales or ()))
+        found[case_id] = _remembered(session, case_id, cards.read_as(*read))
     return found
-
-
-def _cases_cards(*columns: Any) -> Any:
-    """Each case's row with its current card (`pm_id` and the PaymentMethod, as `_CARD_ID`:
-    the subscription's default card, its default source, then the customer's; '' is no card,
-    as NULL is) and its customer joined, then `columns`."""
-    pm_id = func.coalesce(
-        func.nullif(Subscription.default_payment_method_id, ""),
-        func.nullif(Subscription.default_source_id, ""),
-        func.nullif(Customer.default_payment_method_id, ""),
-        func.nullif(Customer.default_source_id, ""),
-    )
-    return (
-        select(RecoveryCase.id, pm_id.label("pm_id"), PaymentMethod, *columns)
-        .select_from(RecoveryCase)
-        .outerjoin(Subscription, Subscription.id == RecoveryCase.subscription_id)
-        .outerjoin(Customer, Customer.id == RecoveryCase.customer_id)
-        .outerjoin(PaymentMethod, PaymentMethod.id == pm_id)
-    )
 
 
 @functools.cache
 def _cards_and_customers_statement(dialect: str) -> Any:
     return (
-        _cases_cards(
-            Customer.address_country,
-            Customer.preferred_locales,
-            ExperimentSubject.experiment_key,
-            ExperimentSubject.arm,
-        )
+        cards.cases_cards(ExperimentSubject.experiment_key, ExperimentSubject.arm)
         .outerjoin(ExperimentSubject, ExperimentSubject.case_id == RecoveryCase.id)
         .where(in_list(RecoveryCase.id, "ids", dialect))
-    )
-
-
-def cards_and_customers(
-    session: Session, cases: Sequence[RecoveryCase]
-) -> dict[int, tuple[PaymentMethod | None, Customer | None, bool]]:
-    """`card_and_customer` for many cases in one statement: a round's messages (the thank-you
-    notes of the cases its payments recovered) read them together."""
-    found: dict[int, tuple[PaymentMethod | None, Customer | None, bool]] = {
-        case.id: (None, None, False) for case in cases
-    }
-    ids = sorted({case.id for case in cases if case.subscription_id or case.customer_id})
-    if not ids:
-        return found
-    statement = _cards_for_messages_statement(session.get_bind().dialect.name)
-    for case_id, pm_id, pm, customer, has_contacts in session.execute(statement, {"ids": ids}):
-        # (a deleted customer's contacts get nothing: contacts.py's rule)
-        contacts = bool(has_contacts) and customer is not None and not customer.deleted
-        card = (pm if pm is not None else PaymentMethod(id=pm_id)) if pm_id else None
-        found[case_id] = (card, customer, contacts)
-    return found
-
-
-@functools.cache
-def _cards_for_messages_statement(dialect: str) -> Any:
-    contacts = (
-        select(AccountContact.id)
-        .where(
-            AccountContact.customer_id == RecoveryCase.customer_id,
-            AccountContact.removed_at.is_(None),
-        )
-        .exists()
-    )
-    return _cases_cards(Customer, contacts.label("has_contacts")).where(
-        in_list(RecoveryCase.id, "ids", dialect)
     )
 
 

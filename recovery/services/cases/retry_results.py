@@ -19,7 +19,7 @@ from recovery.adapters.stripe.errors import AuthenticationRequired, CardDeclined
 from recovery.domain import stripe_objects as so
 from recovery.models import PaymentMethod, RecoveryCase
 from recovery.runtime import ActionContext, Changes
-from recovery.services.cases import evidence as case_evidence
+from recovery.services.cases import cards as case_cards
 from recovery.services.cases.lines import Line
 from recovery.services.events import mirror
 from recovery.services.events.mirror_batch import MirrorBatch
@@ -70,7 +70,7 @@ def card_of(
     `cards`: those read for a round already, by id."""
     pm_id = exc.payment_method_id
     card = (cards.get(pm_id) or ctx.session.get(PaymentMethod, pm_id)) if pm_id else None
-    return card if card is not None else case_evidence.current_card(ctx.session, case)
+    return card if card is not None else case_cards.current_card(ctx.session, case)
 
 
 def declined_result(

@@ -37,6 +37,7 @@ from recovery.models import (
     SubscriptionItem,
 )
 from recovery.runtime import Changes
+from recovery.services.cases import cards
 
 # Within one second Stripe can emit several events for one invoice; when their states differ,
 # the one further along its life wins (a paid invoice is never reopened).
@@ -174,6 +175,7 @@ def _upsert_versioned(
     session: Session, model: Any, oid: str, values: dict[str, Any], version: Version
 ) -> Written | None:
     """Write `values` if `version` is newer than what the row holds. None when not written."""
+    cards.forget(session)  # a card or a customer read before may be another now
     values = {**values, "version_ts": version.ts, "version_tiebreak": version.tiebreak}
     stored = _locked_row(session, model, oid)
     if stored is None:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from recovery.db import as_columns, dialect_insert, in_list
 from recovery.models import InvoicePayment, PaymentAttempt, Subscription, SubscriptionItem
 from recovery.runtime import Changes
+from recovery.services.cases import cards
 from recovery.services.events import mirror, pipeline
 from recovery.services.events.mirror_handlers import Attempt, Link, Op
 from recovery.services.events.pipeline import Write
@@ -306,6 +307,7 @@ class MirrorBatch:
         (services/events/pipeline.py)."""
         pending = self._writing = self._pending
         self._pending = Plan()
+        cards.forget(self.session)  # a card or a customer read before may be another now
         dialect = self.dialect
         writes: list[Write] = []
         links = pending.links - self._links

@@ -39,6 +39,7 @@ from recovery.runtime import (
     take_batch_moves,
     take_moved_cases,
 )
+from recovery.services.cases import cards
 from recovery.services.cases import reactions as case_reactions
 from recovery.services.events import gates
 from recovery.services.events.dispatch import process_payload
@@ -209,6 +210,7 @@ def _apply(
         # The mirror is written with plain statements, which the session's loaded objects do
         # not see: the next event starts from what the database holds.
         session.expunge_all()
+        cards.forget(session)
 
     def write_run() -> None:
         if not run:

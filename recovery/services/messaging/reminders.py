@@ -34,7 +34,7 @@ from recovery.rules import Rules
 from recovery.runtime import ProcessingContext
 from recovery.services.card_update import links as card_update_links
 from recovery.services.card_update import reminder_links
-from recovery.services.cases import evidence as case_evidence
+from recovery.services.cases import cards
 from recovery.services.cases import log as case_log
 from recovery.services.cases import opening as case_opening
 from recovery.services.experiments.assignment import placement_of_case, read_placements
@@ -111,7 +111,7 @@ def _write(
     `later`: a round's list to add an uncapped message to, enqueued with the others'
     (`outbox.enqueue_many`) - nothing is returned then."""
     if isinstance(card, EllipsisType):
-        card, customer, known = case_evidence.card_and_customer(session, case)
+        card, customer, known = cards.card_and_customer(session, case)
         has_contacts = known if has_contacts is None else has_contacts
     elif isinstance(customer, EllipsisType):
         customer = session.get(Customer, case.customer_id) if case.customer_id else None
@@ -312,7 +312,7 @@ def plan_case(
         f"case:{case.id}:reminders:{run}",
     )
     # The card is the same for every step, and so are the customer and their contacts.
-    card, customer, has_contacts = case_evidence.card_and_customer(session, case)
+    card, customer, has_contacts = cards.card_and_customer(session, case)
     sequence, started_at = config.sequences[wanted], now
     if placed is not None:  # an experiment's arm: its own steps, channels and first delay
         options = placed.dunning
@@ -392,7 +392,7 @@ def close_cases(
     read_placements(session, sorted({case.id for case, _ in wanted.values()}))
     # Their cards and customers in one statement too (one: the single case's own read).
     known = (
-        case_evidence.cards_and_customers(session, [case for case, _ in wanted.values()])
+        cards.cards_and_customers(session, [case for case, _ in wanted.values()])
         if len(wanted) > 1
         else {}
     )

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from recovery.models import Customer, DunningPause, OutboxMessage, RecoveryCase, Subscription
 from recovery.runtime import Runtime
 from recovery.services.card_update import links as card_update_links
-from recovery.services.cases import evidence as case_evidence
+from recovery.services.cases import cards
 from recovery.services.messaging import outbox, reminders
 from recovery.services.outreach import contacts
 
@@ -63,7 +63,7 @@ def plan_resume_notice(
             locale=locale,
             amount=renewal,
             currency=currency,
-            card=case_evidence.current_card(session, case),
+            card=cards.current_card(session, case),
             link=link,
             deadline=pause.resumes_at,
         )
