@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import FrozenClock
 from recovery.domain.stripe_objects.states import card_state, customer_state
-from recovery.models import CaseEvent, DueAction, Invoice, OutboxMessage, RecoveryCase
+from recovery.models import CaseEvent, Customer, DueAction, Invoice, OutboxMessage, RecoveryCase
 from recovery.runtime import Runtime
 from recovery.services.cases import evidence
 from recovery.services.cases.opening import open_case
@@ -207,3 +207,32 @@ def test_a_decision_and_its_reminder_plan_read_the_card_once_unless_it_changes(
             else:
                 assert len(reads) == 1, reads  # the decision's, with the customer and contacts
                 assert "Visa card ending in 1111" in bodies[0], bodies[0]
+
+
+def test_a_decision_reads_the_customer_as_it_is_now_in_the_same_unit_of_work(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    """The decision reads the customer as an object (for the planner after it): when the
+    customer moved country since the session loaded them - a mirror write is a plain statement
+    the loaded object does not see - the next decision times its retry in their new zone."""
+    now = clock.now()
+    ts = int(now.timestamp())
+    with runtime.db.transaction() as s:
+        _mirror_customer(s, "cus_moved", "pm_moved", "1111", ts - 60)
+        invoice = _invoice(s, "in_moved", "cus_moved")
+        case = open_case(s, invoice, runtime.rules, now)
+        assert case is not None
+        before = evidence.evidence(s, case, invoice, now).ctx.customer_timezone
+        held = s.get(Customer, "cus_moved")  # as something in the unit of work may hold it
+        moved = sp.customer(
+            "cus_moved",
+            email="cus_moved@example.com",
+            invoice_settings={"default_payment_method": "pm_moved"},
+            preferred_locales=["ja"],
+            address={"country": "JP", "city": "Tokyo", "line1": "1-1", "postal_code": "100-0001"},
+        )
+        mirror.apply_customer(s, customer_state(moved), ts)
+        after = evidence.evidence(s, case, invoice, now).ctx.customer_timezone
+    assert before != "Asia/Tokyo"
+    assert after == "Asia/Tokyo"
+    assert held is not None and held.address_country == "JP"

@@ -88,10 +88,13 @@ def _to_attempt(row: PaymentAttempt, ours: set[str], on_invoice: bool) -> Attemp
 # A decision's card, its customer (their country and locales: their zone, their payment days;
 # the reminders planner, next, needs the rest), whether the customer has contacts and the case's
 # experiment arm, in one statement: a decision read the customer and the arm with a statement
-# each, and the planner the card and the customer again.
-_DECISION_READ = cards.CARD_WITH_CUSTOMER.add_columns(
-    ExperimentSubject.experiment_key, ExperimentSubject.arm
-).outerjoin(ExperimentSubject, ExperimentSubject.case_id == bindparam("case_id"))
+# each, and the planner the card and the customer again. The objects as the database holds them
+# now, even when the session loaded them before a mirror write (plain statements) changed them.
+_DECISION_READ = (
+    cards.CARD_WITH_CUSTOMER.add_columns(ExperimentSubject.experiment_key, ExperimentSubject.arm)
+    .outerjoin(ExperimentSubject, ExperimentSubject.case_id == bindparam("case_id"))
+    .execution_options(populate_existing=True)
+)
 
 
 _FUNDING: dict[str | None, Funding] = {"credit": "credit", "debit": "debit", "prepaid": "prepaid"}
@@ -269,6 +272,7 @@ def _cards_and_customers_statement(dialect: str) -> Any:
         cards.cases_cards(ExperimentSubject.experiment_key, ExperimentSubject.arm)
         .outerjoin(ExperimentSubject, ExperimentSubject.case_id == RecoveryCase.id)
         .where(in_list(RecoveryCase.id, "ids", dialect))
+        .execution_options(populate_existing=True)  # (as _DECISION_READ)
     )
 
 
