@@ -17,7 +17,12 @@ from recovery.services.work import due_actions
 CALL = "test.rounds"
 
 
-def _schedule(runtime: Runtime, count: int) -> None:
+def _drain(
+    runtime: Runtime, steps: ThreePhase, count: int, threads: int
+) -> due_actions.ActionRunner:
+    """`count` due actions of `steps`, one per subject, drained by one loop of `threads`
+    threads claiming half of them at a time (all of them for a small count)."""
+    runtime.handlers = runtime.handlers.with_action(CALL, steps)
     now = runtime.clock.now()
     with runtime.db.transaction() as s:
         for n in range(count):
@@ -29,6 +34,17 @@ def _schedule(runtime: Runtime, count: int) -> None:
                 due_at=now - timedelta(seconds=count - n),
                 now=now,
             )
+    batch = max(count // 2, 10)
+    runner = due_actions.ActionRunner(runtime, "w1", threads=threads, batch_size=batch, loops=1)
+    try:
+        assert runner.drain() == count
+    finally:
+        runner.close()
+    return runner
+
+
+def _decide(ctx: ActionContext, action: Claimed) -> str:
+    return action.dedupe_key
 
 
 def _call_with_client_work(providers: Providers, plan: str, deadline: Deadline) -> str:
@@ -40,14 +56,6 @@ def _call_with_client_work(providers: Providers, plan: str, deadline: Deadline) 
 
 
 _PAYLOAD = b"x" * 1_000_000
-
-
-def _statuses(runtime: Runtime) -> dict[str, str]:
-    with runtime.db.transaction() as s:
-        return {key: str(status) for key, status in s.execute(_STATUS)}
-
-
-_STATUS = select(DueAction.dedupe_key, DueAction.status)
 
 
 def test_calls_that_answer_at_once_are_recorded_in_a_few_rounds_not_one_each(
@@ -63,20 +71,8 @@ def test_calls_that_answer_at_once_are_recorded_in_a_few_rounds_not_one_each(
             rounds.append(0)
         rounds[ctx.session.info["test.round"]] += 1
 
-    runtime.handlers = runtime.handlers.with_action(
-        CALL,
-        ThreePhase(
-            decide=lambda ctx, action: action.dedupe_key,
-            call=_call_with_client_work,
-            record=record,
-        ),
-    )
-    _schedule(runtime, 120)
-    runner = due_actions.ActionRunner(runtime, "w1", threads=4, batch_size=60, loops=1)
-    try:
-        assert runner.drain() == 120
-    finally:
-        runner.close()
+    steps = ThreePhase(decide=_decide, call=_call_with_client_work, record=record)
+    runner = _drain(runtime, steps, 120, threads=4)
 
     assert runner.statuses == {"done": 120}
     assert sum(rounds) == 120
@@ -106,16 +102,9 @@ def test_a_call_that_does_not_answer_does_not_hold_back_the_others_records(
         if len(recorded - {"case:0/0"}) == 9:
             others_recorded.set()
 
-    runtime.handlers = runtime.handlers.with_action(
-        CALL,
-        ThreePhase(decide=lambda ctx, action: action.dedupe_key, call=call, record=record),
-    )
-    _schedule(runtime, 10)
-    runner = due_actions.ActionRunner(runtime, "w1", threads=3, batch_size=10, loops=1)
-    try:
-        assert runner.drain() == 10
-    finally:
-        runner.close()
+    runner = _drain(runtime, ThreePhase(decide=_decide, call=call, record=record), 10, threads=3)
 
     assert released == [True]
-    assert set(_statuses(runtime).values()) == {ActionStatus.DONE}
+    assert runner.statuses == {"done": 10}
+    with runtime.db.transaction() as s:
+        assert set(s.scalars(select(DueAction.status))) == {ActionStatus.DONE}

@@ -139,8 +139,9 @@ class ActionRunner:
         as it finished made rounds of one to ten actions when providers answer in a millisecond,
         and a round's transaction, claim and set-based records cost about as much for one as for
         fifty; stopping once the pool is about to have an idle thread keeps it fed."""
-        pending = set(in_flight)
-        done = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+        done = concurrent.futures.wait(
+            list(in_flight), return_when=concurrent.futures.FIRST_COMPLETED
+        )
         left = len(done.not_done)
         if left <= self.threads:
             return
