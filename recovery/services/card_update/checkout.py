@@ -184,5 +184,5 @@ def finish(rt: Runtime, back: Returning, session_id: str) -> Finished | None:
         case = None
         if target.case_id is not None:
             case = session.get(RecoveryCase, target.case_id, with_for_update=True)
-        completion.record_outcome(session, row, case, result, rt.clock.now())
+        completion.record_outcome(session, row, case, result, rt.clock.now(), on_page=True)
         return _finished(session, row)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -34,7 +34,7 @@ from recovery.adapters.stripe.errors import AuthenticationRequired, CardDeclined
 from recovery.domain.cases import TERMINAL, CaseStatus, RecoveredVia
 from recovery.domain.stripe_objects.fields import ref
 from recovery.domain.stripe_objects.states import card_state, invoice_state
-from recovery.models import CardUpdateLink, MessageStatus, OutboxMessage, RecoveryCase
+from recovery.models import CardUpdateLink, CaseEvent, MessageStatus, OutboxMessage, RecoveryCase
 from recovery.runtime import ActionContext, Claimed, ProcessingContext, Providers, ThreePhase
 from recovery.services.cases import log as case_log
 from recovery.services.cases import state as case_state
@@ -200,8 +200,12 @@ def record_outcome(
     case: RecoveryCase | None,
     result: Result,
     now: datetime,
+    *,
+    on_page: bool = False,
 ) -> None:
-    """Database only, in the caller's transaction; a second call for the same card is a no-op."""
+    """Database only, in the caller's transaction; a second call for the same card is a no-op.
+    `on_page`: the card-update page shows the outcome to the customer as it is recorded (not
+    so when the worker finishes a card whose customer closed the tab)."""
     card = result.card
     if already_done(link, card.setup_intent_id):
         return
@@ -235,6 +239,7 @@ def record_outcome(
             "brand": brand,
             "last4": last4,
             "outcome": result.outcome,
+            "on_page": on_page,
         },
         f"{key}:card",
     )
@@ -259,6 +264,30 @@ def record_outcome(
         )
     elif result.outcome == Outcome.AUTHENTICATION_REQUIRED:
         case_state.await_authentication(session, case, result.hosted_invoice_url, now)
+
+
+# A customer whose new card just failed on the card-update page read so there, with "Try another
+# card": a reminder sequence the failure sets off (a card to replace, a payment to confirm)
+# starts this much later instead of telling them again within seconds, while they may still be
+# on the page. Paid meanwhile, it never goes out (a case closing cancels what is pending).
+SEEN_ON_THE_PAGE_DELAY = timedelta(days=1)
+_SEEN_WITHIN = timedelta(hours=1)  # how far back a failure on the page counts as just seen
+
+
+def seen_failing_on_the_page(session: Session, case_id: int, now: datetime) -> datetime | None:
+    """When the customer last saw a new card fail for this case on the card-update page, if
+    within the last hour; None otherwise (or when the worker recorded it: the tab was closed)."""
+    rows = session.execute(
+        select(CaseEvent.at, CaseEvent.data)
+        .where(CaseEvent.case_id == case_id, CaseEvent.kind == "card_updated")
+        .where(CaseEvent.at >= now - _SEEN_WITHIN)
+    ).all()
+    seen = [
+        at
+        for at, data in rows
+        if (data or {}).get("on_page") and data.get("outcome") != Outcome.PAID
+    ]
+    return max(seen, default=None)
 
 
 # ---- the tab-closed path: webhooks -> due action -> worker ---------------------------------------

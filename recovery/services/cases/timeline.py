@@ -220,6 +220,11 @@ def _case_line(e: CaseEvent, case: RecoveryCase, attempts: list[PaymentAttempt],
         else:
             sequence = words.SEQUENCES.get(str(data.get("sequence")), "no reminders")
             summary = f"Reminder plan: {sequence}."
+            if data.get("after_the_page"):
+                summary = (
+                    f"Reminder plan: {sequence}, starting a day later: the customer saw the"
+                    " new card fail on the card-update page."
+                )
         return Line(e.at, "case", kind, summary, order=e.id)
     if kind == "auto_advance_off":
         summary = "Stripe's own retries were turned off for this invoice: this service retries it."

@@ -32,8 +32,8 @@ from recovery.models import (
 )
 from recovery.rules import Rules
 from recovery.runtime import ProcessingContext
+from recovery.services.card_update import completion, reminder_links
 from recovery.services.card_update import links as card_update_links
-from recovery.services.card_update import reminder_links
 from recovery.services.cases import cards
 from recovery.services.cases import log as case_log
 from recovery.services.cases import opening as case_opening
@@ -301,14 +301,17 @@ def plan_case(
     if current is not None:  # a first plan has nothing to replace (only plans write these)
         outbox.cancel(session, case_log.subject(case.id), now)
     run = count + 1
+    # (A first plan: the case just opened, nobody can have been on its card-update page yet.)
+    seen = None if current is None else completion.seen_failing_on_the_page(session, case.id, now)
     # Added now: the run is new, so none of its messages' keys is taken (each asked before).
     fresh = case_log.record(
         session,
         case,
         now,
         "reminders",
-        f"reminders: the {wanted.replace('_', ' ')} sequence",
-        {"sequence": wanted, "replaces": current},
+        f"reminders: the {wanted.replace('_', ' ')} sequence"
+        + (", a day later: the customer saw it fail on the card-update page" if seen else ""),
+        {"sequence": wanted, "replaces": current, "after_the_page": seen is not None},
         f"case:{case.id}:reminders:{run}",
     )
     # The card is the same for every step, and so are the customer and their contacts.
@@ -319,6 +322,8 @@ def plan_case(
         sequence = arm_sequence(options, wanted, tuple(sequence))
         delay = timedelta(hours=options.first_reminder_delay_hours)
         started_at = max(now, case.opened_at + delay)
+    if seen is not None:
+        started_at = max(started_at, seen + completion.SEEN_ON_THE_PAGE_DELAY)
     steps = planner.plan(
         sequence,
         started_at=started_at,
