@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from recovery.adapters.clock import FrozenClock
+from recovery.adapters.stripe.errors import CardDeclined
 from recovery.adapters.stripe_fake import FakeStripeGateway
 from recovery.app import create_app
 from recovery.config import ConfigError
@@ -157,6 +158,33 @@ def test_stand_in_checkout_completes_the_session_and_returns(
     assert done["setup_intent"]["payment_method"]["card"]["last4"] == "4242"
     assert [e["type"] for e in fake_gateway.events][-1] == "checkout.session.completed"
     assert demo_client.get("/demo/checkout/cs_test_nope").status_code == 404
+
+
+def test_stand_in_checkout_offers_stripes_expired_test_card(
+    demo_client: Any, fake_gateway: FakeStripeGateway
+) -> None:
+    """A newcomer can try a card declined as expired, as Stripe's 4000 0000 0000 0069 is: the
+    card is saved, and charging it is declined with expired_card (a case then asks for another
+    card - a new reminder sequence)."""
+    customer = fake_gateway.add_customer(email="kim@example.com")
+    session = fake_gateway.create_checkout_setup_session(
+        customer_id=customer["id"],
+        success_url="http://recovery.test/update/x/done?session_id={CHECKOUT_SESSION_ID}",
+        cancel_url="http://recovery.test/update/x",
+        metadata={"card_update_link": "1"},
+        idempotency_key="k1",
+    )
+    path = f"/demo/checkout/{session['id']}"
+    page = demo_client.get(path).get_data(as_text=True)
+    assert "4000 0000 0000 0069 · is declined when charged: expired card" in page
+    assert "4000 0000 0000 0002 · is declined when charged" in page
+    demo_client.post(path, data={"csrf_token": csrf_from(page), "card": "0069", "action": "save"})
+    card = fake_gateway.retrieve_checkout_session(session["id"])["setup_intent"]["payment_method"]
+    assert card["card"]["last4"] == "0069"
+    invoice = fake_gateway.add_invoice(customer["id"], amount_due=900, currency="usd")
+    with pytest.raises(CardDeclined) as declined:
+        fake_gateway.pay_invoice(invoice["id"], idempotency_key="p1", payment_method=card["id"])
+    assert declined.value.decline_code == "expired_card"
 
 
 def test_cancel_starter_opens_a_cancel_flow_session(

@@ -29,10 +29,17 @@ from recovery.web.errors import error_response
 
 DEMO_ENV = "RECOVERY_DEMO"
 URL = re.compile(r"https?://[^\s<>\"']+")
-# The stand-in Checkout's test cards: number shown, last four, what charging it does.
+# The stand-in Checkout's test cards (Stripe's own test numbers,
+# https://docs.stripe.com/testing#declined-payments): last four -> number shown, what charging
+# it does. An expired card asks for another card: a case then changes reminder sequence.
 TEST_CARDS = {
     "4242": ("4242 4242 4242 4242", None),
     "0002": ("4000 0000 0000 0002", "card_declined"),
+    "0069": ("4000 0000 0000 0069", "expired_card"),
+}
+DECLINE_WORDS = {
+    "card_declined": "is declined when charged",
+    "expired_card": "is declined when charged: expired card",
 }
 
 bp = Blueprint("demo", __name__, url_prefix="/demo")
@@ -101,7 +108,9 @@ def checkout(session_id: str) -> Any:
     if session.get("mode") != "setup":
         abort(404)
     if request.method == "GET" or session.get("status") != "open":
-        return render_template("demo/checkout.html", session=session, cards=TEST_CARDS)
+        return render_template(
+            "demo/checkout.html", session=session, cards=TEST_CARDS, words=DECLINE_WORDS
+        )
     if request.form.get("action") == "cancel":
         return redirect(str(session["cancel_url"]), code=303)
     card = request.form.get("card", "")
