@@ -249,12 +249,14 @@ def steer(
     if placed is not None and placed.holdout and decision.at is None and not decision.stop:
         why = f"the holdout of experiment {placed.experiment}: Stripe's own retries alone"
         decision = replace(decision, reason=why)
+    decided_on: dict[str, Any] = {}  # the decline this decision read, for its timeline line
     if failed:
         last = failed[-1]
         verdict = classify(decline_of(last))
         case.decline_category = verdict.category.value
         case.decline_code = last.decline_code or last.failure_code
         case.card_brand = last.card_brand or case.card_brand
+        decided_on = {"decline_category": case.decline_category, "decline_code": case.decline_code}
     case.stripe_next_attempt_at = invoice.next_payment_attempt or case.stripe_next_attempt_at
     step = machine.after_decision(CaseStatus(case.status), decision)
     if (
@@ -283,6 +285,7 @@ def steer(
             "next_retry_at": decision.at.isoformat() if decision.at else None,
             "stop": decision.stop,
             "wait_for_new_card": decision.wait_for_new_card,
+            **decided_on,
         }
         line = Line(case.id, now, "decision", decision.reason, key, data)
     if step.end_dunning:

@@ -157,8 +157,12 @@ def _decline_before(rows: list[PaymentAttempt], at: datetime) -> PaymentAttempt 
 def _decision(e: CaseEvent, attempts: list[PaymentAttempt], case: RecoveryCase, zone: str) -> Line:
     data = e.data or {}
     nxt = data.get("next_retry_at")
-    last = _decline_before(attempts, e.at)
-    if last is not None:
+    # The decline the decision read, as it wrote it; a line from before it did (or an attempt
+    # mirrored in the same second as the decision, which it did not read) would otherwise
+    # lend the decision another decline's reason.
+    if data.get("decline_category"):
+        category, code = str(data["decline_category"]), data.get("decline_code")
+    elif (last := _decline_before(attempts, e.at)) is not None:
         category = classify(evidence.decline_of(last)).category.value
         code = last.decline_code or last.failure_code
     else:
