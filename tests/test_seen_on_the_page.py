@@ -1,12 +1,14 @@
 """A customer whose new card fails on the card-update page reads so there ("Try another card"):
-the reminders that failure sets off start a day later, not seconds later while they may still
-be on the page. When the worker finishes the card instead (the customer closed the tab before
-the page could show the outcome), nobody has told them: the reminders start at once."""
+the reminders that failure sets off start the next day at the send hour in their time zone,
+not seconds later while they may still be on the page. When the worker finishes the card
+instead (the customer closed the tab before the page could show the outcome), nobody has told
+them: the reminders start at once."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -25,12 +27,12 @@ def story(runtime: Runtime, fake_gateway: Any, clock: Any) -> Story:
 
 @pytest.fixture
 def linked(story: Story, runtime: Runtime, clock: Any) -> Linked:
-    """A declined renewal (insufficient funds: the soft sequence, its day 0 sent), two days on:
-    the customer opens the link from that reminder."""
+    """A declined renewal (insufficient funds: the soft sequence, its day 0 sent), two days on,
+    in the afternoon: the customer opens the link from that reminder."""
     linked = failed_renewal_with_link(story, runtime)
     story.deliver()
     story.run_due()
-    clock.set(clock.now() + timedelta(days=2))
+    clock.set(clock.now() + timedelta(days=2, hours=5))
     story.run_due()
     return linked
 
@@ -61,12 +63,13 @@ def _play(story: Story, clock: Any, hours: float) -> None:
         clock.set(clock.now() + timedelta(minutes=1))
 
 
-def test_reminders_wait_a_day_after_the_customer_saw_the_card_fail(
+def test_reminders_wait_for_the_next_day_after_the_customer_saw_the_card_fail(
     client: Any, runtime: Runtime, fake_gateway: Any, story: Story, clock: Any, linked: Linked
 ) -> None:
-    seen_at = clock.now()
+    seen_at = clock.now()  # 14:00 UTC, 15:00 for the customer (Europe/Berlin)
+    zone = ZoneInfo("Europe/Berlin")
     _new_card_declined(client, fake_gateway, linked, returns=True)
-    _play(story, clock, hours=23)
+    _play(story, clock, hours=18)  # until 09:00 the next morning, their time
     assert _sent_since(runtime, seen_at) == []
     with runtime.db.transaction() as s:
         pending = s.scalars(select(OutboxMessage).where(OutboxMessage.status == "pending")).all()
@@ -74,12 +77,14 @@ def test_reminders_wait_a_day_after_the_customer_saw_the_card_fail(
         told = timeline.story(s, linked.case_id)
         assert told is not None
         lines = [line.summary for line in told.lines]
-    assert any("starting a day later: the customer saw the new card fail" in x for x in lines)
-    # Still no new card the next day: now they are asked for one.
+    assert any("from the next day: the customer saw the new card fail" in x for x in lines)
+    # Still no new card the next morning: now they are asked for one, at the send hour.
     _play(story, clock, hours=2)
     sent = _sent_since(runtime, seen_at)
     assert [template for template, _ in sent] == ["card_replace"]
-    assert sent[0][1] >= seen_at + timedelta(days=1)
+    local = sent[0][1].astimezone(zone)
+    assert local.date() == seen_at.astimezone(zone).date() + timedelta(days=1)
+    assert local.hour == runtime.rules.reminders.send_hour
 
 
 def test_reminders_start_at_once_when_the_page_never_showed_the_failure(

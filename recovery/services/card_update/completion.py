@@ -268,9 +268,9 @@ def record_outcome(
 
 # A customer whose new card just failed on the card-update page read so there, with "Try another
 # card": a reminder sequence the failure sets off (a card to replace, a payment to confirm)
-# starts this much later instead of telling them again within seconds, while they may still be
-# on the page. Paid meanwhile, it never goes out (a case closing cancels what is pending).
-SEEN_ON_THE_PAGE_DELAY = timedelta(days=1)
+# starts the next day, at the reminders' send hour in their time zone (messaging/reminders.py),
+# instead of telling them again within seconds, while they may still be on the page. Paid
+# meanwhile, it never goes out (a case closing cancels what is pending).
 _SEEN_WITHIN = timedelta(hours=1)  # how far back a failure on the page counts as just seen
 
 

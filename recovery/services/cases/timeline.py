@@ -226,8 +226,8 @@ def _case_line(e: CaseEvent, case: RecoveryCase, attempts: list[PaymentAttempt],
             summary = f"Reminder plan: {sequence}."
             if data.get("after_the_page"):
                 summary = (
-                    f"Reminder plan: {sequence}, starting a day later: the customer saw the"
-                    " new card fail on the card-update page."
+                    f"Reminder plan: {sequence}, from the next day: the customer saw the new"
+                    " card fail on the card-update page."
                 )
         return Line(e.at, "case", kind, summary, order=e.id)
     if kind == "auto_advance_off":

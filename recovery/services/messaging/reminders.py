@@ -310,7 +310,7 @@ def plan_case(
         now,
         "reminders",
         f"reminders: the {wanted.replace('_', ' ')} sequence"
-        + (", a day later: the customer saw it fail on the card-update page" if seen else ""),
+        + (", from the next day: the customer saw it fail on the card-update page" if seen else ""),
         {"sequence": wanted, "replaces": current, "after_the_page": seen is not None},
         f"case:{case.id}:reminders:{run}",
     )
@@ -322,8 +322,9 @@ def plan_case(
         sequence = arm_sequence(options, wanted, tuple(sequence))
         delay = timedelta(hours=options.first_reminder_delay_hours)
         started_at = max(now, case.opened_at + delay)
-    if seen is not None:
-        started_at = max(started_at, seen + completion.SEEN_ON_THE_PAGE_DELAY)
+    if seen is not None:  # the next day at the send hour, the customer's time
+        later = planner.next_day_at(seen, zone_of(customer), config.send_hour)
+        started_at = max(started_at, later)
     steps = planner.plan(
         sequence,
         started_at=started_at,
