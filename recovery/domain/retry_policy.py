@@ -125,10 +125,7 @@ def decide_next_retry(
     _require_aware(ctx.case_opened_at, "case_opened_at")
     zone, zone_name = _zone(ctx.customer_timezone)
     window_end = ctx.case_opened_at + timedelta(days=rules.window_days)
-    # Ties on time get a full tie-break: the decision never depends on the attempts' order.
-    ordered = sorted(ctx.attempts, key=lambda a: a.at)
-    if len({a.at for a in ordered}) < len(ordered):
-        ordered.sort(key=_order)
+    ordered = _in_order(ctx.attempts)
     invoice = [a for a in ordered if a.on_this_invoice]
 
     if any(a.succeeded for a in invoice):
@@ -292,6 +289,25 @@ def _with_brand(attempt: Attempt) -> Decline:
 
 # classify() is pure and Decline is frozen: caching only saves time (a worker asks repeatedly).
 _classify_decline = lru_cache(maxsize=4096)(classify)
+
+
+def _in_order(attempts: Sequence[Attempt]) -> list[Attempt]:
+    # Ties on time get a full tie-break: the decision never depends on the attempts' order.
+    ordered = sorted(attempts, key=lambda a: a.at)
+    if len({a.at for a in ordered}) < len(ordered):
+        ordered.sort(key=_order)
+    return ordered
+
+
+def decline_read(ctx: RetryContext) -> tuple[str, str | None] | None:
+    """The category and code of the decline `decide_next_retry` reads for this context (the
+    invoice's latest charge), for the decision's timeline line; None when that is no decline."""
+    invoice = [a for a in _in_order(ctx.attempts) if a.on_this_invoice]
+    if not invoice or invoice[-1].succeeded or invoice[-1].decline is None:
+        return None
+    last = invoice[-1]
+    assert last.decline is not None
+    return _classify(last).category.value, last.decline.decline_code or last.decline.failure_code
 
 
 def _classify(attempt: Attempt) -> Classification:

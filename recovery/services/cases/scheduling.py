@@ -19,6 +19,7 @@ from recovery.domain.experiments import arm_retry
 from recovery.domain.retry_policy import (
     RetryDecision,
     decide_next_retry,
+    decline_read,
 )
 from recovery.models import (
     ActionStatus,
@@ -249,14 +250,12 @@ def steer(
     if placed is not None and placed.holdout and decision.at is None and not decision.stop:
         why = f"the holdout of experiment {placed.experiment}: Stripe's own retries alone"
         decision = replace(decision, reason=why)
-    decided_on: dict[str, Any] = {}  # the decline this decision read, for its timeline line
     if failed:
         last = failed[-1]
         verdict = classify(decline_of(last))
         case.decline_category = verdict.category.value
         case.decline_code = last.decline_code or last.failure_code
         case.card_brand = last.card_brand or case.card_brand
-        decided_on = {"decline_category": case.decline_category, "decline_code": case.decline_code}
     case.stripe_next_attempt_at = invoice.next_payment_attempt or case.stripe_next_attempt_at
     step = machine.after_decision(CaseStatus(case.status), decision)
     if (
@@ -285,8 +284,10 @@ def steer(
             "next_retry_at": decision.at.isoformat() if decision.at else None,
             "stop": decision.stop,
             "wait_for_new_card": decision.wait_for_new_card,
-            **decided_on,
         }
+        read = decline_read(ctx)  # (a card declined on the card-update page, not yet mirrored)
+        if read is not None:
+            data["decline_category"], data["decline_code"] = read
         line = Line(case.id, now, "decision", decision.reason, key, data)
     if step.end_dunning:
         if line is not None:  # before the end's line, in the timeline's order
