@@ -130,17 +130,23 @@ def test_outbox_page_shows_messages_with_working_links(
     assert "No messages" in demo_client.get("/demo/outbox?channel=sms").get_data(as_text=True)
 
 
-def test_stand_in_checkout_completes_the_session_and_returns(
-    demo_client: Any, fake_gateway: FakeStripeGateway
-) -> None:
-    customer = fake_gateway.add_customer(email="kim@example.com")
-    session = fake_gateway.create_checkout_setup_session(
+def _card_update_checkout(fake: FakeStripeGateway) -> tuple[Any, Any]:
+    """A customer and the setup-mode Checkout Session a card-update link starts for them."""
+    customer = fake.add_customer(email="kim@example.com")
+    session = fake.create_checkout_setup_session(
         customer_id=customer["id"],
         success_url="http://recovery.test/update/x/done?session_id={CHECKOUT_SESSION_ID}",
         cancel_url="http://recovery.test/update/x",
         metadata={"card_update_link": "1"},
         idempotency_key="k1",
     )
+    return customer, session
+
+
+def test_stand_in_checkout_completes_the_session_and_returns(
+    demo_client: Any, fake_gateway: FakeStripeGateway
+) -> None:
+    _, session = _card_update_checkout(fake_gateway)
     path = f"/demo/checkout/{session['id']}"
     page = demo_client.get(path).get_data(as_text=True)
     assert "4242 4242 4242 4242" in page and "4000 0000 0000 0002" in page
@@ -166,14 +172,7 @@ def test_stand_in_checkout_offers_stripes_expired_test_card(
     """A newcomer can try a card declined as expired, as Stripe's 4000 0000 0000 0069 is: the
     card is saved, and charging it is declined with expired_card (a case then asks for another
     card - a new reminder sequence)."""
-    customer = fake_gateway.add_customer(email="kim@example.com")
-    session = fake_gateway.create_checkout_setup_session(
-        customer_id=customer["id"],
-        success_url="http://recovery.test/update/x/done?session_id={CHECKOUT_SESSION_ID}",
-        cancel_url="http://recovery.test/update/x",
-        metadata={"card_update_link": "1"},
-        idempotency_key="k1",
-    )
+    customer, session = _card_update_checkout(fake_gateway)
     path = f"/demo/checkout/{session['id']}"
     page = demo_client.get(path).get_data(as_text=True)
     assert "4000 0000 0000 0069 · is declined when charged: expired card" in page

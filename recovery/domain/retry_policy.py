@@ -303,10 +303,9 @@ def decline_read(ctx: RetryContext) -> tuple[str, str | None] | None:
     """The category and code of the decline `decide_next_retry` reads for this context (the
     invoice's latest charge), for the decision's timeline line; None when that is no decline."""
     invoice = [a for a in _in_order(ctx.attempts) if a.on_this_invoice]
-    if not invoice or invoice[-1].succeeded or invoice[-1].decline is None:
+    last = invoice[-1] if invoice else None
+    if last is None or last.succeeded or last.decline is None:
         return None
-    last = invoice[-1]
-    assert last.decline is not None
     return _classify(last).category.value, last.decline.decline_code or last.decline.failure_code
 
 

@@ -223,12 +223,10 @@ def _case_line(e: CaseEvent, case: RecoveryCase, attempts: list[PaymentAttempt],
             summary = "Reminders start again after the pause."
         else:
             sequence = words.SEQUENCES.get(str(data.get("sequence")), "no reminders")
-            summary = f"Reminder plan: {sequence}."
             if data.get("after_the_page"):
-                summary = (
-                    f"Reminder plan: {sequence}, from the next day: the customer saw the new"
-                    " card fail on the card-update page."
-                )
+                sequence += ", from the next day: the customer saw the new card fail on the"
+                sequence += " card-update page"
+            summary = f"Reminder plan: {sequence}."
         return Line(e.at, "case", kind, summary, order=e.id)
     if kind == "auto_advance_off":
         summary = "Stripe's own retries were turned off for this invoice: this service retries it."
