@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +24,9 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    func,
     inspect,
+    select,
     text,
     update,
 )
@@ -185,6 +187,11 @@ def dialect_insert(dialect: str) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
+def dialect_of(session: Session) -> str:
+    """The session's database: "postgresql" or "sqlite"."""
+    return session.get_bind().dialect.name
+
+
 def in_list(column: Any, name: str, dialect: str) -> Any:
     """`column IN :name` for a list given when executed. On PostgreSQL `column = ANY(:name)`,
     the list one array parameter: the same SQL text whatever its length, so psycopg prepares it
@@ -204,6 +211,47 @@ def insert_ignoring(dialect: str, target: Any, conflict: Sequence[str] = ()) -> 
     return dialect_insert(dialect)(target).on_conflict_do_nothing(
         index_elements=list(conflict) or None
     )
+
+
+def insert_rows_ignoring(
+    session: Session,
+    table: Any,
+    rows: Sequence[Mapping[str, Any]],
+    conflict: Sequence[str],
+    returning: Sequence[str],
+) -> Any:
+    """`insert_ignoring` for many rows (each with the same keys) in one statement; returns the
+    result of RETURNING `returning` (the rows added). On PostgreSQL the rows go as one array
+    parameter a column, `INSERT ... SELECT FROM unnest(...)`: the same short SQL text whatever
+    the number of rows, so psycopg converts it once and PostgreSQL plans it once. A multi-row
+    VALUES list ("insertmanyvalues") is a new statement for every length, which psycopg
+    re-parses, placeholder by placeholder, on every call: about a tenth of a worker's CPU
+    samples went to that (py-spy on bench/worker_throughput.py). SQLite has no arrays: the
+    multi-row VALUES."""
+    dialect = dialect_of(session)
+    columns = tuple(rows[0])
+    statement = _rows_ignoring_statement(dialect, table, columns, tuple(conflict), tuple(returning))
+    if dialect != "postgresql":
+        return session.execute(statement, list(rows))
+    return session.execute(statement, {f"u_{c}": [row[c] for row in rows] for c in columns})
+
+
+@functools.cache
+def _rows_ignoring_statement(
+    dialect: str,
+    table: Any,
+    columns: tuple[str, ...],
+    conflict: tuple[str, ...],
+    returning: tuple[str, ...],
+) -> Any:
+    if dialect != "postgresql":
+        return insert_ignoring(dialect, table, conflict).returning(*(table.c[c] for c in returning))
+    arrays = [bindparam(f"u_{c}", type_=postgresql.ARRAY(table.c[c].type)) for c in columns]
+    source = func.unnest(*arrays).table_valued(*columns).render_derived()
+    rows = select(*(source.c[c] for c in columns))
+    statement = postgresql.insert(table).from_select(list(columns), rows)
+    statement = statement.on_conflict_do_nothing(index_elements=list(conflict) or None)
+    return statement.returning(*(table.c[c] for c in returning))
 
 
 @functools.cache

@@ -6,6 +6,7 @@ a crash between Stripe's answer and our record replays safely.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from recovery.adapters.stripe.errors import (
     InvalidRequest,
     NotFound,
 )
+from recovery.db import dialect_of, in_list
 from recovery.domain import stripe_objects as so
 from recovery.domain.cases import TERMINAL, CaseStatus, CloseReason, RecoveredVia
 from recovery.models import DunningPause, RecoveryCase
@@ -103,6 +105,13 @@ class RetryOutcome:
     error: GatewayError | None = None
 
 
+@functools.cache
+def _cases_locked(dialect: str) -> Any:
+    """A round's cases, locked in id order (as any other locker of several cases would)."""
+    query = select(RecoveryCase).where(in_list(RecoveryCase.id, "ids", dialect))
+    return query.order_by(RecoveryCase.id).with_for_update()
+
+
 def decide_retry(ctx: ActionContext, action: Claimed) -> Retry | None:
     return _decide_retry(ctx, action, _case(ctx, action))
 
@@ -111,8 +120,8 @@ def decide_retries(ctx: ActionContext, actions: Sequence[Claimed]) -> list[Retry
     """`decide_retry` for a round's retries: their cases locked in one query (in id order, as
     any other locker of several cases would)."""
     ids = sorted({int(action.payload["case_id"]) for action in actions})
-    query = select(RecoveryCase).where(RecoveryCase.id.in_(ids)).order_by(RecoveryCase.id)
-    cases = {case.id: case for case in ctx.session.scalars(query.with_for_update())}
+    locked = _cases_locked(dialect_of(ctx.session))
+    cases = {case.id: case for case in ctx.session.scalars(locked, {"ids": ids})}
     return [_decide_retry(ctx, a, cases.get(int(a.payload["case_id"]))) for a in actions]
 
 
@@ -267,9 +276,8 @@ def record_retries(
     together (`scheduling.reevaluate_many`). The same writes as one by one."""
     session, now = ctx.session, ctx.clock.now()
     ids = sorted({plan.case_id for _, plan, _ in items})
-    query = select(RecoveryCase).where(RecoveryCase.id.in_(ids)).order_by(RecoveryCase.id)
-    locked = query.with_for_update().execution_options(populate_existing=True)
-    cases = {case.id: case for case in session.scalars(locked)}
+    locked = _cases_locked(dialect_of(session)).execution_options(populate_existing=True)
+    cases = {case.id: case for case in session.scalars(locked, {"ids": ids})}
     declines = [o.error for _, _, o in items if isinstance(o.error, CardDeclined)]
     pm_ids = sorted({e.payment_method_id for e in declines if e.payment_method_id})
     cards = retry_results.cards_by_id(session, pm_ids)

@@ -4,7 +4,6 @@ once-per-dedupe-key rule as `log.record`; a line added notes its case as moved, 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +12,7 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from recovery.db import insert_ignoring
+from recovery.db import insert_rows_ignoring
 from recovery.models import CaseEvent
 from recovery.runtime import note_case_moved
 
@@ -32,15 +31,6 @@ class Line:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
-@functools.cache
-def _insert(dialect: str) -> Any:
-    # Built once: executed with a list of rows, SQLAlchemy sends them as one multi-row INSERT
-    # ("insertmanyvalues") and returns the keys of the rows it added.
-    return insert_ignoring(dialect, _LINES, ["dedupe_key"]).returning(
-        _LINES.c.case_id, _LINES.c.dedupe_key
-    )
-
-
 def record_lines(session: Session, lines: Sequence[Line]) -> set[str]:
     """Add the lines not written before (once per dedupe key), in their order; returns the keys
     of those added."""
@@ -57,8 +47,8 @@ def record_lines(session: Session, lines: Sequence[Line]) -> set[str]:
         }
         for line in lines
     ]
-    dialect = session.get_bind().dialect.name
-    added = session.execute(_insert(dialect), rows).all()
+    returning = ("case_id", "dedupe_key")
+    added = insert_rows_ignoring(session, _LINES, rows, ["dedupe_key"], returning).all()
     for case_id, _ in added:  # its reminders follow before this unit of work commits
         note_case_moved(session, case_id)
     return {key for _, key in added}

@@ -9,13 +9,15 @@ writer (`mirror_together`: one statement a table to read and lock them, one to w
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recovery.adapters.stripe.errors import AuthenticationRequired, CardDeclined
+from recovery.db import dialect_of, in_list
 from recovery.domain import stripe_objects as so
 from recovery.models import PaymentMethod, RecoveryCase
 from recovery.runtime import ActionContext, Changes
@@ -25,12 +27,18 @@ from recovery.services.events import mirror
 from recovery.services.events.mirror_batch import MirrorBatch
 from recovery.services.events.mirror_handlers import Attempt, Link, Op
 
-_CARDS = select(PaymentMethod).where(PaymentMethod.id.in_(bindparam("ids", expanding=True)))
+_CARDS = functools.cache(
+    lambda dialect: select(PaymentMethod).where(in_list(PaymentMethod.id, "ids", dialect))
+)
 
 
 def cards_by_id(session: Session, pm_ids: Sequence[str]) -> dict[str, PaymentMethod]:
     """A round's declined cards, in one statement."""
-    return {pm.id: pm for pm in session.scalars(_CARDS, {"ids": list(pm_ids)})} if pm_ids else {}
+    return (
+        {pm.id: pm for pm in session.scalars(_CARDS(dialect_of(session)), {"ids": list(pm_ids)})}
+        if pm_ids
+        else {}
+    )
 
 
 def now_ts(ctx: ActionContext) -> int:

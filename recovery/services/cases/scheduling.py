@@ -3,6 +3,7 @@ at the chosen time, or the end of dunning)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -12,6 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from recovery.db import dialect_of, in_list
 from recovery.domain import cases as machine
 from recovery.domain.cases import CaseStatus
 from recovery.domain.declines import classify
@@ -53,12 +55,14 @@ _RETRIES = (
 )
 # The other pending attempts a new plan replaces.
 _ACTIONS = cast(Table, DueAction.__table__)  # Core: no ORM bookkeeping for rows not loaded
-_CANCEL = (
-    update(_ACTIONS)
-    .where(_ACTIONS.c.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        status=ActionStatus.CANCELLED,
-        finished_at=bindparam("now", type_=_ACTIONS.c.finished_at.type),
+_CANCEL = functools.cache(
+    lambda dialect: (
+        update(_ACTIONS)
+        .where(in_list(_ACTIONS.c.id, "ids", dialect))
+        .values(
+            status=ActionStatus.CANCELLED,
+            finished_at=bindparam("now", type_=_ACTIONS.c.finished_at.type),
+        )
     )
 )
 
@@ -108,7 +112,7 @@ def plan_retry(
     key = _past_shadows(retries, retry_key(case))
     others = [a.id for a in retries if a.status == ActionStatus.PENDING and a.dedupe_key != key]
     if others:
-        session.execute(_CANCEL, {"ids": others, "now": now})
+        session.execute(_CANCEL(dialect_of(session)), {"ids": others, "now": now})
     mine = next((action for action in retries if action.dedupe_key == key), None)
     if mine is not None and mine.status == ActionStatus.PENDING and mine.due_at == due_at:
         return  # planned so already (the usual answer): nothing to write, nothing to lock
@@ -221,11 +225,15 @@ def _invoices(session: Session, ids: Sequence[str]) -> dict[str, Invoice]:
             held[invoice_id] = found
     missing = sorted(set(ids) - held.keys())
     if missing:
-        held.update((i.id, i) for i in session.scalars(_INVOICES, {"ids": missing}))
+        held.update(
+            (i.id, i) for i in session.scalars(_INVOICES(dialect_of(session)), {"ids": missing})
+        )
     return held
 
 
-_INVOICES = select(Invoice).where(Invoice.id.in_(bindparam("ids", expanding=True)))
+_INVOICES = functools.cache(
+    lambda dialect: select(Invoice).where(in_list(Invoice.id, "ids", dialect))
+)
 
 
 def steer(

@@ -35,6 +35,7 @@ from recovery.adapters.deadline import Deadline
 from recovery.adapters.email import Email, SendError
 from recovery.adapters.sms import OPTED_OUT
 from recovery.config import Settings
+from recovery.db import dialect_of, in_list
 from recovery.domain import sms as sms_rules
 from recovery.domain.timezones import customer_timezone
 from recovery.models import (
@@ -162,10 +163,13 @@ def decide_sends(ctx: ActionContext, actions: Sequence[Claimed]) -> list[Send | 
     the relevance checks read (`still_wanted`) loaded in one more, so each check finds its
     case in the session instead of asking the database again."""
     ids = sorted({int(action.payload["message_id"]) for action in actions})
-    query = select(OutboxMessage).where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id)
-    rows = {row.id: row for row in ctx.session.scalars(query.with_for_update())}
+    dialect = dialect_of(ctx.session)
+    query = select(OutboxMessage).where(in_list(OutboxMessage.id, "ids", dialect))
+    locked = query.order_by(OutboxMessage.id).with_for_update()
+    rows = {row.id: row for row in ctx.session.scalars(locked, {"ids": ids})}
     case_ids = sorted({r.case_id for r in rows.values() if r.case_id is not None})
-    cases = ctx.session.scalars(select(RecoveryCase).where(RecoveryCase.id.in_(case_ids))).all()
+    of_cases = select(RecoveryCase).where(in_list(RecoveryCase.id, "ids", dialect))
+    cases = ctx.session.scalars(of_cases, {"ids": case_ids}).all()
     plans = [_decide_send(ctx, a, rows.get(int(a.payload["message_id"]))) for a in actions]
     del cases  # held until here: the session keeps only objects someone refers to
     return plans

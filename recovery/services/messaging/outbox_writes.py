@@ -12,9 +12,9 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from recovery.db import insert_ignoring
+from recovery.db import dialect_of, in_list, insert_ignoring, insert_rows_ignoring
 from recovery.domain.reminders import local_day, next_day_at
-from recovery.models import ActionStatus, DueAction, MessageStatus, OutboxMessage
+from recovery.models import MessageStatus, OutboxMessage
 from recovery.services.work import due_actions
 
 SEND_KIND = "outbox.send"
@@ -106,7 +106,8 @@ def enqueue_many(session: Session, messages: Sequence[Mapping[str, Any]], now: d
         {**m, "cap_day": None, "status": MessageStatus.PENDING, "attempts": 0, "created_at": now}
         for m in messages
     ]
-    written = session.execute(_insert_messages(session.get_bind().dialect.name), rows).all()
+    returning = ("id", "about", "dedupe_key", "send_after")
+    written = insert_rows_ignoring(session, _MESSAGES, rows, (), returning).all()
     sends = [
         {
             "kind": SEND_KIND,
@@ -119,12 +120,6 @@ def enqueue_many(session: Session, messages: Sequence[Mapping[str, Any]], now: d
         for message_id, about, key, send_after in written
     ]
     due_actions.schedule_many(session, sends, now)
-
-
-@functools.cache
-def _insert_messages(dialect: str) -> Any:
-    c = _MESSAGES.c
-    return insert_ignoring(dialect, _MESSAGES).returning(c.id, c.about, c.dedupe_key, c.send_after)
 
 
 @functools.cache
@@ -157,12 +152,7 @@ def cancel(session: Session, about: str, now: datetime, *, keep_confirmations: b
     for row in rows:
         finish(row, MessageStatus.CANCELLED, now, None)
     if rows:  # their send actions in one statement, not one per message
-        session.execute(
-            update(DueAction)
-            .where(DueAction.dedupe_key.in_([f"outbox:{row.dedupe_key}" for row in rows]))
-            .where(DueAction.status == ActionStatus.PENDING)
-            .values(status=ActionStatus.CANCELLED, finished_at=now)
-        )
+        due_actions.cancel_by_keys(session, [f"outbox:{row.dedupe_key}" for row in rows], now)
     return len(rows)
 
 
@@ -170,7 +160,9 @@ def cancel_many(session: Session, abouts: Sequence[str], now: datetime) -> None:
     """`cancel` for many subjects at once (confirmations kept): one statement per table."""
     if not abouts:
         return
-    rows = session.execute(_cancel_many(), {"abouts": sorted(set(abouts)), "now": now}).all()
+    rows = session.execute(
+        _cancel_many(dialect_of(session)), {"abouts": sorted(set(abouts)), "now": now}
+    ).all()
     for message_id, _ in rows:  # a loaded one would keep its old status
         held = session.identity_map.get(Session.identity_key(OutboxMessage, message_id))
         if held is not None:
@@ -181,11 +173,11 @@ def cancel_many(session: Session, abouts: Sequence[str], now: datetime) -> None:
 
 
 @functools.cache
-def _cancel_many() -> Any:
+def _cancel_many(dialect: str) -> Any:
     c = _MESSAGES.c
     return (
         update(_MESSAGES)
-        .where(c.about.in_(bindparam("abouts", expanding=True)), c.step != CONFIRMATION)
+        .where(in_list(c.about, "abouts", dialect), c.step != CONFIRMATION)
         .where(c.status == MessageStatus.PENDING)
         .values(status=MessageStatus.CANCELLED, cap_day=None)
         .values(finished_at=bindparam("now", type_=c.finished_at.type))

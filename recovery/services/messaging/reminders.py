@@ -7,6 +7,7 @@ the case just became decides what is written to the outbox (services/outbox.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from recovery.config import Settings
+from recovery.db import dialect_of, in_list
 from recovery.domain import reminders as planner
 from recovery.domain import sms as sms_rules
 from recovery.domain.cases import ACTIVE, TERMINAL, CaseStatus
@@ -244,19 +246,20 @@ def _write_to(
 
 # Built once, with parameters: the planner runs on every move of a case.
 _MESSAGE_WITH_KEY = select(OutboxMessage.id).where(OutboxMessage.dedupe_key == bindparam("key"))
-_MESSAGES_WITH_KEYS = select(OutboxMessage.dedupe_key).where(
-    OutboxMessage.dedupe_key.in_(bindparam("keys", expanding=True))
-)
+_KEYS = OutboxMessage.dedupe_key
+_MESSAGES_WITH_KEYS = functools.cache(lambda d: select(_KEYS).where(in_list(_KEYS, "keys", d)))
 _SUBSCRIPTION_STATUS = select(Subscription.status).where(Subscription.id == bindparam("id"))
 _PLANS = (
     select(CaseEvent.data)
     .where(CaseEvent.case_id == bindparam("case_id"), CaseEvent.kind == "reminders")
     .order_by(CaseEvent.id)
 )
-_PLANS_OF_CASES = (
-    select(CaseEvent.case_id, CaseEvent.data)
-    .where(CaseEvent.case_id.in_(bindparam("ids", expanding=True)), CaseEvent.kind == "reminders")
-    .order_by(CaseEvent.id)
+_PLANS_OF_CASES = functools.cache(
+    lambda dialect: (
+        select(CaseEvent.case_id, CaseEvent.data)
+        .where(in_list(CaseEvent.case_id, "ids", dialect), CaseEvent.kind == "reminders")
+        .order_by(CaseEvent.id)
+    )
 )
 
 
@@ -268,7 +271,8 @@ def _current_sequence(session: Session, case: RecoveryCase) -> tuple[str | None,
 def _current_sequences(session: Session, ids: Sequence[int]) -> dict[int, tuple[str | None, int]]:
     """`_current_sequence` of many cases in one statement."""
     plans: dict[int, list[Any]] = {}
-    for case_id, data in session.execute(_PLANS_OF_CASES, {"ids": list(ids)}):
+    query = _PLANS_OF_CASES(dialect_of(session))
+    for case_id, data in session.execute(query, {"ids": list(ids)}):
         plans.setdefault(case_id, []).append(data)
     return {i: (str(rows[-1].get("sequence")), len(rows)) for i, rows in plans.items()}
 
@@ -393,7 +397,8 @@ def close_cases(
         if template is not None:
             wanted[f"case:{case.id}:{template}"] = (case, template)
     # Said already (the usual answer: a closed case's timeline keeps moving) is asked first.
-    for key in session.scalars(_MESSAGES_WITH_KEYS, {"keys": sorted(wanted)}) if wanted else ():
+    said = _MESSAGES_WITH_KEYS(dialect_of(session))
+    for key in session.scalars(said, {"keys": sorted(wanted)}) if wanted else ():
         del wanted[key]
     read_placements(session, sorted({case.id for case, _ in wanted.values()}))
     # Their cards and customers in one statement too (one: the single case's own read).

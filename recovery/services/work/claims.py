@@ -31,7 +31,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import InterfaceError, OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
-from recovery.db import Database, insert_ignoring, insert_or_ignore, take_writers_turn
+from recovery.db import (
+    Database,
+    dialect_of,
+    in_list,
+    insert_or_ignore,
+    insert_rows_ignoring,
+    take_writers_turn,
+)
 from recovery.models import ActionStatus, DueAction
 from recovery.runtime import Claimed
 
@@ -95,14 +102,8 @@ def schedule_many(
         }
         for a in actions
     ]
-    statement = _schedule_many_statement(session.get_bind().dialect.name)
-    return set(session.scalars(statement, rows))
-
-
-@functools.cache
-def _schedule_many_statement(dialect: str) -> Any:
-    # Executed with a list of rows: one multi-row INSERT ("insertmanyvalues").
-    return insert_ignoring(dialect, _ACTIONS, ["dedupe_key"]).returning(_ACTIONS.c.dedupe_key)
+    added = insert_rows_ignoring(session, _ACTIONS, rows, ["dedupe_key"], ["dedupe_key"])
+    return set(added.scalars())
 
 
 # The worker's own statements, built once on the table (not the ORM entity): SQLAlchemy then
@@ -141,10 +142,10 @@ def cancel_pending(
 
 
 @functools.cache
-def _cancel_many_statement() -> Any:
+def _cancel_many_statement(dialect: str) -> Any:
     return (
         update(_ACTIONS)
-        .where(_c.subject.in_(bindparam("b_subjects", expanding=True)))
+        .where(in_list(_c.subject, "b_subjects", dialect))
         .where(_c.status == ActionStatus.PENDING)
         .values(
             status=ActionStatus.CANCELLED, finished_at=bindparam("b_now", type_=_c.finished_at.type)
@@ -158,14 +159,14 @@ def cancel_pending_many(session: Session, subjects: Sequence[str], now: datetime
     if not subjects:
         return Counter()
     params = {"b_subjects": sorted(set(subjects)), "b_now": now}
-    return Counter(session.scalars(_cancel_many_statement(), params))
+    return Counter(session.scalars(_cancel_many_statement(dialect_of(session)), params))
 
 
 @functools.cache
-def _cancel_by_keys_statement() -> Any:
+def _cancel_by_keys_statement(dialect: str) -> Any:
     return (
         update(_ACTIONS)
-        .where(_c.dedupe_key.in_(bindparam("b_keys", expanding=True)))
+        .where(in_list(_c.dedupe_key, "b_keys", dialect))
         .where(_c.status == ActionStatus.PENDING)
         .values(
             status=ActionStatus.CANCELLED, finished_at=bindparam("b_now", type_=_c.finished_at.type)
@@ -176,7 +177,10 @@ def _cancel_by_keys_statement() -> Any:
 def cancel_by_keys(session: Session, dedupe_keys: Sequence[str], now: datetime) -> None:
     """Cancel the pending actions with these dedupe keys, in one statement."""
     if dedupe_keys:
-        session.execute(_cancel_by_keys_statement(), {"b_keys": list(dedupe_keys), "b_now": now})
+        session.execute(
+            _cancel_by_keys_statement(dialect_of(session)),
+            {"b_keys": list(dedupe_keys), "b_now": now},
+        )
 
 
 @functools.cache
@@ -305,10 +309,10 @@ def holds_lease(session: Session, action: Claimed, owner: str) -> bool:
 
 
 @functools.cache
-def _complete_many_statement() -> Any:
+def _complete_many_statement(dialect: str) -> Any:
     return (
         update(_ACTIONS)
-        .where(_c.id.in_(bindparam("b_ids", expanding=True)))
+        .where(in_list(_c.id, "b_ids", dialect))
         .where(_c.status == ActionStatus.RUNNING)
         .where(_c.lease_owner == bindparam("b_owner"))
         .values(status=ActionStatus.DONE, finished_at=bindparam("b_now", type_=_c.finished_at.type))
@@ -323,7 +327,7 @@ def complete_many(session: Session, ids: Sequence[int], owner: str, now: datetim
     if not ids:
         return set()
     params = {"b_ids": list(ids), "b_owner": owner, "b_now": now}
-    return set(session.scalars(_complete_many_statement(), params))
+    return set(session.scalars(_complete_many_statement(dialect_of(session)), params))
 
 
 # The database went away: nothing can be recorded, the whole unit of work is lost; the actions

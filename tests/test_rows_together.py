@@ -1,0 +1,54 @@
+"""Rows written together (recovery.db.insert_rows_ignoring, under the worker's schedules, the
+timeline's lines and the outbox's confirmations): on PostgreSQL one array a column, INSERT ...
+SELECT FROM unnest; on SQLite a multi-row VALUES. The same rows either way, each written once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from recovery.db import Database
+from recovery.models import ActionStatus, DueAction
+from recovery.services.work import due_actions
+
+NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+def _action(i: int) -> dict[str, object]:
+    return {
+        "kind": "case.retry",
+        "subject": f"case:{i}",
+        "dedupe_key": f"case:{i}:attempt:1",
+        "due_at": NOW + timedelta(minutes=i),
+        "payload": {"case_id": i, "note": 'l\'échéance "ü"'},
+        "max_attempts": 3 + i % 5,
+    }
+
+
+def test_actions_scheduled_together_keep_their_values_and_are_written_once(
+    database_url: str,
+) -> None:
+    # 1,200 rows: past SQLAlchemy's 1,000 rows a multi-row VALUES on SQLite
+    db = Database(database_url)
+    try:
+        with db.transaction() as session:
+            added = due_actions.schedule_many(session, [_action(i) for i in range(1200)], NOW)
+        assert added == {f"case:{i}:attempt:1" for i in range(1200)}
+        with db.transaction() as session:  # again, with one new: only the new one is added
+            again = due_actions.schedule_many(session, [_action(i) for i in range(1201)], NOW)
+        assert again == {"case:1200:attempt:1"}
+        with db.reading() as session:
+            rows = session.scalars(select(DueAction).order_by(DueAction.id)).all()
+            seen = [
+                (r.dedupe_key, r.due_at, r.payload, r.max_attempts, r.status, r.attempts)
+                for r in rows
+            ]
+    finally:
+        db.dispose()
+    expected = [
+        (a["dedupe_key"], a["due_at"], a["payload"], a["max_attempts"], ActionStatus.PENDING, 0)
+        for a in map(_action, range(1201))
+    ]
+    assert sorted(seen, key=str) == sorted(expected, key=str)
+    assert all(due_at.tzinfo is not None for _, due_at, *_ in seen)
