@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy import create_engine, event, text  # noqa: E402
 
+from recovery import heap  # noqa: E402
 from recovery.adapters.clock import FrozenClock  # noqa: E402
 from recovery.adapters.stripe_fake import FakeStripeGateway  # noqa: E402
 from recovery.db import Base  # noqa: E402
@@ -82,6 +83,7 @@ class Run:
         self.clock = FrozenClock(START)
         gateway = FakeStripeGateway(clock=self.clock)
         self.rt: Runtime = build_runtime(make_settings(url, tmp), clock=self.clock, gateway=gateway)
+        heap.settle()  # as `recovery worker` does once started
         self.statements = 0
 
         @event.listens_for(self.rt.db.engine, "before_cursor_execute")

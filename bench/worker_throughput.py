@@ -171,6 +171,7 @@ class BenchGateway(FakeStripeGateway):
 
 
 def worker_main(args: argparse.Namespace) -> int:
+    from recovery import heap
     from recovery.adapters.clock import SystemClock
     from recovery.config import Settings
     from recovery.services.registry import build_runtime
@@ -185,6 +186,7 @@ def worker_main(args: argparse.Namespace) -> int:
     )
     runtime = build_runtime(settings, clock=SystemClock(), gateway=gateway)
     runner = ActionRunner(runtime, args.worker_id, batch_size=args.batch)
+    heap.settle()  # as `recovery worker` does once started
     statements = Counter[str]()
 
     def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from recovery import heap
 from recovery.app import create_app
 from recovery.runtime import Runtime
 from recovery.worker import Worker
@@ -21,6 +22,7 @@ def serve(rt: Runtime, host: str, port: int, *, with_worker: bool) -> None:
     app = create_app(runtime=rt)
     server = make_server(host, port, app, threaded=True)
     worker_instance = Worker(rt) if with_worker else None
+    heap.settle()
     if worker_instance is not None:
         worker_instance.start(blocking=False)
 

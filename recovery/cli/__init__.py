@@ -57,10 +57,13 @@ def db_upgrade() -> None:
 @click.option("--batch-size", default=50, show_default=True, help="Due actions claimed per tick.")
 def worker(batch_size: int) -> None:
     """Run a worker: due actions, event re-drives, daily jobs. Run as many as you like."""
+    from recovery import heap
     from recovery.worker import Worker
 
     rt = common.runtime_from_env()
-    Worker(rt, batch_size=batch_size).start(blocking=True)
+    process = Worker(rt, batch_size=batch_size)
+    heap.settle()
+    process.start(blocking=True)
 
 
 @main.command()
