@@ -53,7 +53,7 @@ class Worker:
         runtime: Runtime,
         *,
         worker_id: str | None = None,
-        batch_size: int = 50,
+        batch_size: int = due_actions.DEFAULT_BATCH,
         lease: timedelta = due_actions.DEFAULT_LEASE,
         threads: int | None = None,
     ) -> None:

@@ -54,7 +54,12 @@ def db_upgrade() -> None:
 
 
 @main.command()
-@click.option("--batch-size", default=50, show_default=True, help="Due actions claimed per tick.")
+@click.option(
+    "--batch-size",
+    default=100,
+    show_default=True,
+    help="Due actions claimed, decided and recorded together.",
+)
 def worker(batch_size: int) -> None:
     """Run a worker: due actions, event re-drives, daily jobs. Run as many as you like."""
     from recovery import heap

@@ -39,6 +39,7 @@ from recovery.services.work.claims import claim as claim
 from recovery.services.work.claims import claim_in as claim_in
 from recovery.services.work.claims import schedule as schedule
 from recovery.services.work.claims import schedule_many as schedule_many
+from recovery.services.work.runner import DEFAULT_BATCH as DEFAULT_BATCH
 from recovery.services.work.runner import ActionRunner as ActionRunner
 from recovery.services.work.steps import Called as Called
 from recovery.services.work.steps import Decided as Decided
