@@ -30,7 +30,6 @@ from pathlib import Path
 import click
 from sqlalchemy import func, select
 
-from recovery import heap
 from recovery.adapters.clock import FrozenClock, SystemClock
 from recovery.config import ConfigError, Settings
 from recovery.devtools import population
@@ -106,10 +105,7 @@ def prepare_environment(host: str, port: int) -> Settings:
 def seed_history(
     settings: Settings, gateway: DemoStripeGateway, clock: FrozenClock, customers: int, seed: int
 ) -> HistoryReport:
-    """Play the history through a runtime of its own (the demo's process entry point and
-    bench/demo_seed.py call this: it settles the process's heap, recovery/heap.py)."""
     runtime = build_runtime(settings, clock=clock, gateway=gateway)
-    heap.settle()
     try:
         _check_empty(runtime)
         with _quiet():
