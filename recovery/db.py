@@ -220,14 +220,14 @@ def insert_rows_ignoring(
     conflict: Sequence[str],
     returning: Sequence[str],
 ) -> Any:
-    """`insert_ignoring` for many rows (each with the same keys) in one statement; returns the
-    result of RETURNING `returning` (the rows added). On PostgreSQL the rows go as one array
-    parameter a column, `INSERT ... SELECT FROM unnest(...)`: the same short SQL text whatever
-    the number of rows, so psycopg converts it once and PostgreSQL plans it once. A multi-row
-    VALUES list ("insertmanyvalues") is a new statement for every length, which psycopg
-    re-parses, placeholder by placeholder, on every call: about a tenth of a worker's CPU
-    samples went to that (py-spy on bench/worker_throughput.py). SQLite has no arrays: the
-    multi-row VALUES."""
+    """`insert_ignoring` for many rows (at least one; each with the same keys) in one
+    statement; returns the result of RETURNING `returning` (the rows added). On PostgreSQL the
+    rows go as one array parameter a column, `INSERT ... SELECT FROM unnest(...)`: the same
+    short SQL text whatever the number of rows, so psycopg converts it once and PostgreSQL plans
+    it once. A multi-row VALUES list ("insertmanyvalues") is a new statement for every length,
+    which psycopg re-parses, placeholder by placeholder, on every call: about a tenth of a
+    worker's CPU samples went to that (py-spy on bench/worker_throughput.py). SQLite has no
+    arrays: the multi-row VALUES."""
     dialect = dialect_of(session)
     columns = tuple(rows[0])
     statement = _rows_ignoring_statement(dialect, table, columns, tuple(conflict), tuple(returning))

@@ -34,11 +34,10 @@ _CARDS = functools.cache(
 
 def cards_by_id(session: Session, pm_ids: Sequence[str]) -> dict[str, PaymentMethod]:
     """A round's declined cards, in one statement."""
-    return (
-        {pm.id: pm for pm in session.scalars(_CARDS(dialect_of(session)), {"ids": list(pm_ids)})}
-        if pm_ids
-        else {}
-    )
+    if not pm_ids:
+        return {}
+    found = session.scalars(_CARDS(dialect_of(session)), {"ids": list(pm_ids)})
+    return {pm.id: pm for pm in found}
 
 
 def now_ts(ctx: ActionContext) -> int:
