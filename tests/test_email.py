@@ -15,7 +15,15 @@ import pytest
 
 from recovery import i18n
 from recovery.adapters.clock import FrozenClock
-from recovery.adapters.email import Email, Outgoing, SmtpMailer, address, build, parse_smtp_url
+from recovery.adapters.email import (
+    Email,
+    Outgoing,
+    SmtpMailer,
+    address,
+    build,
+    message_id,
+    parse_smtp_url,
+)
 from recovery.domain.reminders import TEMPLATES
 from recovery.runtime import Runtime
 from recovery.services.messaging import reminders
@@ -68,6 +76,24 @@ def test_reminder_arrives_as_plain_text_from_a_named_person(story: Story, sink: 
     assert "<html" not in body.lower()
     [row] = [m for m in messages(story.rt, case_id=case_id) if m.status == "sent"]
     assert row.provider_id == mail["Message-ID"]
+
+
+def test_a_rounds_emails_are_each_recorded_with_their_own_message_id(
+    story: Story, sink: SmtpSink
+) -> None:
+    """Sent in one round, marked sent in one statement (on PostgreSQL one UPDATE over arrays):
+    each row keeps the Message-ID of its own email, and one attempt."""
+    cases = [_failed_case(story) for _ in range(3)]
+    story.worker.run_until_idle()
+    assert len(sink.messages) == 3
+    ids_sent = {mail["Message-ID"] for mail in sink.messages}
+    rows = [m for c in cases for m in messages(story.rt, case_id=c) if m.status == "sent"]
+    assert len(rows) == 3 and {row.provider_id for row in rows} == ids_sent
+    assert all(row.attempts == 1 and row.sent_at == story.clock.now() for row in rows)
+    # each row's is the one derived from its own dedupe key, not another's of the round
+    assert all(
+        row.provider_id == message_id(row.dedupe_key, "billing@acme.example") for row in rows
+    )
 
 
 @pytest.mark.parametrize(

@@ -22,13 +22,15 @@ after MAX_ATTEMPTS - about two days, so an SMTP or Twilio outage of a day loses 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, bindparam, case, select, update
+from sqlalchemy import Integer, Table, bindparam, case, func, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from recovery.adapters.deadline import Deadline
@@ -282,11 +284,46 @@ def _sent_values(send: Send, sent: Sent, now: datetime) -> dict[str, Any]:
     }
 
 
+@functools.cache
+def _mark_all_sent() -> Any:
+    """`_MARK_SENT` for a round on PostgreSQL: one UPDATE ... FROM unnest(ids, provider ids,
+    attempts), where an executemany ran (and psycopg's pipeline answered) one statement a
+    message."""
+    arrays = (
+        bindparam("b_ids", type_=postgresql.ARRAY(Integer())),
+        bindparam("b_providers", type_=postgresql.ARRAY(_m.provider_id.type)),
+        bindparam("b_attempts", type_=postgresql.ARRAY(Integer())),
+    )
+    sent = func.unnest(*arrays).table_valued("id", "provider", "attempt").render_derived()
+    return (
+        update(_MESSAGES)
+        .where(_m.id == sent.c.id)
+        .values(
+            status=MessageStatus.SENT,
+            sent_at=bindparam("b_now", type_=_m.sent_at.type),
+            finished_at=bindparam("b_now", type_=_m.finished_at.type),
+            last_error=None,
+            provider_id=sent.c.provider,
+            attempts=func.greatest(_m.attempts, sent.c.attempt),
+        )
+    )
+
+
 def record_sent(ctx: ActionContext, items: Sequence[tuple[Claimed, Send, Sent]]) -> None:
     """A round's sent messages marked sent in one statement (their actions are done already)."""
-    if items:
-        now = ctx.clock.now()
+    if not items:
+        return
+    now = ctx.clock.now()
+    if dialect_of(ctx.session) != "postgresql":
         ctx.session.execute(_MARK_SENT, [_sent_values(send, sent, now) for _, send, sent in items])
+        return
+    params = {
+        "b_ids": [send.message_id for _, send, _ in items],
+        "b_providers": [sent.provider_id for _, _, sent in items],
+        "b_attempts": [send.attempt for _, send, _ in items],
+        "b_now": now,
+    }
+    ctx.session.execute(_mark_all_sent(), params)
 
 
 def record_send(ctx: ActionContext, action: Claimed, send: Send, sent: Sent) -> None:
