@@ -271,7 +271,7 @@ def insert_or_ignore(
 
     Uses RETURNING rather than the row count: psycopg reports -1 for a conflicting insert.
     """
-    dialect = session.get_bind().dialect.name
+    dialect = dialect_of(session)
     stmt = _insert_or_ignore_statement(dialect, model, tuple(conflict_columns or ()))
     return session.execute(stmt, as_columns(model, values)).first() is not None
 
@@ -311,5 +311,5 @@ _TAKE_TURN = {
 def take_writers_turn(session: Session, *, exclusive: bool) -> None:
     """Wait for this transaction's turn (see WRITERS_TURN_KEY); held until it ends. SQLite has
     one writer at a time anyway: nothing to do."""
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         session.execute(_TAKE_TURN[exclusive], {"k": WRITERS_TURN_KEY})

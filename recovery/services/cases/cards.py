@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from recovery.db import in_list
+from recovery.db import dialect_of, in_list
 from recovery.models import AccountContact, Customer, PaymentMethod, RecoveryCase, Subscription
 
 # The case's current card (None: none), its customer (None: not in the mirror) and whether the
@@ -158,7 +158,7 @@ def cards_and_customers(
     ids = sorted({case.id for case in cases if case.subscription_id or case.customer_id})
     if not ids:
         return found
-    statement = _cards_for_messages_statement(session.get_bind().dialect.name)
+    statement = _cards_for_messages_statement(dialect_of(session))
     for case_id, *row in session.execute(statement, {"ids": ids}):
         found[case_id] = read_as(*row)
     return found

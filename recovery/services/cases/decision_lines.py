@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import String, bindparam, cast, func, literal, null, select, type_coerce, union_all
 from sqlalchemy.orm import Session
 
-from recovery.db import in_list
+from recovery.db import dialect_of, in_list
 from recovery.models import CaseEvent, DueAction, Invoice, RecoveryCase
 from recovery.services.cases.log import RETRY_KIND, subject
 
@@ -111,7 +111,7 @@ def case_lines_statement() -> Any:
 def case_lines_many(session: Session, cases: Sequence[RecoveryCase]) -> dict[int, CaseLines]:
     """`_case_lines` for many cases, in one statement: each row says whose it is (a line its
     case, a retry its subject, a paid renewal its customer, shared by that customer's cases)."""
-    dialect = session.get_bind().dialect.name
+    dialect = dialect_of(session)
     customers = sorted({case.customer_id for case in cases if case.customer_id})
     params = {
         "ids": sorted(case.id for case in cases),

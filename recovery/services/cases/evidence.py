@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from recovery.db import in_list, utcnow_from
+from recovery.db import dialect_of, in_list, utcnow_from
 from recovery.domain.business_days import customer_country
 from recovery.domain.declines import Decline
 from recovery.domain.retry_policy import (
@@ -259,7 +259,7 @@ def _cards_and_customers(
             ids.append(case.id)
     if not ids:
         return found
-    statement = _cards_and_customers_statement(session.get_bind().dialect.name)
+    statement = _cards_and_customers_statement(dialect_of(session))
     for case_id, *read, experiment, arm in session.execute(statement, {"ids": sorted(ids)}):
         remember_placement(session, case_id, experiment, arm)
         found[case_id] = _remembered(session, case_id, cards.read_as(*read))

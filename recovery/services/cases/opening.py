@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from recovery.db import insert_ignoring
+from recovery.db import dialect_of, insert_ignoring
 from recovery.domain import cases as machine
 from recovery.domain.cases import CaseStatus
 from recovery.domain.experiments import Placement
@@ -59,7 +59,7 @@ def open_case(
     # Inserted and read back in one statement (a locking read, the insert and the same read
     # again before; the caller found no case). A row of ours is locked until commit; the
     # invoice's case that another transaction opened is read, and locked, as before.
-    inserted = session.scalars(_insert_case_statement(_dialect(session)), values).one_or_none()
+    inserted = session.scalars(_insert_case_statement(dialect_of(session)), values).one_or_none()
     if not isinstance(inserted, RecoveryCase):
         return lock_for_invoice(session, invoice.id)
     case = inserted
@@ -123,10 +123,6 @@ def take_just_opened(session: Session, case_id: int) -> bool:
         return False
     opened.discard(case_id)
     return True
-
-
-def _dialect(session: Session) -> str:
-    return session.get_bind().dialect.name
 
 
 @functools.cache

@@ -60,7 +60,7 @@ def mirror_together(session: Session, ops: Sequence[Op]) -> None:
     """A round's mirror writes through the events' batch writer: the same rules (newest
     version wins, a tie asks Stripe, an attempt merges field by field), the same end state as
     writing them one by one (`mirror_handlers.apply_ops`)."""
-    batch = MirrorBatch(session, session.get_bind().dialect.name, keeps_writes=True)
+    batch = MirrorBatch(session, dialect_of(session), keeps_writes=True)
     batch.prefetch(ops)
     batch.commit(batch.plan(list(ops), Changes()))
     batch.flush()

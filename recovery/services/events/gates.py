@@ -39,7 +39,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
-from recovery.db import in_list
+from recovery.db import dialect_of, in_list
 from recovery.domain import stripe_objects as so
 from recovery.domain.cases import ACTIVE
 from recovery.domain.outreach import metadata_contacts
@@ -339,7 +339,7 @@ def read_facts(session: Session, events: Sequence[Payload]) -> BatchFacts:
         if not (invoices or customers or subscriptions):
             return
         rows = session.execute(
-            _facts_statement(session.get_bind().dialect.name),
+            _facts_statement(dialect_of(session)),
             {
                 "invoices": sorted(invoices),
                 "customers": sorted(customers),

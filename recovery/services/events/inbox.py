@@ -31,7 +31,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from recovery.adapters.clock import Clock
-from recovery.db import Database, insert_ignoring, insert_or_ignore
+from recovery.db import Database, dialect_of, insert_ignoring, insert_or_ignore
 from recovery.models import EventStatus, StripeEvent
 from recovery.runtime import ContextFactory
 from recovery.services.events import processing
@@ -89,7 +89,7 @@ def store_events(
     not already stored; a repeat within `events` is not."""
     if not events:
         return []
-    dialect = session.get_bind().dialect.name
+    dialect = dialect_of(session)
     if dialect == "postgresql":
         stored = _store_through_libpq(session, events, now)
     else:

@@ -51,7 +51,7 @@ def enqueue(
     or None when the key was used already. `key_checked`: the caller found the key unused in
     this transaction already (the reminders planner asks before it renders), so it is not
     asked twice."""
-    dialect = session.get_bind().dialect.name
+    dialect = dialect_of(session)
     if not key_checked and session.scalar(
         select(OutboxMessage.id).where(OutboxMessage.dedupe_key == dedupe_key)
     ):

@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, and_, case, cast, extract, func, select
 from sqlalchemy.orm import Session
 
+from recovery.db import dialect_of
 from recovery.domain.cases import ACTIVE, CaseStatus, RecoveredVia
 from recovery.domain.offers import monthly_amount
 from recovery.models import RecoveryCase, SubscriptionItem
@@ -230,7 +231,7 @@ def recovered_mrr_by_currency(session: Session, in_period: ColumnElement[bool]) 
 
 def seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[Any]:
     """Whole seconds from start to end, in the engine's own date arithmetic."""
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         return func.round(extract("epoch", end - start))
     return func.round((func.julianday(end) - func.julianday(start)) * 86400)
 
@@ -239,7 +240,7 @@ def days_taken(session: Session) -> ColumnElement[Any]:
     """Whole days a recovery took (`seconds_between` floored; -1 when paid before it opened):
     the median's histogram buckets (`rollups.median_days`)."""
     seconds = seconds_between(session, RecoveryCase.opened_at, RecoveryCase.closed_at)
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         whole = cast(func.floor(seconds / 86400), Integer)
     else:  # round() gives a float; CAST truncates, which is floor for a non-negative one
         whole = cast(seconds / 86400, Integer)
