@@ -156,6 +156,9 @@ def test_smtp_that_never_answers_times_out_and_the_message_goes_later_once(
         "UPDATE outbox_messages SET locale = locale WHERE id = :id",
         {"id": day0.id},
     )
+    # Its attempt was counted before the call (an SMS's next attempt asks Twilio first for it).
+    calling = next(m for m in messages(rt, case_id=case_id) if m.step == "soft.0")
+    assert (calling.status, calling.attempts) == ("pending", 1)
     assert worker.is_alive()
     worker.join(30)
     assert not worker.is_alive() and took[0] < DEADLINE + 5
