@@ -4,9 +4,24 @@ attempts elsewhere: read for every decision and every case page."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, union
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    and_,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+    true,
+    union,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, aliased
 
 from recovery.domain.stripe_objects.fields import MAX_TIMESTAMP
@@ -69,13 +84,43 @@ def attempts_and_same_card_statement() -> Any:
 
 @functools.cache
 def _attempt_ids() -> Any:
-    invoice_id: Any = bindparam("invoice_id")
-    customer_id: Any = bindparam("customer_id")
-    amount: Any = bindparam("amount")
-    currency: Any = bindparam("currency")
-    created: Any = bindparam("created")
-    linked_intents = select(InvoicePayment.payment_intent_id).where(
-        InvoicePayment.invoice_id == invoice_id
+    return _attempt_ids_of(
+        _Given(
+            invoice_id=bindparam("invoice_id"),
+            customer_id=bindparam("customer_id"),
+            amount=bindparam("amount"),
+            currency=bindparam("currency"),
+            created=bindparam("created"),
+            paid=bindparam("paid"),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _Given:
+    """What the rules of `attempts_for` read of a case and its invoice: parameters for one
+    case, or the columns of a round's cases for one statement over them all."""
+
+    invoice_id: Any
+    customer_id: Any
+    amount: Any
+    currency: Any
+    created: Any
+    paid: Any
+
+
+def _attempt_ids_of(given: _Given) -> Any:
+    invoice_id = given.invoice_id
+    customer_id = given.customer_id
+    amount = given.amount
+    currency = given.currency
+    created = given.created
+    # Each subquery reads its own table only: the case's columns and the attempt come from
+    # the statements around it (correlate_except), in a LATERAL over a round's cases too.
+    linked_intents = (
+        select(InvoicePayment.payment_intent_id)
+        .where(InvoicePayment.invoice_id == invoice_id)
+        .correlate_except(InvoicePayment)
     )
     # Correlated, so it probes the payment_intent_id index once per candidate row; a plain
     # NOT IN (all other invoices' payments) read the whole table on every failure - quadratic
@@ -84,6 +129,7 @@ def _attempt_ids() -> Any:
         select(InvoicePayment.id)
         .where(InvoicePayment.payment_intent_id == PaymentAttempt.payment_intent_id)
         .where(InvoicePayment.invoice_id != invoice_id)
+        .correlate_except(InvoicePayment)
         .exists()
     )
     # Another invoice of the customer for the same amount, created after this one and no later
@@ -96,6 +142,7 @@ def _attempt_ids() -> Any:
         .where(later.amount_due == amount, later.currency == currency)
         .where(later.created > created)
         .where(later.created <= PaymentAttempt.created)
+        .correlate_except(later)
         .exists()
     )
     unlinked_same_amount = and_(
@@ -105,7 +152,7 @@ def _attempt_ids() -> Any:
         PaymentAttempt.currency == currency,
         PaymentAttempt.created >= created,
         # Until the invoice was paid (an unpaid one: the largest timestamp there is).
-        PaymentAttempt.created <= bindparam("paid"),
+        PaymentAttempt.created <= given.paid,
         or_(
             PaymentAttempt.payment_intent_id.is_(None),
             ~paid_elsewhere,
@@ -118,4 +165,91 @@ def _attempt_ids() -> Any:
         select(PaymentAttempt.id).where(PaymentAttempt.invoice_id == invoice_id),
         select(PaymentAttempt.id).where(PaymentAttempt.payment_intent_id.in_(linked_intents)),
         select(PaymentAttempt.id).where(unlinked_same_amount),
+    )
+
+
+# Each case's part of `attempts_of_cases`: its own invoice's rules, one array element a case.
+_CASE_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("case_id", Integer()),
+    ("invoice_id", String()),
+    ("customer_id", String()),
+    ("amount", BigInteger()),
+    ("currency", String()),
+    ("created", BigInteger()),
+    ("paid", BigInteger()),
+)
+
+
+def attempts_of_cases(
+    session: Session,
+    cases: Sequence[tuple[RecoveryCase, Invoice]],
+    card_fingerprints: Mapping[int, str | None],
+    since: int,
+) -> dict[int, tuple[list[PaymentAttempt], list[PaymentAttempt]]]:
+    """PostgreSQL: `attempts_and_same_card_statement` for a round's cases (by case id: the
+    attempts on its invoice, and its cards' attempts since `since` elsewhere) in two statements,
+    where it took one a case: the invoices' attempts in one (each case's rules joined LATERAL
+    over its parameters as arrays), then all their cards' attempts in one. `card_fingerprints`:
+    each case's current card's."""
+    rows = [{"case_id": case.id, **attempt_params(case, invoice)} for case, invoice in cases]
+    arrays = {f"u_{name}": [row[name] for row in rows] for name, _ in _CASE_COLUMNS}
+    on_invoice: dict[int, dict[str, PaymentAttempt]] = {case.id: {} for case, _ in cases}
+    for case_id, attempt in session.execute(_on_invoices_statement(), arrays):
+        on_invoice[case_id][attempt.id] = attempt
+    # ('' is no fingerprint, as NULL is: it names no card)
+    cards_of: dict[int, set[str]] = {}
+    for case_id, found in on_invoice.items():
+        cards_of[case_id] = {a.card_fingerprint for a in found.values() if a.card_fingerprint}
+        current = card_fingerprints.get(case_id)
+        if current:
+            cards_of[case_id].add(current)
+    cards = sorted(set().union(*cards_of.values()))
+    by_card: dict[str, list[PaymentAttempt]] = {}
+    if cards:
+        for attempt in session.scalars(_same_cards_statement(), {"cards": cards, "since": since}):
+            by_card.setdefault(attempt.card_fingerprint or "", []).append(attempt)
+    return {
+        case_id: (
+            list(found.values()),
+            [
+                attempt
+                for card in sorted(cards_of[case_id])
+                for attempt in by_card.get(card, ())
+                if attempt.id not in found
+            ],
+        )
+        for case_id, found in on_invoice.items()
+    }
+
+
+@functools.cache
+def _on_invoices_statement() -> Any:
+    arrays = [bindparam(f"u_{name}", type_=ARRAY(type_)) for name, type_ in _CASE_COLUMNS]
+    given = func.unnest(*arrays).table_valued(*(name for name, _ in _CASE_COLUMNS))
+    given = given.render_derived().alias("given")
+    ids = _attempt_ids_of(
+        _Given(
+            invoice_id=given.c.invoice_id,
+            customer_id=given.c.customer_id,
+            amount=given.c.amount,
+            currency=given.c.currency,
+            created=given.c.created,
+            paid=given.c.paid,
+        )
+    ).lateral("ids")
+    # (aliased: the rules' own payment_attempts stay theirs, not correlated to this one)
+    attempt = aliased(PaymentAttempt, name="attempt")
+    return (
+        select(given.c.case_id, attempt)
+        .select_from(given)
+        .join(ids, true())
+        .join(attempt, attempt.id == ids.c.id)
+    )
+
+
+@functools.cache
+def _same_cards_statement() -> Any:
+    return select(PaymentAttempt).where(
+        PaymentAttempt.card_fingerprint == any_(bindparam("cards", type_=ARRAY(String()))),
+        PaymentAttempt.created >= bindparam("since", type_=BigInteger()),
     )

@@ -36,7 +36,11 @@ from recovery.models import (
     RecoveryCase,
 )
 from recovery.services.cases import cards
-from recovery.services.cases.attempts import attempt_params, attempts_and_same_card_statement
+from recovery.services.cases.attempts import (
+    attempt_params,
+    attempts_and_same_card_statement,
+    attempts_of_cases,
+)
 from recovery.services.cases.attempts import attempts_for as attempts_for
 from recovery.services.cases.decision_lines import (
     BANK_CALL_KIND,
@@ -136,19 +140,35 @@ def evidence_many(
 ) -> dict[int, Evidence]:
     """`evidence` for a round's cases (by case id): the cards, customers and experiment arms of
     all of them in one statement, their timeline lines, paid renewals and retry actions in
-    another; the attempts still one statement a case (each invoice's own rules). Three
-    statements a case before - most of the worker's statements in a round of declined retries.
-    The reads come before any of the round's decisions is made, as each decision reads only
-    its own case's rows, which the others' do not write."""
+    another; their attempts in two on PostgreSQL (`attempts_of_cases`), one a case on SQLite
+    (each invoice's own rules; SQLite has no LATERAL). Three statements a case before - most
+    of the worker's statements in a round of declined retries. The reads come before any of
+    the round's decisions is made, as each decision reads only its own case's rows, which the
+    others' do not write."""
     if len(cases) < 2:
         return {case.id: evidence(session, case, invoice, now) for case, invoice in cases}
     only = [case for case, _ in cases]
     cards = _cards_and_customers(session, only)
     lines = case_lines_many(session, only)
+    attempts: dict[int, tuple[list[PaymentAttempt], list[PaymentAttempt]]] = {}
+    if dialect_of(session) == "postgresql":
+        current = {case_id: pm.fingerprint if pm else None for case_id, (pm, _, _) in cards.items()}
+        attempts = attempts_of_cases(session, cases, current, _since(now))
     return {
-        case.id: _evidence(session, case, invoice, now, cards[case.id], lines[case.id])
+        case.id: _evidence(
+            session, case, invoice, now, cards[case.id], lines[case.id], attempts.get(case.id)
+        )
         for case, invoice in cases
     }
+
+
+def _by_time(row: PaymentAttempt) -> tuple[int, str]:
+    return (row.created or 0, row.id)
+
+
+def _since(now: datetime) -> int:
+    """The start of the card networks' cap period: the same cards' attempts since then count."""
+    return int((now - CAP_PERIOD).timestamp())
 
 
 def _evidence(
@@ -158,16 +178,21 @@ def _evidence(
     now: datetime,
     card_read: tuple[PaymentMethod | None, str | None, list[str]],
     lines_read: CaseLines | None,
+    attempts_read: tuple[list[PaymentAttempt], list[PaymentAttempt]] | None = None,
 ) -> Evidence:
     pm, country, locales = card_read
-    since = int((now - CAP_PERIOD).timestamp())
-    params = attempt_params(case, invoice)
-    # ('' is no fingerprint, as NULL is: it names no card)
-    params.update(since=since, card_fingerprint=(pm.fingerprint or None) if pm else None)
-    rows: list[PaymentAttempt] = []
-    same_card_elsewhere: list[PaymentAttempt] = []
-    for attempt, on_invoice in session.execute(attempts_and_same_card_statement(), params):
-        (rows if on_invoice else same_card_elsewhere).append(attempt)
+    if attempts_read is not None:
+        rows, same_card_elsewhere = attempts_read
+    else:
+        params = attempt_params(case, invoice)
+        # ('' is no fingerprint, as NULL is: it names no card)
+        params.update(since=_since(now), card_fingerprint=(pm.fingerprint or None) if pm else None)
+        rows, same_card_elsewhere = [], []
+        for attempt, on_invoice in session.execute(attempts_and_same_card_statement(), params):
+            (rows if on_invoice else same_card_elsewhere).append(attempt)
+    # In one order however they were read (one statement a case, or a round's together).
+    rows = sorted(rows, key=_by_time)
+    same_card_elsewhere = sorted(same_card_elsewhere, key=_by_time)
     lines, paid, retries = lines_read if lines_read is not None else case_lines(session, case)
     ours = _our_charge_ids(lines)
     failed = sorted((r for r in rows if r.status == "failed"), key=lambda r: r.created or 0)
