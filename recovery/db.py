@@ -20,8 +20,10 @@ from sqlalchemy import (
     DateTime,
     Engine,
     MetaData,
+    Text,
     any_,
     bindparam,
+    cast,
     create_engine,
     event,
     func,
@@ -30,6 +32,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import column as sql_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -222,18 +225,69 @@ def insert_rows_ignoring(
 ) -> Any:
     """`insert_ignoring` for many rows (at least one; each with the same keys) in one
     statement; returns the result of RETURNING `returning` (the rows added). On PostgreSQL the
-    rows go as one array parameter a column, `INSERT ... SELECT FROM unnest(...)`: the same
-    short SQL text whatever the number of rows, so psycopg converts it once and PostgreSQL plans
-    it once. A multi-row VALUES list ("insertmanyvalues") is a new statement for every length,
-    which psycopg re-parses, placeholder by placeholder, on every call: about a tenth of a
-    worker's CPU samples went to that (py-spy on bench/worker_throughput.py). SQLite has no
-    arrays: the multi-row VALUES."""
+    rows go as one JSON text, `INSERT ... SELECT FROM json_to_recordset(...)`: the same short
+    SQL text whatever the number of rows, so psycopg converts it once and PostgreSQL plans it
+    once (a multi-row VALUES list is a new statement for every length, which psycopg re-parsed
+    placeholder by placeholder: about a tenth of a worker's CPU samples); and the rows are made
+    text by the json module's C encoder, where arrays, one a column, were escaped element by
+    element in Python by psycopg (5 % of a worker, most of it the timeline lines' JSON). SQLite:
+    the multi-row VALUES."""
     dialect = dialect_of(session)
     columns = tuple(rows[0])
     statement = _rows_ignoring_statement(dialect, table, columns, tuple(conflict), tuple(returning))
     if dialect != "postgresql":
         return session.execute(statement, list(rows))
-    return session.execute(statement, {f"u_{c}": [row[c] for row in rows] for c in columns})
+    return session.execute(statement, {"rows": _as_json_rows(table, columns, rows)})
+
+
+def _as_json_rows(table: Any, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows for json_to_recordset: UTC times as PostgreSQL reads them, JSON columns as the
+    text their column type would store (`_recordset_type`)."""
+    times, documents = _json_kinds(table, columns)
+    if not times and not documents:
+        return json.dumps(rows if isinstance(rows, list) else list(rows))
+    converted = []
+    for row in rows:
+        values = dict(row)
+        for name in times:
+            values[name] = _utc_text(values[name])
+        for name, none_as_null in documents:
+            document = values[name]
+            values[name] = None if document is None and none_as_null else json.dumps(document)
+        converted.append(values)
+    return json.dumps(converted)
+
+
+def _utc_text(at: datetime | None) -> str | None:
+    """As UTCDateTime stores it: the UTC time without its zone (refused when naive)."""
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat()
+
+
+@functools.cache
+def _json_kinds(
+    table: Any, columns: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[tuple[str, bool], ...]]:
+    times = tuple(c for c in columns if isinstance(table.c[c].type, UTCDateTime))
+    documents = tuple(
+        (c, bool(table.c[c].type.none_as_null))
+        for c in columns
+        if isinstance(table.c[c].type, JSON)
+    )
+    return times, documents
+
+
+def _recordset_type(column: Any) -> Any:
+    """A column's type in json_to_recordset: JSON documents arrive as text (cast back below),
+    UTC times as text PostgreSQL's timestamp reads."""
+    if isinstance(column.type, JSON):
+        return Text()
+    if isinstance(column.type, UTCDateTime):
+        return DateTime()
+    return column.type
 
 
 @functools.cache
@@ -246,10 +300,16 @@ def _rows_ignoring_statement(
 ) -> Any:
     if dialect != "postgresql":
         return insert_ignoring(dialect, table, conflict).returning(*(table.c[c] for c in returning))
-    arrays = [bindparam(f"u_{c}", type_=postgresql.ARRAY(table.c[c].type)) for c in columns]
-    source = func.unnest(*arrays).table_valued(*columns).render_derived()
-    rows = select(*(source.c[c] for c in columns))
-    statement = postgresql.insert(table).from_select(list(columns), rows)
+    fields = [sql_column(c, _recordset_type(table.c[c])) for c in columns]
+    source = func.json_to_recordset(
+        cast(bindparam("rows", type_=Text()), postgresql.JSON)
+    ).table_valued(*fields)
+    source = source.render_derived(with_types=True)
+    values = [
+        cast(source.c[c], postgresql.JSON) if isinstance(table.c[c].type, JSON) else source.c[c]
+        for c in columns
+    ]
+    statement = postgresql.insert(table).from_select(list(columns), select(*values))
     statement = statement.on_conflict_do_nothing(index_elements=list(conflict) or None)
     return statement.returning(*(table.c[c] for c in returning))
 

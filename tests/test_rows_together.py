@@ -1,10 +1,12 @@
 """Rows written together (recovery.db.insert_rows_ignoring, under the worker's schedules, the
-timeline's lines and the outbox's confirmations): on PostgreSQL one array a column, INSERT ...
-SELECT FROM unnest; on SQLite a multi-row VALUES. The same rows either way, each written once."""
+timeline's lines and the outbox's confirmations): on PostgreSQL one JSON text, INSERT ... SELECT
+FROM json_to_recordset; on SQLite a multi-row VALUES. The same rows either way - times given in
+any zone, text that JSON and SQL escape - each written once."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
@@ -12,7 +14,8 @@ from recovery.db import Database
 from recovery.models import ActionStatus, DueAction
 from recovery.services.work import due_actions
 
-NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 2, 9, 0, 0, 123456, tzinfo=UTC)
+TOKYO = ZoneInfo("Asia/Tokyo")
 
 
 def _action(i: int) -> dict[str, object]:
@@ -20,8 +23,9 @@ def _action(i: int) -> dict[str, object]:
         "kind": "case.retry",
         "subject": f"case:{i}",
         "dedupe_key": f"case:{i}:attempt:1",
-        "due_at": NOW + timedelta(minutes=i),
-        "payload": {"case_id": i, "note": 'l\'échéance "ü"'},
+        # a third given in Tokyo's time: stored as the same instant
+        "due_at": (NOW + timedelta(minutes=i)).astimezone(TOKYO if i % 3 == 0 else UTC),
+        "payload": {"case_id": i, "note": 'l\'échéance "ü"\\ \n{1,2}', "none": None},
         "max_attempts": 3 + i % 5,
     }
 
