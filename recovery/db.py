@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     CursorResult,
+    Date,
     DateTime,
     Engine,
     MetaData,
@@ -237,20 +238,24 @@ def insert_rows_ignoring(
     statement = _rows_ignoring_statement(dialect, table, columns, tuple(conflict), tuple(returning))
     if dialect != "postgresql":
         return session.execute(statement, list(rows))
-    return session.execute(statement, {"rows": _as_json_rows(table, columns, rows)})
+    return session.execute(statement, {"rows": json_rows(table, columns, rows)})
 
 
-def _as_json_rows(table: Any, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> str:
-    """The rows for json_to_recordset: UTC times as PostgreSQL reads them, JSON columns as the
-    text their column type would store (`_recordset_type`)."""
-    times, documents = _json_kinds(table, columns)
-    if not times and not documents:
+def json_rows(table: Any, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]) -> str:
+    """PostgreSQL: rows (with `columns`) of `table` as one JSON text for `insert_from_json`:
+    UTC times as PostgreSQL reads them, dates as ISO text, JSON columns as the text their
+    column type would store (`_recordset_type`)."""
+    times, dates, documents = _json_kinds(table, columns)
+    if not times and not dates and not documents:
         return json.dumps(rows if isinstance(rows, list) else list(rows))
     converted = []
     for row in rows:
         values = dict(row)
         for name in times:
             values[name] = _utc_text(values[name])
+        for name in dates:
+            day = values[name]
+            values[name] = None if day is None else day.isoformat()
         for name, none_as_null in documents:
             document = values[name]
             values[name] = None if document is None and none_as_null else json.dumps(document)
@@ -270,14 +275,15 @@ def _utc_text(at: datetime | None) -> str | None:
 @functools.cache
 def _json_kinds(
     table: Any, columns: tuple[str, ...]
-) -> tuple[tuple[str, ...], tuple[tuple[str, bool], ...]]:
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, bool], ...]]:
     times = tuple(c for c in columns if isinstance(table.c[c].type, UTCDateTime))
+    dates = tuple(c for c in columns if isinstance(table.c[c].type, Date))
     documents = tuple(
         (c, bool(table.c[c].type.none_as_null))
         for c in columns
         if isinstance(table.c[c].type, JSON)
     )
-    return times, documents
+    return times, dates, documents
 
 
 def _recordset_type(column: Any) -> Any:
@@ -300,6 +306,15 @@ def _rows_ignoring_statement(
 ) -> Any:
     if dialect != "postgresql":
         return insert_ignoring(dialect, table, conflict).returning(*(table.c[c] for c in returning))
+    statement = insert_from_json(table, columns)
+    statement = statement.on_conflict_do_nothing(index_elements=list(conflict) or None)
+    return statement.returning(*(table.c[c] for c in returning))
+
+
+@functools.cache
+def insert_from_json(table: Any, columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: INSERT INTO table (columns) SELECT FROM json_to_recordset(:rows), the rows
+    given by `json_rows`; the caller adds its ON CONFLICT and RETURNING."""
     fields = [sql_column(c, _recordset_type(table.c[c])) for c in columns]
     source = func.json_to_recordset(
         cast(bindparam("rows", type_=Text()), postgresql.JSON)
@@ -309,9 +324,7 @@ def _rows_ignoring_statement(
         cast(source.c[c], postgresql.JSON) if isinstance(table.c[c].type, JSON) else source.c[c]
         for c in columns
     ]
-    statement = postgresql.insert(table).from_select(list(columns), select(*values))
-    statement = statement.on_conflict_do_nothing(index_elements=list(conflict) or None)
-    return statement.returning(*(table.c[c] for c in returning))
+    return postgresql.insert(table).from_select(list(columns), select(*values))
 
 
 @functools.cache

@@ -17,14 +17,14 @@ drops the rows it wrote from memory).
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
-from recovery.db import as_columns, dialect_insert, in_list
+from recovery.db import as_columns, dialect_insert, in_list, insert_from_json, json_rows
 from recovery.models import InvoicePayment, PaymentAttempt, Subscription, SubscriptionItem
 from recovery.runtime import Changes
 from recovery.services.cases import cards
@@ -47,12 +47,21 @@ class Plan:
     ties: list[tuple[Any, str, int]] = field(default_factory=list)
 
 
+# Each write's statement: on SQLite run once a row; on PostgreSQL for a set of `columns`, the
+# rows as one JSON text (recovery.db.insert_from_json) - one statement a table, where psycopg
+# ran one a row (in a worker's round of retries: the charges, their links and paid invoices).
+
+
+def _insert(dialect: str, table: Any, columns: tuple[str, ...]) -> Any:
+    return insert_from_json(table, columns) if columns else dialect_insert(dialect)(table)
+
+
 @functools.cache
-def _upsert(dialect: str, model: Any) -> Any:
+def _upsert(dialect: str, model: Any, columns: tuple[str, ...] = ()) -> Any:
     """INSERT ... ON CONFLICT (id) DO UPDATE, only over an older version (another worker may
     have inserted the row since it was read)."""
     table = model.__table__
-    stmt = dialect_insert(dialect)(table)
+    stmt = _insert(dialect, table, columns)
     newer = tuple_(table.c.version_ts, table.c.version_tiebreak) < tuple_(
         stmt.excluded.version_ts, stmt.excluded.version_tiebreak
     )
@@ -60,25 +69,52 @@ def _upsert(dialect: str, model: Any) -> Any:
     return stmt.on_conflict_do_update(index_elements=["id"], set_=updated, where=newer)
 
 
+def _upsert_of(model: Any, dialect: str, columns: tuple[str, ...]) -> Any:
+    return _upsert(dialect, model, columns)
+
+
 @functools.cache
-def _replace_attempt(dialect: str) -> Any:
+def _replace_attempt(dialect: str, columns: tuple[str, ...] = ()) -> Any:
     table = PaymentAttempt.__table__
-    stmt = dialect_insert(dialect)(table)
+    stmt = _insert(dialect, table, columns)
     updated = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != "id"}
     return stmt.on_conflict_do_update(index_elements=["id"], set_=updated)
 
 
 @functools.cache
-def _insert_attempt(dialect: str) -> Any:
+def _insert_attempt(dialect: str, columns: tuple[str, ...] = ()) -> Any:
     table = PaymentAttempt.__table__
-    stmt = dialect_insert(dialect)(table).on_conflict_do_nothing(index_elements=["id"])
+    stmt = _insert(dialect, table, columns).on_conflict_do_nothing(index_elements=["id"])
     return stmt.returning(table.c.id)
 
 
 @functools.cache
-def _insert_link(dialect: str) -> Any:
-    stmt = dialect_insert(dialect)(InvoicePayment.__table__)
+def _insert_link(dialect: str, columns: tuple[str, ...] = ()) -> Any:
+    stmt = _insert(dialect, InvoicePayment.__table__, columns)
     return stmt.on_conflict_do_nothing(index_elements=["invoice_id", "payment_intent_id"])
+
+
+@functools.cache
+def _insert_items(dialect: str, columns: tuple[str, ...] = ()) -> Any:
+    return insert_from_json(_ITEMS, columns) if columns else insert(_ITEMS)
+
+
+def _write(
+    dialect: str,
+    statement: Callable[[str, tuple[str, ...]], Any],
+    table: Any,
+    rows: list[dict[str, Any]],
+    returning: bool = False,
+) -> list[Write]:
+    if dialect != "postgresql" or not rows:
+        return [Write(statement(dialect, ()), rows, returning)]
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    return [
+        Write(statement(dialect, columns), [{"rows": json_rows(table, columns, group)}], returning)
+        for columns, group in groups.items()
+    ]
 
 
 @functools.cache
@@ -106,9 +142,6 @@ Items = frozenset[tuple[Any, ...]]  # a subscription's items as rows, in _ITEM_C
 
 def _items_of(rows: Iterable[dict[str, Any]]) -> Items:
     return frozenset(tuple(row[c] for c in _ITEM_COLUMNS) for row in rows)
-
-
-_INSERT_ITEMS = insert(_ITEMS)
 
 
 @functools.cache
@@ -313,7 +346,7 @@ class MirrorBatch:
         links = pending.links - self._links
         if links:
             rows = [{"invoice_id": i, "payment_intent_id": p} for i, p in sorted(links)]
-            writes.append(Write(_insert_link(dialect), rows))
+            writes += _write(dialect, _insert_link, InvoicePayment.__table__, rows)
             if self._keeps_writes:
                 self._links |= links
         by_model: dict[Any, list[dict[str, Any]]] = {}
@@ -330,10 +363,12 @@ class MirrorBatch:
             if write.items is not None and self._items_moved(oid, write.items):
                 replaced.append(oid)
                 items += write.items
-        writes += [Write(_upsert(dialect, model), rows) for model, rows in by_model.items()]
+        for model, rows in by_model.items():
+            upsert = functools.partial(_upsert_of, model)
+            writes += _write(dialect, upsert, model.__table__, rows)
         if replaced:
             writes.append(Write(_delete_items(dialect), [{"ids": replaced}]))
-            writes.append(Write(_INSERT_ITEMS, items))
+            writes += _write(dialect, _insert_items, _ITEMS, items)
         new: list[dict[str, Any]] = []
         if pending.attempts:
             known: list[dict[str, Any]] = []
@@ -341,11 +376,12 @@ class MirrorBatch:
                 (known if oid in self._in_db else new).append(
                     {"id": oid, "version_tiebreak": "", **row}
                 )
-            writes.append(Write(_replace_attempt(dialect), known))
-            writes.append(Write(_insert_attempt(dialect), new, returning=True))
+            attempts = PaymentAttempt.__table__
+            writes += _write(dialect, _replace_attempt, attempts, known)
+            writes += _write(dialect, _insert_attempt, attempts, new, returning=True)
         inserted = self._send(writes)
-        if new:
-            self._merge_conflicts(new, set(inserted[0]) if inserted else set())
+        if new:  # (only the new attempts' writes return rows)
+            self._merge_conflicts(new, {oid for found in inserted for oid in found})
             self._in_db.update(row["id"] for row in new)
         self._in_db.update(pending.attempts)
         for model, oid, ts in pending.ties:
@@ -359,10 +395,12 @@ class MirrorBatch:
         for write in writes:
             if not write.rows:
                 continue
+            # (one row - a PostgreSQL write's JSON text - is one statement, not a list of them)
+            rows = write.rows[0] if len(write.rows) == 1 else list(write.rows)
             if write.returning:
-                results.append(list(self.session.scalars(write.statement, list(write.rows))))
+                results.append(list(self.session.scalars(write.statement, rows)))
             else:
-                self.session.execute(write.statement, list(write.rows))
+                self.session.execute(write.statement, rows)
         return results
 
     def _merge_conflicts(self, new: list[dict[str, Any]], inserted: set[str]) -> None:
