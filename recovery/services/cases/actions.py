@@ -22,7 +22,7 @@ from recovery.adapters.stripe.errors import (
     InvalidRequest,
     NotFound,
 )
-from recovery.db import dialect_of, in_list
+from recovery.db import dialect_of, in_list, update_changed_together
 from recovery.domain import stripe_objects as so
 from recovery.domain.cases import TERMINAL, CaseStatus, CloseReason, RecoveredVia
 from recovery.models import DunningPause, RecoveryCase
@@ -321,6 +321,7 @@ def record_retries(
         record_lines(session, lines)
         case_state.mark_recovered_many(session, recovered, now, override=True)
         case_scheduling.reevaluate_many(session, steer, _rules(ctx), now)
+        update_changed_together(session, cases.values())
     session.flush()
 
 

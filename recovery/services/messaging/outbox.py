@@ -157,7 +157,14 @@ class Sent:
 
 
 def decide_send(ctx: ActionContext, action: Claimed) -> Send | None:
-    row = ctx.session.get(OutboxMessage, int(action.payload["message_id"]), with_for_update=True)
+    # Read afresh: a round decided together that failed (its savepoint rolled back) may have
+    # left a count the database no longer holds (_count_attempts bypasses the flush).
+    row = ctx.session.get(
+        OutboxMessage,
+        int(action.payload["message_id"]),
+        with_for_update=True,
+        populate_existing=True,
+    )
     counted: list[tuple[int, int]] = []
     plan = _decide_send(ctx, action, row, counted)
     _count_attempts(ctx.session, counted)
