@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import queue
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from sqlalchemy.orm import Session
@@ -136,26 +138,6 @@ class ActionRunner:
             raise errors[0]
         return sum(totals)
 
-    def _gather(self, in_flight: Iterable[concurrent.futures.Future[Called]]) -> None:
-        """Wait until calls have finished: the first, then more while the pool still has calls
-        queued (more in flight than threads) and the first has waited less than GATHER_FOR.
-
-        Each round (one transaction) records what finished and claims more. Taking each call
-        as it finished made rounds of one to ten actions when providers answer in a millisecond,
-        and a round's transaction, claim and set-based records cost about as much for one as for
-        fifty; stopping once the pool is about to have an idle thread keeps it fed."""
-        done = concurrent.futures.wait(
-            list(in_flight), return_when=concurrent.futures.FIRST_COMPLETED
-        )
-        left = len(done.not_done)
-        if left <= self.threads:
-            return
-        with contextlib.suppress(TimeoutError):
-            for _ in concurrent.futures.as_completed(done.not_done, timeout=GATHER_FOR):
-                left -= 1
-                if left <= self.threads:
-                    return
-
     def _drain_lane(self, lane: tuple[int, int] | None) -> int:
         """One claim/decide/record loop over the subjects of `lane` (all when None).
 
@@ -166,12 +148,13 @@ class ActionRunner:
         claimed_total = 0
         waiting: dict[str, deque[Claimed]] = {}  # subject -> claimed, not yet decided
         busy: set[str] = set()  # subjects with an action decided and not yet recorded
-        in_flight: dict[concurrent.futures.Future[Called], str] = {}
+        in_flight = _Calls(self._call_pool, self.runtime) if self.threads > 1 else None
         outcomes: list[Called] = []  # called, not yet recorded
         exhausted = False  # the last claim found fewer due actions than it asked for
 
         def room_for_more(decided: int) -> int:
-            room = self.batch_size - len(in_flight) - decided - sum(map(len, waiting.values()))
+            calling = in_flight.count if in_flight is not None else 0
+            room = self.batch_size - calling - decided - sum(map(len, waiting.values()))
             return room if room >= max(1, self.batch_size // 2) else 0
 
         while True:
@@ -215,22 +198,75 @@ class ActionRunner:
                             break
             for status in statuses:  # counted once committed
                 self._count(status)
-            if self.threads == 1:
+            if in_flight is None:
                 outcomes = [call(self.runtime, d) for d in decided]
             else:
-                if decided:
-                    pool = self._call_pool()
-                    for d in decided:
-                        in_flight[pool.submit(call, self.runtime, d)] = d.action.subject
-                if in_flight:
-                    self._gather(in_flight)
-                    finished = [f for f in in_flight if f.done()]
-                    outcomes = [f.result() for f in finished]
-                    for f in finished:
-                        del in_flight[f]
-            if not (outcomes or in_flight or waiting):
+                for d in decided:
+                    in_flight.submit(d)
+                if in_flight.count:
+                    outcomes = in_flight.gather(self.threads)
+            if not (outcomes or (in_flight is not None and in_flight.count) or waiting):
                 if settled:
                     return claimed_total
                 exhausted = False  # what just ran may have scheduled more for now: look again
             elif outcomes:
                 exhausted = False  # what they record may be due now: look in the same round
+
+
+class _Calls:
+    """A loop's provider calls on the pool; each hands its outcome back through one queue.
+
+    (concurrent.futures.wait and as_completed hang a waiter with its own lock on every future
+    in flight at each call and take it off again: with a hundred in flight and rounds every
+    few milliseconds that was ~4 % of a worker's samples, py-spy on bench/worker_throughput.py.)
+    """
+
+    def __init__(
+        self, pool: Callable[[], concurrent.futures.ThreadPoolExecutor], runtime: Runtime
+    ) -> None:
+        self._pool, self._runtime = pool, runtime
+        self._finished: queue.SimpleQueue[tuple[int, Called | BaseException]] = queue.SimpleQueue()
+        self._sent = 0
+        self.count = 0  # in flight
+
+    def submit(self, decided: Decided) -> None:
+        self._sent += 1
+        self._pool().submit(self._run, self._sent, decided)
+        self.count += 1
+
+    def _run(self, order: int, decided: Decided) -> None:
+        try:
+            self._finished.put((order, call(self._runtime, decided)))
+        except BaseException as exc:  # raised again in the loop's thread by `gather`
+            self._finished.put((order, exc))
+
+    def gather(self, threads: int) -> list[Called]:
+        """Wait until calls have finished: the first, then more while the pool still has calls
+        queued (more in flight than `threads`) and the first has waited less than GATHER_FOR;
+        then all finished by then, in the order they were sent.
+
+        Each round (one transaction) records what finished and claims more. Taking each call
+        as it finished made rounds of one to ten actions when providers answer in a millisecond,
+        and a round's transaction, claim and set-based records cost about as much for one as for
+        fifty; stopping once the pool is about to have an idle thread keeps it fed."""
+        finished = [self._finished.get()]
+        until = time.monotonic() + GATHER_FOR
+        while self.count - len(finished) > threads:
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                finished.append(self._finished.get(timeout=left))
+            except queue.Empty:
+                break
+        with contextlib.suppress(queue.Empty):
+            while True:
+                finished.append(self._finished.get_nowait())
+        self.count -= len(finished)
+        finished.sort(key=lambda item: item[0])
+        outcomes = []
+        for _, outcome in finished:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            outcomes.append(outcome)
+        return outcomes
