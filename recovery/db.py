@@ -36,8 +36,8 @@ from sqlalchemy import (
 from sqlalchemy import column as sql_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm import DeclarativeBase, PassiveFlag, Session, sessionmaker
+from sqlalchemy.orm.attributes import get_history, set_committed_value
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
@@ -348,10 +348,12 @@ def update_changed_together(session: Session, rows: Iterable[Any]) -> None:
         state = inspect(row)
         if not state.modified or not state.persistent:
             continue
+        attributes = _column_attributes(state.mapper)
         changed = {
-            attribute.key: state.dict.get(attribute.key)
-            for attribute in state.mapper.column_attrs
-            if state.attrs[attribute.key].history.has_changes()
+            key: state.dict.get(key)
+            for key in state.committed_state  # (those set since loaded; some to the same value)
+            if key in attributes
+            and get_history(row, key, PassiveFlag.PASSIVE_NO_INITIALIZE).has_changes()
         }
         if changed:
             groups.setdefault((state.mapper, tuple(sorted(changed))), []).append((row, changed))
@@ -360,10 +362,8 @@ def update_changed_together(session: Session, rows: Iterable[Any]) -> None:
         (key,) = mapper.primary_key
         names = {k: mapper.column_attrs[k].columns[0].name for k in keys}
         values = [
-            {key.name: state_key, **{names[k]: v for k, v in changed.items()}}
-            for state_key, changed in (
-                (inspect(row).identity[0], changed) for row, changed in changes
-            )
+            {key.name: inspect(row).identity[0], **{names[k]: v for k, v in changed.items()}}
+            for row, changed in changes
         ]
         columns = (key.name, *(names[k] for k in keys))
         statement = _update_from_json(table, columns)
@@ -372,6 +372,11 @@ def update_changed_together(session: Session, rows: Iterable[Any]) -> None:
         for row, changed in changes:
             for attribute, value in changed.items():
                 set_committed_value(row, attribute, value)
+
+
+@functools.cache
+def _column_attributes(mapper: Any) -> frozenset[str]:
+    return frozenset(attribute.key for attribute in mapper.column_attrs)
 
 
 @functools.cache

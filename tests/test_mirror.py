@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from recovery.domain import stripe_objects as so
 from recovery.domain.stripe_objects.fields import MAX_TIMESTAMP
 from recovery.models import (
     Customer,
@@ -21,6 +25,7 @@ from recovery.models import (
     Subscription,
 )
 from recovery.runtime import Runtime
+from recovery.services.events import mirror
 from recovery.services.events.inbox import receive_events
 from tests.conftest import API_KEY, WEBHOOK_SECRET
 from tests.support import stripe_payloads as sp
@@ -309,3 +314,22 @@ def test_a_timestamp_past_what_a_date_can_hold_is_refused_and_nothing_written(
     assert "created" in response.json["error"]["message"]
     with runtime.db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(StripeEvent)) == 0
+
+
+def test_a_states_digest_stays_what_asdict_gave() -> None:
+    """The tiebreak digest is stored (`version_tiebreak`) and compared with later versions':
+    worked out without asdict's deep copy, it must stay byte for byte what asdict gave - for
+    every kind of state, nested items, enums and empty values included."""
+    states = [
+        so.customer_state(sp.customer("cus_1", preferred_locales=["fr-FR", "de"])),
+        so.card_state(sp.card_payment_method("pm_1", "cus_1", fingerprint="fp_1")),
+        so.subscription_state(sp.subscription("sub_1", "cus_1", default_payment_method="pm_1")),
+        so.invoice_state(sp.invoice("in_1", "cus_1", "sub_1", next_payment_attempt=None)),
+        so.invoice_state(sp.legacy_invoice("in_2", "cus_1", "sub_1")),
+    ]
+    for state in states:
+        canonical = json.dumps(
+            dataclasses.asdict(state), sort_keys=True, default=str, separators=(",", ":")
+        )
+        digest = hashlib.sha256(canonical.encode()).hexdigest()[:32]
+        assert mirror.version_of(1, state).tiebreak == f"0000:{digest}", state
