@@ -6,12 +6,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     BigInteger,
     Integer,
     String,
+    Table,
     and_,
     any_,
     bindparam,
@@ -168,6 +169,8 @@ def _attempt_ids_of(given: _Given) -> Any:
     )
 
 
+_ATTEMPTS = cast(Table, PaymentAttempt.__table__)
+
 # Each case's part of `attempts_of_cases`: its own invoice's rules, one array element a case.
 _CASE_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("case_id", Integer()),
@@ -180,22 +183,60 @@ _CASE_COLUMNS: tuple[tuple[str, Any], ...] = (
 )
 
 
+class AttemptRow(Protocol):
+    """What a decision reads of a charge: a PaymentAttempt, or its row as read without the ORM
+    (`attempts_of_cases`: a round's hundreds of charges, only ever read)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def created(self) -> int | None: ...
+    @property
+    def version_ts(self) -> int | None: ...
+    @property
+    def payment_method_id(self) -> str | None: ...
+    @property
+    def card_fingerprint(self) -> str | None: ...
+    @property
+    def card_brand(self) -> str | None: ...
+    @property
+    def card_funding(self) -> str | None: ...
+    @property
+    def failure_code(self) -> str | None: ...
+    @property
+    def decline_code(self) -> str | None: ...
+    @property
+    def advice_code(self) -> str | None: ...
+    @property
+    def network_advice_code(self) -> str | None: ...
+    @property
+    def network_decline_code(self) -> str | None: ...
+    @property
+    def outcome_type(self) -> str | None: ...
+    @property
+    def outcome_reason(self) -> str | None: ...
+
+
 def attempts_of_cases(
     session: Session,
     cases: Sequence[tuple[RecoveryCase, Invoice]],
     card_fingerprints: Mapping[int, str | None],
     since: int,
-) -> dict[int, tuple[list[PaymentAttempt], list[PaymentAttempt]]]:
+) -> dict[int, tuple[list[AttemptRow], list[AttemptRow]]]:
     """PostgreSQL: `attempts_and_same_card_statement` for a round's cases (by case id: the
     attempts on its invoice, and its cards' attempts since `since` elsewhere) in two statements,
     where it took one a case: the invoices' attempts in one (each case's rules joined LATERAL
     over its parameters as arrays), then all their cards' attempts in one. `card_fingerprints`:
-    each case's current card's."""
+    each case's current card's. The charges as rows, not ORM objects: loading them as objects
+    was most of the reads' cost (py-spy), and a row is the database's now, where an object
+    the session held already would keep what it had."""
     rows = [{"case_id": case.id, **attempt_params(case, invoice)} for case, invoice in cases]
     arrays = {f"u_{name}": [row[name] for row in rows] for name, _ in _CASE_COLUMNS}
-    on_invoice: dict[int, dict[str, PaymentAttempt]] = {case.id: {} for case, _ in cases}
-    for case_id, attempt in session.execute(_on_invoices_statement(), arrays):
-        on_invoice[case_id][attempt.id] = attempt
+    on_invoice: dict[int, dict[str, AttemptRow]] = {case.id: {} for case, _ in cases}
+    for row in session.execute(_on_invoices_statement(), arrays):
+        on_invoice[row.case_id][row.id] = cast(AttemptRow, row)
     # ('' is no fingerprint, as NULL is: it names no card)
     cards_of: dict[int, set[str]] = {}
     for case_id, found in on_invoice.items():
@@ -204,10 +245,10 @@ def attempts_of_cases(
         if current:
             cards_of[case_id].add(current)
     cards = sorted(set().union(*cards_of.values()))
-    by_card: dict[str, list[PaymentAttempt]] = {}
+    by_card: dict[str, list[AttemptRow]] = {}
     if cards:
-        for attempt in session.scalars(_same_cards_statement(), {"cards": cards, "since": since}):
-            by_card.setdefault(attempt.card_fingerprint or "", []).append(attempt)
+        for row in session.execute(_same_cards_statement(), {"cards": cards, "since": since}):
+            by_card.setdefault(row.card_fingerprint or "", []).append(cast(AttemptRow, row))
     return {
         case_id: (
             list(found.values()),
@@ -238,18 +279,18 @@ def _on_invoices_statement() -> Any:
         )
     ).lateral("ids")
     # (aliased: the rules' own payment_attempts stay theirs, not correlated to this one)
-    attempt = aliased(PaymentAttempt, name="attempt")
+    attempt = _ATTEMPTS.alias("attempt")
     return (
-        select(given.c.case_id, attempt)
+        select(given.c.case_id, *attempt.c)
         .select_from(given)
         .join(ids, true())
-        .join(attempt, attempt.id == ids.c.id)
+        .join(attempt, attempt.c.id == ids.c.id)
     )
 
 
 @functools.cache
 def _same_cards_statement() -> Any:
-    return select(PaymentAttempt).where(
-        PaymentAttempt.card_fingerprint == any_(bindparam("cards", type_=ARRAY(String()))),
-        PaymentAttempt.created >= bindparam("since", type_=BigInteger()),
+    return select(*_ATTEMPTS.c).where(
+        _ATTEMPTS.c.card_fingerprint == any_(bindparam("cards", type_=ARRAY(String()))),
+        _ATTEMPTS.c.created >= bindparam("since", type_=BigInteger()),
     )

@@ -31,12 +31,12 @@ from recovery.models import (
     CaseEvent,
     ExperimentSubject,
     Invoice,
-    PaymentAttempt,
     PaymentMethod,
     RecoveryCase,
 )
 from recovery.services.cases import cards
 from recovery.services.cases.attempts import (
+    AttemptRow,
     attempt_params,
     attempts_and_same_card_statement,
     attempts_of_cases,
@@ -56,7 +56,7 @@ from recovery.services.experiments.assignment import remember_placement
 CAP_PERIOD = timedelta(days=30)
 
 
-def decline_of(row: PaymentAttempt) -> Decline:
+def decline_of(row: AttemptRow) -> Decline:
     return Decline(
         failure_code=row.failure_code,
         decline_code=row.decline_code,
@@ -77,7 +77,7 @@ def _our_charge_ids(lines: list[Any]) -> set[str]:
     }
 
 
-def _to_attempt(row: PaymentAttempt, ours: set[str], on_invoice: bool) -> Attempt:
+def _to_attempt(row: AttemptRow, ours: set[str], on_invoice: bool) -> Attempt:
     return Attempt(
         at=utcnow_from(row.created or row.version_ts) or datetime.min,
         card_fingerprint=row.card_fingerprint,
@@ -115,14 +115,14 @@ class Evidence:
     retry actions."""
 
     ctx: RetryContext
-    failed: list[PaymentAttempt]
+    failed: list[AttemptRow]
     decided: frozenset[str]
     retries: tuple[RetryRow, ...]
 
 
 def retry_context(
     session: Session, case: RecoveryCase, invoice: Invoice, now: datetime
-) -> tuple[RetryContext, list[PaymentAttempt]]:
+) -> tuple[RetryContext, list[AttemptRow]]:
     found = evidence(session, case, invoice, now)
     return found.ctx, found.failed
 
@@ -150,7 +150,7 @@ def evidence_many(
     only = [case for case, _ in cases]
     cards = _cards_and_customers(session, only)
     lines = case_lines_many(session, only)
-    attempts: dict[int, tuple[list[PaymentAttempt], list[PaymentAttempt]]] = {}
+    attempts: dict[int, tuple[list[AttemptRow], list[AttemptRow]]] = {}
     if dialect_of(session) == "postgresql":
         current = {case_id: pm.fingerprint if pm else None for case_id, (pm, _, _) in cards.items()}
         attempts = attempts_of_cases(session, cases, current, _since(now))
@@ -162,7 +162,7 @@ def evidence_many(
     }
 
 
-def _by_time(row: PaymentAttempt) -> tuple[int, str]:
+def _by_time(row: AttemptRow) -> tuple[int, str]:
     return (row.created or 0, row.id)
 
 
@@ -178,7 +178,7 @@ def _evidence(
     now: datetime,
     card_read: tuple[PaymentMethod | None, str | None, list[str]],
     lines_read: CaseLines | None,
-    attempts_read: tuple[list[PaymentAttempt], list[PaymentAttempt]] | None = None,
+    attempts_read: tuple[list[AttemptRow], list[AttemptRow]] | None = None,
 ) -> Evidence:
     pm, country, locales = card_read
     if attempts_read is not None:
@@ -340,7 +340,7 @@ def _days_of(paid: Sequence[datetime | None], zone: ZoneInfo) -> list[int]:
 
 
 def _tried_by_the_card_update_page(
-    lines: list[Any], pm: PaymentMethod | None, rows: list[PaymentAttempt]
+    lines: list[Any], pm: PaymentMethod | None, rows: list[AttemptRow]
 ) -> Attempt | None:
     """The card-update page charges a new card the moment it is saved; when that charge was
     declined and its webhook has not arrived yet, the decline is known only from the case's
