@@ -94,13 +94,21 @@ class BenchGateway(FakeStripeGateway):
     events, idempotency cache) must not pass for the worker's. Every pay call's idempotency key
     is appended to `keylog`, so double charges across processes can be counted afterwards.
     The worker calls it from several threads: each call holds a lock (the fake is not
-    thread-safe), after sleeping the simulated latency outside it."""
+    thread-safe), after sleeping the simulated latency outside it. `tag` goes into the ids it
+    makes (charges, PaymentIntents): each worker process has its own fake, and two counting
+    from 1 made the same charge ids for different charges - which Stripe never does - so the
+    workers' rounds waited on each other's uncommitted rows of one id (PostgreSQL's lock log:
+    up to half a second) and merged two cases' charges into one row."""
 
-    def __init__(self, keylog: Path | None, latency: float = 0.0) -> None:
+    def __init__(self, keylog: Path | None, latency: float = 0.0, tag: str = "") -> None:
         super().__init__()
         self._keylog = keylog.open("a", buffering=1) if keylog else None
         self._latency = latency
+        self._tag = tag
         self._lock = threading.Lock()
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}_{self._tag}{super().new_id(prefix).removeprefix(prefix + '_')}"
 
     def _seed(self, invoice_id: str) -> None:
         n = invoice_id.removeprefix("in_b")
@@ -177,7 +185,7 @@ def worker_main(args: argparse.Namespace) -> int:
     from recovery.services.registry import build_runtime
     from recovery.services.work.due_actions import ActionRunner
 
-    gateway = BenchGateway(Path(args.keylog), args.latency_ms / 1000)
+    gateway = BenchGateway(Path(args.keylog), args.latency_ms / 1000, tag=args.worker_id)
     settings = Settings(
         database_url=args.url,
         smtp_url=args.smtp_url,
