@@ -268,6 +268,8 @@ def _utc_text(at: datetime | None) -> str | None:
     """As UTCDateTime stores it: the UTC time without its zone (refused when naive)."""
     if at is None:
         return None
+    if at.tzinfo is UTC:  # (nearly all: asked first, before converting)
+        return at.replace(tzinfo=None).isoformat()
     if at.tzinfo is None:
         raise ValueError("naive datetime given to a UTC column")
     return at.astimezone(UTC).replace(tzinfo=None).isoformat()

@@ -19,6 +19,7 @@ tests assert that rendering every page in every locale records nothing.
 
 from __future__ import annotations
 
+import functools
 import gettext
 import io
 import logging
@@ -28,7 +29,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -205,13 +206,21 @@ def major_units(amount: int, currency: str) -> Decimal:
     return Decimal(amount).scaleb(-exponent)
 
 
+# Remembered: a business has few prices and a run of reminders few dates, and Babel's
+# formatting was 2 % of a worker's CPU (py-spy, bench/worker_throughput.py: each thank-you note).
+@functools.lru_cache(maxsize=4096)
 def format_money(amount: int, currency: str, locale: str) -> str:
     return format_currency(major_units(amount, currency), currency.upper(), locale=locale)
 
 
 def format_day(when: datetime, locale: str) -> str:
     # UTC calendar date; the customer's time zone is not known here.
-    text = format_date(when.date(), format="long", locale=locale)
+    return _format_day(when.date(), locale)
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_day(day: date, locale: str) -> str:
+    text = format_date(day, format="long", locale=locale)
     # Russian's long date ends in an abbreviation ("4 декабря 2026 г."), which doubled the
     # period of every sentence ending in a date ("г.."); the date reads as well without it.
     return _ABBREVIATION_AT_END.sub("", text) if text.endswith(".") else text
