@@ -6,7 +6,6 @@ its time waiting on database round trips, which the others fill."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import queue
 import threading
@@ -61,7 +60,7 @@ class ActionRunner:
         self.loops = max(1, wanted) if runtime.db.is_postgres else 1
         self.batch_size = batch_size
         self.lease = lease
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: _CallPool | None = None
         self._lock = threading.Lock()  # the pool and the counts, shared by the loops
         self._statuses: dict[str, int] = {}
 
@@ -74,18 +73,16 @@ class ActionRunner:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True)
+            pool.shutdown()
 
     def _count(self, status: str) -> None:
         with self._lock:
             self._statuses[status] = self._statuses.get(status, 0) + 1
 
-    def _call_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _call_pool(self) -> _CallPool:
         with self._lock:
             if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    self.threads, thread_name_prefix="recovery-call"
-                )
+                self._pool = _CallPool(self.threads)
             return self._pool
 
     def _decide_all(
@@ -213,17 +210,43 @@ class ActionRunner:
                 exhausted = False  # what they record may be due now: look in the same round
 
 
+class _CallPool:
+    """`threads` call threads, shared by a worker's loops, taking calls from one queue.
+
+    (A ThreadPoolExecutor made a Future, with its own lock and condition, for every call, and
+    concurrent.futures.wait and as_completed hung a waiter on every future in flight at each
+    gathering: with a hundred calls in flight and rounds every few milliseconds that machinery
+    was ~8 % of a worker's samples, py-spy on bench/worker_throughput.py.)"""
+
+    def __init__(self, threads: int) -> None:
+        self._work: queue.SimpleQueue[tuple[_Calls, int, Decided] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"recovery-call-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, calls: _Calls, order: int, decided: Decided) -> None:
+        self._work.put((calls, order, decided))
+
+    def _serve(self) -> None:
+        while (job := self._work.get()) is not None:
+            calls, order, decided = job
+            calls.run(order, decided)
+
+    def shutdown(self) -> None:
+        """Let the calls queued finish, then stop the threads."""
+        for _ in self._threads:
+            self._work.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
 class _Calls:
-    """A loop's provider calls on the pool; each hands its outcome back through one queue.
+    """A loop's provider calls on the pool; each hands its outcome back through one queue."""
 
-    (concurrent.futures.wait and as_completed hang a waiter with its own lock on every future
-    in flight at each call and take it off again: with a hundred in flight and rounds every
-    few milliseconds that was ~4 % of a worker's samples, py-spy on bench/worker_throughput.py.)
-    """
-
-    def __init__(
-        self, pool: Callable[[], concurrent.futures.ThreadPoolExecutor], runtime: Runtime
-    ) -> None:
+    def __init__(self, pool: Callable[[], _CallPool], runtime: Runtime) -> None:
         self._pool, self._runtime = pool, runtime
         self._finished: queue.SimpleQueue[tuple[int, Called | BaseException]] = queue.SimpleQueue()
         self._sent = 0
@@ -231,10 +254,11 @@ class _Calls:
 
     def submit(self, decided: Decided) -> None:
         self._sent += 1
-        self._pool().submit(self._run, self._sent, decided)
+        self._pool().submit(self, self._sent, decided)
         self.count += 1
 
-    def _run(self, order: int, decided: Decided) -> None:
+    def run(self, order: int, decided: Decided) -> None:
+        """On a call thread: the call, its outcome (or what it raised) put on the queue."""
         try:
             self._finished.put((order, call(self._runtime, decided)))
         except BaseException as exc:  # raised again in the loop's thread by `gather`
