@@ -115,7 +115,9 @@ def test_sign_in_filter_open_act_and_export(site: tuple[str, Runtime], tmp_path:
 
         page.get_by_label("Decline category").select_option("soft")
         page.get_by_label("Search").fill("ada")
-        page.get_by_role("button", name="Filter").click()
+        # the rows of the page the form leads to, not of the one it was on
+        with page.expect_navigation():
+            page.get_by_role("button", name="Filter").click()
         rows = page.locator("tbody tr")
         assert rows.count() >= 1
         for text in rows.all_inner_texts():
