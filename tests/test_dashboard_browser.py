@@ -111,7 +111,8 @@ def test_sign_in_filter_open_act_and_export(site: tuple[str, Runtime], tmp_path:
         assert page.get_by_role("alert").inner_text() == "Email or password is incorrect."
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Sign in").click()
-        assert page.url == f"{url}/dashboard/cases?status=retrying"  # back where they began
+        # back where they began
+        page.wait_for_url(lambda at: at == f"{url}/dashboard/cases?status=retrying")
 
         page.get_by_label("Decline category").select_option("soft")
         page.get_by_label("Search").fill("ada")
@@ -125,7 +126,7 @@ def test_sign_in_filter_open_act_and_export(site: tuple[str, Runtime], tmp_path:
         shot(page, "dashboard_cases", folder=".")
 
         page.get_by_role("link", name=f"#{target}").click()
-        assert page.url == f"{url}/dashboard/cases/{target}"
+        page.wait_for_url(lambda at: at == f"{url}/dashboard/cases/{target}")
         declined = "was declined: the bank declined without giving a reason (do_not_honor)."
         assert page.get_by_text(declined).count() == 1
         page.get_by_role("button", name="Retry now").click()
@@ -160,7 +161,7 @@ def test_sign_in_filter_open_act_and_export(site: tuple[str, Runtime], tmp_path:
         phone.close()
 
         page.get_by_role("button", name="Sign out").click()
-        assert page.url == f"{url}/login"
+        page.wait_for_url(lambda at: at == f"{url}/login")
         page.goto(f"{url}/dashboard")
         assert page.url.startswith(f"{url}/login")
         context.close()

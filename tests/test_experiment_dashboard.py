@@ -91,7 +91,7 @@ def test_the_page_in_a_browser_at_1280_and_390_px_passes_axe(
                 page.get_by_label("Email").fill(ADMIN)
                 page.get_by_label("Password").fill(PASSWORD)
                 page.get_by_role("button", name="Sign in").click()
-                assert page.url == f"{served.url}/dashboard/experiments"
+                page.wait_for_url(lambda at: at == f"{served.url}/dashboard/experiments")
                 chart = page.get_by_role("img", name="dunning-q1: Recovery rate by arm (USD)")
                 assert chart.count() == 1  # the drawing for this width; the other is hidden
                 table = page.locator("[data-experiment=dunning-q1] table[data-table=arms]")

@@ -92,7 +92,7 @@ def test_the_banner_shows_with_a_parked_event_and_not_without(
         assert page.evaluate("document.documentElement.scrollWidth") <= WIDTHS[width]["width"]
         shot(page, f"banner_parked_{width}", folder="ops")
         banner(page).get_by_role("link", name="Open the health page").click()
-        assert page.url == f"{url}/dashboard/health"
+        page.wait_for_url(lambda at: at == f"{url}/dashboard/health")
 
 
 def test_viewers_see_no_banner_and_each_cause_is_named(
