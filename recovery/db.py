@@ -57,11 +57,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        return None if value is None else _as_stored(value)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
@@ -265,14 +261,17 @@ def json_rows(table: Any, columns: tuple[str, ...], rows: Sequence[Mapping[str, 
 
 
 def _utc_text(at: datetime | None) -> str | None:
-    """As UTCDateTime stores it: the UTC time without its zone (refused when naive)."""
-    if at is None:
-        return None
+    """As UTCDateTime stores it, as text."""
+    return None if at is None else _as_stored(at).isoformat()
+
+
+def _as_stored(at: datetime) -> datetime:
+    """What a UTCDateTime column stores: the UTC time without its zone (refused when naive)."""
     if at.tzinfo is UTC:  # (nearly all: asked first, before converting)
-        return at.replace(tzinfo=None).isoformat()
+        return at.replace(tzinfo=None)
     if at.tzinfo is None:
         raise ValueError("naive datetime given to a UTC column")
-    return at.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return at.astimezone(UTC).replace(tzinfo=None)
 
 
 @functools.cache

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from recovery.db import as_columns, dialect_insert, in_list, insert_from_json, json_rows
@@ -57,7 +57,7 @@ def _insert(dialect: str, table: Any, columns: tuple[str, ...]) -> Any:
 
 
 @functools.cache
-def _upsert(dialect: str, model: Any, columns: tuple[str, ...] = ()) -> Any:
+def _upsert(model: Any, dialect: str, columns: tuple[str, ...] = ()) -> Any:
     """INSERT ... ON CONFLICT (id) DO UPDATE, only over an older version (another worker may
     have inserted the row since it was read)."""
     table = model.__table__
@@ -67,10 +67,6 @@ def _upsert(dialect: str, model: Any, columns: tuple[str, ...] = ()) -> Any:
     )
     updated = {c.name: stmt.excluded[c.name] for c in table.columns if c.name != "id"}
     return stmt.on_conflict_do_update(index_elements=["id"], set_=updated, where=newer)
-
-
-def _upsert_of(model: Any, dialect: str, columns: tuple[str, ...]) -> Any:
-    return _upsert(dialect, model, columns)
 
 
 @functools.cache
@@ -96,7 +92,7 @@ def _insert_link(dialect: str, columns: tuple[str, ...] = ()) -> Any:
 
 @functools.cache
 def _insert_items(dialect: str, columns: tuple[str, ...] = ()) -> Any:
-    return insert_from_json(_ITEMS, columns) if columns else insert(_ITEMS)
+    return _insert(dialect, _ITEMS, columns)
 
 
 def _write(
@@ -364,7 +360,7 @@ class MirrorBatch:
                 replaced.append(oid)
                 items += write.items
         for model, rows in by_model.items():
-            upsert = functools.partial(_upsert_of, model)
+            upsert = functools.partial(_upsert, model)
             writes += _write(dialect, upsert, model.__table__, rows)
         if replaced:
             writes.append(Write(_delete_items(dialect), [{"ids": replaced}]))
